@@ -1,0 +1,1 @@
+//! The guarded webhook HTTP client (written by the client work).

@@ -1,0 +1,1 @@
+//! Address policy against SSRF (written by the client work).

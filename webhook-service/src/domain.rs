@@ -1,0 +1,357 @@
+//! The service's own types: jobs, webhook targets, results and deliveries.
+//!
+//! The wire types (protobuf, HTTP JSON) are translated to and from these at the edges, and the
+//! store persists them; nothing below `api/` sees a request type.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sdserve_proto::v1::GenerationParams;
+
+/// A secret string (bearer token or signing key) that never prints its value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that must send or use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Error for a name that is not one of an enum's accepted spellings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {given:?}; accepted: {accepted}")]
+pub struct UnknownName {
+    /// What kind of name it was ("format", "event").
+    pub what: &'static str,
+    /// The name given.
+    pub given: String,
+    /// The accepted names, comma-separated.
+    pub accepted: &'static str,
+}
+
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name used on the wire and in the store.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownName {
+                        what: $what,
+                        given: s.to_owned(),
+                        accepted: concat!($($text, " "),+).trim_ascii_end(),
+                    }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// The JSON shape of a callback: the native one or a vendor's (see `shared/seeds`).
+    Format, "format" {
+        /// Native: `{type, timestamp, data}` in the Standard Webhooks style.
+        Standard = "standard",
+        /// RunPod's A1111 worker job-status object.
+        Runpod = "runpod",
+        /// Cerebrium's `{run_id, run_time_ms, message, result}`.
+        Cerebrium = "cerebrium",
+        /// Diffute's prompt-name → media URL lists.
+        Diffute = "diffute",
+        /// Leonardo.ai's `image_generation.complete` event.
+        Leonardo = "leonardo",
+    }
+}
+
+named_enum! {
+    /// A job event a webhook can ask for.
+    EventKind, "event" {
+        /// The job finished with images.
+        Completed = "completed",
+        /// The job failed.
+        Failed = "failed",
+        /// The job was cancelled.
+        Canceled = "canceled",
+    }
+}
+
+named_enum! {
+    /// Where a job is in its life.
+    JobStatus, "job status" {
+        /// Stored, waiting for an inference server.
+        Queued = "queued",
+        /// Generating.
+        Running = "running",
+        /// Finished with images.
+        Completed = "completed",
+        /// Finished with an error.
+        Failed = "failed",
+        /// Cancelled before it finished.
+        Canceled = "canceled",
+    }
+}
+
+named_enum! {
+    /// Where a delivery is in its life.
+    DeliveryStatus, "delivery status" {
+        /// Waiting for its next attempt.
+        Pending = "pending",
+        /// An attempt is in flight (leased by a worker).
+        Sending = "sending",
+        /// The receiver answered 2xx.
+        Succeeded = "succeeded",
+        /// Every attempt of the schedule failed.
+        Exhausted = "exhausted",
+        /// The receiver answered 410 Gone.
+        Gone = "gone",
+    }
+}
+
+impl JobStatus {
+    /// True once the job can no longer change.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Canceled)
+    }
+}
+
+/// Where and how a job's result is delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookTarget {
+    /// Destination URL, already validated.
+    pub url: String,
+    /// Sent as `Authorization: Bearer`.
+    pub secret: Option<Secret>,
+    /// Payload shape.
+    pub format: Format,
+    /// Events to deliver.
+    pub events: Vec<EventKind>,
+    /// Standard Webhooks key (`whsec_...`) overriding the service's own.
+    pub signing_secret: Option<Secret>,
+}
+
+/// A job accepted by the API, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The id handed back to the caller.
+    pub id: String,
+    /// What to generate.
+    pub params: GenerationParams,
+    /// Where the result goes.
+    pub webhook: WebhookTarget,
+    /// Caller's de-duplication key.
+    pub idempotency_key: Option<String>,
+    /// Vendor request fields echoed by the callback formats (a JSON object, or null).
+    pub vendor_context: serde_json::Value,
+    /// Acceptance time, ms since the epoch.
+    pub created_at_ms: i64,
+}
+
+/// A stored job.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    /// The job as submitted.
+    pub job: NewJob,
+    /// Current state.
+    pub status: JobStatus,
+    /// When work started.
+    pub started_at_ms: Option<i64>,
+    /// When it finished.
+    pub finished_at_ms: Option<i64>,
+    /// Steps done so far.
+    pub progress_step: u32,
+    /// Steps in all (0 until known).
+    pub progress_total: u32,
+    /// Images stored for the job.
+    pub image_count: u32,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Model that ran it, once started.
+    pub model: String,
+}
+
+/// One image a job produced, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredImage {
+    /// 0-based position in the job.
+    pub index: u32,
+    /// Seed it came from.
+    pub seed: i64,
+    /// A1111 infotext.
+    pub infotext: String,
+    /// The PNG file.
+    pub png: Vec<u8>,
+}
+
+/// A finished job as the payload formats see it: the one type every format renders from.
+#[derive(Debug, Clone)]
+pub struct JobOutcome<'a> {
+    /// The job, with its final status, timings and error.
+    pub record: &'a JobRecord,
+    /// Which event this payload reports.
+    pub event: EventKind,
+    /// Images with their public (signed, expiring) URLs.
+    pub images: Vec<PublishedImage<'a>>,
+    /// A1111's `info` JSON string; empty when the job failed before it existed.
+    pub info_json: &'a str,
+    /// ms from acceptance to start of work.
+    pub queue_ms: u64,
+    /// ms of work.
+    pub execution_ms: u64,
+    /// When the payload was made, ms since the epoch.
+    pub timestamp_ms: i64,
+}
+
+/// An image with the URL the service serves it at.
+#[derive(Debug, Clone)]
+pub struct PublishedImage<'a> {
+    /// The stored image.
+    pub image: &'a StoredImage,
+    /// Signed media URL.
+    pub url: String,
+}
+
+/// A callback to store in the outbox together with the job's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDelivery {
+    /// The `webhook-id`, kept for every attempt.
+    pub id: String,
+    /// Which event.
+    pub event: EventKind,
+    /// Destination.
+    pub url: String,
+    /// The exact JSON body sent on every attempt.
+    pub payload: Vec<u8>,
+}
+
+/// A finished job's result and its callbacks, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct JobFinish {
+    /// The job.
+    pub job_id: String,
+    /// Completed, Failed or Canceled.
+    pub status: JobStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Its images.
+    pub images: Vec<StoredImage>,
+    /// A1111 info JSON.
+    pub info_json: String,
+    /// When work started, if it did.
+    pub started_at_ms: Option<i64>,
+    /// When it finished.
+    pub finished_at_ms: i64,
+    /// Callbacks to send.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// A delivery leased to a worker for one attempt.
+#[derive(Debug, Clone)]
+pub struct DeliveryTask {
+    /// The `webhook-id`.
+    pub id: String,
+    /// Its job.
+    pub job_id: String,
+    /// Destination.
+    pub url: String,
+    /// The body.
+    pub payload: Vec<u8>,
+    /// Bearer token.
+    pub secret: Option<Secret>,
+    /// Per-job Standard Webhooks key.
+    pub signing_secret: Option<Secret>,
+    /// Attempts already made in all (this one is number `attempts_made + 1`).
+    pub attempts_made: u32,
+    /// Attempts made since the delivery was created or last redelivered: the position in the
+    /// retry schedule.
+    pub round_attempts: u32,
+}
+
+/// What one attempt ended as, and what happens next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// The delivery.
+    pub delivery_id: String,
+    /// 1-based attempt number.
+    pub number: u32,
+    /// Start, ms since the epoch.
+    pub at_ms: i64,
+    /// HTTP status, if one arrived.
+    pub status_code: Option<u16>,
+    /// Failure reason; None on success.
+    pub error: Option<String>,
+    /// Duration.
+    pub duration_ms: u32,
+    /// First KiB of the response body.
+    pub response_excerpt: String,
+    /// Resulting state.
+    pub next: NextStep,
+}
+
+/// The state a delivery moves to after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// Done.
+    Succeeded,
+    /// Try again at this time (ms since the epoch).
+    RetryAt(i64),
+    /// The schedule is used up.
+    Exhausted,
+    /// The receiver answered 410; its URL is marked gone.
+    Gone,
+}
+
+/// A delivery with its history, for inspection.
+#[derive(Debug, Clone)]
+pub struct DeliveryRecord {
+    /// The `webhook-id`.
+    pub id: String,
+    /// Its job.
+    pub job_id: String,
+    /// Which event.
+    pub event: EventKind,
+    /// Destination.
+    pub url: String,
+    /// State.
+    pub status: DeliveryStatus,
+    /// When the next attempt is due.
+    pub next_attempt_at_ms: Option<i64>,
+    /// Last failure.
+    pub last_error: Option<String>,
+    /// Created, ms since the epoch.
+    pub created_at_ms: i64,
+    /// Attempts, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}

@@ -1,0 +1,8 @@
+//! The `leonardo` callback payload (written by the formats work; see formats/mod.rs).
+
+use crate::domain::JobOutcome;
+
+/// Renders `outcome` as a `leonardo` callback.
+pub fn render(_outcome: &JobOutcome<'_>) -> serde_json::Value {
+    serde_json::Value::Null
+}

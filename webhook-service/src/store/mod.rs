@@ -1,0 +1,117 @@
+//! Durable storage of jobs, results and deliveries.
+//!
+//! [`Store`] is the one interface the rest of the service uses, so that PostgreSQL can be
+//! added beside [`sqlite::SqliteStore`] for multi-replica deployments. Every method is one
+//! transaction; [`Store::finish_job`] writes a job's result and its callbacks together (the
+//! outbox), so a crash at any point leaves either both or neither.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    AttemptRecord, DeliveryRecord, DeliveryTask, JobFinish, JobRecord, NewJob, StoredImage,
+};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// A stored value could not be read back (a schema or encoding mismatch).
+    #[error("corrupt stored value in {what}: {detail}")]
+    Corrupt {
+        /// Table and column.
+        what: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The database file could not be opened or migrated.
+    #[error("cannot open database {path}: {detail}")]
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        detail: String,
+    },
+    /// The blocking task running the query panicked or was cancelled.
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+/// Result of [`Store::insert_job`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inserted {
+    /// The job's id: the new one, or the earlier job's when deduplicated.
+    pub id: String,
+    /// True when the idempotency key matched an earlier job.
+    pub deduplicated: bool,
+}
+
+/// Durable storage of jobs, results and deliveries. Times are ms since the Unix epoch.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a queued job, or returns the earlier job with the same idempotency key.
+    async fn insert_job(&self, job: NewJob) -> Result<Inserted, StoreError>;
+
+    /// A job by id.
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Moves the oldest queued job to running (at `now_ms`) and returns it.
+    async fn claim_next_job(&self, now_ms: i64) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Puts every running job back in the queue; called at start-up, when no job can really
+    /// be running. Returns how many were requeued.
+    async fn requeue_running_jobs(&self) -> Result<u64, StoreError>;
+
+    /// Records sampling progress and the model running a job.
+    async fn set_progress(
+        &self,
+        job_id: &str,
+        step: u32,
+        total: u32,
+        model: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Writes a job's final status, images and callbacks in one transaction. Does nothing and
+    /// returns false if the job had already finished (for example, it was cancelled).
+    async fn finish_job(&self, finish: JobFinish) -> Result<bool, StoreError>;
+
+    /// A stored image's PNG bytes.
+    async fn get_image(&self, job_id: &str, index: u32) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// A job's images, in order.
+    async fn list_images(&self, job_id: &str) -> Result<Vec<StoredImage>, StoreError>;
+
+    /// Leases up to `limit` deliveries that are due at `now_ms` (pending and due, or sending
+    /// with an expired lease) until `lease_until_ms`, and returns them. Deliveries to a URL
+    /// marked gone are moved to `gone` instead of being returned.
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryTask>, StoreError>;
+
+    /// Stores an attempt and moves its delivery to `attempt.next`; a `Gone` outcome also
+    /// marks the URL gone.
+    async fn record_attempt(&self, attempt: AttemptRecord) -> Result<(), StoreError>;
+
+    /// The earliest time a pending delivery or an expired lease becomes due, if any.
+    async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError>;
+
+    /// A job's deliveries with their attempts, oldest first.
+    async fn list_deliveries(&self, job_id: &str) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    /// A delivery by id, with its attempts.
+    async fn get_delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
+
+    /// Makes a delivery pending again, due at `now_ms`, with a fresh retry schedule and the
+    /// same id; clears the gone mark of its URL. None if no such delivery.
+    async fn redeliver(
+        &self,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<DeliveryRecord>, StoreError>;
+}

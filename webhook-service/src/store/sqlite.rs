@@ -1,0 +1,1 @@
+//! SQLite implementation of [`Store`](super::Store) (written by the store work).
