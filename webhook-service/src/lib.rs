@@ -1,11 +1,199 @@
 //! webhook-service: the front door for callers who want their generations as callbacks.
 //!
-//! It accepts jobs over gRPC ([`api::grpc`]) and HTTP ([`api::http`]), stores them durably
-//! ([`store`]), runs them on an inference server ([`jobs`]) and delivers each result to the
-//! job's webhook ([`delivery`]) in the JSON shape the caller asked for ([`formats`]).
+//! It accepts jobs over gRPC ([`api::grpc`]) and HTTP ([`api::http`], including vendor
+//! request shapes), stores them durably ([`store`]), runs them on an inference server
+//! ([`jobs`]) and delivers each result to the job's webhook ([`delivery`]) in the JSON shape
+//! the caller asked for ([`formats`]). [`run`] starts it all on listeners the caller binds,
+//! so tests run the real service on port 0.
 
-pub mod domain;
+pub mod api;
+pub mod clock;
+pub mod config;
 pub mod delivery;
+pub mod domain;
 pub mod formats;
+pub mod jobs;
 pub mod media;
+pub mod metrics;
 pub mod store;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use sdserve_proto::v1::inference_client::InferenceClient;
+use sdserve_proto::v1::jobs_server::JobsServer;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use delivery::client::{ClientConfig, WebhookClient};
+use delivery::signing::SigningKey;
+use delivery::worker::{Deliverer, WorkerConfig};
+use jobs::JobService;
+use jobs::dispatch::Dispatcher;
+use store::sqlite::SqliteStore;
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// A listener or server failed.
+    #[error("server: {0}")]
+    Server(String),
+}
+
+/// Largest gRPC message accepted from an inference server (an image event carries a PNG).
+const MAX_INFERENCE_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Runs the service on `grpc` and `http` until `shutdown` resolves, then stops taking
+/// requests, lets attempts in flight finish and returns. Nothing accepted is lost at any
+/// point: jobs and deliveries left unfinished resume at the next start.
+pub async fn run(
+    config: Config,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    let store: Arc<dyn store::Store> = Arc::new(SqliteStore::open(&config.database)?);
+    let http_addr = http.local_addr().map_err(|e| ServiceError::Server(e.to_string()))?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
+    let media_key = match &config.media_key {
+        Some(key) => key.clone(),
+        None => load_or_create_media_key(&config.database)?,
+    };
+    let media = media::MediaSigner::new(media_key, &public_url, config.media_ttl);
+    let client = WebhookClient::new(&ClientConfig {
+        connect_timeout: config.connect_timeout,
+        timeout: config.timeout,
+        allow_http: config.allow_http,
+        allow_private: config.allow_private.clone(),
+        extra_ca_pem: config.ca_pem.clone(),
+        resolve_overrides: config.resolve_overrides.clone(),
+        ..ClientConfig::default()
+    })
+    .map_err(|e| ServiceError::Config(e.to_string()))?;
+    let signing_key = match &config.signing_key {
+        Some(key) => Some(SigningKey::parse(key).map_err(|e| ServiceError::Config(format!("signing key: {e}")))?),
+        None => None,
+    };
+    let metrics = metrics::Metrics::new();
+    let delivery_wake = Arc::new(Notify::new());
+    let jobs = JobService::new(store.clone(), config.clock.clone(), media, metrics.clone(), delivery_wake.clone());
+    let deliverer = Deliverer::new(
+        store,
+        client,
+        config.clock.clone(),
+        metrics,
+        WorkerConfig {
+            concurrency: config.delivery_concurrency,
+            lease: config.timeout + std::time::Duration::from_secs(15),
+            retry: config.retry.clone(),
+            signing_key,
+        },
+        delivery_wake,
+    );
+    let inference = inference_channel(&config.inference)?;
+    let dispatcher = Dispatcher::new(jobs.clone(), inference, config.generation_concurrency);
+    let rules = api::validate::UrlRules { allow_http: config.allow_http };
+
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+    let workers = tokio_util::task::TaskTracker::new();
+    workers.spawn(deliverer.run(stop.clone()));
+    workers.spawn(dispatcher.run(stop.clone()));
+    workers.close();
+
+    let grpc_server = grpc_server(JobsServer::new(api::grpc::JobsApi::new(jobs.clone(), rules)), grpc, stop.clone());
+    let http_server = {
+        let router = api::http::router(api::http::HttpState { jobs, rules });
+        let stop = stop.clone();
+        async move {
+            axum::serve(http, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .map_err(|e| ServiceError::Server(format!("http: {e}")))
+        }
+    };
+    tracing::info!(grpc = ?grpc_server.1, http = %http_addr, "webhook-service listening");
+    let served = tokio::try_join!(grpc_server.0, http_server);
+    stop.cancel();
+    workers.wait().await;
+    served.map(|_| ())
+}
+
+type GrpcServe = (std::pin::Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send>>, Option<std::net::SocketAddr>);
+
+fn grpc_server(jobs: JobsServer<api::grpc::JobsApi>, listener: TcpListener, stop: CancellationToken) -> GrpcServe {
+    let addr = listener.local_addr().ok();
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sdserve_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let serve = async move {
+        health_reporter.set_serving::<JobsServer<api::grpc::JobsApi>>().await;
+        let reflection = reflection.map_err(|e| ServiceError::Server(format!("reflection: {e}")))?;
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(jobs)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async move { stop.cancelled().await },
+            )
+            .await
+            .map_err(|e| ServiceError::Server(format!("grpc: {e}")))
+    };
+    (Box::pin(serve), addr)
+}
+
+fn inference_channel(endpoints: &[String]) -> Result<InferenceClient<tonic::transport::Channel>, ServiceError> {
+    let parsed = endpoints
+        .iter()
+        .map(|e| {
+            tonic::transport::Endpoint::from_shared(e.clone())
+                .map_err(|err| ServiceError::Config(format!("inference endpoint {e:?}: {err}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if parsed.is_empty() {
+        return Err(ServiceError::Config("at least one inference endpoint is required".into()));
+    }
+    let channel = tonic::transport::Channel::balance_list(parsed.into_iter());
+    Ok(InferenceClient::new(channel).max_decoding_message_size(MAX_INFERENCE_MESSAGE))
+}
+
+/// Reads the media key kept beside the database, creating it (owner-only) on first start so
+/// links in stored callbacks stay valid across restarts.
+fn load_or_create_media_key(database: &Path) -> Result<Vec<u8>, ServiceError> {
+    let mut path = database.as_os_str().to_owned();
+    path.push(".media-key");
+    let path = std::path::PathBuf::from(path);
+    let fail = |e: std::io::Error| ServiceError::Config(format!("media key file {}: {e}", path.display()));
+    match std::fs::read(&path) {
+        Ok(key) if key.len() >= 32 => return Ok(key),
+        Ok(_) => return Err(ServiceError::Config(format!("media key file {} is shorter than 32 bytes", path.display()))),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
+        Err(_) => {}
+    }
+    let key: [u8; 32] = rand::random();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    options.open(&path).and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all())).map_err(fail)?;
+    Ok(key.to_vec())
+}

@@ -7,3 +7,5 @@
 pub mod client;
 pub mod signing;
 pub mod ssrf;
+pub mod retry;
+pub mod worker;

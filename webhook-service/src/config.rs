@@ -1,0 +1,70 @@
+//! The service's configuration, as `run` takes it. The command line (see `main.rs`) and tests
+//! build one of these; defaults suit a local run.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::delivery::retry::RetryPolicy;
+
+/// Everything `run` needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// SQLite database file.
+    pub database: PathBuf,
+    /// Inference server endpoints (`http://host:port`); generations are balanced over them.
+    pub inference: Vec<String>,
+    /// The service's public HTTP base URL, used in media links; None = the HTTP listener's.
+    pub public_url: Option<String>,
+    /// Key for media URL signatures; None = read or create `<database>.media-key`.
+    pub media_key: Option<Vec<u8>>,
+    /// How long media links stay valid.
+    pub media_ttl: Duration,
+    /// Subnets webhooks may reach although private, loopback, etc.
+    pub allow_private: Vec<ipnet::IpNet>,
+    /// Accept `http://` webhook URLs.
+    pub allow_http: bool,
+    /// Extra trusted CA certificates (PEM), besides the webpki roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Fixed host → address mappings used instead of DNS (still subject to the address policy).
+    pub resolve_overrides: HashMap<String, Vec<IpAddr>>,
+    /// Standard Webhooks key (`whsec_...`) for jobs that bring none.
+    pub signing_key: Option<String>,
+    /// Webhook connect timeout.
+    pub connect_timeout: Duration,
+    /// Webhook total timeout per attempt.
+    pub timeout: Duration,
+    /// When failed deliveries are retried.
+    pub retry: RetryPolicy,
+    /// Delivery attempts in flight at once.
+    pub delivery_concurrency: usize,
+    /// Generations sent to the inference servers at once.
+    pub generation_concurrency: usize,
+    /// Time source (a manual clock in tests).
+    pub clock: Clock,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database: PathBuf::from("sdserve-webhooks.db"),
+            inference: vec!["http://127.0.0.1:50051".to_owned()],
+            public_url: None,
+            media_key: None,
+            media_ttl: Duration::from_secs(7 * 24 * 3600),
+            allow_private: Vec::new(),
+            allow_http: false,
+            ca_pem: None,
+            resolve_overrides: HashMap::new(),
+            signing_key: None,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            retry: RetryPolicy::default(),
+            delivery_concurrency: 64,
+            generation_concurrency: 2,
+            clock: Clock::system(),
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The delivery loop: lease due deliveries from the store and run each through
+//! prepare → send → handle result, a bounded number at a time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::client::{SendOutcome, WebhookClient};
+use super::retry::RetryPolicy;
+use super::signing::SigningKey;
+use crate::clock::Clock;
+use crate::domain::{AttemptRecord, DeliveryTask, NextStep};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// How the delivery loop behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+    /// How long a leased delivery stays with this worker before another may take it; longer
+    /// than the client's total timeout.
+    pub lease: Duration,
+    /// When to retry.
+    pub retry: RetryPolicy,
+    /// The service's Standard Webhooks key, used when a job has none of its own.
+    pub signing_key: Option<SigningKey>,
+}
+
+/// Everything an attempt needs, shared by the loop and its tasks.
+pub struct Deliverer {
+    store: Arc<dyn Store>,
+    client: WebhookClient,
+    clock: Clock,
+    metrics: Metrics,
+    config: WorkerConfig,
+    wake: Arc<Notify>,
+}
+
+impl Deliverer {
+    /// Assembles a deliverer; `wake` is notified by whoever adds deliveries.
+    pub fn new(
+        store: Arc<dyn Store>,
+        client: WebhookClient,
+        clock: Clock,
+        metrics: Metrics,
+        config: WorkerConfig,
+        wake: Arc<Notify>,
+    ) -> Arc<Self> {
+        Arc::new(Self { store, client, clock, metrics, config, wake })
+    }
+
+    /// Runs until `shutdown`, then waits for the attempts in flight to be recorded.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let tasks = TaskTracker::new();
+        while !shutdown.is_cancelled() {
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = slots.acquire() => continue,
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            let now = self.clock.now_ms();
+            let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
+            let claimed = match self.store.claim_due_deliveries(now, now + lease_ms, free as u32).await {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot lease deliveries; retrying in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            let full = claimed.len() == free;
+            for task in claimed {
+                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let this = self.clone();
+                tasks.spawn(async move {
+                    this.attempt(task).await;
+                    drop(permit);
+                });
+            }
+            if full {
+                continue;
+            }
+            self.wait_for_work(&shutdown).await;
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    async fn wait_for_work(&self, shutdown: &CancellationToken) {
+        let next_due = match self.store.next_delivery_due().await {
+            Ok(next) => next,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the next due delivery");
+                Some(self.clock.now_ms() + 1_000)
+            }
+        };
+        let sleep = async {
+            match next_due {
+                Some(at) => self.clock.sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = self.wake.notified() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+
+    /// One attempt: prepare, send, record what happened.
+    async fn attempt(&self, task: DeliveryTask) {
+        let at_ms = self.clock.now_ms();
+        let headers = self.prepare(&task, at_ms);
+        let started = Instant::now();
+        let outcome = self.client.send(&task.url, &headers, task.payload.clone()).await;
+        let elapsed = started.elapsed();
+        let record = self.handle(&task, at_ms, elapsed, outcome);
+        tracing::info!(
+            delivery = %task.id, job = %task.job_id, attempt = record.number,
+            status = ?record.status_code, error = record.error.as_deref().unwrap_or(""),
+            next = ?record.next, "delivery attempt"
+        );
+        if let Err(err) = self.store.record_attempt(record).await {
+            // The lease runs out and the delivery is attempted again: at-least-once.
+            tracing::error!(delivery = %task.id, error = %err, "cannot record attempt");
+        }
+    }
+
+    /// The request headers: content type, Standard Webhooks id/timestamp/signature, bearer.
+    fn prepare(&self, task: &DeliveryTask, at_ms: i64) -> Vec<(String, String)> {
+        let timestamp = at_ms.div_euclid(1000);
+        let mut headers = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("webhook-id".to_owned(), task.id.clone()),
+            ("webhook-timestamp".to_owned(), timestamp.to_string()),
+        ];
+        let job_key = task.signing_secret.as_ref().and_then(|s| match SigningKey::parse(s.expose()) {
+            Ok(key) => Some(key),
+            Err(err) => {
+                tracing::warn!(delivery = %task.id, error = %err, "job signing key unusable");
+                None
+            }
+        });
+        if let Some(key) = job_key.as_ref().or(self.config.signing_key.as_ref()) {
+            headers.push(("webhook-signature".to_owned(), key.sign(&task.id, timestamp, &task.payload)));
+        }
+        if let Some(secret) = &task.secret {
+            headers.push(("authorization".to_owned(), format!("Bearer {}", secret.expose())));
+        }
+        headers
+    }
+
+    /// Turns the outcome into the attempt's record and the delivery's next state.
+    fn handle(&self, task: &DeliveryTask, at_ms: i64, elapsed: Duration, outcome: SendOutcome) -> AttemptRecord {
+        let round = task.round_attempts + 1;
+        let now = self.clock.now_ms();
+        let (status_code, error, excerpt, next) = match outcome {
+            SendOutcome::Response { status, body_excerpt, .. } if (200..300).contains(&status) => {
+                (Some(status), None, body_excerpt, NextStep::Succeeded)
+            }
+            SendOutcome::Response { status: 410, body_excerpt, .. } => (
+                Some(410),
+                Some("receiver answered 410 Gone: endpoint marked gone, no more attempts".to_owned()),
+                body_excerpt,
+                NextStep::Gone,
+            ),
+            SendOutcome::Response { status, retry_after, body_excerpt } => {
+                let error = if (300..400).contains(&status) {
+                    format!("receiver answered {status} (redirects are not followed)")
+                } else {
+                    format!("receiver answered {status}")
+                };
+                let next = self.config.retry.after_failure(round, now, retry_after);
+                (Some(status), Some(error), body_excerpt, next)
+            }
+            SendOutcome::Failed { kind, reason } => {
+                let next = self.config.retry.after_failure(round, now, None);
+                (None, Some(format!("{kind}: {reason}")), String::new(), next)
+            }
+        };
+        self.metrics.attempt(elapsed.as_secs_f64(), next == NextStep::Succeeded);
+        match next {
+            NextStep::Exhausted => self.metrics.exhausted(),
+            NextStep::Gone => self.metrics.gone(),
+            _ => {}
+        }
+        AttemptRecord {
+            delivery_id: task.id.clone(),
+            number: task.attempts_made + 1,
+            at_ms,
+            status_code,
+            error,
+            duration_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
+            response_excerpt: excerpt,
+            next,
+        }
+    }
+}
