@@ -1,1 +1,150 @@
-fn main() {}
+//! Delivery throughput: pushes 10,000 deliveries through the real engine (SQLite store,
+//! guarded HTTP client, worker) to a loopback HTTP receiver and prints deliveries per second
+//! and enqueue-to-delivered latency percentiles. Run: `cargo bench -p webhook-service`.
+//! Target on a 2-core machine: at least 2,000 deliveries/s.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use webhook_service::clock::Clock;
+use webhook_service::delivery::client::{ClientConfig, WebhookClient};
+use webhook_service::delivery::retry::RetryPolicy;
+use webhook_service::delivery::worker::{Deliverer, WorkerConfig};
+use webhook_service::domain::{
+    EventKind, Format, JobFinish, JobStatus, NewDelivery, NewJob, WebhookTarget,
+};
+use webhook_service::metrics::Metrics;
+use webhook_service::store::Store;
+use webhook_service::store::sqlite::SqliteStore;
+
+const DELIVERIES: usize = 10_000;
+
+type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+
+async fn receiver(arrivals: Arrivals, all_in: Arc<Notify>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let addr = listener.local_addr().expect("receiver address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (arrivals, all_in) = (arrivals.clone(), all_in.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (arrivals, all_in) = (arrivals.clone(), all_in.clone());
+                    async move {
+                        let id = req.headers().get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                        let mut seen = arrivals.lock().expect("arrivals lock");
+                        seen.entry(id).or_insert_with(Instant::now);
+                        if seen.len() == DELIVERIES {
+                            all_in.notify_one();
+                        }
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+fn job(i: usize, url: &str) -> NewJob {
+    NewJob {
+        id: format!("bench-{i:05}"),
+        params: Default::default(),
+        webhook: WebhookTarget {
+            url: url.to_owned(),
+            secret: None,
+            format: Format::Standard,
+            events: vec![EventKind::Completed],
+            signing_secret: None,
+        },
+        idempotency_key: None,
+        vendor_context: serde_json::Value::Null,
+        created_at_ms: 0,
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("bench.db")).expect("open store"));
+    let arrivals: Arrivals = Arc::default();
+    let all_in = Arc::new(Notify::new());
+    let addr = receiver(arrivals.clone(), all_in.clone()).await;
+    let url = format!("http://{addr}/hook");
+    let client = WebhookClient::new(&ClientConfig {
+        allow_http: true,
+        allow_private: vec!["127.0.0.0/8".parse().expect("cidr")],
+        ..ClientConfig::default()
+    })
+    .expect("client");
+    let wake = Arc::new(Notify::new());
+    let deliverer = Deliverer::new(
+        store.clone(),
+        client,
+        Clock::system(),
+        Metrics::new(),
+        WorkerConfig { concurrency: 64, lease: Duration::from_secs(30), retry: RetryPolicy::default(), signing_key: None },
+        wake.clone(),
+    );
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(deliverer.run(stop.clone()));
+    let payload = serde_json::to_vec(&serde_json::json!({"type": "job.completed", "data": {"job_id": "x", "images": []}})).expect("json");
+
+    let started = Instant::now();
+    let mut enqueued = HashMap::with_capacity(DELIVERIES);
+    for i in 0..DELIVERIES {
+        let new = job(i, &url);
+        let id = new.id.clone();
+        store.insert_job(new).await.expect("insert job");
+        let delivery_id = format!("msg_bench_{i:05}");
+        let finish = JobFinish {
+            job_id: id,
+            status: JobStatus::Completed,
+            error: None,
+            images: Vec::new(),
+            info_json: String::new(),
+            started_at_ms: Some(0),
+            finished_at_ms: Clock::system().now_ms(),
+            deliveries: vec![NewDelivery { id: delivery_id.clone(), event: EventKind::Completed, url: url.clone(), payload: payload.clone() }],
+        };
+        store.finish_job(finish).await.expect("finish job");
+        enqueued.insert(delivery_id, Instant::now());
+        wake.notify_one();
+    }
+    let enqueue_time = started.elapsed();
+    tokio::time::timeout(Duration::from_secs(600), all_in.notified()).await.expect("all deliveries within 10 minutes");
+    let total = started.elapsed();
+    stop.cancel();
+    worker.await.expect("worker");
+
+    let arrivals = arrivals.lock().expect("arrivals lock");
+    let mut latencies: Vec<Duration> =
+        enqueued.iter().map(|(id, at)| arrivals[id].saturating_duration_since(*at)).collect();
+    latencies.sort();
+    let rate = DELIVERIES as f64 / total.as_secs_f64();
+    println!("| metric | value |");
+    println!("|---|---|");
+    println!("| deliveries | {DELIVERIES} |");
+    println!("| enqueue time (job + result + outbox row each) | {:.2} s |", enqueue_time.as_secs_f64());
+    println!("| total time, first enqueue to last delivered | {:.2} s |", total.as_secs_f64());
+    println!("| deliveries/s | {rate:.0} |");
+    println!("| p50 enqueue→delivered | {:.1} ms |", percentile(&latencies, 0.50).as_secs_f64() * 1e3);
+    println!("| p99 enqueue→delivered | {:.1} ms |", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
+    println!("| target | ≥ 2000 deliveries/s: {} ({:.2}× target) |", if rate >= 2000.0 { "met" } else { "NOT met" }, rate / 2000.0);
+}

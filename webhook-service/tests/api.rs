@@ -1,0 +1,158 @@
+//! The APIs refuse malformed requests with the field and the rule named, before storing
+//! anything, and serve jobs, health and reflection.
+
+mod support;
+
+use sdserve_proto::v1 as pb;
+use support::service::{Service, submit_request, test_config};
+use tonic::Code;
+
+async fn service() -> Service {
+    let (inference, _) = support::inference::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir, inference);
+    config.allow_http = false;
+    Service::start(config, dir).await
+}
+
+async fn refused(service: &Service, request: pb::SubmitJobRequest) -> String {
+    let status = service.jobs().await.submit_job(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status.message().to_owned()
+}
+
+#[tokio::test]
+async fn malformed_submissions_are_invalid_argument_naming_the_field() {
+    let service = service().await;
+    let ok = "https://hooks.example.com/in";
+    let cases = [
+        (submit_request("p", "not a url", "standard", ""), "webhook.url: is not an absolute URL"),
+        (submit_request("p", "ftp://hooks.example.com/x", "standard", ""), "webhook.url: scheme \"ftp\" is not allowed"),
+        (submit_request("p", "http://hooks.example.com/x", "standard", ""), "webhook.url: must use https"),
+        (submit_request("p", "https://user:pw@hooks.example.com/", "standard", ""), "webhook.url: must not carry credentials"),
+        (submit_request("p", "", "standard", ""), "webhook.url: is required"),
+        (submit_request("p", ok, "", ""), "webhook.format: is required"),
+        (submit_request("p", ok, "zapier", ""), "webhook.format: unknown format \"zapier\""),
+        (submit_request("p", ok, "standard", &"s".repeat(513)), "webhook.secret: must be at most 512 bytes"),
+        (submit_request("p", ok, "standard", "line\nbreak"), "webhook.secret: must be visible ASCII"),
+    ];
+    for (request, expected) in cases {
+        let message = refused(&service, request).await;
+        assert!(message.starts_with(expected), "expected {expected:?}, got {message:?}");
+    }
+
+    let mut no_webhook = submit_request("p", ok, "standard", "");
+    no_webhook.webhook = None;
+    assert_eq!(refused(&service, no_webhook).await, "webhook: is required");
+
+    let mut bad_event = submit_request("p", ok, "standard", "");
+    bad_event.webhook.as_mut().unwrap().events = vec!["progress".into()];
+    assert!(refused(&service, bad_event).await.starts_with("webhook.events: unknown event \"progress\""));
+
+    let mut bad_key = submit_request("p", ok, "standard", "");
+    bad_key.webhook.as_mut().unwrap().signing_secret = "not-a-key".into();
+    assert!(refused(&service, bad_key).await.starts_with("webhook.signing_secret:"));
+
+    for (field, mutate) in [
+        ("params.width", Box::new(|p: &mut pb::GenerationParams| p.width = Some(65)) as Box<dyn Fn(&mut _)>),
+        ("params.steps", Box::new(|p: &mut pb::GenerationParams| p.steps = Some(0))),
+        ("params.cfg_scale", Box::new(|p: &mut pb::GenerationParams| p.cfg_scale = Some(-1.0))),
+        ("params.batch_size", Box::new(|p: &mut pb::GenerationParams| p.batch_size = Some(1000))),
+    ] {
+        let mut request = submit_request("p", ok, "standard", "");
+        mutate(request.params.as_mut().unwrap());
+        let message = refused(&service, request).await;
+        assert!(message.starts_with(&format!("{field}: ")), "{message}");
+    }
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn secrets_never_come_back_from_the_apis() {
+    let service = service().await;
+    let mut request = submit_request("p", "https://hooks.example.com/in", "standard", "bearer-SECRET-1");
+    request.webhook.as_mut().unwrap().signing_secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into();
+    let id = service.jobs().await.submit_job(request).await.unwrap().into_inner().job_id;
+    let job = service.jobs().await.get_job(pb::GetJobRequest { job_id: id.clone() }).await.unwrap().into_inner();
+    assert_eq!(job.webhook_url, "https://hooks.example.com/in");
+    let as_text = format!("{job:?}");
+    assert!(!as_text.contains("bearer-SECRET-1") && !as_text.contains("MfKQ9r8"), "{as_text}");
+    let http = reqwest_get(service.http, &format!("/v1/jobs/{id}")).await;
+    assert!(http.contains(&id) && !http.contains("bearer-SECRET-1") && !http.contains("MfKQ9r8"), "{http}");
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_first_job() {
+    let service = service().await;
+    let mut request = submit_request("p", "https://hooks.example.com/in", "standard", "");
+    request.idempotency_key = "order-42".into();
+    let first = service.jobs().await.submit_job(request.clone()).await.unwrap().into_inner();
+    let second = service.jobs().await.submit_job(request).await.unwrap().into_inner();
+    assert!(!first.deduplicated);
+    assert!(second.deduplicated);
+    assert_eq!(first.job_id, second.job_id);
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_ids_are_not_found() {
+    let service = service().await;
+    let mut jobs = service.jobs().await;
+    let status = jobs.get_job(pb::GetJobRequest { job_id: "nope".into() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status = jobs.redeliver(pb::RedeliverRequest { delivery_id: "msg_nope".into() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status = jobs.get_job(pb::GetJobRequest { job_id: String::new() }).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::InvalidArgument, "job_id: is required"));
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn http_api_answers_422_and_400_with_json_bodies() {
+    let service = service().await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/jobs", service.http);
+    let response = client
+        .post(&url)
+        .json(&serde_json::json!({"params": {"prompt": "p", "width": 65}, "webhook": {"url": "https://h.example.com/", "format": "standard"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "params.width");
+    assert_eq!(body["error"]["rule"], "must be between 64 and 2048, got 65");
+
+    let response = client.post(&url).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().len() > 5, "{body}");
+
+    let cerebrium = format!("http://{}/cerebrium/sd/predict", service.http);
+    let response = client.post(&cerebrium).json(&serde_json::json!({"prompt": "p", "webhook_endpoint": "ftp://x/"})).send().await.unwrap();
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "webhook_endpoint");
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn grpc_health_and_reflection_are_served() {
+    let service = service().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc)).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "sdserve.v1.Jobs".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    let metrics = reqwest_get(service.http, "/metrics").await;
+    assert!(metrics.contains("sdserve_webhook_delivery_attempts_total"), "{metrics}");
+    service.stop().await;
+}
+
+async fn reqwest_get(addr: std::net::SocketAddr, path: &str) -> String {
+    reqwest::get(format!("http://{addr}{path}")).await.unwrap().text().await.unwrap()
+}

@@ -1,0 +1,99 @@
+//! A scripted stand-in for the inference server, speaking the real `sdserve.v1.Inference`
+//! gRPC contract on 127.0.0.1:0, so the webhook service is tested before the engine exists.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use futures::Stream;
+use sdserve_proto::v1 as pb;
+use sdserve_proto::v1::generate_event::Event;
+use sdserve_proto::v1::inference_server::{Inference, InferenceServer};
+use tonic::{Request, Response, Status};
+
+/// A valid 1×1 PNG.
+pub fn tiny_png() -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=")
+        .unwrap()
+}
+
+/// Behaviour chosen by the prompt: `fail` → a Failed event; `reject` → INVALID_ARGUMENT;
+/// `slow` → 3 s before the images; anything else succeeds with `batch_size` images.
+#[derive(Default)]
+pub struct FakeInference {
+    /// Generate calls received.
+    pub calls: AtomicUsize,
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<pb::GenerateEvent, Status>> + Send>>;
+
+fn event(e: Event) -> Result<pb::GenerateEvent, Status> {
+    Ok(pb::GenerateEvent { event: Some(e) })
+}
+
+#[tonic::async_trait]
+impl Inference for Arc<FakeInference> {
+    type GenerateStream = Events;
+
+    async fn generate(&self, request: Request<pb::GenerateRequest>) -> Result<Response<Events>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let params = request.into_inner().params.unwrap_or_default();
+        if params.prompt == "reject" {
+            return Err(Status::invalid_argument("params.steps: must be between 1 and 150"));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            let seed = params.seed.filter(|s| *s >= 0).unwrap_or(1234);
+            let steps = params.steps.unwrap_or(20);
+            let _ = tx.send(event(Event::Queued(pb::Queued { position: 0 }))).await;
+            let _ = tx.send(event(Event::Started(pb::Started { model: "tiny-sd1".into(), seed }))).await;
+            for step in 1..=steps {
+                let _ = tx.send(event(Event::Progress(pb::Progress { step, total: steps, preview_png: vec![] }))).await;
+            }
+            if params.prompt == "slow" {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            if params.prompt == "fail" {
+                let failed = pb::Failed { code: "INTERNAL".into(), message: "out of memory".into() };
+                let _ = tx.send(event(Event::Failed(failed))).await;
+                return;
+            }
+            let count = params.batch_size.unwrap_or(1);
+            let infotexts: Vec<String> = (0..count)
+                .map(|i| format!("{}\nSteps: {steps}, Seed: {}, Model: tiny-sd1", params.prompt, seed + i64::from(i)))
+                .collect();
+            for (i, infotext) in infotexts.iter().enumerate() {
+                let image = pb::GeneratedImage { index: i as u32, png: tiny_png(), seed: seed + i as i64, infotext: infotext.clone() };
+                let _ = tx.send(event(Event::Image(image))).await;
+            }
+            let info = serde_json::json!({"prompt": params.prompt, "seed": seed, "all_seeds": (0..count).map(|i| seed + i64::from(i)).collect::<Vec<_>>(), "infotexts": infotexts});
+            let done = pb::Completed { timings: Some(pb::Timings { queue_ms: 1, execution_ms: 2 }), info_json: info.to_string() };
+            let _ = tx.send(event(Event::Completed(done))).await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+        Ok(Response::new(pb::ListModelsResponse::default()))
+    }
+}
+
+/// Starts the fake on 127.0.0.1:0; it runs until the test's runtime ends.
+pub async fn start() -> (SocketAddr, Arc<FakeInference>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = Arc::new(FakeInference::default());
+    let service = InferenceServer::new(fake.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (addr, fake)
+}
