@@ -29,6 +29,9 @@ pub struct FakeInference {
     pub calls: AtomicUsize,
 }
 
+/// The gRPC face of a shared [`FakeInference`].
+pub struct FakeServer(Arc<FakeInference>);
+
 type Events = Pin<Box<dyn Stream<Item = Result<pb::GenerateEvent, Status>> + Send>>;
 
 fn event(e: Event) -> Result<pb::GenerateEvent, Status> {
@@ -36,11 +39,11 @@ fn event(e: Event) -> Result<pb::GenerateEvent, Status> {
 }
 
 #[tonic::async_trait]
-impl Inference for Arc<FakeInference> {
+impl Inference for FakeServer {
     type GenerateStream = Events;
 
     async fn generate(&self, request: Request<pb::GenerateRequest>) -> Result<Response<Events>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
         let params = request.into_inner().params.unwrap_or_default();
         if params.prompt == "reject" {
             return Err(Status::invalid_argument("params.steps: must be between 1 and 150"));
@@ -87,7 +90,7 @@ pub async fn start() -> (SocketAddr, Arc<FakeInference>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let fake = Arc::new(FakeInference::default());
-    let service = InferenceServer::new(fake.clone());
+    let service = InferenceServer::new(FakeServer(fake.clone()));
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
