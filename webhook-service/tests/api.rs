@@ -153,6 +153,41 @@ async fn grpc_health_and_reflection_are_served() {
     service.stop().await;
 }
 
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let service = service().await;
+    let mut client = ServerReflectionClient::connect(format!("http://{}", service.grpc)).await.unwrap();
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut replies = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else { panic!("{reply:?}") };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["sdserve.v1.Jobs", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn watch_job_streams_until_the_job_ends() {
+    let service = service().await;
+    let mut request = submit_request("fail", "https://hooks.example.com/in", "standard", "");
+    request.params.as_mut().unwrap().steps = Some(3);
+    let id = service.jobs().await.submit_job(request).await.unwrap().into_inner().job_id;
+    let mut stream = service.jobs().await.watch_job(pb::WatchJobRequest { job_id: id }).await.unwrap().into_inner();
+    let mut statuses = Vec::new();
+    while let Some(event) = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message()).await.unwrap().unwrap() {
+        statuses.push(event.job.unwrap().status());
+    }
+    assert_eq!(statuses.last(), Some(&pb::JobStatus::Failed), "{statuses:?}");
+    service.stop().await;
+}
+
 async fn reqwest_get(addr: std::net::SocketAddr, path: &str) -> String {
     reqwest::get(format!("http://{addr}{path}")).await.unwrap().text().await.unwrap()
 }
