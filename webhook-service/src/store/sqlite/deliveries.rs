@@ -169,12 +169,15 @@ pub(super) fn list(conn: &Connection, job_id: &str) -> Result<Vec<DeliveryRecord
 /// A delivery by id, with its attempts.
 pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
     let record = {
-        let mut stmt = conn
-            .prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"))?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1"
+        ))?;
         let mut rows = stmt.query([id])?;
         rows.next()?.map(delivery_from_row).transpose()?
     };
-    let Some(mut record) = record else { return Ok(None) };
+    let Some(mut record) = record else {
+        return Ok(None);
+    };
     record.attempts = attempts(conn, id)?;
     Ok(Some(record))
 }
@@ -193,10 +196,14 @@ pub(super) fn redeliver(
             "UPDATE deliveries SET status = ?3, next_attempt_at = ?2, round_attempts = 0, \
              lease_until = NULL, updated_at = ?2 WHERE id = ?1 RETURNING url",
         )?
-        .query_row(params![id, now_ms, DeliveryStatus::Pending.as_str()], |row| row.get(0))
+        .query_row(
+            params![id, now_ms, DeliveryStatus::Pending.as_str()],
+            |row| row.get(0),
+        )
         .optional()?;
     let Some(url) = url else { return Ok(None) };
-    tx.prepare_cached("DELETE FROM gone_endpoints WHERE url = ?1")?.execute([url])?;
+    tx.prepare_cached("DELETE FROM gone_endpoints WHERE url = ?1")?
+        .execute([url])?;
     let record = get(&tx, id)?;
     tx.commit()?;
     Ok(record)

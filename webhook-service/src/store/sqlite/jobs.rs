@@ -12,9 +12,11 @@ use crate::store::{Inserted, StoreError};
 /// UNIQUE constraint decides, inside the transaction, so concurrent writers cannot both win)
 /// and the earlier job's id is returned instead.
 pub(super) fn insert_job(conn: &mut Connection, job: &NewJob) -> Result<Inserted, StoreError> {
-    let vendor_context = serde_json::to_string(&job.vendor_context).map_err(|e| {
-        StoreError::Corrupt { what: "jobs.vendor_context", detail: format!("cannot encode: {e}") }
-    })?;
+    let vendor_context =
+        serde_json::to_string(&job.vendor_context).map_err(|e| StoreError::Corrupt {
+            what: "jobs.vendor_context",
+            detail: format!("cannot encode: {e}"),
+        })?;
     let webhook = &job.webhook;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let added = tx
@@ -38,12 +40,18 @@ pub(super) fn insert_job(conn: &mut Connection, job: &NewJob) -> Result<Inserted
             job.created_at_ms,
         ])?;
     let inserted = if added == 1 {
-        Inserted { id: job.id.clone(), deduplicated: false }
+        Inserted {
+            id: job.id.clone(),
+            deduplicated: false,
+        }
     } else {
         let id = tx
             .prepare_cached("SELECT id FROM jobs WHERE idempotency_key = ?1")?
             .query_row([&job.idempotency_key], |row| row.get(0))?;
-        Inserted { id, deduplicated: true }
+        Inserted {
+            id,
+            deduplicated: true,
+        }
     };
     tx.commit()?;
     Ok(inserted)
@@ -141,7 +149,13 @@ pub(super) fn finish_job(conn: &mut Connection, finish: &JobFinish) -> Result<bo
             "INSERT INTO images (job_id, idx, seed, infotext, png) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for img in &finish.images {
-            image.execute(params![finish.job_id, img.index, img.seed, img.infotext, img.png])?;
+            image.execute(params![
+                finish.job_id,
+                img.index,
+                img.seed,
+                img.infotext,
+                img.png
+            ])?;
         }
         let mut delivery = tx.prepare_cached(
             "INSERT INTO deliveries (id, job_id, event, url, payload, status, attempts_made, \
@@ -172,7 +186,9 @@ pub(super) fn get_image(
 ) -> Result<Option<Vec<u8>>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT png FROM images WHERE job_id = ?1 AND idx = ?2")?;
     let mut rows = stmt.query(params![job_id, index])?;
-    rows.next()?.map(|row| col(row, 0, "images.png")).transpose()
+    rows.next()?
+        .map(|row| col(row, 0, "images.png"))
+        .transpose()
 }
 
 /// A job's images, by index.

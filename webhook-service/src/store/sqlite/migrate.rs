@@ -56,7 +56,9 @@ fn check_not_newer(found: i64) -> Result<(), String> {
         ));
     }
     if found < 0 {
-        return Err(format!("the database has an invalid schema version {found}"));
+        return Err(format!(
+            "the database has an invalid schema version {found}"
+        ));
     }
     Ok(())
 }
@@ -72,7 +74,8 @@ mod tests {
         assert_eq!(user_version(&conn).unwrap(), SCHEMA_VERSION);
         // Applying again is a no-op (the script would fail on existing tables otherwise).
         migrate(&mut conn).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
         let err = migrate(&mut conn).unwrap_err();
         assert!(err.contains("newer"), "{err}");
     }

@@ -13,6 +13,8 @@ mod deliveries;
 mod jobs;
 mod migrate;
 mod rows;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::path::Path;
@@ -42,7 +44,9 @@ pub struct SqliteStore {
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore").field("location", &self.location).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,7 +75,10 @@ impl SqliteStore {
     fn init(mut conn: Connection, location: String, file: bool) -> Result<Self, StoreError> {
         configure(&conn, file).map_err(|e| open_error(&location, e))?;
         migrate::migrate(&mut conn).map_err(|e| open_error(&location, e))?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), location: location.into() })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            location: location.into(),
+        })
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -94,7 +101,8 @@ impl SqliteStore {
 
 /// Sets the connection's pragmas; see the module documentation for what they mean.
 fn configure(conn: &Connection, file: bool) -> Result<(), String> {
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| format!("setting busy_timeout: {e}"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| format!("setting busy_timeout: {e}"))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     if file {
         let mode: String = conn
@@ -106,13 +114,17 @@ fn configure(conn: &Connection, file: bool) -> Result<(), String> {
     }
     // NORMAL in WAL mode: commits survive a process crash; an OS crash may lose the last ones.
     for (name, value) in [("synchronous", "NORMAL"), ("foreign_keys", "ON")] {
-        conn.pragma_update(None, name, value).map_err(|e| format!("setting {name}: {e}"))?;
+        conn.pragma_update(None, name, value)
+            .map_err(|e| format!("setting {name}: {e}"))?;
     }
     Ok(())
 }
 
 fn open_error(location: &str, detail: String) -> StoreError {
-    StoreError::Open { path: location.to_owned(), detail }
+    StoreError::Open {
+        path: location.to_owned(),
+        detail,
+    }
 }
 
 #[async_trait]
@@ -150,7 +162,8 @@ impl Store for SqliteStore {
         model: &str,
     ) -> Result<(), StoreError> {
         let (job_id, model) = (job_id.to_owned(), model.to_owned());
-        self.call(move |c| jobs::set_progress(c, &job_id, step, total, &model)).await
+        self.call(move |c| jobs::set_progress(c, &job_id, step, total, &model))
+            .await
     }
 
     /// In one transaction: if the job exists and is not final, sets its status, error,
@@ -183,7 +196,8 @@ impl Store for SqliteStore {
         lease_until_ms: i64,
         limit: u32,
     ) -> Result<Vec<DeliveryTask>, StoreError> {
-        self.call(move |c| deliveries::claim_due(c, now_ms, lease_until_ms, limit)).await
+        self.call(move |c| deliveries::claim_due(c, now_ms, lease_until_ms, limit))
+            .await
     }
 
     /// Stores the attempt (always, counting it in `attempts_made`). If the delivery is still
@@ -192,7 +206,8 @@ impl Store for SqliteStore {
     /// time), sets `last_error` from the attempt's error, and for `Gone` marks the URL gone.
     /// A delivery that is no longer `sending` (redelivered meanwhile) keeps its state.
     async fn record_attempt(&self, attempt: AttemptRecord) -> Result<(), StoreError> {
-        self.call(move |c| deliveries::record_attempt(c, &attempt)).await
+        self.call(move |c| deliveries::record_attempt(c, &attempt))
+            .await
     }
 
     /// The minimum of pending deliveries' `next_attempt_at` and sending ones' `lease_until`.
@@ -220,6 +235,7 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
         let id = delivery_id.to_owned();
-        self.call(move |c| deliveries::redeliver(c, &id, now_ms)).await
+        self.call(move |c| deliveries::redeliver(c, &id, now_ms))
+            .await
     }
 }

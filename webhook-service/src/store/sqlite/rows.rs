@@ -177,12 +177,20 @@ pub(super) fn step_columns(next: NextStep) -> StepColumns {
         NextStep::Exhausted => ("exhausted", None, DeliveryStatus::Exhausted),
         NextStep::Gone => ("gone", None, DeliveryStatus::Gone),
     };
-    StepColumns { outcome, retry_at, status }
+    StepColumns {
+        outcome,
+        retry_at,
+        status,
+    }
 }
 
 /// Encodes `jobs.events` as a comma-separated list of event names.
 pub(super) fn encode_events(events: &[EventKind]) -> String {
-    events.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(",")
+    events
+        .iter()
+        .map(|e| e.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn decode_events(text: &str) -> Result<Vec<EventKind>, StoreError> {
@@ -234,9 +242,15 @@ fn parsed<T: FromStr<Err = UnknownName>>(
 }
 
 fn unknown(what: &'static str, e: UnknownName) -> StoreError {
-    StoreError::Corrupt { what, detail: e.to_string() }
+    StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    }
 }
 
 fn out_of_range(what: &'static str, value: i64) -> StoreError {
-    StoreError::Corrupt { what, detail: format!("value {value} is out of range") }
+    StoreError::Corrupt {
+        what,
+        detail: format!("value {value} is out of range"),
+    }
 }
