@@ -1,0 +1,205 @@
+//! Job and image queries. Each function is one transaction (or one statement) on the store's
+//! connection; the [`Store`](crate::store::Store) methods document the contract.
+
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::rows::{IMAGE_COLUMNS, JOB_COLUMNS, col, encode_events, image_from_row, job_from_row};
+use crate::domain::{DeliveryStatus, JobFinish, JobRecord, JobStatus, NewJob, StoredImage};
+use crate::store::{Inserted, StoreError};
+
+/// Inserts a queued job. An idempotency key already in use makes the insert do nothing (the
+/// UNIQUE constraint decides, inside the transaction, so concurrent writers cannot both win)
+/// and the earlier job's id is returned instead.
+pub(super) fn insert_job(conn: &mut Connection, job: &NewJob) -> Result<Inserted, StoreError> {
+    let vendor_context =
+        serde_json::to_string(&job.vendor_context).map_err(|e| StoreError::Corrupt {
+            what: "jobs.vendor_context",
+            detail: format!("cannot encode: {e}"),
+        })?;
+    let webhook = &job.webhook;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let added = tx
+        .prepare_cached(
+            "INSERT INTO jobs (id, idempotency_key, params, webhook_url, webhook_secret, \
+             signing_secret, format, events, vendor_context, status, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )?
+        .execute(params![
+            job.id,
+            job.idempotency_key,
+            job.params.encode_to_vec(),
+            webhook.url,
+            webhook.secret.as_ref().map(|s| s.expose()),
+            webhook.signing_secret.as_ref().map(|s| s.expose()),
+            webhook.format.as_str(),
+            encode_events(&webhook.events),
+            vendor_context,
+            JobStatus::Queued.as_str(),
+            job.created_at_ms,
+        ])?;
+    let inserted = if added == 1 {
+        Inserted {
+            id: job.id.clone(),
+            deduplicated: false,
+        }
+    } else {
+        let id = tx
+            .prepare_cached("SELECT id FROM jobs WHERE idempotency_key = ?1")?
+            .query_row([&job.idempotency_key], |row| row.get(0))?;
+        Inserted {
+            id,
+            deduplicated: true,
+        }
+    };
+    tx.commit()?;
+    Ok(inserted)
+}
+
+/// A job by id.
+pub(super) fn get_job(conn: &Connection, id: &str) -> Result<Option<JobRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
+    let mut rows = stmt.query([id])?;
+    rows.next()?.map(job_from_row).transpose()
+}
+
+/// Moves the oldest queued job (by `created_at`, then insertion order) to running with
+/// `started_at = now_ms`, and returns it.
+pub(super) fn claim_next_job(
+    conn: &mut Connection,
+    now_ms: i64,
+) -> Result<Option<JobRecord>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let id: Option<String> = tx
+        .prepare_cached(
+            "UPDATE jobs SET status = 'running', started_at = ?1 WHERE id = \
+             (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1) \
+             RETURNING id",
+        )?
+        .query_row([now_ms], |row| row.get(0))
+        .optional()?;
+    let job = match id {
+        Some(id) => get_job(&tx, &id)?,
+        None => None,
+    };
+    tx.commit()?;
+    Ok(job)
+}
+
+/// Puts every running job back in the queue, clearing its start time and progress (it will
+/// start over). Returns how many were requeued.
+pub(super) fn requeue_running_jobs(conn: &Connection) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE jobs SET status = 'queued', started_at = NULL, progress_step = 0 \
+             WHERE status = 'running'",
+        )?
+        .execute([])?;
+    Ok(n as u64)
+}
+
+/// Records progress and model of a job that has not finished; a finished or unknown job is left
+/// unchanged.
+pub(super) fn set_progress(
+    conn: &Connection,
+    job_id: &str,
+    step: u32,
+    total: u32,
+    model: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE jobs SET progress_step = ?2, progress_total = ?3, model = ?4 \
+         WHERE id = ?1 AND status IN ('queued', 'running')",
+    )?
+    .execute(params![job_id, step, total, model])?;
+    Ok(())
+}
+
+/// Writes a job's final state, images and deliveries in one transaction. Returns false, writing
+/// nothing, when the job is unknown or already final. Deliveries start pending, due at the
+/// job's `finished_at`, with no attempts. `finish.started_at_ms` of None keeps the stored start.
+pub(super) fn finish_job(conn: &mut Connection, finish: &JobFinish) -> Result<bool, StoreError> {
+    if !finish.status.is_final() {
+        return Err(StoreError::Corrupt {
+            what: "jobs.status",
+            detail: format!("finish_job needs a final status, not {}", finish.status),
+        });
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = tx
+        .prepare_cached(
+            "UPDATE jobs SET status = ?2, error = ?3, finished_at = ?4, \
+             started_at = COALESCE(?5, started_at), info_json = ?6 \
+             WHERE id = ?1 AND status IN ('queued', 'running')",
+        )?
+        .execute(params![
+            finish.job_id,
+            finish.status.as_str(),
+            finish.error,
+            finish.finished_at_ms,
+            finish.started_at_ms,
+            finish.info_json,
+        ])?;
+    if changed == 0 {
+        return Ok(false); // dropping `tx` rolls back (nothing was written anyway)
+    }
+    {
+        let mut image = tx.prepare_cached(
+            "INSERT INTO images (job_id, idx, seed, infotext, png) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for img in &finish.images {
+            image.execute(params![
+                finish.job_id,
+                img.index,
+                img.seed,
+                img.infotext,
+                img.png
+            ])?;
+        }
+        let mut delivery = tx.prepare_cached(
+            "INSERT INTO deliveries (id, job_id, event, url, payload, status, attempts_made, \
+             round_attempts, next_attempt_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?7, ?7)",
+        )?;
+        for d in &finish.deliveries {
+            delivery.execute(params![
+                d.id,
+                finish.job_id,
+                d.event.as_str(),
+                d.url,
+                d.payload,
+                DeliveryStatus::Pending.as_str(),
+                finish.finished_at_ms,
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
+/// A stored image's PNG bytes.
+pub(super) fn get_image(
+    conn: &Connection,
+    job_id: &str,
+    index: u32,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT png FROM images WHERE job_id = ?1 AND idx = ?2")?;
+    let mut rows = stmt.query(params![job_id, index])?;
+    rows.next()?
+        .map(|row| col(row, 0, "images.png"))
+        .transpose()
+}
+
+/// A job's images, by index.
+pub(super) fn list_images(conn: &Connection, job_id: &str) -> Result<Vec<StoredImage>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {IMAGE_COLUMNS} FROM images WHERE job_id = ?1 ORDER BY idx"
+    ))?;
+    let mut rows = stmt.query([job_id])?;
+    let mut images = Vec::new();
+    while let Some(row) = rows.next()? {
+        images.push(image_from_row(row)?);
+    }
+    Ok(images)
+}

@@ -1,0 +1,241 @@
+//! SQLite implementation of [`Store`]: one file, one connection.
+//!
+//! Every call runs on [`tokio::task::spawn_blocking`] against a single connection behind a
+//! [`Mutex`], so writes are serialised in-process and readers never see a half-written
+//! transaction. Statements are prepared once and cached (`prepare_cached`).
+//!
+//! Durability: the database runs in WAL mode with `synchronous=NORMAL`. A committed
+//! transaction survives a crash or kill of the process; an operating-system crash or power
+//! loss may lose the last few transactions committed before it (never corrupting the file).
+//! Deliveries are at-least-once in any case, so a lost "succeeded" mark means a resend.
+
+mod deliveries;
+mod jobs;
+mod migrate;
+mod rows;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+
+use super::{Inserted, Store, StoreError};
+use crate::domain::{
+    AttemptRecord, DeliveryRecord, DeliveryTask, JobFinish, JobRecord, NewJob, StoredImage,
+};
+
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per connection (the store uses about 25).
+const STATEMENT_CACHE: usize = 64;
+
+/// A [`Store`] in one SQLite database file. Cloning shares the connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    location: Arc<str>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// The schema version this build creates and reads; a database with a higher one is
+    /// refused by [`SqliteStore::open`].
+    pub const SCHEMA_VERSION: i64 = migrate::SCHEMA_VERSION;
+
+    /// Opens (creating if needed) the database at `path` and migrates it to
+    /// [`Self::SCHEMA_VERSION`]. Fails with [`StoreError::Open`] if the file cannot be opened,
+    /// a migration fails, or the database was written by a newer build.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let location = path.display().to_string();
+        let conn = Connection::open(path).map_err(|e| open_error(&location, e.to_string()))?;
+        Self::init(conn, location, true)
+    }
+
+    /// A private in-memory database, for tests; it disappears when the last clone is dropped.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let location = ":memory:".to_owned();
+        let conn =
+            Connection::open_in_memory().map_err(|e| open_error(&location, e.to_string()))?;
+        Self::init(conn, location, false)
+    }
+
+    fn init(mut conn: Connection, location: String, file: bool) -> Result<Self, StoreError> {
+        configure(&conn, file).map_err(|e| open_error(&location, e))?;
+        migrate::migrate(&mut conn).map_err(|e| open_error(&location, e))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            location: location.into(),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while the lock was held unwound through any open `Transaction`, which
+            // rolled it back, so the connection is still consistent.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+/// Sets the connection's pragmas; see the module documentation for what they mean.
+fn configure(conn: &Connection, file: bool) -> Result<(), String> {
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| format!("setting busy_timeout: {e}"))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    if file {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(|e| format!("enabling WAL: {e}"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(format!("WAL journal mode is unavailable (got {mode})"));
+        }
+    }
+    // NORMAL in WAL mode: commits survive a process crash; an OS crash may lose the last ones.
+    for (name, value) in [("synchronous", "NORMAL"), ("foreign_keys", "ON")] {
+        conn.pragma_update(None, name, value)
+            .map_err(|e| format!("setting {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn open_error(location: &str, detail: String) -> StoreError {
+    StoreError::Open {
+        path: location.to_owned(),
+        detail,
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    /// Inserts the job as queued. If its idempotency key is already used, nothing is written
+    /// and the earlier job's id comes back with `deduplicated: true`; the UNIQUE constraint
+    /// decides inside the transaction, so this is race-free.
+    async fn insert_job(&self, job: NewJob) -> Result<Inserted, StoreError> {
+        self.call(move |c| jobs::insert_job(c, &job)).await
+    }
+
+    /// A job by id, with its image count.
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| jobs::get_job(c, &id)).await
+    }
+
+    /// Moves the oldest queued job (by `created_at`, then insertion order) to running with
+    /// `started_at = now_ms` and returns it; None if the queue is empty.
+    async fn claim_next_job(&self, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
+        self.call(move |c| jobs::claim_next_job(c, now_ms)).await
+    }
+
+    /// Moves every running job back to queued, clearing `started_at` and `progress_step`.
+    async fn requeue_running_jobs(&self) -> Result<u64, StoreError> {
+        self.call(|c| jobs::requeue_running_jobs(c)).await
+    }
+
+    /// Stores progress and model for a job that is not final; otherwise does nothing.
+    async fn set_progress(
+        &self,
+        job_id: &str,
+        step: u32,
+        total: u32,
+        model: &str,
+    ) -> Result<(), StoreError> {
+        let (job_id, model) = (job_id.to_owned(), model.to_owned());
+        self.call(move |c| jobs::set_progress(c, &job_id, step, total, &model))
+            .await
+    }
+
+    /// In one transaction: if the job exists and is not final, sets its status, error,
+    /// `finished_at`, `started_at` (when given) and info JSON, inserts its images and its
+    /// deliveries (pending, due at `finished_at_ms`, no attempts) and returns true. Otherwise
+    /// returns false and writes nothing. A non-final `finish.status` is refused.
+    async fn finish_job(&self, finish: JobFinish) -> Result<bool, StoreError> {
+        self.call(move |c| jobs::finish_job(c, &finish)).await
+    }
+
+    /// A stored image's PNG bytes; None if there is no such image.
+    async fn get_image(&self, job_id: &str, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let job_id = job_id.to_owned();
+        self.call(move |c| jobs::get_image(c, &job_id, index)).await
+    }
+
+    /// A job's images by index.
+    async fn list_images(&self, job_id: &str) -> Result<Vec<StoredImage>, StoreError> {
+        let job_id = job_id.to_owned();
+        self.call(move |c| jobs::list_images(c, &job_id)).await
+    }
+
+    /// First moves pending/sending deliveries to gone URLs to `gone`; then leases up to `limit`
+    /// due deliveries (pending and `next_attempt_at <= now_ms`, or sending with an expired
+    /// lease, which keeps its id) in `next_attempt_at` order, setting `status = sending` and
+    /// `lease_until = lease_until_ms`, and returns them with the job's secrets.
+    async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DeliveryTask>, StoreError> {
+        self.call(move |c| deliveries::claim_due(c, now_ms, lease_until_ms, limit))
+            .await
+    }
+
+    /// Stores the attempt (always, counting it in `attempts_made`). If the delivery is still
+    /// `sending`, bumps `round_attempts`, clears the lease and moves it per `attempt.next`
+    /// (`RetryAt` → pending at that time; `Succeeded`/`Exhausted`/`Gone` → that status, no due
+    /// time), sets `last_error` from the attempt's error, and for `Gone` marks the URL gone.
+    /// A delivery that is no longer `sending` (redelivered meanwhile) keeps its state.
+    async fn record_attempt(&self, attempt: AttemptRecord) -> Result<(), StoreError> {
+        self.call(move |c| deliveries::record_attempt(c, &attempt))
+            .await
+    }
+
+    /// The minimum of pending deliveries' `next_attempt_at` and sending ones' `lease_until`.
+    async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError> {
+        self.call(|c| deliveries::next_due(c)).await
+    }
+
+    /// A job's deliveries, oldest first, each with its attempts oldest first.
+    async fn list_deliveries(&self, job_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let job_id = job_id.to_owned();
+        self.call(move |c| deliveries::list(c, &job_id)).await
+    }
+
+    /// A delivery by id, with its attempts oldest first.
+    async fn get_delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
+        let id = delivery_id.to_owned();
+        self.call(move |c| deliveries::get(c, &id)).await
+    }
+
+    /// Sets the delivery pending, due at `now_ms`, with `round_attempts = 0` and no lease,
+    /// keeping its id and history, and removes its URL from the gone list.
+    async fn redeliver(
+        &self,
+        delivery_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let id = delivery_id.to_owned();
+        self.call(move |c| deliveries::redeliver(c, &id, now_ms))
+            .await
+    }
+}

@@ -1,0 +1,147 @@
+//! Jobs: round trip, idempotency, queue and finishing.
+
+use super::fixtures::*;
+use crate::domain::{DeliveryStatus, JobStatus};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+#[tokio::test]
+async fn job_round_trips_with_every_field() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let new = job("j1", Some("key-1"), 123);
+    let inserted = store.insert_job(new.clone()).await.unwrap();
+    assert_eq!((inserted.id.as_str(), inserted.deduplicated), ("j1", false));
+    let got = store.get_job("j1").await.unwrap().unwrap();
+    assert_eq!(got.job.id, "j1");
+    assert_eq!(got.job.params, new.params);
+    assert_eq!(got.job.webhook, new.webhook);
+    assert_eq!(
+        got.job.webhook.secret.as_ref().unwrap().expose(),
+        "bearer-s3cret"
+    );
+    assert_eq!(got.job.idempotency_key.as_deref(), Some("key-1"));
+    assert_eq!(got.job.vendor_context, new.vendor_context);
+    assert_eq!(got.job.created_at_ms, 123);
+    assert_eq!(got.status, JobStatus::Queued);
+    assert_eq!(
+        (got.started_at_ms, got.finished_at_ms, got.image_count),
+        (None, None, 0)
+    );
+    assert!(store.get_job("nope").await.unwrap().is_none());
+
+    store.set_progress("j1", 3, 30, "sd15").await.unwrap();
+    let got = store.get_job("j1").await.unwrap().unwrap();
+    assert_eq!(
+        (got.progress_step, got.progress_total, got.model.as_str()),
+        (3, 30, "sd15")
+    );
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_earlier_job() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    store.insert_job(job("j1", Some("k"), 1)).await.unwrap();
+    let again = store.insert_job(job("j2", Some("k"), 2)).await.unwrap();
+    assert_eq!((again.id.as_str(), again.deduplicated), ("j1", true));
+    assert!(store.get_job("j2").await.unwrap().is_none());
+    // No key: never deduplicated.
+    for id in ["j3", "j4"] {
+        assert!(
+            !store
+                .insert_job(job(id, None, 3))
+                .await
+                .unwrap()
+                .deduplicated
+        );
+    }
+}
+
+#[tokio::test]
+async fn queue_is_claimed_oldest_first_and_requeued() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    for (id, created) in [("late", 30), ("early", 10), ("middle", 20)] {
+        store.insert_job(job(id, None, created)).await.unwrap();
+    }
+    let first = store.claim_next_job(500).await.unwrap().unwrap();
+    assert_eq!(first.job.id, "early");
+    assert_eq!(
+        (first.status, first.started_at_ms),
+        (JobStatus::Running, Some(500))
+    );
+    assert_eq!(
+        store.claim_next_job(501).await.unwrap().unwrap().job.id,
+        "middle"
+    );
+    assert_eq!(
+        store.claim_next_job(502).await.unwrap().unwrap().job.id,
+        "late"
+    );
+    assert!(store.claim_next_job(503).await.unwrap().is_none());
+
+    assert_eq!(store.requeue_running_jobs().await.unwrap(), 3);
+    assert_eq!(
+        store.get_job("middle").await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    assert_eq!(
+        store.claim_next_job(600).await.unwrap().unwrap().job.id,
+        "early"
+    );
+}
+
+#[tokio::test]
+async fn finish_job_writes_everything_once_and_atomically() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    store.insert_job(job("j1", None, 100)).await.unwrap();
+    store.claim_next_job(200).await.unwrap();
+
+    // A duplicate delivery id fails the transaction: nothing of it may remain.
+    let bad = finish("j1", 1000, vec![delivery("d1", URL), delivery("d1", URL)]);
+    assert!(matches!(
+        store.finish_job(bad).await,
+        Err(StoreError::Database(_))
+    ));
+    let got = store.get_job("j1").await.unwrap().unwrap();
+    assert_eq!((got.status, got.image_count), (JobStatus::Running, 0));
+    assert!(store.list_images("j1").await.unwrap().is_empty());
+
+    let done = finish("j1", 1000, vec![delivery("d1", URL), delivery("d2", URL)]);
+    assert!(store.finish_job(done.clone()).await.unwrap());
+    let got = store.get_job("j1").await.unwrap().unwrap();
+    assert_eq!(got.status, JobStatus::Completed);
+    assert_eq!(
+        (got.started_at_ms, got.finished_at_ms, got.image_count),
+        (Some(950), Some(1000), 2)
+    );
+    assert_eq!(store.list_images("j1").await.unwrap(), done.images);
+    assert_eq!(
+        store.get_image("j1", 1).await.unwrap(),
+        Some(done.images[1].png.clone())
+    );
+    assert_eq!(store.get_image("j1", 7).await.unwrap(), None);
+    let listed = store.list_deliveries("j1").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d1", "d2"]
+    );
+    for d in &listed {
+        assert_eq!(
+            (d.status, d.next_attempt_at_ms, d.created_at_ms),
+            (DeliveryStatus::Pending, Some(1000), 1000)
+        );
+        assert!(d.attempts.is_empty() && d.last_error.is_none());
+    }
+
+    // Already final: a late cancel writes nothing.
+    let mut cancel = finish("j1", 2000, vec![delivery("d3", URL)]);
+    cancel.status = JobStatus::Canceled;
+    cancel.images.clear();
+    assert!(!store.finish_job(cancel).await.unwrap());
+    let got = store.get_job("j1").await.unwrap().unwrap();
+    assert_eq!(
+        (got.status, got.finished_at_ms, got.image_count),
+        (JobStatus::Completed, Some(1000), 2)
+    );
+    assert_eq!(store.list_deliveries("j1").await.unwrap().len(), 2);
+    assert!(store.get_delivery("d3").await.unwrap().is_none());
+}
