@@ -4,3 +4,10 @@
 
 pub mod inference;
 pub mod service;
+
+/// A plain reqwest client for talking to the service under test. reqwest is built without a
+/// default TLS provider (the service configures its own), so install ring once for tests.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
