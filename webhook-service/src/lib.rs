@@ -93,7 +93,7 @@ pub async fn run(
         metrics,
         WorkerConfig {
             concurrency: config.delivery_concurrency,
-            lease: config.timeout + std::time::Duration::from_secs(15),
+            lease: config.timeout + std::time::Duration::from_secs(5),
             retry: config.retry.clone(),
             signing_key,
         },

@@ -75,13 +75,13 @@ pub fn submit_request(prompt: &str, url: &str, format: &str, secret: &str) -> pb
     }
 }
 
-/// Polls `ListDeliveries` until `done` holds for the job's deliveries (10 s at most).
+/// Polls `ListDeliveries` until `done` holds for the job's deliveries (30 s at most).
 pub async fn wait_deliveries(
     client: &mut JobsClient<Channel>,
     job_id: &str,
     mut done: impl FnMut(&[pb::Delivery]) -> bool,
 ) -> Vec<pb::Delivery> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let list = client
             .list_deliveries(pb::ListDeliveriesRequest { job_id: job_id.into() })
