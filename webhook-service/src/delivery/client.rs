@@ -291,13 +291,15 @@ impl WebhookClient {
     }
 }
 
-/// The rustls error inside `e`, whether `e` is one or an io error wrapping one (an io error's
-/// `source()` skips its own payload, so the payload is looked at directly).
-fn rustls_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
-    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-        return Some(tls);
+/// The rustls error inside `e`, whether `e` is one or (possibly nested) io errors wrapping
+/// one: an io error's `source()` skips its own payload, so payloads are unwrapped directly.
+fn rustls_error<'a>(mut e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
     }
-    e.downcast_ref::<std::io::Error>()?.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 /// The deepest message in the chain, the one that says what actually went wrong.

@@ -4,3 +4,4 @@
 
 pub mod inference;
 pub mod service;
+pub mod receiver;
