@@ -125,7 +125,8 @@ pub enum SendOutcome {
     Failed {
         /// The class of failure.
         kind: FailureKind,
-        /// A human explanation; never contains a header value.
+        /// A human explanation, written to follow the kind (`"{kind}: {reason}"`); never
+        /// contains a header value.
         reason: String,
     },
 }
@@ -255,7 +256,10 @@ impl WebhookClient {
         };
         match self.policy.check(ip) {
             Ok(()) => Ok(parsed),
-            Err(refusal) => Err(SendOutcome::failed(FailureKind::Refused, format!("refused: {refusal}"))),
+            Err(refusal) => Err(SendOutcome::failed(
+                FailureKind::Refused,
+                format!("address {} is {}", refusal.addr, refusal.class),
+            )),
         }
     }
 
@@ -268,7 +272,9 @@ impl WebhookClient {
                     ResolveError::Refused { .. } => FailureKind::Refused,
                     _ => FailureKind::Connect,
                 };
-                return SendOutcome::failed(kind, resolve.to_string());
+                let text = resolve.to_string();
+                let reason = text.strip_prefix("refused: ").unwrap_or(&text);
+                return SendOutcome::failed(kind, reason);
             }
             if let Some(tls) = rustls_error(e) {
                 return SendOutcome::failed(FailureKind::Tls, format!("TLS handshake failed: {tls}"));
