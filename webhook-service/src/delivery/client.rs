@@ -398,13 +398,4 @@ mod tests {
         assert!(bad.contains("certificate #1"), "{bad}");
         assert!(WebhookClient::new(&ClientConfig::default()).is_ok());
     }
-
-    #[test]
-    fn failure_kinds_display_as_lowercase_words() {
-        let words: Vec<String> = [FailureKind::Refused, FailureKind::Timeout, FailureKind::Connect, FailureKind::Tls, FailureKind::Other]
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(words, ["refused", "timeout", "connect", "tls", "other"]);
-    }
 }
