@@ -3,6 +3,7 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod inference;
+pub mod receiver;
 pub mod service;
 
 /// A plain reqwest client for talking to the service under test. reqwest is built without a
