@@ -29,6 +29,9 @@ pub const CONTEXT_LENGTH: usize = 77;
 /// Padding id used by Stable Diffusion 1.x (its tokenizer pads with `<|endoftext|>`).
 pub const SD1_PAD_ID: u32 = EOS_ID;
 /// Padding id used by Stable Diffusion 2.x (its tokenizer pads with `!`, id 0).
+///
+/// Only the padding differs: transformers loaded with `pad_token="!"` would also turn every
+/// literal `!` of a prompt into id 0, which [`Tokenizer::encode`] does not do.
 pub const SD2_PAD_ID: u32 = 0;
 
 /// A CLIP BPE tokenizer: vocabulary, merge ranks and a cache of encoded words.
