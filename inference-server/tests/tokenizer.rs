@@ -33,8 +33,15 @@ fn goldens() -> Goldens {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/tokenizer.json");
     let text = std::fs::read_to_string(&path).expect("read goldens");
     let goldens: Goldens = serde_json::from_str(&text).expect("parse goldens");
-    assert!(goldens.cases.len() >= 300, "too few golden prompts: {}", goldens.cases.len());
-    assert_eq!((goldens.sd1_pad_id, goldens.sd2_pad_id), (SD1_PAD_ID, SD2_PAD_ID));
+    assert!(
+        goldens.cases.len() >= 300,
+        "too few golden prompts: {}",
+        goldens.cases.len()
+    );
+    assert_eq!(
+        (goldens.sd1_pad_id, goldens.sd2_pad_id),
+        (SD1_PAD_ID, SD2_PAD_ID)
+    );
     goldens
 }
 
@@ -43,24 +50,38 @@ fn assert_parity(tokenizer: &Tokenizer, goldens: &Goldens) {
     for case in &goldens.cases {
         let content = tokenizer.encode(&case.prompt);
         if content != case.content_ids {
-            failures.push(format!("{:?}\n  content  ours {content:?}\n  expected {:?}", case.prompt, case.content_ids));
+            failures.push(format!(
+                "{:?}\n  content  ours {content:?}\n  expected {:?}",
+                case.prompt, case.content_ids
+            ));
         }
         let padded = tokenizer.encode_padded(&case.prompt, SD1_PAD_ID);
         if padded != case.input_ids {
-            failures.push(format!("{:?}\n  padded   ours {padded:?}\n  expected {:?}", case.prompt, case.input_ids));
+            failures.push(format!(
+                "{:?}\n  padded   ours {padded:?}\n  expected {:?}",
+                case.prompt, case.input_ids
+            ));
         }
     }
     for case in &goldens.sd2_cases {
         let padded = tokenizer.encode_padded(&case.prompt, SD2_PAD_ID);
         if padded != case.input_ids {
-            failures.push(format!("{:?}\n  SD2      ours {padded:?}\n  expected {:?}", case.prompt, case.input_ids));
+            failures.push(format!(
+                "{:?}\n  SD2      ours {padded:?}\n  expected {:?}",
+                case.prompt, case.input_ids
+            ));
         }
     }
     assert!(
         failures.is_empty(),
         "{} mismatches; first ones:\n{}",
         failures.len(),
-        failures.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -69,7 +90,10 @@ fn builtin_matches_transformers() {
     let tokenizer = Tokenizer::builtin();
     assert_eq!(tokenizer.vocab_size(), 49_408);
     assert_eq!((tokenizer.bos_id(), tokenizer.eos_id()), (BOS_ID, EOS_ID));
-    assert_eq!(tokenizer.encode("a photo of a cat"), [320, 1125, 539, 320, 2368]);
+    assert_eq!(
+        tokenizer.encode("a photo of a cat"),
+        [320, 1125, 539, 320, 2368]
+    );
     assert_parity(tokenizer, &goldens());
 }
 
@@ -78,10 +102,17 @@ fn written_files_load_back_identically() {
     let dir = tempfile::tempdir().unwrap();
     Tokenizer::builtin().write_files(dir.path()).unwrap();
     let merges = std::fs::read_to_string(dir.path().join("merges.txt")).unwrap();
-    assert!(merges.starts_with("#version: 0.2\ni n\n"), "unexpected merges.txt start");
+    assert!(
+        merges.starts_with("#version: 0.2\ni n\n"),
+        "unexpected merges.txt start"
+    );
     assert_eq!(merges.lines().count(), 1 + 48_894);
 
-    let loaded = Tokenizer::from_files(&dir.path().join("vocab.json"), &dir.path().join("merges.txt")).unwrap();
+    let loaded = Tokenizer::from_files(
+        &dir.path().join("vocab.json"),
+        &dir.path().join("merges.txt"),
+    )
+    .unwrap();
     assert_eq!(loaded.vocab_size(), 49_408);
     assert_eq!(loaded.token_id("cat</w>"), Some(2368));
     assert_parity(&loaded, &goldens());
@@ -141,36 +172,63 @@ fn garbled_vocab_is_named() {
     let vocab = write(dir.path(), "vocab.json", "{\"a\": 0, \"b\": ");
     let (err, message) = load_error(&vocab, &merges);
     assert!(matches!(err, TokenizerError::Invalid { .. }), "{err:?}");
-    assert!(message.contains(&vocab.display().to_string()) && message.contains("JSON"), "{message}");
+    assert!(
+        message.contains(&vocab.display().to_string()) && message.contains("JSON"),
+        "{message}"
+    );
 
     let vocab = write(dir.path(), "vocab.json", r#"["not", "an", "object"]"#);
     let (_, message) = load_error(&vocab, &merges);
     assert!(message.contains(&vocab.display().to_string()), "{message}");
 
-    let vocab = write(dir.path(), "vocab.json", r#"{"a": 0, "b": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}"#);
+    let vocab = write(
+        dir.path(),
+        "vocab.json",
+        r#"{"a": 0, "b": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}"#,
+    );
     let (_, message) = load_error(&vocab, &merges);
-    assert!(message.contains("vocab.json") && message.contains("id 0"), "{message}");
+    assert!(
+        message.contains("vocab.json") && message.contains("id 0"),
+        "{message}"
+    );
 
     let vocab = write(dir.path(), "vocab.json", r#"{"a": 0, "<|endoftext|>": 1}"#);
     let (_, message) = load_error(&vocab, &merges);
-    assert!(message.contains("vocab.json") && message.contains("<|startoftext|>"), "{message}");
+    assert!(
+        message.contains("vocab.json") && message.contains("<|startoftext|>"),
+        "{message}"
+    );
 }
 
 #[test]
 fn bad_merges_are_named_with_line() {
     let dir = tempfile::tempdir().unwrap();
-    let vocab = write(dir.path(), "vocab.json", r#"{"a": 0, "b</w>": 1, "ab</w>": 2, "<|startoftext|>": 3, "<|endoftext|>": 4}"#);
+    let vocab = write(
+        dir.path(),
+        "vocab.json",
+        r#"{"a": 0, "b</w>": 1, "ab</w>": 2, "<|startoftext|>": 3, "<|endoftext|>": 4}"#,
+    );
 
     let merges = write(dir.path(), "merges.txt", "#version: 0.2\na b</w>\nab\n");
     let (_, message) = load_error(&vocab, &merges);
-    assert!(message.contains(&merges.display().to_string()) && message.contains("line 3"), "{message}");
+    assert!(
+        message.contains(&merges.display().to_string()) && message.contains("line 3"),
+        "{message}"
+    );
 
     let merges = write(dir.path(), "merges.txt", "#version: 0.2\na c\n");
     let (_, message) = load_error(&vocab, &merges);
-    assert!(message.contains("merges.txt") && message.contains("line 2") && message.contains("\"c\""), "{message}");
+    assert!(
+        message.contains("merges.txt") && message.contains("line 2") && message.contains("\"c\""),
+        "{message}"
+    );
 
     let merges = write(dir.path(), "merges.txt", "#version: 0.2\na b</w>\n");
     let tokenizer = Tokenizer::from_files(&vocab, &merges).unwrap();
     assert_eq!(tokenizer.encode("ab"), [2]);
-    assert_eq!(tokenizer.encode("ba"), [4, 4], "bytes missing from the vocabulary map to <|endoftext|>");
+    assert_eq!(
+        tokenizer.encode("ba"),
+        [4, 4],
+        "bytes missing from the vocabulary map to <|endoftext|>"
+    );
 }

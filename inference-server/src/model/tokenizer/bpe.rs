@@ -30,14 +30,29 @@ struct Symbol {
 
 impl Bpe {
     /// `byte_ids`/`byte_end_ids` hold the unknown-token id for bytes the vocabulary lacks.
-    pub(super) fn new(merges: HashMap<(u32, u32), (u32, u32)>, byte_ids: [u32; 256], byte_end_ids: [u32; 256]) -> Self {
-        Bpe { merges, byte_ids, byte_end_ids, cache: Mutex::new(HashMap::new()) }
+    pub(super) fn new(
+        merges: HashMap<(u32, u32), (u32, u32)>,
+        byte_ids: [u32; 256],
+        byte_end_ids: [u32; 256],
+    ) -> Self {
+        Bpe {
+            merges,
+            byte_ids,
+            byte_end_ids,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Appends the ids of `word` (a non-empty pre-token, before byte mapping) to `out`.
     pub(super) fn encode_word(&self, word: &str, out: &mut Vec<u32>) {
         let cacheable = word.len() <= CACHE_MAX_WORD_BYTES;
-        if cacheable && let Some(ids) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(word) {
+        if cacheable
+            && let Some(ids) = self
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(word)
+        {
             out.extend_from_slice(ids);
             return;
         }
@@ -57,7 +72,11 @@ impl Bpe {
             .iter()
             .enumerate()
             .map(|(i, &b)| Symbol {
-                id: if i + 1 == n { self.byte_end_ids[b as usize] } else { self.byte_ids[b as usize] },
+                id: if i + 1 == n {
+                    self.byte_end_ids[b as usize]
+                } else {
+                    self.byte_ids[b as usize]
+                },
                 prev: i.checked_sub(1),
                 next: (i + 1 < n).then_some(i + 1),
                 alive: true,
@@ -72,8 +91,12 @@ impl Bpe {
         }
 
         while let Some(Reverse((rank, left))) = queue.pop() {
-            let Some(right) = symbols[left].next.filter(|_| symbols[left].alive) else { continue };
-            let Some(&(current_rank, merged)) = self.merges.get(&(symbols[left].id, symbols[right].id)) else {
+            let Some(right) = symbols[left].next.filter(|_| symbols[left].alive) else {
+                continue;
+            };
+            let Some(&(current_rank, merged)) =
+                self.merges.get(&(symbols[left].id, symbols[right].id))
+            else {
                 continue;
             };
             if current_rank != rank {

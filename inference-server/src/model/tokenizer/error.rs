@@ -23,10 +23,16 @@ pub enum TokenizerError {
 
 impl TokenizerError {
     pub(super) fn invalid(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
-        TokenizerError::Invalid { path: path.into(), problem: problem.into() }
+        TokenizerError::Invalid {
+            path: path.into(),
+            problem: problem.into(),
+        }
     }
 
     pub(super) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TokenizerError::Io { path: path.into(), source }
+        TokenizerError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

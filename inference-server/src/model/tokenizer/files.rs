@@ -24,11 +24,15 @@ type Merge = (usize, String, String);
 pub(super) fn load(vocab_path: &Path, merges_path: &Path) -> Result<Tokenizer, TokenizerError> {
     let raw = std::fs::read(vocab_path).map_err(|e| TokenizerError::io(vocab_path, e))?;
     let vocab: HashMap<String, u32> = serde_json::from_slice(&raw).map_err(|e| {
-        TokenizerError::invalid(vocab_path, format!("not a JSON object mapping tokens to ids: {e}"))
+        TokenizerError::invalid(
+            vocab_path,
+            format!("not a JSON object mapping tokens to ids: {e}"),
+        )
     })?;
 
     let raw = std::fs::read(merges_path).map_err(|e| TokenizerError::io(merges_path, e))?;
-    let text = String::from_utf8(raw).map_err(|e| TokenizerError::invalid(merges_path, format!("not UTF-8: {e}")))?;
+    let text = String::from_utf8(raw)
+        .map_err(|e| TokenizerError::invalid(merges_path, format!("not UTF-8: {e}")))?;
     let mut merges = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.is_empty() || (index == 0 && line.starts_with("#version")) {
@@ -37,7 +41,10 @@ pub(super) fn load(vocab_path: &Path, merges_path: &Path) -> Result<Tokenizer, T
         let Some((left, right)) = line.split_once(' ').filter(|(_, r)| !r.contains(' ')) else {
             return Err(TokenizerError::invalid(
                 merges_path,
-                format!("line {}: expected two tokens separated by one space, found {line:?}", index + 1),
+                format!(
+                    "line {}: expected two tokens separated by one space, found {line:?}",
+                    index + 1
+                ),
             ));
         };
         merges.push((index + 1, left.to_owned(), right.to_owned()));
@@ -80,7 +87,10 @@ fn openai_vocab(text: &str) -> (HashMap<String, u32>, Vec<Merge>) {
         .chain(bytes.iter().map(|c| format!("{c}{END_OF_WORD}")))
         .chain(merges.iter().map(|(_, l, r)| format!("{l}{r}")))
         .chain([BOS_TOKEN.to_owned(), EOS_TOKEN.to_owned()]);
-    let vocab = tokens.enumerate().map(|(id, token)| (token, id as u32)).collect();
+    let vocab = tokens
+        .enumerate()
+        .map(|(id, token)| (token, id as u32))
+        .collect();
     (vocab, merges)
 }
 
@@ -93,13 +103,23 @@ fn build(
     let mut by_id: HashMap<u32, &str> = HashMap::with_capacity(vocab.len());
     for (token, &id) in &vocab {
         if let Some(other) = by_id.insert(id, token) {
-            let (a, b) = if other < token.as_str() { (other, token.as_str()) } else { (token.as_str(), other) };
-            return Err(TokenizerError::invalid(vocab_path, format!("id {id} is given to both {a:?} and {b:?}")));
+            let (a, b) = if other < token.as_str() {
+                (other, token.as_str())
+            } else {
+                (token.as_str(), other)
+            };
+            return Err(TokenizerError::invalid(
+                vocab_path,
+                format!("id {id} is given to both {a:?} and {b:?}"),
+            ));
         }
     }
     let special = |token: &str| {
         vocab.get(token).copied().ok_or_else(|| {
-            TokenizerError::invalid(vocab_path, format!("special token {token:?} is not in the vocabulary"))
+            TokenizerError::invalid(
+                vocab_path,
+                format!("special token {token:?} is not in the vocabulary"),
+            )
         })
     };
     let bos_id = special(BOS_TOKEN)?;
@@ -109,19 +129,36 @@ fn build(
     for (rank, (line, left, right)) in merges.iter().enumerate() {
         let id = |token: &str| {
             vocab.get(token).copied().ok_or_else(|| {
-                TokenizerError::invalid(merges_path, format!("line {line}: token {token:?} is not in the vocabulary"))
+                TokenizerError::invalid(
+                    merges_path,
+                    format!("line {line}: token {token:?} is not in the vocabulary"),
+                )
             })
         };
-        ranks.insert((id(left)?, id(right)?), (rank as u32, id(&format!("{left}{right}"))?));
+        ranks.insert(
+            (id(left)?, id(right)?),
+            (rank as u32, id(&format!("{left}{right}"))?),
+        );
     }
 
     let chars = byte_chars();
-    let lookup = |b: usize, suffix: &str| vocab.get(&format!("{}{suffix}", chars[b])).copied().unwrap_or(eos_id);
+    let lookup = |b: usize, suffix: &str| {
+        vocab
+            .get(&format!("{}{suffix}", chars[b]))
+            .copied()
+            .unwrap_or(eos_id)
+    };
     let byte_ids = std::array::from_fn(|b| lookup(b, ""));
     let byte_end_ids = std::array::from_fn(|b| lookup(b, END_OF_WORD));
 
     let merges = merges.into_iter().map(|(_, l, r)| (l, r)).collect();
-    Ok(Tokenizer { bpe: Bpe::new(ranks, byte_ids, byte_end_ids), vocab, merges, bos_id, eos_id })
+    Ok(Tokenizer {
+        bpe: Bpe::new(ranks, byte_ids, byte_end_ids),
+        vocab,
+        merges,
+        bos_id,
+        eos_id,
+    })
 }
 
 pub(super) fn write(tokenizer: &Tokenizer, dir: &Path) -> Result<(), TokenizerError> {

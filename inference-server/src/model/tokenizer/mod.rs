@@ -78,9 +78,15 @@ impl Tokenizer {
         let mut ids = Vec::new();
         for segment in text::segments(text) {
             match segment {
-                Segment::Special(token) => ids.push(if token == BOS_TOKEN { self.bos_id } else { self.eos_id }),
+                Segment::Special(token) => ids.push(if token == BOS_TOKEN {
+                    self.bos_id
+                } else {
+                    self.eos_id
+                }),
                 Segment::Text(raw) => {
-                    text::for_each_word(&text::normalize(raw), |word| self.bpe.encode_word(word, &mut ids));
+                    text::for_each_word(&text::normalize(raw), |word| {
+                        self.bpe.encode_word(word, &mut ids)
+                    });
                 }
             }
         }

@@ -12,9 +12,11 @@ pub const BOS_TOKEN: &str = "<|startoftext|>";
 /// The end-of-text token, matched literally in the raw prompt.
 pub const EOS_TOKEN: &str = "<|endoftext|>";
 
-static SPECIAL: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"<\|startoftext\|>|<\|endoftext\|>").expect("special-token pattern"));
-static WHITESPACE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\s+").expect("whitespace pattern"));
+static SPECIAL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"<\|startoftext\|>|<\|endoftext\|>").expect("special-token pattern")
+});
+static WHITESPACE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\s+").expect("whitespace pattern"));
 static CLIP_SPLIT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+")
         .expect("CLIP split pattern")
@@ -23,7 +25,8 @@ static CLIP_SPLIT: LazyLock<Regex> = LazyLock::new(|| {
 // whitespace, so its whitespace alternatives (which need look-ahead) can be left out. In
 // practice this only splits a differently-cased special token such as `<|EndOfText|>`.
 static GPT2_SPLIT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+").expect("GPT-2 split pattern")
+    Regex::new(r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+")
+        .expect("GPT-2 split pattern")
 });
 
 /// A stretch of the raw prompt: either a literal special token or text to be tokenized.
@@ -55,7 +58,11 @@ pub(super) fn segments(text: &str) -> Vec<Segment<'_>> {
 /// final-sigma rule, unlike `str::to_lowercase`).
 pub(super) fn normalize(text: &str) -> String {
     let nfc: String = text.nfc().collect();
-    WHITESPACE.replace_all(&nfc, " ").chars().flat_map(char::to_lowercase).collect()
+    WHITESPACE
+        .replace_all(&nfc, " ")
+        .chars()
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Calls `word` for each BPE word of already-normalized text, in order.
@@ -116,8 +123,16 @@ mod tests {
     fn normalization_and_split() {
         assert_eq!(normalize("  A\t\nΣΑΣ "), " a σασ ");
         let mut words = Vec::new();
-        for_each_word(&normalize("Don't <|EndOfText|> x1!?"), |w| words.push(w.to_owned()));
-        assert_eq!(words, ["don", "'t", "<|", "endoftext", "|>", "x", "1", "!?"]);
-        assert_eq!(segments("a<|endoftext|>"), [Segment::Text("a"), Segment::Special(EOS_TOKEN)]);
+        for_each_word(&normalize("Don't <|EndOfText|> x1!?"), |w| {
+            words.push(w.to_owned())
+        });
+        assert_eq!(
+            words,
+            ["don", "'t", "<|", "endoftext", "|>", "x", "1", "!?"]
+        );
+        assert_eq!(
+            segments("a<|endoftext|>"),
+            [Segment::Text("a"), Segment::Special(EOS_TOKEN)]
+        );
     }
 }
