@@ -4,3 +4,5 @@
 //! The tensor engine, models, samplers and the service itself arrive with the issues that
 //! follow the foundation; this crate holds their place in the workspace so that the contract
 //! and the layout are settled first.
+
+pub mod model;
