@@ -177,7 +177,7 @@ async fn an_untrusted_certificate_is_refused_and_nothing_is_sent() {
     assert!(receiver.requests().is_empty(), "a request reached the receiver without trusted TLS");
     service.stop().await;
 
-    let trusting = start_with(|c| c.ca_pem = Some(receiver.ca_pem().into_bytes())).await;
+    let trusting = start_with(|c| c.ca_pem = Some(receiver.ca_pem())).await;
     let job = submit(&trusting, &url, "").await;
     let mut jobs = trusting.jobs().await;
     wait_deliveries(&mut jobs, &job, |d| d.first().is_some_and(|d| status(d) == pb::DeliveryStatus::Succeeded)).await;
