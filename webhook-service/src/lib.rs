@@ -6,6 +6,7 @@
 //! the caller asked for ([`formats`]). [`run`] starts it all on listeners the caller binds,
 //! so tests run the real service on port 0.
 
+#![recursion_limit = "256"]
 pub mod api;
 pub mod clock;
 pub mod config;
