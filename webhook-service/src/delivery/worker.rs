@@ -133,6 +133,8 @@ impl Deliverer {
             // The lease runs out and the delivery is attempted again: at-least-once.
             tracing::error!(delivery = %task.id, error = %err, "cannot record attempt");
         }
+        // The loop may be sleeping until this delivery's lease ran out; its retry is sooner.
+        self.wake.notify_one();
     }
 
     /// The request headers: content type, Standard Webhooks id/timestamp/signature, bearer.
