@@ -135,6 +135,16 @@ async fn http_api_answers_422_and_400_with_json_bodies() {
     assert_eq!(response.status(), 422);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["field"], "webhook_endpoint");
+
+    let response = client
+        .post(&url)
+        .json(&serde_json::json!({"params": {"prompt": "p"}, "webhook": {"url": "https://h.example.com/", "format": "diffute"}, "vendor_context": ["Houston"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!((body["error"]["field"].as_str(), body["error"]["rule"].as_str()), (Some("vendor_context"), Some("must be a JSON object")));
     service.stop().await;
 }
 

@@ -111,6 +111,9 @@ struct SubmitBody {
     webhook: WebhookBody,
     #[serde(default)]
     idempotency_key: String,
+    /// Vendor request fields the callback format echoes (e.g. Diffute's `name`, `prompt_name`).
+    #[serde(default)]
+    vendor_context: Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,9 +156,12 @@ async fn submit(
         events: body.webhook.events,
         signing_secret: body.webhook.signing_secret,
         idempotency_key: key,
-        vendor_context: Value::Null,
+        vendor_context: body.vendor_context,
     };
-    let inserted = accept(&state, submission).await?;
+    let inserted = accept(&state, submission).await.map_err(|mut e| {
+        e.rename_field("vendor_context_json", "vendor_context");
+        e
+    })?;
     Ok((StatusCode::ACCEPTED, Json(json!({"job_id": inserted.id, "deduplicated": inserted.deduplicated}))))
 }
 
