@@ -1,8 +1,8 @@
 //! The inference server: loads Stable Diffusion checkpoints and streams generations over the
 //! `sdserve.v1.Inference` gRPC service (contract in `proto/sdserve/v1/inference.proto`).
 //!
-//! The tensor engine, models, samplers and the service itself arrive with the issues that
-//! follow the foundation; this crate holds their place in the workspace so that the contract
-//! and the layout are settled first.
+//! Layers, bottom up: `engine` (tensors and ops on a run-time device), `model` (tokenizer,
+//! checkpoint loading, the networks). Samplers, the pipeline and the gRPC service follow.
 
+pub mod engine;
 pub mod model;

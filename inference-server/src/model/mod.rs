@@ -1,4 +1,6 @@
 //! Stable Diffusion model components: everything needed to turn a checkpoint and a prompt into
-//! tensors. So far only the CLIP text tokenizer.
+//! tensors: the CLIP tokenizer, checkpoint loading in both layouts, and the tiny test models.
 
+pub mod testmodel;
 pub mod tokenizer;
+pub mod weights;

@@ -1,0 +1,1 @@
+//! Checkpoint loading: safetensors through mmap, diffusers folders and single-file checkpoints.
