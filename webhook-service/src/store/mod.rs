@@ -35,6 +35,9 @@ pub enum StoreError {
         /// Why.
         detail: String,
     },
+    /// The transaction that held this write among others (a group commit) failed.
+    #[error("database error in a batched commit: {0}")]
+    Batch(String),
     /// The blocking task running the query panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),

@@ -66,21 +66,40 @@ pub(super) fn claim_due(
     Ok(tasks)
 }
 
-/// Stores an attempt and applies its outcome. The attempt is always kept in the history and
-/// counted in `attempts_made`. If the delivery is still `sending` it also counts in
-/// `round_attempts` and the delivery moves per `attempt.next`: `RetryAt(t)` → pending due at
-/// `t`; `Succeeded`, `Exhausted`, `Gone` → that status with no due time. The lease is cleared,
-/// `last_error` takes the attempt's error when it has one, and `Gone` marks the URL gone. A
-/// delivery no longer `sending` (redelivered or moved to gone meanwhile) keeps its state: the
-/// late answer must not undo a redelivery. An unknown delivery id is a database error
-/// (foreign key).
-pub(super) fn record_attempt(
+/// Records a batch of attempts in one transaction (group commit: one WAL commit for many
+/// concurrent deliveries). Each attempt runs in its own savepoint, so one that fails (an unknown
+/// delivery id) leaves the others written; the returned results are in the batch's order.
+/// If the commit itself fails, every attempt gets that error.
+pub(super) fn record_attempts(
     conn: &mut Connection,
-    attempt: &AttemptRecord,
-) -> Result<(), StoreError> {
+    batch: &[AttemptRecord],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for attempt in batch {
+        let mut sp = tx.savepoint()?;
+        let result = record_one(&sp, attempt);
+        if result.is_ok() {
+            sp.commit()?;
+        } else {
+            sp.rollback()?;
+        }
+        results.push(result);
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+/// Stores one attempt, always counted in `attempts_made`. If the delivery is still `sending`
+/// it also counts in `round_attempts` and the delivery moves per `attempt.next`: `RetryAt(t)` →
+/// pending due at `t`; `Succeeded`, `Exhausted`, `Gone` → that status with no due time. The
+/// lease is cleared, `last_error` takes the attempt's error when it has one, and `Gone` marks
+/// the URL gone. A delivery no longer `sending` (redelivered or moved to gone meanwhile) keeps
+/// its state: the late answer must not undo a redelivery. An unknown delivery id is a database
+/// error (foreign key).
+fn record_one(tx: &Connection, attempt: &AttemptRecord) -> Result<(), StoreError> {
     let step = step_columns(attempt.next);
     let updated_at = attempt.at_ms.saturating_add(i64::from(attempt.duration_ms));
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.prepare_cached(&format!(
         "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
     ))?
@@ -130,7 +149,6 @@ pub(super) fn record_attempt(
             .execute(params![attempt.delivery_id, updated_at])?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 

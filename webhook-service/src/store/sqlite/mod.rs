@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
+use tokio::sync::oneshot;
 
 use super::{Inserted, Store, StoreError};
 use crate::domain::{
@@ -35,10 +36,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection (the store uses about 25).
 const STATEMENT_CACHE: usize = 64;
 
+/// Attempts queued for the next group commit, each with the channel its caller waits on.
+type PendingAttempts = Arc<Mutex<Vec<(AttemptRecord, oneshot::Sender<Result<(), StoreError>>)>>>;
+
 /// A [`Store`] in one SQLite database file. Cloning shares the connection.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    pending_attempts: PendingAttempts,
     location: Arc<str>,
 }
 
@@ -77,6 +82,7 @@ impl SqliteStore {
         migrate::migrate(&mut conn).map_err(|e| open_error(&location, e))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            pending_attempts: PendingAttempts::default(),
             location: location.into(),
         })
     }
@@ -205,9 +211,39 @@ impl Store for SqliteStore {
     /// (`RetryAt` → pending at that time; `Succeeded`/`Exhausted`/`Gone` → that status, no due
     /// time), sets `last_error` from the attempt's error, and for `Gone` marks the URL gone.
     /// A delivery that is no longer `sending` (redelivered meanwhile) keeps its state.
+    ///
+    /// Concurrent calls are committed together: each call queues its attempt, and whichever
+    /// call gets the connection first writes everything queued in one transaction.
     async fn record_attempt(&self, attempt: AttemptRecord) -> Result<(), StoreError> {
-        self.call(move |c| deliveries::record_attempt(c, &attempt))
+        let (done, result) = oneshot::channel();
+        self.pending_attempts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((attempt, done));
+        let pending = Arc::clone(&self.pending_attempts);
+        self.call(move |c| {
+            let queued = std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
+            if queued.is_empty() {
+                return Ok(());
+            }
+            let (batch, waiters): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
+            match deliveries::record_attempts(c, &batch) {
+                Ok(results) => waiters.into_iter().zip(results).for_each(|(w, r)| {
+                    let _ = w.send(r);
+                }),
+                Err(err) => {
+                    let reason = err.to_string();
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(StoreError::Batch(reason.clone())));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        result
             .await
+            .map_err(|_| StoreError::Task("the batch holding this attempt was dropped".to_owned()))?
     }
 
     /// The minimum of pending deliveries' `next_attempt_at` and sending ones' `lease_until`.
