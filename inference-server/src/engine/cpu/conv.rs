@@ -1,0 +1,109 @@
+//! 2-D convolution (tiled im2col + gemm) and nearest upsampling.
+
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, Mat, Par};
+use super::PAR_MIN_WORK;
+
+/// Geometry of one conv2d call (already validated).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Conv2dGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+/// Upper bound on the im2col scratch tile, in f32 elements (8 MiB).
+const COLS_MAX: usize = 1 << 21;
+
+/// NCHW conv: `x [n, c, h, w]`, `weight [o, c·kh·kw]` (row-major), optional `bias [o]`.
+/// Returns `[n, o, ho, wo]`.
+pub(crate) fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: Conv2dGeom) -> Vec<f32> {
+    let spatial_out = g.ho * g.wo;
+    let k = g.c * g.kh * g.kw;
+    let mut out = vec![0f32; g.n * g.o * spatial_out];
+    if out.is_empty() {
+        return out;
+    }
+    if let Some(b) = bias {
+        for plane in out.chunks_mut(spatial_out).enumerate() {
+            plane.1.fill(b[plane.0 % g.o]);
+        }
+    }
+    let accumulate = bias.is_some();
+    let lhs = Mat::rows(weight, k);
+    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+    let tile = (COLS_MAX / k.max(1)).clamp(64, spatial_out.max(64)).min(spatial_out);
+    let mut cols = if pointwise { Vec::new() } else { vec![0f32; k * tile] };
+    for (xn, on) in x.chunks(g.c * g.h * g.w).zip(out.chunks_mut(g.o * spatial_out)) {
+        if pointwise {
+            sgemm(g.o, spatial_out, k, lhs, Mat::rows(xn, spatial_out), on, spatial_out, accumulate, Par::Auto);
+            continue;
+        }
+        let mut p0 = 0;
+        while p0 < spatial_out {
+            let p = tile.min(spatial_out - p0);
+            let cols = &mut cols[..k * p];
+            im2col(xn, g, p0, p, cols);
+            sgemm(g.o, p, k, lhs, Mat::rows(cols, p), &mut on[p0..], spatial_out, accumulate, Par::Auto);
+            p0 += p;
+        }
+    }
+    out
+}
+
+/// Fills `cols [c·kh·kw, p]` with the input patches for output positions `p0..p0 + p`.
+fn im2col(xn: &[f32], g: Conv2dGeom, p0: usize, p: usize, cols: &mut [f32]) {
+    let fill_row = |(row, dst): (usize, &mut [f32])| {
+        let ci = row / (g.kh * g.kw);
+        let ki = (row / g.kw) % g.kh;
+        let kj = row % g.kw;
+        let plane = &xn[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for (j, d) in dst.iter_mut().enumerate() {
+            let pos = p0 + j;
+            let (oy, ox) = (pos / g.wo, pos % g.wo);
+            let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+            let ix = (ox * g.stride + kj) as isize - g.pad as isize;
+            *d = if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                plane[iy as usize * g.w + ix as usize]
+            } else {
+                0.0
+            };
+        }
+    };
+    if cols.len() >= PAR_MIN_WORK {
+        cols.par_chunks_mut(p).enumerate().for_each(fill_row);
+    } else {
+        cols.chunks_mut(p).enumerate().for_each(fill_row);
+    }
+}
+
+/// Nearest-neighbour 2× upsampling of `planes` planes of `h × w`.
+pub(crate) fn upsample_nearest2x(x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    let row_len = 2 * w;
+    let mut out = vec![0f32; x.len() * 4];
+    if out.is_empty() {
+        return out;
+    }
+    let run = |(r, dst): (usize, &mut [f32])| {
+        let (plane, oy) = (r / (2 * h), r % (2 * h));
+        let src = &x[(plane * h + oy / 2) * w..][..w];
+        for (j, d) in dst.iter_mut().enumerate() {
+            *d = src[j / 2];
+        }
+    };
+    if out.len() >= PAR_MIN_WORK {
+        out.par_chunks_mut(row_len).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(row_len).enumerate().for_each(run);
+    }
+    out
+}
