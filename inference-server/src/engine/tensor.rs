@@ -95,7 +95,7 @@ impl Tensor {
                 format!("{} bytes but shape {shape} of {dtype} needs {want}", b.len()),
             ));
         }
-        let aligned = (b.as_ptr() as usize) % dtype.size_in_bytes() == 0;
+        let aligned = (b.as_ptr() as usize).is_multiple_of(dtype.size_in_bytes());
         let storage = if aligned {
             CpuStorage::Shared { bytes: bytes.clone(), dtype }
         } else {

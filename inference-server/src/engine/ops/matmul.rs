@@ -91,7 +91,7 @@ impl Tensor {
         if let Some(b) = bias {
             expect_vec("linear", "bias", b, n_out)?;
         }
-        let rows = if n_in == 0 { self.dims()[..self.rank() - 1].iter().product() } else { self.elem_count() / n_in };
+        let rows: usize = self.dims()[..self.rank() - 1].iter().product();
         let x = self.f32_data()?;
         let mut out = vec![0f32; rows * n_out];
         if let Some(b) = bias {

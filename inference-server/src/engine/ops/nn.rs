@@ -26,7 +26,7 @@ impl Tensor {
             return Err(EngineError::shape("group_norm", format!("input must be [N, C, ...], got {}", self.shape())));
         }
         let c = self.dims()[1];
-        if groups == 0 || c % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) {
             return Err(EngineError::invalid("group_norm", format!("{groups} groups do not divide {c} channels")));
         }
         expect_vec("group_norm", "weight", weight, c)?;
