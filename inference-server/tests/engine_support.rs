@@ -1,6 +1,6 @@
 //! Shared helpers for the engine tests (included by the `engine_*` test files with `#[path]`).
 //! Compiled on its own as well, where it has no tests.
-#![allow(dead_code)]
+#![allow(dead_code, missing_docs)]
 
 use std::sync::Arc;
 
