@@ -162,6 +162,31 @@ fn conv2d_large_tiled_with_f16_weight() {
 }
 
 #[test]
+fn conv2d_half_weight_converted_in_channel_blocks() {
+    let mut rng = Rng::new(27);
+    // 1200 × 3×3 = 10800 weight columns: the bf16 weight is converted ~97 output channels at a
+    // time, so 100 output channels take two blocks.
+    let (n, c, h, wd, o) = (1, 1200, 4, 5, 100);
+    let (x, xd) = rand_tensor(&mut rng, &[n, c, h, wd]);
+    let (w, _) = rand_tensor(&mut rng, &[o, c, 3, 3]);
+    let w = w.to_dtype(DType::BF16).unwrap();
+    let got = x.conv2d(&w, None, 2, 1).unwrap();
+    let w32 = w.to_dtype(DType::F32).unwrap();
+    let same = x.conv2d(&w32, None, 2, 1).unwrap().to_vec_f32().unwrap();
+    // Same values, but gemm may order the 10800-term sums differently for a smaller block.
+    assert_close("conv2d bf16 vs f32 weight", &got.to_vec_f32().unwrap(), &f64s(&same), 1e-5);
+    let (want, _, _) = conv_ref(&f64s(&xd), &f64s(&w32.to_vec_f32().unwrap()), None, (n, c, h, wd), (o, 3, 3), 2, 1);
+    // ~10^4-term sums of products in [-1, 1): f32 accumulation error up to ~1e-4 absolute.
+    assert_close("conv2d bf16 vs reference", &got.to_vec_f32().unwrap(), &want, 2e-4);
+    // A 1x1 conv with an f16 weight goes straight to gemm.
+    let (w1, _) = rand_tensor(&mut rng, &[o, c, 1, 1]);
+    let w1 = w1.to_dtype(DType::F16).unwrap();
+    let got = x.conv2d(&w1, None, 1, 0).unwrap().to_vec_f32().unwrap();
+    let same = x.conv2d(&w1.to_dtype(DType::F32).unwrap(), None, 1, 0).unwrap().to_vec_f32().unwrap();
+    assert_close("conv2d 1x1 f16", &got, &f64s(&same), 1e-6);
+}
+
+#[test]
 fn conv2d_errors_name_the_op() {
     let x = Tensor::zeros((1, 5, 9, 11), DType::F32, &CPU).unwrap();
     let w = Tensor::zeros((4, 3, 3, 3), DType::F32, &CPU).unwrap();

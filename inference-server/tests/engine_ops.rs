@@ -446,3 +446,37 @@ fn linear_with_mmap_backed_f16_weight() {
     let wd: Vec<f64> = w.iter().map(|v| v.to_f64()).collect();
     assert_close("mmap linear", &got, &linear_ref(&f64s(&xd), &wd, None, 9, n_in, n_out), 1e-5);
 }
+
+#[test]
+fn geglu_chunk_squeeze_and_trig() {
+    let mut rng = Rng::new(13);
+    let (x, xd) = rand_tensor(&mut rng, &[3, 5, 14]);
+    let got = x.geglu().unwrap();
+    assert_eq!(got.dims(), &[3, 5, 7]);
+    let want: Vec<f64> = (0..105)
+        .map(|i| {
+            let (r, j) = (i / 7, i % 7);
+            let (a, g) = (xd[r * 14 + j] as f64, xd[r * 14 + 7 + j] as f64);
+            a * 0.5 * g * (1.0 + erf_ref(g / 2f64.sqrt()))
+        })
+        .collect();
+    assert_close("geglu", &got.to_vec_f32().unwrap(), &want, 1e-5);
+    assert!(x.narrow(2, 0, 13).unwrap().geglu().unwrap_err().to_string().starts_with("geglu: last dim 13"));
+
+    let parts = x.chunk(2, 2).unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[1].to_vec_f32().unwrap(), x.narrow(2, 7, 7).unwrap().to_vec_f32().unwrap());
+    assert_eq!(x.chunk(4, 2).unwrap_err().op(), Some("chunk"));
+    let u = x.unsqueeze(1).unwrap();
+    assert_eq!(u.dims(), &[3, 1, 5, 14]);
+    assert_eq!(u.storage_ptr(), x.storage_ptr());
+    assert_eq!(u.squeeze(1).unwrap().dims(), &[3, 5, 14]);
+    assert_eq!(x.squeeze(0).unwrap_err().op(), Some("squeeze"));
+    assert_eq!(x.unsqueeze(3).unwrap().dims(), &[3, 5, 14, 1]);
+    assert_eq!(x.to_device(&Device::Cpu).unwrap().storage_ptr(), x.storage_ptr());
+
+    let s = x.sin().unwrap().to_vec_f32().unwrap();
+    let c = x.cos().unwrap().to_vec_f32().unwrap();
+    assert_close("sin", &s, &f64s(&xd).iter().map(|v| v.sin()).collect::<Vec<_>>(), 1e-6);
+    assert_close("cos", &c, &f64s(&xd).iter().map(|v| v.cos()).collect::<Vec<_>>(), 1e-6);
+}

@@ -4,6 +4,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, Mat, Par};
 use super::PAR_MIN_WORK;
+use crate::engine::storage::CpuSlice;
 
 /// Geometry of one conv2d call (already validated).
 #[derive(Clone, Copy, Debug)]
@@ -24,9 +25,42 @@ pub(crate) struct Conv2dGeom {
 /// Upper bound on the im2col scratch tile, in f32 elements (8 MiB).
 const COLS_MAX: usize = 1 << 21;
 
-/// NCHW conv: `x [n, c, h, w]`, `weight [o, c·kh·kw]` (row-major), optional `bias [o]`.
+/// Upper bound on converted half-precision weight rows held at once, in f32 elements (4 MiB).
+const WEIGHT_SCRATCH: usize = 1 << 20;
+
+/// `dst [o, p] (+)= weight [o, k] · rhs [k, p]`, `dst` rows `dst_rs` apart. A half-precision
+/// weight is converted a block of rows at a time into `scratch`, never as a whole.
+#[allow(clippy::too_many_arguments)]
+fn weight_product(
+    weight: CpuSlice<'_>,
+    o: usize,
+    k: usize,
+    rhs: Mat<'_>,
+    p: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    scratch: &mut Vec<f32>,
+) {
+    if let CpuSlice::F32(w) = weight {
+        sgemm(o, p, k, Mat::rows(w, k), rhs, dst, dst_rs, accumulate, Par::Auto);
+        return;
+    }
+    let block = (WEIGHT_SCRATCH / k.max(1)).clamp(8, o.max(8)).min(o);
+    scratch.resize(block * k, 0.0);
+    let mut o0 = 0;
+    while o0 < o {
+        let ob = block.min(o - o0);
+        let s = &mut scratch[..ob * k];
+        weight.convert_range(o0 * k, s);
+        sgemm(ob, p, k, Mat::rows(s, k), rhs, &mut dst[o0 * dst_rs..], dst_rs, accumulate, Par::Auto);
+        o0 += ob;
+    }
+}
+
+/// NCHW conv: `x [n, c, h, w]`, `weight [o, c·kh·kw]` (row-major, any dtype), optional `bias [o]`.
 /// Returns `[n, o, ho, wo]`.
-pub(crate) fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: Conv2dGeom) -> Vec<f32> {
+pub(crate) fn conv2d(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: Conv2dGeom) -> Vec<f32> {
     let spatial_out = g.ho * g.wo;
     let k = g.c * g.kh * g.kw;
     let mut out = vec![0f32; g.n * g.o * spatial_out];
@@ -39,13 +73,14 @@ pub(crate) fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: Conv2dG
         }
     }
     let accumulate = bias.is_some();
-    let lhs = Mat::rows(weight, k);
+    let mut scratch = Vec::new();
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
     let tile = (COLS_MAX / k.max(1)).clamp(64, spatial_out.max(64)).min(spatial_out);
     let mut cols = if pointwise { Vec::new() } else { vec![0f32; k * tile] };
     for (xn, on) in x.chunks(g.c * g.h * g.w).zip(out.chunks_mut(g.o * spatial_out)) {
         if pointwise {
-            sgemm(g.o, spatial_out, k, lhs, Mat::rows(xn, spatial_out), on, spatial_out, accumulate, Par::Auto);
+            let rhs = Mat::rows(xn, spatial_out);
+            weight_product(weight, g.o, k, rhs, spatial_out, on, spatial_out, accumulate, &mut scratch);
             continue;
         }
         let mut p0 = 0;
@@ -53,7 +88,8 @@ pub(crate) fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: Conv2dG
             let p = tile.min(spatial_out - p0);
             let cols = &mut cols[..k * p];
             im2col(xn, g, p0, p, cols);
-            sgemm(g.o, p, k, lhs, Mat::rows(cols, p), &mut on[p0..], spatial_out, accumulate, Par::Auto);
+            let rhs = Mat::rows(cols, p);
+            weight_product(weight, g.o, k, rhs, p, &mut on[p0..], spatial_out, accumulate, &mut scratch);
             p0 += p;
         }
     }

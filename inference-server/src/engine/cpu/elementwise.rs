@@ -175,3 +175,26 @@ pub(crate) fn sum_middle(src: &[f32], outer: usize, d: usize, inner: usize, scal
     }
     out
 }
+
+/// GEGLU over rows of `2 · half`: `row[..half] · gelu(row[half..])`.
+pub(crate) fn geglu(src: &[f32], half: usize) -> Vec<f32> {
+    let mut out = vec![0f32; src.len() / 2];
+    if half == 0 {
+        return out;
+    }
+    let rows_per_chunk = (PAR_MIN_WORK / half).max(1);
+    let run = |(d, s): (&mut [f32], &[f32])| {
+        for (dr, sr) in d.chunks_mut(half).zip(s.chunks(2 * half)) {
+            let (a, gate) = sr.split_at(half);
+            for ((o, &x), &g) in dr.iter_mut().zip(a).zip(gate) {
+                *o = x * gelu(g);
+            }
+        }
+    };
+    if out.len() >= PAR_MIN_WORK {
+        out.par_chunks_mut(rows_per_chunk * half).zip(src.par_chunks(rows_per_chunk * 2 * half)).for_each(run);
+    } else {
+        run((&mut out, src));
+    }
+    out
+}

@@ -93,6 +93,30 @@ impl Tensor {
         self.unary(k::silu)
     }
 
+    /// Fused GEGLU over the last dim (size `2n`): `x[..., :n] · gelu(x[..., n:])`, giving `[..., n]`.
+    pub fn geglu(&self) -> Result<Tensor> {
+        let Some(&c) = self.dims().last() else {
+            return Err(EngineError::shape("geglu", "needs rank >= 1, got a scalar"));
+        };
+        if !c.is_multiple_of(2) {
+            return Err(EngineError::shape("geglu", format!("last dim {c} of {} is not even", self.shape())));
+        }
+        let out = k::geglu(&self.f32_data()?, c / 2);
+        let mut dims = self.dims().to_vec();
+        *dims.last_mut().expect("rank checked >= 1") = c / 2;
+        Ok(Tensor::from_f32_out(out, dims, self.device()))
+    }
+
+    /// Element-wise sine.
+    pub fn sin(&self) -> Result<Tensor> {
+        self.unary(f32::sin)
+    }
+
+    /// Element-wise cosine.
+    pub fn cos(&self) -> Result<Tensor> {
+        self.unary(f32::cos)
+    }
+
     /// Element-wise `exp`.
     pub fn exp(&self) -> Result<Tensor> {
         self.unary(f32::exp)

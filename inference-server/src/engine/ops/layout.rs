@@ -75,6 +75,37 @@ impl Tensor {
         Ok(Tensor::from_cpu(storage, out_dims.into(), self.device()))
     }
 
+    /// Splits `dim` into `n` equal parts (like `torch.chunk` when the size divides evenly).
+    pub fn chunk(&self, n: usize, dim: usize) -> Result<Vec<Tensor>> {
+        self.shape().check_dim("chunk", dim)?;
+        let size = self.dims()[dim];
+        if n == 0 || !size.is_multiple_of(n) {
+            return Err(EngineError::invalid("chunk", format!("dim {dim} of size {size} does not split into {n} equal parts")));
+        }
+        (0..n).map(|i| self.narrow(dim, i * size / n, size / n)).collect()
+    }
+
+    /// Inserts a dim of size 1 at `dim` (`dim <= rank`); shares storage.
+    pub fn unsqueeze(&self, dim: usize) -> Result<Tensor> {
+        if dim > self.rank() {
+            return Err(EngineError::invalid("unsqueeze", format!("dim {dim} out of range for rank {}", self.rank())));
+        }
+        let mut dims = self.dims().to_vec();
+        dims.insert(dim, 1);
+        self.reshape(dims)
+    }
+
+    /// Removes dim `dim`, which must have size 1; shares storage.
+    pub fn squeeze(&self, dim: usize) -> Result<Tensor> {
+        self.shape().check_dim("squeeze", dim)?;
+        if self.dims()[dim] != 1 {
+            return Err(EngineError::shape("squeeze", format!("dim {dim} of {} has size != 1", self.shape())));
+        }
+        let mut dims = self.dims().to_vec();
+        dims.remove(dim);
+        self.reshape(dims)
+    }
+
     /// Concatenates along `dim`; all other dims must match. Keeps the dtype when all inputs
     /// share one, else returns F32.
     pub fn cat(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {

@@ -46,7 +46,8 @@ impl Tensor {
     }
 
     /// 2-D convolution, NCHW: `x [N, C, H, W]`, `weight [O, C, kh, kw]`, `bias [O]`; same stride and
-    /// padding on both axes. Tiled im2col + gemm; 1×1 stride-1 convs go straight to gemm.
+    /// padding on both axes. Tiled im2col + gemm; 1×1 stride-1 convs go straight to gemm. A
+    /// half-precision weight is converted to f32 in bounded blocks of output channels.
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
         expect_rank("conv2d", "input", self, 4)?;
         expect_rank("conv2d", "weight", weight, 4)?;
@@ -86,7 +87,7 @@ impl Tensor {
             wo: (wp - kw) / stride + 1,
         };
         let bias_data = bias.map(|b| b.f32_data()).transpose()?;
-        let out = conv::conv2d(&self.f32_data()?, &weight.f32_data()?, bias_data.as_deref(), g);
+        let out = conv::conv2d(&self.f32_data()?, weight.cpu_slice()?, bias_data.as_deref(), g);
         Ok(Tensor::from_f32_out(out, (n, o, g.ho, g.wo), self.device()))
     }
 
