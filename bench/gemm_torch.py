@@ -57,7 +57,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'shape':<26} {'m x k x n':>18} {'ms':>9} {'GFLOP/s':>9}")
+    print(f"{'shape':<34} {'m x k x n':>18} {'ms':>9} {'GFLOP/s':>9}")
     for name, m, k, n in SHAPES:
         variants = [(name, False)]
         if args.linear_f16 and (name.startswith("attn_proj") or name == "clip_mlp"):
@@ -65,7 +65,7 @@ def main() -> None:
         for label, lin in variants:
             secs = bench(m, k, n, args.min_time, lin)
             gflops = 2 * m * n * k / secs / 1e9
-            print(f"{label:<26} {f'{m}x{k}x{n}':>18} {secs * 1e3:9.3f} {gflops:9.1f}")
+            print(f"{label:<34} {f'{m}x{k}x{n}':>18} {secs * 1e3:9.3f} {gflops:9.1f}")
 
 
 if __name__ == "__main__":

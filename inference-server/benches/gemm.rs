@@ -1,5 +1,5 @@
 //! GEMM throughput on SD 1.5 shapes through the engine's public API (`Tensor::matmul`, and
-//! `Tensor::linear` with an f16 weight). Criterion's throughput is set to `2·m·n·k` elements, so
+//! `Tensor::linear` with an f16 weight), plus tiled attention. Criterion's throughput is set to `2·m·n·k` elements, so
 //! its "elem/s" figure reads as FLOP/s. Compare with `bench/gemm_torch.py` (same shapes, same
 //! thread count: set `RAYON_NUM_THREADS` here and `--threads` there).
 #![allow(missing_docs)]
@@ -55,5 +55,21 @@ fn bench_linear_f16(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_matmul, bench_linear_f16);
+/// Tiled attention on SD 1.5 self-attention shapes (CFG batch 2, 8 heads); throughput counts the
+/// two products, `4·Lq·Lk·D` FLOPs per head.
+fn bench_attention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("attention");
+    group.sample_size(10);
+    group.measurement_time(std::time::Duration::from_secs(5));
+    for (name, l, d) in [("self_32x32", 1024usize, 80usize), ("self_64x64", 4096, 40)] {
+        let qkv = filled(2 * 8 * l, d, 5).reshape((2, 8, l, d)).expect("reshape");
+        group.throughput(Throughput::Elements((4 * 2 * 8 * l * l * d) as u64));
+        group.bench_with_input(BenchmarkId::new(name, format!("2x8x{l}x{d}")), &qkv, |bench, t| {
+            bench.iter(|| Tensor::attention(t, t, t, 1.0 / (d as f32).sqrt(), false).expect("attention"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_matmul, bench_linear_f16, bench_attention);
 criterion_main!(benches);

@@ -62,6 +62,11 @@ fn constructors_accessors_and_shape_conversions() {
     assert_eq!(err.op(), Some("from_vec"));
     assert!(err.to_string().starts_with("from_vec: 5 elements"), "{err}");
 
+    let err = Tensor::zeros((usize::MAX, 3), DType::F32, &CPU).unwrap_err();
+    assert_eq!(err.to_string(), format!("zeros: element count of shape [{}, 3] overflows", usize::MAX));
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send_sync::<Tensor>();
+
     let z = Tensor::zeros((3, 5), DType::F16, &CPU).unwrap();
     assert_eq!(z.dtype(), DType::F16);
     assert_eq!(z.to_vec_f32().unwrap(), vec![0.0; 15]);
@@ -360,6 +365,16 @@ fn matmul_plain_batched_and_broadcast() {
         }
     }
     assert_close("broadcast matmul", &got.to_vec_f32().unwrap(), &want, 1e-5);
+
+    // Rank 2 against a batch: [7, 13] x [3, 13, 5] -> [3, 7, 5].
+    let (a, ad) = rand_tensor(&mut rng, &[7, 13]);
+    let got = a.matmul(&b.reshape((2, 13, 5)).unwrap()).unwrap();
+    assert_eq!(got.dims(), &[2, 7, 5]);
+    let mut want = Vec::new();
+    for j in 0..2 {
+        want.extend(matmul_ref(&f64s(&ad), &f64s(&bd[j * 65..(j + 1) * 65]), 7, 13, 5));
+    }
+    assert_close("rank-2 x batch matmul", &got.to_vec_f32().unwrap(), &want, 1e-5);
 
     // Large enough for the multi-threaded gemm path, with an f16 operand.
     let (a, ad) = rand_tensor(&mut rng, &[131, 149]);

@@ -19,6 +19,14 @@ impl Shape {
         self.0.iter().product()
     }
 
+    /// The number of elements, or an error for `op` when the product overflows `usize`.
+    pub(crate) fn checked_elem_count(&self, op: &'static str) -> Result<usize> {
+        self.0
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| EngineError::shape(op, format!("element count of shape {self} overflows")))
+    }
+
     /// The number of dimensions.
     pub fn rank(&self) -> usize {
         self.0.len()

@@ -32,7 +32,7 @@ impl std::fmt::Debug for Tensor {
 }
 
 fn check_len(op: &'static str, len: usize, shape: &Shape) -> Result<()> {
-    if len != shape.elem_count() {
+    if len != shape.checked_elem_count(op)? {
         return Err(EngineError::shape(
             op,
             format!("{len} elements do not fill shape {shape} ({} elements)", shape.elem_count()),
@@ -88,7 +88,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let shape = shape.into();
         let b = bytes.as_bytes();
-        let want = shape.elem_count() * dtype.size_in_bytes();
+        let want = shape.checked_elem_count("from_shared_bytes")?.saturating_mul(dtype.size_in_bytes());
         if b.len() != want {
             return Err(EngineError::shape(
                 "from_shared_bytes",
@@ -111,7 +111,7 @@ impl Tensor {
     /// A tensor of zeros.
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        let n = shape.elem_count();
+        let n = shape.checked_elem_count("zeros")?;
         let storage = match dtype {
             DType::F32 => CpuStorage::F32(vec![0.0; n]),
             DType::F16 => CpuStorage::F16(vec![f16::ZERO; n]),
@@ -210,7 +210,7 @@ impl Tensor {
     /// The same elements with another shape of equal element count; shares storage.
     pub fn reshape(&self, shape: impl Into<Shape>) -> Result<Tensor> {
         let shape = shape.into();
-        if shape.elem_count() != self.elem_count() {
+        if shape.checked_elem_count("reshape")? != self.elem_count() {
             return Err(EngineError::shape(
                 "reshape",
                 format!("cannot reshape {} ({} elements) to {shape}", self.shape(), self.elem_count()),
