@@ -283,6 +283,11 @@ fn activations_and_affine() {
     check("silu", t.silu().unwrap(), &|v| v * sig(v));
     check("affine", t.affine(0.3, -1.5).unwrap(), &|v| v * 0.3 - 1.5);
     check("exp", t.exp().unwrap(), &f64::exp);
+    check("clamp", t.clamp(-1.0, 2.5).unwrap(), &|v| v.clamp(-1.0, 2.5));
+    assert_eq!(t.clamp(1.0, -1.0).unwrap_err().op(), Some("clamp"));
+    let f = Tensor::full(0.5, (2, 3), &CPU).unwrap();
+    assert_eq!(f.to_vec_f32().unwrap(), vec![0.5; 6]);
+    check("sqrt", t.affine(0.0, 2.0).unwrap().sqrt().unwrap(), &|_| 2f64.sqrt());
     // Relative accuracy of gelu deep in the negative tail, where erf cancels.
     let tail = Tensor::from_vec(vec![-4.0, -6.0], 2, &CPU).unwrap().gelu().unwrap().to_vec_f32().unwrap();
     for (g, v) in tail.iter().zip([-4.0f64, -6.0]) {

@@ -131,6 +131,13 @@ impl Tensor {
         Self::from_storage(storage, dtype, shape, device)
     }
 
+    /// An f32 tensor with every element `value`.
+    pub fn full(value: f32, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+        let shape = shape.into();
+        let n = shape.checked_elem_count("full")?;
+        Ok(Self::from_storage(CpuStorage::F32(vec![value; n]), DType::F32, shape, device))
+    }
+
     /// An f32 result of an op on `device`. The caller guarantees the length matches.
     pub(crate) fn from_f32_out(data: Vec<f32>, shape: impl Into<Shape>, device: &Device) -> Tensor {
         let shape = shape.into();

@@ -107,6 +107,14 @@ impl Tensor {
         Ok(Tensor::from_f32_out(out, dims, self.device()))
     }
 
+    /// Clamps every element into `[min, max]`.
+    pub fn clamp(&self, min: f32, max: f32) -> Result<Tensor> {
+        if min.is_nan() || max.is_nan() || min > max {
+            return Err(EngineError::invalid("clamp", format!("bounds [{min}, {max}] are not an interval")));
+        }
+        self.unary(|x| x.clamp(min, max))
+    }
+
     /// Element-wise sine.
     pub fn sin(&self) -> Result<Tensor> {
         self.unary(f32::sin)
