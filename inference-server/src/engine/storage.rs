@@ -120,20 +120,22 @@ impl<'a> CpuSlice<'a> {
         }
     }
 
+    /// Like [`CpuSlice::convert_range`], in parallel chunks when `dst` is large.
+    pub(crate) fn convert_range_par(self, start: usize, dst: &mut [f32]) {
+        if dst.len() < PAR_CONVERT_MIN {
+            return self.convert_range(start, dst);
+        }
+        let chunk = PAR_CONVERT_MIN / 4;
+        dst.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| self.convert_range(start + i * chunk, d));
+    }
+
     /// The view as f32: borrowed when already f32, converted (in parallel if large) otherwise.
     pub(crate) fn to_f32(self) -> Cow<'a, [f32]> {
         if let CpuSlice::F32(s) = self {
             return Cow::Borrowed(s);
         }
-        let n = self.len();
-        let mut out = vec![0f32; n];
-        if n >= PAR_CONVERT_MIN {
-            out.par_chunks_mut(PAR_CONVERT_MIN / 4).enumerate().for_each(|(i, chunk)| {
-                self.convert_range(i * (PAR_CONVERT_MIN / 4), chunk)
-            });
-        } else {
-            self.convert_range(0, &mut out);
-        }
+        let mut out = vec![0f32; self.len()];
+        self.convert_range_par(0, &mut out);
         Cow::Owned(out)
     }
 

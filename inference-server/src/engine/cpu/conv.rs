@@ -52,7 +52,7 @@ fn weight_product(
     while o0 < o {
         let ob = block.min(o - o0);
         let s = &mut scratch[..ob * k];
-        weight.convert_range(o0 * k, s);
+        weight.convert_range_par(o0 * k, s);
         sgemm(ob, p, k, Mat::rows(s, k), rhs, &mut dst[o0 * dst_rs..], dst_rs, accumulate, Par::Auto);
         o0 += ob;
     }

@@ -111,7 +111,7 @@ impl Tensor {
                 while o0 < n_out {
                     let ob = block.min(n_out - o0);
                     let s = &mut scratch[..ob * n_in];
-                    w.convert_range(o0 * n_in, s);
+                    w.convert_range_par(o0 * n_in, s);
                     sgemm(rows, ob, n_in, lhs, Mat::rows_t(s, n_in), &mut out[o0..], n_out, acc, Par::Auto);
                     o0 += ob;
                 }
