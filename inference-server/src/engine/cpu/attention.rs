@@ -1,0 +1,101 @@
+//! Tiled attention with online softmax (flash-attention style). Memory per task is
+//! O(tile · (D + tile)); the full `Lq × Lk` score matrix is never formed.
+
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, Mat, Par};
+
+/// Query rows per task.
+const BQ: usize = 32;
+/// Keys per inner step.
+const BK: usize = 64;
+
+/// Attention dimensions (already validated).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttnGeom {
+    /// Batch × heads.
+    pub bh: usize,
+    pub lq: usize,
+    pub lk: usize,
+    pub d: usize,
+    pub scale: f32,
+    /// Key `j` is hidden from query `i` when `j > i`.
+    pub causal: bool,
+}
+
+/// `softmax(scale · q kᵀ [+ mask]) v` for `q [bh, lq, d]`, `k`, `v [bh, lk, d]`.
+pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], g: AttnGeom) -> Vec<f32> {
+    let d = g.d;
+    let mut out = vec![0f32; g.bh * g.lq * d];
+    if out.is_empty() || g.lk == 0 {
+        return out;
+    }
+    out.par_chunks_mut(g.lq * d).enumerate().for_each(|(b, out_b)| {
+        let qb = &q[b * g.lq * d..(b + 1) * g.lq * d];
+        let kb = &k[b * g.lk * d..(b + 1) * g.lk * d];
+        let vb = &v[b * g.lk * d..(b + 1) * g.lk * d];
+        out_b.par_chunks_mut(BQ * d).enumerate().for_each(|(t, acc)| {
+            let q0 = t * BQ;
+            let bq = acc.len() / d;
+            tile(&qb[q0 * d..(q0 + bq) * d], kb, vb, q0, acc, g);
+        });
+    });
+    out
+}
+
+/// One query tile: `acc [bq, d]` receives the output rows for queries `q0..q0 + bq`.
+fn tile(q: &[f32], k: &[f32], v: &[f32], q0: usize, acc: &mut [f32], g: AttnGeom) {
+    let d = g.d;
+    let bq = q.len() / d;
+    let mut m = vec![f32::NEG_INFINITY; bq];
+    let mut l = vec![0f32; bq];
+    let mut s = vec![0f32; bq * BK];
+    let mut k0 = 0;
+    while k0 < g.lk {
+        if g.causal && k0 > q0 + bq - 1 {
+            break;
+        }
+        let bk = BK.min(g.lk - k0);
+        let s = &mut s[..bq * bk];
+        let kt = &k[k0 * d..(k0 + bk) * d];
+        sgemm(bq, bk, d, Mat::rows(q, d), Mat::rows_t(kt, d), s, bk, false, Par::Serial);
+        for i in 0..bq {
+            let row = &mut s[i * bk..(i + 1) * bk];
+            // Keys visible to query q0 + i within this tile.
+            let visible = if g.causal { (q0 + i + 1).saturating_sub(k0).min(bk) } else { bk };
+            let mut row_max = f32::NEG_INFINITY;
+            for x in row[..visible].iter_mut() {
+                *x *= g.scale;
+                row_max = row_max.max(*x);
+            }
+            let new_m = m[i].max(row_max);
+            if new_m == f32::NEG_INFINITY {
+                row.fill(0.0);
+                continue;
+            }
+            let corr = (m[i] - new_m).exp();
+            let mut sum = 0f32;
+            for x in row[..visible].iter_mut() {
+                *x = (*x - new_m).exp();
+                sum += *x;
+            }
+            row[visible..].fill(0.0);
+            l[i] = l[i] * corr + sum;
+            m[i] = new_m;
+            if corr != 1.0 {
+                for a in acc[i * d..(i + 1) * d].iter_mut() {
+                    *a *= corr;
+                }
+            }
+        }
+        let vt = &v[k0 * d..(k0 + bk) * d];
+        sgemm(bq, d, bk, Mat::rows(s, bk), Mat::rows(vt, d), acc, d, true, Par::Serial);
+        k0 += bk;
+    }
+    for i in 0..bq {
+        let inv = if l[i] > 0.0 { 1.0 / l[i] } else { 0.0 };
+        for a in acc[i * d..(i + 1) * d].iter_mut() {
+            *a *= inv;
+        }
+    }
+}

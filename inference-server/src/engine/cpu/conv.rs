@@ -1,0 +1,145 @@
+//! 2-D convolution (tiled im2col + gemm) and nearest upsampling.
+
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, Mat, Par};
+use super::PAR_MIN_WORK;
+use crate::engine::storage::CpuSlice;
+
+/// Geometry of one conv2d call (already validated).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Conv2dGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+/// Upper bound on the im2col scratch tile, in f32 elements (8 MiB).
+const COLS_MAX: usize = 1 << 21;
+
+/// Upper bound on converted half-precision weight rows held at once, in f32 elements (4 MiB).
+const WEIGHT_SCRATCH: usize = 1 << 20;
+
+/// `dst [o, p] (+)= weight [o, k] · rhs [k, p]`, `dst` rows `dst_rs` apart. A half-precision
+/// weight is converted a block of rows at a time into `scratch`, never as a whole.
+#[allow(clippy::too_many_arguments)]
+fn weight_product(
+    weight: CpuSlice<'_>,
+    o: usize,
+    k: usize,
+    rhs: Mat<'_>,
+    p: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    scratch: &mut Vec<f32>,
+) {
+    if let CpuSlice::F32(w) = weight {
+        sgemm(o, p, k, Mat::rows(w, k), rhs, dst, dst_rs, accumulate, Par::Auto);
+        return;
+    }
+    let block = (WEIGHT_SCRATCH / k.max(1)).clamp(8, o.max(8)).min(o);
+    scratch.resize(block * k, 0.0);
+    let mut o0 = 0;
+    while o0 < o {
+        let ob = block.min(o - o0);
+        let s = &mut scratch[..ob * k];
+        weight.convert_range_par(o0 * k, s);
+        sgemm(ob, p, k, Mat::rows(s, k), rhs, &mut dst[o0 * dst_rs..], dst_rs, accumulate, Par::Auto);
+        o0 += ob;
+    }
+}
+
+/// NCHW conv: `x [n, c, h, w]`, `weight [o, c·kh·kw]` (row-major, any dtype), optional `bias [o]`.
+/// Returns `[n, o, ho, wo]`.
+pub(crate) fn conv2d(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: Conv2dGeom) -> Vec<f32> {
+    let spatial_out = g.ho * g.wo;
+    let k = g.c * g.kh * g.kw;
+    let mut out = vec![0f32; g.n * g.o * spatial_out];
+    if out.is_empty() {
+        return out;
+    }
+    if let Some(b) = bias {
+        for plane in out.chunks_mut(spatial_out).enumerate() {
+            plane.1.fill(b[plane.0 % g.o]);
+        }
+    }
+    let accumulate = bias.is_some();
+    let mut scratch = Vec::new();
+    let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+    let tile = (COLS_MAX / k.max(1)).clamp(64, spatial_out.max(64)).min(spatial_out);
+    let mut cols = if pointwise { Vec::new() } else { vec![0f32; k * tile] };
+    for (xn, on) in x.chunks(g.c * g.h * g.w).zip(out.chunks_mut(g.o * spatial_out)) {
+        if pointwise {
+            let rhs = Mat::rows(xn, spatial_out);
+            weight_product(weight, g.o, k, rhs, spatial_out, on, spatial_out, accumulate, &mut scratch);
+            continue;
+        }
+        let mut p0 = 0;
+        while p0 < spatial_out {
+            let p = tile.min(spatial_out - p0);
+            let cols = &mut cols[..k * p];
+            im2col(xn, g, p0, p, cols);
+            let rhs = Mat::rows(cols, p);
+            weight_product(weight, g.o, k, rhs, p, &mut on[p0..], spatial_out, accumulate, &mut scratch);
+            p0 += p;
+        }
+    }
+    out
+}
+
+/// Fills `cols [c·kh·kw, p]` with the input patches for output positions `p0..p0 + p`.
+fn im2col(xn: &[f32], g: Conv2dGeom, p0: usize, p: usize, cols: &mut [f32]) {
+    let fill_row = |(row, dst): (usize, &mut [f32])| {
+        let ci = row / (g.kh * g.kw);
+        let ki = (row / g.kw) % g.kh;
+        let kj = row % g.kw;
+        let plane = &xn[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for (j, d) in dst.iter_mut().enumerate() {
+            let pos = p0 + j;
+            let (oy, ox) = (pos / g.wo, pos % g.wo);
+            let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+            let ix = (ox * g.stride + kj) as isize - g.pad as isize;
+            *d = if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                plane[iy as usize * g.w + ix as usize]
+            } else {
+                0.0
+            };
+        }
+    };
+    if cols.len() >= PAR_MIN_WORK {
+        cols.par_chunks_mut(p).enumerate().for_each(fill_row);
+    } else {
+        cols.chunks_mut(p).enumerate().for_each(fill_row);
+    }
+}
+
+/// Nearest-neighbour 2× upsampling of `planes` planes of `h × w`.
+pub(crate) fn upsample_nearest2x(x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    let row_len = 2 * w;
+    let mut out = vec![0f32; x.len() * 4];
+    if out.is_empty() {
+        return out;
+    }
+    let run = |(r, dst): (usize, &mut [f32])| {
+        let (plane, oy) = (r / (2 * h), r % (2 * h));
+        let src = &x[(plane * h + oy / 2) * w..][..w];
+        for (j, d) in dst.iter_mut().enumerate() {
+            *d = src[j / 2];
+        }
+    };
+    if out.len() >= PAR_MIN_WORK {
+        out.par_chunks_mut(row_len).enumerate().for_each(run);
+    } else {
+        out.chunks_mut(row_len).enumerate().for_each(run);
+    }
+    out
+}

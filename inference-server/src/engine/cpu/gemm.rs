@@ -1,0 +1,101 @@
+//! A bounds-checked wrapper around `gemm::gemm` for f32.
+
+use gemm::Parallelism;
+
+/// A strided read-only f32 matrix: element (i, j) is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major matrix with `cols` columns.
+    pub(crate) fn rows(data: &'a [f32], cols: usize) -> Self {
+        Mat { data, rs: cols, cs: 1 }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns (so element (i, j) is `data[j * cols + i]`).
+    pub(crate) fn rows_t(data: &'a [f32], cols: usize) -> Self {
+        Mat { data, rs: 1, cs: cols }
+    }
+}
+
+/// Multiply-adds above which a single gemm call uses all rayon threads.
+const PAR_GEMM_MIN: usize = 48 * 48 * 48;
+
+/// Whether to let gemm spread over threads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Par {
+    /// Use rayon when the product is large enough.
+    Auto,
+    /// Stay on this thread (the caller already parallelises).
+    Serial,
+}
+
+fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    (rows - 1) * rs + (cols - 1) * cs
+}
+
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, all strided. `dst` is row-major with row stride `dst_rs`.
+/// With `accumulate`, the product is added to `dst`; otherwise `dst` is overwritten.
+///
+/// Panics (an internal bug, never user input) if a view exceeds its slice.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    par: Par,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(max_index(m, n, dst_rs, 1) < dst.len(), "sgemm: dst view out of bounds");
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[i * dst_rs..i * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    assert!(max_index(m, k, lhs.rs, lhs.cs) < lhs.data.len(), "sgemm: lhs view out of bounds");
+    assert!(max_index(k, n, rhs.rs, rhs.cs) < rhs.data.len(), "sgemm: rhs view out of bounds");
+    let parallelism = if par == Par::Auto && m * n * k >= PAR_GEMM_MIN {
+        Parallelism::Rayon(rayon::current_num_threads().max(1))
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the asserts above keep every strided access of the three views inside their
+    // slices; `dst` is a unique borrow so it cannot alias `lhs` or `rhs`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}

@@ -1,0 +1,122 @@
+//! Network ops: fused norms, conv2d, nearest upsampling and attention.
+
+use super::{expect_rank, expect_vec};
+use crate::engine::cpu::attention::{self as attn, AttnGeom};
+use crate::engine::cpu::conv::{self, Conv2dGeom};
+use crate::engine::cpu::norm;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::tensor::Tensor;
+
+impl Tensor {
+    /// Layer norm over the last dim with affine `weight`, `bias` (both `[C]`), fused.
+    pub fn layer_norm(&self, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
+        let Some(&c) = self.dims().last() else {
+            return Err(EngineError::shape("layer_norm", "input must have rank >= 1, got a scalar"));
+        };
+        expect_vec("layer_norm", "weight", weight, c)?;
+        expect_vec("layer_norm", "bias", bias, c)?;
+        let out = norm::layer_norm(&self.f32_data()?, c, &weight.f32_data()?, &bias.f32_data()?, eps);
+        Ok(Tensor::from_f32_out(out, self.shape().clone(), self.device()))
+    }
+
+    /// Group norm of `[N, C, ...]` (e.g. `[N, C, H, W]` or `[N, C, L]`) over `groups` channel groups,
+    /// per-channel affine `weight`, `bias` (`[C]`), then SiLU when `silu` — one fused pass.
+    pub fn group_norm(&self, groups: usize, weight: &Tensor, bias: &Tensor, eps: f32, silu: bool) -> Result<Tensor> {
+        if self.rank() < 2 {
+            return Err(EngineError::shape("group_norm", format!("input must be [N, C, ...], got {}", self.shape())));
+        }
+        let c = self.dims()[1];
+        if groups == 0 || !c.is_multiple_of(groups) {
+            return Err(EngineError::invalid("group_norm", format!("{groups} groups do not divide {c} channels")));
+        }
+        expect_vec("group_norm", "weight", weight, c)?;
+        expect_vec("group_norm", "bias", bias, c)?;
+        let spatial: usize = self.dims()[2..].iter().product();
+        let out = norm::group_norm(
+            &self.f32_data()?,
+            c,
+            spatial,
+            groups,
+            &weight.f32_data()?,
+            &bias.f32_data()?,
+            eps,
+            silu,
+        );
+        Ok(Tensor::from_f32_out(out, self.shape().clone(), self.device()))
+    }
+
+    /// 2-D convolution, NCHW: `x [N, C, H, W]`, `weight [O, C, kh, kw]`, `bias [O]`; same stride and
+    /// padding on both axes. Tiled im2col + gemm; 1×1 stride-1 convs go straight to gemm. A
+    /// half-precision weight is converted to f32 in bounded blocks of output channels.
+    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
+        expect_rank("conv2d", "input", self, 4)?;
+        expect_rank("conv2d", "weight", weight, 4)?;
+        let (x, w) = (self.dims(), weight.dims());
+        let (n, c, h, wd) = (x[0], x[1], x[2], x[3]);
+        let (o, wc, kh, kw) = (w[0], w[1], w[2], w[3]);
+        if wc != c {
+            return Err(EngineError::shape(
+                "conv2d",
+                format!("input has {c} channels but weight {} expects {wc}", weight.shape()),
+            ));
+        }
+        if stride == 0 {
+            return Err(EngineError::invalid("conv2d", "stride must be >= 1"));
+        }
+        if let Some(b) = bias {
+            expect_vec("conv2d", "bias", b, o)?;
+        }
+        let (hp, wp) = (h + 2 * padding, wd + 2 * padding);
+        if kh == 0 || kw == 0 || kh > hp || kw > wp {
+            return Err(EngineError::shape(
+                "conv2d",
+                format!("kernel {kh}x{kw} does not fit padded input {hp}x{wp}"),
+            ));
+        }
+        let g = Conv2dGeom {
+            n,
+            c,
+            h,
+            w: wd,
+            o,
+            kh,
+            kw,
+            stride,
+            pad: padding,
+            ho: (hp - kh) / stride + 1,
+            wo: (wp - kw) / stride + 1,
+        };
+        let bias_data = bias.map(|b| b.f32_data()).transpose()?;
+        let out = conv::conv2d(&self.f32_data()?, weight.cpu_slice()?, bias_data.as_deref(), g);
+        Ok(Tensor::from_f32_out(out, (n, o, g.ho, g.wo), self.device()))
+    }
+
+    /// Nearest-neighbour 2× upsampling of the last two dims of `[N, C, H, W]`.
+    pub fn upsample_nearest2x(&self) -> Result<Tensor> {
+        expect_rank("upsample_nearest2x", "input", self, 4)?;
+        let d = self.dims();
+        let out = conv::upsample_nearest2x(&self.f32_data()?, d[2], d[3]);
+        Ok(Tensor::from_f32_out(out, (d[0], d[1], 2 * d[2], 2 * d[3]), self.device()))
+    }
+
+    /// Scaled dot-product attention: `q [B, H, Lq, D]`, `k`, `v [B, H, Lk, D]` → `[B, H, Lq, D]`.
+    /// Tiled with an online softmax (no `Lq × Lk` matrix); with `causal`, query `i` sees keys `j <= i`.
+    pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, causal: bool) -> Result<Tensor> {
+        for (what, t) in [("q", q), ("k", k), ("v", v)] {
+            expect_rank("attention", what, t, 4)?;
+        }
+        let (qd, kd, vd) = (q.dims(), k.dims(), v.dims());
+        if kd != vd {
+            return Err(EngineError::shape("attention", format!("k {} and v {} differ", k.shape(), v.shape())));
+        }
+        if qd[0] != kd[0] || qd[1] != kd[1] || qd[3] != kd[3] {
+            return Err(EngineError::shape(
+                "attention",
+                format!("q {} and k {} must share batch, heads and head dim", q.shape(), k.shape()),
+            ));
+        }
+        let g = AttnGeom { bh: qd[0] * qd[1], lq: qd[2], lk: kd[2], d: qd[3], scale, causal };
+        let out = attn::attention(&q.f32_data()?, &k.f32_data()?, &v.f32_data()?, g);
+        Ok(Tensor::from_f32_out(out, q.shape().clone(), q.device()))
+    }
+}
