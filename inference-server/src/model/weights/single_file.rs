@@ -295,7 +295,9 @@ pub fn infer_unet(file: &SafetensorsFile, variant: Variant) -> Result<UNetConfig
         Variant::Sd1 => PerBlock::All(8),
         Variant::Sd2 => PerBlock::Each(channels.iter().map(|c| (c / 64).max(1)).collect()),
     };
+    let norm_num_groups = sd_groups(&channels);
     Ok(UNetConfig {
+        norm_num_groups,
         sample_size: Some(match variant { Variant::Sd1 => 64, Variant::Sd2 => 96 }),
         in_channels: dim(file, &format!("{p}input_blocks.0.0.weight"), 1)?,
         out_channels: dim(file, &format!("{p}out.2.weight"), 0)?,
@@ -310,6 +312,14 @@ pub fn infer_unet(file: &SafetensorsFile, variant: Variant) -> Result<UNetConfig
     })
 }
 
+/// SD's 32 group-norm groups, reduced to a divisor of every width for narrower models.
+fn sd_groups(channels: &[usize]) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 { a } else { gcd(b, a % b) }
+    }
+    channels.iter().fold(32, |g, &c| gcd(g, c))
+}
+
 /// VAE config from names and shapes.
 pub fn infer_vae(file: &SafetensorsFile, variant: Variant) -> Result<VaeConfig, WeightsError> {
     let p = VAE_PREFIX;
@@ -321,6 +331,7 @@ pub fn infer_vae(file: &SafetensorsFile, variant: Variant) -> Result<VaeConfig, 
         .map(|i| dim(file, &format!("{p}encoder.down.{i}.block.0.conv1.weight"), 0))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(VaeConfig {
+        norm_num_groups: sd_groups(&channels),
         in_channels: dim(file, &format!("{p}encoder.conv_in.weight"), 1)?,
         out_channels: dim(file, &format!("{p}decoder.conv_out.weight"), 0)?,
         down_block_types: vec!["DownEncoderBlock2D".into(); levels],
