@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use inference_server::model::testmodel::{test_configs, write_test_model};
-use inference_server::model::tokenizer::{Tokenizer, SD1_PAD_ID, SD2_PAD_ID};
+use inference_server::model::tokenizer::{SD1_PAD_ID, SD2_PAD_ID, Tokenizer};
 use inference_server::model::weights::{
-    clip_params, unet_params, vae_params, write_safetensors, Checkpoint, Layout, OwnedTensor, Param, PerBlock,
-    SafetensorsFile, StoredDType, Variant, WeightSet, WeightsError,
+    Checkpoint, Layout, OwnedTensor, Param, PerBlock, SafetensorsFile, StoredDType, Variant,
+    WeightSet, WeightsError, clip_params, unet_params, vae_params, write_safetensors,
 };
 
 fn write(dir: &Path, name: &str, variant: Variant, layout: Layout, dtype: StoredDType) -> PathBuf {
@@ -29,18 +29,39 @@ fn assert_same(a: &WeightSet, b: &WeightSet, params: &[Param]) {
     a.check(params).expect("folder has every parameter");
     b.check(params).expect("single file has every parameter");
     for (name, shape) in params {
-        let (ta, tb) = (a.get(name, shape).expect("present"), b.get(name, shape).expect("present"));
+        let (ta, tb) = (
+            a.get(name, shape).expect("present"),
+            b.get(name, shape).expect("present"),
+        );
         assert_eq!(ta.dtype, tb.dtype, "{name}");
-        assert!(ta.bytes() == tb.bytes(), "{name}: bytes differ between layouts");
+        assert!(
+            ta.bytes() == tb.bytes(),
+            "{name}: bytes differ between layouts"
+        );
     }
 }
 
 fn both_layouts_identical(variant: Variant, dtype: StoredDType) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let folder = open(&write(dir.path(), "folder", variant, Layout::Diffusers, dtype));
-    let single = open(&write(dir.path(), "model.safetensors", variant, Layout::SingleFile, dtype));
+    let folder = open(&write(
+        dir.path(),
+        "folder",
+        variant,
+        Layout::Diffusers,
+        dtype,
+    ));
+    let single = open(&write(
+        dir.path(),
+        "model.safetensors",
+        variant,
+        Layout::SingleFile,
+        dtype,
+    ));
     assert_eq!((folder.variant, single.variant), (variant, variant));
-    assert_eq!((folder.layout, single.layout), (Layout::Diffusers, Layout::SingleFile));
+    assert_eq!(
+        (folder.layout, single.layout),
+        (Layout::Diffusers, Layout::SingleFile)
+    );
     assert!(folder.tokenizer_dir.as_deref().is_some_and(Path::is_dir));
     assert_eq!(single.tokenizer_dir, None);
     let (clip, unet, vae) = test_configs(variant);
@@ -48,7 +69,11 @@ fn both_layouts_identical(variant: Variant, dtype: StoredDType) {
     assert_eq!(single.text_encoder.0, clip);
     assert_eq!((&folder.unet.0, &single.unet.0), (&unet, &unet));
     assert_eq!((&folder.vae.0, &single.vae.0), (&vae, &vae));
-    assert_same(&folder.text_encoder.1, &single.text_encoder.1, &clip_params(&clip));
+    assert_same(
+        &folder.text_encoder.1,
+        &single.text_encoder.1,
+        &clip_params(&clip),
+    );
     assert_same(&folder.unet.1, &single.unet.1, &unet_params(&unet));
     assert_same(&folder.vae.1, &single.vae.1, &vae_params(&vae));
 }
@@ -71,42 +96,92 @@ fn sd2_f16_layouts_load_identical_tensors() {
 #[test]
 fn f16_tensors_are_borrowed_from_the_mapping() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let single = open(&write(dir.path(), "m.safetensors", Variant::Sd2, Layout::SingleFile, StoredDType::F16));
+    let single = open(&write(
+        dir.path(),
+        "m.safetensors",
+        Variant::Sd2,
+        Layout::SingleFile,
+        StoredDType::F16,
+    ));
     let set = &single.text_encoder.1;
     let mut starts = Vec::new();
     for proj in ["q_proj", "k_proj", "v_proj"] {
-        let t = set.get(&format!("text_model.encoder.layers.1.self_attn.{proj}.weight"), &[32, 32]).expect("split");
+        let t = set
+            .get(
+                &format!("text_model.encoder.layers.1.self_attn.{proj}.weight"),
+                &[32, 32],
+            )
+            .expect("split");
         assert_eq!(t.dtype, StoredDType::F16);
         let map = t.data.mapping();
         let (base, ptr) = (map.as_ptr() as usize, t.bytes().as_ptr() as usize);
-        assert!(ptr >= base && ptr + t.bytes().len() <= base + map.len(), "{proj} lies outside the mmap");
+        assert!(
+            ptr >= base && ptr + t.bytes().len() <= base + map.len(),
+            "{proj} lies outside the mmap"
+        );
         assert_eq!(ptr - base, t.data.range().start);
         starts.push(t.data.range().start);
     }
-    assert_eq!(starts[1] - starts[0], 32 * 32 * 2, "q, k, v are consecutive rows of in_proj_weight");
+    assert_eq!(
+        starts[1] - starts[0],
+        32 * 32 * 2,
+        "q, k, v are consecutive rows of in_proj_weight"
+    );
     assert_eq!(starts[2] - starts[1], 32 * 32 * 2);
-    let attn = single.vae.1.get("decoder.mid_block.attentions.0.to_q.weight", &[64, 64]).expect("reshaped 1x1 conv");
-    let conv = SafetensorsFile::open(&single.path).expect("opens").tensor("first_stage_model.decoder.mid.attn_1.q.weight");
+    let attn = single
+        .vae
+        .1
+        .get("decoder.mid_block.attentions.0.to_q.weight", &[64, 64])
+        .expect("reshaped 1x1 conv");
+    let conv = SafetensorsFile::open(&single.path)
+        .expect("opens")
+        .tensor("first_stage_model.decoder.mid.attn_1.q.weight");
     let conv = conv.expect("present");
     assert_eq!(conv.shape, vec![64, 64, 1, 1]);
-    assert_eq!(attn.data.range(), conv.data.range(), "the reshape keeps the same bytes");
+    assert_eq!(
+        attn.data.range(),
+        conv.data.range(),
+        "the reshape keeps the same bytes"
+    );
 }
 
 #[test]
 fn truncated_file_names_the_first_tensor_that_does_not_fit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write(dir.path(), "m.safetensors", Variant::Sd1, Layout::SingleFile, StoredDType::F16);
+    let path = write(
+        dir.path(),
+        "m.safetensors",
+        Variant::Sd1,
+        Layout::SingleFile,
+        StoredDType::F16,
+    );
     let file = SafetensorsFile::open(&path).expect("opens");
-    let mut by_offset: Vec<(usize, String)> =
-        file.names().map(|n| (file.tensor(n).expect("f16").data.range().start, n.to_string())).collect();
+    let mut by_offset: Vec<(usize, String)> = file
+        .names()
+        .map(|n| {
+            (
+                file.tensor(n).expect("f16").data.range().start,
+                n.to_string(),
+            )
+        })
+        .collect();
     by_offset.sort();
     let (cut_at, victim) = by_offset[by_offset.len() / 2].clone();
     drop(file);
-    let f = std::fs::OpenOptions::new().write(true).open(&path).expect("open for truncation");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open for truncation");
     f.set_len(cut_at as u64 + 1).expect("truncate");
-    for err in [SafetensorsFile::open(&path).expect_err("truncated"), Checkpoint::open(&path).expect_err("truncated")] {
+    for err in [
+        SafetensorsFile::open(&path).expect_err("truncated"),
+        Checkpoint::open(&path).expect_err("truncated"),
+    ] {
         let msg = err.to_string();
-        assert!(matches!(&err, WeightsError::Truncated { tensor, .. } if *tensor == victim), "{msg}");
+        assert!(
+            matches!(&err, WeightsError::Truncated { tensor, .. } if *tensor == victim),
+            "{msg}"
+        );
         assert!(msg.contains(&victim), "{msg}");
     }
 }
@@ -118,7 +193,12 @@ fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<OwnedTensor>, &mut BTreeMap<S
         .names()
         .map(|n| {
             let t = file.tensor(n).expect("supported dtype");
-            OwnedTensor { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), data: t.bytes().to_vec() }
+            OwnedTensor {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                data: t.bytes().to_vec(),
+            }
         })
         .collect();
     let mut metadata = file.metadata().clone();
@@ -130,32 +210,67 @@ fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<OwnedTensor>, &mut BTreeMap<S
 #[test]
 fn wrong_shape_and_missing_tensor_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = write(dir.path(), "folder", Variant::Sd1, Layout::Diffusers, StoredDType::F32);
+    let root = write(
+        dir.path(),
+        "folder",
+        Variant::Sd1,
+        Layout::Diffusers,
+        StoredDType::F32,
+    );
     let weights = root.join("text_encoder/model.safetensors");
     rewrite(&weights, |tensors, _| {
         tensors.retain(|t| t.name != "text_model.final_layer_norm.weight");
-        let t = tensors.iter_mut().find(|t| t.name == "text_model.encoder.layers.1.mlp.fc1.weight").expect("fc1");
+        let t = tensors
+            .iter_mut()
+            .find(|t| t.name == "text_model.encoder.layers.1.mlp.fc1.weight")
+            .expect("fc1");
         t.shape = vec![t.shape[1], t.shape[0]];
     });
     let ckpt = open(&root);
     let set = &ckpt.text_encoder.1;
-    let err = set.get("text_model.encoder.layers.1.mlp.fc1.weight", &[37, 32]).expect_err("transposed");
+    let err = set
+        .get("text_model.encoder.layers.1.mlp.fc1.weight", &[37, 32])
+        .expect_err("transposed");
     let msg = err.to_string();
     assert!(matches!(err, WeightsError::Shape { .. }), "{msg}");
-    assert!(msg.contains("text_model.encoder.layers.1.mlp.fc1.weight") && msg.contains("[32, 37]") && msg.contains("[37, 32]"), "{msg}");
-    let err = set.get("text_model.final_layer_norm.weight", &[32]).expect_err("dropped");
+    assert!(
+        msg.contains("text_model.encoder.layers.1.mlp.fc1.weight")
+            && msg.contains("[32, 37]")
+            && msg.contains("[37, 32]"),
+        "{msg}"
+    );
+    let err = set
+        .get("text_model.final_layer_norm.weight", &[32])
+        .expect_err("dropped");
     let msg = err.to_string();
     assert!(matches!(err, WeightsError::Missing { .. }), "{msg}");
-    assert!(msg.contains("text_model.final_layer_norm.weight") && msg.contains("[32]"), "{msg}");
-    let err = set.check(&clip_params(&ckpt.text_encoder.0)).expect_err("incomplete");
-    assert!(matches!(err, WeightsError::Shape { .. } | WeightsError::Missing { .. }), "{err}");
+    assert!(
+        msg.contains("text_model.final_layer_norm.weight") && msg.contains("[32]"),
+        "{msg}"
+    );
+    let err = set
+        .check(&clip_params(&ckpt.text_encoder.0))
+        .expect_err("incomplete");
+    assert!(
+        matches!(
+            err,
+            WeightsError::Shape { .. } | WeightsError::Missing { .. }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn single_file_configs_follow_sd_rules_without_metadata() {
     for variant in [Variant::Sd1, Variant::Sd2] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = write(dir.path(), "m.safetensors", variant, Layout::SingleFile, StoredDType::F16);
+        let path = write(
+            dir.path(),
+            "m.safetensors",
+            variant,
+            Layout::SingleFile,
+            StoredDType::F16,
+        );
         rewrite(&path, |_, metadata| {
             metadata.clear();
         });
@@ -176,14 +291,24 @@ fn single_file_configs_follow_sd_rules_without_metadata() {
         assert_eq!(ckpt.text_encoder.0, clip);
         assert_eq!(ckpt.unet.0, unet);
         assert_eq!(ckpt.vae.0, vae);
-        ckpt.unet.1.check(&unet_params(&unet)).expect("all UNet tensors found");
-        ckpt.vae.1.check(&vae_params(&vae)).expect("all VAE tensors found");
-        ckpt.text_encoder.1.check(&clip_params(&clip)).expect("all CLIP tensors found");
+        ckpt.unet
+            .1
+            .check(&unet_params(&unet))
+            .expect("all UNet tensors found");
+        ckpt.vae
+            .1
+            .check(&vae_params(&vae))
+            .expect("all VAE tensors found");
+        ckpt.text_encoder
+            .1
+            .check(&clip_params(&clip))
+            .expect("all CLIP tensors found");
     }
 }
 
 fn edit_json(path: &Path, key: &str, value: serde_json::Value) {
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
     v[key] = value;
     std::fs::write(path, v.to_string()).expect("write");
 }
@@ -191,14 +316,44 @@ fn edit_json(path: &Path, key: &str, value: serde_json::Value) {
 #[test]
 fn bad_config_fields_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = write(dir.path(), "folder", Variant::Sd2, Layout::Diffusers, StoredDType::F16);
+    let root = write(
+        dir.path(),
+        "folder",
+        Variant::Sd2,
+        Layout::Diffusers,
+        StoredDType::F16,
+    );
     let cases = [
-        ("unet/config.json", "norm_num_groups", serde_json::json!("eight")),
-        ("unet/config.json", "block_out_channels", serde_json::json!([32, 60])),
-        ("unet/config.json", "attention_head_dim", serde_json::json!([2, 4, 8])),
-        ("text_encoder/config.json", "hidden_act", serde_json::json!("relu")),
-        ("text_encoder/config.json", "num_attention_heads", serde_json::json!(5)),
-        ("vae/config.json", "down_block_types", serde_json::json!(["DownEncoderBlock2D"])),
+        (
+            "unet/config.json",
+            "norm_num_groups",
+            serde_json::json!("eight"),
+        ),
+        (
+            "unet/config.json",
+            "block_out_channels",
+            serde_json::json!([32, 60]),
+        ),
+        (
+            "unet/config.json",
+            "attention_head_dim",
+            serde_json::json!([2, 4, 8]),
+        ),
+        (
+            "text_encoder/config.json",
+            "hidden_act",
+            serde_json::json!("relu"),
+        ),
+        (
+            "text_encoder/config.json",
+            "num_attention_heads",
+            serde_json::json!(5),
+        ),
+        (
+            "vae/config.json",
+            "down_block_types",
+            serde_json::json!(["DownEncoderBlock2D"]),
+        ),
     ];
     for (file, field, value) in cases {
         let path = root.join(file);
@@ -206,7 +361,10 @@ fn bad_config_fields_are_named() {
         edit_json(&path, field, value);
         let err = Checkpoint::open(&root).expect_err("bad config");
         let msg = err.to_string();
-        assert!(matches!(&err, WeightsError::Config { field: f, .. } if f == field), "{file} {field}: {msg}");
+        assert!(
+            matches!(&err, WeightsError::Config { field: f, .. } if f == field),
+            "{file} {field}: {msg}"
+        );
         assert!(msg.contains(field) && msg.contains(file), "{msg}");
         std::fs::write(&path, original).expect("restore");
     }
@@ -218,9 +376,15 @@ fn malformed_headers_and_unsupported_dtypes_are_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("x.safetensors");
     std::fs::write(&path, b"\x04\x00\x00\x00\x00\x00\x00\x00{{{{").expect("write");
-    assert!(matches!(SafetensorsFile::open(&path), Err(WeightsError::Header { .. })));
+    assert!(matches!(
+        SafetensorsFile::open(&path),
+        Err(WeightsError::Header { .. })
+    ));
     std::fs::write(&path, b"abc").expect("write");
-    assert!(matches!(SafetensorsFile::open(&path), Err(WeightsError::Header { .. })));
+    assert!(matches!(
+        SafetensorsFile::open(&path),
+        Err(WeightsError::Header { .. })
+    ));
     let header = br#"{"ids":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}"#;
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header);
@@ -228,23 +392,44 @@ fn malformed_headers_and_unsupported_dtypes_are_errors() {
     std::fs::write(&path, &bytes).expect("write");
     let file = SafetensorsFile::open(&path).expect("valid file");
     let err = file.tensor("ids").expect_err("I64 is not loadable");
-    assert!(matches!(err, WeightsError::DType { .. }) && err.to_string().contains("ids"), "{err}");
-    assert!(matches!(Checkpoint::open(dir.path()), Err(WeightsError::Layout { .. })));
+    assert!(
+        matches!(err, WeightsError::DType { .. }) && err.to_string().contains("ids"),
+        "{err}"
+    );
+    assert!(matches!(
+        Checkpoint::open(dir.path()),
+        Err(WeightsError::Layout { .. })
+    ));
 }
 
 #[test]
 fn golden_input_ids_match_the_builtin_tokenizer() {
     let goldens = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens");
     for (variant, pad) in [("sd1", SD1_PAD_ID), ("sd2", SD2_PAD_ID)] {
-        let bytes = std::fs::read(goldens.join(format!("clip_{variant}_f32.safetensors"))).expect("golden");
+        let bytes =
+            std::fs::read(goldens.join(format!("clip_{variant}_f32.safetensors"))).expect("golden");
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
-        let prompts: Vec<String> = serde_json::from_str(&meta.metadata().as_ref().expect("metadata")["prompts"]).expect("prompts");
+        let prompts: Vec<String> =
+            serde_json::from_str(&meta.metadata().as_ref().expect("metadata")["prompts"])
+                .expect("prompts");
         let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden");
         let ids = st.tensor("input_ids").expect("input_ids");
-        let ids: Vec<i64> = ids.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+        let ids: Vec<i64> = ids
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
         for (p, prompt) in prompts.iter().enumerate() {
-            let ours: Vec<i64> = Tokenizer::builtin().encode_padded(prompt, pad).into_iter().map(i64::from).collect();
-            assert_eq!(ours, ids[p * 77..(p + 1) * 77], "{variant} prompt {prompt:?}");
+            let ours: Vec<i64> = Tokenizer::builtin()
+                .encode_padded(prompt, pad)
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            assert_eq!(
+                ours,
+                ids[p * 77..(p + 1) * 77],
+                "{variant} prompt {prompt:?}"
+            );
         }
     }
 }

@@ -4,14 +4,15 @@
 use std::path::Path;
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::model::tokenizer::Tokenizer;
 use crate::model::weights::{Variant, WeightsError};
 
 /// Writes `value` as pretty JSON to `path`.
 pub fn write_json(path: &Path, value: &Value) -> Result<(), WeightsError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| WeightsError::io(path, std::io::Error::other(e)))?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| WeightsError::io(path, std::io::Error::other(e)))?;
     std::fs::write(path, text + "\n").map_err(|e| WeightsError::io(path, e))
 }
 

@@ -18,8 +18,8 @@ pub use rng::param_values;
 use crate::model::weights::config::{ClipTextConfig, HiddenAct, PerBlock, UNetConfig, VaeConfig};
 use crate::model::weights::single_file as sf;
 use crate::model::weights::{
-    clip_params, unet_params, vae_params, write_safetensors, Layout, OwnedTensor, Param, StoredDType, Variant,
-    WeightsError, CONFIG_METADATA_KEY,
+    CONFIG_METADATA_KEY, Layout, OwnedTensor, Param, StoredDType, Variant, WeightsError,
+    clip_params, unet_params, vae_params, write_safetensors,
 };
 
 /// The configs of the tiny model of `variant`.
@@ -32,7 +32,11 @@ pub fn test_configs(variant: Variant) -> (ClipTextConfig, UNetConfig, VaeConfig)
         num_hidden_layers: if sd2 { 2 } else { 3 },
         num_attention_heads: 4,
         max_position_embeddings: 77,
-        hidden_act: if sd2 { HiddenAct::Gelu } else { HiddenAct::QuickGelu },
+        hidden_act: if sd2 {
+            HiddenAct::Gelu
+        } else {
+            HiddenAct::QuickGelu
+        },
         layer_norm_eps: 1e-5,
         pad_token_id: 1,
         bos_token_id: 0,
@@ -54,7 +58,11 @@ pub fn test_configs(variant: Variant) -> (ClipTextConfig, UNetConfig, VaeConfig)
         block_out_channels: vec![32, 64],
         layers_per_block: if sd2 { 1 } else { 2 },
         cross_attention_dim: 32,
-        attention_head_dim: if sd2 { PerBlock::Each(vec![2, 4]) } else { PerBlock::All(8) },
+        attention_head_dim: if sd2 {
+            PerBlock::Each(vec![2, 4])
+        } else {
+            PerBlock::All(8)
+        },
         use_linear_projection: sd2,
         norm_num_groups: if sd2 { 16 } else { 8 },
         ..UNetConfig::default()
@@ -62,7 +70,11 @@ pub fn test_configs(variant: Variant) -> (ClipTextConfig, UNetConfig, VaeConfig)
     let vae = VaeConfig {
         down_block_types: vec!["DownEncoderBlock2D".into(); 4],
         up_block_types: vec!["UpDecoderBlock2D".into(); 4],
-        block_out_channels: if sd2 { vec![32, 32, 64, 64] } else { vec![16, 32, 32, 32] },
+        block_out_channels: if sd2 {
+            vec![32, 32, 64, 64]
+        } else {
+            vec![16, 32, 32, 32]
+        },
         layers_per_block: if sd2 { 2 } else { 1 },
         norm_num_groups: if sd2 { 16 } else { 8 },
         sample_size: 64,
@@ -74,7 +86,14 @@ pub fn test_configs(variant: Variant) -> (ClipTextConfig, UNetConfig, VaeConfig)
 fn tensors(params: &[Param], dtype: StoredDType) -> Vec<OwnedTensor> {
     params
         .iter()
-        .map(|(name, shape)| OwnedTensor::from_f32(name.clone(), shape.clone(), &param_values(name, shape), dtype))
+        .map(|(name, shape)| {
+            OwnedTensor::from_f32(
+                name.clone(),
+                shape.clone(),
+                &param_values(name, shape),
+                dtype,
+            )
+        })
         .collect()
 }
 
@@ -84,7 +103,12 @@ fn create_dir(dir: &Path) -> Result<(), WeightsError> {
 
 /// Writes the tiny model of `variant` to `out` (a folder for [`Layout::Diffusers`], a
 /// `.safetensors` file for [`Layout::SingleFile`]) with weights stored as `dtype`; returns `out`.
-pub fn write_test_model(out: &Path, variant: Variant, layout: Layout, dtype: StoredDType) -> Result<PathBuf, WeightsError> {
+pub fn write_test_model(
+    out: &Path,
+    variant: Variant,
+    layout: Layout,
+    dtype: StoredDType,
+) -> Result<PathBuf, WeightsError> {
     match layout {
         Layout::Diffusers => write_diffusers(out, variant, dtype)?,
         Layout::SingleFile => write_single_file(out, variant, dtype)?,
@@ -107,7 +131,10 @@ fn write_diffusers(root: &Path, variant: Variant, dtype: StoredDType) -> Result<
         create_dir(&root.join(sub))?;
     }
     files::write_json(&root.join("model_index.json"), &files::model_index())?;
-    files::write_json(&root.join("scheduler/scheduler_config.json"), &files::scheduler_config())?;
+    files::write_json(
+        &root.join("scheduler/scheduler_config.json"),
+        &files::scheduler_config(),
+    )?;
     files::write_tokenizer(&root.join("tokenizer"), variant)?;
 
     let clip_extra = json!({
@@ -120,8 +147,15 @@ fn write_diffusers(root: &Path, variant: Variant, dtype: StoredDType) -> Result<
         "initializer_range": 0.02,
         "torch_dtype": torch_dtype(dtype)
     });
-    files::write_json(&root.join("text_encoder/config.json"), &files::config_json(&clip, clip_extra))?;
-    write_safetensors(&root.join("text_encoder/model.safetensors"), &tensors(&clip_params(&clip), dtype), &none)?;
+    files::write_json(
+        &root.join("text_encoder/config.json"),
+        &files::config_json(&clip, clip_extra),
+    )?;
+    write_safetensors(
+        &root.join("text_encoder/model.safetensors"),
+        &tensors(&clip_params(&clip), dtype),
+        &none,
+    )?;
 
     let unet_extra = json!({
         "_class_name": "UNet2DConditionModel",
@@ -132,12 +166,19 @@ fn write_diffusers(root: &Path, variant: Variant, dtype: StoredDType) -> Result<
         "mid_block_scale_factor": 1,
         "mid_block_type": "UNetMidBlock2DCrossAttn"
     });
-    files::write_json(&root.join("unet/config.json"), &files::config_json(&unet, unet_extra))?;
+    files::write_json(
+        &root.join("unet/config.json"),
+        &files::config_json(&unet, unet_extra),
+    )?;
     let unet_file = root.join("unet/diffusion_pytorch_model.safetensors");
     write_safetensors(&unet_file, &tensors(&unet_params(&unet), dtype), &none)?;
 
-    let vae_extra = json!({ "_class_name": "AutoencoderKL", "_diffusers_version": "0.30.0", "act_fn": "silu" });
-    files::write_json(&root.join("vae/config.json"), &files::config_json(&vae, vae_extra))?;
+    let vae_extra =
+        json!({ "_class_name": "AutoencoderKL", "_diffusers_version": "0.30.0", "act_fn": "silu" });
+    files::write_json(
+        &root.join("vae/config.json"),
+        &files::config_json(&vae, vae_extra),
+    )?;
     let vae_file = root.join("vae/diffusion_pytorch_model.safetensors");
     write_safetensors(&vae_file, &tensors(&vae_params(&vae), dtype), &none)
 }
@@ -150,14 +191,21 @@ impl Fused {
     fn add(&mut self, name: &str, shape: &[usize], src: sf::Source) {
         let values = param_values(name, shape);
         let total: usize = src.shape.iter().product();
-        let (_, buf) = self.0.entry(src.name).or_insert_with(|| (src.shape.clone(), vec![0.0; total]));
+        let (_, buf) = self
+            .0
+            .entry(src.name)
+            .or_insert_with(|| (src.shape.clone(), vec![0.0; total]));
         let row = values.len() / shape.first().copied().unwrap_or(1).max(1);
         let start = src.rows.map_or(0, |r| r.start * row);
         buf[start..start + values.len()].copy_from_slice(&values);
     }
 }
 
-fn write_single_file(path: &Path, variant: Variant, dtype: StoredDType) -> Result<(), WeightsError> {
+fn write_single_file(
+    path: &Path,
+    variant: Variant,
+    dtype: StoredDType,
+) -> Result<(), WeightsError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_dir(parent)?;
     }
@@ -166,9 +214,16 @@ fn write_single_file(path: &Path, variant: Variant, dtype: StoredDType) -> Resul
     let mut clip_list = clip_params(&clip);
     if variant == Variant::Sd2 {
         // Real SD 2 files hold the OpenCLIP layer that diffusers drops (it uses the penultimate).
-        let deeper = ClipTextConfig { num_hidden_layers: clip.num_hidden_layers + 1, ..clip.clone() };
+        let deeper = ClipTextConfig {
+            num_hidden_layers: clip.num_hidden_layers + 1,
+            ..clip.clone()
+        };
         let known: BTreeSet<String> = clip_list.iter().map(|(n, _)| n.clone()).collect();
-        clip_list.extend(clip_params(&deeper).into_iter().filter(|(n, _)| !known.contains(n)));
+        clip_list.extend(
+            clip_params(&deeper)
+                .into_iter()
+                .filter(|(n, _)| !known.contains(n)),
+        );
     }
     for (name, shape) in &clip_list {
         fused.add(name, shape, sf::clip_source(name, shape, variant));

@@ -27,7 +27,9 @@ impl SplitMix64 {
 }
 
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3))
+    text.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
+    })
 }
 
 /// `n` standard normal values from the stream seeded by `seed_name`.
@@ -48,7 +50,11 @@ pub fn param_values(name: &str, shape: &[usize]) -> Vec<f32> {
     let n: usize = shape.iter().product();
     let z = normals(name, n);
     if shape.len() == 1 {
-        let (mean, std) = if name.ends_with("bias") { (0.0, 0.05) } else { (1.0, 0.1) };
+        let (mean, std) = if name.ends_with("bias") {
+            (0.0, 0.05)
+        } else {
+            (1.0, 0.1)
+        };
         return z.into_iter().map(|v| mean + std * v).collect();
     }
     let fan_in: usize = shape[1..].iter().product::<usize>().max(1);

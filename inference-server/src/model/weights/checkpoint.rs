@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use super::config::{self, ClipTextConfig, HiddenAct, UNetConfig, VaeConfig};
-use super::params::{clip_params, unet_params, vae_params, Param};
+use super::params::{Param, clip_params, unet_params, vae_params};
 use super::single_file::{self as sf, Source};
 use super::{RawTensor, SafetensorsFile, WeightsError};
 
@@ -59,8 +59,14 @@ impl WeightSet {
     /// Tensor `name`, which must have shape `expected_shape`.
     pub fn get(&self, name: &str, expected_shape: &[usize]) -> Result<RawTensor, WeightsError> {
         match self.tensors.get(name) {
-            None => Err(WeightsError::Missing { tensor: name.into(), expected_shape: expected_shape.to_vec() }),
-            Some(Slot::BadDType(found)) => Err(WeightsError::DType { tensor: name.into(), found: found.clone() }),
+            None => Err(WeightsError::Missing {
+                tensor: name.into(),
+                expected_shape: expected_shape.to_vec(),
+            }),
+            Some(Slot::BadDType(found)) => Err(WeightsError::DType {
+                tensor: name.into(),
+                found: found.clone(),
+            }),
             Some(Slot::Tensor(t)) if t.shape != expected_shape => Err(WeightsError::Shape {
                 tensor: name.into(),
                 expected: expected_shape.to_vec(),
@@ -72,7 +78,9 @@ impl WeightSet {
 
     /// Checks that every parameter of `params` is present with its shape and a supported dtype.
     pub fn check(&self, params: &[Param]) -> Result<(), WeightsError> {
-        params.iter().try_for_each(|(name, shape)| self.get(name, shape).map(drop))
+        params
+            .iter()
+            .try_for_each(|(name, shape)| self.get(name, shape).map(drop))
     }
 
     /// Diffusers names of all tensors, sorted.
@@ -120,19 +128,30 @@ impl Checkpoint {
         } else if path.is_file() {
             open_single_file(path)
         } else {
-            Err(WeightsError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")))
+            Err(WeightsError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            ))
         }
     }
 }
 
 fn weights_file(dir: &Path, stem: &str) -> Result<PathBuf, WeightsError> {
-    for name in [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")] {
+    for name in [
+        format!("{stem}.safetensors"),
+        format!("{stem}.fp16.safetensors"),
+    ] {
         let p = dir.join(name);
         if p.is_file() {
             return Ok(p);
         }
     }
-    Err(WeightsError::layout(dir, format!("no {stem}.safetensors or {stem}.fp16.safetensors (pickled .bin weights are not supported)")))
+    Err(WeightsError::layout(
+        dir,
+        format!(
+            "no {stem}.safetensors or {stem}.fp16.safetensors (pickled .bin weights are not supported)"
+        ),
+    ))
 }
 
 fn component<T: DeserializeOwned>(
@@ -152,24 +171,42 @@ fn component<T: DeserializeOwned>(
 }
 
 fn pad_is_bang(tokenizer_dir: &Path) -> bool {
-    ["special_tokens_map.json", "tokenizer_config.json"].iter().any(|f| {
-        let Ok(text) = std::fs::read_to_string(tokenizer_dir.join(f)) else { return false };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
-        let pad = &v["pad_token"];
-        pad.as_str().or_else(|| pad["content"].as_str()) == Some("!")
-    })
+    ["special_tokens_map.json", "tokenizer_config.json"]
+        .iter()
+        .any(|f| {
+            let Ok(text) = std::fs::read_to_string(tokenizer_dir.join(f)) else {
+                return false;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                return false;
+            };
+            let pad = &v["pad_token"];
+            pad.as_str().or_else(|| pad["content"].as_str()) == Some("!")
+        })
 }
 
 fn open_diffusers(root: &Path) -> Result<Checkpoint, WeightsError> {
     if !root.join("model_index.json").is_file() {
-        return Err(WeightsError::layout(root, "directory has no model_index.json: not a diffusers folder"));
+        return Err(WeightsError::layout(
+            root,
+            "directory has no model_index.json: not a diffusers folder",
+        ));
     }
-    let text_encoder: (ClipTextConfig, WeightSet) = component(root, "text_encoder", "model", |n| {
-        if n.starts_with("text_model.") { n.to_string() } else { format!("text_model.{n}") }
-    })?;
-    let unet: (UNetConfig, WeightSet) = component(root, "unet", "diffusion_pytorch_model", str::to_string)?;
-    let vae: (VaeConfig, WeightSet) = component(root, "vae", "diffusion_pytorch_model", str::to_string)?;
-    text_encoder.0.validate(&root.join("text_encoder/config.json"))?;
+    let text_encoder: (ClipTextConfig, WeightSet) =
+        component(root, "text_encoder", "model", |n| {
+            if n.starts_with("text_model.") {
+                n.to_string()
+            } else {
+                format!("text_model.{n}")
+            }
+        })?;
+    let unet: (UNetConfig, WeightSet) =
+        component(root, "unet", "diffusion_pytorch_model", str::to_string)?;
+    let vae: (VaeConfig, WeightSet) =
+        component(root, "vae", "diffusion_pytorch_model", str::to_string)?;
+    text_encoder
+        .0
+        .validate(&root.join("text_encoder/config.json"))?;
     unet.0.validate(&root.join("unet/config.json"))?;
     vae.0.validate(&root.join("vae/config.json"))?;
     let tokenizer_dir = Some(root.join("tokenizer")).filter(|d| d.is_dir());
@@ -189,8 +226,13 @@ fn open_diffusers(root: &Path) -> Result<Checkpoint, WeightsError> {
 }
 
 /// Component `key` of the embedded `sdserve.config`, or `None` when the file has none.
-fn embedded<T: DeserializeOwned>(file: &SafetensorsFile, key: &str) -> Result<Option<T>, WeightsError> {
-    let Some(text) = file.metadata().get(CONFIG_METADATA_KEY) else { return Ok(None) };
+fn embedded<T: DeserializeOwned>(
+    file: &SafetensorsFile,
+    key: &str,
+) -> Result<Option<T>, WeightsError> {
+    let Some(text) = file.metadata().get(CONFIG_METADATA_KEY) else {
+        return Ok(None);
+    };
     let all: serde_json::Value = serde_json::from_str(text).map_err(|e| WeightsError::Config {
         path: file.path().to_path_buf(),
         field: CONFIG_METADATA_KEY.into(),
@@ -202,19 +244,30 @@ fn embedded<T: DeserializeOwned>(file: &SafetensorsFile, key: &str) -> Result<Op
     }
 }
 
-fn collect(file: &SafetensorsFile, params: &[Param], source: impl Fn(&str, &[usize]) -> Source) -> WeightSet {
+fn collect(
+    file: &SafetensorsFile,
+    params: &[Param],
+    source: impl Fn(&str, &[usize]) -> Source,
+) -> WeightSet {
     let mut set = WeightSet::default();
     for (name, shape) in params {
         let src = source(name, shape);
         let mut found = file.tensor(&src.name);
-        if matches!(found, Err(WeightsError::Missing { .. })) {
-            if let Some(flat) = src.name.strip_prefix(sf::SD1_CLIP_PREFIX).and_then(|r| r.strip_prefix("text_model.")) {
-                found = file.tensor(&format!("{}{flat}", sf::SD1_CLIP_PREFIX));
-            }
+        // Old SD 1 files name the CLIP tensors without the `text_model.` level.
+        if matches!(found, Err(WeightsError::Missing { .. }))
+            && let Some(flat) = src
+                .name
+                .strip_prefix(sf::SD1_CLIP_PREFIX)
+                .and_then(|r| r.strip_prefix("text_model."))
+        {
+            found = file.tensor(&format!("{}{flat}", sf::SD1_CLIP_PREFIX));
         }
         let tensor = found.and_then(|t| match &src.rows {
             Some(rows) if t.shape == src.shape => t.rows(rows.clone(), name.clone()),
-            _ if t.shape != *shape && t.numel() == shape.iter().product::<usize>() && t.shape == src.shape => {
+            _ if t.shape != *shape
+                && t.numel() == shape.iter().product::<usize>()
+                && t.shape == src.shape =>
+            {
                 t.reshape(shape)
             }
             _ => Ok(t),
@@ -242,9 +295,15 @@ fn open_single_file(path: &Path) -> Result<Checkpoint, WeightsError> {
     clip.validate(path)?;
     unet.validate(path)?;
     vae.validate(path)?;
-    let clip_set = collect(&file, &clip_params(&clip), |n, s| sf::clip_source(n, s, variant));
-    let unet_set = collect(&file, &unet_params(&unet), |n, s| sf::unet_full_source(n, s, &unet));
-    let vae_set = collect(&file, &vae_params(&vae), |n, s| sf::vae_full_source(n, s, &vae));
+    let clip_set = collect(&file, &clip_params(&clip), |n, s| {
+        sf::clip_source(n, s, variant)
+    });
+    let unet_set = collect(&file, &unet_params(&unet), |n, s| {
+        sf::unet_full_source(n, s, &unet)
+    });
+    let vae_set = collect(&file, &vae_params(&vae), |n, s| {
+        sf::vae_full_source(n, s, &vae)
+    });
     Ok(Checkpoint {
         path: path.to_path_buf(),
         layout: Layout::SingleFile,

@@ -127,12 +127,22 @@ impl Default for UNetConfig {
             out_channels: 4,
             flip_sin_to_cos: true,
             freq_shift: 0.0,
-            down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
-                .map(String::from)
-                .to_vec(),
-            up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-                .map(String::from)
-                .to_vec(),
+            down_block_types: [
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
+            up_block_types: [
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
             block_out_channels: vec![320, 640, 1280, 1280],
             layers_per_block: 2,
             cross_attention_dim: 1280,
@@ -148,17 +158,24 @@ impl Default for UNetConfig {
 impl UNetConfig {
     /// Attention heads of down block `block` (the mid block uses the last one).
     pub fn heads(&self, block: usize) -> Option<usize> {
-        self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(block)
+        self.num_attention_heads
+            .as_ref()
+            .unwrap_or(&self.attention_head_dim)
+            .get(block)
     }
 
     /// Whether down block `block` has cross-attention.
     pub fn down_has_attention(&self, block: usize) -> bool {
-        self.down_block_types.get(block).is_some_and(|t| t == "CrossAttnDownBlock2D")
+        self.down_block_types
+            .get(block)
+            .is_some_and(|t| t == "CrossAttnDownBlock2D")
     }
 
     /// Whether up block `block` (deepest first) has cross-attention.
     pub fn up_has_attention(&self, block: usize) -> bool {
-        self.up_block_types.get(block).is_some_and(|t| t == "CrossAttnUpBlock2D")
+        self.up_block_types
+            .get(block)
+            .is_some_and(|t| t == "CrossAttnUpBlock2D")
     }
 }
 
@@ -206,7 +223,11 @@ impl Default for VaeConfig {
 }
 
 fn bad(path: &Path, field: &str, reason: impl Into<String>) -> WeightsError {
-    WeightsError::Config { path: path.to_path_buf(), field: field.into(), reason: reason.into() }
+    WeightsError::Config {
+        path: path.to_path_buf(),
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Parses a config from JSON text; a value of the wrong type names its field in the error.
@@ -217,7 +238,10 @@ pub(crate) fn parse_json<T: DeserializeOwned>(path: &Path, text: &str) -> Result
 }
 
 /// Parses a config from a JSON value; see [`parse_json`].
-pub(crate) fn parse_value<T: DeserializeOwned>(path: &Path, value: serde_json::Value) -> Result<T, WeightsError> {
+pub(crate) fn parse_value<T: DeserializeOwned>(
+    path: &Path,
+    value: serde_json::Value,
+) -> Result<T, WeightsError> {
     let serde_json::Value::Object(map) = value else {
         return Err(bad(path, "(file)", "not a JSON object"));
     };
@@ -242,7 +266,19 @@ pub(crate) fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T, Weights
 }
 
 fn positive(path: &Path, field: &str, v: usize) -> Result<(), WeightsError> {
-    if v == 0 { Err(bad(path, field, "must be positive")) } else { Ok(()) }
+    if v == 0 {
+        Err(bad(path, field, "must be positive"))
+    } else {
+        Ok(())
+    }
+}
+
+fn positive_f64(path: &Path, field: &str, v: f64) -> Result<(), WeightsError> {
+    if v > 0.0 {
+        Ok(())
+    } else {
+        Err(bad(path, field, "must be positive"))
+    }
 }
 
 impl ClipTextConfig {
@@ -252,14 +288,19 @@ impl ClipTextConfig {
         positive(path, "hidden_size", self.hidden_size)?;
         positive(path, "intermediate_size", self.intermediate_size)?;
         positive(path, "num_attention_heads", self.num_attention_heads)?;
-        positive(path, "max_position_embeddings", self.max_position_embeddings)?;
-        if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(bad(path, "num_attention_heads", format!("must divide hidden_size {}", self.hidden_size)));
+        positive(
+            path,
+            "max_position_embeddings",
+            self.max_position_embeddings,
+        )?;
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(bad(
+                path,
+                "num_attention_heads",
+                format!("must divide hidden_size {}", self.hidden_size),
+            ));
         }
-        if !(self.layer_norm_eps > 0.0) {
-            return Err(bad(path, "layer_norm_eps", "must be positive"));
-        }
-        Ok(())
+        positive_f64(path, "layer_norm_eps", self.layer_norm_eps)
     }
 }
 
@@ -268,18 +309,39 @@ fn check_groups(path: &Path, channels: &[usize], groups: usize) -> Result<(), We
     if channels.is_empty() {
         return Err(bad(path, "block_out_channels", "must not be empty"));
     }
-    if let Some(c) = channels.iter().find(|&&c| c == 0 || c % groups != 0) {
-        return Err(bad(path, "block_out_channels", format!("{c} is not a positive multiple of norm_num_groups {groups}")));
+    if let Some(c) = channels
+        .iter()
+        .find(|&&c| c == 0 || !c.is_multiple_of(groups))
+    {
+        return Err(bad(
+            path,
+            "block_out_channels",
+            format!("{c} is not a positive multiple of norm_num_groups {groups}"),
+        ));
     }
     Ok(())
 }
 
-fn check_types(path: &Path, field: &str, types: &[String], n: usize, allowed: &[&str]) -> Result<(), WeightsError> {
+fn check_types(
+    path: &Path,
+    field: &str,
+    types: &[String],
+    n: usize,
+    allowed: &[&str],
+) -> Result<(), WeightsError> {
     if types.len() != n {
-        return Err(bad(path, field, format!("has {} entries, block_out_channels has {n}", types.len())));
+        return Err(bad(
+            path,
+            field,
+            format!("has {} entries, block_out_channels has {n}", types.len()),
+        ));
     }
     if let Some(t) = types.iter().find(|t| !allowed.contains(&t.as_str())) {
-        return Err(bad(path, field, format!("unsupported block type `{t}` (supported: {allowed:?})")));
+        return Err(bad(
+            path,
+            field,
+            format!("unsupported block type `{t}` (supported: {allowed:?})"),
+        ));
     }
     Ok(())
 }
@@ -289,28 +351,52 @@ impl UNetConfig {
     pub fn validate(&self, path: &Path) -> Result<(), WeightsError> {
         let n = self.block_out_channels.len();
         check_groups(path, &self.block_out_channels, self.norm_num_groups)?;
-        check_types(path, "down_block_types", &self.down_block_types, n, &["CrossAttnDownBlock2D", "DownBlock2D"])?;
-        check_types(path, "up_block_types", &self.up_block_types, n, &["CrossAttnUpBlock2D", "UpBlock2D"])?;
+        check_types(
+            path,
+            "down_block_types",
+            &self.down_block_types,
+            n,
+            &["CrossAttnDownBlock2D", "DownBlock2D"],
+        )?;
+        check_types(
+            path,
+            "up_block_types",
+            &self.up_block_types,
+            n,
+            &["CrossAttnUpBlock2D", "UpBlock2D"],
+        )?;
         positive(path, "in_channels", self.in_channels)?;
         positive(path, "out_channels", self.out_channels)?;
         positive(path, "layers_per_block", self.layers_per_block)?;
         positive(path, "cross_attention_dim", self.cross_attention_dim)?;
-        let field = if self.num_attention_heads.is_some() { "num_attention_heads" } else { "attention_head_dim" };
-        if let PerBlock::Each(list) = self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim) {
-            if list.len() != n {
-                return Err(bad(path, field, format!("has {} entries, block_out_channels has {n}", list.len())));
-            }
+        let field = if self.num_attention_heads.is_some() {
+            "num_attention_heads"
+        } else {
+            "attention_head_dim"
+        };
+        if let PerBlock::Each(list) = self
+            .num_attention_heads
+            .as_ref()
+            .unwrap_or(&self.attention_head_dim)
+            && list.len() != n
+        {
+            return Err(bad(
+                path,
+                field,
+                format!("has {} entries, block_out_channels has {n}", list.len()),
+            ));
         }
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             let heads = self.heads(i).unwrap_or(0);
-            if heads == 0 || c % heads != 0 {
-                return Err(bad(path, field, format!("{heads} heads do not divide {c} channels of block {i}")));
+            if heads == 0 || !c.is_multiple_of(heads) {
+                return Err(bad(
+                    path,
+                    field,
+                    format!("{heads} heads do not divide {c} channels of block {i}"),
+                ));
             }
         }
-        if !(self.norm_eps > 0.0) {
-            return Err(bad(path, "norm_eps", "must be positive"));
-        }
-        Ok(())
+        positive_f64(path, "norm_eps", self.norm_eps)
     }
 }
 
@@ -319,15 +405,24 @@ impl VaeConfig {
     pub fn validate(&self, path: &Path) -> Result<(), WeightsError> {
         let n = self.block_out_channels.len();
         check_groups(path, &self.block_out_channels, self.norm_num_groups)?;
-        check_types(path, "down_block_types", &self.down_block_types, n, &["DownEncoderBlock2D"])?;
-        check_types(path, "up_block_types", &self.up_block_types, n, &["UpDecoderBlock2D"])?;
+        check_types(
+            path,
+            "down_block_types",
+            &self.down_block_types,
+            n,
+            &["DownEncoderBlock2D"],
+        )?;
+        check_types(
+            path,
+            "up_block_types",
+            &self.up_block_types,
+            n,
+            &["UpDecoderBlock2D"],
+        )?;
         positive(path, "in_channels", self.in_channels)?;
         positive(path, "out_channels", self.out_channels)?;
         positive(path, "layers_per_block", self.layers_per_block)?;
         positive(path, "latent_channels", self.latent_channels)?;
-        if !(self.scaling_factor > 0.0) {
-            return Err(bad(path, "scaling_factor", "must be positive"));
-        }
-        Ok(())
+        positive_f64(path, "scaling_factor", self.scaling_factor)
     }
 }

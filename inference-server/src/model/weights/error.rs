@@ -23,7 +23,9 @@ pub enum WeightsError {
         reason: String,
     },
     /// The file ends before the data of a tensor its header lists.
-    #[error("{path}: file is truncated: tensor `{tensor}` needs bytes up to {needed} but the file has {file_len}")]
+    #[error(
+        "{path}: file is truncated: tensor `{tensor}` needs bytes up to {needed} but the file has {file_len}"
+    )]
     Truncated {
         /// The safetensors file.
         path: PathBuf,
@@ -82,10 +84,16 @@ pub enum WeightsError {
 
 impl WeightsError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> WeightsError {
-        WeightsError::Io { path: path.into(), source }
+        WeightsError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn layout(path: impl Into<PathBuf>, reason: impl Into<String>) -> WeightsError {
-        WeightsError::Layout { path: path.into(), reason: reason.into() }
+        WeightsError::Layout {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 }

@@ -91,7 +91,9 @@ impl MappedBytes {
 
 impl std::fmt::Debug for MappedBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MappedBytes").field("range", &self.range).finish_non_exhaustive()
+        f.debug_struct("MappedBytes")
+            .field("range", &self.range)
+            .finish_non_exhaustive()
     }
 }
 
@@ -120,7 +122,11 @@ impl RawTensor {
     }
 
     /// Rows `rows` along dimension 0 as a new tensor named `name`, sharing the same bytes.
-    pub fn rows(&self, rows: Range<usize>, name: impl Into<String>) -> Result<RawTensor, WeightsError> {
+    pub fn rows(
+        &self,
+        rows: Range<usize>,
+        name: impl Into<String>,
+    ) -> Result<RawTensor, WeightsError> {
         let name = name.into();
         let outer = self.shape.first().copied().unwrap_or(0);
         if rows.start > rows.end || rows.end > outer {
@@ -139,14 +145,21 @@ impl RawTensor {
             name,
             dtype: self.dtype,
             shape,
-            data: MappedBytes { map: Arc::clone(&self.data.map), range: start..end },
+            data: MappedBytes {
+                map: Arc::clone(&self.data.map),
+                range: start..end,
+            },
         })
     }
 
     /// The same bytes seen with another shape of the same element count (metadata only).
     pub fn reshape(mut self, shape: &[usize]) -> Result<RawTensor, WeightsError> {
         if shape.iter().product::<usize>() != self.numel() {
-            return Err(WeightsError::Shape { tensor: self.name, expected: shape.to_vec(), found: self.shape });
+            return Err(WeightsError::Shape {
+                tensor: self.name,
+                expected: shape.to_vec(),
+                found: self.shape,
+            });
         }
         self.shape = shape.to_vec();
         Ok(self)
@@ -208,10 +221,18 @@ impl SafetensorsFile {
     pub fn open(path: impl AsRef<Path>) -> Result<SafetensorsFile, WeightsError> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(|e| WeightsError::io(&path, e))?;
-        let file_len = file.metadata().map_err(|e| WeightsError::io(&path, e))?.len();
-        let header_err = |reason: String| WeightsError::Header { path: path.clone(), reason };
+        let file_len = file
+            .metadata()
+            .map_err(|e| WeightsError::io(&path, e))?
+            .len();
+        let header_err = |reason: String| WeightsError::Header {
+            path: path.clone(),
+            reason,
+        };
         if file_len < 8 {
-            return Err(header_err(format!("file is {file_len} bytes, shorter than the 8-byte header length")));
+            return Err(header_err(format!(
+                "file is {file_len} bytes, shorter than the 8-byte header length"
+            )));
         }
         // SAFETY: the mapping is read-only; like every mmap-based loader we rely on checkpoint
         // files not being modified while the server runs.
@@ -220,13 +241,15 @@ impl SafetensorsFile {
         len_bytes.copy_from_slice(&map[..8]);
         let header_len = u64::from_le_bytes(len_bytes);
         if header_len > MAX_HEADER || 8 + header_len > file_len {
-            return Err(header_err(format!("header length {header_len} does not fit in a {file_len}-byte file")));
+            return Err(header_err(format!(
+                "header length {header_len} does not fit in a {file_len}-byte file"
+            )));
         }
         let data_start = 8 + header_len as usize;
         let text = std::str::from_utf8(&map[8..data_start])
             .map_err(|e| header_err(format!("header is not UTF-8: {e}")))?;
-        let raw: BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(text).map_err(|e| header_err(format!("header is not a JSON object: {e}")))?;
+        let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| header_err(format!("header is not a JSON object: {e}")))?;
 
         let mut metadata = BTreeMap::new();
         let mut entries = BTreeMap::new();
@@ -257,17 +280,34 @@ impl SafetensorsFile {
         for (name, (_, _, end)) in by_offset {
             let needed = data_start as u64 + end;
             if needed > file_len {
-                return Err(WeightsError::Truncated { path, tensor: name.clone(), needed, file_len });
+                return Err(WeightsError::Truncated {
+                    path,
+                    tensor: name.clone(),
+                    needed,
+                    file_len,
+                });
             }
         }
         let entries = entries
             .into_iter()
             .map(|(name, (e, begin, end))| {
                 let range = data_start + begin as usize..data_start + end as usize;
-                (name, Entry { dtype: e.dtype, shape: e.shape, range })
+                (
+                    name,
+                    Entry {
+                        dtype: e.dtype,
+                        shape: e.shape,
+                        range,
+                    },
+                )
             })
             .collect();
-        Ok(SafetensorsFile { path, map: Arc::new(map), entries, metadata })
+        Ok(SafetensorsFile {
+            path,
+            map: Arc::new(map),
+            entries,
+            metadata,
+        })
     }
 
     /// The file this was opened from.
@@ -306,14 +346,22 @@ impl SafetensorsFile {
         let entry = self
             .entries
             .get(name)
-            .ok_or_else(|| WeightsError::Missing { tensor: name.to_string(), expected_shape: Vec::new() })?;
-        let dtype = StoredDType::parse(&entry.dtype)
-            .ok_or_else(|| WeightsError::DType { tensor: name.to_string(), found: entry.dtype.clone() })?;
+            .ok_or_else(|| WeightsError::Missing {
+                tensor: name.to_string(),
+                expected_shape: Vec::new(),
+            })?;
+        let dtype = StoredDType::parse(&entry.dtype).ok_or_else(|| WeightsError::DType {
+            tensor: name.to_string(),
+            found: entry.dtype.clone(),
+        })?;
         Ok(RawTensor {
             name: name.to_string(),
             dtype,
             shape: entry.shape.clone(),
-            data: MappedBytes { map: Arc::clone(&self.map), range: entry.range.clone() },
+            data: MappedBytes {
+                map: Arc::clone(&self.map),
+                range: entry.range.clone(),
+            },
         })
     }
 }

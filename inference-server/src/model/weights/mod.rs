@@ -14,9 +14,9 @@ pub mod params;
 pub mod single_file;
 mod write;
 
-pub use checkpoint::{Checkpoint, Layout, Variant, WeightSet, CONFIG_METADATA_KEY};
+pub use checkpoint::{CONFIG_METADATA_KEY, Checkpoint, Layout, Variant, WeightSet};
 pub use config::{ClipTextConfig, HiddenAct, PerBlock, UNetConfig, VaeConfig};
 pub use error::WeightsError;
 pub use file::{MappedBytes, RawTensor, SafetensorsFile, StoredDType};
-pub use params::{clip_params, unet_params, vae_params, Param};
-pub use write::{write_safetensors, OwnedTensor};
+pub use params::{Param, clip_params, unet_params, vae_params};
+pub use write::{OwnedTensor, write_safetensors};

@@ -84,8 +84,14 @@ impl List {
 pub fn clip_params(c: &ClipTextConfig) -> Vec<Param> {
     let (h, i) = (c.hidden_size, c.intermediate_size);
     let mut l = List(Vec::new());
-    l.add("text_model.embeddings.token_embedding.weight", &[c.vocab_size, h]);
-    l.add("text_model.embeddings.position_embedding.weight", &[c.max_position_embeddings, h]);
+    l.add(
+        "text_model.embeddings.token_embedding.weight",
+        &[c.vocab_size, h],
+    );
+    l.add(
+        "text_model.embeddings.position_embedding.weight",
+        &[c.max_position_embeddings, h],
+    );
     for n in 0..c.num_hidden_layers {
         let p = format!("text_model.encoder.layers.{n}");
         for proj in ["k_proj", "v_proj", "q_proj", "out_proj"] {
@@ -104,7 +110,12 @@ pub fn clip_params(c: &ClipTextConfig) -> Vec<Param> {
 pub fn unet_params(c: &UNetConfig) -> Vec<Param> {
     let ch = &c.block_out_channels;
     let n = ch.len();
-    let (b0, temb, ctx, lin) = (ch[0], 4 * ch[0], c.cross_attention_dim, c.use_linear_projection);
+    let (b0, temb, ctx, lin) = (
+        ch[0],
+        4 * ch[0],
+        c.cross_attention_dim,
+        c.use_linear_projection,
+    );
     let mut l = List(Vec::new());
     l.conv("conv_in", b0, c.in_channels, 3);
     l.linear("time_embedding.linear_1", temb, b0);
@@ -113,13 +124,23 @@ pub fn unet_params(c: &UNetConfig) -> Vec<Param> {
     let mut cin = b0;
     for (i, &cout) in ch.iter().enumerate() {
         for j in 0..c.layers_per_block {
-            l.resnet(&format!("down_blocks.{i}.resnets.{j}"), if j == 0 { cin } else { cout }, cout, Some(temb));
+            l.resnet(
+                &format!("down_blocks.{i}.resnets.{j}"),
+                if j == 0 { cin } else { cout },
+                cout,
+                Some(temb),
+            );
             if c.down_has_attention(i) {
                 l.transformer(&format!("down_blocks.{i}.attentions.{j}"), cout, ctx, lin);
             }
         }
         if i + 1 < n {
-            l.conv(&format!("down_blocks.{i}.downsamplers.0.conv"), cout, cout, 3);
+            l.conv(
+                &format!("down_blocks.{i}.downsamplers.0.conv"),
+                cout,
+                cout,
+                3,
+            );
         }
         cin = cout;
     }
@@ -134,9 +155,18 @@ pub fn unet_params(c: &UNetConfig) -> Vec<Param> {
         let out = ch[n - 1 - i];
         let skip_in = ch[n - 1 - (i + 1).min(n - 1)];
         for j in 0..=c.layers_per_block {
-            let skip = if j == c.layers_per_block { skip_in } else { out };
+            let skip = if j == c.layers_per_block {
+                skip_in
+            } else {
+                out
+            };
             let res_in = if j == 0 { prev } else { out };
-            l.resnet(&format!("up_blocks.{i}.resnets.{j}"), res_in + skip, out, Some(temb));
+            l.resnet(
+                &format!("up_blocks.{i}.resnets.{j}"),
+                res_in + skip,
+                out,
+                Some(temb),
+            );
             if c.up_has_attention(i) {
                 l.transformer(&format!("up_blocks.{i}.attentions.{j}"), out, ctx, lin);
             }
@@ -162,10 +192,20 @@ pub fn vae_params(c: &VaeConfig) -> Vec<Param> {
     let mut cin = b0;
     for (i, &cout) in ch.iter().enumerate() {
         for j in 0..c.layers_per_block {
-            l.resnet(&format!("encoder.down_blocks.{i}.resnets.{j}"), if j == 0 { cin } else { cout }, cout, None);
+            l.resnet(
+                &format!("encoder.down_blocks.{i}.resnets.{j}"),
+                if j == 0 { cin } else { cout },
+                cout,
+                None,
+            );
         }
         if i + 1 < n {
-            l.conv(&format!("encoder.down_blocks.{i}.downsamplers.0.conv"), cout, cout, 3);
+            l.conv(
+                &format!("encoder.down_blocks.{i}.downsamplers.0.conv"),
+                cout,
+                cout,
+                3,
+            );
         }
         cin = cout;
     }
@@ -181,10 +221,20 @@ pub fn vae_params(c: &VaeConfig) -> Vec<Param> {
     for i in 0..n {
         let out = ch[n - 1 - i];
         for j in 0..=c.layers_per_block {
-            l.resnet(&format!("decoder.up_blocks.{i}.resnets.{j}"), if j == 0 { prev } else { out }, out, None);
+            l.resnet(
+                &format!("decoder.up_blocks.{i}.resnets.{j}"),
+                if j == 0 { prev } else { out },
+                out,
+                None,
+            );
         }
         if i + 1 < n {
-            l.conv(&format!("decoder.up_blocks.{i}.upsamplers.0.conv"), out, out, 3);
+            l.conv(
+                &format!("decoder.up_blocks.{i}.upsamplers.0.conv"),
+                out,
+                out,
+                3,
+            );
         }
         prev = out;
     }

@@ -73,7 +73,11 @@ pub fn unet_source(name: &str, c: &UNetConfig) -> String {
     ];
     for (from, to) in fixed {
         if let Some(rest) = name.strip_prefix(from) {
-            let rest = if from.contains("resnets") { resnet_ldm(rest) } else { rest.to_string() };
+            let rest = if from.contains("resnets") {
+                resnet_ldm(rest)
+            } else {
+                rest.to_string()
+            };
             return format!("{to}{rest}");
         }
     }
@@ -85,7 +89,10 @@ pub fn unet_source(name: &str, c: &UNetConfig) -> String {
     }
     if let Some((i, _, rest)) = two_indices(name, "down_blocks.", "downsamplers.") {
         let rest = rest.strip_prefix("conv.").unwrap_or(rest);
-        return format!("input_blocks.{}.0.op.{rest}", 1 + i * step + c.layers_per_block);
+        return format!(
+            "input_blocks.{}.0.op.{rest}",
+            1 + i * step + c.layers_per_block
+        );
     }
     if let Some((i, j, rest)) = two_indices(name, "up_blocks.", "resnets.") {
         return format!("output_blocks.{}.0.{}", i * step + j, resnet_ldm(rest));
@@ -95,7 +102,10 @@ pub fn unet_source(name: &str, c: &UNetConfig) -> String {
     }
     if let Some((i, _, rest)) = two_indices(name, "up_blocks.", "upsamplers.") {
         let slot = if c.up_has_attention(i) { 2 } else { 1 };
-        return format!("output_blocks.{}.{slot}.{rest}", i * step + c.layers_per_block);
+        return format!(
+            "output_blocks.{}.{slot}.{rest}",
+            i * step + c.layers_per_block
+        );
     }
     name.to_string()
 }
@@ -103,14 +113,22 @@ pub fn unet_source(name: &str, c: &UNetConfig) -> String {
 /// Original name (without [`VAE_PREFIX`]) of VAE parameter `name`.
 pub fn vae_source(name: &str, c: &VaeConfig) -> String {
     let n = c.block_out_channels.len();
-    let Some((side, rest)) = name.split_once('.') else { return name.to_string() };
+    let Some((side, rest)) = name.split_once('.') else {
+        return name.to_string();
+    };
     let resnet = |r: &str| replace_prefix(r, &[("conv_shortcut.", "nin_shortcut.")]);
     let mapped = if let Some(r) = rest.strip_prefix("mid_block.resnets.0.") {
         format!("mid.block_1.{}", resnet(r))
     } else if let Some(r) = rest.strip_prefix("mid_block.resnets.1.") {
         format!("mid.block_2.{}", resnet(r))
     } else if let Some(r) = rest.strip_prefix("mid_block.attentions.0.") {
-        let pairs = [("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."), ("to_out.0.", "proj_out.")];
+        let pairs = [
+            ("group_norm.", "norm."),
+            ("to_q.", "q."),
+            ("to_k.", "k."),
+            ("to_v.", "v."),
+            ("to_out.0.", "proj_out."),
+        ];
         format!("mid.attn_1.{}", replace_prefix(r, &pairs))
     } else if let Some(r) = rest.strip_prefix("conv_norm_out.") {
         format!("norm_out.{r}")
@@ -130,7 +148,11 @@ pub fn vae_source(name: &str, c: &VaeConfig) -> String {
 
 /// Where CLIP parameter `name` (with `shape`) lives in a single file of `variant`.
 pub fn clip_source(name: &str, shape: &[usize], variant: Variant) -> Source {
-    let plain = |n: String| Source { name: n, rows: None, shape: shape.to_vec() };
+    let plain = |n: String| Source {
+        name: n,
+        rows: None,
+        shape: shape.to_vec(),
+    };
     let Variant::Sd2 = variant else {
         return plain(format!("{SD1_CLIP_PREFIX}{name}"));
     };
@@ -144,18 +166,28 @@ pub fn clip_source(name: &str, shape: &[usize], variant: Variant) -> Source {
     if let Some(r) = rest.strip_prefix("final_layer_norm.") {
         return plain(format!("{p}ln_final.{r}"));
     }
-    let Some((layer, r)) = rest.strip_prefix("encoder.layers.").and_then(|t| t.split_once('.')) else {
+    let Some((layer, r)) = rest
+        .strip_prefix("encoder.layers.")
+        .and_then(|t| t.split_once('.'))
+    else {
         return plain(format!("{p}{rest}"));
     };
     let block = format!("{p}transformer.resblocks.{layer}");
     for (k, proj) in ["q_proj.", "k_proj.", "v_proj."].iter().enumerate() {
-        if let Some(kind) = r.strip_prefix("self_attn.").and_then(|s| s.strip_prefix(proj)) {
+        if let Some(kind) = r
+            .strip_prefix("self_attn.")
+            .and_then(|s| s.strip_prefix(proj))
+        {
             let h = shape.first().copied().unwrap_or(0);
             let mut full = shape.to_vec();
             if let Some(d) = full.first_mut() {
                 *d *= 3;
             }
-            return Source { name: format!("{block}.attn.in_proj_{kind}"), rows: Some(k * h..(k + 1) * h), shape: full };
+            return Source {
+                name: format!("{block}.attn.in_proj_{kind}"),
+                rows: Some(k * h..(k + 1) * h),
+                shape: full,
+            };
         }
     }
     let pairs = [
@@ -171,7 +203,11 @@ pub fn clip_source(name: &str, shape: &[usize], variant: Variant) -> Source {
 /// Where UNet or VAE parameter `name` (with `shape`) lives: VAE attention projections are
 /// stored as 1×1 convolutions.
 pub fn unet_full_source(name: &str, shape: &[usize], c: &UNetConfig) -> Source {
-    Source { name: format!("{UNET_PREFIX}{}", unet_source(name, c)), rows: None, shape: shape.to_vec() }
+    Source {
+        name: format!("{UNET_PREFIX}{}", unet_source(name, c)),
+        rows: None,
+        shape: shape.to_vec(),
+    }
 }
 
 /// See [`unet_full_source`].
@@ -180,18 +216,29 @@ pub fn vae_full_source(name: &str, shape: &[usize], c: &VaeConfig) -> Source {
     if name.contains("mid_block.attentions.0.to_") && name.ends_with(".weight") {
         full.extend([1, 1]);
     }
-    Source { name: format!("{VAE_PREFIX}{}", vae_source(name, c)), rows: None, shape: full }
+    Source {
+        name: format!("{VAE_PREFIX}{}", vae_source(name, c)),
+        rows: None,
+        shape: full,
+    }
 }
 
 fn need<'a>(file: &'a SafetensorsFile, name: &str) -> Result<&'a [usize], WeightsError> {
-    file.shape(name)
-        .ok_or_else(|| WeightsError::layout(file.path(), format!("cannot infer the architecture: no tensor `{name}`")))
+    file.shape(name).ok_or_else(|| {
+        WeightsError::layout(
+            file.path(),
+            format!("cannot infer the architecture: no tensor `{name}`"),
+        )
+    })
 }
 
 fn dim(file: &SafetensorsFile, name: &str, axis: usize) -> Result<usize, WeightsError> {
     let shape = need(file, name)?;
     shape.get(axis).copied().ok_or_else(|| {
-        WeightsError::layout(file.path(), format!("tensor `{name}` has shape {shape:?}, too few dimensions"))
+        WeightsError::layout(
+            file.path(),
+            format!("tensor `{name}` has shape {shape:?}, too few dimensions"),
+        )
     })
 }
 
@@ -213,16 +260,26 @@ pub fn detect_variant(file: &SafetensorsFile) -> Result<Variant, WeightsError> {
     } else if file.names().any(|n| n.starts_with(SD1_CLIP_PREFIX)) {
         Ok(Variant::Sd1)
     } else {
-        Err(WeightsError::layout(file.path(), "no text encoder (`cond_stage_model.`) tensors: not an SD 1.x/2.x checkpoint"))
+        Err(WeightsError::layout(
+            file.path(),
+            "no text encoder (`cond_stage_model.`) tensors: not an SD 1.x/2.x checkpoint",
+        ))
     }
 }
 
 /// Text encoder config from names and shapes; heads follow CLIP's head width of 64.
-pub fn infer_clip(file: &SafetensorsFile, variant: Variant) -> Result<ClipTextConfig, WeightsError> {
+pub fn infer_clip(
+    file: &SafetensorsFile,
+    variant: Variant,
+) -> Result<ClipTextConfig, WeightsError> {
     let (token, position, layers, fc1, act) = match variant {
         Variant::Sd1 => {
             let nested = format!("{SD1_CLIP_PREFIX}text_model.");
-            let p = if file.names().any(|n| n.starts_with(&nested)) { nested } else { SD1_CLIP_PREFIX.to_string() };
+            let p = if file.names().any(|n| n.starts_with(&nested)) {
+                nested
+            } else {
+                SD1_CLIP_PREFIX.to_string()
+            };
             (
                 format!("{p}embeddings.token_embedding.weight"),
                 format!("{p}embeddings.position_embedding.weight"),
@@ -235,7 +292,10 @@ pub fn infer_clip(file: &SafetensorsFile, variant: Variant) -> Result<ClipTextCo
             let p = SD2_CLIP_PREFIX;
             let blocks = count(file, &format!("{p}transformer.resblocks."));
             if blocks < 2 {
-                return Err(WeightsError::layout(file.path(), "OpenCLIP text encoder needs at least 2 resblocks"));
+                return Err(WeightsError::layout(
+                    file.path(),
+                    "OpenCLIP text encoder needs at least 2 resblocks",
+                ));
             }
             (
                 format!("{p}token_embedding.weight"),
@@ -266,14 +326,17 @@ pub fn infer_clip(file: &SafetensorsFile, variant: Variant) -> Result<ClipTextCo
 pub fn infer_unet(file: &SafetensorsFile, variant: Variant) -> Result<UNetConfig, WeightsError> {
     let p = UNET_PREFIX;
     let inputs = indices(file, &format!("{p}input_blocks."));
-    let first_down = inputs
-        .iter()
-        .copied()
-        .find(|&k| file.shape(&format!("{p}input_blocks.{k}.0.op.weight")).is_some());
+    let first_down = inputs.iter().copied().find(|&k| {
+        file.shape(&format!("{p}input_blocks.{k}.0.op.weight"))
+            .is_some()
+    });
     let top = inputs.last().copied().unwrap_or(0);
     let lpb = first_down.map_or(top, |k| k - 1);
     if lpb == 0 || (top + 1) % (lpb + 1) != 0 {
-        return Err(WeightsError::layout(file.path(), "UNet input_blocks do not form whole levels"));
+        return Err(WeightsError::layout(
+            file.path(),
+            "UNet input_blocks do not form whole levels",
+        ));
     }
     let levels = (top + 1) / (lpb + 1);
     let mut channels = Vec::new();
@@ -281,11 +344,29 @@ pub fn infer_unet(file: &SafetensorsFile, variant: Variant) -> Result<UNetConfig
     let mut attn_proj = None;
     for i in 0..levels {
         let k = 1 + i * (lpb + 1);
-        channels.push(dim(file, &format!("{p}input_blocks.{k}.0.out_layers.3.weight"), 0)?);
+        channels.push(dim(
+            file,
+            &format!("{p}input_blocks.{k}.0.out_layers.3.weight"),
+            0,
+        )?);
         let proj = format!("{p}input_blocks.{k}.1.proj_in.weight");
-        down.push(if file.shape(&proj).is_some() { "CrossAttnDownBlock2D" } else { "DownBlock2D" }.to_string());
+        down.push(
+            if file.shape(&proj).is_some() {
+                "CrossAttnDownBlock2D"
+            } else {
+                "DownBlock2D"
+            }
+            .to_string(),
+        );
         let proj_up = format!("{p}output_blocks.{}.1.proj_in.weight", i * (lpb + 1));
-        up.push(if file.shape(&proj_up).is_some() { "CrossAttnUpBlock2D" } else { "UpBlock2D" }.to_string());
+        up.push(
+            if file.shape(&proj_up).is_some() {
+                "CrossAttnUpBlock2D"
+            } else {
+                "UpBlock2D"
+            }
+            .to_string(),
+        );
     }
     let mid = format!("{p}middle_block.1.");
     if let Some(s) = file.shape(&format!("{mid}proj_in.weight")) {
@@ -298,14 +379,21 @@ pub fn infer_unet(file: &SafetensorsFile, variant: Variant) -> Result<UNetConfig
     let norm_num_groups = sd_groups(&channels);
     Ok(UNetConfig {
         norm_num_groups,
-        sample_size: Some(match variant { Variant::Sd1 => 64, Variant::Sd2 => 96 }),
+        sample_size: Some(match variant {
+            Variant::Sd1 => 64,
+            Variant::Sd2 => 96,
+        }),
         in_channels: dim(file, &format!("{p}input_blocks.0.0.weight"), 1)?,
         out_channels: dim(file, &format!("{p}out.2.weight"), 0)?,
         down_block_types: down,
         up_block_types: up,
         block_out_channels: channels,
         layers_per_block: lpb,
-        cross_attention_dim: dim(file, &format!("{mid}transformer_blocks.0.attn2.to_k.weight"), 1)?,
+        cross_attention_dim: dim(
+            file,
+            &format!("{mid}transformer_blocks.0.attn2.to_k.weight"),
+            1,
+        )?,
         attention_head_dim,
         use_linear_projection: attn_proj.unwrap_or(variant == Variant::Sd2),
         ..UNetConfig::default()
@@ -325,10 +413,19 @@ pub fn infer_vae(file: &SafetensorsFile, variant: Variant) -> Result<VaeConfig, 
     let p = VAE_PREFIX;
     let levels = count(file, &format!("{p}encoder.down."));
     if levels == 0 {
-        return Err(WeightsError::layout(file.path(), "no VAE encoder blocks (`first_stage_model.encoder.down.N`)"));
+        return Err(WeightsError::layout(
+            file.path(),
+            "no VAE encoder blocks (`first_stage_model.encoder.down.N`)",
+        ));
     }
     let channels = (0..levels)
-        .map(|i| dim(file, &format!("{p}encoder.down.{i}.block.0.conv1.weight"), 0))
+        .map(|i| {
+            dim(
+                file,
+                &format!("{p}encoder.down.{i}.block.0.conv1.weight"),
+                0,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(VaeConfig {
         norm_num_groups: sd_groups(&channels),
@@ -339,7 +436,10 @@ pub fn infer_vae(file: &SafetensorsFile, variant: Variant) -> Result<VaeConfig, 
         block_out_channels: channels,
         layers_per_block: count(file, &format!("{p}encoder.down.0.block.")),
         latent_channels: dim(file, &format!("{p}post_quant_conv.weight"), 0)?,
-        sample_size: match variant { Variant::Sd1 => 512, Variant::Sd2 => 768 },
+        sample_size: match variant {
+            Variant::Sd1 => 512,
+            Variant::Sd2 => 768,
+        },
         ..VaeConfig::default()
     })
 }

@@ -21,7 +21,12 @@ pub struct OwnedTensor {
 
 impl OwnedTensor {
     /// Encodes `values` as `dtype`.
-    pub fn from_f32(name: impl Into<String>, shape: Vec<usize>, values: &[f32], dtype: StoredDType) -> OwnedTensor {
+    pub fn from_f32(
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        values: &[f32],
+        dtype: StoredDType,
+    ) -> OwnedTensor {
         let mut data = Vec::with_capacity(values.len() * dtype.size());
         for &v in values {
             match dtype {
@@ -30,7 +35,12 @@ impl OwnedTensor {
                 StoredDType::BF16 => data.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
             }
         }
-        OwnedTensor { name: name.into(), dtype, shape, data }
+        OwnedTensor {
+            name: name.into(),
+            dtype,
+            shape,
+            data,
+        }
     }
 }
 
@@ -54,12 +64,13 @@ pub fn write_safetensors(
         offset = end;
     }
     let mut text = serde_json::Value::Object(header).to_string().into_bytes();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let io = |e| WeightsError::io(path, e);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    out.write_all(&(text.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&(text.len() as u64).to_le_bytes())
+        .map_err(io)?;
     out.write_all(&text).map_err(io)?;
     for t in tensors {
         out.write_all(&t.data).map_err(io)?;
