@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::config::{self, ClipTextConfig, HiddenAct, UNetConfig, VaeConfig};
+use super::config::{ClipTextConfig, HiddenAct, UNetConfig, VaeConfig};
 use super::params::{Param, clip_params, unet_params, vae_params};
 use super::single_file::{self as sf, Source};
 use super::{RawTensor, SafetensorsFile, WeightsError};
+use super::{infer, validate};
 
 /// Metadata key of single files that carry their diffusers configs (the test models do).
 pub const CONFIG_METADATA_KEY: &str = "sdserve.config";
@@ -161,7 +162,7 @@ fn component<T: DeserializeOwned>(
     rename: impl Fn(&str) -> String,
 ) -> Result<(T, WeightSet), WeightsError> {
     let dir = root.join(folder);
-    let config: T = config::read_config(&dir.join("config.json"))?;
+    let config: T = validate::read_config(&dir.join("config.json"))?;
     let file = SafetensorsFile::open(weights_file(&dir, stem)?)?;
     let mut set = WeightSet::default();
     for name in file.names() {
@@ -239,7 +240,7 @@ fn embedded<T: DeserializeOwned>(
         reason: format!("not JSON: {e}"),
     })?;
     match all.get(key) {
-        Some(v) => config::parse_value(file.path(), v.clone()).map(Some),
+        Some(v) => validate::parse_value(file.path(), v.clone()).map(Some),
         None => Ok(None),
     }
 }
@@ -279,18 +280,18 @@ fn collect(
 
 fn open_single_file(path: &Path) -> Result<Checkpoint, WeightsError> {
     let file = SafetensorsFile::open(path)?;
-    let variant = sf::detect_variant(&file)?;
+    let variant = infer::detect_variant(&file)?;
     let clip = match embedded(&file, "text_encoder")? {
         Some(c) => c,
-        None => sf::infer_clip(&file, variant)?,
+        None => infer::infer_clip(&file, variant)?,
     };
     let unet = match embedded(&file, "unet")? {
         Some(c) => c,
-        None => sf::infer_unet(&file, variant)?,
+        None => infer::infer_unet(&file, variant)?,
     };
     let vae = match embedded(&file, "vae")? {
         Some(c) => c,
-        None => sf::infer_vae(&file, variant)?,
+        None => infer::infer_vae(&file, variant)?,
     };
     clip.validate(path)?;
     unet.validate(path)?;

@@ -10,8 +10,10 @@ mod checkpoint;
 pub mod config;
 mod error;
 mod file;
+pub mod infer;
 pub mod params;
 pub mod single_file;
+mod validate;
 mod write;
 
 pub use checkpoint::{CONFIG_METADATA_KEY, Checkpoint, Layout, Variant, WeightSet};
