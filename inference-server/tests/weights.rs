@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use inference_server::model::testmodel::{test_configs, write_test_model};
 use inference_server::model::tokenizer::{SD1_PAD_ID, SD2_PAD_ID, Tokenizer};
 use inference_server::model::weights::{
-    Checkpoint, Layout, OwnedTensor, Param, PerBlock, SafetensorsFile, StoredDType, Variant,
-    WeightSet, WeightsError, clip_params, unet_params, vae_params, write_safetensors,
+    Checkpoint, Layout, OwnedTensor, Param, PerBlock, SafetensorsFile, SchedulerConfig,
+    StoredDType, Variant, WeightSet, WeightsError, clip_params, unet_params, vae_params,
+    write_safetensors,
 };
 
 fn write(dir: &Path, name: &str, variant: Variant, layout: Layout, dtype: StoredDType) -> PathBuf {
@@ -64,6 +65,8 @@ fn both_layouts_identical(variant: Variant, dtype: StoredDType) {
     );
     assert!(folder.tokenizer_dir.as_deref().is_some_and(Path::is_dir));
     assert_eq!(single.tokenizer_dir, None);
+    assert_eq!(folder.scheduler, SchedulerConfig::default());
+    assert_eq!(single.scheduler, SchedulerConfig::default());
     let (clip, unet, vae) = test_configs(variant);
     assert_eq!(folder.text_encoder.0, clip);
     assert_eq!(single.text_encoder.0, clip);
@@ -432,4 +435,81 @@ fn golden_input_ids_match_the_builtin_tokenizer() {
             );
         }
     }
+}
+
+#[test]
+fn sd1_bf16_layouts_load_identical_tensors() {
+    both_layouts_identical(Variant::Sd1, StoredDType::BF16);
+}
+
+#[test]
+fn sharded_weights_and_fp16_variant_names_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = write(
+        dir.path(),
+        "folder",
+        Variant::Sd1,
+        Layout::Diffusers,
+        StoredDType::F16,
+    );
+    let before = open(&root);
+    let unet = root.join("unet/diffusion_pytorch_model.safetensors");
+    let file = SafetensorsFile::open(&unet).expect("opens");
+    let tensors: Vec<OwnedTensor> = file
+        .names()
+        .map(|n| {
+            let t = file.tensor(n).expect("f16");
+            OwnedTensor {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                data: t.bytes().to_vec(),
+            }
+        })
+        .collect();
+    drop(file);
+    std::fs::remove_file(&unet).expect("remove");
+    let (a, b) = tensors.split_at(tensors.len() / 2);
+    let none = BTreeMap::new();
+    let mut weight_map = serde_json::Map::new();
+    for (part, shard) in [
+        (a, "diffusion_pytorch_model-00001-of-00002.safetensors"),
+        (b, "diffusion_pytorch_model-00002-of-00002.safetensors"),
+    ] {
+        write_safetensors(&root.join("unet").join(shard), part, &none).expect("shard");
+        for t in part {
+            weight_map.insert(t.name.clone(), serde_json::json!(shard));
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(
+        root.join("unet/diffusion_pytorch_model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .expect("index");
+    let te = root.join("text_encoder");
+    std::fs::rename(
+        te.join("model.safetensors"),
+        te.join("model.fp16.safetensors"),
+    )
+    .expect("rename");
+    let after = open(&root);
+    let (_, unet_config, _) = test_configs(Variant::Sd1);
+    assert_same(&before.unet.1, &after.unet.1, &unet_params(&unet_config));
+    assert_eq!(
+        before.text_encoder.1.names().count(),
+        after.text_encoder.1.names().count()
+    );
+}
+
+#[test]
+fn pickled_checkpoints_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("model.ckpt");
+    std::fs::write(&path, b"PK\x03\x04 not a safetensors file").expect("write");
+    let err = Checkpoint::open(&path).expect_err("pickle");
+    assert!(
+        matches!(err, WeightsError::Layout { .. }) && err.to_string().contains("pickled"),
+        "{err}"
+    );
 }

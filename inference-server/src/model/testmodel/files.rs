@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::model::tokenizer::Tokenizer;
-use crate::model::weights::{Variant, WeightsError};
+use crate::model::weights::{SchedulerConfig, Variant, WeightsError};
 
 /// Writes `value` as pretty JSON to `path`.
 pub fn write_json(path: &Path, value: &Value) -> Result<(), WeightsError> {
@@ -44,21 +44,9 @@ pub fn model_index() -> Value {
 
 /// SD 1.5's scheduler settings (PNDM, scaled-linear betas, epsilon prediction).
 pub fn scheduler_config() -> Value {
-    json!({
-        "_class_name": "PNDMScheduler",
-        "_diffusers_version": "0.30.0",
-        "beta_end": 0.012,
-        "beta_schedule": "scaled_linear",
-        "beta_start": 0.00085,
-        "clip_sample": false,
-        "num_train_timesteps": 1000,
-        "prediction_type": "epsilon",
-        "set_alpha_to_one": false,
-        "skip_prk_steps": true,
-        "steps_offset": 1,
-        "timestep_spacing": "leading",
-        "trained_betas": null
-    })
+    let extra =
+        json!({ "_diffusers_version": "0.30.0", "skip_prk_steps": true, "trained_betas": null });
+    config_json(&SchedulerConfig::default(), extra)
 }
 
 /// Writes `vocab.json`, `merges.txt` and the configs transformers' `CLIPTokenizer` reads.

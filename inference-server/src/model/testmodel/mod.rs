@@ -15,7 +15,9 @@ use serde_json::json;
 
 pub use rng::param_values;
 
-use crate::model::weights::config::{ClipTextConfig, HiddenAct, PerBlock, UNetConfig, VaeConfig};
+use crate::model::weights::config::{
+    ClipTextConfig, HiddenAct, PerBlock, SchedulerConfig, UNetConfig, VaeConfig,
+};
 use crate::model::weights::single_file as sf;
 use crate::model::weights::{
     CONFIG_METADATA_KEY, Layout, OwnedTensor, Param, StoredDType, Variant, WeightsError,
@@ -239,7 +241,12 @@ fn write_single_file(
         .into_iter()
         .map(|(name, (shape, values))| OwnedTensor::from_f32(name, shape, &values, dtype))
         .collect();
-    let configs = json!({ "text_encoder": clip, "unet": unet, "vae": vae });
+    let configs = json!({
+        "text_encoder": clip,
+        "unet": unet,
+        "vae": vae,
+        "scheduler": SchedulerConfig::default(),
+    });
     let metadata = BTreeMap::from([
         ("format".to_string(), "pt".to_string()),
         (CONFIG_METADATA_KEY.to_string(), configs.to_string()),

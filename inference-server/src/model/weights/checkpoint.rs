@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::config::{ClipTextConfig, HiddenAct, UNetConfig, VaeConfig};
+use super::config::{ClipTextConfig, SchedulerConfig, UNetConfig, VaeConfig};
 use super::params::{Param, clip_params, unet_params, vae_params};
 use super::single_file::{self as sf, Source};
 use super::{RawTensor, SafetensorsFile, WeightsError};
-use super::{infer, validate};
+use super::{diffusers, infer, validate};
 
 /// Metadata key of single files that carry their diffusers configs (the test models do).
 pub const CONFIG_METADATA_KEY: &str = "sdserve.config";
@@ -45,7 +45,7 @@ pub struct WeightSet {
 }
 
 impl WeightSet {
-    fn insert(&mut self, name: String, tensor: Result<RawTensor, WeightsError>) {
+    pub(super) fn insert(&mut self, name: String, tensor: Result<RawTensor, WeightsError>) {
         let slot = match tensor {
             Ok(mut t) => {
                 t.name = name.clone();
@@ -115,6 +115,8 @@ pub struct Checkpoint {
     pub unet: (UNetConfig, WeightSet),
     /// Autoencoder.
     pub vae: (VaeConfig, WeightSet),
+    /// Noise schedule the UNet was trained with.
+    pub scheduler: SchedulerConfig,
     /// `tokenizer/` of a diffusers folder (single files carry no tokenizer).
     pub tokenizer_dir: Option<PathBuf>,
 }
@@ -125,7 +127,7 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint, WeightsError> {
         let path = path.as_ref();
         if path.is_dir() {
-            open_diffusers(path)
+            diffusers::open(path)
         } else if path.is_file() {
             open_single_file(path)
         } else {
@@ -135,95 +137,6 @@ impl Checkpoint {
             ))
         }
     }
-}
-
-fn weights_file(dir: &Path, stem: &str) -> Result<PathBuf, WeightsError> {
-    for name in [
-        format!("{stem}.safetensors"),
-        format!("{stem}.fp16.safetensors"),
-    ] {
-        let p = dir.join(name);
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    Err(WeightsError::layout(
-        dir,
-        format!(
-            "no {stem}.safetensors or {stem}.fp16.safetensors (pickled .bin weights are not supported)"
-        ),
-    ))
-}
-
-fn component<T: DeserializeOwned>(
-    root: &Path,
-    folder: &str,
-    stem: &str,
-    rename: impl Fn(&str) -> String,
-) -> Result<(T, WeightSet), WeightsError> {
-    let dir = root.join(folder);
-    let config: T = validate::read_config(&dir.join("config.json"))?;
-    let file = SafetensorsFile::open(weights_file(&dir, stem)?)?;
-    let mut set = WeightSet::default();
-    for name in file.names() {
-        set.insert(rename(name), file.tensor(name));
-    }
-    Ok((config, set))
-}
-
-fn pad_is_bang(tokenizer_dir: &Path) -> bool {
-    ["special_tokens_map.json", "tokenizer_config.json"]
-        .iter()
-        .any(|f| {
-            let Ok(text) = std::fs::read_to_string(tokenizer_dir.join(f)) else {
-                return false;
-            };
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-                return false;
-            };
-            let pad = &v["pad_token"];
-            pad.as_str().or_else(|| pad["content"].as_str()) == Some("!")
-        })
-}
-
-fn open_diffusers(root: &Path) -> Result<Checkpoint, WeightsError> {
-    if !root.join("model_index.json").is_file() {
-        return Err(WeightsError::layout(
-            root,
-            "directory has no model_index.json: not a diffusers folder",
-        ));
-    }
-    let text_encoder: (ClipTextConfig, WeightSet) =
-        component(root, "text_encoder", "model", |n| {
-            if n.starts_with("text_model.") {
-                n.to_string()
-            } else {
-                format!("text_model.{n}")
-            }
-        })?;
-    let unet: (UNetConfig, WeightSet) =
-        component(root, "unet", "diffusion_pytorch_model", str::to_string)?;
-    let vae: (VaeConfig, WeightSet) =
-        component(root, "vae", "diffusion_pytorch_model", str::to_string)?;
-    text_encoder
-        .0
-        .validate(&root.join("text_encoder/config.json"))?;
-    unet.0.validate(&root.join("unet/config.json"))?;
-    vae.0.validate(&root.join("vae/config.json"))?;
-    let tokenizer_dir = Some(root.join("tokenizer")).filter(|d| d.is_dir());
-    let sd2 = match &tokenizer_dir {
-        Some(dir) if pad_is_bang(dir) => true,
-        _ => text_encoder.0.hidden_act == HiddenAct::Gelu,
-    };
-    Ok(Checkpoint {
-        path: root.to_path_buf(),
-        layout: Layout::Diffusers,
-        variant: if sd2 { Variant::Sd2 } else { Variant::Sd1 },
-        text_encoder,
-        unet,
-        vae,
-        tokenizer_dir,
-    })
 }
 
 /// Component `key` of the embedded `sdserve.config`, or `None` when the file has none.
@@ -279,6 +192,13 @@ fn collect(
 }
 
 fn open_single_file(path: &Path) -> Result<Checkpoint, WeightsError> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ["ckpt", "pt", "pth", "bin"].contains(&extension.to_ascii_lowercase().as_str()) {
+        return Err(WeightsError::layout(
+            path,
+            "pickled checkpoints are not supported (they can run code); convert to .safetensors",
+        ));
+    }
     let file = SafetensorsFile::open(path)?;
     let variant = infer::detect_variant(&file)?;
     let clip = match embedded(&file, "text_encoder")? {
@@ -293,9 +213,13 @@ fn open_single_file(path: &Path) -> Result<Checkpoint, WeightsError> {
         Some(c) => c,
         None => infer::infer_vae(&file, variant)?,
     };
+    // Weights cannot tell the prediction type (SD 2 768-v uses v_prediction): without
+    // embedded configs the SD 1.5 schedule with epsilon prediction is assumed.
+    let scheduler: SchedulerConfig = embedded(&file, "scheduler")?.unwrap_or_default();
     clip.validate(path)?;
     unet.validate(path)?;
     vae.validate(path)?;
+    scheduler.validate(path)?;
     let clip_set = collect(&file, &clip_params(&clip), |n, s| {
         sf::clip_source(n, s, variant)
     });
@@ -312,6 +236,7 @@ fn open_single_file(path: &Path) -> Result<Checkpoint, WeightsError> {
         text_encoder: (clip, clip_set),
         unet: (unet, unet_set),
         vae: (vae, vae_set),
+        scheduler,
         tokenizer_dir: None,
     })
 }

@@ -216,3 +216,48 @@ impl Default for VaeConfig {
         }
     }
 }
+
+/// `scheduler/scheduler_config.json`: the noise schedule the UNet was trained with (the
+/// sampler itself is chosen per request). Defaults are Stable Diffusion 1.5's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SchedulerConfig {
+    /// The diffusers scheduler class the checkpoint ships with (informative).
+    #[serde(rename = "_class_name")]
+    pub class_name: Option<String>,
+    /// Number of training timesteps.
+    pub num_train_timesteps: usize,
+    /// First beta of the schedule.
+    pub beta_start: f64,
+    /// Last beta of the schedule.
+    pub beta_end: f64,
+    /// `linear`, `scaled_linear` or `squaredcos_cap_v2`.
+    pub beta_schedule: String,
+    /// What the UNet predicts: `epsilon`, `v_prediction` or `sample`.
+    pub prediction_type: String,
+    /// Offset added to inference timesteps (1 for SD).
+    pub steps_offset: usize,
+    /// `leading`, `trailing` or `linspace`.
+    pub timestep_spacing: String,
+    /// Whether the final alpha product is forced to 1 (DDIM/PNDM).
+    pub set_alpha_to_one: bool,
+    /// Whether predicted samples are clipped to [-1, 1].
+    pub clip_sample: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            class_name: Some("PNDMScheduler".into()),
+            num_train_timesteps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: "scaled_linear".into(),
+            prediction_type: "epsilon".into(),
+            steps_offset: 1,
+            timestep_spacing: "leading".into(),
+            set_alpha_to_one: false,
+            clip_sample: false,
+        }
+    }
+}

@@ -8,6 +8,7 @@
 
 mod checkpoint;
 pub mod config;
+mod diffusers;
 mod error;
 mod file;
 pub mod infer;
@@ -17,7 +18,7 @@ mod validate;
 mod write;
 
 pub use checkpoint::{CONFIG_METADATA_KEY, Checkpoint, Layout, Variant, WeightSet};
-pub use config::{ClipTextConfig, HiddenAct, PerBlock, UNetConfig, VaeConfig};
+pub use config::{ClipTextConfig, HiddenAct, PerBlock, SchedulerConfig, UNetConfig, VaeConfig};
 pub use error::WeightsError;
 pub use file::{MappedBytes, RawTensor, SafetensorsFile, StoredDType};
 pub use params::{Param, clip_params, unet_params, vae_params};
