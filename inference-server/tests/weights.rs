@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use inference_server::model::testmodel::{test_configs, write_test_model};
+use inference_server::model::testmodel::{single_file_params, test_configs, write_test_model};
 use inference_server::model::tokenizer::{SD1_PAD_ID, SD2_PAD_ID, Tokenizer};
 use inference_server::model::weights::{
-    Checkpoint, Layout, OwnedTensor, Param, PerBlock, SafetensorsFile, SchedulerConfig,
-    StoredDType, Variant, WeightSet, WeightsError, clip_params, unet_params, vae_params,
-    write_safetensors,
+    Checkpoint, ClipTextConfig, HiddenAct, Layout, OwnedTensor, Param, PerBlock, SafetensorsFile,
+    SchedulerConfig, StoredDType, UNetConfig, VaeConfig, Variant, WeightSet, WeightsError,
+    clip_params, unet_params, vae_params, write_safetensors,
 };
 
 fn write(dir: &Path, name: &str, variant: Variant, layout: Layout, dtype: StoredDType) -> PathBuf {
@@ -512,4 +512,125 @@ fn pickled_checkpoints_are_refused() {
         matches!(err, WeightsError::Layout { .. }) && err.to_string().contains("pickled"),
         "{err}"
     );
+}
+
+/// Writes a single file holding only a header for `tensors` (name, dtype, shape) and a sparse
+/// zero-filled data section: full-size shapes at no disk cost.
+fn write_sparse(path: &Path, tensors: &[(String, &str, Vec<usize>)]) {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, dtype, shape) in tensors {
+        let size = match *dtype {
+            "F16" => 2,
+            "F32" => 4,
+            _ => 8,
+        };
+        let end = offset + size * shape.iter().product::<usize>();
+        let entry =
+            serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, end] });
+        header.insert(name.clone(), entry);
+        offset = end;
+    }
+    let text = serde_json::Value::Object(header).to_string();
+    let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(text.as_bytes());
+    std::fs::write(path, &bytes).expect("header");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("reopen");
+    file.set_len((bytes.len() + offset) as u64)
+        .expect("sparse data");
+}
+
+fn full_size_configs(variant: Variant) -> (ClipTextConfig, UNetConfig, VaeConfig) {
+    let sd2 = variant == Variant::Sd2;
+    let clip = ClipTextConfig {
+        hidden_size: if sd2 { 1024 } else { 768 },
+        intermediate_size: if sd2 { 4096 } else { 3072 },
+        num_hidden_layers: if sd2 { 23 } else { 12 },
+        num_attention_heads: if sd2 { 16 } else { 12 },
+        hidden_act: if sd2 {
+            HiddenAct::Gelu
+        } else {
+            HiddenAct::QuickGelu
+        },
+        pad_token_id: 1,
+        bos_token_id: 0,
+        eos_token_id: 2,
+        ..ClipTextConfig::default()
+    };
+    let unet = UNetConfig {
+        sample_size: Some(if sd2 { 96 } else { 64 }),
+        cross_attention_dim: if sd2 { 1024 } else { 768 },
+        attention_head_dim: if sd2 {
+            PerBlock::Each(vec![5, 10, 20, 20])
+        } else {
+            PerBlock::All(8)
+        },
+        use_linear_projection: sd2,
+        ..UNetConfig::default()
+    };
+    let vae = VaeConfig {
+        down_block_types: vec!["DownEncoderBlock2D".into(); 4],
+        up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+        block_out_channels: vec![128, 256, 512, 512],
+        layers_per_block: 2,
+        sample_size: if sd2 { 768 } else { 512 },
+        ..VaeConfig::default()
+    };
+    (clip, unet, vae)
+}
+
+#[test]
+fn full_size_single_files_infer_the_published_sd_configs() {
+    for variant in [Variant::Sd1, Variant::Sd2] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (clip, unet, vae) = full_size_configs(variant);
+        let mut tensors: BTreeMap<String, (&str, Vec<usize>)> = BTreeMap::new();
+        for (_, _, source) in single_file_params(variant, &clip, &unet, &vae) {
+            tensors.insert(source.name, ("F16", source.shape));
+        }
+        // Entries real files carry that are not diffusers parameters.
+        let extras: &[(&str, &str, &[usize])] = match variant {
+            Variant::Sd1 => &[
+                (
+                    "cond_stage_model.transformer.text_model.embeddings.position_ids",
+                    "I64",
+                    &[1, 77],
+                ),
+                ("alphas_cumprod", "F32", &[1000]),
+                ("model_ema.decay", "F32", &[]),
+            ],
+            Variant::Sd2 => &[
+                (
+                    "cond_stage_model.model.text_projection",
+                    "F16",
+                    &[1024, 1024],
+                ),
+                ("cond_stage_model.model.logit_scale", "F32", &[]),
+            ],
+        };
+        for (name, dtype, shape) in extras {
+            tensors.insert(name.to_string(), (dtype, shape.to_vec()));
+        }
+        let list: Vec<(String, &str, Vec<usize>)> =
+            tensors.into_iter().map(|(n, (d, s))| (n, d, s)).collect();
+        let path = dir.path().join("full.safetensors");
+        write_sparse(&path, &list);
+        let ckpt = open(&path);
+        assert_eq!(ckpt.variant, variant);
+        assert_eq!(ckpt.text_encoder.0, clip, "{variant:?}");
+        assert_eq!(ckpt.unet.0, unet, "{variant:?}");
+        assert_eq!(ckpt.vae.0, vae, "{variant:?}");
+        ckpt.text_encoder
+            .1
+            .check(&clip_params(&clip))
+            .expect("CLIP complete");
+        ckpt.unet
+            .1
+            .check(&unet_params(&unet))
+            .expect("UNet complete");
+        ckpt.vae.1.check(&vae_params(&vae)).expect("VAE complete");
+    }
 }

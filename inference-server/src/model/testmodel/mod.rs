@@ -203,19 +203,17 @@ impl Fused {
     }
 }
 
-fn write_single_file(
-    path: &Path,
+/// Every diffusers parameter of a single-file checkpoint of `variant` with these configs, with
+/// where it is stored; SD 2 files also hold the last OpenCLIP layer, which diffusers drops
+/// (SD 2 conditions on the penultimate layer).
+pub fn single_file_params(
     variant: Variant,
-    dtype: StoredDType,
-) -> Result<(), WeightsError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dir(parent)?;
-    }
-    let (clip, unet, vae) = test_configs(variant);
-    let mut fused = Fused::default();
-    let mut clip_list = clip_params(&clip);
+    clip: &ClipTextConfig,
+    unet: &UNetConfig,
+    vae: &VaeConfig,
+) -> Vec<(String, Vec<usize>, sf::Source)> {
+    let mut clip_list = clip_params(clip);
     if variant == Variant::Sd2 {
-        // Real SD 2 files hold the OpenCLIP layer that diffusers drops (it uses the penultimate).
         let deeper = ClipTextConfig {
             num_hidden_layers: clip.num_hidden_layers + 1,
             ..clip.clone()
@@ -227,14 +225,34 @@ fn write_single_file(
                 .filter(|(n, _)| !known.contains(n)),
         );
     }
-    for (name, shape) in &clip_list {
-        fused.add(name, shape, sf::clip_source(name, shape, variant));
+    let mut out = Vec::new();
+    for (name, shape) in clip_list {
+        let source = sf::clip_source(&name, &shape, variant);
+        out.push((name, shape, source));
     }
-    for (name, shape) in &unet_params(&unet) {
-        fused.add(name, shape, sf::unet_full_source(name, shape, &unet));
+    for (name, shape) in unet_params(unet) {
+        let source = sf::unet_full_source(&name, &shape, unet);
+        out.push((name, shape, source));
     }
-    for (name, shape) in &vae_params(&vae) {
-        fused.add(name, shape, sf::vae_full_source(name, shape, &vae));
+    for (name, shape) in vae_params(vae) {
+        let source = sf::vae_full_source(&name, &shape, vae);
+        out.push((name, shape, source));
+    }
+    out
+}
+
+fn write_single_file(
+    path: &Path,
+    variant: Variant,
+    dtype: StoredDType,
+) -> Result<(), WeightsError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir(parent)?;
+    }
+    let (clip, unet, vae) = test_configs(variant);
+    let mut fused = Fused::default();
+    for (name, shape, source) in single_file_params(variant, &clip, &unet, &vae) {
+        fused.add(&name, &shape, source);
     }
     let out: Vec<OwnedTensor> = fused
         .0
