@@ -1,1 +1,25 @@
 //! Checkpoint loading: safetensors through mmap, diffusers folders and single-file checkpoints.
+//!
+//! [`Checkpoint::open`] reads only headers and configs; every tensor is a [`RawTensor`] whose
+//! bytes stay inside the file's memory map. Tensors are always named as in diffusers /
+//! transformers (`text_model.encoder.layers.0.self_attn.q_proj.weight`, `down_blocks.0...`);
+//! single files are translated on open (OpenCLIP's fused q/k/v split by row ranges, the VAE's
+//! 1×1-conv attention projections reshaped to linear), both without copying.
+
+mod checkpoint;
+pub mod config;
+mod diffusers;
+mod error;
+mod file;
+pub mod infer;
+pub mod params;
+pub mod single_file;
+mod validate;
+mod write;
+
+pub use checkpoint::{CONFIG_METADATA_KEY, Checkpoint, Layout, Variant, WeightSet};
+pub use config::{ClipTextConfig, HiddenAct, PerBlock, SchedulerConfig, UNetConfig, VaeConfig};
+pub use error::WeightsError;
+pub use file::{MappedBytes, RawTensor, SafetensorsFile, StoredDType};
+pub use params::{Param, clip_params, unet_params, vae_params};
+pub use write::{OwnedTensor, write_safetensors};

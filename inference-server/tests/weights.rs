@@ -1,0 +1,636 @@
+//! Checkpoint loading: both layouts of the tiny test models, zero-copy mapping, and the errors
+//! for truncated files, wrong shapes, missing tensors and bad configs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use inference_server::model::testmodel::{single_file_params, test_configs, write_test_model};
+use inference_server::model::tokenizer::{SD1_PAD_ID, SD2_PAD_ID, Tokenizer};
+use inference_server::model::weights::{
+    Checkpoint, ClipTextConfig, HiddenAct, Layout, OwnedTensor, Param, PerBlock, SafetensorsFile,
+    SchedulerConfig, StoredDType, UNetConfig, VaeConfig, Variant, WeightSet, WeightsError,
+    clip_params, unet_params, vae_params, write_safetensors,
+};
+
+fn write(dir: &Path, name: &str, variant: Variant, layout: Layout, dtype: StoredDType) -> PathBuf {
+    write_test_model(&dir.join(name), variant, layout, dtype).expect("test model is written")
+}
+
+fn open(path: &Path) -> Checkpoint {
+    Checkpoint::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn assert_same(a: &WeightSet, b: &WeightSet, params: &[Param]) {
+    let names_a: Vec<&str> = a.names().collect();
+    let names_b: Vec<&str> = b.names().collect();
+    assert_eq!(names_a, names_b);
+    let mut expected: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(names_a, expected);
+    a.check(params).expect("folder has every parameter");
+    b.check(params).expect("single file has every parameter");
+    for (name, shape) in params {
+        let (ta, tb) = (
+            a.get(name, shape).expect("present"),
+            b.get(name, shape).expect("present"),
+        );
+        assert_eq!(ta.dtype, tb.dtype, "{name}");
+        assert!(
+            ta.bytes() == tb.bytes(),
+            "{name}: bytes differ between layouts"
+        );
+    }
+}
+
+fn both_layouts_identical(variant: Variant, dtype: StoredDType) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = open(&write(
+        dir.path(),
+        "folder",
+        variant,
+        Layout::Diffusers,
+        dtype,
+    ));
+    let single = open(&write(
+        dir.path(),
+        "model.safetensors",
+        variant,
+        Layout::SingleFile,
+        dtype,
+    ));
+    assert_eq!((folder.variant, single.variant), (variant, variant));
+    assert_eq!(
+        (folder.layout, single.layout),
+        (Layout::Diffusers, Layout::SingleFile)
+    );
+    assert!(folder.tokenizer_dir.as_deref().is_some_and(Path::is_dir));
+    assert_eq!(single.tokenizer_dir, None);
+    assert_eq!(folder.scheduler, SchedulerConfig::default());
+    assert_eq!(single.scheduler, SchedulerConfig::default());
+    let (clip, unet, vae) = test_configs(variant);
+    assert_eq!(folder.text_encoder.0, clip);
+    assert_eq!(single.text_encoder.0, clip);
+    assert_eq!((&folder.unet.0, &single.unet.0), (&unet, &unet));
+    assert_eq!((&folder.vae.0, &single.vae.0), (&vae, &vae));
+    assert_same(
+        &folder.text_encoder.1,
+        &single.text_encoder.1,
+        &clip_params(&clip),
+    );
+    assert_same(&folder.unet.1, &single.unet.1, &unet_params(&unet));
+    assert_same(&folder.vae.1, &single.vae.1, &vae_params(&vae));
+}
+
+#[test]
+fn sd1_f32_layouts_load_identical_tensors() {
+    both_layouts_identical(Variant::Sd1, StoredDType::F32);
+}
+
+#[test]
+fn sd2_f32_layouts_load_identical_tensors() {
+    both_layouts_identical(Variant::Sd2, StoredDType::F32);
+}
+
+#[test]
+fn sd2_f16_layouts_load_identical_tensors() {
+    both_layouts_identical(Variant::Sd2, StoredDType::F16);
+}
+
+#[test]
+fn f16_tensors_are_borrowed_from_the_mapping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let single = open(&write(
+        dir.path(),
+        "m.safetensors",
+        Variant::Sd2,
+        Layout::SingleFile,
+        StoredDType::F16,
+    ));
+    let set = &single.text_encoder.1;
+    let mut starts = Vec::new();
+    for proj in ["q_proj", "k_proj", "v_proj"] {
+        let t = set
+            .get(
+                &format!("text_model.encoder.layers.1.self_attn.{proj}.weight"),
+                &[32, 32],
+            )
+            .expect("split");
+        assert_eq!(t.dtype, StoredDType::F16);
+        let map = t.data.mapping();
+        let (base, ptr) = (map.as_ptr() as usize, t.bytes().as_ptr() as usize);
+        assert!(
+            ptr >= base && ptr + t.bytes().len() <= base + map.len(),
+            "{proj} lies outside the mmap"
+        );
+        assert_eq!(ptr - base, t.data.range().start);
+        starts.push(t.data.range().start);
+    }
+    assert_eq!(
+        starts[1] - starts[0],
+        32 * 32 * 2,
+        "q, k, v are consecutive rows of in_proj_weight"
+    );
+    assert_eq!(starts[2] - starts[1], 32 * 32 * 2);
+    let attn = single
+        .vae
+        .1
+        .get("decoder.mid_block.attentions.0.to_q.weight", &[64, 64])
+        .expect("reshaped 1x1 conv");
+    let conv = SafetensorsFile::open(&single.path)
+        .expect("opens")
+        .tensor("first_stage_model.decoder.mid.attn_1.q.weight");
+    let conv = conv.expect("present");
+    assert_eq!(conv.shape, vec![64, 64, 1, 1]);
+    assert_eq!(
+        attn.data.range(),
+        conv.data.range(),
+        "the reshape keeps the same bytes"
+    );
+}
+
+#[test]
+fn truncated_file_names_the_first_tensor_that_does_not_fit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "m.safetensors",
+        Variant::Sd1,
+        Layout::SingleFile,
+        StoredDType::F16,
+    );
+    let file = SafetensorsFile::open(&path).expect("opens");
+    let mut by_offset: Vec<(usize, String)> = file
+        .names()
+        .map(|n| {
+            (
+                file.tensor(n).expect("f16").data.range().start,
+                n.to_string(),
+            )
+        })
+        .collect();
+    by_offset.sort();
+    let (cut_at, victim) = by_offset[by_offset.len() / 2].clone();
+    drop(file);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open for truncation");
+    f.set_len(cut_at as u64 + 1).expect("truncate");
+    for err in [
+        SafetensorsFile::open(&path).expect_err("truncated"),
+        Checkpoint::open(&path).expect_err("truncated"),
+    ] {
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, WeightsError::Truncated { tensor, .. } if *tensor == victim),
+            "{msg}"
+        );
+        assert!(msg.contains(&victim), "{msg}");
+    }
+}
+
+/// Rewrites a safetensors file through `edit` (tensors in file order, metadata).
+fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<OwnedTensor>, &mut BTreeMap<String, String>)) {
+    let file = SafetensorsFile::open(path).expect("opens");
+    let mut tensors: Vec<OwnedTensor> = file
+        .names()
+        .map(|n| {
+            let t = file.tensor(n).expect("supported dtype");
+            OwnedTensor {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                data: t.bytes().to_vec(),
+            }
+        })
+        .collect();
+    let mut metadata = file.metadata().clone();
+    drop(file);
+    edit(&mut tensors, &mut metadata);
+    write_safetensors(path, &tensors, &metadata).expect("rewritten");
+}
+
+#[test]
+fn wrong_shape_and_missing_tensor_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = write(
+        dir.path(),
+        "folder",
+        Variant::Sd1,
+        Layout::Diffusers,
+        StoredDType::F32,
+    );
+    let weights = root.join("text_encoder/model.safetensors");
+    rewrite(&weights, |tensors, _| {
+        tensors.retain(|t| t.name != "text_model.final_layer_norm.weight");
+        let t = tensors
+            .iter_mut()
+            .find(|t| t.name == "text_model.encoder.layers.1.mlp.fc1.weight")
+            .expect("fc1");
+        t.shape = vec![t.shape[1], t.shape[0]];
+    });
+    let ckpt = open(&root);
+    let set = &ckpt.text_encoder.1;
+    let err = set
+        .get("text_model.encoder.layers.1.mlp.fc1.weight", &[37, 32])
+        .expect_err("transposed");
+    let msg = err.to_string();
+    assert!(matches!(err, WeightsError::Shape { .. }), "{msg}");
+    assert!(
+        msg.contains("text_model.encoder.layers.1.mlp.fc1.weight")
+            && msg.contains("[32, 37]")
+            && msg.contains("[37, 32]"),
+        "{msg}"
+    );
+    let err = set
+        .get("text_model.final_layer_norm.weight", &[32])
+        .expect_err("dropped");
+    let msg = err.to_string();
+    assert!(matches!(err, WeightsError::Missing { .. }), "{msg}");
+    assert!(
+        msg.contains("text_model.final_layer_norm.weight") && msg.contains("[32]"),
+        "{msg}"
+    );
+    let err = set
+        .check(&clip_params(&ckpt.text_encoder.0))
+        .expect_err("incomplete");
+    assert!(
+        matches!(
+            err,
+            WeightsError::Shape { .. } | WeightsError::Missing { .. }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn single_file_configs_follow_sd_rules_without_metadata() {
+    for variant in [Variant::Sd1, Variant::Sd2] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(
+            dir.path(),
+            "m.safetensors",
+            variant,
+            Layout::SingleFile,
+            StoredDType::F16,
+        );
+        rewrite(&path, |_, metadata| {
+            metadata.clear();
+        });
+        let ckpt = open(&path);
+        let (mut clip, mut unet, mut vae) = test_configs(variant);
+        // What shapes cannot tell comes from the SD rules: 64-wide heads, 32 groups (or the
+        // largest divisor of every width), SD's sample sizes.
+        clip.num_attention_heads = 1;
+        unet.attention_head_dim = match variant {
+            Variant::Sd1 => PerBlock::All(8),
+            Variant::Sd2 => PerBlock::Each(vec![1, 1]),
+        };
+        unet.norm_num_groups = 32;
+        let vae_groups = if variant == Variant::Sd1 { 16 } else { 32 };
+        unet.sample_size = Some(if variant == Variant::Sd1 { 64 } else { 96 });
+        vae.norm_num_groups = vae_groups;
+        vae.sample_size = if variant == Variant::Sd1 { 512 } else { 768 };
+        assert_eq!(ckpt.text_encoder.0, clip);
+        assert_eq!(ckpt.unet.0, unet);
+        assert_eq!(ckpt.vae.0, vae);
+        ckpt.unet
+            .1
+            .check(&unet_params(&unet))
+            .expect("all UNet tensors found");
+        ckpt.vae
+            .1
+            .check(&vae_params(&vae))
+            .expect("all VAE tensors found");
+        ckpt.text_encoder
+            .1
+            .check(&clip_params(&clip))
+            .expect("all CLIP tensors found");
+    }
+}
+
+fn edit_json(path: &Path, key: &str, value: serde_json::Value) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+    v[key] = value;
+    std::fs::write(path, v.to_string()).expect("write");
+}
+
+#[test]
+fn bad_config_fields_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = write(
+        dir.path(),
+        "folder",
+        Variant::Sd2,
+        Layout::Diffusers,
+        StoredDType::F16,
+    );
+    let cases = [
+        (
+            "unet/config.json",
+            "norm_num_groups",
+            serde_json::json!("eight"),
+        ),
+        (
+            "unet/config.json",
+            "block_out_channels",
+            serde_json::json!([32, 60]),
+        ),
+        (
+            "unet/config.json",
+            "attention_head_dim",
+            serde_json::json!([2, 4, 8]),
+        ),
+        (
+            "text_encoder/config.json",
+            "hidden_act",
+            serde_json::json!("relu"),
+        ),
+        (
+            "text_encoder/config.json",
+            "num_attention_heads",
+            serde_json::json!(5),
+        ),
+        (
+            "vae/config.json",
+            "down_block_types",
+            serde_json::json!(["DownEncoderBlock2D"]),
+        ),
+    ];
+    for (file, field, value) in cases {
+        let path = root.join(file);
+        let original = std::fs::read_to_string(&path).expect("read");
+        edit_json(&path, field, value);
+        let err = Checkpoint::open(&root).expect_err("bad config");
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, WeightsError::Config { field: f, .. } if f == field),
+            "{file} {field}: {msg}"
+        );
+        assert!(msg.contains(field) && msg.contains(file), "{msg}");
+        std::fs::write(&path, original).expect("restore");
+    }
+    open(&root);
+}
+
+#[test]
+fn malformed_headers_and_unsupported_dtypes_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("x.safetensors");
+    std::fs::write(&path, b"\x04\x00\x00\x00\x00\x00\x00\x00{{{{").expect("write");
+    assert!(matches!(
+        SafetensorsFile::open(&path),
+        Err(WeightsError::Header { .. })
+    ));
+    std::fs::write(&path, b"abc").expect("write");
+    assert!(matches!(
+        SafetensorsFile::open(&path),
+        Err(WeightsError::Header { .. })
+    ));
+    let header = br#"{"ids":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0; 16]);
+    std::fs::write(&path, &bytes).expect("write");
+    let file = SafetensorsFile::open(&path).expect("valid file");
+    let err = file.tensor("ids").expect_err("I64 is not loadable");
+    assert!(
+        matches!(err, WeightsError::DType { .. }) && err.to_string().contains("ids"),
+        "{err}"
+    );
+    assert!(matches!(
+        Checkpoint::open(dir.path()),
+        Err(WeightsError::Layout { .. })
+    ));
+}
+
+#[test]
+fn golden_input_ids_match_the_builtin_tokenizer() {
+    let goldens = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens");
+    for (variant, pad) in [("sd1", SD1_PAD_ID), ("sd2", SD2_PAD_ID)] {
+        let bytes =
+            std::fs::read(goldens.join(format!("clip_{variant}_f32.safetensors"))).expect("golden");
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("header");
+        let prompts: Vec<String> =
+            serde_json::from_str(&meta.metadata().as_ref().expect("metadata")["prompts"])
+                .expect("prompts");
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden");
+        let ids = st.tensor("input_ids").expect("input_ids");
+        let ids: Vec<i64> = ids
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        for (p, prompt) in prompts.iter().enumerate() {
+            let ours: Vec<i64> = Tokenizer::builtin()
+                .encode_padded(prompt, pad)
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            assert_eq!(
+                ours,
+                ids[p * 77..(p + 1) * 77],
+                "{variant} prompt {prompt:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sd1_bf16_layouts_load_identical_tensors() {
+    both_layouts_identical(Variant::Sd1, StoredDType::BF16);
+}
+
+#[test]
+fn sharded_weights_and_fp16_variant_names_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = write(
+        dir.path(),
+        "folder",
+        Variant::Sd1,
+        Layout::Diffusers,
+        StoredDType::F16,
+    );
+    let before = open(&root);
+    let unet = root.join("unet/diffusion_pytorch_model.safetensors");
+    let file = SafetensorsFile::open(&unet).expect("opens");
+    let tensors: Vec<OwnedTensor> = file
+        .names()
+        .map(|n| {
+            let t = file.tensor(n).expect("f16");
+            OwnedTensor {
+                name: t.name.clone(),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                data: t.bytes().to_vec(),
+            }
+        })
+        .collect();
+    drop(file);
+    std::fs::remove_file(&unet).expect("remove");
+    let (a, b) = tensors.split_at(tensors.len() / 2);
+    let none = BTreeMap::new();
+    let mut weight_map = serde_json::Map::new();
+    for (part, shard) in [
+        (a, "diffusion_pytorch_model-00001-of-00002.safetensors"),
+        (b, "diffusion_pytorch_model-00002-of-00002.safetensors"),
+    ] {
+        write_safetensors(&root.join("unet").join(shard), part, &none).expect("shard");
+        for t in part {
+            weight_map.insert(t.name.clone(), serde_json::json!(shard));
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(
+        root.join("unet/diffusion_pytorch_model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .expect("index");
+    let te = root.join("text_encoder");
+    std::fs::rename(
+        te.join("model.safetensors"),
+        te.join("model.fp16.safetensors"),
+    )
+    .expect("rename");
+    let after = open(&root);
+    let (_, unet_config, _) = test_configs(Variant::Sd1);
+    assert_same(&before.unet.1, &after.unet.1, &unet_params(&unet_config));
+    assert_eq!(
+        before.text_encoder.1.names().count(),
+        after.text_encoder.1.names().count()
+    );
+}
+
+#[test]
+fn pickled_checkpoints_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("model.ckpt");
+    std::fs::write(&path, b"PK\x03\x04 not a safetensors file").expect("write");
+    let err = Checkpoint::open(&path).expect_err("pickle");
+    assert!(
+        matches!(err, WeightsError::Layout { .. }) && err.to_string().contains("pickled"),
+        "{err}"
+    );
+}
+
+/// Writes a single file holding only a header for `tensors` (name, dtype, shape) and a sparse
+/// zero-filled data section: full-size shapes at no disk cost.
+fn write_sparse(path: &Path, tensors: &[(String, &str, Vec<usize>)]) {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, dtype, shape) in tensors {
+        let size = match *dtype {
+            "F16" => 2,
+            "F32" => 4,
+            _ => 8,
+        };
+        let end = offset + size * shape.iter().product::<usize>();
+        let entry =
+            serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, end] });
+        header.insert(name.clone(), entry);
+        offset = end;
+    }
+    let text = serde_json::Value::Object(header).to_string();
+    let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(text.as_bytes());
+    std::fs::write(path, &bytes).expect("header");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("reopen");
+    file.set_len((bytes.len() + offset) as u64)
+        .expect("sparse data");
+}
+
+fn full_size_configs(variant: Variant) -> (ClipTextConfig, UNetConfig, VaeConfig) {
+    let sd2 = variant == Variant::Sd2;
+    let clip = ClipTextConfig {
+        hidden_size: if sd2 { 1024 } else { 768 },
+        intermediate_size: if sd2 { 4096 } else { 3072 },
+        num_hidden_layers: if sd2 { 23 } else { 12 },
+        num_attention_heads: if sd2 { 16 } else { 12 },
+        hidden_act: if sd2 {
+            HiddenAct::Gelu
+        } else {
+            HiddenAct::QuickGelu
+        },
+        pad_token_id: 1,
+        bos_token_id: 0,
+        eos_token_id: 2,
+        ..ClipTextConfig::default()
+    };
+    let unet = UNetConfig {
+        sample_size: Some(if sd2 { 96 } else { 64 }),
+        cross_attention_dim: if sd2 { 1024 } else { 768 },
+        attention_head_dim: if sd2 {
+            PerBlock::Each(vec![5, 10, 20, 20])
+        } else {
+            PerBlock::All(8)
+        },
+        use_linear_projection: sd2,
+        ..UNetConfig::default()
+    };
+    let vae = VaeConfig {
+        down_block_types: vec!["DownEncoderBlock2D".into(); 4],
+        up_block_types: vec!["UpDecoderBlock2D".into(); 4],
+        block_out_channels: vec![128, 256, 512, 512],
+        layers_per_block: 2,
+        sample_size: if sd2 { 768 } else { 512 },
+        ..VaeConfig::default()
+    };
+    (clip, unet, vae)
+}
+
+#[test]
+fn full_size_single_files_infer_the_published_sd_configs() {
+    for variant in [Variant::Sd1, Variant::Sd2] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (clip, unet, vae) = full_size_configs(variant);
+        let mut tensors: BTreeMap<String, (&str, Vec<usize>)> = BTreeMap::new();
+        for (_, _, source) in single_file_params(variant, &clip, &unet, &vae) {
+            tensors.insert(source.name, ("F16", source.shape));
+        }
+        // Entries real files carry that are not diffusers parameters.
+        let extras: &[(&str, &str, &[usize])] = match variant {
+            Variant::Sd1 => &[
+                (
+                    "cond_stage_model.transformer.text_model.embeddings.position_ids",
+                    "I64",
+                    &[1, 77],
+                ),
+                ("alphas_cumprod", "F32", &[1000]),
+                ("model_ema.decay", "F32", &[]),
+            ],
+            Variant::Sd2 => &[
+                (
+                    "cond_stage_model.model.text_projection",
+                    "F16",
+                    &[1024, 1024],
+                ),
+                ("cond_stage_model.model.logit_scale", "F32", &[]),
+            ],
+        };
+        for (name, dtype, shape) in extras {
+            tensors.insert(name.to_string(), (dtype, shape.to_vec()));
+        }
+        let list: Vec<(String, &str, Vec<usize>)> =
+            tensors.into_iter().map(|(n, (d, s))| (n, d, s)).collect();
+        let path = dir.path().join("full.safetensors");
+        write_sparse(&path, &list);
+        let ckpt = open(&path);
+        assert_eq!(ckpt.variant, variant);
+        assert_eq!(ckpt.text_encoder.0, clip, "{variant:?}");
+        assert_eq!(ckpt.unet.0, unet, "{variant:?}");
+        assert_eq!(ckpt.vae.0, vae, "{variant:?}");
+        ckpt.text_encoder
+            .1
+            .check(&clip_params(&clip))
+            .expect("CLIP complete");
+        ckpt.unet
+            .1
+            .check(&unet_params(&unet))
+            .expect("UNet complete");
+        ckpt.vae.1.check(&vae_params(&vae)).expect("VAE complete");
+    }
+}
