@@ -1,8 +1,10 @@
 //! The inference server: loads Stable Diffusion checkpoints and streams generations over the
 //! `sdserve.v1.Inference` gRPC service (contract in `proto/sdserve/v1/inference.proto`).
 //!
-//! Layers, bottom up: `engine` (tensors and ops on a run-time device), `model` (tokenizer,
+//! Layers, bottom up: `engine` (tensors and ops on a run-time device), `nn` (layers loaded
+//! from checkpoints), `model` (tokenizer,
 //! checkpoint loading, the networks). Samplers, the pipeline and the gRPC service follow.
 
 pub mod engine;
 pub mod model;
+pub mod nn;

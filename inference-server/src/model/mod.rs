@@ -1,6 +1,10 @@
 //! Stable Diffusion model components: everything needed to turn a checkpoint and a prompt into
 //! tensors: the CLIP tokenizer, checkpoint loading in both layouts, and the tiny test models.
 
+pub mod clip;
+mod error;
 pub mod testmodel;
 pub mod tokenizer;
 pub mod weights;
+
+pub use error::ModelError;

@@ -1,0 +1,24 @@
+//! The error every model component returns: a checkpoint that does not fit, an engine op that
+//! refused its inputs, or a caller's input that breaks a rule.
+
+use crate::engine::EngineError;
+use crate::model::weights::WeightsError;
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The checkpoint is missing a tensor, has one of the wrong shape, or cannot be read.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// A tensor op refused its inputs (a shape bug between layers, or an unavailable device).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// An input broke a rule of the model, e.g. more tokens than the text encoder has positions.
+    #[error("{field}: {rule}")]
+    Input {
+        /// The input at fault, named as the caller knows it.
+        field: &'static str,
+        /// The rule it broke.
+        rule: String,
+    },
+}
