@@ -7,6 +7,7 @@
 //! 1×1-conv attention projections reshaped to linear), both without copying.
 
 mod checkpoint;
+mod component;
 pub mod config;
 mod diffusers;
 mod error;
