@@ -306,6 +306,21 @@ fn bad_config_fields_are_named() {
         ),
         (
             "unet/config.json",
+            "transformer_layers_per_block",
+            serde_json::json!([1, 2]),
+        ),
+        (
+            "unet/config.json",
+            "addition_embed_type",
+            serde_json::json!("text_time"),
+        ),
+        (
+            "scheduler/scheduler_config.json",
+            "prediction_type",
+            serde_json::json!("x0"),
+        ),
+        (
+            "unet/config.json",
             "block_out_channels",
             serde_json::json!([32, 60]),
         ),
