@@ -506,3 +506,111 @@ fn full_size_single_files_infer_the_published_sd_configs() {
         ckpt.vae.1.check(&vae_params(&vae)).expect("VAE complete");
     }
 }
+
+#[test]
+fn original_names_of_full_size_parameters() {
+    use inference_server::model::weights::single_file::{clip_source, unet_source, vae_source};
+    let (_, unet, vae) = published_configs(Sd1);
+    let unet_cases = [
+        ("conv_in.weight", "input_blocks.0.0.weight"),
+        ("time_embedding.linear_2.bias", "time_embed.2.bias"),
+        (
+            "down_blocks.0.resnets.1.time_emb_proj.weight",
+            "input_blocks.2.0.emb_layers.1.weight",
+        ),
+        (
+            "down_blocks.0.downsamplers.0.conv.weight",
+            "input_blocks.3.0.op.weight",
+        ),
+        (
+            "down_blocks.1.attentions.0.proj_in.weight",
+            "input_blocks.4.1.proj_in.weight",
+        ),
+        (
+            "down_blocks.1.resnets.0.conv_shortcut.bias",
+            "input_blocks.4.0.skip_connection.bias",
+        ),
+        (
+            "down_blocks.3.resnets.1.conv2.weight",
+            "input_blocks.11.0.out_layers.3.weight",
+        ),
+        (
+            "mid_block.resnets.1.norm1.weight",
+            "middle_block.2.in_layers.0.weight",
+        ),
+        (
+            "up_blocks.0.upsamplers.0.conv.weight",
+            "output_blocks.2.1.conv.weight",
+        ),
+        (
+            "up_blocks.1.upsamplers.0.conv.weight",
+            "output_blocks.5.2.conv.weight",
+        ),
+        (
+            "up_blocks.3.attentions.2.proj_out.bias",
+            "output_blocks.11.1.proj_out.bias",
+        ),
+        ("conv_norm_out.weight", "out.0.weight"),
+    ];
+    for (diffusers, original) in unet_cases {
+        assert_eq!(unet_source(diffusers, &unet), original);
+    }
+    let vae_cases = [
+        (
+            "encoder.down_blocks.1.resnets.0.conv_shortcut.weight",
+            "encoder.down.1.block.0.nin_shortcut.weight",
+        ),
+        (
+            "encoder.down_blocks.0.downsamplers.0.conv.bias",
+            "encoder.down.0.downsample.conv.bias",
+        ),
+        (
+            "encoder.mid_block.attentions.0.to_out.0.weight",
+            "encoder.mid.attn_1.proj_out.weight",
+        ),
+        (
+            "decoder.mid_block.attentions.0.group_norm.bias",
+            "decoder.mid.attn_1.norm.bias",
+        ),
+        (
+            "decoder.up_blocks.0.resnets.2.norm1.weight",
+            "decoder.up.3.block.2.norm1.weight",
+        ),
+        (
+            "decoder.up_blocks.2.upsamplers.0.conv.weight",
+            "decoder.up.1.upsample.conv.weight",
+        ),
+        ("decoder.conv_norm_out.bias", "decoder.norm_out.bias"),
+    ];
+    for (diffusers, original) in vae_cases {
+        assert_eq!(vae_source(diffusers, &vae), original);
+    }
+    let v = clip_source(
+        "text_model.encoder.layers.22.self_attn.v_proj.bias",
+        &[1024],
+        Sd2,
+    );
+    assert_eq!(
+        v.name,
+        "cond_stage_model.model.transformer.resblocks.22.attn.in_proj_bias"
+    );
+    assert_eq!((v.rows, v.shape), (Some(2048..3072), vec![3072]));
+    let fc = clip_source(
+        "text_model.encoder.layers.0.mlp.fc2.weight",
+        &[1024, 4096],
+        Sd2,
+    );
+    assert_eq!(
+        fc.name,
+        "cond_stage_model.model.transformer.resblocks.0.mlp.c_proj.weight"
+    );
+    let pos = clip_source(
+        "text_model.embeddings.position_embedding.weight",
+        &[77, 768],
+        Sd1,
+    );
+    assert_eq!(
+        pos.name,
+        "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"
+    );
+}
