@@ -4,13 +4,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use inference_server::model::testmodel::{single_file_params, test_configs, write_test_model};
+use inference_server::model::testmodel::{
+    published_configs, test_configs, write_header_only_single_file, write_test_model,
+};
 use inference_server::model::tokenizer::{SD1_PAD_ID, SD2_PAD_ID, Tokenizer};
 use inference_server::model::weights::{
-    Checkpoint, ClipTextConfig, HiddenAct, Layout, OwnedTensor, Param, PerBlock, SafetensorsFile,
-    SchedulerConfig, StoredDType, UNetConfig, VaeConfig, Variant, WeightSet, WeightsError,
-    clip_params, unet_params, vae_params, write_safetensors,
+    Checkpoint, Layout, OwnedTensor, Param, PerBlock, SafetensorsFile, SchedulerConfig,
+    StoredDType, Variant, WeightSet, WeightsError, clip_params, unet_params, vae_params,
+    write_safetensors,
 };
+
+use Layout::{Diffusers, SingleFile};
+use StoredDType::{BF16, F16, F32};
+use Variant::{Sd1, Sd2};
 
 fn write(dir: &Path, name: &str, variant: Variant, layout: Layout, dtype: StoredDType) -> PathBuf {
     write_test_model(&dir.join(name), variant, layout, dtype).expect("test model is written")
@@ -44,25 +50,16 @@ fn assert_same(a: &WeightSet, b: &WeightSet, params: &[Param]) {
 
 fn both_layouts_identical(variant: Variant, dtype: StoredDType) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let folder = open(&write(
-        dir.path(),
-        "folder",
-        variant,
-        Layout::Diffusers,
-        dtype,
-    ));
+    let folder = open(&write(dir.path(), "folder", variant, Diffusers, dtype));
     let single = open(&write(
         dir.path(),
         "model.safetensors",
         variant,
-        Layout::SingleFile,
+        SingleFile,
         dtype,
     ));
     assert_eq!((folder.variant, single.variant), (variant, variant));
-    assert_eq!(
-        (folder.layout, single.layout),
-        (Layout::Diffusers, Layout::SingleFile)
-    );
+    assert_eq!((folder.layout, single.layout), (Diffusers, SingleFile));
     assert!(folder.tokenizer_dir.as_deref().is_some_and(Path::is_dir));
     assert_eq!(single.tokenizer_dir, None);
     assert_eq!(folder.scheduler, SchedulerConfig::default());
@@ -83,29 +80,23 @@ fn both_layouts_identical(variant: Variant, dtype: StoredDType) {
 
 #[test]
 fn sd1_f32_layouts_load_identical_tensors() {
-    both_layouts_identical(Variant::Sd1, StoredDType::F32);
+    both_layouts_identical(Sd1, F32);
 }
 
 #[test]
 fn sd2_f32_layouts_load_identical_tensors() {
-    both_layouts_identical(Variant::Sd2, StoredDType::F32);
+    both_layouts_identical(Sd2, F32);
 }
 
 #[test]
 fn sd2_f16_layouts_load_identical_tensors() {
-    both_layouts_identical(Variant::Sd2, StoredDType::F16);
+    both_layouts_identical(Sd2, F16);
 }
 
 #[test]
 fn f16_tensors_are_borrowed_from_the_mapping() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let single = open(&write(
-        dir.path(),
-        "m.safetensors",
-        Variant::Sd2,
-        Layout::SingleFile,
-        StoredDType::F16,
-    ));
+    let single = open(&write(dir.path(), "m.safetensors", Sd2, SingleFile, F16));
     let set = &single.text_encoder.1;
     let mut starts = Vec::new();
     for proj in ["q_proj", "k_proj", "v_proj"] {
@@ -115,7 +106,7 @@ fn f16_tensors_are_borrowed_from_the_mapping() {
                 &[32, 32],
             )
             .expect("split");
-        assert_eq!(t.dtype, StoredDType::F16);
+        assert_eq!(t.dtype, F16);
         let map = t.data.mapping();
         let (base, ptr) = (map.as_ptr() as usize, t.bytes().as_ptr() as usize);
         assert!(
@@ -151,13 +142,7 @@ fn f16_tensors_are_borrowed_from_the_mapping() {
 #[test]
 fn truncated_file_names_the_first_tensor_that_does_not_fit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write(
-        dir.path(),
-        "m.safetensors",
-        Variant::Sd1,
-        Layout::SingleFile,
-        StoredDType::F16,
-    );
+    let path = write(dir.path(), "m.safetensors", Sd1, SingleFile, F16);
     let file = SafetensorsFile::open(&path).expect("opens");
     let mut by_offset: Vec<(usize, String)> = file
         .names()
@@ -189,23 +174,28 @@ fn truncated_file_names_the_first_tensor_that_does_not_fit() {
     }
 }
 
-/// Rewrites a safetensors file through `edit` (tensors in file order, metadata).
-fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<OwnedTensor>, &mut BTreeMap<String, String>)) {
+/// Every tensor of a safetensors file (copied) and its metadata.
+fn read_all(path: &Path) -> (Vec<OwnedTensor>, BTreeMap<String, String>) {
     let file = SafetensorsFile::open(path).expect("opens");
-    let mut tensors: Vec<OwnedTensor> = file
+    let tensors = file
         .names()
         .map(|n| {
             let t = file.tensor(n).expect("supported dtype");
+            let data = t.bytes().to_vec();
             OwnedTensor {
-                name: t.name.clone(),
+                name: t.name,
                 dtype: t.dtype,
-                shape: t.shape.clone(),
-                data: t.bytes().to_vec(),
+                shape: t.shape,
+                data,
             }
         })
         .collect();
-    let mut metadata = file.metadata().clone();
-    drop(file);
+    (tensors, file.metadata().clone())
+}
+
+/// Rewrites a safetensors file through `edit` (tensors in name order, metadata).
+fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<OwnedTensor>, &mut BTreeMap<String, String>)) {
+    let (mut tensors, mut metadata) = read_all(path);
     edit(&mut tensors, &mut metadata);
     write_safetensors(path, &tensors, &metadata).expect("rewritten");
 }
@@ -213,13 +203,7 @@ fn rewrite(path: &Path, edit: impl FnOnce(&mut Vec<OwnedTensor>, &mut BTreeMap<S
 #[test]
 fn wrong_shape_and_missing_tensor_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = write(
-        dir.path(),
-        "folder",
-        Variant::Sd1,
-        Layout::Diffusers,
-        StoredDType::F32,
-    );
+    let root = write(dir.path(), "folder", Sd1, Diffusers, F32);
     let weights = root.join("text_encoder/model.safetensors");
     rewrite(&weights, |tensors, _| {
         tensors.retain(|t| t.name != "text_model.final_layer_norm.weight");
@@ -265,15 +249,9 @@ fn wrong_shape_and_missing_tensor_are_named() {
 
 #[test]
 fn single_file_configs_follow_sd_rules_without_metadata() {
-    for variant in [Variant::Sd1, Variant::Sd2] {
+    for variant in [Sd1, Sd2] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = write(
-            dir.path(),
-            "m.safetensors",
-            variant,
-            Layout::SingleFile,
-            StoredDType::F16,
-        );
+        let path = write(dir.path(), "m.safetensors", variant, SingleFile, F16);
         rewrite(&path, |_, metadata| {
             metadata.clear();
         });
@@ -283,14 +261,14 @@ fn single_file_configs_follow_sd_rules_without_metadata() {
         // largest divisor of every width), SD's sample sizes.
         clip.num_attention_heads = 1;
         unet.attention_head_dim = match variant {
-            Variant::Sd1 => PerBlock::All(8),
-            Variant::Sd2 => PerBlock::Each(vec![1, 1]),
+            Sd1 => PerBlock::All(8),
+            Sd2 => PerBlock::Each(vec![1, 1]),
         };
         unet.norm_num_groups = 32;
-        let vae_groups = if variant == Variant::Sd1 { 16 } else { 32 };
-        unet.sample_size = Some(if variant == Variant::Sd1 { 64 } else { 96 });
+        let vae_groups = if variant == Sd1 { 16 } else { 32 };
+        unet.sample_size = Some(if variant == Sd1 { 64 } else { 96 });
         vae.norm_num_groups = vae_groups;
-        vae.sample_size = if variant == Variant::Sd1 { 512 } else { 768 };
+        vae.sample_size = if variant == Sd1 { 512 } else { 768 };
         assert_eq!(ckpt.text_encoder.0, clip);
         assert_eq!(ckpt.unet.0, unet);
         assert_eq!(ckpt.vae.0, vae);
@@ -319,18 +297,27 @@ fn edit_json(path: &Path, key: &str, value: serde_json::Value) {
 #[test]
 fn bad_config_fields_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = write(
-        dir.path(),
-        "folder",
-        Variant::Sd2,
-        Layout::Diffusers,
-        StoredDType::F16,
-    );
+    let root = write(dir.path(), "folder", Sd2, Diffusers, F16);
     let cases = [
         (
             "unet/config.json",
             "norm_num_groups",
             serde_json::json!("eight"),
+        ),
+        (
+            "unet/config.json",
+            "transformer_layers_per_block",
+            serde_json::json!([1, 2]),
+        ),
+        (
+            "unet/config.json",
+            "addition_embed_type",
+            serde_json::json!("text_time"),
+        ),
+        (
+            "scheduler/scheduler_config.json",
+            "prediction_type",
+            serde_json::json!("x0"),
         ),
         (
             "unet/config.json",
@@ -439,35 +426,16 @@ fn golden_input_ids_match_the_builtin_tokenizer() {
 
 #[test]
 fn sd1_bf16_layouts_load_identical_tensors() {
-    both_layouts_identical(Variant::Sd1, StoredDType::BF16);
+    both_layouts_identical(Sd1, BF16);
 }
 
 #[test]
 fn sharded_weights_and_fp16_variant_names_load() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let root = write(
-        dir.path(),
-        "folder",
-        Variant::Sd1,
-        Layout::Diffusers,
-        StoredDType::F16,
-    );
+    let root = write(dir.path(), "folder", Sd1, Diffusers, F16);
     let before = open(&root);
     let unet = root.join("unet/diffusion_pytorch_model.safetensors");
-    let file = SafetensorsFile::open(&unet).expect("opens");
-    let tensors: Vec<OwnedTensor> = file
-        .names()
-        .map(|n| {
-            let t = file.tensor(n).expect("f16");
-            OwnedTensor {
-                name: t.name.clone(),
-                dtype: t.dtype,
-                shape: t.shape.clone(),
-                data: t.bytes().to_vec(),
-            }
-        })
-        .collect();
-    drop(file);
+    let (tensors, _) = read_all(&unet);
     std::fs::remove_file(&unet).expect("remove");
     let (a, b) = tensors.split_at(tensors.len() / 2);
     let none = BTreeMap::new();
@@ -494,7 +462,7 @@ fn sharded_weights_and_fp16_variant_names_load() {
     )
     .expect("rename");
     let after = open(&root);
-    let (_, unet_config, _) = test_configs(Variant::Sd1);
+    let (_, unet_config, _) = test_configs(Sd1);
     assert_same(&before.unet.1, &after.unet.1, &unet_params(&unet_config));
     assert_eq!(
         before.text_encoder.1.names().count(),
@@ -514,111 +482,15 @@ fn pickled_checkpoints_are_refused() {
     );
 }
 
-/// Writes a single file holding only a header for `tensors` (name, dtype, shape) and a sparse
-/// zero-filled data section: full-size shapes at no disk cost.
-fn write_sparse(path: &Path, tensors: &[(String, &str, Vec<usize>)]) {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, dtype, shape) in tensors {
-        let size = match *dtype {
-            "F16" => 2,
-            "F32" => 4,
-            _ => 8,
-        };
-        let end = offset + size * shape.iter().product::<usize>();
-        let entry =
-            serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, end] });
-        header.insert(name.clone(), entry);
-        offset = end;
-    }
-    let text = serde_json::Value::Object(header).to_string();
-    let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(text.as_bytes());
-    std::fs::write(path, &bytes).expect("header");
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .expect("reopen");
-    file.set_len((bytes.len() + offset) as u64)
-        .expect("sparse data");
-}
-
-fn full_size_configs(variant: Variant) -> (ClipTextConfig, UNetConfig, VaeConfig) {
-    let sd2 = variant == Variant::Sd2;
-    let clip = ClipTextConfig {
-        hidden_size: if sd2 { 1024 } else { 768 },
-        intermediate_size: if sd2 { 4096 } else { 3072 },
-        num_hidden_layers: if sd2 { 23 } else { 12 },
-        num_attention_heads: if sd2 { 16 } else { 12 },
-        hidden_act: if sd2 {
-            HiddenAct::Gelu
-        } else {
-            HiddenAct::QuickGelu
-        },
-        pad_token_id: 1,
-        bos_token_id: 0,
-        eos_token_id: 2,
-        ..ClipTextConfig::default()
-    };
-    let unet = UNetConfig {
-        sample_size: Some(if sd2 { 96 } else { 64 }),
-        cross_attention_dim: if sd2 { 1024 } else { 768 },
-        attention_head_dim: if sd2 {
-            PerBlock::Each(vec![5, 10, 20, 20])
-        } else {
-            PerBlock::All(8)
-        },
-        use_linear_projection: sd2,
-        ..UNetConfig::default()
-    };
-    let vae = VaeConfig {
-        down_block_types: vec!["DownEncoderBlock2D".into(); 4],
-        up_block_types: vec!["UpDecoderBlock2D".into(); 4],
-        block_out_channels: vec![128, 256, 512, 512],
-        layers_per_block: 2,
-        sample_size: if sd2 { 768 } else { 512 },
-        ..VaeConfig::default()
-    };
-    (clip, unet, vae)
-}
-
 #[test]
 fn full_size_single_files_infer_the_published_sd_configs() {
-    for variant in [Variant::Sd1, Variant::Sd2] {
+    for variant in [Sd1, Sd2] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (clip, unet, vae) = full_size_configs(variant);
-        let mut tensors: BTreeMap<String, (&str, Vec<usize>)> = BTreeMap::new();
-        for (_, _, source) in single_file_params(variant, &clip, &unet, &vae) {
-            tensors.insert(source.name, ("F16", source.shape));
-        }
-        // Entries real files carry that are not diffusers parameters.
-        let extras: &[(&str, &str, &[usize])] = match variant {
-            Variant::Sd1 => &[
-                (
-                    "cond_stage_model.transformer.text_model.embeddings.position_ids",
-                    "I64",
-                    &[1, 77],
-                ),
-                ("alphas_cumprod", "F32", &[1000]),
-                ("model_ema.decay", "F32", &[]),
-            ],
-            Variant::Sd2 => &[
-                (
-                    "cond_stage_model.model.text_projection",
-                    "F16",
-                    &[1024, 1024],
-                ),
-                ("cond_stage_model.model.logit_scale", "F32", &[]),
-            ],
-        };
-        for (name, dtype, shape) in extras {
-            tensors.insert(name.to_string(), (dtype, shape.to_vec()));
-        }
-        let list: Vec<(String, &str, Vec<usize>)> =
-            tensors.into_iter().map(|(n, (d, s))| (n, d, s)).collect();
+        let configs = published_configs(variant);
         let path = dir.path().join("full.safetensors");
-        write_sparse(&path, &list);
+        write_header_only_single_file(&path, variant, &configs, F16).expect("written");
         let ckpt = open(&path);
+        let (clip, unet, vae) = configs;
         assert_eq!(ckpt.variant, variant);
         assert_eq!(ckpt.text_encoder.0, clip, "{variant:?}");
         assert_eq!(ckpt.unet.0, unet, "{variant:?}");
@@ -633,4 +505,112 @@ fn full_size_single_files_infer_the_published_sd_configs() {
             .expect("UNet complete");
         ckpt.vae.1.check(&vae_params(&vae)).expect("VAE complete");
     }
+}
+
+#[test]
+fn original_names_of_full_size_parameters() {
+    use inference_server::model::weights::single_file::{clip_source, unet_source, vae_source};
+    let (_, unet, vae) = published_configs(Sd1);
+    let unet_cases = [
+        ("conv_in.weight", "input_blocks.0.0.weight"),
+        ("time_embedding.linear_2.bias", "time_embed.2.bias"),
+        (
+            "down_blocks.0.resnets.1.time_emb_proj.weight",
+            "input_blocks.2.0.emb_layers.1.weight",
+        ),
+        (
+            "down_blocks.0.downsamplers.0.conv.weight",
+            "input_blocks.3.0.op.weight",
+        ),
+        (
+            "down_blocks.1.attentions.0.proj_in.weight",
+            "input_blocks.4.1.proj_in.weight",
+        ),
+        (
+            "down_blocks.1.resnets.0.conv_shortcut.bias",
+            "input_blocks.4.0.skip_connection.bias",
+        ),
+        (
+            "down_blocks.3.resnets.1.conv2.weight",
+            "input_blocks.11.0.out_layers.3.weight",
+        ),
+        (
+            "mid_block.resnets.1.norm1.weight",
+            "middle_block.2.in_layers.0.weight",
+        ),
+        (
+            "up_blocks.0.upsamplers.0.conv.weight",
+            "output_blocks.2.1.conv.weight",
+        ),
+        (
+            "up_blocks.1.upsamplers.0.conv.weight",
+            "output_blocks.5.2.conv.weight",
+        ),
+        (
+            "up_blocks.3.attentions.2.proj_out.bias",
+            "output_blocks.11.1.proj_out.bias",
+        ),
+        ("conv_norm_out.weight", "out.0.weight"),
+    ];
+    for (diffusers, original) in unet_cases {
+        assert_eq!(unet_source(diffusers, &unet), original);
+    }
+    let vae_cases = [
+        (
+            "encoder.down_blocks.1.resnets.0.conv_shortcut.weight",
+            "encoder.down.1.block.0.nin_shortcut.weight",
+        ),
+        (
+            "encoder.down_blocks.0.downsamplers.0.conv.bias",
+            "encoder.down.0.downsample.conv.bias",
+        ),
+        (
+            "encoder.mid_block.attentions.0.to_out.0.weight",
+            "encoder.mid.attn_1.proj_out.weight",
+        ),
+        (
+            "decoder.mid_block.attentions.0.group_norm.bias",
+            "decoder.mid.attn_1.norm.bias",
+        ),
+        (
+            "decoder.up_blocks.0.resnets.2.norm1.weight",
+            "decoder.up.3.block.2.norm1.weight",
+        ),
+        (
+            "decoder.up_blocks.2.upsamplers.0.conv.weight",
+            "decoder.up.1.upsample.conv.weight",
+        ),
+        ("decoder.conv_norm_out.bias", "decoder.norm_out.bias"),
+    ];
+    for (diffusers, original) in vae_cases {
+        assert_eq!(vae_source(diffusers, &vae), original);
+    }
+    let v = clip_source(
+        "text_model.encoder.layers.22.self_attn.v_proj.bias",
+        &[1024],
+        Sd2,
+    );
+    assert_eq!(
+        v.name,
+        "cond_stage_model.model.transformer.resblocks.22.attn.in_proj_bias"
+    );
+    assert_eq!((v.rows, v.shape), (Some(2048..3072), vec![3072]));
+    let fc = clip_source(
+        "text_model.encoder.layers.0.mlp.fc2.weight",
+        &[1024, 4096],
+        Sd2,
+    );
+    assert_eq!(
+        fc.name,
+        "cond_stage_model.model.transformer.resblocks.0.mlp.c_proj.weight"
+    );
+    let pos = clip_source(
+        "text_model.embeddings.position_embedding.weight",
+        &[77, 768],
+        Sd1,
+    );
+    assert_eq!(
+        pos.name,
+        "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight"
+    );
 }

@@ -115,6 +115,10 @@ def main():
             print(f"{folder.name}:")
             for component, cls, weights_name in COMPONENTS:
                 check_component(folder, component, cls, weights_name)
+            pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+            assert type(pipe.scheduler).__name__ == "PNDMScheduler", type(pipe.scheduler)
+            assert pipe.tokenizer.pad_token == ("!" if variant == "sd2" else "<|endoftext|>")
+            print(f"  StableDiffusionPipeline.from_pretrained loads the folder ({type(pipe.scheduler).__name__})")
             single_ok &= check_single_file(models / f"{variant}-single-{dtype}.safetensors", folder)
             clip_goldens(folder, goldens / f"clip_{variant}_{dtype}.safetensors")
     print("all checks passed" + ("" if single_ok else " (single-file check skipped, see above)"))

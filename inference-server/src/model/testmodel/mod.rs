@@ -6,6 +6,7 @@
 //! small (hidden width 32, two UNet levels, four VAE levels for SD's 1/8 latent factor).
 
 mod files;
+mod full;
 mod rng;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+pub use full::{published_configs, write_header_only_single_file};
 pub use rng::param_values;
 
 use crate::model::weights::config::{

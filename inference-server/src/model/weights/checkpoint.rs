@@ -39,9 +39,17 @@ enum Slot {
 }
 
 /// The tensors of one model component under their diffusers names, borrowed from mmaps.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct WeightSet {
     tensors: BTreeMap<String, Slot>,
+}
+
+impl std::fmt::Debug for WeightSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightSet")
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
 }
 
 impl WeightSet {

@@ -112,6 +112,15 @@ pub struct UNetConfig {
     pub norm_num_groups: usize,
     /// Epsilon of every group norm.
     pub norm_eps: f64,
+    /// Transformer blocks per attention: 1 in SD 1.x / 2.x (SDXL's larger counts are refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transformer_layers_per_block: Option<PerBlock>,
+    /// Extra conditioning of SDXL and upscalers; refused when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addition_embed_type: Option<String>,
+    /// Class conditioning of upscalers; refused when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_embed_type: Option<String>,
 }
 
 impl Default for UNetConfig {
@@ -146,6 +155,9 @@ impl Default for UNetConfig {
             use_linear_projection: false,
             norm_num_groups: 32,
             norm_eps: 1e-5,
+            transformer_layers_per_block: None,
+            addition_embed_type: None,
+            class_embed_type: None,
         }
     }
 }

@@ -129,14 +129,14 @@ impl RawTensor {
     ) -> Result<RawTensor, WeightsError> {
         let name = name.into();
         let outer = self.shape.first().copied().unwrap_or(0);
-        if rows.start > rows.end || rows.end > outer {
+        if self.shape.is_empty() || rows.start > rows.end || rows.end > outer {
             return Err(WeightsError::Shape {
                 tensor: self.name.clone(),
                 expected: vec![rows.end],
                 found: self.shape.clone(),
             });
         }
-        let row_bytes = self.shape[1..].iter().product::<usize>() * self.dtype.size();
+        let row_bytes = self.shape.iter().skip(1).product::<usize>() * self.dtype.size();
         let start = self.data.range.start + rows.start * row_bytes;
         let end = self.data.range.start + rows.end * row_bytes;
         let mut shape = self.shape.clone();
@@ -278,7 +278,7 @@ impl SafetensorsFile {
         let mut by_offset: Vec<(&String, &(HeaderEntry, u64, u64))> = entries.iter().collect();
         by_offset.sort_by_key(|(_, (_, begin, end))| (*begin, *end));
         for (name, (_, _, end)) in by_offset {
-            let needed = data_start as u64 + end;
+            let needed = (data_start as u64).saturating_add(*end);
             if needed > file_len {
                 return Err(WeightsError::Truncated {
                     path,

@@ -117,7 +117,7 @@ pub fn infer_unet(file: &SafetensorsFile, variant: Variant) -> Result<UNetConfig
             .is_some()
     });
     let top = inputs.last().copied().unwrap_or(0);
-    let lpb = first_down.map_or(top, |k| k - 1);
+    let lpb = first_down.map_or(top, |k| k.saturating_sub(1));
     if lpb == 0 || (top + 1) % (lpb + 1) != 0 {
         return Err(WeightsError::layout(
             file.path(),

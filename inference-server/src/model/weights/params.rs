@@ -106,10 +106,14 @@ pub fn clip_params(c: &ClipTextConfig) -> Vec<Param> {
     l.0
 }
 
-/// Parameters of diffusers' `UNet2DConditionModel` (SD 1.x / 2.x block types).
+/// Parameters of diffusers' `UNet2DConditionModel` (SD 1.x / 2.x block types); empty when
+/// `block_out_channels` is (a config that fails validation).
 pub fn unet_params(c: &UNetConfig) -> Vec<Param> {
     let ch = &c.block_out_channels;
     let n = ch.len();
+    if n == 0 {
+        return Vec::new();
+    }
     let (b0, temb, ctx, lin) = (
         ch[0],
         4 * ch[0],
@@ -181,10 +185,13 @@ pub fn unet_params(c: &UNetConfig) -> Vec<Param> {
     l.0
 }
 
-/// Parameters of diffusers' `AutoencoderKL`.
+/// Parameters of diffusers' `AutoencoderKL`; empty when `block_out_channels` is.
 pub fn vae_params(c: &VaeConfig) -> Vec<Param> {
     let ch = &c.block_out_channels;
     let n = ch.len();
+    if n == 0 {
+        return Vec::new();
+    }
     let (b0, top, lat) = (ch[0], ch[n - 1], c.latent_channels);
     let mut l = List(Vec::new());
 

@@ -151,6 +151,25 @@ impl UNetConfig {
             n,
             &["CrossAttnUpBlock2D", "UpBlock2D"],
         )?;
+        let single = |p: &PerBlock| match p {
+            PerBlock::All(v) => *v == 1,
+            PerBlock::Each(v) => v.iter().all(|&x| x == 1),
+        };
+        if let Some(layers) = &self.transformer_layers_per_block
+            && !single(layers)
+        {
+            let reason = "only 1 transformer block per attention (SD 1.x / 2.x) is supported";
+            return Err(bad(path, "transformer_layers_per_block", reason));
+        }
+        for (field, value) in [
+            ("addition_embed_type", &self.addition_embed_type),
+            ("class_embed_type", &self.class_embed_type),
+        ] {
+            if let Some(kind) = value {
+                let reason = format!("`{kind}` conditioning (SDXL, upscalers) is not supported");
+                return Err(bad(path, field, reason));
+            }
+        }
         positive(path, "in_channels", self.in_channels)?;
         positive(path, "out_channels", self.out_channels)?;
         positive(path, "layers_per_block", self.layers_per_block)?;
