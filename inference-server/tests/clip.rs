@@ -1,6 +1,7 @@
 //! The CLIP text encoder against transformers' `CLIPTextModel` (goldens from
 //! `tests/parity/make_goldens.py`) on the tiny SD1- and SD2-shaped test models, from both
-//! checkpoint layouts, with f32 and f16 weights.
+//! checkpoint layouts, with f32 and f16 weights, and prompts through each layout's tokenizer
+//! (the folder's `tokenizer/` files, the built-in vocabulary for single files).
 //!
 //! Tolerance: every element within 1e-4 · max(1, |reference|). Both sides compute in f32 (f16
 //! weights are widened exactly on both sides), so the only differences are summation order in
@@ -13,6 +14,7 @@ use inference_server::engine::Device;
 use inference_server::model::ModelError;
 use inference_server::model::clip::ClipTextEncoder;
 use inference_server::model::testmodel::write_test_model;
+use inference_server::model::text::TextConditioner;
 use inference_server::model::tokenizer::{SD1_PAD_ID, SD2_PAD_ID, Tokenizer};
 use inference_server::model::weights::{Checkpoint, Layout, StoredDType, Variant};
 
@@ -91,6 +93,11 @@ fn matches_reference(variant: Variant, dtype: StoredDType) {
         let what = format!("{name} {stored} {}", path.display());
         assert_close(&last, &golden.last, &format!("{what} last_hidden_state"));
         assert_close(&penultimate, &golden.penultimate, &format!("{what} clip skip 2"));
+        let conditioner = TextConditioner::load(&Checkpoint::open(path).expect("opens"), &Device::Cpu)
+            .expect("tokenizer and encoder load");
+        let prompts: Vec<&str> = golden.prompts.iter().map(String::as_str).collect();
+        let from_text = conditioner.encode(&prompts, 1).expect("encode").to_vec_f32().expect("read");
+        assert!(from_text == last, "{what}: prompts through the checkpoint's tokenizer differ from the golden ids");
         outputs.push((last, penultimate));
     }
     assert!(outputs[0] == outputs[1], "{name}: folder and single file give different embeddings");

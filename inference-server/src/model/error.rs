@@ -2,6 +2,7 @@
 //! refused its inputs, or a caller's input that breaks a rule.
 
 use crate::engine::EngineError;
+use crate::model::tokenizer::TokenizerError;
 use crate::model::weights::WeightsError;
 
 /// Why a model could not be loaded or run.
@@ -10,6 +11,9 @@ pub enum ModelError {
     /// The checkpoint is missing a tensor, has one of the wrong shape, or cannot be read.
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    /// The checkpoint's tokenizer files cannot be read.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
     /// A tensor op refused its inputs (a shape bug between layers, or an unavailable device).
     #[error(transparent)]
     Engine(#[from] EngineError),

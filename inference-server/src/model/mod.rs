@@ -4,6 +4,7 @@
 pub mod clip;
 mod error;
 pub mod testmodel;
+pub mod text;
 pub mod tokenizer;
 pub mod weights;
 
