@@ -1,10 +1,8 @@
-//! File-based tests of the SQLite store (durability across reopen, migrations, corrupt rows)
-//! and an ignored throughput measurement. The in-memory unit tests live in
+//! File-based tests of the SQLite store (durability across reopen, migrations, corrupt rows);
+//! throughput is measured by `benches/delivery.rs`. The in-memory unit tests live in
 //! `src/store/sqlite/tests/`, whose fixtures this file shares.
 
-use std::time::Instant;
-
-use webhook_service::domain::{DeliveryTask, JobStatus, NextStep};
+use webhook_service::domain::{DeliveryTask, JobStatus};
 use webhook_service::store::sqlite::SqliteStore;
 use webhook_service::store::{Store, StoreError};
 use webhook_service::{domain, store};
@@ -99,41 +97,4 @@ async fn undecodable_values_are_reported_as_corrupt() {
         "deliveries.status"
     );
     assert!(store.get_delivery("d1").await.unwrap().is_some());
-}
-
-/// Claim + record throughput; run with `cargo test -p webhook-service --test store --
-/// --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "throughput measurement"]
-async fn delivery_throughput() {
-    const JOBS: usize = 5000;
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("perf.db")).unwrap();
-    for i in 0..JOBS {
-        let id = format!("job-{i:05}");
-        store.insert_job(job(&id, None, i as i64)).await.unwrap();
-        let mut done = finish(&id, 1000, vec![delivery(&format!("msg-{i:05}"), URL)]);
-        done.images.clear();
-        store.finish_job(done).await.unwrap();
-    }
-    let started = Instant::now();
-    let mut delivered = 0;
-    loop {
-        let tasks = store.claim_due_deliveries(2000, 60_000, 64).await.unwrap();
-        if tasks.is_empty() {
-            break;
-        }
-        for task in tasks {
-            let next = NextStep::Succeeded;
-            store
-                .record_attempt(attempt(&task.id, task.attempts_made + 1, 2000, next))
-                .await
-                .unwrap();
-            delivered += 1;
-        }
-    }
-    let rate = delivered as f64 / started.elapsed().as_secs_f64();
-    println!("{delivered} deliveries claimed and recorded at {rate:.0}/s");
-    assert_eq!(delivered, JOBS);
-    assert!(rate >= 2000.0, "{rate:.0}/s");
 }
