@@ -5,6 +5,7 @@ pub mod clip;
 mod error;
 pub mod testmodel;
 pub mod tokenizer;
+pub mod vae;
 pub mod weights;
 
 pub use error::ModelError;
