@@ -6,7 +6,7 @@
 //! weights are widened exactly on both sides), so only summation order in convolutions, group
 //! norms and attention differs; over ~20 conv layers that stays around 1e-6 relative on these
 //! widths, and outputs are O(1), so 1e-4 leaves a wide margin while still catching any wrong
-//! layer, key, epsilon or padding (those move outputs by 1e-2 or more).
+//! layer, key, epsilon or padding (those move outputs by 1e-2 or more). Measured worst: ~5e-6.
 
 use std::collections::BTreeMap;
 use std::path::Path;
