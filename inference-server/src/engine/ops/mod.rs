@@ -5,6 +5,7 @@ mod elementwise;
 mod layout;
 mod matmul;
 mod nn;
+mod pad;
 
 use super::error::{EngineError, Result};
 use super::tensor::Tensor;

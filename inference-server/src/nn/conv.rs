@@ -1,0 +1,43 @@
+//! 2-D convolution with bias, NCHW, as `torch.nn.Conv2d` with square kernels.
+
+use crate::engine::{Device, Tensor};
+use crate::model::ModelError;
+use crate::model::weights::WeightSet;
+
+use super::load_tensor;
+
+/// A square-kernel convolution with bias; the weight may stay in its stored dtype.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// Loads `{prefix}.weight` (`[out_ch, in_ch, kernel, kernel]`) and `{prefix}.bias` (`[out_ch]`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        weights: &WeightSet,
+        prefix: &str,
+        in_ch: usize,
+        out_ch: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        device: &Device,
+    ) -> Result<Conv2d, ModelError> {
+        Ok(Conv2d {
+            weight: load_tensor(weights, &format!("{prefix}.weight"), &[out_ch, in_ch, kernel, kernel], device)?,
+            bias: load_tensor(weights, &format!("{prefix}.bias"), &[out_ch], device)?,
+            stride,
+            padding,
+        })
+    }
+
+    /// Convolves `x [N, in_ch, H, W]` to `[N, out_ch, H', W']`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(x.conv2d(&self.weight, Some(&self.bias), self.stride, self.padding)?)
+    }
+}
