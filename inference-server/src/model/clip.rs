@@ -49,7 +49,7 @@ impl ClipTextEncoder {
     ) -> Result<ClipTextEncoder, ModelError> {
         let hidden = config.hidden_size;
         let activation = config.hidden_act;
-        if config.num_attention_heads == 0 || hidden % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0 || !hidden.is_multiple_of(config.num_attention_heads) {
             return Err(ModelError::Input {
                 field: "text_encoder.config.num_attention_heads",
                 rule: format!("must divide hidden_size {hidden}"),

@@ -14,7 +14,7 @@ use crate::model::weights::{Checkpoint, Variant};
 #[derive(Debug)]
 enum TokenizerSource {
     Builtin(&'static Tokenizer),
-    Folder(Tokenizer),
+    Folder(Box<Tokenizer>),
 }
 
 impl Deref for TokenizerSource {
@@ -40,10 +40,10 @@ impl TextConditioner {
     /// Loads the tokenizer and text encoder of `checkpoint` onto `device`.
     pub fn load(checkpoint: &Checkpoint, device: &Device) -> Result<TextConditioner, ModelError> {
         let tokenizer = match &checkpoint.tokenizer_dir {
-            Some(dir) => TokenizerSource::Folder(Tokenizer::from_files(
+            Some(dir) => TokenizerSource::Folder(Box::new(Tokenizer::from_files(
                 &dir.join("vocab.json"),
                 &dir.join("merges.txt"),
-            )?),
+            )?)),
             None => TokenizerSource::Builtin(Tokenizer::builtin()),
         };
         let pad_id = match checkpoint.variant {
