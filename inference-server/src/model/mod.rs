@@ -5,6 +5,7 @@ pub mod clip;
 mod error;
 pub mod testmodel;
 pub mod tokenizer;
+pub mod unet;
 pub mod vae;
 pub mod weights;
 

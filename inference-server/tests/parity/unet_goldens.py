@@ -1,0 +1,61 @@
+"""Writes the UNet goldens: diffusers' UNet2DConditionModel on the tiny Rust test models.
+
+Usage (see README.md, section "UNet goldens"):
+    cargo run -p inference-server --example write_test_models -- /tmp/tm
+    /work/.venv-ref/bin/python inference-server/tests/parity/unet_goldens.py /tmp/tm
+
+For sd1 and sd2, f32 and f16 weights (f16 loaded and converted with `.float()`), computed in
+float32 on the CPU, it writes tests/goldens/unet_{variant}_{dtype}.safetensors holding:
+  latents   f32 [2, 4, 8, 8]    torch.Generator seed 0, standard normal
+  timesteps f32 [2]             999 and 1 (one per batch element)
+  context   f32 [2, 77, cross]  torch.Generator seed 1, standard normal
+  temb_sin  f32 [2, C0]         unet.time_proj(timesteps): the sinusoidal embedding alone
+  sample    f32 [2, 4, 8, 8]    unet(latents, timesteps, encoder_hidden_states=context).sample
+  sample_t1 f32 [2, 4, 8, 8]    the same with the single timestep 500 for the whole batch
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from diffusers import UNet2DConditionModel
+
+
+@torch.no_grad()
+def golden(folder, out_path):
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet").float().eval()
+    cfg = unet.config
+    latents = torch.randn((2, cfg.in_channels, 8, 8), generator=torch.Generator().manual_seed(0))
+    context = torch.randn((2, 77, cfg.cross_attention_dim), generator=torch.Generator().manual_seed(1))
+    timesteps = torch.tensor([999.0, 1.0])
+    sample = unet(latents, timesteps, encoder_hidden_states=context).sample
+    sample_t1 = unet(latents, torch.tensor(500.0), encoder_hidden_states=context).sample
+    tensors = {
+        "latents": latents,
+        "timesteps": timesteps,
+        "context": context,
+        "temb_sin": unet.time_proj(timesteps),
+        "sample": sample,
+        "sample_t1": sample_t1,
+    }
+    save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(out_path))
+    print(f"  wrote {out_path}: sample mean {sample.mean():.5f} std {sample.std():.5f}")
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit("usage: unet_goldens.py MODELS_DIR [GOLDENS_DIR]")
+    models = Path(sys.argv[1])
+    goldens = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).resolve().parent.parent / "goldens"
+    torch.set_num_threads(2)
+    for variant in ["sd1", "sd2"]:
+        for dtype in ["f32", "f16"]:
+            folder = models / f"{variant}-diffusers-{dtype}"
+            print(f"{folder.name}:")
+            golden(folder, goldens / f"unet_{variant}_{dtype}.safetensors")
+
+
+if __name__ == "__main__":
+    main()
