@@ -12,6 +12,8 @@ float32 on the CPU, it writes tests/goldens/unet_{variant}_{dtype}.safetensors h
   temb_sin  f32 [2, C0]         unet.time_proj(timesteps): the sinusoidal embedding alone
   sample    f32 [2, 4, 8, 8]    unet(latents, timesteps, encoder_hidden_states=context).sample
   sample_t1 f32 [2, 4, 8, 8]    the same with the single timestep 500 for the whole batch
+  latents_odd f32 [1, 4, 9, 7]  seed 2: odd sides, so diffusers forwards `upsample_size`
+  sample_odd  f32 [1, 4, 9, 7]  unet(latents_odd, 250, encoder_hidden_states=context[:1]).sample
 """
 
 import sys
@@ -32,6 +34,8 @@ def golden(folder, out_path):
     timesteps = torch.tensor([999.0, 1.0])
     sample = unet(latents, timesteps, encoder_hidden_states=context).sample
     sample_t1 = unet(latents, torch.tensor(500.0), encoder_hidden_states=context).sample
+    latents_odd = torch.randn((1, cfg.in_channels, 9, 7), generator=torch.Generator().manual_seed(2))
+    sample_odd = unet(latents_odd, torch.tensor(250.0), encoder_hidden_states=context[:1]).sample
     tensors = {
         "latents": latents,
         "timesteps": timesteps,
@@ -39,6 +43,8 @@ def golden(folder, out_path):
         "temb_sin": unet.time_proj(timesteps),
         "sample": sample,
         "sample_t1": sample_t1,
+        "latents_odd": latents_odd,
+        "sample_odd": sample_odd,
     }
     save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(out_path))
     print(f"  wrote {out_path}: sample mean {sample.mean():.5f} std {sample.std():.5f}")

@@ -5,9 +5,10 @@
 use crate::engine::{Device, Tensor};
 use crate::model::ModelError;
 use crate::model::weights::WeightSet;
-use crate::nn::{Downsample2D, ResnetBlock2D, Upsample2D};
+use crate::nn::{Downsample2D, ResnetBlock2D};
 
 use super::transformer::Transformer2D;
+use super::upsample::ResizingUpsample;
 
 /// What every block of one UNet shares: norm groups and eps, time-embedding width, text
 /// embedding width and the projection kind of its transformers.
@@ -126,12 +127,13 @@ impl MidBlock {
 }
 
 /// One up level (deepest first): `layers + 1` resnets over `[x, skip]` concatenations, each
-/// followed by a transformer when `heads` is set, then nearest 2× + conv unless it is the last.
+/// followed by a transformer when `heads` is set, then (unless it is the last) nearest
+/// upsampling to the size of the next skip map + conv.
 #[derive(Debug)]
 pub(crate) struct UpBlock {
     resnets: Vec<ResnetBlock2D>,
     attentions: Vec<Transformer2D>,
-    upsampler: Option<Upsample2D>,
+    upsampler: Option<ResizingUpsample>,
 }
 
 impl UpBlock {
@@ -163,12 +165,13 @@ impl UpBlock {
         }
         let upsampler = match last {
             true => None,
-            false => Some(Upsample2D::load(ws, &format!("{p}.upsamplers.0"), cout, dev)?),
+            false => Some(ResizingUpsample::load(ws, &format!("{p}.upsamplers.0"), cout, dev)?),
         };
         Ok(UpBlock { resnets, attentions, upsampler })
     }
 
-    /// Runs the level, popping one skip map per resnet.
+    /// Runs the level, popping one skip map per resnet; the upsampler resizes to the skip map
+    /// left on top (2× unless a side was odd on the way down).
     pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor, skips: &mut Vec<Tensor>) -> Result<Tensor, ModelError> {
         let mut x = x.clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
@@ -180,7 +183,16 @@ impl UpBlock {
             x = resnet_then_attention(resnet, self.attentions.get(i), &x, temb, context)?;
         }
         if let Some(up) = &self.upsampler {
-            x = up.forward(&x)?;
+            let size = match skips.last().map(|s| s.dims()) {
+                Some(&[_, _, h, w]) => (h, w),
+                _ => {
+                    return Err(ModelError::Input {
+                        field: "unet.config.up_block_types",
+                        rule: "an upsampler with no skip connection left to match".into(),
+                    });
+                }
+            };
+            x = up.forward(&x, size)?;
         }
         Ok(x)
     }

@@ -11,12 +11,14 @@
 //! SD 2's `[5, 10, 20, 20]` gives 64-wide heads. The mid block uses the last level's count and
 //! up level `i` (deepest first) uses down level `n - 1 - i`'s.
 //!
-//! Latent sides must be multiples of `2^(levels - 1)` (8 for SD): diffusers' resizing
-//! upsampler for other sizes is not implemented and such latents are refused.
+//! Latent sides need not be multiples of `2^(levels - 1)`: stride-2 convs round up on the way
+//! down and each upsampler resizes to its skip map on the way up, as diffusers does with
+//! `upsample_size` (`upsample.rs`).
 
 mod blocks;
 mod time;
 mod transformer;
+mod upsample;
 
 use crate::engine::{Device, Tensor};
 use crate::model::ModelError;
@@ -39,8 +41,6 @@ pub struct UNet {
     conv_out: Conv2d,
     in_channels: usize,
     context_dim: usize,
-    /// Latent sides must be multiples of this (2 to the number of downsamplers).
-    side_multiple: usize,
     device: Device,
 }
 
@@ -144,7 +144,6 @@ impl UNet {
             conv_out: Conv2d::load(ws, "conv_out", b0, config.out_channels, 3, 1, 1, device)?,
             in_channels: config.in_channels,
             context_dim: config.cross_attention_dim,
-            side_multiple: 1 << (n - 1).min(16),
             device: *device,
         })
     }
@@ -156,11 +155,10 @@ impl UNet {
         let [b, c, h, w] = *latents.dims() else {
             return Err(config_error("latents", format!("must be [B, C, H, W], got {}", latents.shape())));
         };
-        let m = self.side_multiple;
-        if b == 0 || c != self.in_channels || h == 0 || w == 0 || h % m != 0 || w % m != 0 {
+        if b == 0 || c != self.in_channels || h == 0 || w == 0 {
             return Err(config_error(
                 "latents",
-                format!("must be [B>0, {}, H, W] with H, W non-zero multiples of {m}, got {}", self.in_channels, latents.shape()),
+                format!("must be [B>0, {}, H>0, W>0], got {}", self.in_channels, latents.shape()),
             ));
         }
         match *context.dims() {
