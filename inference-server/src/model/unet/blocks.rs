@@ -122,7 +122,7 @@ impl MidBlock {
     /// Runs the mid block.
     pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor, ModelError> {
         let x = resnet_then_attention(&self.resnet0, Some(&self.attention), x, temb, context)?;
-        Ok(self.resnet1.forward(&x, Some(temb))?)
+        self.resnet1.forward(&x, Some(temb))
     }
 }
 

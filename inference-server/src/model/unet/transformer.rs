@@ -143,6 +143,6 @@ impl Transformer2D {
 pub(crate) fn dims4(x: &Tensor) -> Result<(usize, usize, usize, usize), ModelError> {
     match *x.dims() {
         [b, c, h, w] => Ok((b, c, h, w)),
-        _ => Err(ModelError::Input { field: "latents", rule: format!("must be [B, C, H, W], got {}", x.shape()) }),
+        _ => Err(ModelError::Input { field: "hidden_states", rule: format!("must be [B, C, H, W], got {}", x.shape()) }),
     }
 }
