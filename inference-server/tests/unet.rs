@@ -231,3 +231,69 @@ fn bad_inputs_name_the_field() {
     let wide = Tensor::zeros((2, 77, 48), inference_server::engine::DType::F32, &dev).expect("zeros");
     assert_eq!(field(unet.forward(&latents, &[1.0], &wide)), "context");
 }
+
+/// Full SD 1.5 shapes (860M parameters, f16, random N(0, 1/fan_in) weights), ignored by default:
+/// run in release with `SDSERVE_UNET_FULL_DIR=DIR cargo test --release -p inference-server
+/// --test unet -- --ignored --nocapture`. It writes `DIR/unet/` (config + weights, 1.7 GB) if
+/// missing and times one forward of batch 2 at 64×64 latents (512×512 images). When
+/// `unet_goldens.py --full DIR` has written `DIR/full_golden.safetensors`, it also checks the
+/// prediction for its `[1, 4, 32, 32]` latents within 1e-3 · max(1, |ref|) (looser than the tiny
+/// models: 1280-wide GEMMs, 1024-token attention and four levels accumulate more rounding).
+#[test]
+#[ignore = "full-size: 1.7 GB of weights, run in release"]
+fn full_size_sd15() {
+    use inference_server::model::testmodel::{param_values, published_configs};
+    use inference_server::model::weights::{OwnedTensor, SafetensorsFile, WeightSet, unet_params, write_safetensors};
+    let Some(dir) = std::env::var_os("SDSERVE_UNET_FULL_DIR").map(std::path::PathBuf::from) else {
+        eprintln!("set SDSERVE_UNET_FULL_DIR to run");
+        return;
+    };
+    let (_, config, _) = published_configs(Variant::Sd1);
+    let unet_dir = dir.join("unet");
+    let weights_path = unet_dir.join("diffusion_pytorch_model.safetensors");
+    if !weights_path.exists() {
+        std::fs::create_dir_all(&unet_dir).expect("mkdir");
+        let mut json = serde_json::to_value(&config).expect("config json");
+        json["_class_name"] = "UNet2DConditionModel".into();
+        std::fs::write(unet_dir.join("config.json"), json.to_string()).expect("config written");
+        let tensors: Vec<OwnedTensor> = unet_params(&config)
+            .into_iter()
+            .map(|(name, shape)| {
+                let values = param_values(&name, &shape);
+                OwnedTensor::from_f32(name, shape, &values, StoredDType::F16)
+            })
+            .collect();
+        write_safetensors(&weights_path, &tensors, &Default::default()).expect("weights written");
+    }
+    let file = SafetensorsFile::open(&weights_path).expect("weights open");
+    let weights = WeightSet::from_files(&[file]);
+    let started = std::time::Instant::now();
+    let unet = UNet::load(&config, &weights, &Device::Cpu).expect("loads");
+    eprintln!("load: {:.2?}", started.elapsed());
+    let dev = Device::Cpu;
+    // Standard normals: a 2-D "weight" with fan-in 1.
+    let normals = |name: &str, n: usize| param_values(name, &[n, 1]);
+    let latents = Tensor::from_vec(normals("latents", 2 * 4 * 64 * 64), (2, 4, 64, 64), &dev).expect("latents");
+    let context = Tensor::from_vec(normals("context", 2 * 77 * 768), (2, 77, 768), &dev).expect("context");
+    let started = std::time::Instant::now();
+    let out = unet.forward(&latents, &[999.0, 1.0], &context).expect("forward");
+    eprintln!("forward batch 2 at 64x64: {:.2?}", started.elapsed());
+    assert!(out.to_vec_f32().expect("read").iter().all(|v| v.is_finite()));
+
+    let golden_path = dir.join("full_golden.safetensors");
+    let Ok(bytes) = std::fs::read(&golden_path) else {
+        eprintln!("no {} (run unet_goldens.py --full); parity not checked", golden_path.display());
+        return;
+    };
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden tensors");
+    let get = |name: &str| -> (Vec<f32>, Vec<usize>) {
+        let t = st.tensor(name).expect(name);
+        let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("f32"))).collect();
+        (v, t.shape().to_vec())
+    };
+    let started = std::time::Instant::now();
+    let out = unet.forward(&tensor(&get("latents")), &get("timesteps").0, &tensor(&get("context"))).expect("forward");
+    eprintln!("forward batch 1 at 32x32: {:.2?}", started.elapsed());
+    let worst = assert_close(&out.to_vec_f32().expect("read"), &get("sample").0, 1e-3, "full-size SD 1.5 UNet");
+    eprintln!("full-size parity: worst relative error {worst:e}");
+}
