@@ -56,17 +56,17 @@ impl Attention {
     /// `None`) and returns `[B, L, query_dim]`.
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor, ModelError> {
         let context = context.unwrap_or(x);
-        let split = |t: Tensor| -> Result<Tensor, ModelError> {
-            let d = t.dims();
-            let (b, l) = (d[0], d[1]);
-            Ok(t.reshape((b, l, self.heads, self.head_dim))?.permute(&[0, 2, 1, 3])?)
-        };
         if x.rank() != 3 || context.rank() != 3 {
             return Err(ModelError::Input {
                 field: "attention input",
                 rule: format!("x and context must be [B, L, C], got {} and {}", x.shape(), context.shape()),
             });
         }
+        let split = |t: Tensor| -> Result<Tensor, ModelError> {
+            let d = t.dims();
+            let (b, l) = (d[0], d[1]);
+            Ok(t.reshape((b, l, self.heads, self.head_dim))?.permute(&[0, 2, 1, 3])?)
+        };
         let q = split(self.to_q.forward(x)?)?;
         let k = split(self.to_k.forward(context)?)?;
         let v = split(self.to_v.forward(context)?)?;
