@@ -178,6 +178,51 @@ fn wrong_shaped_tensor_is_named() {
 }
 
 #[test]
+fn wrong_shaped_tensor_in_a_file_is_named() {
+    use inference_server::model::testmodel::{param_values, test_configs};
+    use inference_server::model::weights::{OwnedTensor, SafetensorsFile, WeightSet, unet_params, write_safetensors};
+    let (_, config, _) = test_configs(Variant::Sd2);
+    let bad = "mid_block.attentions.0.proj_in.weight";
+    let tensors: Vec<OwnedTensor> = unet_params(&config)
+        .into_iter()
+        .map(|(name, mut shape)| {
+            if name == bad {
+                shape = vec![64, 63];
+            }
+            let values = param_values(&name, &shape);
+            OwnedTensor::from_f32(name, shape, &values, StoredDType::F16)
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("unet.safetensors");
+    write_safetensors(&path, &tensors, &Default::default()).expect("written");
+    let weights = WeightSet::from_files(&[SafetensorsFile::open(&path).expect("opens")]);
+    let msg = UNet::load(&config, &weights, &Device::Cpu).expect_err("wrong shape").to_string();
+    assert!(msg.contains(bad) && msg.contains("63"), "{msg}");
+}
+
+#[test]
+fn batch_elements_are_independent() {
+    // The server batches requests: one element alone must predict what it does in a batch.
+    let g = golden("sd1", "f32");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_test_model(&dir.path().join("m"), Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("model");
+    let unet = unet(&path);
+    assert_eq!((unet.in_channels(), unet.out_channels(), unet.context_dim()), (4, 4, 32));
+    let (latents, context) = (tensor(&g.latents), tensor(&g.context));
+    let both = unet.forward(&latents, &g.timesteps, &context).expect("batch").to_vec_f32().expect("read");
+    let n = both.len() / 2;
+    for i in 0..2 {
+        let one = unet
+            .forward(&latents.narrow(0, i, 1).expect("narrow"), &g.timesteps[i..=i], &context.narrow(0, i, 1).expect("narrow"))
+            .expect("single")
+            .to_vec_f32()
+            .expect("read");
+        assert_close(&one, &both[i * n..(i + 1) * n], 1e-5, &format!("element {i} alone"));
+    }
+}
+
+#[test]
 fn bad_configs_name_the_field() {
     let (_dir, checkpoint) = sd1_folder();
     let (config, weights) = &checkpoint.unet;
