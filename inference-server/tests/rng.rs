@@ -7,7 +7,7 @@
 //! subseed slerp (torch reduces in f32, we in f64) within 1e-5 absolute.
 
 use inference_server::sampling::rng::{
-    batch_noise, image_noise, randn, resolve_seed, NoiseSource, RngError, RANDOM_SEED_BOUND,
+    NoiseSource, RANDOM_SEED_BOUND, RngError, batch_noise, image_noise, randn, resolve_seed,
 };
 use serde_json::Value;
 
@@ -21,19 +21,31 @@ fn source(case: &Value) -> NoiseSource {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
 }
 
 fn shape(v: &Value) -> Vec<usize> {
-    v.as_array().expect("shape").iter().map(|x| x.as_u64().expect("dim") as usize).collect()
+    v.as_array()
+        .expect("shape")
+        .iter()
+        .map(|x| x.as_u64().expect("dim") as usize)
+        .collect()
 }
 
 /// Bit-exact comparison; reports the number of differing values and the largest difference.
 fn assert_bits(got: &[f32], want: &[f32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let bad: Vec<usize> =
-        (0..got.len()).filter(|&i| got[i].to_bits() != want[i].to_bits()).collect();
-    let max = bad.iter().map(|&i| (got[i] - want[i]).abs()).fold(0f32, f32::max);
+    let bad: Vec<usize> = (0..got.len())
+        .filter(|&i| got[i].to_bits() != want[i].to_bits())
+        .collect();
+    let max = bad
+        .iter()
+        .map(|&i| (got[i] - want[i]).abs())
+        .fold(0f32, f32::max);
     assert!(
         bad.is_empty(),
         "{what}: {} of {} values differ (max |Δ| {max:e}), first at {}: {} vs {}",
@@ -62,7 +74,11 @@ fn randn_matches_goldens_bit_for_bit() {
             let first = floats(&case["first"]);
             let last = floats(&case["last"]);
             assert_bits(&got[..first.len()], &first, &format!("{what} first"));
-            assert_bits(&got[got.len() - last.len()..], &last, &format!("{what} last"));
+            assert_bits(
+                &got[got.len() - last.len()..],
+                &last,
+                &format!("{what} last"),
+            );
             let sum: f64 = got.iter().map(|&x| f64::from(x)).sum();
             let want = case["sum"].as_f64().expect("sum");
             assert!((sum - want).abs() < 1e-6, "{what}: sum {sum} vs {want}");
@@ -73,13 +89,23 @@ fn randn_matches_goldens_bit_for_bit() {
 #[test]
 fn philox_matches_rng_philox_docstring() {
     // modules/rng_philox.py: Generator(seed=0).randn(shape=(3, 4)).
-    let want = [
-        -0.924_662_6, -0.425_344_15, -2.643_845_7, 0.145_183_88, -0.120_866_47, -0.579_725_64,
-        -0.622_851_2, -0.328_387_1, -1.074_542_3, -0.363_144_07, -1.671_050_7, 2.265_505,
+    let want: [f64; 12] = [
+        -0.924_662_6,
+        -0.425_344_15,
+        -2.643_845_7,
+        0.145_183_88,
+        -0.120_866_47,
+        -0.579_725_64,
+        -0.622_851_2,
+        -0.328_387_1,
+        -1.074_542_3,
+        -0.363_144_07,
+        -1.671_050_7,
+        2.265_505,
     ];
     let got = randn(NoiseSource::Philox, 0, &[3, 4]).expect("randn");
     for (g, w) in got.iter().zip(want) {
-        assert!((g - w).abs() < 1e-6, "{g} vs {w}");
+        assert!((f64::from(*g) - w).abs() < 1e-6, "{g} vs {w}");
     }
 }
 
@@ -102,7 +128,10 @@ fn subseed_slerp_matches_a1111() {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(max <= 1e-5, "{src} seed {seed}+{i} subseed {subseed}: max |Δ| {max:e}");
+            assert!(
+                max <= 1e-5,
+                "{src} seed {seed}+{i} subseed {subseed}: max |Δ| {max:e}"
+            );
         }
     }
 }
@@ -115,11 +144,19 @@ fn subseed_strength_edges() {
         let b = randn(src, 6, &shape).expect("randn");
         assert_eq!(image_noise(src, 5, 6, 0.0, &shape).expect("noise"), a);
         let full = image_noise(src, 5, 6, 1.0, &shape).expect("noise");
-        let max = full.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let max = full
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
         assert!(max < 1e-5, "strength 1 gives the subseed's noise ({max:e})");
         // Same seed and subseed: A1111's linear fallback, which returns the noise itself.
         let same = image_noise(src, 5, 5, 0.4, &shape).expect("noise");
-        let max = same.iter().zip(&a).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let max = same
+            .iter()
+            .zip(&a)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
         assert!(max < 1e-6);
     }
 }
@@ -138,7 +175,10 @@ fn batch_items_use_consecutive_seeds() {
 fn random_seed_is_reported_and_reproducible() {
     let seeds: Vec<u64> = (0..8).map(|_| resolve_seed(-1)).collect();
     assert!(seeds.iter().all(|&s| s < RANDOM_SEED_BOUND));
-    assert!(seeds.windows(2).any(|w| w[0] != w[1]), "random seeds differ");
+    assert!(
+        seeds.windows(2).any(|w| w[0] != w[1]),
+        "random seeds differ"
+    );
     let s = seeds[0];
     for src in [NoiseSource::TorchCpu, NoiseSource::Philox] {
         let a = image_noise(src, s, 0, 0.0, &[4, 8, 8]).expect("noise");
@@ -146,7 +186,11 @@ fn random_seed_is_reported_and_reproducible() {
         assert_eq!(a, b, "noise reproducible from the reported seed");
     }
     assert_eq!(resolve_seed(42), 42);
-    assert_eq!(resolve_seed(-3), u64::MAX - 2, "other negatives wrap as in PyTorch");
+    assert_eq!(
+        resolve_seed(-3),
+        u64::MAX - 2,
+        "other negatives wrap as in PyTorch"
+    );
 }
 
 #[test]
@@ -155,15 +199,24 @@ fn names_and_bad_input() {
     assert_eq!(NoiseSource::parse("GPU"), Some(NoiseSource::Philox));
     assert_eq!(NoiseSource::parse("NV"), Some(NoiseSource::Philox));
     assert_eq!("philox".parse::<NoiseSource>(), Ok(NoiseSource::Philox));
-    assert!(matches!("tpu".parse::<NoiseSource>(), Err(RngError::UnknownSource(_))));
+    assert!(matches!(
+        "tpu".parse::<NoiseSource>(),
+        Err(RngError::UnknownSource(_))
+    ));
     let huge = [usize::MAX, 2];
-    assert!(matches!(randn(NoiseSource::TorchCpu, 0, &huge), Err(RngError::TooLarge(_))));
+    assert!(matches!(
+        randn(NoiseSource::TorchCpu, 0, &huge),
+        Err(RngError::TooLarge(_))
+    ));
     assert!(matches!(
         image_noise(NoiseSource::Philox, 0, 1, 0.5, &[16]),
         Err(RngError::SubseedRank(_))
     ));
     assert!(image_noise(NoiseSource::Philox, 0, 1, f32::NAN, &[4, 2, 2]).is_err());
-    assert_eq!(randn(NoiseSource::TorchCpu, 0, &[0, 4]).expect("empty"), Vec::<f32>::new());
+    assert_eq!(
+        randn(NoiseSource::TorchCpu, 0, &[0, 4]).expect("empty"),
+        Vec::<f32>::new()
+    );
     // CPU seeds are truncated to 32 bits, as PyTorch's mt19937 does.
     assert_eq!(
         randn(NoiseSource::TorchCpu, 5, &[20]).expect("a"),

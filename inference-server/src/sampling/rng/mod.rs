@@ -155,7 +155,9 @@ pub fn batch_noise(
     shape: &[usize],
 ) -> Result<Vec<f32>, RngError> {
     let per = numel(shape)?;
-    let total = per.checked_mul(batch).ok_or_else(|| RngError::TooLarge(shape.to_vec()))?;
+    let total = per
+        .checked_mul(batch)
+        .ok_or_else(|| RngError::TooLarge(shape.to_vec()))?;
     let mut out = Vec::with_capacity(total);
     for i in 0..batch as u64 {
         let item = image_noise(
@@ -209,7 +211,11 @@ pub fn slerp(val: f32, low: &[f32], high: &[f32], shape: &[usize]) -> Result<Vec
     }
     let mean = dots.iter().map(|&d| f64::from(d)).sum::<f64>() / dots.len().max(1) as f64;
     if mean > 0.9995 {
-        return Ok(low.iter().zip(high).map(|(&l, &h)| l * val + h * (1.0 - val)).collect());
+        return Ok(low
+            .iter()
+            .zip(high)
+            .map(|(&l, &h)| l * val + h * (1.0 - val))
+            .collect());
     }
     let mut out = vec![0f32; n];
     for o in 0..outer {
