@@ -9,7 +9,8 @@
 //!
 //! A1111 draws the noise of each image separately, with shape `[4, h/8, w/8]`; batch item `i`
 //! uses `seed + i` and `subseed + i` ([`batch_noise`]); a subseed is mixed in with A1111's
-//! `slerp` ([`image_noise`]). Not implemented: A1111's "resize seed from width/height"
+//! `slerp` ([`image_noise`]). diffusers with one generator instead draws the whole batch in one
+//! call: that is [`randn`]`(TorchCpu, seed, [batch, 4, h/8, w/8])`. Not implemented: A1111's "resize seed from width/height"
 //! (noise drawn at another size and pasted centred) and `eta_noise_seed_delta`, which only
 //! affects noise drawn after the initial one.
 
@@ -113,6 +114,7 @@ pub fn randn(source: NoiseSource, seed: u64, shape: &[usize]) -> Result<Vec<f32>
 /// The seed to use for a requested one: `-1` picks a random seed in `[0, 4294967294)` as A1111
 /// does (the caller reports the returned value, e.g. in the infotext, so the image can be
 /// reproduced); any other value is taken as PyTorch takes it (negative values wrap to `u64`).
+/// Resolve subseeds the same way (A1111 also turns a subseed of -1 into a random one).
 pub fn resolve_seed(seed: i64) -> u64 {
     if seed == -1 {
         rand::random_range(0..RANDOM_SEED_BOUND)
