@@ -31,7 +31,7 @@ pub fn apply_emphasis(z: &mut [f32], multipliers: &[f32]) -> Result<()> {
     if z.is_empty() && multipliers.is_empty() {
         return Ok(());
     }
-    if multipliers.is_empty() || z.len() % multipliers.len() != 0 {
+    if multipliers.is_empty() || !z.len().is_multiple_of(multipliers.len()) {
         return Err(EngineError::shape(
             "emphasis",
             format!("{} values do not split into {} tokens", z.len(), multipliers.len()),
