@@ -256,6 +256,26 @@ CHUNK_CASES = [
 ]
 
 
+def random_prompts(seed, count, max_len, pieces):
+    """Seeded random prompts from `pieces`, skipping those on which A1111 raises."""
+    import random
+    rng = random.Random(seed)
+    out = []
+    while len(out) < count:
+        p = "".join(rng.choice(pieces) for _ in range(rng.randrange(max_len)))
+        try:
+            parse_prompt_attention(p)
+        except ValueError:
+            continue
+        out.append(p)
+    return out
+
+
+RANDOM_PIECES = ["(", ")", "[", "]", ":", "\\", " ", ",", ".", "1", "0.5", ":1.2)", ": 2 )",
+                 "a", "cat", "BREAK", " BREAK ", "_", "猫", "🐱", "é", "\t", "+", "-"]
+CHUNK_PIECES = ["cat ", "dog ", ", ", "(", ")", "[", "]", ":1.3)", " BREAK ", "red cat, "]
+
+
 def main():
     if len(sys.argv) < 2:
         print(__doc__)
@@ -265,21 +285,23 @@ def main():
     tokenizer = CLIPTokenizer.from_pretrained(models / "sd1-diffusers-f32" / "tokenizer")
 
     assert len(ATTENTION_PROMPTS) >= 40
-    attention = [{"prompt": p, "parsed": parse_prompt_attention(p)} for p in ATTENTION_PROMPTS]
+    prompts = ATTENTION_PROMPTS + random_prompts(1, 200, 30, RANDOM_PIECES)
+    attention = [{"prompt": p, "parsed": parse_prompt_attention(p)} for p in prompts]
     # The docstring examples of A1111, as a sanity check of the copy.
     assert parse_prompt_attention("an (important) word") == [
         ["an ", 1.0], ["important", 1.1], [" word", 1.0]]
     assert parse_prompt_attention("(unnecessary)(parens)") == [["unnecessaryparens", 1.1]]
 
     chunks = []
-    for prompt, backtrack in CHUNK_CASES:
+    cases = CHUNK_CASES + [(p, 20) for p in random_prompts(2, 20, 150, CHUNK_PIECES)]
+    for prompt, backtrack in cases:
         cs, count = tokenize_line(tokenizer, prompt, backtrack)
         assert all(len(c["tokens"]) == 77 and len(c["multipliers"]) == 77 for c in cs)
         chunks.append({"prompt": prompt, "comma_padding_backtrack": backtrack,
                        "token_count": count, "chunks": cs})
 
     (out / "prompt_attention.json").write_text(
-        json.dumps(attention, ensure_ascii=False, indent=1) + "\n")
+        json.dumps(attention, ensure_ascii=False) + "\n")
     (out / "prompt_chunks.json").write_text(json.dumps(chunks, ensure_ascii=False) + "\n")
     print(f"{len(attention)} attention prompts, {len(chunks)} chunk cases -> {out}")
 
