@@ -167,3 +167,18 @@ fn random_prompts_never_panic() {
         assert!(chunks.chunks.iter().all(|c| c.tokens.len() == 77 && c.multipliers.len() == 77));
     }
 }
+
+#[test]
+fn deep_nesting_is_handled() {
+    let depth = 5000;
+    let prompt = format!("{}{}", "(a ".repeat(depth), ")".repeat(depth + 10));
+    let start = std::time::Instant::now();
+    let parsed = parse_prompt_attention(&prompt);
+    // `depth` pieces of weights 1.1 .. 1.1^depth, then the 10 unmatched `)` as text.
+    assert_eq!(parsed.len(), depth + 1);
+    assert_eq!(parsed[0], ("a ".to_string(), 1.1));
+    // 1.1^5000 overflows f32, as it does when A1111 hands the weight to torch.
+    assert_eq!(parsed[depth - 1].1, f32::INFINITY);
+    assert_eq!(parsed[depth].0, ")".repeat(10));
+    eprintln!("depth {depth}: {:?}", start.elapsed());
+}

@@ -19,7 +19,12 @@
 //! Deliberate differences, all on input where A1111 raises or is ill-defined:
 //! - a weight that matches the pattern but is not a float (`(a:1.2.3)`, `(a:.)`) makes A1111
 //!   raise `ValueError`; here its `:` is text and scanning continues after it;
-//! - digits in the weight are ASCII only (Python's `\d` also takes other Unicode digits).
+//! - digits in the weight are ASCII only (Python's `\d` also takes other Unicode digits);
+//! - `\s` and `\w` (for `BREAK`'s word boundaries) use Rust's Unicode classes
+//!   (White_Space plus U+001C..U+001F; alphanumeric or `_`), which agree with Python's except
+//!   for a few combining marks.
+//!
+//! Cost is O(pieces × nesting depth), as in A1111; callers should bound prompt length.
 
 /// The weight A1111 gives a `BREAK` marker in its `(text, weight)` list.
 pub const BREAK_WEIGHT: f32 = -1.0;
