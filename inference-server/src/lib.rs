@@ -2,10 +2,11 @@
 //! `sdserve.v1.Inference` gRPC service (contract in `proto/sdserve/v1/inference.proto`).
 //!
 //! Layers, bottom up: `engine` (tensors and ops on a run-time device), `nn` (layers loaded
-//! from checkpoints), `model` (tokenizer,
-//! checkpoint loading, the networks). Samplers, the pipeline and the gRPC service follow.
+//! from checkpoints), `model` (tokenizer, checkpoint loading, the networks), `sampling` (seeded
+//! noise, samplers), `pipeline` (prompt handling, generation). The gRPC service follows.
 
 pub mod engine;
 pub mod model;
 pub mod nn;
 pub mod sampling;
+pub mod pipeline;
