@@ -1,0 +1,3 @@
+//! Sampling: noise generation and the samplers that turn noise into latents.
+
+pub mod samplers;
