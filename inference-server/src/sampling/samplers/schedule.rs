@@ -3,14 +3,17 @@
 //! [`DiscreteSchedule`] is k-diffusion's `DiscreteEpsDDPMDenoiser` schedule: 1000 (say)
 //! training sigmas `sqrt((1 - ᾱ_t) / ᾱ_t)`, `t_to_sigma` interpolating log sigma between
 //! integer timesteps and `sigma_to_t` inverting it. A1111 builds its sigma schedules on it
-//! ([`DiscreteSchedule::a1111_sigmas`]). All in `f64`; `ᾱ` is computed in `f64` as in
-//! CompVis' `LatentDiffusion` (which A1111 wraps) and diffusers' numpy paths.
+//! ([`DiscreteSchedule::a1111_sigmas`]). `ᾱ` is computed in `f64` (as CompVis'
+//! `LatentDiffusion`, which A1111 wraps) and then rounded to `f32`, because both CompVis and
+//! diffusers hold it as a float32 tensor: `1 - ᾱ` near t = 0 loses ~1e-4 relative to that
+//! rounding, so the rounding must be reproduced to match their small sigmas. Everything after
+//! is `f64`.
 
 use super::SamplerError;
 use super::names::{KSampler, Schedule};
 use crate::model::weights::SchedulerConfig;
 
-/// `ᾱ_t` for `t in 0..num_train_timesteps` from the config's beta schedule.
+/// `ᾱ_t` for `t in 0..num_train_timesteps` from the config's beta schedule (rounded to f32).
 pub fn alphas_cumprod(config: &SchedulerConfig) -> Result<Vec<f64>, SamplerError> {
     let n = config.num_train_timesteps;
     if n < 2 {
@@ -31,10 +34,13 @@ pub fn alphas_cumprod(config: &SchedulerConfig) -> Result<Vec<f64>, SamplerError
         other => return Err(SamplerError::Invalid(format!("unknown beta_schedule {other:?}"))),
     };
     let mut acc = 1.0;
-    Ok(betas.iter().map(|b| {
-        acc *= 1.0 - b;
-        acc
-    }).collect())
+    Ok(betas
+        .iter()
+        .map(|b| {
+            acc *= 1.0 - b;
+            acc as f32 as f64
+        })
+        .collect())
 }
 
 /// The training sigmas and their logs (ascending in t).
