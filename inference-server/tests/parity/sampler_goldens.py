@@ -117,10 +117,15 @@ RUNS = [
     ("dpmpp_2m", K.sample_dpmpp_2m, "karras", False),
     ("dpmpp_2m_uniform", K.sample_dpmpp_2m, "uniform", False),
     ("dpmpp_sde", K.sample_dpmpp_sde, "karras", True),
+    ("lms", K.sample_lms, "uniform", False),
+    ("dpm2", K.sample_dpm_2, "karras", False),
+    ("dpm2_a", K.sample_dpm_2_ancestral, "karras", True),
+    ("dpmpp_2s_a", K.sample_dpmpp_2s_ancestral, "karras", True),
+    ("dpmpp_2m_sde", K.sample_dpmpp_2m_sde, "exponential", True),
 ]
 for name, fn, sched, noisy in RUNS:
     for steps in [4, 7]:
-        sigmas = a1111_sigmas(sched, steps)
+        sigmas = a1111_sigmas(sched, steps, discard=name in ("dpm2", "dpm2_a"))
         x = NOISE * sigmas[0]
         kw = {"noise_sampler": Injected()} if noisy else {}
         out = fn(DEN, x, sigmas, disable=True, **kw)

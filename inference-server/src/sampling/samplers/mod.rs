@@ -6,7 +6,7 @@
 //! - [`names`]: request names (A1111, diffusers, Leonardo) → [`names::Resolved`].
 //! - [`schedule`]: the discrete DDPM schedule from a `SchedulerConfig`, k-diffusion's
 //!   `DiscreteEpsDDPMDenoiser` sigma↔t maps and A1111's sigma schedules.
-//! - [`k_samplers`]: k-diffusion samplers on a denoiser `D(x, sigma) -> x0`.
+//! - [`k_samplers`], [`k_more`]: k-diffusion samplers on a denoiser `D(x, sigma) -> x0`.
 //! - [`diffusers`]: diffusers' `set_timesteps` for each scheduler class.
 //! - [`diffusers_steps`]: diffusers' step functions on an eps model `eps(x_in, t)`.
 //!
@@ -17,6 +17,7 @@
 
 pub mod diffusers;
 pub mod diffusers_steps;
+pub mod k_more;
 pub mod k_samplers;
 pub mod names;
 pub mod schedule;
