@@ -16,11 +16,15 @@ pub type EpsModel<'a> = &'a mut dyn FnMut(&[f32], f64) -> Result<Vec<f32>, Sampl
 
 /// k-diffusion `DiscreteEpsDDPMDenoiser`: `D(x, σ) = x - σ · eps(x / sqrt(σ² + 1), t(σ))`
 /// with `t(σ)` = [`DiscreteSchedule::sigma_to_t`] (continuous, not quantized, as A1111).
+/// With `v_prediction` it is `DiscreteVDDPMDenoiser`:
+/// `D(x, σ) = x / (σ² + 1) - σ / sqrt(σ² + 1) · v(x / sqrt(σ² + 1), t(σ))`.
 pub struct EpsDenoiser<'s, 'm> {
     /// The training schedule.
     pub schedule: &'s DiscreteSchedule,
-    /// The eps model.
+    /// The eps (or v) model.
     pub model: EpsModel<'m>,
+    /// The model predicts v rather than eps.
+    pub v_prediction: bool,
 }
 
 impl EpsDenoiser<'_, '_> {
@@ -28,9 +32,13 @@ impl EpsDenoiser<'_, '_> {
     pub fn denoise(&mut self, x: &[f32], sigma: f64) -> Result<Vec<f32>, SamplerError> {
         let c_in = 1.0 / (sigma * sigma + 1.0).sqrt();
         let scaled: Vec<f32> = x.iter().map(|v| v * c_in as f32).collect();
-        let eps = (self.model)(&scaled, self.schedule.sigma_to_t(sigma))?;
-        check_len(&eps, x.len())?;
-        Ok(lin2(1.0, x, -sigma, &eps))
+        let out = (self.model)(&scaled, self.schedule.sigma_to_t(sigma))?;
+        check_len(&out, x.len())?;
+        if self.v_prediction {
+            Ok(lin2(1.0 / (sigma * sigma + 1.0), x, -sigma * c_in, &out))
+        } else {
+            Ok(lin2(1.0, x, -sigma, &out))
+        }
     }
 }
 

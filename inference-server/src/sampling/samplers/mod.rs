@@ -9,22 +9,28 @@
 //! - [`k_samplers`], [`k_more`]: k-diffusion samplers on a denoiser `D(x, sigma) -> x0`.
 //! - [`diffusers`]: diffusers' `set_timesteps` for each scheduler class.
 //! - [`diffusers_steps`]: diffusers' step functions on an eps model `eps(x_in, t)`.
+//! - [`run`]: [`sample`], the single entry point: resolved name + config + steps + model.
+//! - [`brownian`]: a seeded Brownian-tree [`NoiseSource`] for the SDE samplers.
 //!
 //! Every sampler takes a progress callback `FnMut(step, total) -> ControlFlow<()>`, called
 //! before each model evaluation step; `Break` stops with [`SamplerError::Cancelled`].
 //! Noise for ancestral / SDE samplers comes from a [`NoiseSource`], so callers choose the RNG
 //! and tests can inject fixed noise.
 
+pub mod brownian;
 pub mod diffusers;
 pub mod diffusers_steps;
 pub mod k_more;
 pub mod k_samplers;
 pub mod names;
+pub mod run;
 pub mod schedule;
 
 use std::ops::ControlFlow;
 
+pub use brownian::BrownianNoise;
 pub use names::{DiffusersScheduler, KSampler, Resolved, Schedule, resolve};
+pub use run::{levels, sample};
 
 /// Why sampling (or resolving a sampler) failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
