@@ -237,20 +237,15 @@ pub fn resolve(sampler: &str, schedule: Option<&str>) -> Result<Resolved, Sample
     // Exact A1111 name, then a legacy "<name> <schedule>" form.
     let (base, sched) = match KSampler::ALL.iter().find(|(_, n)| *n == sampler) {
         Some((s, _)) => (*s, schedule_arg),
-        None => {
-            let mut found = None;
-            'outer: for (sch, names) in Schedule::ALL.iter().skip(1) {
-                for suffix in names.iter() {
-                    if let Some(prefix) = sampler.strip_suffix(suffix).and_then(|p| p.strip_suffix(' ')) {
-                        if let Some((s, _)) = KSampler::ALL.iter().find(|(_, n)| *n == prefix) {
-                            found = Some((*s, *sch));
-                            break 'outer;
-                        }
-                    }
-                }
-            }
-            found.ok_or_else(unknown)?
-        }
+        None => Schedule::ALL
+            .iter()
+            .skip(1)
+            .flat_map(|(sch, names)| names.iter().map(move |n| (*sch, *n)))
+            .find_map(|(sch, suffix)| {
+                let prefix = sampler.strip_suffix(suffix)?.strip_suffix(' ')?;
+                KSampler::ALL.iter().find(|(_, n)| *n == prefix).map(|(s, _)| (*s, sch))
+            })
+            .ok_or_else(unknown)?,
     };
     if base.is_timestep_sampler() && sched != Schedule::Automatic {
         return Err(SamplerError::UnsupportedSchedule {
