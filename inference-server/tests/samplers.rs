@@ -228,17 +228,19 @@ fn diffusers_schedules_and_runs_match_diffusers() {
         ("euler_a", DiffusersScheduler::EulerAncestralDiscrete),
         ("ddim", DiffusersScheduler::Ddim),
         ("dpm", DiffusersScheduler::DpmSolverMultistep),
+        ("lms", DiffusersScheduler::LmsDiscrete),
+        ("pndm", DiffusersScheduler::Pndm),
     ] {
         for spacing in ["leading", "linspace", "trailing"] {
             for karras in [false, true] {
-                if karras && matches!(cls, "ddim" | "euler_a") {
+                if karras && matches!(cls, "ddim" | "euler_a" | "pndm") {
                     continue;
                 }
                 for steps in [4, 7] {
                     let key = format!("diffusers.{cls}.{spacing}{}.{steps}", if karras { ".karras" } else { "" });
                     let plan = set_timesteps(sched, &sd15(spacing), steps, karras).unwrap();
                     check(&format!("{key} timesteps"), &plan.timesteps, g.get(&format!("{key}.timesteps")));
-                    if cls != "ddim" {
+                    if !matches!(cls, "ddim" | "pndm") {
                         check(&format!("{key} sigmas"), &plan.sigmas, g.get(&format!("{key}.sigmas")));
                     }
                     check(&format!("{key} init"), &[plan.init_noise_sigma], g.get(&format!("{key}.init_noise_sigma")));

@@ -31,7 +31,14 @@ import torch
 from safetensors.torch import save_file
 
 import diffusers
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+)
 
 
 def load_k_diffusion():
@@ -158,12 +165,15 @@ for steps in [4, 7]:
 SD15 = dict(
     num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
     steps_offset=1, set_alpha_to_one=False, clip_sample=False, prediction_type="epsilon",
+    skip_prk_steps=True,
 )
 CLASSES = {
     "euler": EulerDiscreteScheduler,
     "euler_a": EulerAncestralDiscreteScheduler,
     "ddim": DDIMScheduler,
     "dpm": DPMSolverMultistepScheduler,
+    "lms": LMSDiscreteScheduler,
+    "pndm": PNDMScheduler,
 }
 _queue = []
 
@@ -179,7 +189,7 @@ ea_mod.randn_tensor = fake_randn
 for cls_name, cls in CLASSES.items():
     for spacing in ["leading", "linspace", "trailing"]:
         for karras in [False, True]:
-            if karras and cls_name in ("ddim", "euler_a"):
+            if karras and cls_name in ("ddim", "euler_a", "pndm"):
                 continue
             for steps in [4, 7]:
                 kw = {"use_karras_sigmas": True} if karras else {}
@@ -187,7 +197,7 @@ for cls_name, cls in CLASSES.items():
                 sch.set_timesteps(steps)
                 key = f"diffusers.{cls_name}.{spacing}{'.karras' if karras else ''}.{steps}"
                 OUT[key + ".timesteps"] = sch.timesteps.float()
-                if hasattr(sch, "sigmas") and cls_name != "ddim":
+                if cls_name not in ("ddim", "pndm"):
                     OUT[key + ".sigmas"] = sch.sigmas.float()
                 _queue[:] = list(ANC)
                 x = NOISE * sch.init_noise_sigma
