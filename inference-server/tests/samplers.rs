@@ -210,6 +210,13 @@ fn a1111_runs_match_k_diffusion() {
         }
     }
     for steps in [4, 7] {
+        let r = Resolved::A1111 { sampler: KSampler::Lcm, schedule: Schedule::Uniform };
+        check(&format!("a1111 lcm sigmas {steps}"), &levels(r, &cfg, steps).unwrap(), g.get(&format!("a1111.sched.lcm.{steps}")));
+        let mut eps = toy(bias);
+        let out = sample(r, &cfg, steps, &mut eps, noise, &mut injected(anc), &mut go).unwrap();
+        check(&format!("a1111 run lcm {steps}"), &out, g.get(&format!("a1111.run.lcm.{steps}")));
+    }
+    for steps in [4, 7] {
         let ts = k_samplers::a1111_ddim_timesteps(1000, steps);
         let ts_f: Vec<f64> = ts.iter().map(|&t| t as f64).collect();
         check(&format!("a1111 ddim timesteps {steps}"), &ts_f, g.get(&format!("a1111.ddim_timesteps.{steps}")));

@@ -11,7 +11,8 @@ References:
     `CompVisDenoiser`, on CompVis' `alphas_cumprod` (float64 betas, cast to float32).
     A1111's glue is re-stated from stable-diffusion-webui: schedule choice
     (`sd_samplers_kdiffusion.get_sigmas`, sigma_min/max = model.sigmas[0]/[-1], DPM2's
-    discarded next-to-last sigma), `sd_schedulers.sgm_uniform`, and DDIM
+    discarded next-to-last sigma), `sd_schedulers.sgm_uniform`, LCM
+    (`sd_samplers_lcm.LCMCompVisDenoiser` and `sample_lcm`), and DDIM
     (`sd_samplers_timesteps_impl.ddim`, eta 0, timesteps `range(0, 1000, 1000 // steps) + 1`).
   * diffusers names: diffusers 0.42 schedulers with SD 1.5's scheduler config and the
     `timestep_spacing` named per case; pipeline loop `latents = noise * init_noise_sigma`,
@@ -155,6 +156,61 @@ def a1111_ddim(steps):
         x = math.sqrt(a_prev) * pred_x0 + dir_xt
     return ts, x
 
+
+class LCMDenoiser(EXT.DiscreteEpsDDPMDenoiser):
+    """A1111 modules/sd_samplers_lcm.py LCMCompVisDenoiser, re-stated on the toy model."""
+
+    def __init__(self, alphas_cumprod):
+        timesteps, original = 1000, 50
+        self.skip_steps = timesteps // original
+        valid = torch.zeros(original, dtype=torch.float32)
+        for x in range(original):
+            valid[original - 1 - x] = alphas_cumprod[timesteps - 1 - x * self.skip_steps]
+        super().__init__(toy, valid, quantize=None)
+
+    def get_sigmas(self, n=None):
+        start = self.sigma_to_t(self.sigma_max)
+        end = self.sigma_to_t(self.sigma_min)
+        t = torch.linspace(start, end, n)
+        return K.append_zero(self.t_to_sigma(t))
+
+    def sigma_to_t(self, sigma, quantize=None):
+        log_sigma = sigma.log()
+        dists = log_sigma - self.log_sigmas[:, None]
+        return dists.abs().argmin(dim=0).view(sigma.shape) * self.skip_steps + (self.skip_steps - 1)
+
+    def t_to_sigma(self, timestep):
+        t = torch.clamp(((timestep - (self.skip_steps - 1)) / self.skip_steps).float(), min=0, max=(len(self.sigmas) - 1))
+        return super().t_to_sigma(t)
+
+    def get_scaled_out(self, sigma, output, input):
+        sigma_data = 0.5
+        scaled_timestep = self.sigma_to_t(sigma)[:, None, None, None] * 10.0
+        c_skip = sigma_data**2 / (scaled_timestep**2 + sigma_data**2)
+        c_out = scaled_timestep / (scaled_timestep**2 + sigma_data**2) ** 0.5
+        return c_out * output + c_skip * input
+
+    def forward(self, input, sigma, **kwargs):
+        c_out, c_in = [x[:, None, None, None] for x in self.get_scalings(sigma)]
+        eps = self.get_eps(input * c_in, self.sigma_to_t(sigma), **kwargs)
+        return self.get_scaled_out(sigma, input + eps * c_out, input)
+
+
+def sample_lcm(model, x, sigmas, noise_sampler):
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        x = denoised
+        if sigmas[i + 1] > 0:
+            x += sigmas[i + 1] * noise_sampler(sigmas[i], sigmas[i + 1])
+    return x
+
+
+LCM = LCMDenoiser(AC_LDM)
+for steps in [4, 7]:
+    sig = LCM.get_sigmas(steps)
+    OUT[f"a1111.sched.lcm.{steps}"] = sig
+    OUT[f"a1111.run.lcm.{steps}"] = sample_lcm(LCM, NOISE * sig[0], sig, Injected())
 
 for steps in [4, 7]:
     ts, x = a1111_ddim(steps)

@@ -88,8 +88,9 @@ impl KSampler {
         matches!(self, KSampler::Dpm2 | KSampler::Dpm2Ancestral)
     }
 
-    /// Whether the sampler runs on discrete timesteps rather than sigmas (DDIM, UniPC, LCM);
-    /// schedule suffixes are refused for these, as A1111 offers none.
+    /// Whether the sampler has its own timestep / sigma grid (DDIM, UniPC, LCM). Schedule
+    /// suffixes are refused for these (A1111 ignores them for DDIM and UniPC; LCM's non-default
+    /// schedules are not supported here).
     pub fn is_timestep_sampler(self) -> bool {
         matches!(self, KSampler::Ddim | KSampler::UniPc | KSampler::Lcm)
     }

@@ -5,6 +5,7 @@ use super::diffusers::set_timesteps;
 use super::k_samplers::{self, EpsDenoiser, EpsModel};
 use super::names::{KSampler, Resolved};
 use super::schedule::DiscreteSchedule;
+use super::lcm::{self, LcmSchedule};
 use super::{NoiseSource, Progress, SamplerError, diffusers_steps, k_more};
 use crate::model::weights::SchedulerConfig;
 
@@ -15,6 +16,9 @@ pub fn levels(resolved: Resolved, config: &SchedulerConfig, steps: usize) -> Res
     match resolved {
         Resolved::A1111 { sampler, schedule } if !sampler.is_timestep_sampler() => {
             DiscreteSchedule::new(config)?.a1111_sigmas(sampler, schedule, steps)
+        }
+        Resolved::A1111 { sampler: KSampler::Lcm, .. } => {
+            Ok(LcmSchedule::new(&DiscreteSchedule::new(config)?)?.sigmas(steps))
         }
         Resolved::A1111 { sampler: KSampler::Ddim, .. } => Ok(k_samplers::a1111_ddim_timesteps(
             config.num_train_timesteps,
@@ -64,6 +68,17 @@ pub fn sample(
         }
         let ts = k_samplers::a1111_ddim_timesteps(config.num_train_timesteps, steps);
         return k_samplers::ddim_a1111(&discrete, model, noise.to_vec(), &ts, progress);
+    }
+    if sampler == KSampler::Lcm {
+        if v_prediction {
+            return Err(SamplerError::NotImplemented("LCM with v_prediction".into()));
+        }
+        let lcm = LcmSchedule::new(&discrete)?;
+        let sigmas = lcm.sigmas(steps);
+        let x: Vec<f32> = noise.iter().map(|v| v * sigmas[0] as f32).collect();
+        let mut model = model;
+        let mut d = |x: &[f32], s: f64| lcm.denoise(&mut model, x, s);
+        return lcm::sample_lcm(&mut d, x, &sigmas, rng, progress);
     }
     if sampler.is_timestep_sampler() {
         return Err(SamplerError::NotImplemented(sampler.name().into()));
