@@ -39,6 +39,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
+    UniPCMultistepScheduler,
 )
 
 
@@ -62,6 +63,11 @@ NOISE = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
 BIAS = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
 ANC = torch.randn([32] + SHAPE, generator=torch.Generator().manual_seed(2))
 OUT = {}
+SD15 = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    steps_offset=1, set_alpha_to_one=False, clip_sample=False, prediction_type="epsilon",
+    skip_prk_steps=True,
+)
 
 
 def toy(x, t):
@@ -217,12 +223,38 @@ for steps in [4, 7]:
     OUT[f"a1111.ddim_timesteps.{steps}"] = ts.float()
     OUT[f"a1111.run.ddim.{steps}"] = x
 
+# A1111 UniPC (sd_samplers_timesteps_impl.unipc; options bh1, order 3, time_uniform, lower order
+# final) on its continuous VP grid, with the solver run by diffusers' UniPCMultistepScheduler
+# (the same UniPC bh1 predictor-corrector, from an independent implementation) whose sigmas and
+# timesteps are replaced by that grid: sigma(t) = sigma_t / alpha_t with log alpha_t piecewise
+# linear at t_i = (i + 1) / N, model time (t - 1/N) * 1000, t from 1 to 1/N in n + 1 points,
+# n = len(A1111's DDIM timesteps).
+def a1111_unipc(steps):
+    n = len(range(0, 1000, 1000 // steps))
+    la = 0.5 * torch.log(AC_LDM.double())
+    ts = torch.linspace(1.0, 1.0 / 1000, n + 1, dtype=torch.float64)
+    p = ts * 1000 - 1
+    i = p.floor().clamp(0, 998).long()
+    lma = la[i] + (p - i) * (la[i + 1] - la[i])
+    sig = torch.sqrt(1 - torch.exp(2 * lma)) / torch.exp(lma)
+    sch = UniPCMultistepScheduler.from_config(
+        {**SD15, "solver_order": 3, "solver_type": "bh1", "predict_x0": True, "lower_order_final": True}
+    )
+    sch.set_timesteps(n)
+    sch.sigmas = sig.float()
+    sch.timesteps = ((ts[:-1] - 1.0 / 1000) * 1000).float()
+    x = NOISE.clone()
+    for t in sch.timesteps:
+        x = sch.step(toy(x, t), t, x).prev_sample
+    return ((ts - 1.0 / 1000) * 1000).float(), x
+
+
+for steps in [4, 7]:
+    t_in, x = a1111_unipc(steps)
+    OUT[f"a1111.unipc_t.{steps}"] = t_in
+    OUT[f"a1111.run.unipc.{steps}"] = x
+
 # ---- diffusers ----
-SD15 = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-    steps_offset=1, set_alpha_to_one=False, clip_sample=False, prediction_type="epsilon",
-    skip_prk_steps=True,
-)
 CLASSES = {
     "euler": EulerDiscreteScheduler,
     "euler_a": EulerAncestralDiscreteScheduler,

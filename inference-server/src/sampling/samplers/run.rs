@@ -6,11 +6,13 @@ use super::k_samplers::{self, EpsDenoiser, EpsModel};
 use super::names::{KSampler, Resolved};
 use super::schedule::DiscreteSchedule;
 use super::lcm::{self, LcmSchedule};
+use super::unipc::{self, VpSchedule};
 use super::{NoiseSource, Progress, SamplerError, diffusers_steps, k_more};
 use crate::model::weights::SchedulerConfig;
 
 /// The noise levels a run steps through: A1111 sigmas (`steps + 1`, ending in 0) for
-/// sigma samplers, A1111 DDIM's timesteps, or diffusers' timesteps. Useful to size a
+/// sigma samplers and LCM, A1111 DDIM's timesteps, UniPC's model timesteps (`n + 1`, from 999
+/// to 0), or diffusers' timesteps. Useful to size a
 /// Brownian noise source (`sigma_min` = smallest positive, `sigma_max` = first).
 pub fn levels(resolved: Resolved, config: &SchedulerConfig, steps: usize) -> Result<Vec<f64>, SamplerError> {
     match resolved {
@@ -19,6 +21,12 @@ pub fn levels(resolved: Resolved, config: &SchedulerConfig, steps: usize) -> Res
         }
         Resolved::A1111 { sampler: KSampler::Lcm, .. } => {
             Ok(LcmSchedule::new(&DiscreteSchedule::new(config)?)?.sigmas(steps))
+        }
+        Resolved::A1111 { sampler: KSampler::UniPc, .. } => {
+            let n = k_samplers::a1111_ddim_timesteps(config.num_train_timesteps, steps.max(1)).len();
+            let vp = VpSchedule::new(&DiscreteSchedule::new(config)?);
+            let t0 = 1.0 / vp.total_n() as f64;
+            Ok(vp.time_uniform(n).into_iter().map(|t| (t - t0) * 1000.0).collect())
         }
         Resolved::A1111 { sampler: KSampler::Ddim, .. } => Ok(k_samplers::a1111_ddim_timesteps(
             config.num_train_timesteps,
@@ -68,6 +76,13 @@ pub fn sample(
         }
         let ts = k_samplers::a1111_ddim_timesteps(config.num_train_timesteps, steps);
         return k_samplers::ddim_a1111(&discrete, model, noise.to_vec(), &ts, progress);
+    }
+    if sampler == KSampler::UniPc {
+        if v_prediction {
+            return Err(SamplerError::NotImplemented("UniPC with v_prediction".into()));
+        }
+        let n = k_samplers::a1111_ddim_timesteps(config.num_train_timesteps, steps).len();
+        return unipc::unipc_a1111(&discrete, model, noise.to_vec(), n, progress);
     }
     if sampler == KSampler::Lcm {
         if v_prediction {
