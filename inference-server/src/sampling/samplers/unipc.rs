@@ -64,9 +64,8 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
         b.swap(c, p);
         for r in c + 1..n {
             let f = a[r][c] / a[c][c];
-            for k in c..n {
-                a[r][k] -= f * a[c][k];
-            }
+            let pivot = a[c].clone();
+            a[r][c..].iter_mut().zip(&pivot[c..]).for_each(|(x, p)| *x -= f * p);
             b[r] -= f * b[c];
         }
     }
@@ -183,31 +182,31 @@ pub fn unipc_a1111(
     tick(&mut progress, 0, steps)?;
     let mut models = vec![u.data_pred(&x, ts[0])?];
     let mut times = vec![ts[0]];
-    for init in 1..order {
+    for (init, &t) in ts.iter().enumerate().take(order).skip(1) {
         tick(&mut progress, init, steps)?;
-        let (nx, m) = u.update(&x, &models, &times, ts[init], init, true)?;
+        let (nx, m) = u.update(&x, &models, &times, t, init, true)?;
         x = nx;
         let m = match m {
             Some(m) => m,
-            None => u.data_pred(&x, ts[init])?,
+            None => u.data_pred(&x, t)?,
         };
         models.push(m);
-        times.push(ts[init]);
+        times.push(t);
     }
-    for step in order..=steps {
+    for (step, &t) in ts.iter().enumerate().skip(order) {
         if step < steps {
             tick(&mut progress, step, steps)?;
         }
         let step_order = order.min(steps + 1 - step);
-        let (nx, m) = u.update(&x, &models, &times, ts[step], step_order, step != steps)?;
+        let (nx, m) = u.update(&x, &models, &times, t, step_order, step != steps)?;
         x = nx;
         models.remove(0);
         times.remove(0);
-        times.push(ts[step]);
+        times.push(t);
         if step < steps {
             let m = match m {
                 Some(m) => m,
-                None => u.data_pred(&x, ts[step])?,
+                None => u.data_pred(&x, t)?,
             };
             models.push(m);
         } else {
