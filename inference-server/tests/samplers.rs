@@ -365,3 +365,33 @@ fn dpmpp_sde_is_deterministic_for_a_seed() {
     assert_ne!(a, c);
     assert!(a.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn every_accepted_name_samples_with_consistent_progress() {
+    let g = goldens();
+    let (noise, bias, anc) = (g.get("noise"), g.get("bias"), g.get("anc_noise"));
+    let cfg = SchedulerConfig::default();
+    for name in accepted_sampler_names() {
+        let r = resolve(&name, None).unwrap();
+        let mut ticks = vec![];
+        let mut p = |i: usize, n: usize| {
+            ticks.push((i, n));
+            ControlFlow::Continue(())
+        };
+        let mut eps = toy(bias);
+        let out = sample(r, &cfg, 5, &mut eps, noise, &mut injected(anc), &mut p)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(out.iter().all(|v| v.is_finite()), "{name}");
+        let total = ticks[0].1;
+        // 5 model-evaluation steps, except A1111's DDIM (len - 1 = 4 of its 5 timesteps) and
+        // diffusers' PNDM (6: the repeated PLMS warm-up timestep).
+        let want = match name.as_str() {
+            "DDIM" => 4,
+            "PNDM" | "PNDMScheduler" => 6,
+            _ => 5,
+        };
+        assert_eq!(total, want, "{name}: {ticks:?}");
+        assert_eq!(ticks, (0..total).map(|i| (i, total)).collect::<Vec<_>>(), "{name}");
+        assert!(!levels(r, &cfg, 5).unwrap().is_empty(), "{name}");
+    }
+}

@@ -70,19 +70,24 @@ pub fn sample(
         other => return Err(SamplerError::Invalid(format!("unsupported prediction_type {other:?}"))),
     };
     let discrete = DiscreteSchedule::new(config)?;
-    if sampler == KSampler::Ddim {
-        if v_prediction {
-            return Err(SamplerError::NotImplemented("DDIM with v_prediction".into()));
-        }
+    if matches!(sampler, KSampler::Ddim | KSampler::UniPc) {
+        // A1111's timestep samplers take eps; for v models `CompVisTimestepsVDenoiser` converts
+        // at the truncated integer timestep: eps = sqrt(ᾱ_t) v + sqrt(1 - ᾱ_t) x.
+        let ac = discrete.alphas_cumprod.clone();
+        let mut eps = |x: &[f32], t: f64| -> Result<Vec<f32>, SamplerError> {
+            let out = model(x, t)?;
+            if !v_prediction {
+                return Ok(out);
+            }
+            let a = ac[(t as usize).min(ac.len() - 1)];
+            Ok(super::lin2(a.sqrt(), &out, (1.0 - a).sqrt(), x))
+        };
         let ts = k_samplers::a1111_ddim_timesteps(config.num_train_timesteps, steps);
-        return k_samplers::ddim_a1111(&discrete, model, noise.to_vec(), &ts, progress);
-    }
-    if sampler == KSampler::UniPc {
-        if v_prediction {
-            return Err(SamplerError::NotImplemented("UniPC with v_prediction".into()));
-        }
-        let n = k_samplers::a1111_ddim_timesteps(config.num_train_timesteps, steps).len();
-        return unipc::unipc_a1111(&discrete, model, noise.to_vec(), n, progress);
+        return if sampler == KSampler::Ddim {
+            k_samplers::ddim_a1111(&discrete, &mut eps, noise.to_vec(), &ts, progress)
+        } else {
+            unipc::unipc_a1111(&discrete, &mut eps, noise.to_vec(), ts.len(), progress)
+        };
     }
     if sampler == KSampler::Lcm {
         if v_prediction {
