@@ -395,3 +395,25 @@ fn every_accepted_name_samples_with_consistent_progress() {
         assert!(!levels(r, &cfg, 5).unwrap().is_empty(), "{name}");
     }
 }
+
+#[test]
+fn v_prediction_matches_both_references() {
+    let g = goldens();
+    let (noise, bias, anc) = (g.get("noise"), g.get("bias"), g.get("anc_noise"));
+    let cfg = SchedulerConfig { prediction_type: "v_prediction".into(), ..SchedulerConfig::default() };
+    for (name, golden) in [
+        ("Euler", "v.a1111.euler.4"),
+        ("DPM++ 2M", "v.a1111.dpmpp_2m.4"),
+        ("DDIM", "v.a1111.ddim.4"),
+        ("EULER_DISCRETE", "v.diffusers.euler.4"),
+        ("EULER_ANCESTRAL_DISCRETE", "v.diffusers.euler_a.4"),
+        ("DDIMScheduler", "v.diffusers.ddim.4"),
+        ("DPM_SOLVER", "v.diffusers.dpm.4"),
+        ("KLMS", "v.diffusers.lms.4"),
+        ("PNDM", "v.diffusers.pndm.4"),
+    ] {
+        let mut eps = toy(bias);
+        let out = sample(resolve(name, None).unwrap(), &cfg, 4, &mut eps, noise, &mut injected(anc), &mut go).unwrap();
+        check(&format!("v {name}"), &out, g.get(golden));
+    }
+}

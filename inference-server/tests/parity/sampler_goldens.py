@@ -146,7 +146,7 @@ for name, fn, sched, noisy in RUNS:
         OUT[f"a1111.run.{name}.{steps}"] = out
 
 
-def a1111_ddim(steps):
+def a1111_ddim(steps, v=False):
     ts = torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
     alphas = AC_LDM[ts]
     alphas_prev = AC_LDM[torch.nn.functional.pad(ts[:-1], pad=(1, 0))].to(torch.float64)
@@ -155,6 +155,9 @@ def a1111_ddim(steps):
     for i in range(len(ts) - 1):
         index = len(ts) - 1 - i
         e_t = toy(x, ts[index].item())
+        if v:  # CompVisTimestepsVDenoiser.predict_eps_from_z_and_v
+            t_int = int(ts[index].item())
+            e_t = AC_LDM[t_int].sqrt() * e_t + (1 - AC_LDM[t_int]).sqrt() * x
         a_t = alphas[index].item()
         a_prev = alphas_prev[index].item()
         pred_x0 = (x - sqrt_one_minus_alphas[index].item() * e_t) / math.sqrt(a_t)
@@ -254,6 +257,16 @@ for steps in [4, 7]:
     OUT[f"a1111.unipc_t.{steps}"] = t_in
     OUT[f"a1111.run.unipc.{steps}"] = x
 
+# v-prediction: A1111 wraps v models in DiscreteVDDPMDenoiser (k-diffusion samplers) and
+# CompVisTimestepsVDenoiser (DDIM); the toy output is read as v.
+VDEN = EXT.DiscreteVDDPMDenoiser(toy, AC_LDM, quantize=False)
+for name, fn, sigmas in [
+    ("euler", K.sample_euler, VDEN.get_sigmas(4)),
+    ("dpmpp_2m", K.sample_dpmpp_2m, K.get_sigmas_karras(4, VDEN.sigmas[0].item(), VDEN.sigmas[-1].item())),
+]:
+    OUT[f"v.a1111.{name}.4"] = fn(VDEN, NOISE * sigmas[0], sigmas, disable=True)
+OUT["v.a1111.ddim.4"] = a1111_ddim(4, v=True)[1]
+
 # ---- diffusers ----
 CLASSES = {
     "euler": EulerDiscreteScheduler,
@@ -294,6 +307,15 @@ for cls_name, cls in CLASSES.items():
                     x = sch.step(toy(inp, t), t, x).prev_sample
                 OUT[key + ".final"] = x
                 OUT[key + ".init_noise_sigma"] = torch.tensor([float(sch.init_noise_sigma)])
+
+for cls_name, cls in CLASSES.items():
+    sch = cls.from_config({**SD15, "prediction_type": "v_prediction", "timestep_spacing": "leading"})
+    sch.set_timesteps(4)
+    _queue[:] = list(ANC)
+    x = NOISE * sch.init_noise_sigma
+    for t in sch.timesteps:
+        x = sch.step(toy(sch.scale_model_input(x, t), t), t, x).prev_sample
+    OUT[f"v.diffusers.{cls_name}.4"] = x
 
 OUT["noise"] = NOISE
 OUT["bias"] = BIAS
