@@ -6,6 +6,7 @@ mod error;
 pub mod testmodel;
 pub mod text;
 pub mod tokenizer;
+pub mod unet;
 pub mod vae;
 pub mod weights;
 
