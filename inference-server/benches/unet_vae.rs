@@ -10,6 +10,9 @@
 //! model's own. `RssAnon` after load shows that the f16 weights are not copied to the heap.
 //! `bench/unet_vae.py` runs this beside PyTorch and stable-diffusion.cpp and prints ratios.
 //!
+//! `unet_vae sd15-single-file <path>` instead writes a full-size SD 1.5 single-file checkpoint
+//! (original key names, f16, zero data in a sparse file) for stable-diffusion.cpp.
+//!
 //! Runs: `SDSERVE_BENCH_RUNS` timed runs (default 3) after one warm-up; the median is reported.
 //! Output: a Markdown table, plus `RESULT <key> <value>` lines for the driver script.
 #![allow(missing_docs)]
@@ -19,7 +22,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use inference_server::engine::{Device, Tensor};
-use inference_server::model::testmodel::{param_values, published_configs};
+use inference_server::model::testmodel::{param_values, published_configs, write_header_only_single_file};
 use inference_server::model::unet::UNet;
 use inference_server::model::vae::Vae;
 use inference_server::model::weights::{
@@ -124,7 +127,15 @@ fn main() {
     // `cargo bench` passes `--bench`; a child phase gets `<model> <path>`.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     if let [model, path] = args.as_slice() {
-        child(model, Path::new(path));
+        if model == "sd15-single-file" {
+            // For stable-diffusion.cpp (bench/sdcpp.py): a full-size SD 1.5 single file with the
+            // original key names whose data section is a sparse run of zeros.
+            let configs = published_configs(Variant::Sd1);
+            write_header_only_single_file(Path::new(path), Variant::Sd1, &configs, StoredDType::F16)
+                .expect("write single file");
+        } else {
+            child(model, Path::new(path));
+        }
         return;
     }
     let threads = rayon::current_num_threads();
