@@ -40,6 +40,7 @@ pub struct UNet {
     norm_out: GroupNorm,
     conv_out: Conv2d,
     in_channels: usize,
+    out_channels: usize,
     context_dim: usize,
     device: Device,
 }
@@ -143,9 +144,25 @@ impl UNet {
             norm_out: GroupNorm::load(ws, "conv_norm_out", groups, b0, eps, device)?,
             conv_out: Conv2d::load(ws, "conv_out", b0, config.out_channels, 3, 1, 1, device)?,
             in_channels: config.in_channels,
+            out_channels: config.out_channels,
             context_dim: config.cross_attention_dim,
             device: *device,
         })
+    }
+
+    /// Channels of the latents it takes.
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    /// Channels of the prediction it returns.
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
+    /// Width of the text embeddings it attends to (`cross_attention_dim`).
+    pub fn context_dim(&self) -> usize {
+        self.context_dim
     }
 
     /// Predicts the noise of `latents` `[B, in_channels, h, w]` at `timesteps` (one value for
