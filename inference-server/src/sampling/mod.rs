@@ -1,3 +1,4 @@
 //! Sampling: noise generation and the samplers that turn noise into latents.
 
 pub mod rng;
+pub mod samplers;

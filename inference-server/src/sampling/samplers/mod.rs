@@ -1,0 +1,104 @@
+//! Samplers and their sigma / timestep schedules.
+//!
+//! Latents are flat `f32` slices (any shape; the samplers are elementwise apart from the
+//! model call). Schedules are computed in `f64` and handed to the model as `f32`.
+//!
+//! - [`names`]: request names (A1111, diffusers, Leonardo) → [`names::Resolved`].
+//! - [`schedule`]: the discrete DDPM schedule from a `SchedulerConfig`, k-diffusion's
+//!   `DiscreteEpsDDPMDenoiser` sigma↔t maps and A1111's sigma schedules.
+//! - [`k_samplers`], [`k_more`]: k-diffusion samplers on a denoiser `D(x, sigma) -> x0`.
+//! - [`diffusers`]: diffusers' `set_timesteps` for each scheduler class.
+//! - [`diffusers_steps`]: diffusers' step functions on an eps model `eps(x_in, t)`.
+//! - [`run`]: [`sample`], the single entry point: resolved name + config + steps + model.
+//! - [`brownian`]: a seeded Brownian-tree [`NoiseSource`] for the SDE samplers.
+//!
+//! Every sampler takes a progress callback `FnMut(step, total) -> ControlFlow<()>`, called
+//! before each model evaluation step; `Break` stops with [`SamplerError::Cancelled`].
+//! Noise for ancestral / SDE samplers comes from a [`NoiseSource`], so callers choose the RNG
+//! and tests can inject fixed noise.
+
+pub mod brownian;
+pub mod diffusers;
+pub mod diffusers_steps;
+pub mod k_more;
+pub mod k_samplers;
+pub mod names;
+pub mod run;
+pub mod schedule;
+
+use std::ops::ControlFlow;
+
+pub use brownian::BrownianNoise;
+pub use names::{DiffusersScheduler, KSampler, Resolved, Schedule, resolve};
+pub use run::{levels, sample};
+
+/// Why sampling (or resolving a sampler) failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SamplerError {
+    /// The sampler name is not known (gRPC `INVALID_ARGUMENT`).
+    #[error("unknown sampler {name:?}; accepted: {}", accepted.join(", "))]
+    UnknownSampler {
+        /// The name as requested.
+        name: String,
+        /// Every accepted name.
+        accepted: Vec<String>,
+    },
+    /// The schedule name is not known (gRPC `INVALID_ARGUMENT`).
+    #[error("unknown schedule {name:?}; accepted: {}", accepted.join(", "))]
+    UnknownSchedule {
+        /// The name as requested.
+        name: String,
+        /// Every accepted name.
+        accepted: Vec<String>,
+    },
+    /// The sampler does not take this schedule (gRPC `INVALID_ARGUMENT`).
+    #[error("sampler {sampler:?} does not support schedule {schedule}")]
+    UnsupportedSchedule {
+        /// The sampler as requested.
+        sampler: String,
+        /// The schedule.
+        schedule: String,
+    },
+    /// A configuration or argument the sampler cannot use (steps 0, unknown beta schedule...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The sampler is named but not implemented yet.
+    #[error("sampler {0} is not implemented")]
+    NotImplemented(String),
+    /// The progress callback asked to stop.
+    #[error("cancelled")]
+    Cancelled,
+    /// The model call failed.
+    #[error("model: {0}")]
+    Model(String),
+}
+
+/// The progress / cancel callback: `(step, total)`, `step` counting from 0.
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> ControlFlow<()>;
+
+/// Where ancestral and SDE samplers get their noise.
+pub trait NoiseSource {
+    /// Standard normal noise of `len` elements for the step from `sigma` to `sigma_next`
+    /// (diffusers samplers pass timesteps as `sigma`).
+    fn noise(&mut self, sigma: f64, sigma_next: f64, len: usize) -> Vec<f32>;
+}
+
+impl<F: FnMut(f64, f64, usize) -> Vec<f32>> NoiseSource for F {
+    fn noise(&mut self, sigma: f64, sigma_next: f64, len: usize) -> Vec<f32> {
+        self(sigma, sigma_next, len)
+    }
+}
+
+/// Calls `progress` and turns `Break` into [`SamplerError::Cancelled`].
+pub(crate) fn tick(progress: &mut Progress<'_>, step: usize, total: usize) -> Result<(), SamplerError> {
+    match progress(step, total) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(SamplerError::Cancelled),
+    }
+}
+
+/// `a * x + b * y`, elementwise.
+pub(crate) fn lin2(a: f64, x: &[f32], b: f64, y: &[f32]) -> Vec<f32> {
+    let (a, b) = (a as f32, b as f32);
+    x.iter().zip(y).map(|(x, y)| a * x + b * y).collect()
+}
