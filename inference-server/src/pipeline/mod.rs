@@ -7,6 +7,7 @@ pub mod conditioning;
 pub mod generate;
 pub mod images;
 pub mod params;
+pub mod png;
 
 pub use params::{Img2ImgParams, PipelineError, RgbImage, Txt2ImgParams};
 pub use generate::{Events, Generation, Pipeline, RunOptions, StepEvent};
