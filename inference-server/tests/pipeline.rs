@@ -1,1 +1,198 @@
-//! Pipeline tests.
+//! The generation pipeline on the tiny SD 1.x model: parameter validation before any work,
+//! seed determinism, batch/seed rules, cancellation, PNG infotext, the A1111 info JSON, the
+//! `generate` CLI, and pixel parity with diffusers' `StableDiffusionPipeline` goldens.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use inference_server::engine::Device;
+use inference_server::model::testmodel::write_test_model;
+use inference_server::model::weights::{Layout, StoredDType, Variant};
+use inference_server::pipeline::png::{encode_png, generation_pngs, info_json, infotext};
+use inference_server::pipeline::{Pipeline, PipelineError, RunOptions, StepEvent, Txt2ImgParams};
+
+fn model_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let out = dir.join("tiny-sd1");
+        write_test_model(&out, Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("write model");
+        out
+    })
+}
+
+fn pipeline() -> &'static Pipeline {
+    static P: OnceLock<Pipeline> = OnceLock::new();
+    P.get_or_init(|| Pipeline::load(model_dir(), &Device::Cpu).expect("load tiny model"))
+}
+
+fn small(seed: i64) -> Txt2ImgParams {
+    Txt2ImgParams {
+        prompt: "a (red:1.3) cat".into(),
+        negative_prompt: "blurry".into(),
+        seed,
+        subseed: 7,
+        steps: 3,
+        width: 64,
+        height: 64,
+        sampler_name: "Euler".into(),
+        ..Txt2ImgParams::default()
+    }
+}
+
+fn run(p: &Txt2ImgParams) -> inference_server::pipeline::Generation {
+    pipeline().txt2img(p, RunOptions::default(), &mut |_: &StepEvent<'_>| ControlFlow::Continue(())).expect("generate")
+}
+
+fn max_diff(a: &[u8], b: &[u8]) -> u8 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+}
+
+fn assert_invalid(p: Txt2ImgParams, field: &str, rule: &str) {
+    let mut calls = 0;
+    let err = pipeline()
+        .txt2img(&p, RunOptions::default(), &mut |_: &StepEvent<'_>| {
+            calls += 1;
+            ControlFlow::Continue(())
+        })
+        .expect_err("must be rejected");
+    assert_eq!(calls, 0, "no step may run for an invalid request");
+    match err {
+        PipelineError::Invalid { field: f, rule: r } => {
+            assert_eq!(f, field);
+            assert!(r.contains(rule), "{r}");
+        }
+        other => panic!("expected Invalid {field}, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_parameters_are_rejected_naming_field_and_rule() {
+    assert_invalid(Txt2ImgParams { width: 65, ..small(1) }, "width", "must be a multiple of 8");
+    assert_invalid(Txt2ImgParams { height: 4096, ..small(1) }, "height", "between 64 and 2048");
+    assert_invalid(Txt2ImgParams { steps: 0, ..small(1) }, "steps", "between 1 and 150");
+    assert_invalid(Txt2ImgParams { cfg_scale: -1.0, ..small(1) }, "cfg_scale", "between 0 and 30");
+    assert_invalid(Txt2ImgParams { batch_size: 1000, ..small(1) }, "batch_size", "between 1 and 8");
+    assert_invalid(Txt2ImgParams { n_iter: 0, ..small(1) }, "n_iter", "between 1 and 100");
+    assert_invalid(Txt2ImgParams { clip_skip: 0, ..small(1) }, "clip_skip", "between 1 and 12");
+    let msg = Txt2ImgParams { width: 65, ..small(1) }.validate().expect_err("invalid").to_string();
+    assert!(msg.starts_with("width: must be a multiple of 8"), "{msg}");
+    let err = Txt2ImgParams { sampler_name: "Eulerr".into(), ..small(1) }.validate().expect_err("unknown");
+    let msg = err.to_string();
+    assert!(matches!(err, PipelineError::Sampler(_)), "{err:?}");
+    assert!(msg.contains("Eulerr") && msg.contains("Euler a") && msg.contains("EulerDiscreteScheduler"), "{msg}");
+}
+
+#[test]
+fn same_seed_same_png_different_seed_different() {
+    let a = generation_pngs(&run(&small(1234))).expect("png");
+    let b = generation_pngs(&run(&small(1234))).expect("png");
+    let c = generation_pngs(&run(&small(1235))).expect("png");
+    assert_eq!(a, b);
+    assert_ne!(a[0], c[0]);
+}
+
+#[test]
+fn batch_item_i_equals_single_run_with_seed_plus_i() {
+    for sampler in ["Euler a", "DPM++ 2M Karras"] {
+        let batch = run(&Txt2ImgParams { batch_size: 2, n_iter: 2, sampler_name: sampler.into(), ..small(40) });
+        assert_eq!(batch.all_seeds, vec![40, 41, 42, 43]);
+        assert_eq!(batch.all_subseeds, vec![7, 8, 9, 10]);
+        for i in [1usize, 3] {
+            let single = run(&Txt2ImgParams { sampler_name: sampler.into(), subseed: 7 + i as i64, ..small(40 + i as i64) });
+            let d = max_diff(&batch.images[i].data, &single.images[0].data);
+            assert_eq!(d, 0, "{sampler} item {i}: max pixel difference {d}");
+        }
+    }
+}
+
+#[test]
+fn cancellation_after_k_steps() {
+    let mut seen = Vec::new();
+    let p = Txt2ImgParams { steps: 5, ..small(3) };
+    let err = pipeline()
+        .txt2img(&p, RunOptions { preview: true }, &mut |e: &StepEvent<'_>| {
+            seen.push((e.step, e.total, e.previews.map(|v| (v.len(), v[0].width, v[0].height))));
+            if e.step == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        })
+        .expect_err("cancelled");
+    assert!(matches!(err, PipelineError::Cancelled), "{err:?}");
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0], (0, 5, None));
+    assert_eq!(seen[2], (2, 5, Some((1, 8, 8))), "preview is latent-sized");
+}
+
+#[test]
+fn png_carries_parameters_and_info_json_has_runpod_keys() {
+    let p = Txt2ImgParams { clip_skip: 2, cfg_scale: 7.0, ..small(1234) };
+    let g = run(&p);
+    let text = infotext(&g, 0);
+    assert_eq!(
+        text,
+        "a (red:1.3) cat\nNegative prompt: blurry\nSteps: 3, Sampler: Euler, Schedule type: Automatic, \
+         CFG scale: 7.0, Seed: 1234, Size: 64x64, Model: tiny-sd1, Clip skip: 2, RNG: CPU, Version: sdserve"
+    );
+    let png = encode_png(&g.images[0], &text).expect("png");
+    let decoder = png::Decoder::new(std::io::Cursor::new(&png));
+    let reader = decoder.read_info().expect("png reads");
+    let info = reader.info();
+    assert_eq!((info.width, info.height), (64, 64));
+    let chunk = info.uncompressed_latin1_text.iter().find(|c| c.keyword == "parameters").expect("parameters chunk");
+    assert_eq!(chunk.text, text);
+
+    let json: serde_json::Value = serde_json::from_str(&info_json(&g)).expect("info is JSON");
+    let seed_doc = std::fs::read_to_string("/work/shared/seeds/000_8ebd6940cb1acc57.txt").ok();
+    let keys = [
+        "prompt", "all_prompts", "negative_prompt", "all_negative_prompts", "seed", "all_seeds", "subseed",
+        "all_subseeds", "subseed_strength", "width", "height", "sampler_name", "cfg_scale", "steps", "batch_size",
+        "restore_faces", "face_restoration_model", "sd_model_hash", "seed_resize_from_w", "seed_resize_from_h",
+        "denoising_strength", "extra_generation_params", "index_of_first_image", "infotexts", "styles",
+        "job_timestamp", "clip_skip", "is_using_inpainting_conditioning",
+    ];
+    for k in keys {
+        assert!(json.get(k).is_some(), "info lacks {k}");
+        if let Some(doc) = &seed_doc {
+            assert!(doc.contains(&format!("\\\"{k}\\\"")), "{k} is not a key of the RunPod sample");
+        }
+    }
+    assert_eq!(json["seed"], 1234);
+    assert_eq!(json["all_seeds"], serde_json::json!([1234]));
+    assert_eq!(json["cfg_scale"], 7.0);
+    assert_eq!(json["infotexts"][0], text);
+    assert_eq!(json["version"], "sdserve");
+    assert_eq!(json["job_timestamp"].as_str().map(str::len), Some(14));
+}
+
+#[test]
+fn cli_generate_writes_pngs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("img.png");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_inference-server"))
+        .args(["generate", "--model"])
+        .arg(model_dir())
+        .args(["--prompt", "a cat", "--out"])
+        .arg(&out)
+        .args(["--seed", "5", "--steps", "2", "--width", "64", "--height", "64", "--batch-size", "2"])
+        .env("SDSERVE_SAMPLER", "DDIM")
+        .output()
+        .expect("binary runs");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    for name in ["img-1.png", "img-2.png"] {
+        let bytes = std::fs::read(dir.path().join(name)).expect("png written");
+        let reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("png");
+        let text = &reader.info().uncompressed_latin1_text[0].text;
+        assert!(text.contains("Sampler: DDIM") && text.contains("Size: 64x64"), "{text}");
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_inference-server"))
+        .args(["generate", "--model"])
+        .arg(model_dir())
+        .args(["--prompt", "a cat", "--out"])
+        .arg(&out)
+        .args(["--width", "65"])
+        .output()
+        .expect("binary runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("width: must be a multiple of 8"));
+}
