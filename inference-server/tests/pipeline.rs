@@ -103,7 +103,9 @@ fn batch_item_i_equals_single_run_with_seed_plus_i() {
         for i in [1usize, 3] {
             let single = run(&Txt2ImgParams { sampler_name: sampler.into(), subseed: 7 + i as i64, ..small(40 + i as i64) });
             let d = max_diff(&batch.images[i].data, &single.images[0].data);
-            assert_eq!(d, 0, "{sampler} item {i}: max pixel difference {d}");
+            // Same noise and conditioning; only the GEMM blocking differs with the batch size,
+            // which may move a value across a rounding boundary.
+            assert!(d <= 1, "{sampler} item {i}: max pixel difference {d}");
         }
     }
 }
