@@ -198,3 +198,43 @@ fn cli_generate_writes_pngs() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("width: must be a multiple of 8"));
 }
+
+fn read_golden(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens").join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().expect("golden png");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut buf).expect("golden frame");
+    assert_eq!((frame.width, frame.height, frame.color_type), (64, 64, png::ColorType::Rgb));
+    buf.truncate(frame.buffer_size());
+    buf
+}
+
+/// `tests/parity/pipeline_goldens.py`: diffusers' StableDiffusionPipeline, 64×64, 5 steps,
+/// CFG 7, `Generator().manual_seed(1234)`. Tolerance: max pixel difference 2/255.
+#[test]
+fn parity_with_diffusers_pipeline() {
+    let cases = [
+        ("EulerDiscreteScheduler", None, "pipeline_EulerDiscreteScheduler.png"),
+        ("DDIMScheduler", None, "pipeline_DDIMScheduler.png"),
+        ("DPMSolverMultistepScheduler", Some("Karras"), "pipeline_DPMSolverMultistepScheduler_karras.png"),
+    ];
+    for (sampler, schedule, golden) in cases {
+        let p = Txt2ImgParams {
+            prompt: "a red cat on a sofa".into(),
+            negative_prompt: "blurry".into(),
+            seed: 1234,
+            steps: 5,
+            cfg_scale: 7.0,
+            width: 64,
+            height: 64,
+            sampler_name: sampler.into(),
+            scheduler: schedule.map(str::to_string),
+            ..Txt2ImgParams::default()
+        };
+        let ours = run(&p);
+        let d = max_diff(&ours.images[0].data, &read_golden(golden));
+        eprintln!("{sampler}: max pixel difference {d}");
+        assert!(d <= 2, "{sampler}: max pixel difference {d} > 2");
+    }
+}

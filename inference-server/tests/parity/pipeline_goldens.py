@@ -1,0 +1,71 @@
+"""Writes the pipeline goldens: diffusers' StableDiffusionPipeline on the tiny SD 1.x test model.
+
+Usage (see README.md):
+    target/debug/inference-server make-test-model --out /tmp/tm-pipe/sd1 --variant sd1
+    /work/.venv-ref/bin/python inference-server/tests/parity/pipeline_goldens.py /tmp/tm-pipe/sd1 [OUT_DIR]
+
+For each scheduler class below, runs txt2img at 64x64 with PROMPT / NEGATIVE, CFG 7.0,
+STEPS steps, generator torch.Generator().manual_seed(SEED), output_type "np", and writes the
+image as OUT_DIR/pipeline_<ClassName>[_karras].png (uint8: (x * 255).round(), as diffusers'
+numpy_to_pil). Default OUT_DIR: inference-server/tests/goldens.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+)
+
+PROMPT = "a red cat on a sofa"
+NEGATIVE = "blurry"
+SEED = 1234
+STEPS = 5
+CFG = 7.0
+
+CASES = [
+    ("EulerDiscreteScheduler", EulerDiscreteScheduler, {}),
+    ("DDIMScheduler", DDIMScheduler, {}),
+    ("DPMSolverMultistepScheduler_karras", DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
+    ("EulerAncestralDiscreteScheduler", EulerAncestralDiscreteScheduler, {}),
+]
+
+
+def main():
+    folder = Path(sys.argv[1])
+    default_out = Path(__file__).resolve().parent.parent / "goldens"
+    out_dir = Path(sys.argv[2]) if len(sys.argv) > 2 else default_out
+    torch.set_grad_enabled(False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    base_config = pipe.scheduler.config
+    for name, cls, extra in CASES:
+        pipe.scheduler = cls.from_config(base_config, **extra)
+        image = pipe(
+            PROMPT,
+            negative_prompt=NEGATIVE,
+            height=64,
+            width=64,
+            num_inference_steps=STEPS,
+            guidance_scale=CFG,
+            generator=torch.Generator().manual_seed(SEED),
+            output_type="np",
+        ).images[0]
+        pixels = (image * 255).round().astype(np.uint8)
+        out = out_dir / f"pipeline_{name}.png"
+        Image.fromarray(pixels).save(out)
+        print(f"{out}: mean {pixels.mean():.2f}")
+
+
+if __name__ == "__main__":
+    main()
