@@ -218,6 +218,7 @@ fn parity_with_diffusers_pipeline() {
         ("EulerDiscreteScheduler", None, "pipeline_EulerDiscreteScheduler.png"),
         ("DDIMScheduler", None, "pipeline_DDIMScheduler.png"),
         ("DPMSolverMultistepScheduler", Some("Karras"), "pipeline_DPMSolverMultistepScheduler_karras.png"),
+        ("EulerAncestralDiscreteScheduler", None, "pipeline_EulerAncestralDiscreteScheduler.png"),
     ];
     for (sampler, schedule, golden) in cases {
         let p = Txt2ImgParams {

@@ -5,9 +5,9 @@
 //!   and `subseed + i`, iteration `n` starts at `seed + n·batch_size`. For a batch of one this
 //!   is also diffusers with `torch.Generator().manual_seed(seed)`; diffusers with one
 //!   generator for a whole batch draws the batch in one call and differs for items > 0.
-//! - Ancestral / SDE noise after the first draw comes from per-item streams seeded from the
-//!   item's seed and the call index (deterministic, batch-independent), not from the
-//!   reference's continuing generator: ancestral samplers do not match A1111/diffusers images.
+//! - Ancestral / SDE noise after the first draw continues each item's CPU generator, as A1111
+//!   (`ImageRNG.next()`) and diffusers (one generator per item) do; see [`ItemNoise`] for the
+//!   cases (Philox, latent sizes not a multiple of 16) where it cannot.
 //! - Guidance: uncond and cond in one UNet batch (`[uncond; cond]`, diffusers' order),
 //!   `uncond + cfg·(cond − uncond)`. The uncond half is skipped when `cfg_scale == 1`, and
 //!   for diffusers class names whenever `cfg_scale <= 1` (diffusers' `guidance_scale > 1`).
@@ -127,7 +127,7 @@ impl Pipeline {
             let (s0, ss0) = (seed.wrapping_add(off), subseed.wrapping_add(off));
             let noise = batch_noise(p.noise_source, s0, ss0, p.subseed_strength, b, &[4, h, w])?;
             let seeds: Vec<u64> = (0..b as u64).map(|i| s0.wrapping_add(i)).collect();
-            let mut rng = ItemNoise { source: p.noise_source, seeds: seeds.clone(), calls: 0 };
+            let mut rng = ItemNoise::new(p.noise_source, seeds.clone());
             let run = Run { resolved, steps: p.steps, cfg: p.cfg_scale, guided, ctx: &ctx, batch: b, h, w, iteration };
             let latent = self.sample_batch(&run, &noise, &mut rng, options, &mut *events)?;
             let x = Tensor::from_vec(latent, (b, 4, h, w), &self.device)?;
@@ -227,21 +227,49 @@ fn repeat_halves(one: &Tensor, halves: usize, batch: usize) -> Result<Tensor, cr
     Tensor::cat(&refs, 0)
 }
 
-/// Ancestral / SDE noise: per item, a stream seeded from the item's seed and the call index.
+/// Ancestral / SDE noise, per batch item. With the CPU generator and a per-item latent size
+/// that is a multiple of 16 this continues each item's `torch.Generator().manual_seed(seed)`
+/// after the initial latent, as both references do (A1111's `ImageRNG.next()` per image;
+/// diffusers' `scheduler.step(generator=...)` with one generator per item): call `k` returns
+/// values `k·per .. (k+1)·per` of one long `torch.randn` stream, since torch's vectorised
+/// normal transform works on aligned blocks of 16. Otherwise (Philox, odd sizes) each item
+/// gets a deterministic stream of its own that matches no reference.
 struct ItemNoise {
     source: NoiseSource,
     seeds: Vec<u64>,
-    calls: u64,
+    calls: usize,
+    /// Per item: the stream drawn so far (initial latent first).
+    cache: Vec<Vec<f32>>,
+}
+
+impl ItemNoise {
+    fn new(source: NoiseSource, seeds: Vec<u64>) -> Self {
+        ItemNoise { source, cache: vec![Vec::new(); seeds.len()], seeds, calls: 0 }
+    }
+
+    fn continued(&mut self, item: usize, per: usize) -> Vec<f32> {
+        let need = per * (self.calls + 1);
+        if self.cache[item].len() < need {
+            let len = need.max(2 * self.cache[item].len());
+            self.cache[item] = randn(NoiseSource::TorchCpu, self.seeds[item], &[len]).unwrap_or_default();
+        }
+        self.cache[item].get(need - per..need).map_or_else(|| vec![0.0; per], <[f32]>::to_vec)
+    }
 }
 
 impl crate::sampling::samplers::NoiseSource for ItemNoise {
     fn noise(&mut self, _sigma: f64, _sigma_next: f64, len: usize) -> Vec<f32> {
         self.calls += 1;
         let per = len / self.seeds.len().max(1);
+        let aligned = self.source == NoiseSource::TorchCpu && per.is_multiple_of(16) && per > 0;
         let mut out = Vec::with_capacity(len);
-        for &s in &self.seeds {
-            let stream = s.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.calls);
-            out.extend(randn(self.source, stream, &[per]).unwrap_or_else(|_| vec![0.0; per]));
+        for i in 0..self.seeds.len() {
+            if aligned {
+                out.extend(self.continued(i, per));
+            } else {
+                let stream = self.seeds[i].wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.calls as u64);
+                out.extend(randn(self.source, stream, &[per]).unwrap_or_else(|_| vec![0.0; per]));
+            }
         }
         out.resize(len, 0.0);
         out
