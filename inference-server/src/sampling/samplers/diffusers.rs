@@ -17,7 +17,8 @@ pub struct DiffusersPlan {
     pub scheduler: DiffusersScheduler,
     /// Timesteps handed to the UNet, one per step (fractional for Euler with Karras sigmas).
     pub timesteps: Vec<f64>,
-    /// `steps + 1` sigmas ending in 0 (Euler, Euler ancestral, DPM-Solver); empty for DDIM.
+    /// `steps + 1` sigmas ending in 0 (Euler, Euler ancestral, LMS, DPM-Solver); empty for
+    /// DDIM and PNDM (whose `timesteps` has `steps + 1` entries, one repeated).
     pub sigmas: Vec<f64>,
     /// What the initial unit noise is multiplied by (`init_noise_sigma`).
     pub init_noise_sigma: f64,
@@ -117,11 +118,20 @@ pub fn set_timesteps(
             plan.timesteps = t;
             plan.sigmas = sigmas;
         }
-        DiffusersScheduler::Ddim | DiffusersScheduler::Pndm => {
-            if scheduler == DiffusersScheduler::Pndm {
-                return Err(SamplerError::NotImplemented("PNDMScheduler".into()));
-            }
+        DiffusersScheduler::Ddim => {
             plan.timesteps = spaced(config, steps, true)?;
+        }
+        DiffusersScheduler::Pndm => {
+            // skip_prk_steps (SD's config): PLMS only, the second-lowest timestep repeated.
+            let mut asc = spaced(config, steps, true)?;
+            asc.reverse();
+            let mut t: Vec<f64> = asc[..steps - 1].to_vec();
+            if steps >= 2 {
+                t.push(asc[steps - 2]);
+            }
+            t.push(asc[steps - 1]);
+            t.reverse();
+            plan.timesteps = t;
         }
         DiffusersScheduler::DpmSolverMultistep => {
             let t: Vec<f64> = match config.timestep_spacing.as_str() {

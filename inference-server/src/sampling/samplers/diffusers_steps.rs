@@ -5,6 +5,7 @@
 //! (without guidance: the model closure does classifier-free guidance itself).
 
 use super::diffusers::DiffusersPlan;
+use super::k_more::lms_coeff;
 use super::k_samplers::{EpsModel, ancestral_step};
 use super::names::DiffusersScheduler;
 use super::{NoiseSource, Progress, SamplerError, lin2, tick};
@@ -32,6 +33,7 @@ pub fn run(
     let n = plan.timesteps.len();
     let pt = plan.prediction_type.as_str();
     let mut outputs: Vec<Vec<f32>> = vec![];
+    let mut pndm = Plms::default();
     for i in 0..n {
         tick(&mut progress, i, n)?;
         let t = plan.timesteps[i];
@@ -97,8 +99,31 @@ pub fn run(
                     }
                 };
             }
-            DiffusersScheduler::LmsDiscrete | DiffusersScheduler::Pndm => {
-                return Err(SamplerError::NotImplemented(format!("{:?}", plan.scheduler)));
+            DiffusersScheduler::LmsDiscrete => {
+                let s = plan.sigmas[i];
+                let c_in = 1.0 / (s * s + 1.0).sqrt();
+                let scaled: Vec<f32> = x.iter().map(|v| v * c_in as f32).collect();
+                let out = call(&mut model, &scaled, t)?;
+                let x0 = match pt {
+                    "epsilon" => lin2(1.0, &x, -s, &out),
+                    "v_prediction" => lin2(1.0 / (s * s + 1.0), &x, -s * c_in, &out),
+                    other => return Err(SamplerError::Invalid(format!("unsupported prediction_type {other:?}"))),
+                };
+                outputs.push(x.iter().zip(&x0).map(|(x, x0)| (x - x0) / s as f32).collect());
+                if outputs.len() > 4 {
+                    outputs.remove(0);
+                }
+                let order = (i + 1).min(4);
+                let mut acc = vec![0.0f32; x.len()];
+                for (j, d) in (0..order).zip(outputs.iter().rev()) {
+                    let c = lms_coeff(order, &plan.sigmas, i, j) as f32;
+                    acc.iter_mut().zip(d).for_each(|(a, d)| *a += c * d);
+                }
+                x.iter_mut().zip(&acc).for_each(|(x, a)| *x += a);
+            }
+            DiffusersScheduler::Pndm => {
+                let out = call(&mut model, &x, t)?;
+                x = pndm.step(plan, &out, t as i64, &x)?;
             }
         }
     }
@@ -111,4 +136,59 @@ fn call(model: &mut EpsModel<'_>, x: &[f32], t: f64) -> Result<Vec<f32>, Sampler
         return Err(SamplerError::Model(format!("model returned {} values for {}", out.len(), x.len())));
     }
     Ok(out)
+}
+
+/// `PNDMScheduler.step_plms` state (with `skip_prk_steps`).
+#[derive(Default)]
+struct Plms {
+    counter: usize,
+    ets: Vec<Vec<f32>>,
+    cur_sample: Option<Vec<f32>>,
+}
+
+impl Plms {
+    fn step(&mut self, plan: &DiffusersPlan, out: &[f32], t: i64, x: &[f32]) -> Result<Vec<f32>, SamplerError> {
+        let ratio = plan.step_ratio as i64;
+        let (mut t, mut prev_t) = (t, t - ratio);
+        if self.counter != 1 {
+            if self.ets.len() > 3 {
+                self.ets.drain(..self.ets.len() - 3);
+            }
+            self.ets.push(out.to_vec());
+        } else {
+            prev_t = t;
+            t += ratio;
+        }
+        let e = &self.ets;
+        let n = e.len();
+        let comb = |cs: &[f32], div: f32| -> Vec<f32> {
+            (0..out.len()).map(|k| cs.iter().enumerate().map(|(j, c)| c * e[n - 1 - j][k]).sum::<f32>() / div).collect()
+        };
+        let mut sample = x.to_vec();
+        let eps = if n == 1 && self.counter == 0 {
+            self.cur_sample = Some(x.to_vec());
+            out.to_vec()
+        } else if n == 1 && self.counter == 1 {
+            sample = self.cur_sample.take().unwrap_or_default();
+            out.iter().zip(&e[0]).map(|(a, b)| (a + b) / 2.0).collect()
+        } else if n == 2 {
+            comb(&[3.0, -1.0], 2.0)
+        } else if n == 3 {
+            comb(&[23.0, -16.0, 5.0], 12.0)
+        } else {
+            comb(&[55.0, -59.0, 37.0, -9.0], 24.0)
+        };
+        self.counter += 1;
+        let ac = &plan.schedule.alphas_cumprod;
+        let a_t = ac[t as usize];
+        let a_prev = if prev_t >= 0 { ac[prev_t as usize] } else { plan.final_alpha_cumprod };
+        let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
+        let eps = match plan.prediction_type.as_str() {
+            "epsilon" => eps,
+            "v_prediction" => lin2(a_t.sqrt(), &eps, b_t.sqrt(), &sample),
+            other => return Err(SamplerError::Invalid(format!("unsupported prediction_type {other:?}"))),
+        };
+        let denom = a_t * b_prev.sqrt() + (a_t * b_t * a_prev).sqrt();
+        Ok(lin2((a_prev / a_t).sqrt(), &sample, -(a_prev - a_t) / denom, &eps))
+    }
 }

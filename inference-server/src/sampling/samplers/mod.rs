@@ -7,6 +7,7 @@
 //! - [`schedule`]: the discrete DDPM schedule from a `SchedulerConfig`, k-diffusion's
 //!   `DiscreteEpsDDPMDenoiser` sigma↔t maps and A1111's sigma schedules.
 //! - [`k_samplers`], [`k_more`]: k-diffusion samplers on a denoiser `D(x, sigma) -> x0`.
+//! - [`lcm`], [`unipc`]: A1111's LCM and UniPC samplers.
 //! - [`diffusers`]: diffusers' `set_timesteps` for each scheduler class.
 //! - [`diffusers_steps`]: diffusers' step functions on an eps model `eps(x_in, t)`.
 //! - [`run`]: [`sample`], the single entry point: resolved name + config + steps + model.
@@ -22,9 +23,11 @@ pub mod diffusers;
 pub mod diffusers_steps;
 pub mod k_more;
 pub mod k_samplers;
+pub mod lcm;
 pub mod names;
 pub mod run;
 pub mod schedule;
+pub mod unipc;
 
 use std::ops::ControlFlow;
 

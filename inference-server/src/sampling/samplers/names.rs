@@ -88,8 +88,9 @@ impl KSampler {
         matches!(self, KSampler::Dpm2 | KSampler::Dpm2Ancestral)
     }
 
-    /// Whether the sampler runs on discrete timesteps rather than sigmas (DDIM, UniPC, LCM);
-    /// schedule suffixes are refused for these, as A1111 offers none.
+    /// Whether the sampler has its own timestep / sigma grid (DDIM, UniPC, LCM). Schedule
+    /// suffixes are refused for these (A1111 ignores them for DDIM and UniPC; LCM's non-default
+    /// schedules are not supported here).
     pub fn is_timestep_sampler(self) -> bool {
         matches!(self, KSampler::Ddim | KSampler::UniPc | KSampler::Lcm)
     }
@@ -237,20 +238,15 @@ pub fn resolve(sampler: &str, schedule: Option<&str>) -> Result<Resolved, Sample
     // Exact A1111 name, then a legacy "<name> <schedule>" form.
     let (base, sched) = match KSampler::ALL.iter().find(|(_, n)| *n == sampler) {
         Some((s, _)) => (*s, schedule_arg),
-        None => {
-            let mut found = None;
-            'outer: for (sch, names) in Schedule::ALL.iter().skip(1) {
-                for suffix in names.iter() {
-                    if let Some(prefix) = sampler.strip_suffix(suffix).and_then(|p| p.strip_suffix(' ')) {
-                        if let Some((s, _)) = KSampler::ALL.iter().find(|(_, n)| *n == prefix) {
-                            found = Some((*s, *sch));
-                            break 'outer;
-                        }
-                    }
-                }
-            }
-            found.ok_or_else(unknown)?
-        }
+        None => Schedule::ALL
+            .iter()
+            .skip(1)
+            .flat_map(|(sch, names)| names.iter().map(move |n| (*sch, *n)))
+            .find_map(|(sch, suffix)| {
+                let prefix = sampler.strip_suffix(suffix)?.strip_suffix(' ')?;
+                KSampler::ALL.iter().find(|(_, n)| *n == prefix).map(|(s, _)| (*s, sch))
+            })
+            .ok_or_else(unknown)?,
     };
     if base.is_timestep_sampler() && sched != Schedule::Automatic {
         return Err(SamplerError::UnsupportedSchedule {

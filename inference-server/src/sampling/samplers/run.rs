@@ -5,16 +5,28 @@ use super::diffusers::set_timesteps;
 use super::k_samplers::{self, EpsDenoiser, EpsModel};
 use super::names::{KSampler, Resolved};
 use super::schedule::DiscreteSchedule;
+use super::lcm::{self, LcmSchedule};
+use super::unipc::{self, VpSchedule};
 use super::{NoiseSource, Progress, SamplerError, diffusers_steps, k_more};
 use crate::model::weights::SchedulerConfig;
 
 /// The noise levels a run steps through: A1111 sigmas (`steps + 1`, ending in 0) for
-/// sigma samplers, A1111 DDIM's timesteps, or diffusers' timesteps. Useful to size a
+/// sigma samplers and LCM, A1111 DDIM's timesteps, UniPC's model timesteps (`n + 1`, from 999
+/// to 0), or diffusers' timesteps. Useful to size a
 /// Brownian noise source (`sigma_min` = smallest positive, `sigma_max` = first).
 pub fn levels(resolved: Resolved, config: &SchedulerConfig, steps: usize) -> Result<Vec<f64>, SamplerError> {
     match resolved {
         Resolved::A1111 { sampler, schedule } if !sampler.is_timestep_sampler() => {
             DiscreteSchedule::new(config)?.a1111_sigmas(sampler, schedule, steps)
+        }
+        Resolved::A1111 { sampler: KSampler::Lcm, .. } => {
+            Ok(LcmSchedule::new(&DiscreteSchedule::new(config)?)?.sigmas(steps))
+        }
+        Resolved::A1111 { sampler: KSampler::UniPc, .. } => {
+            let n = k_samplers::a1111_ddim_timesteps(config.num_train_timesteps, steps.max(1)).len();
+            let vp = VpSchedule::new(&DiscreteSchedule::new(config)?);
+            let t0 = 1.0 / vp.total_n() as f64;
+            Ok(vp.time_uniform(n).into_iter().map(|t| (t - t0) * 1000.0).collect())
         }
         Resolved::A1111 { sampler: KSampler::Ddim, .. } => Ok(k_samplers::a1111_ddim_timesteps(
             config.num_train_timesteps,
@@ -58,12 +70,35 @@ pub fn sample(
         other => return Err(SamplerError::Invalid(format!("unsupported prediction_type {other:?}"))),
     };
     let discrete = DiscreteSchedule::new(config)?;
-    if sampler == KSampler::Ddim {
-        if v_prediction {
-            return Err(SamplerError::NotImplemented("DDIM with v_prediction".into()));
-        }
+    if matches!(sampler, KSampler::Ddim | KSampler::UniPc) {
+        // A1111's timestep samplers take eps; for v models `CompVisTimestepsVDenoiser` converts
+        // at the truncated integer timestep: eps = sqrt(ᾱ_t) v + sqrt(1 - ᾱ_t) x.
+        let ac = discrete.alphas_cumprod.clone();
+        let mut eps = |x: &[f32], t: f64| -> Result<Vec<f32>, SamplerError> {
+            let out = model(x, t)?;
+            if !v_prediction {
+                return Ok(out);
+            }
+            let a = ac[(t as usize).min(ac.len() - 1)];
+            Ok(super::lin2(a.sqrt(), &out, (1.0 - a).sqrt(), x))
+        };
         let ts = k_samplers::a1111_ddim_timesteps(config.num_train_timesteps, steps);
-        return k_samplers::ddim_a1111(&discrete, model, noise.to_vec(), &ts, progress);
+        return if sampler == KSampler::Ddim {
+            k_samplers::ddim_a1111(&discrete, &mut eps, noise.to_vec(), &ts, progress)
+        } else {
+            unipc::unipc_a1111(&discrete, &mut eps, noise.to_vec(), ts.len(), progress)
+        };
+    }
+    if sampler == KSampler::Lcm {
+        if v_prediction {
+            return Err(SamplerError::NotImplemented("LCM with v_prediction".into()));
+        }
+        let lcm = LcmSchedule::new(&discrete)?;
+        let sigmas = lcm.sigmas(steps);
+        let x: Vec<f32> = noise.iter().map(|v| v * sigmas[0] as f32).collect();
+        let mut model = model;
+        let mut d = |x: &[f32], s: f64| lcm.denoise(&mut model, x, s);
+        return lcm::sample_lcm(&mut d, x, &sigmas, rng, progress);
     }
     if sampler.is_timestep_sampler() {
         return Err(SamplerError::NotImplemented(sampler.name().into()));
