@@ -8,6 +8,10 @@ For each scheduler class below, runs txt2img at 64x64 with PROMPT / NEGATIVE, CF
 STEPS steps, generator torch.Generator().manual_seed(SEED), output_type "np", and writes the
 image as OUT_DIR/pipeline_<ClassName>[_karras].png (uint8: (x * 255).round(), as diffusers'
 numpy_to_pil). Default OUT_DIR: inference-server/tests/goldens.
+
+img2img: writes the init image OUT_DIR/pipeline_init.png (a deterministic 64x64 pattern) and,
+for IMG2IMG_CASES, StableDiffusionImg2ImgPipeline(**pipe.components) with strength STRENGTH,
+the same prompt/seed/steps/CFG, as OUT_DIR/pipeline_img2img_<ClassName>.png.
 """
 
 import sys
@@ -22,6 +26,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
 )
 
@@ -37,6 +42,15 @@ CASES = [
     ("DPMSolverMultistepScheduler_karras", DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
     ("EulerAncestralDiscreteScheduler", EulerAncestralDiscreteScheduler, {}),
 ]
+
+STRENGTH = 0.6
+IMG2IMG_CASES = CASES[:3]
+
+
+def init_image():
+    y, x = np.mgrid[0:64, 0:64]
+    rgb = np.stack([x * 4, y * 4, ((x + y) * 2) % 256], axis=-1)
+    return Image.fromarray(rgb.astype(np.uint8))
 
 
 def main():
@@ -63,6 +77,26 @@ def main():
         ).images[0]
         pixels = (image * 255).round().astype(np.uint8)
         out = out_dir / f"pipeline_{name}.png"
+        Image.fromarray(pixels).save(out)
+        print(f"{out}: mean {pixels.mean():.2f}")
+    init = init_image()
+    init.save(out_dir / "pipeline_init.png")
+    i2i = StableDiffusionImg2ImgPipeline(**pipe.components)
+    i2i.set_progress_bar_config(disable=True)
+    for name, cls, extra in IMG2IMG_CASES:
+        i2i.scheduler = cls.from_config(base_config, **extra)
+        image = i2i(
+            PROMPT,
+            image=init,
+            strength=STRENGTH,
+            negative_prompt=NEGATIVE,
+            num_inference_steps=STEPS,
+            guidance_scale=CFG,
+            generator=torch.Generator().manual_seed(SEED),
+            output_type="np",
+        ).images[0]
+        pixels = (image * 255).round().astype(np.uint8)
+        out = out_dir / f"pipeline_img2img_{name}.png"
         Image.fromarray(pixels).save(out)
         print(f"{out}: mean {pixels.mean():.2f}")
 
