@@ -10,7 +10,7 @@ use inference_server::engine::Device;
 use inference_server::model::testmodel::write_test_model;
 use inference_server::model::weights::{Layout, StoredDType, Variant};
 use inference_server::pipeline::png::{encode_png, generation_pngs, info_json, infotext};
-use inference_server::pipeline::{Pipeline, PipelineError, RunOptions, StepEvent, Txt2ImgParams};
+use inference_server::pipeline::{Img2ImgParams, Pipeline, PipelineError, RgbImage, RunOptions, StepEvent, Txt2ImgParams};
 
 fn model_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -237,5 +237,76 @@ fn parity_with_diffusers_pipeline() {
         let d = max_diff(&ours.images[0].data, &read_golden(golden));
         eprintln!("{sampler}: max pixel difference {d}");
         assert!(d <= 2, "{sampler}: max pixel difference {d} > 2");
+    }
+}
+
+fn init_image() -> RgbImage {
+    RgbImage { width: 64, height: 64, data: read_golden("pipeline_init.png") }
+}
+
+fn img2img_params(sampler: &str, schedule: Option<&str>, strength: f32) -> Img2ImgParams {
+    Img2ImgParams {
+        base: Txt2ImgParams {
+            prompt: "a red cat on a sofa".into(),
+            negative_prompt: "blurry".into(),
+            seed: 1234,
+            steps: 5,
+            cfg_scale: 7.0,
+            width: 64,
+            height: 64,
+            sampler_name: sampler.into(),
+            scheduler: schedule.map(str::to_string),
+            ..Txt2ImgParams::default()
+        },
+        init_image: init_image(),
+        denoising_strength: strength,
+    }
+}
+
+fn run_img2img(p: &Img2ImgParams) -> Result<inference_server::pipeline::Generation, PipelineError> {
+    pipeline().img2img(p, RunOptions::default(), &mut |_: &StepEvent<'_>| ControlFlow::Continue(()))
+}
+
+#[test]
+fn img2img_rejects_bad_strength_and_runs_a1111_names() {
+    let err = run_img2img(&img2img_params("Euler", None, 1.5)).expect_err("strength 1.5");
+    assert!(err.to_string().starts_with("denoising_strength: must be between 0 and 1"), "{err}");
+    let mut small_image = img2img_params("Euler", None, 0.5);
+    small_image.init_image.width = 32;
+    let err = run_img2img(&small_image).expect_err("size mismatch");
+    assert!(matches!(err, PipelineError::Invalid { field: "init_images", .. }), "{err:?}");
+    // A1111 img2img with 5 steps at 0.6 runs int(0.6·5) + 1 = 4 steps.
+    let mut steps = 0;
+    let p = img2img_params("Euler a", None, 0.6);
+    let a = pipeline()
+        .img2img(&p, RunOptions::default(), &mut |e: &StepEvent<'_>| {
+            steps = e.total;
+            ControlFlow::Continue(())
+        })
+        .expect("img2img");
+    assert_eq!(steps, 4);
+    let b = run_img2img(&p).expect("img2img");
+    assert_eq!(a.images, b.images);
+    assert_eq!(a.denoising_strength, Some(0.6));
+    assert!(infotext(&a, 0).contains("Denoising strength: 0.6"));
+    // Low strength stays close to the init image; it must still change it.
+    let low = run_img2img(&img2img_params("Euler", None, 0.05)).expect("img2img");
+    assert_ne!(low.images[0].data, init_image().data);
+}
+
+/// `tests/parity/pipeline_goldens.py`: diffusers' `StableDiffusionImg2ImgPipeline`, strength 0.6,
+/// 5 steps (3 run), CFG 7, seed 1234. Tolerance: max pixel difference 2/255.
+#[test]
+fn img2img_parity_with_diffusers() {
+    let cases = [
+        ("EulerDiscreteScheduler", None, "pipeline_img2img_EulerDiscreteScheduler.png"),
+        ("DDIMScheduler", None, "pipeline_img2img_DDIMScheduler.png"),
+        ("DPMSolverMultistepScheduler", Some("Karras"), "pipeline_img2img_DPMSolverMultistepScheduler_karras.png"),
+    ];
+    for (sampler, schedule, golden) in cases {
+        let ours = run_img2img(&img2img_params(sampler, schedule, 0.6)).expect("img2img");
+        let d = max_diff(&ours.images[0].data, &read_golden(golden));
+        eprintln!("img2img {sampler}: max pixel difference {d}");
+        assert!(d <= 2, "img2img {sampler}: max pixel difference {d} > 2");
     }
 }
