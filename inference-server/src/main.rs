@@ -4,8 +4,8 @@
 //! - `inspect`: opens a checkpoint (diffusers folder or single-file `.safetensors`) and prints
 //!   what was recognised, or the error naming the tensor or field at fault.
 //!
-//! - `generate`: txt2img on one checkpoint, writing PNGs with A1111's `parameters` infotext
-//!   (`--out FILE.png`; with several images `FILE-1.png`, `FILE-2.png`, ...).
+//! - `generate`: txt2img (or img2img with `--init-image`) on one checkpoint, writing PNGs with
+//!   A1111's `parameters` infotext (`--out FILE.png`; with several images `FILE-1.png`, ...).
 //!
 //! `serve` arrives with the service work.
 
@@ -17,7 +17,8 @@ use inference_server::model::testmodel::write_test_model;
 use inference_server::engine::Device;
 use inference_server::model::weights::{Checkpoint, Layout, StoredDType, Variant};
 use inference_server::pipeline::png::generation_pngs;
-use inference_server::pipeline::{Pipeline, RunOptions, StepEvent, Txt2ImgParams};
+use inference_server::pipeline::images::decode_png_rgb;
+use inference_server::pipeline::{Img2ImgParams, Pipeline, RunOptions, StepEvent, Txt2ImgParams};
 use inference_server::sampling::rng::NoiseSource;
 
 #[derive(Parser)]
@@ -83,12 +84,18 @@ struct GenerateArgs {
     /// Classifier-free guidance scale (0..=30).
     #[arg(long, env = "SDSERVE_CFG_SCALE", default_value_t = 7.0, allow_negative_numbers = true)]
     cfg_scale: f32,
-    /// Width in pixels (multiple of 8, 64..=2048).
-    #[arg(long, env = "SDSERVE_WIDTH", default_value_t = 512)]
-    width: usize,
-    /// Height in pixels (multiple of 8, 64..=2048).
-    #[arg(long, env = "SDSERVE_HEIGHT", default_value_t = 512)]
-    height: usize,
+    /// Width in pixels (multiple of 8, 64..=2048); default 512, or the init image's width.
+    #[arg(long, env = "SDSERVE_WIDTH")]
+    width: Option<usize>,
+    /// Height in pixels (multiple of 8, 64..=2048); default 512, or the init image's height.
+    #[arg(long, env = "SDSERVE_HEIGHT")]
+    height: Option<usize>,
+    /// img2img: a PNG to start from (its size must match --width/--height if given).
+    #[arg(long, env = "SDSERVE_INIT_IMAGE")]
+    init_image: Option<PathBuf>,
+    /// img2img: how much to change the init image (0..=1).
+    #[arg(long, env = "SDSERVE_DENOISING_STRENGTH", default_value_t = 0.75)]
+    denoising_strength: f32,
     /// Images per batch (1..=8).
     #[arg(long, env = "SDSERVE_BATCH_SIZE", default_value_t = 1)]
     batch_size: usize,
@@ -102,6 +109,14 @@ struct GenerateArgs {
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let noise_source: NoiseSource = args.rng.parse().map_err(|e| anyhow::anyhow!("rng: {e}"))?;
+    let init = match &args.init_image {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(decode_png_rgb(&bytes)?)
+        }
+        None => None,
+    };
+    let (default_w, default_h) = init.as_ref().map_or((512, 512), |i| (i.width, i.height));
     let params = Txt2ImgParams {
         prompt: args.prompt,
         negative_prompt: args.negative_prompt,
@@ -110,20 +125,31 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         sampler_name: args.sampler,
         scheduler: args.scheduler,
         cfg_scale: args.cfg_scale,
-        width: args.width,
-        height: args.height,
+        width: args.width.unwrap_or(default_w),
+        height: args.height.unwrap_or(default_h),
         batch_size: args.batch_size,
         clip_skip: args.clip_skip,
         noise_source,
         ..Txt2ImgParams::default()
     };
-    params.validate()?;
+    let img2img = init.map(|init_image| Img2ImgParams {
+        base: params.clone(),
+        init_image,
+        denoising_strength: args.denoising_strength,
+    });
+    match &img2img {
+        Some(p) => p.validate()?,
+        None => params.validate()?,
+    };
     let pipeline = Pipeline::load(&args.model, &Device::Cpu)?;
     let mut report = |e: &StepEvent<'_>| {
         eprintln!("step {}/{}", e.step + 1, e.total);
         std::ops::ControlFlow::Continue(())
     };
-    let generation = pipeline.txt2img(&params, RunOptions::default(), &mut report)?;
+    let generation = match &img2img {
+        Some(p) => pipeline.img2img(p, RunOptions::default(), &mut report)?,
+        None => pipeline.txt2img(&params, RunOptions::default(), &mut report)?,
+    };
     let pngs = generation_pngs(&generation)?;
     let many = pngs.len() > 1;
     for (i, png) in pngs.iter().enumerate() {

@@ -86,6 +86,21 @@ fn bad_parameters_are_rejected_naming_field_and_rule() {
 }
 
 #[test]
+fn infotext_quoting_and_non_latin1_prompts() {
+    use inference_server::pipeline::png::quote;
+    assert_eq!(quote("Euler a"), "Euler a");
+    assert_eq!(quote("a, b"), "\"a, b\"");
+    let g = run(&Txt2ImgParams { prompt: "猫 (cat)".into(), negative_prompt: String::new(), ..small(9) });
+    let text = infotext(&g, 0);
+    assert!(text.starts_with("猫 (cat)\nSteps: 3,"), "{text}");
+    let png = encode_png(&g.images[0], &text).expect("png");
+    let reader = png::Decoder::new(std::io::Cursor::new(&png)).read_info().expect("png");
+    let itxt = reader.info().utf8_text.iter().find(|c| c.keyword == "parameters").expect("iTXt parameters");
+    assert_eq!(itxt.get_text().expect("utf-8"), text);
+    assert!(info_json(&g).contains("\\u732b"), "info JSON escapes non-ASCII like json.dumps");
+}
+
+#[test]
 fn same_seed_same_png_different_seed_different() {
     let a = generation_pngs(&run(&small(1234))).expect("png");
     let b = generation_pngs(&run(&small(1234))).expect("png");
@@ -187,6 +202,22 @@ fn cli_generate_writes_pngs() {
         let text = &reader.info().uncompressed_latin1_text[0].text;
         assert!(text.contains("Sampler: DDIM") && text.contains("Size: 64x64"), "{text}");
     }
+    let i2i_out = dir.path().join("i2i.png");
+    let golden_init = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/pipeline_init.png");
+    let i2i = std::process::Command::new(env!("CARGO_BIN_EXE_inference-server"))
+        .args(["generate", "--model"])
+        .arg(model_dir())
+        .args(["--prompt", "a cat", "--out"])
+        .arg(&i2i_out)
+        .arg("--init-image")
+        .arg(&golden_init)
+        .args(["--seed", "5", "--steps", "3", "--denoising-strength", "0.5", "--sampler", "Euler"])
+        .output()
+        .expect("binary runs");
+    assert!(i2i.status.success(), "{}", String::from_utf8_lossy(&i2i.stderr));
+    let reader = png::Decoder::new(std::io::Cursor::new(std::fs::read(&i2i_out).expect("png"))).read_info().expect("png");
+    let text = &reader.info().uncompressed_latin1_text[0].text;
+    assert!(text.contains("Denoising strength: 0.5") && text.contains("Size: 64x64"), "{text}");
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_inference-server"))
         .args(["generate", "--model"])
         .arg(model_dir())

@@ -141,7 +141,7 @@ fn range<T: PartialOrd + std::fmt::Display>(field: &'static str, v: T, lo: T, hi
 }
 
 fn side(field: &'static str, v: usize) -> Result<(), PipelineError> {
-    if v % 8 != 0 {
+    if !v.is_multiple_of(8) {
         return Err(invalid(field, format!("must be a multiple of 8, got {v}")));
     }
     range(field, v, 64, 2048)
