@@ -143,7 +143,7 @@ fn cancellation_after_k_steps() {
 
 #[test]
 fn png_carries_parameters_and_info_json_has_runpod_keys() {
-    let p = Txt2ImgParams { clip_skip: 2, cfg_scale: 7.0, ..small(1234) };
+    let p = Txt2ImgParams { clip_skip: 2, cfg_scale: 7.0, styles: vec!["Cinematic".into()], ..small(1234) };
     let g = run(&p);
     let text = infotext(&g, 0);
     assert_eq!(
@@ -179,6 +179,7 @@ fn png_carries_parameters_and_info_json_has_runpod_keys() {
     assert_eq!(json["cfg_scale"], 7.0);
     assert_eq!(json["infotexts"][0], text);
     assert_eq!(json["version"], "sdserve");
+    assert_eq!(json["styles"], serde_json::json!(["Cinematic"]));
     assert_eq!(json["job_timestamp"].as_str().map(str::len), Some(14));
 }
 

@@ -86,6 +86,8 @@ pub struct Txt2ImgParams {
     pub clip_skip: usize,
     /// Which RNG turns seeds into noise.
     pub noise_source: NoiseSource,
+    /// A1111 style names applied by the caller's front end; echoed in the info JSON.
+    pub styles: Vec<String>,
 }
 
 impl Default for Txt2ImgParams {
@@ -106,6 +108,7 @@ impl Default for Txt2ImgParams {
             scheduler: None,
             clip_skip: 1,
             noise_source: NoiseSource::TorchCpu,
+            styles: Vec::new(),
         }
     }
 }

@@ -136,7 +136,7 @@ pub fn info_json(generation: &Generation) -> String {
         ("extra_generation_params", "{}".into()),
         ("index_of_first_image", "0".into()),
         ("infotexts", list((0..generation.images.len()).map(|i| js(&infotext(generation, i))))),
-        ("styles", "[]".into()),
+        ("styles", list(p.styles.iter().map(|s| js(s)))),
         ("job_timestamp", js(&timestamp(now))),
         ("clip_skip", p.clip_skip.to_string()),
         ("is_using_inpainting_conditioning", "false".into()),
