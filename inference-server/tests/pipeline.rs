@@ -365,3 +365,20 @@ fn parity_with_a1111_k_diffusion() {
         assert!(d <= 2, "A1111 {sampler}: max pixel difference {d} > 2");
     }
 }
+
+#[test]
+fn sd2_single_file_generates_with_clip_skip_and_long_prompts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("tiny-sd2.safetensors");
+    write_test_model(&file, Variant::Sd2, Layout::SingleFile, StoredDType::F16).expect("write sd2");
+    let sd2 = Pipeline::load(&file, &Device::Cpu).expect("load sd2");
+    let long = "a cat, ".repeat(40); // > 75 tokens: two chunks against one for the negative prompt
+    let p = Txt2ImgParams { prompt: long, clip_skip: 2, steps: 2, sampler_name: "DPM++ 2M".into(), ..small(11) };
+    let go = || sd2.txt2img(&p, RunOptions::default(), &mut |_: &StepEvent<'_>| ControlFlow::Continue(()));
+    let a = go().expect("sd2 generates");
+    let b = go().expect("sd2 generates");
+    assert_eq!(a.images.len(), 1);
+    assert_eq!((a.images[0].width, a.images[0].height, a.images[0].data.len()), (64, 64, 64 * 64 * 3));
+    assert_eq!(a.images, b.images);
+    assert!(infotext(&a, 0).contains("Model: tiny-sd2, Clip skip: 2"));
+}
