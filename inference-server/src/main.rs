@@ -46,7 +46,7 @@ enum Command {
         dtype: DTypeArg,
     },
     /// Generate images from a prompt (txt2img) and write them as PNG.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Open a checkpoint and print its layout, variant and component configs.
     Inspect {
         /// A diffusers folder (with model_index.json) or a single-file `.safetensors`.
@@ -206,7 +206,7 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("writing the test model to {}", out.display()))?;
             println!("{}", path.display());
         }
-        Command::Generate(args) => generate(args)?,
+        Command::Generate(args) => generate(*args)?,
         Command::Inspect { model } => {
             let checkpoint = Checkpoint::open(&model)?;
             println!("path: {}", checkpoint.path.display());
