@@ -89,6 +89,11 @@ fn bad_parameters_are_rejected_naming_field_and_rule() {
 fn infotext_quoting_and_non_latin1_prompts() {
     use inference_server::pipeline::png::quote;
     assert_eq!(quote("Euler a"), "Euler a");
+    use inference_server::pipeline::png::sampler_labels;
+    assert_eq!(sampler_labels("DPM++ 2M Karras", None), ("DPM++ 2M".into(), "Karras".into()));
+    assert_eq!(sampler_labels("Euler a", Some("karras")), ("Euler a".into(), "Karras".into()));
+    assert_eq!(sampler_labels("Euler a", Some("")), ("Euler a".into(), "Automatic".into()));
+    assert_eq!(sampler_labels("EulerDiscreteScheduler", None), ("EulerDiscreteScheduler".into(), "Automatic".into()));
     assert_eq!(quote("a, b"), "\"a, b\"");
     let g = run(&Txt2ImgParams { prompt: "猫 (cat)".into(), negative_prompt: String::new(), ..small(9) });
     let text = infotext(&g, 0);

@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::pipeline::generate::Generation;
 use crate::pipeline::params::{PipelineError, RgbImage};
 use crate::sampling::rng::NoiseSource;
+use crate::sampling::samplers::{resolve, Resolved, Schedule};
 
 /// Python's `repr(float)` for the values A1111 prints (`7` → `"7.0"`, `7.5` → `"7.5"`).
 pub fn py_float(v: f32) -> String {
@@ -30,15 +31,33 @@ pub fn quote(text: &str) -> String {
     }
 }
 
+/// The sampler and schedule labels A1111 (1.9+) reports: a legacy name with a schedule suffix
+/// (`"DPM++ 2M Karras"`) is split into `("DPM++ 2M", "Karras")`; schedule spellings are
+/// canonicalised (`"karras"` → `"Karras"`); an empty schedule is `"Automatic"`.
+pub fn sampler_labels(sampler_name: &str, scheduler: Option<&str>) -> (String, String) {
+    let label = |s: Schedule| Schedule::ALL.iter().find(|(x, _)| *x == s).map_or("Automatic", |(_, n)| n[0]).to_string();
+    let requested = match Schedule::parse(scheduler) {
+        Ok(s) => label(s),
+        Err(_) => scheduler.unwrap_or("Automatic").to_string(),
+    };
+    if let Ok(Resolved::A1111 { sampler, schedule }) = resolve(sampler_name, scheduler) {
+        if sampler.name() != sampler_name {
+            return (sampler.name().to_string(), label(schedule));
+        }
+    }
+    (sampler_name.to_string(), requested)
+}
+
 /// The infotext of image `index` of `generation` (A1111's key order; `None` values omitted).
 pub fn infotext(generation: &Generation, index: usize) -> String {
     let p = &generation.params;
     let seed = generation.all_seeds.get(index).copied().unwrap_or(p.seed as u64);
     let subseed = generation.all_subseeds.get(index).copied().unwrap_or(p.subseed as u64);
+    let (sampler, schedule) = sampler_labels(&p.sampler_name, p.scheduler.as_deref());
     let mut kv: Vec<(&str, String)> = vec![
         ("Steps", p.steps.to_string()),
-        ("Sampler", p.sampler_name.clone()),
-        ("Schedule type", p.scheduler.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "Automatic".into())),
+        ("Sampler", sampler),
+        ("Schedule type", schedule),
         ("CFG scale", py_float(p.cfg_scale)),
         ("Seed", seed.to_string()),
         ("Size", format!("{}x{}", p.width, p.height)),
@@ -123,7 +142,7 @@ pub fn info_json(generation: &Generation) -> String {
         ("subseed_strength", format!("{}", p.subseed_strength)),
         ("width", p.width.to_string()),
         ("height", p.height.to_string()),
-        ("sampler_name", js(&p.sampler_name)),
+        ("sampler_name", js(&sampler_labels(&p.sampler_name, p.scheduler.as_deref()).0)),
         ("cfg_scale", py_float(p.cfg_scale)),
         ("steps", p.steps.to_string()),
         ("batch_size", p.batch_size.to_string()),
