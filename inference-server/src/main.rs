@@ -4,14 +4,22 @@
 //! - `inspect`: opens a checkpoint (diffusers folder or single-file `.safetensors`) and prints
 //!   what was recognised, or the error naming the tensor or field at fault.
 //!
-//! `serve` and `generate` arrive with the sampling and pipeline work.
+//! - `generate`: txt2img (or img2img with `--init-image`) on one checkpoint, writing PNGs with
+//!   A1111's `parameters` infotext (`--out FILE.png`; with several images `FILE-1.png`, ...).
+//!
+//! `serve` arrives with the service work.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use inference_server::model::testmodel::write_test_model;
+use inference_server::engine::Device;
 use inference_server::model::weights::{Checkpoint, Layout, StoredDType, Variant};
+use inference_server::pipeline::png::generation_pngs;
+use inference_server::pipeline::images::decode_png_rgb;
+use inference_server::pipeline::{Img2ImgParams, Pipeline, RunOptions, StepEvent, Txt2ImgParams};
+use inference_server::sampling::rng::NoiseSource;
 
 #[derive(Parser)]
 #[command(name = "inference-server", version, about = "Stable Diffusion inference for sdserve")]
@@ -37,12 +45,126 @@ enum Command {
         #[arg(long, env = "SDSERVE_DTYPE", value_enum, default_value = "f32")]
         dtype: DTypeArg,
     },
+    /// Generate images from a prompt (txt2img) and write them as PNG.
+    Generate(Box<GenerateArgs>),
     /// Open a checkpoint and print its layout, variant and component configs.
     Inspect {
         /// A diffusers folder (with model_index.json) or a single-file `.safetensors`.
         #[arg(long, env = "SDSERVE_MODEL")]
         model: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// A diffusers folder or a single-file `.safetensors` checkpoint.
+    #[arg(long, env = "SDSERVE_MODEL")]
+    model: PathBuf,
+    /// The prompt (A1111 emphasis syntax and BREAK accepted).
+    #[arg(long, env = "SDSERVE_PROMPT")]
+    prompt: String,
+    /// Output PNG; with more than one image, `-1`, `-2`, ... are inserted before `.png`.
+    #[arg(long, env = "SDSERVE_OUT")]
+    out: PathBuf,
+    /// The negative prompt.
+    #[arg(long, env = "SDSERVE_NEGATIVE_PROMPT", default_value = "")]
+    negative_prompt: String,
+    /// Seed; -1 picks a random one (printed and written to the infotext).
+    #[arg(long, env = "SDSERVE_SEED", default_value_t = -1, allow_negative_numbers = true)]
+    seed: i64,
+    /// Sampling steps (1..=150).
+    #[arg(long, env = "SDSERVE_STEPS", default_value_t = 20)]
+    steps: usize,
+    /// Sampler: an A1111 name ("Euler a", "DPM++ 2M Karras", ...) or a diffusers class name.
+    #[arg(long, env = "SDSERVE_SAMPLER", default_value = "Euler a")]
+    sampler: String,
+    /// A1111 schedule type ("Automatic", "Karras", "Exponential", ...).
+    #[arg(long, env = "SDSERVE_SCHEDULER")]
+    scheduler: Option<String>,
+    /// Classifier-free guidance scale (1..=30).
+    #[arg(long, env = "SDSERVE_CFG_SCALE", default_value_t = 7.0, allow_negative_numbers = true)]
+    cfg_scale: f32,
+    /// Width in pixels (multiple of 8, 64..=2048); default 512, or the init image's width.
+    #[arg(long, env = "SDSERVE_WIDTH")]
+    width: Option<usize>,
+    /// Height in pixels (multiple of 8, 64..=2048); default 512, or the init image's height.
+    #[arg(long, env = "SDSERVE_HEIGHT")]
+    height: Option<usize>,
+    /// img2img: a PNG to start from (its size must match --width/--height if given).
+    #[arg(long, env = "SDSERVE_INIT_IMAGE")]
+    init_image: Option<PathBuf>,
+    /// img2img: how much to change the init image (0..=1).
+    #[arg(long, env = "SDSERVE_DENOISING_STRENGTH", default_value_t = 0.75)]
+    denoising_strength: f32,
+    /// Images per batch (1..=16).
+    #[arg(long, env = "SDSERVE_BATCH_SIZE", default_value_t = 1)]
+    batch_size: usize,
+    /// CLIP layers to skip from the end (1 = last layer).
+    #[arg(long, env = "SDSERVE_CLIP_SKIP", default_value_t = 1)]
+    clip_skip: usize,
+    /// Noise generator: "cpu" (PyTorch CPU, diffusers) or "gpu"/"nv"/"philox" (PyTorch CUDA).
+    #[arg(long, env = "SDSERVE_RNG", default_value = "cpu")]
+    rng: String,
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let noise_source: NoiseSource = args.rng.parse().map_err(|e| anyhow::anyhow!("rng: {e}"))?;
+    let init = match &args.init_image {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(decode_png_rgb(&bytes)?)
+        }
+        None => None,
+    };
+    let (default_w, default_h) = init.as_ref().map_or((512, 512), |i| (i.width, i.height));
+    let params = Txt2ImgParams {
+        prompt: args.prompt,
+        negative_prompt: args.negative_prompt,
+        seed: args.seed,
+        steps: args.steps,
+        sampler_name: args.sampler,
+        scheduler: args.scheduler,
+        cfg_scale: args.cfg_scale,
+        width: args.width.unwrap_or(default_w),
+        height: args.height.unwrap_or(default_h),
+        batch_size: args.batch_size,
+        clip_skip: args.clip_skip,
+        noise_source,
+        ..Txt2ImgParams::default()
+    };
+    let img2img = init.map(|init_image| Img2ImgParams {
+        base: params.clone(),
+        init_image,
+        denoising_strength: args.denoising_strength,
+    });
+    match &img2img {
+        Some(p) => p.validate()?,
+        None => params.validate()?,
+    };
+    let pipeline = Pipeline::load(&args.model, &Device::Cpu)?;
+    let mut report = |e: &StepEvent<'_>| {
+        eprintln!("step {}/{}", e.step + 1, e.total);
+        std::ops::ControlFlow::Continue(())
+    };
+    let generation = match &img2img {
+        Some(p) => pipeline.img2img(p, RunOptions::default(), &mut report)?,
+        None => pipeline.txt2img(&params, RunOptions::default(), &mut report)?,
+    };
+    let pngs = generation_pngs(&generation)?;
+    let many = pngs.len() > 1;
+    for (i, png) in pngs.iter().enumerate() {
+        let path = if many { numbered(&args.out, i + 1) } else { args.out.clone() };
+        std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
+        println!("{} seed {}", path.display(), generation.all_seeds[i]);
+    }
+    Ok(())
+}
+
+/// `dir/name.png` → `dir/name-N.png`.
+fn numbered(out: &std::path::Path, n: usize) -> PathBuf {
+    let stem = out.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+    let ext = out.extension().map_or_else(|| "png".into(), |s| s.to_string_lossy().into_owned());
+    out.with_file_name(format!("{stem}-{n}.{ext}"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,6 +206,7 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("writing the test model to {}", out.display()))?;
             println!("{}", path.display());
         }
+        Command::Generate(args) => generate(*args)?,
         Command::Inspect { model } => {
             let checkpoint = Checkpoint::open(&model)?;
             println!("path: {}", checkpoint.path.display());
