@@ -73,7 +73,7 @@ fn bad_parameters_are_rejected_naming_field_and_rule() {
     assert_invalid(Txt2ImgParams { width: 65, ..small(1) }, "width", "must be a multiple of 8");
     assert_invalid(Txt2ImgParams { height: 4096, ..small(1) }, "height", "between 64 and 2048");
     assert_invalid(Txt2ImgParams { steps: 0, ..small(1) }, "steps", "between 1 and 150");
-    assert_invalid(Txt2ImgParams { cfg_scale: -1.0, ..small(1) }, "cfg_scale", "between 0 and 30");
+    assert_invalid(Txt2ImgParams { cfg_scale: -1.0, ..small(1) }, "cfg_scale", "between 1 and 30");
     assert_invalid(Txt2ImgParams { batch_size: 1000, ..small(1) }, "batch_size", "between 1 and 16");
     assert_invalid(Txt2ImgParams { n_iter: 0, ..small(1) }, "n_iter", "between 1 and 100");
     assert_invalid(Txt2ImgParams { clip_skip: 0, ..small(1) }, "clip_skip", "between 1 and 12");
