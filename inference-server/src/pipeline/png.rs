@@ -40,10 +40,10 @@ pub fn sampler_labels(sampler_name: &str, scheduler: Option<&str>) -> (String, S
         Ok(s) => label(s),
         Err(_) => scheduler.unwrap_or("Automatic").to_string(),
     };
-    if let Ok(Resolved::A1111 { sampler, schedule }) = resolve(sampler_name, scheduler) {
-        if sampler.name() != sampler_name {
-            return (sampler.name().to_string(), label(schedule));
-        }
+    if let Ok(Resolved::A1111 { sampler, schedule }) = resolve(sampler_name, scheduler)
+        && sampler.name() != sampler_name
+    {
+        return (sampler.name().to_string(), label(schedule));
     }
     (sampler_name.to_string(), requested)
 }
