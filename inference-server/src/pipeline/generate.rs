@@ -1,0 +1,249 @@
+//! txt2img: seeds → noise → sampler with classifier-free guidance → VAE → RGB.
+//!
+//! Decisions (see the crate's tests for what is checked against diffusers):
+//! - Initial noise follows A1111 for every sampler name: item `i` of a batch uses `seed + i`
+//!   and `subseed + i`, iteration `n` starts at `seed + n·batch_size`. For a batch of one this
+//!   is also diffusers with `torch.Generator().manual_seed(seed)`; diffusers with one
+//!   generator for a whole batch draws the batch in one call and differs for items > 0.
+//! - Ancestral / SDE noise after the first draw comes from per-item streams seeded from the
+//!   item's seed and the call index (deterministic, batch-independent), not from the
+//!   reference's continuing generator: ancestral samplers do not match A1111/diffusers images.
+//! - Guidance: uncond and cond in one UNet batch (`[uncond; cond]`, diffusers' order),
+//!   `uncond + cfg·(cond − uncond)`. The uncond half is skipped when `cfg_scale == 1`, and
+//!   for diffusers class names whenever `cfg_scale <= 1` (diffusers' `guidance_scale > 1`).
+
+use std::cell::RefCell;
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use crate::engine::{Device, Tensor};
+use crate::model::unet::UNet;
+use crate::model::vae::Vae;
+use crate::model::weights::{Checkpoint, SchedulerConfig};
+use crate::model::ModelError;
+use crate::pipeline::conditioning::Conditioner;
+use crate::pipeline::images::{approx_cheap, tensor_to_images};
+use crate::pipeline::params::{PipelineError, RgbImage, Txt2ImgParams};
+use crate::sampling::rng::{batch_noise, randn, resolve_seed, NoiseSource};
+use crate::sampling::samplers::schedule::DiscreteSchedule;
+use crate::sampling::samplers::{sample, Resolved, SamplerError};
+
+/// A loaded checkpoint ready to generate.
+#[derive(Debug)]
+pub struct Pipeline {
+    conditioner: Conditioner,
+    unet: UNet,
+    vae: Vae,
+    scheduler: SchedulerConfig,
+    device: Device,
+    name: String,
+}
+
+/// One sampling step about to run, reported to the progress callback.
+#[derive(Debug)]
+pub struct StepEvent<'a> {
+    /// Which batch (0-based, of `n_iter`).
+    pub iteration: usize,
+    /// The step about to run (0-based).
+    pub step: usize,
+    /// Steps in this batch's sampling run.
+    pub total: usize,
+    /// "Approx cheap" previews of the batch's latest denoised prediction (when asked for and
+    /// available: none before the first model call).
+    pub previews: Option<&'a [RgbImage]>,
+}
+
+/// Options that do not change the images.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Compute previews for each step event.
+    pub preview: bool,
+}
+
+/// The images of a run and the seeds they were made with.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The parameters, with `seed` and `subseed` resolved (never -1).
+    pub params: Txt2ImgParams,
+    /// `n_iter · batch_size` images.
+    pub images: Vec<RgbImage>,
+    /// The seed of each image.
+    pub all_seeds: Vec<u64>,
+    /// The subseed of each image.
+    pub all_subseeds: Vec<u64>,
+    /// img2img's strength (`None` for txt2img).
+    pub denoising_strength: Option<f32>,
+    /// The model's name (its file or folder stem).
+    pub model_name: String,
+}
+
+/// The progress callback: `Break` cancels with [`PipelineError::Cancelled`].
+pub type Events<'a> = &'a mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>;
+
+impl Pipeline {
+    /// Opens and loads the checkpoint at `path` onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Pipeline, PipelineError> {
+        let checkpoint = Checkpoint::open(path).map_err(ModelError::from)?;
+        let conditioner = Conditioner::load(&checkpoint, device)?;
+        let unet = UNet::load(&checkpoint.unet.0, &checkpoint.unet.1, device)?;
+        let vae = Vae::load(&checkpoint.vae.0, &checkpoint.vae.1, device)?;
+        let name = path.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+        Ok(Pipeline { conditioner, unet, vae, scheduler: checkpoint.scheduler.clone(), device: device.clone(), name })
+    }
+
+    /// The model name reported in infotexts.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The checkpoint's noise schedule.
+    pub fn scheduler_config(&self) -> &SchedulerConfig {
+        &self.scheduler
+    }
+
+    /// Runs txt2img. Parameters are validated before any model work.
+    pub fn txt2img(&self, params: &Txt2ImgParams, options: RunOptions, events: Events<'_>) -> Result<Generation, PipelineError> {
+        let resolved = params.validate()?;
+        let mut p = params.clone();
+        let seed = resolve_seed(p.seed);
+        let subseed = resolve_seed(p.subseed);
+        p.seed = seed as i64;
+        p.subseed = subseed as i64;
+        let (b, h, w) = (p.batch_size, p.height / 8, p.width / 8);
+        let pair = self.conditioner.encode_pair(&[p.prompt.as_str()], &[p.negative_prompt.as_str()], p.clip_skip)?;
+        let guided = uses_uncond(resolved, p.cfg_scale);
+        let one = if guided { Tensor::cat(&[&pair.uncond, &pair.cond], 0)? } else { pair.cond.clone() };
+        let ctx = repeat_halves(&one, if guided { 2 } else { 1 }, b)?;
+        let mut out = Generation {
+            params: p.clone(),
+            images: Vec::new(),
+            all_seeds: Vec::new(),
+            all_subseeds: Vec::new(),
+            denoising_strength: None,
+            model_name: self.name.clone(),
+        };
+        for iteration in 0..p.n_iter {
+            let off = (iteration * b) as u64;
+            let (s0, ss0) = (seed.wrapping_add(off), subseed.wrapping_add(off));
+            let noise = batch_noise(p.noise_source, s0, ss0, p.subseed_strength, b, &[4, h, w])?;
+            let seeds: Vec<u64> = (0..b as u64).map(|i| s0.wrapping_add(i)).collect();
+            let mut rng = ItemNoise { source: p.noise_source, seeds: seeds.clone(), calls: 0 };
+            let run = Run { resolved, steps: p.steps, cfg: p.cfg_scale, guided, ctx: &ctx, batch: b, h, w, iteration };
+            let latent = self.sample_batch(&run, &noise, &mut rng, options, &mut *events)?;
+            let x = Tensor::from_vec(latent, (b, 4, h, w), &self.device)?;
+            let decoded = self.vae.decode_scaled(&x)?.to_vec_f32()?;
+            out.images.extend(tensor_to_images(&decoded, b, p.height, p.width));
+            out.all_seeds.extend(seeds);
+            out.all_subseeds.extend((0..b as u64).map(|i| ss0.wrapping_add(i)));
+        }
+        Ok(out)
+    }
+
+    /// Samples one batch from unit `noise`, reporting each step to `events`.
+    fn sample_batch(
+        &self,
+        run: &Run<'_>,
+        noise: &[f32],
+        rng: &mut ItemNoise,
+        options: RunOptions,
+        events: Events<'_>,
+    ) -> Result<Vec<f32>, PipelineError> {
+        let failure: RefCell<Option<ModelError>> = RefCell::new(None);
+        let x0: RefCell<Option<Vec<f32>>> = RefCell::new(None);
+        let schedule = DiscreteSchedule::new(&self.scheduler)?;
+        let per = 4 * run.h * run.w;
+        let mut model = |x: &[f32], t: f64| -> Result<Vec<f32>, SamplerError> {
+            let out = self.guided_eps(run, x, t).map_err(|e| {
+                let msg = e.to_string();
+                *failure.borrow_mut() = Some(e);
+                SamplerError::Model(msg)
+            })?;
+            if options.preview && self.scheduler.prediction_type == "epsilon" {
+                let sigma = schedule.t_to_sigma(t) as f32;
+                let k = (1.0 + sigma * sigma).sqrt();
+                *x0.borrow_mut() = Some(x.iter().zip(&out).map(|(x, e)| x * k - sigma * e).collect());
+            }
+            Ok(out)
+        };
+        let mut progress = |step: usize, total: usize| -> ControlFlow<()> {
+            let previews: Option<Vec<RgbImage>> = x0
+                .borrow()
+                .as_ref()
+                .map(|z| z.chunks(per).map(|item| approx_cheap(item, run.h, run.w)).collect());
+            events(&StepEvent { iteration: run.iteration, step, total, previews: previews.as_deref() })
+        };
+        let result = sample(run.resolved, &self.scheduler, run.steps, &mut model, noise, rng, &mut progress);
+        if let Some(e) = failure.borrow_mut().take() {
+            return Err(PipelineError::Model(e));
+        }
+        Ok(result?)
+    }
+
+    /// The guided prediction for a model-scaled batch `x` at timestep `t`.
+    fn guided_eps(&self, run: &Run<'_>, x: &[f32], t: f64) -> Result<Vec<f32>, ModelError> {
+        let xt = Tensor::from_vec(x.to_vec(), (run.batch, 4, run.h, run.w), &self.device)?;
+        let input = if run.guided { Tensor::cat(&[&xt, &xt], 0)? } else { xt };
+        let out = self.unet.forward(&input, &[t as f32], run.ctx)?.to_vec_f32()?;
+        if !run.guided {
+            return Ok(out);
+        }
+        let (uncond, cond) = out.split_at(x.len());
+        let cfg = run.cfg;
+        Ok(uncond.iter().zip(cond).map(|(u, c)| u + cfg * (c - u)).collect())
+    }
+}
+
+/// What one batch's sampling run needs.
+struct Run<'a> {
+    resolved: Resolved,
+    steps: usize,
+    cfg: f32,
+    guided: bool,
+    ctx: &'a Tensor,
+    batch: usize,
+    h: usize,
+    w: usize,
+    iteration: usize,
+}
+
+/// Whether guidance needs the unconditional half.
+fn uses_uncond(resolved: Resolved, cfg: f32) -> bool {
+    match resolved {
+        Resolved::Diffusers { .. } => cfg > 1.0,
+        Resolved::A1111 { .. } => cfg != 1.0,
+    }
+}
+
+/// `[halves·1, S, D]` (e.g. `[uncond; cond]`) to `[halves·batch, S, D]`, each half repeated.
+fn repeat_halves(one: &Tensor, halves: usize, batch: usize) -> Result<Tensor, crate::engine::EngineError> {
+    let mut parts = Vec::with_capacity(halves * batch);
+    for hlf in 0..halves {
+        let part = one.narrow(0, hlf, 1)?;
+        for _ in 0..batch {
+            parts.push(part.clone());
+        }
+    }
+    let refs: Vec<&Tensor> = parts.iter().collect();
+    Tensor::cat(&refs, 0)
+}
+
+/// Ancestral / SDE noise: per item, a stream seeded from the item's seed and the call index.
+struct ItemNoise {
+    source: NoiseSource,
+    seeds: Vec<u64>,
+    calls: u64,
+}
+
+impl crate::sampling::samplers::NoiseSource for ItemNoise {
+    fn noise(&mut self, _sigma: f64, _sigma_next: f64, len: usize) -> Vec<f32> {
+        self.calls += 1;
+        let per = len / self.seeds.len().max(1);
+        let mut out = Vec::with_capacity(len);
+        for &s in &self.seeds {
+            let stream = s.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.calls);
+            out.extend(randn(self.source, stream, &[per]).unwrap_or_else(|_| vec![0.0; per]));
+        }
+        out.resize(len, 0.0);
+        out
+    }
+}
