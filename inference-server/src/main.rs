@@ -4,10 +4,10 @@
 //! - `inspect`: opens a checkpoint (diffusers folder or single-file `.safetensors`) and prints
 //!   what was recognised, or the error naming the tensor or field at fault.
 //!
+//! - `generate`: txt2img on one checkpoint, writing PNGs with A1111's `parameters` infotext
+//!   (`--out FILE.png`; with several images `FILE-1.png`, `FILE-2.png`, ...).
 //! - `serve`: loads `--model PATH[=NAME]` (several allowed, the first is the default) onto
 //!   `--device` and serves `sdserve.v1.Inference` on `--listen` until Ctrl-C or SIGTERM.
-//!
-//! `generate` arrives with the pipeline work.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +17,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use inference_server::engine::Device;
 use inference_server::model::testmodel::write_test_model;
 use inference_server::model::weights::{Checkpoint, Layout, StoredDType, Variant};
+use inference_server::pipeline::png::generation_pngs;
+use inference_server::pipeline::{Pipeline, RunOptions, StepEvent, Txt2ImgParams};
+use inference_server::sampling::rng::NoiseSource;
 use inference_server::service::{ModelSpec, ServiceConfig};
 
 #[derive(Parser)]
@@ -57,12 +60,101 @@ enum Command {
         #[arg(long, env = "SDSERVE_DTYPE", value_enum, default_value = "f32")]
         dtype: DTypeArg,
     },
+    /// Generate images from a prompt (txt2img) and write them as PNG.
+    Generate(GenerateArgs),
     /// Open a checkpoint and print its layout, variant and component configs.
     Inspect {
         /// A diffusers folder (with model_index.json) or a single-file `.safetensors`.
         #[arg(long, env = "SDSERVE_MODEL")]
         model: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// A diffusers folder or a single-file `.safetensors` checkpoint.
+    #[arg(long, env = "SDSERVE_MODEL")]
+    model: PathBuf,
+    /// The prompt (A1111 emphasis syntax and BREAK accepted).
+    #[arg(long, env = "SDSERVE_PROMPT")]
+    prompt: String,
+    /// Output PNG; with more than one image, `-1`, `-2`, ... are inserted before `.png`.
+    #[arg(long, env = "SDSERVE_OUT")]
+    out: PathBuf,
+    /// The negative prompt.
+    #[arg(long, env = "SDSERVE_NEGATIVE_PROMPT", default_value = "")]
+    negative_prompt: String,
+    /// Seed; -1 picks a random one (printed and written to the infotext).
+    #[arg(long, env = "SDSERVE_SEED", default_value_t = -1, allow_negative_numbers = true)]
+    seed: i64,
+    /// Sampling steps (1..=150).
+    #[arg(long, env = "SDSERVE_STEPS", default_value_t = 20)]
+    steps: usize,
+    /// Sampler: an A1111 name ("Euler a", "DPM++ 2M Karras", ...) or a diffusers class name.
+    #[arg(long, env = "SDSERVE_SAMPLER", default_value = "Euler a")]
+    sampler: String,
+    /// A1111 schedule type ("Automatic", "Karras", "Exponential", ...).
+    #[arg(long, env = "SDSERVE_SCHEDULER")]
+    scheduler: Option<String>,
+    /// Classifier-free guidance scale (0..=30).
+    #[arg(long, env = "SDSERVE_CFG_SCALE", default_value_t = 7.0, allow_negative_numbers = true)]
+    cfg_scale: f32,
+    /// Width in pixels (multiple of 8, 64..=2048).
+    #[arg(long, env = "SDSERVE_WIDTH", default_value_t = 512)]
+    width: usize,
+    /// Height in pixels (multiple of 8, 64..=2048).
+    #[arg(long, env = "SDSERVE_HEIGHT", default_value_t = 512)]
+    height: usize,
+    /// Images per batch (1..=8).
+    #[arg(long, env = "SDSERVE_BATCH_SIZE", default_value_t = 1)]
+    batch_size: usize,
+    /// CLIP layers to skip from the end (1 = last layer).
+    #[arg(long, env = "SDSERVE_CLIP_SKIP", default_value_t = 1)]
+    clip_skip: usize,
+    /// Noise generator: "cpu" (PyTorch CPU, diffusers) or "gpu"/"nv"/"philox" (PyTorch CUDA).
+    #[arg(long, env = "SDSERVE_RNG", default_value = "cpu")]
+    rng: String,
+}
+
+fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let noise_source: NoiseSource = args.rng.parse().map_err(|e| anyhow::anyhow!("rng: {e}"))?;
+    let params = Txt2ImgParams {
+        prompt: args.prompt,
+        negative_prompt: args.negative_prompt,
+        seed: args.seed,
+        steps: args.steps,
+        sampler_name: args.sampler,
+        scheduler: args.scheduler,
+        cfg_scale: args.cfg_scale,
+        width: args.width,
+        height: args.height,
+        batch_size: args.batch_size,
+        clip_skip: args.clip_skip,
+        noise_source,
+        ..Txt2ImgParams::default()
+    };
+    params.validate()?;
+    let pipeline = Pipeline::load(&args.model, &Device::Cpu)?;
+    let mut report = |e: &StepEvent<'_>| {
+        eprintln!("step {}/{}", e.step + 1, e.total);
+        std::ops::ControlFlow::Continue(())
+    };
+    let generation = pipeline.txt2img(&params, RunOptions::default(), &mut report)?;
+    let pngs = generation_pngs(&generation)?;
+    let many = pngs.len() > 1;
+    for (i, png) in pngs.iter().enumerate() {
+        let path = if many { numbered(&args.out, i + 1) } else { args.out.clone() };
+        std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
+        println!("{} seed {}", path.display(), generation.all_seeds[i]);
+    }
+    Ok(())
+}
+
+/// `dir/name.png` → `dir/name-N.png`.
+fn numbered(out: &std::path::Path, n: usize) -> PathBuf {
+    let stem = out.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+    let ext = out.extension().map_or_else(|| "png".into(), |s| s.to_string_lossy().into_owned());
+    out.with_file_name(format!("{stem}-{n}.{ext}"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -105,6 +197,7 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("writing the test model to {}", out.display()))?;
             println!("{}", path.display());
         }
+        Command::Generate(args) => generate(args)?,
         Command::Inspect { model } => {
             let checkpoint = Checkpoint::open(&model)?;
             println!("path: {}", checkpoint.path.display());

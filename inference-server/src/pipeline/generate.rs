@@ -5,9 +5,9 @@
 //!   and `subseed + i`, iteration `n` starts at `seed + n·batch_size`. For a batch of one this
 //!   is also diffusers with `torch.Generator().manual_seed(seed)`; diffusers with one
 //!   generator for a whole batch draws the batch in one call and differs for items > 0.
-//! - Ancestral / SDE noise after the first draw comes from per-item streams seeded from the
-//!   item's seed and the call index (deterministic, batch-independent), not from the
-//!   reference's continuing generator: ancestral samplers do not match A1111/diffusers images.
+//! - Ancestral / SDE noise after the first draw continues each item's CPU generator, as A1111
+//!   (`ImageRNG.next()`) and diffusers (one generator per item) do; see [`ItemNoise`] for the
+//!   cases (Philox, latent sizes not a multiple of 16) where it cannot.
 //! - Guidance: uncond and cond in one UNet batch (`[uncond; cond]`, diffusers' order),
 //!   `uncond + cfg·(cond − uncond)`. The uncond half is skipped when `cfg_scale == 1`, and
 //!   for diffusers class names whenever `cfg_scale <= 1` (diffusers' `guidance_scale > 1`).
@@ -26,17 +26,18 @@ use crate::pipeline::images::{approx_cheap, tensor_to_images};
 use crate::pipeline::params::{PipelineError, RgbImage, Txt2ImgParams};
 use crate::sampling::rng::{batch_noise, randn, resolve_seed, NoiseSource};
 use crate::sampling::samplers::schedule::DiscreteSchedule;
-use crate::sampling::samplers::{sample, Resolved, SamplerError};
+use crate::sampling::samplers::k_samplers::EpsModel;
+use crate::sampling::samplers::{sample, NoiseSource as SamplerNoise, Progress, Resolved, SamplerError};
 
 /// A loaded checkpoint ready to generate.
 #[derive(Debug)]
 pub struct Pipeline {
-    conditioner: Conditioner,
-    unet: UNet,
-    vae: Vae,
-    scheduler: SchedulerConfig,
-    device: Device,
-    name: String,
+    pub(crate) conditioner: Conditioner,
+    pub(crate) unet: UNet,
+    pub(crate) vae: Vae,
+    pub(crate) scheduler: SchedulerConfig,
+    pub(crate) device: Device,
+    pub(crate) name: String,
 }
 
 /// One sampling step about to run, reported to the progress callback.
@@ -127,9 +128,12 @@ impl Pipeline {
             let (s0, ss0) = (seed.wrapping_add(off), subseed.wrapping_add(off));
             let noise = batch_noise(p.noise_source, s0, ss0, p.subseed_strength, b, &[4, h, w])?;
             let seeds: Vec<u64> = (0..b as u64).map(|i| s0.wrapping_add(i)).collect();
-            let mut rng = ItemNoise { source: p.noise_source, seeds: seeds.clone(), calls: 0 };
-            let run = Run { resolved, steps: p.steps, cfg: p.cfg_scale, guided, ctx: &ctx, batch: b, h, w, iteration };
-            let latent = self.sample_batch(&run, &noise, &mut rng, options, &mut *events)?;
+            let mut rng = ItemNoise::new(p.noise_source, seeds.clone());
+            let run = Run { cfg: p.cfg_scale, guided, ctx: &ctx, batch: b, h, w, iteration };
+            let mut runner = |model: EpsModel<'_>, rng: &mut dyn SamplerNoise, progress: Progress<'_>| {
+                sample(resolved, &self.scheduler, p.steps, model, &noise, rng, progress)
+            };
+            let latent = self.sample_batch(&run, &mut runner, &mut rng, options, &mut *events)?;
             let x = Tensor::from_vec(latent, (b, 4, h, w), &self.device)?;
             let decoded = self.vae.decode_scaled(&x)?.to_vec_f32()?;
             out.images.extend(tensor_to_images(&decoded, b, p.height, p.width));
@@ -139,11 +143,11 @@ impl Pipeline {
         Ok(out)
     }
 
-    /// Samples one batch from unit `noise`, reporting each step to `events`.
-    fn sample_batch(
+    /// Runs `runner` (a sampler call) with the guided model, reporting each step to `events`.
+    pub(crate) fn sample_batch(
         &self,
         run: &Run<'_>,
-        noise: &[f32],
+        runner: Runner<'_>,
         rng: &mut ItemNoise,
         options: RunOptions,
         events: Events<'_>,
@@ -172,7 +176,7 @@ impl Pipeline {
                 .map(|z| z.chunks(per).map(|item| approx_cheap(item, run.h, run.w)).collect());
             events(&StepEvent { iteration: run.iteration, step, total, previews: previews.as_deref() })
         };
-        let result = sample(run.resolved, &self.scheduler, run.steps, &mut model, noise, rng, &mut progress);
+        let result = runner(&mut model, rng, &mut progress);
         if let Some(e) = failure.borrow_mut().take() {
             return Err(PipelineError::Model(e));
         }
@@ -193,21 +197,23 @@ impl Pipeline {
     }
 }
 
+/// A sampler call: guided model, step noise and progress in, final latent out.
+pub(crate) type Runner<'a> =
+    &'a mut dyn FnMut(EpsModel<'_>, &mut dyn SamplerNoise, Progress<'_>) -> Result<Vec<f32>, SamplerError>;
+
 /// What one batch's sampling run needs.
-struct Run<'a> {
-    resolved: Resolved,
-    steps: usize,
-    cfg: f32,
-    guided: bool,
-    ctx: &'a Tensor,
-    batch: usize,
-    h: usize,
-    w: usize,
-    iteration: usize,
+pub(crate) struct Run<'a> {
+    pub(crate) cfg: f32,
+    pub(crate) guided: bool,
+    pub(crate) ctx: &'a Tensor,
+    pub(crate) batch: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) iteration: usize,
 }
 
 /// Whether guidance needs the unconditional half.
-fn uses_uncond(resolved: Resolved, cfg: f32) -> bool {
+pub(crate) fn uses_uncond(resolved: Resolved, cfg: f32) -> bool {
     match resolved {
         Resolved::Diffusers { .. } => cfg > 1.0,
         Resolved::A1111 { .. } => cfg != 1.0,
@@ -215,7 +221,7 @@ fn uses_uncond(resolved: Resolved, cfg: f32) -> bool {
 }
 
 /// `[halves·1, S, D]` (e.g. `[uncond; cond]`) to `[halves·batch, S, D]`, each half repeated.
-fn repeat_halves(one: &Tensor, halves: usize, batch: usize) -> Result<Tensor, crate::engine::EngineError> {
+pub(crate) fn repeat_halves(one: &Tensor, halves: usize, batch: usize) -> Result<Tensor, crate::engine::EngineError> {
     let mut parts = Vec::with_capacity(halves * batch);
     for hlf in 0..halves {
         let part = one.narrow(0, hlf, 1)?;
@@ -227,22 +233,60 @@ fn repeat_halves(one: &Tensor, halves: usize, batch: usize) -> Result<Tensor, cr
     Tensor::cat(&refs, 0)
 }
 
-/// Ancestral / SDE noise: per item, a stream seeded from the item's seed and the call index.
-struct ItemNoise {
+/// Ancestral / SDE noise, per batch item. With the CPU generator and a per-item latent size
+/// that is a multiple of 16 this continues each item's `torch.Generator().manual_seed(seed)`
+/// after the initial latent, as both references do (A1111's `ImageRNG.next()` per image;
+/// diffusers' `scheduler.step(generator=...)` with one generator per item): call `k` returns
+/// values `k·per .. (k+1)·per` of one long `torch.randn` stream, since torch's vectorised
+/// normal transform works on aligned blocks of 16. Otherwise (Philox, odd sizes) each item
+/// gets a deterministic stream of its own that matches no reference.
+pub(crate) struct ItemNoise {
     source: NoiseSource,
     seeds: Vec<u64>,
-    calls: u64,
+    /// Draws taken so far after the first (the next step-noise call takes draw `calls + 1`).
+    pub(crate) calls: usize,
+    /// Per item: the stream drawn so far (initial latent first).
+    cache: Vec<Vec<f32>>,
 }
 
-impl crate::sampling::samplers::NoiseSource for ItemNoise {
+impl ItemNoise {
+    pub(crate) fn new(source: NoiseSource, seeds: Vec<u64>) -> Self {
+        ItemNoise { source, cache: vec![Vec::new(); seeds.len()], seeds, calls: 0 }
+    }
+
+    /// Draw `k` (0 = the initial latent's) of `per` values for every item, concatenated.
+    pub(crate) fn draw(&mut self, k: usize, per: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(per * self.seeds.len());
+        for i in 0..self.seeds.len() {
+            out.extend(self.item_draw(i, k, per));
+        }
+        out
+    }
+
+    fn item_draw(&mut self, i: usize, k: usize, per: usize) -> Vec<f32> {
+        if self.source == NoiseSource::TorchCpu && per.is_multiple_of(16) && per > 0 {
+            self.continued(i, k, per)
+        } else {
+            let stream = self.seeds[i].wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(k as u64);
+            randn(self.source, stream, &[per]).unwrap_or_else(|_| vec![0.0; per])
+        }
+    }
+
+    fn continued(&mut self, item: usize, k: usize, per: usize) -> Vec<f32> {
+        let need = per * (k + 1);
+        if self.cache[item].len() < need {
+            let len = need.max(2 * self.cache[item].len());
+            self.cache[item] = randn(NoiseSource::TorchCpu, self.seeds[item], &[len]).unwrap_or_default();
+        }
+        self.cache[item].get(need - per..need).map_or_else(|| vec![0.0; per], <[f32]>::to_vec)
+    }
+}
+
+impl SamplerNoise for ItemNoise {
     fn noise(&mut self, _sigma: f64, _sigma_next: f64, len: usize) -> Vec<f32> {
         self.calls += 1;
         let per = len / self.seeds.len().max(1);
-        let mut out = Vec::with_capacity(len);
-        for &s in &self.seeds {
-            let stream = s.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(self.calls);
-            out.extend(randn(self.source, stream, &[per]).unwrap_or_else(|_| vec![0.0; per]));
-        }
+        let mut out = self.draw(self.calls, per);
         out.resize(len, 0.0);
         out
     }

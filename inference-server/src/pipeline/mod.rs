@@ -6,6 +6,7 @@ pub mod prompt;
 pub mod conditioning;
 pub mod generate;
 pub mod images;
+pub mod img2img;
 pub mod params;
 pub mod png;
 
