@@ -157,19 +157,25 @@ async fn bad_parameters_and_unknown_models_are_refused_by_name() -> anyhow::Resu
     let server = Server::start().await?;
     let mut client = server.client().await?;
     let mut req = request(2, 1);
-    req.params.as_mut().map(|p| p.width = Some(65));
+    if let Some(p) = req.params.as_mut() {
+        p.width = Some(65);
+    }
     let status = client.generate(req).await.err().ok_or_else(|| anyhow::anyhow!("width 65 was accepted"))?;
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("width"), "{}", status.message());
 
     let mut req = request(2, 1);
-    req.params.as_mut().map(|p| p.sampler_name = "Nonsense".into());
+    if let Some(p) = req.params.as_mut() {
+        p.sampler_name = "Nonsense".into();
+    }
     let status = client.generate(req).await.err().ok_or_else(|| anyhow::anyhow!("bad sampler accepted"))?;
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("sampler_name"), "{}", status.message());
 
     let mut req = request(2, 1);
-    req.params.as_mut().map(|p| p.model = "missing".into());
+    if let Some(p) = req.params.as_mut() {
+        p.model = "missing".into();
+    }
     let status = client.generate(req).await.err().ok_or_else(|| anyhow::anyhow!("unknown model accepted"))?;
     assert_eq!(status.code(), tonic::Code::NotFound);
     assert!(status.message().contains("model"), "{}", status.message());
@@ -181,7 +187,9 @@ async fn dropping_the_stream_cancels_the_generation() -> anyhow::Result<()> {
     let server = Server::start().await?;
     let mut client = server.client().await?;
     let mut long = request(150, 7);
-    long.params.as_mut().map(|p| p.n_iter = Some(100));
+    if let Some(p) = long.params.as_mut() {
+        p.n_iter = Some(100);
+    }
     let mut stream = client.generate(long).await?.into_inner();
     let started = Instant::now();
     loop {
