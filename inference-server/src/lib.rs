@@ -3,10 +3,12 @@
 //!
 //! Layers, bottom up: `engine` (tensors and ops on a run-time device), `nn` (layers loaded
 //! from checkpoints), `model` (tokenizer, checkpoint loading, the networks), `sampling` (seeded
-//! noise, samplers), `pipeline` (prompt handling, generation). The gRPC service follows.
+//! noise, samplers), `pipeline` (prompt handling, generation), `service` (the gRPC service,
+//! its queue and the loaded models).
 
 pub mod engine;
 pub mod model;
 pub mod nn;
 pub mod sampling;
 pub mod pipeline;
+pub mod service;

@@ -4,22 +4,24 @@
 //! - `inspect`: opens a checkpoint (diffusers folder or single-file `.safetensors`) and prints
 //!   what was recognised, or the error naming the tensor or field at fault.
 //!
-//! - `generate`: txt2img (or img2img with `--init-image`) on one checkpoint, writing PNGs with
-//!   A1111's `parameters` infotext (`--out FILE.png`; with several images `FILE-1.png`, ...).
-//!
-//! `serve` arrives with the service work.
+//! - `generate`: one txt2img (or img2img with `--init-image`) run to PNG files carrying the
+//!   A1111 infotext.
+//! - `serve`: the `sdserve.v1.Inference` gRPC service (health and reflection included) for the
+//!   models given with `--model PATH[=NAME]`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use inference_server::model::testmodel::write_test_model;
 use inference_server::engine::Device;
+use inference_server::model::testmodel::write_test_model;
 use inference_server::model::weights::{Checkpoint, Layout, StoredDType, Variant};
 use inference_server::pipeline::png::generation_pngs;
 use inference_server::pipeline::images::decode_png_rgb;
 use inference_server::pipeline::{Img2ImgParams, Pipeline, RunOptions, StepEvent, Txt2ImgParams};
 use inference_server::sampling::rng::NoiseSource;
+use inference_server::service::{ModelSpec, ServiceConfig};
 
 #[derive(Parser)]
 #[command(name = "inference-server", version, about = "Stable Diffusion inference for sdserve")]
@@ -30,6 +32,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve `sdserve.v1.Inference` (with gRPC health and reflection) until Ctrl-C.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "SDSERVE_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// A model to load, `PATH` or `PATH=NAME` (a diffusers folder or a single-file
+        /// `.safetensors`). Repeat for several; the first is the default. In the environment,
+        /// separate several with commas.
+        #[arg(long = "model", env = "SDSERVE_MODEL", required = true, value_delimiter = ',')]
+        models: Vec<ModelSpec>,
+        /// Device to run on: `cpu` or `cuda:N`.
+        #[arg(long, env = "SDSERVE_DEVICE", default_value = "cpu")]
+        device: String,
+    },
     /// Write a tiny SD-shaped model with deterministic random weights.
     MakeTestModel {
         /// Output: a folder (diffusers layout) or a `.safetensors` file (single-file layout).
@@ -188,6 +204,7 @@ enum DTypeArg {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Serve { listen, models, device } => serve(listen, models, &device)?,
         Command::MakeTestModel { out, variant, layout, dtype } => {
             let variant = match variant {
                 VariantArg::Sd1 => Variant::Sd1,
@@ -226,4 +243,37 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `serve`: logs to stderr (`RUST_LOG`, default `info`), runs until Ctrl-C or SIGTERM.
+fn serve(listen: SocketAddr, models: Vec<ModelSpec>, device: &str) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let device = Device::parse(device).with_context(|| format!("--device {device}"))?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding --listen {listen}"))?;
+        inference_server::service::run(ServiceConfig { models, device }, listener, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
 }
