@@ -3,7 +3,6 @@
 //! - `make-test-model`: writes one of the tiny random SD-shaped models the tests use.
 //! - `inspect`: opens a checkpoint (diffusers folder or single-file `.safetensors`) and prints
 //!   what was recognised, or the error naming the tensor or field at fault.
-//!
 //! - `generate`: one txt2img (or img2img with `--init-image`) run to PNG files carrying the
 //!   A1111 infotext.
 //! - `serve`: the `sdserve.v1.Inference` gRPC service (health and reflection included) for the

@@ -102,6 +102,7 @@ pub fn to_params(wire: &pb::GenerationParams) -> Result<Txt2ImgParams, Status> {
         scheduler: Some(wire.scheduler.trim()).filter(|s| !s.is_empty()).map(str::to_owned),
         clip_skip: usize_or(wire.clip_skip, defaults.clip_skip),
         noise_source: defaults.noise_source,
+        styles: wire.styles.clone(),
     })
 }
 
