@@ -218,7 +218,7 @@ fn run(pending: Pending) {
                 return if events.is_closed() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
             }
             let preview_png = match event.previews.and_then(|p| p.first()) {
-                Some(image) if every > 0 && done % every == 0 => encode_png(image, "").ok(),
+                Some(image) if every > 0 && done.is_multiple_of(every) => encode_png(image, "").ok(),
                 _ => None,
             };
             let progress = JobEvent::Progress { step: to_u32(done), total: to_u32(total.get()), preview_png };
