@@ -104,6 +104,35 @@ impl Pipeline {
 
     /// Runs txt2img. Parameters are validated before any model work.
     pub fn txt2img(&self, params: &Txt2ImgParams, options: RunOptions, events: Events<'_>) -> Result<Generation, PipelineError> {
+        self.txt2img_inner(params, options, None, events)
+    }
+
+    /// [`Pipeline::txt2img`] with the ancestral / SDE step noise taken from `step_noise`
+    /// instead of continuing each item's seeded generator; the initial latent still comes
+    /// from the seeds. One source serves every batch item (calls get the whole batch's
+    /// length) and every iteration, in order. Deterministic samplers never call it.
+    ///
+    /// Meant for replaying a reference's noise (e.g. k-diffusion's `noise_sampler` draws
+    /// through [`crate::sampling::samplers::ReplayNoise`]) or for a caller's own RNG, such
+    /// as [`crate::sampling::samplers::BrownianNoise`] for a DPM++ SDE that depends on the
+    /// sigma interval rather than the call order.
+    pub fn txt2img_with_step_noise(
+        &self,
+        params: &Txt2ImgParams,
+        options: RunOptions,
+        step_noise: &mut dyn SamplerNoise,
+        events: Events<'_>,
+    ) -> Result<Generation, PipelineError> {
+        self.txt2img_inner(params, options, Some(step_noise), events)
+    }
+
+    fn txt2img_inner(
+        &self,
+        params: &Txt2ImgParams,
+        options: RunOptions,
+        mut step_noise: Option<&mut dyn SamplerNoise>,
+        events: Events<'_>,
+    ) -> Result<Generation, PipelineError> {
         let resolved = params.validate()?;
         let mut p = params.clone();
         let seed = resolve_seed(p.seed);
@@ -131,6 +160,10 @@ impl Pipeline {
             let mut rng = ItemNoise::new(p.noise_source, seeds.clone());
             let run = Run { cfg: p.cfg_scale, guided, ctx: &ctx, batch: b, h, w, iteration };
             let mut runner = |model: EpsModel<'_>, rng: &mut dyn SamplerNoise, progress: Progress<'_>| {
+                let rng: &mut dyn SamplerNoise = match step_noise.as_deref_mut() {
+                    Some(injected) => injected,
+                    None => rng,
+                };
                 sample(resolved, &self.scheduler, p.steps, model, &noise, rng, progress)
             };
             let latent = self.sample_batch(&run, &mut runner, &mut rng, options, &mut *events)?;

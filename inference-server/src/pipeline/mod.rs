@@ -15,8 +15,9 @@
 //!
 //! Parity (tests/pipeline.rs, goldens from tests/parity/pipeline_goldens.py): diffusers
 //! txt2img (Euler, Euler ancestral, DDIM, DPM-Solver++ Karras) and img2img (Euler, DDIM,
-//! DPM-Solver++ Karras), and A1111 on k-diffusion (Euler a, DPM++ 2M Karras), all within
-//! 2/255 per pixel on the tiny SD 1.x model.
+//! DPM-Solver++ Karras), and A1111 on k-diffusion (Euler, Euler a, DPM++ 2M Karras, and
+//! DPM++ SDE Karras with injected step noise via [`Pipeline::txt2img_with_step_noise`]), all
+//! within 2/255 per pixel on the tiny SD 1.x model.
 
 pub mod prompt;
 pub mod conditioning;

@@ -21,7 +21,8 @@ CLIP (one chunk, multipliers 1, so emphasis is the identity), `DiscreteEpsDDPMDe
 `randn([4, 8, 8], Generator().manual_seed(SEED))` (A1111 "CPU" RNG) times sigmas[0], ancestral
 noise continuing that generator (ImageRNG.next()), VAE decode of x / scaling_factor, then
 A1111's `(255 * clamp((x + 1) / 2)).astype(uint8)` (truncation). Written as
-OUT_DIR/pipeline_a1111_<name>.png for A1111_CASES.
+OUT_DIR/pipeline_a1111_<name>.png for A1111_CASES. DPM++ SDE runs with injected noise (see
+RecordedNoise), stored beside its PNG.
 """
 
 import sys
@@ -54,7 +55,16 @@ CASES = [
 ]
 
 STRENGTH = 0.6
-A1111_CASES = [("euler_a", "uniform", "sample_euler_ancestral"), ("dpmpp_2m_karras", "karras", "sample_dpmpp_2m")]
+A1111_CASES = [
+    ("euler_a", "uniform", "sample_euler_ancestral"),
+    ("dpmpp_2m_karras", "karras", "sample_dpmpp_2m"),
+    ("euler", "uniform", "sample_euler"),
+    ("dpmpp_sde_karras", "karras", "sample_dpmpp_sde"),
+]
+# DPM++ SDE's step noise is injected (not torchsde's Brownian tree): draws of
+# randn([1, 4, 8, 8], Generator().manual_seed(SDE_NOISE_SEED)) in call order, stored with the
+# (sigma, sigma_next) of each call in OUT_DIR/pipeline_a1111_dpmpp_sde_karras_noise.safetensors.
+SDE_NOISE_SEED = 4321
 
 
 def load_k_diffusion():
@@ -102,13 +112,41 @@ def a1111_goldens(pipe, out_dir):
         x = torch.randn([4, 8, 8], generator=g).unsqueeze(0) * sigmas[0]
         noise = lambda s, sn: torch.randn([4, 8, 8], generator=g).unsqueeze(0)
         extra = {"noise_sampler": noise} if "ancestral" in fn else {}
+        if fn == "sample_dpmpp_sde":
+            extra = {"noise_sampler": RecordedNoise()}
         x = getattr(K, fn)(cfg_denoiser, x, sigmas, disable=True, **extra)
+        if fn == "sample_dpmpp_sde":
+            extra["noise_sampler"].save(out_dir / f"pipeline_a1111_{name}_noise.safetensors")
         img = pipe.vae.decode(x / pipe.vae.config.scaling_factor).sample[0]
         img = torch.clamp((img + 1.0) / 2.0, min=0.0, max=1.0)
         pixels = (255.0 * np.moveaxis(img.numpy(), 0, 2)).astype(np.uint8)
         out = out_dir / f"pipeline_a1111_{name}.png"
         Image.fromarray(pixels).save(out)
         print(f"{out}: mean {pixels.mean():.2f}")
+
+
+class RecordedNoise:
+    """A k-diffusion noise sampler drawing from its own seeded generator, recording each call."""
+
+    def __init__(self):
+        self.gen = torch.Generator().manual_seed(SDE_NOISE_SEED)
+        self.draws, self.pairs = [], []
+
+    def __call__(self, sigma, sigma_next):
+        z = torch.randn([1, 4, 8, 8], generator=self.gen)
+        self.draws.append(z)
+        self.pairs.append([float(sigma), float(sigma_next)])
+        return z
+
+    def save(self, path):
+        from safetensors.torch import save_file
+
+        tensors = {f"noise.{i:02}": z.contiguous() for i, z in enumerate(self.draws)}
+        tensors["sigma_pairs"] = torch.tensor(self.pairs, dtype=torch.float32)
+        save_file(tensors, str(path))
+        print(f"{path}: {len(self.draws)} draws")
+
+
 IMG2IMG_CASES = CASES[:3]
 
 

@@ -12,6 +12,7 @@
 //! - [`diffusers_steps`]: diffusers' step functions on an eps model `eps(x_in, t)`.
 //! - [`run`]: [`sample`], the single entry point: resolved name + config + steps + model.
 //! - [`brownian`]: a seeded Brownian-tree [`NoiseSource`] for the SDE samplers.
+//! - [`replay`]: [`ReplayNoise`], recorded step noise replayed in call order.
 //!
 //! Every sampler takes a progress callback `FnMut(step, total) -> ControlFlow<()>`, called
 //! before each model evaluation step; `Break` stops with [`SamplerError::Cancelled`].
@@ -25,6 +26,7 @@ pub mod k_more;
 pub mod k_samplers;
 pub mod lcm;
 pub mod names;
+pub mod replay;
 pub mod run;
 pub mod schedule;
 pub mod unipc;
@@ -32,6 +34,7 @@ pub mod unipc;
 use std::ops::ControlFlow;
 
 pub use brownian::BrownianNoise;
+pub use replay::ReplayNoise;
 pub use names::{DiffusersScheduler, KSampler, Resolved, Schedule, resolve};
 pub use run::{levels, sample};
 
