@@ -128,8 +128,24 @@ fn torch_dtype(dtype: StoredDType) -> &'static str {
     }
 }
 
+/// Writes a diffusers folder of `variant` with the published (full-size) configs of
+/// [`published_configs`] and the same deterministic pseudo-random weights as the tiny model,
+/// stored as `dtype`; for benchmarks (SD 1.5 at f16 is about 2 GB). Returns `out`.
+pub fn write_full_size_model(out: &Path, variant: Variant, dtype: StoredDType) -> Result<PathBuf, WeightsError> {
+    write_diffusers_with(out, variant, dtype, published_configs(variant))?;
+    Ok(out.to_path_buf())
+}
+
 fn write_diffusers(root: &Path, variant: Variant, dtype: StoredDType) -> Result<(), WeightsError> {
-    let (clip, unet, vae) = test_configs(variant);
+    write_diffusers_with(root, variant, dtype, test_configs(variant))
+}
+
+fn write_diffusers_with(
+    root: &Path,
+    variant: Variant,
+    dtype: StoredDType,
+    (clip, unet, vae): (ClipTextConfig, UNetConfig, VaeConfig),
+) -> Result<(), WeightsError> {
     let none = BTreeMap::new();
     for sub in ["text_encoder", "unet", "vae", "scheduler"] {
         create_dir(&root.join(sub))?;

@@ -1,0 +1,120 @@
+//! The whole txt2img pipeline on the real SD 1.5 shapes (CLIP ViT-L/14 text encoder, UNet
+//! 320/640/1280/1280, VAE 128/256/512/512) with deterministic random weights stored as f16
+//! safetensors in a diffusers folder: seconds per sampling step (one guided UNet batch of 2)
+//! and the total time of one "Euler a" generation (prompt encoding, sampling, VAE decode).
+//!
+//! Usage (`cargo bench -p inference-server --bench pipeline -- ARGS`, or the built binary):
+//! - `write-model <dir>`: write the full-size SD 1.5 folder (about 2 GB) and exit, so
+//!   `bench/pipeline.py` can load the same weights into diffusers.
+//! - `[--model <dir>] [--size N] [--steps N]`: run the benchmark (defaults: a model written to
+//!   a temp dir, 512×512, 20 steps). `--size 128 --steps 2` is a quick smoke test.
+//!
+//! Output: a Markdown table, plus `RESULT <key> <value>` lines for the driver script. Threads:
+//! `RAYON_NUM_THREADS`.
+#![allow(missing_docs)]
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use inference_server::engine::Device;
+use inference_server::model::testmodel::write_full_size_model;
+use inference_server::model::weights::{StoredDType, Variant};
+use inference_server::pipeline::{Pipeline, RunOptions, StepEvent, Txt2ImgParams};
+
+/// Command-line options.
+struct Args {
+    write_model: Option<PathBuf>,
+    model: Option<PathBuf>,
+    size: usize,
+    steps: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args { write_model: None, model: None, size: 512, steps: 20 };
+    let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "write-model" => args.write_model = Some(PathBuf::from(value("write-model")?)),
+            "--model" => args.model = Some(PathBuf::from(value("--model")?)),
+            "--size" => args.size = value("--size")?.parse().map_err(|e| format!("--size: {e}"))?,
+            "--steps" => args.steps = value("--steps")?.parse().map_err(|e| format!("--steps: {e}"))?,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if let Some(dir) = &args.write_model {
+        write_full_size_model(dir, Variant::Sd1, StoredDType::F16).map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = tmp.path().join("sd15");
+            write_full_size_model(&dir, Variant::Sd1, StoredDType::F16).map_err(|e| e.to_string())?;
+            dir
+        }
+    };
+    let started = Instant::now();
+    let pipeline = Pipeline::load(&dir, &Device::Cpu).map_err(|e| e.to_string())?;
+    let load = started.elapsed().as_secs_f64();
+    let params = Txt2ImgParams {
+        prompt: "a photograph of an astronaut riding a horse".into(),
+        negative_prompt: "blurry".into(),
+        seed: 1234,
+        steps: args.steps,
+        cfg_scale: 7.0,
+        width: args.size,
+        height: args.size,
+        sampler_name: "Euler a".into(),
+        ..Txt2ImgParams::default()
+    };
+    params.validate().map_err(|e| e.to_string())?;
+    // Step `i` runs from its event to the next one (the last step ends at the VAE decode,
+    // so it is left out of the per-step median).
+    let mut marks: Vec<Instant> = Vec::new();
+    let started = Instant::now();
+    let generation = pipeline
+        .txt2img(&params, RunOptions::default(), &mut |_: &StepEvent<'_>| {
+            marks.push(Instant::now());
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+    let total = started.elapsed().as_secs_f64();
+    let step = median(marks.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect());
+    let first = marks.first().map_or(f64::NAN, |m| (*m - started).as_secs_f64());
+    let threads = rayon::current_num_threads();
+    let (w, h) = (generation.images.first().map_or(0, |i| i.width), generation.images.first().map_or(0, |i| i.height));
+    println!("| sdserve, SD 1.5 shapes, f16 weights, {threads} threads, {w}×{h} | seconds |");
+    println!("|---|---|");
+    println!("| load | {load:.2} |");
+    println!("| prompt encoding (before the first step) | {first:.2} |");
+    println!("| sampling step (median, guided batch of 2) | {step:.2} |");
+    println!("| \"Euler a\", {} steps, total | {total:.2} |", args.steps);
+    for (key, value) in [("load_seconds", load), ("encode_seconds", first), ("step_seconds", step), ("total_seconds", total)] {
+        println!("RESULT {key} {value}");
+    }
+    println!("RESULT threads {threads}");
+    Ok(())
+}
+
+fn main() {
+    let result = parse_args().and_then(|args| run(&args));
+    if let Err(e) = result {
+        eprintln!("pipeline bench: {e}");
+        std::process::exit(2);
+    }
+}
