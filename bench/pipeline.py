@@ -48,7 +48,7 @@ def torch_phase(model_dir: str, size: int, steps: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     start = time.perf_counter()
     pipe = StableDiffusionPipeline.from_pretrained(
-        model_dir, torch_dtype=torch.float32, safety_checker=None, feature_extractor=None,
+        model_dir, dtype=torch.float32, safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)

@@ -59,18 +59,6 @@ fn run(args: &Args) -> Result<(), String> {
         write_full_size_model(dir, Variant::Sd1, StoredDType::F16).map_err(|e| e.to_string())?;
         return Ok(());
     }
-    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let dir = match &args.model {
-        Some(dir) => dir.clone(),
-        None => {
-            let dir = tmp.path().join("sd15");
-            write_full_size_model(&dir, Variant::Sd1, StoredDType::F16).map_err(|e| e.to_string())?;
-            dir
-        }
-    };
-    let started = Instant::now();
-    let pipeline = Pipeline::load(&dir, &Device::Cpu).map_err(|e| e.to_string())?;
-    let load = started.elapsed().as_secs_f64();
     let params = Txt2ImgParams {
         prompt: "a photograph of an astronaut riding a horse".into(),
         negative_prompt: "blurry".into(),
@@ -83,6 +71,18 @@ fn run(args: &Args) -> Result<(), String> {
         ..Txt2ImgParams::default()
     };
     params.validate().map_err(|e| e.to_string())?;
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = tmp.path().join("sd15");
+            write_full_size_model(&dir, Variant::Sd1, StoredDType::F16).map_err(|e| e.to_string())?;
+            dir
+        }
+    };
+    let started = Instant::now();
+    let pipeline = Pipeline::load(&dir, &Device::Cpu).map_err(|e| e.to_string())?;
+    let load = started.elapsed().as_secs_f64();
     // Step `i` runs from its event to the next one (the last step ends at the VAE decode,
     // so it is left out of the per-step median).
     let mut marks: Vec<Instant> = Vec::new();
