@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use inference_server::pipeline::{RunOptions, StepEvent, Txt2ImgParams};
-use inference_server::sampling::samplers::ReplayNoise;
+use inference_server::sampling::samplers::{NoiseSource, ReplayNoise};
 
 use super::{max_diff, pipeline, read_golden, run};
 
@@ -82,4 +82,14 @@ fn dpmpp_sde_karras_with_injected_noise_matches_k_diffusion() {
     let a = run(&p);
     assert_eq!(a.images, run(&p).images, "deterministic for a seed");
     assert_ne!(a.images, ours.images, "the injected noise replaced the default step noise");
+}
+
+#[test]
+fn replay_noise_hands_out_draws_in_order_and_counts_misfits() {
+    let mut r = ReplayNoise::new(vec![vec![1.0, 2.0], vec![3.0]]);
+    assert_eq!(r.noise(2.0, 1.0, 2), vec![1.0, 2.0]);
+    assert_eq!(r.noise(1.0, 0.5, 2), vec![3.0, 0.0]);
+    assert_eq!(r.noise(0.5, 0.1, 1), vec![0.0]);
+    assert_eq!((r.mismatches(), r.remaining()), (2, 0));
+    assert_eq!(r.calls(), &[(2.0, 1.0), (1.0, 0.5), (0.5, 0.1)]);
 }

@@ -53,17 +53,3 @@ impl NoiseSource for ReplayNoise {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replays_in_order_and_counts_misfits() {
-        let mut r = ReplayNoise::new(vec![vec![1.0, 2.0], vec![3.0]]);
-        assert_eq!(r.noise(2.0, 1.0, 2), vec![1.0, 2.0]);
-        assert_eq!(r.noise(1.0, 0.5, 2), vec![3.0, 0.0]);
-        assert_eq!(r.noise(0.5, 0.1, 1), vec![0.0]);
-        assert_eq!((r.mismatches(), r.remaining()), (2, 0));
-        assert_eq!(r.calls(), &[(2.0, 1.0), (1.0, 0.5), (0.5, 0.1)]);
-    }
-}
