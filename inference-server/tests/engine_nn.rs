@@ -2,7 +2,7 @@
 //! odd-sized inputs. Tolerance: |got - want| <= 1e-5 · (1 + |want|) unless noted; half inputs are
 //! compared against the reference computed on the half-rounded values.
 
-#[path = "engine_support.rs"]
+#[path = "support/engine.rs"]
 mod support;
 
 use inference_server::engine::{DType, EngineError, Tensor};

@@ -4,7 +4,7 @@
 //! against an f64 reference on inputs in [-1, 1); exact equality for pure data movement;
 //! half-precision inputs are compared against the reference computed on the half-rounded values.
 
-#[path = "engine_support.rs"]
+#[path = "support/engine.rs"]
 mod support;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@
 
 pub mod mt19937;
 pub mod philox;
+pub mod splitmix;
 pub mod torch_cpu;
 
 use std::fmt;

@@ -10,38 +10,19 @@
 //! Box–Muller in f64).
 
 use super::NoiseSource;
+use crate::sampling::rng::splitmix::SplitMix64;
 
 const DEPTH: u32 = 32;
 
-/// SplitMix64.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// `len` standard normals keyed by `(seed, node)`.
 fn normals(seed: u64, node: u64, len: usize) -> Vec<f64> {
-    let mut mix = SplitMix(seed ^ node.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-    mix.next();
+    let mut mix = SplitMix64(seed ^ node.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+    mix.next_u64();
     let mut out = Vec::with_capacity(len + 1);
     while out.len() < len {
-        let (u1, u2) = (mix.unit(), mix.unit());
-        let r = (-2.0 * u1.ln()).sqrt();
-        let a = std::f64::consts::TAU * u2;
-        out.push(r * a.cos());
-        out.push(r * a.sin());
+        let (a, b) = mix.normal_pair();
+        out.push(a);
+        out.push(b);
     }
     out.truncate(len);
     out

@@ -1,30 +1,13 @@
 //! More k-diffusion samplers: LMS, DPM2, DPM2 ancestral, DPM++ 2S ancestral, DPM++ 2M SDE.
 //! Same conventions as [`super::k_samplers`].
 
-use super::k_samplers::{Denoiser, ancestral_step};
+use super::k_samplers::{Denoiser, add_noise, ancestral_step, denoise, to_d};
 use super::{NoiseSource, Progress, SamplerError, lin2, tick};
 
-fn denoise(model: &mut Denoiser<'_>, x: &[f32], sigma: f64) -> Result<Vec<f32>, SamplerError> {
-    let d = model(x, sigma)?;
-    if d.len() != x.len() {
-        return Err(SamplerError::Model(format!("model returned {} values for {}", d.len(), x.len())));
-    }
-    Ok(d)
-}
-
-fn to_d(x: &[f32], sigma: f64, den: &[f32]) -> Vec<f32> {
-    let s = sigma as f32;
-    x.iter().zip(den).map(|(x, d)| (x - d) / s).collect()
-}
-
+/// Adds `scale ×` the source's noise for the step `sigma → next` to `x`.
 fn noisy(x: &mut [f32], noise: &mut dyn NoiseSource, sigma: f64, next: f64, scale: f64) -> Result<(), SamplerError> {
     let z = noise.noise(sigma, next, x.len());
-    if z.len() != x.len() {
-        return Err(SamplerError::Model(format!("noise source gave {} values for {}", z.len(), x.len())));
-    }
-    let s = scale as f32;
-    x.iter_mut().zip(&z).for_each(|(x, z)| *x += z * s);
-    Ok(())
+    add_noise(x, &z, scale)
 }
 
 /// `linear_multistep_coeff`: ∫ over `[t[i], t[i+1]]` of the Lagrange basis polynomial `j` on

@@ -50,14 +50,14 @@ fn check_len(v: &[f32], len: usize) -> Result<(), SamplerError> {
     }
 }
 
-fn denoise(model: &mut Denoiser<'_>, x: &[f32], sigma: f64) -> Result<Vec<f32>, SamplerError> {
+pub(super) fn denoise(model: &mut Denoiser<'_>, x: &[f32], sigma: f64) -> Result<Vec<f32>, SamplerError> {
     let d = model(x, sigma)?;
     check_len(&d, x.len())?;
     Ok(d)
 }
 
 /// `(x - denoised) / sigma`.
-fn to_d(x: &[f32], sigma: f64, denoised: &[f32]) -> Vec<f32> {
+pub(super) fn to_d(x: &[f32], sigma: f64, denoised: &[f32]) -> Vec<f32> {
     let s = sigma as f32;
     x.iter().zip(denoised).map(|(x, d)| (x - d) / s).collect()
 }
@@ -78,7 +78,7 @@ pub fn ancestral_step(sigma_from: f64, sigma_to: f64, eta: f64) -> (f64, f64) {
     ((sigma_to * sigma_to - up * up).sqrt(), up)
 }
 
-fn add_noise(x: &mut [f32], noise: &[f32], scale: f64) -> Result<(), SamplerError> {
+pub(super) fn add_noise(x: &mut [f32], noise: &[f32], scale: f64) -> Result<(), SamplerError> {
     if noise.len() != x.len() {
         return Err(SamplerError::Model(format!("noise source gave {} values for {}", noise.len(), x.len())));
     }
