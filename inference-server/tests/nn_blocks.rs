@@ -3,7 +3,7 @@
 //! weights loaded through a real safetensors file. Tolerance: |got − want| ≤ 1e-4 · (1 + |want|);
 //! the engine computes in f32, so only summation order and rounding differ (~1e-6 here).
 
-#[path = "engine_support.rs"]
+#[path = "support/engine.rs"]
 mod support;
 
 use std::collections::BTreeMap;
