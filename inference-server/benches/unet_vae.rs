@@ -13,6 +13,9 @@
 //! `unet_vae sd15-single-file <path>` instead writes a full-size SD 1.5 single-file checkpoint
 //! (original key names, f16, zero data in a sparse file) for stable-diffusion.cpp.
 //!
+//! `unet_vae write <unet|vae> <path>` keeps one checkpoint, so `unet_vae unet <path>` can run
+//! alone (e.g. under `perf record`).
+//!
 //! Runs: `SDSERVE_BENCH_RUNS` timed runs (default 3) after one warm-up; the median is reported.
 //! Output: a Markdown table, plus `RESULT <key> <value>` lines for the driver script.
 #![allow(missing_docs)]
@@ -126,6 +129,14 @@ fn run_child(model: &str, path: &Path) -> Vec<(String, f64)> {
 fn main() {
     // `cargo bench` passes `--bench`; a child phase gets `<model> <path>`.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    if let [write, model, path] = args.as_slice() {
+        // `write <unet|vae> <path>`: keep one checkpoint, e.g. to profile `<model> <path>` under perf.
+        assert_eq!(write, "write", "usage: unet_vae write <unet|vae> <path>");
+        let (_, unet_config, vae_config) = published_configs(Variant::Sd1);
+        let params = if model == "unet" { unet_params(&unet_config) } else { vae_params(&vae_config) };
+        write_f16(Path::new(path), &params);
+        return;
+    }
     if let [model, path] = args.as_slice() {
         if model == "sd15-single-file" {
             // For stable-diffusion.cpp (bench/sdcpp.py): a full-size SD 1.5 single file with the

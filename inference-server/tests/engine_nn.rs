@@ -129,6 +129,9 @@ fn conv2d_matches_naive_loops() {
         ((3, 7, 5, 6), (5, 1, 1), 1, 0, true),
         ((1, 4, 6, 6), (3, 1, 1), 2, 0, false),
         ((1, 3, 7, 9), (2, 2, 4), 3, 2, true),
+        // Padding wider than the kernel reach: whole rows and columns of zeros.
+        ((1, 2, 4, 5), (3, 3, 3), 1, 3, false),
+        ((1, 2, 5, 6), (2, 5, 5), 2, 4, true),
     ];
     for ((n, c, h, wd), (o, kh, kw), stride, pad, with_bias) in cases {
         let (x, xd) = rand_tensor(&mut rng, &[n, c, h, wd]);

@@ -25,6 +25,10 @@ pub(crate) struct Conv2dGeom {
 /// Upper bound on the im2col scratch tile, in f32 elements (8 MiB).
 const COLS_MAX: usize = 1 << 21;
 
+/// Half-precision weights up to this many elements (64 MiB as f32; SD's largest 3×3 conv has
+/// 14.7M) are converted once per call; larger ones a block of rows at a time per tile.
+const WEIGHT_WHOLE: usize = 1 << 24;
+
 /// Upper bound on converted half-precision weight rows held at once, in f32 elements (4 MiB).
 const WEIGHT_SCRATCH: usize = 1 << 20;
 
@@ -73,6 +77,15 @@ pub(crate) fn conv2d(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: C
         }
     }
     let accumulate = bias.is_some();
+    let whole: Vec<f32>;
+    let weight = match weight {
+        CpuSlice::F32(_) => weight,
+        _ if g.o * k <= WEIGHT_WHOLE => {
+            whole = weight.to_f32().into_owned();
+            CpuSlice::F32(&whole)
+        }
+        _ => weight,
+    };
     let mut scratch = Vec::new();
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
     let tile = (COLS_MAX / k.max(1)).clamp(64, spatial_out.max(64)).min(spatial_out);
@@ -96,23 +109,44 @@ pub(crate) fn conv2d(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: C
     out
 }
 
-/// Fills `cols [c·kh·kw, p]` with the input patches for output positions `p0..p0 + p`.
+/// Fills `cols [c·kh·kw, p]` with the input patches for output positions `p0..p0 + p`, an
+/// output row segment at a time (a plain copy when the stride is 1).
 fn im2col(xn: &[f32], g: Conv2dGeom, p0: usize, p: usize, cols: &mut [f32]) {
     let fill_row = |(row, dst): (usize, &mut [f32])| {
         let ci = row / (g.kh * g.kw);
         let ki = (row / g.kw) % g.kh;
         let kj = row % g.kw;
         let plane = &xn[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for (j, d) in dst.iter_mut().enumerate() {
+        // Output columns whose input column `ox * stride + kj - pad` lies inside the image.
+        let ox_lo = g.pad.saturating_sub(kj).div_ceil(g.stride).min(g.wo);
+        let ox_hi = (g.w + g.pad).saturating_sub(kj).div_ceil(g.stride).clamp(ox_lo, g.wo);
+        let mut j = 0;
+        while j < p {
             let pos = p0 + j;
-            let (oy, ox) = (pos / g.wo, pos % g.wo);
+            let (oy, ox0) = (pos / g.wo, pos % g.wo);
+            let run = (g.wo - ox0).min(p - j);
+            let seg = &mut dst[j..j + run];
             let iy = (oy * g.stride + ki) as isize - g.pad as isize;
-            let ix = (ox * g.stride + kj) as isize - g.pad as isize;
-            *d = if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
-                plane[iy as usize * g.w + ix as usize]
+            if iy < 0 || iy as usize >= g.h {
+                seg.fill(0.0);
             } else {
-                0.0
-            };
+                let src = &plane[iy as usize * g.w..][..g.w];
+                let (lo, hi) = (ox_lo.clamp(ox0, ox0 + run), ox_hi.clamp(ox0, ox0 + run));
+                seg[..lo - ox0].fill(0.0);
+                seg[hi - ox0..].fill(0.0);
+                let inside = &mut seg[lo - ox0..hi - ox0];
+                if !inside.is_empty() {
+                    let ix0 = lo * g.stride + kj - g.pad;
+                    if g.stride == 1 {
+                        inside.copy_from_slice(&src[ix0..ix0 + inside.len()]);
+                    } else {
+                        for (t, d) in inside.iter_mut().enumerate() {
+                            *d = src[ix0 + t * g.stride];
+                        }
+                    }
+                }
+            }
+            j += run;
         }
     };
     if cols.len() >= PAR_MIN_WORK {

@@ -3,6 +3,7 @@
 pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
+pub(crate) mod fastmath;
 pub(crate) mod gemm;
 pub(crate) mod layout;
 pub(crate) mod norm;

@@ -10,7 +10,7 @@ use crate::engine::storage::CpuSlice;
 use crate::engine::tensor::Tensor;
 
 /// f32 elements of converted weight rows held at once by `linear` for half-precision weights.
-const LINEAR_SCRATCH: usize = 1 << 19;
+const LINEAR_SCRATCH: usize = 1 << 22;
 
 /// Multiply-adds per matrix below which `matmul` parallelises over the batch instead of inside gemm.
 const BATCH_PAR_BELOW: usize = 64 * 64 * 64;
