@@ -17,8 +17,8 @@ use inference_server::engine::Device;
 use inference_server::model::testmodel::write_test_model;
 use inference_server::model::weights::{Checkpoint, Layout, StoredDType, Variant};
 use inference_server::pipeline::png::generation_pngs;
-use inference_server::pipeline::images::decode_png_rgb;
-use inference_server::pipeline::{Img2ImgParams, Pipeline, RunOptions, StepEvent, Txt2ImgParams};
+use inference_server::pipeline::images::decode_image_rgb;
+use inference_server::pipeline::{Img2ImgParams, Pipeline, Request, RunOptions, StepEvent, Txt2ImgParams};
 use inference_server::sampling::rng::NoiseSource;
 use inference_server::service::{ModelSpec, ServiceConfig};
 
@@ -105,7 +105,7 @@ struct GenerateArgs {
     /// Height in pixels (multiple of 8, 64..=2048); default 512, or the init image's height.
     #[arg(long, env = "SDSERVE_HEIGHT")]
     height: Option<usize>,
-    /// img2img: a PNG to start from (its size must match --width/--height if given).
+    /// img2img: a PNG or JPEG to start from (resized to --width/--height when those differ).
     #[arg(long, env = "SDSERVE_INIT_IMAGE")]
     init_image: Option<PathBuf>,
     /// img2img: how much to change the init image (0..=1).
@@ -127,7 +127,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let init = match &args.init_image {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            Some(decode_png_rgb(&bytes)?)
+            Some(decode_image_rgb(&bytes)?)
         }
         None => None,
     };
@@ -147,24 +147,17 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         noise_source,
         ..Txt2ImgParams::default()
     };
-    let img2img = init.map(|init_image| Img2ImgParams {
-        base: params.clone(),
-        init_image,
-        denoising_strength: args.denoising_strength,
-    });
-    match &img2img {
-        Some(p) => p.validate()?,
-        None => params.validate()?,
+    let request = match init {
+        Some(init_image) => Request::Img2Img(Img2ImgParams { base: params, init_image, denoising_strength: args.denoising_strength }),
+        None => Request::Txt2Img(params),
     };
+    request.validate()?;
     let pipeline = Pipeline::load(&args.model, &Device::Cpu)?;
     let mut report = |e: &StepEvent<'_>| {
         eprintln!("step {}/{}", e.step + 1, e.total);
         std::ops::ControlFlow::Continue(())
     };
-    let generation = match &img2img {
-        Some(p) => pipeline.img2img(p, RunOptions::default(), &mut report)?,
-        None => pipeline.txt2img(&params, RunOptions::default(), &mut report)?,
-    };
+    let generation = pipeline.generate(&request, RunOptions::default(), &mut report)?;
     let pngs = generation_pngs(&generation)?;
     let many = pngs.len() > 1;
     for (i, png) in pngs.iter().enumerate() {

@@ -7,7 +7,7 @@
 //! subseed slerp (torch reduces in f32, we in f64) within 1e-5 absolute.
 
 use inference_server::sampling::rng::{
-    NoiseSource, RANDOM_SEED_BOUND, RngError, batch_noise, image_noise, randn, resolve_seed,
+    Generator, NoiseSource, RANDOM_SEED_BOUND, RngError, batch_noise, image_noise, randn, resolve_seed,
 };
 use serde_json::Value;
 
@@ -222,4 +222,22 @@ fn names_and_bad_input() {
         randn(NoiseSource::TorchCpu, 5, &[20]).expect("a"),
         randn(NoiseSource::TorchCpu, (1 << 32) + 5, &[20]).expect("b")
     );
+}
+
+/// Consecutive draws from one generator (what ancestral samplers take after the initial
+/// latent) equal consecutive `torch.randn(n, generator=g)` / `rng_philox` calls, bit for bit,
+/// including sizes that are not a multiple of 16 and the cached normal of the small-size path.
+#[test]
+fn consecutive_draws_continue_the_generator() {
+    let g = goldens();
+    let sequences = g["sequences"].as_array().expect("sequences");
+    assert_eq!(sequences.len(), 4);
+    for case in sequences {
+        let seed = case["seed"].as_u64().expect("seed");
+        let mut generator = Generator::new(source(case), seed);
+        for (k, (size, want)) in shape(&case["sizes"]).into_iter().zip(case["draws"].as_array().expect("draws")).enumerate() {
+            let got = generator.randn(&[size]).expect("draw");
+            assert_bits(&got, &floats(want), &format!("{} seed {seed} draw {k} ({size})", case["source"]));
+        }
+    }
 }

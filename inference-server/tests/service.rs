@@ -74,9 +74,9 @@ async fn collect(mut stream: tonic::Streaming<pb::GenerateEvent>) -> anyhow::Res
 }
 
 fn parameters_chunk(png_bytes: &[u8]) -> anyhow::Result<String> {
-    let decoder = png::Decoder::new(png_bytes);
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
     let mut reader = decoder.read_info()?;
-    let mut buf = vec![0; reader.output_buffer_size()];
+    let mut buf = vec![0; reader.output_buffer_size().ok_or_else(|| anyhow::anyhow!("png too large"))?];
     let frame = reader.next_frame(&mut buf)?;
     assert_eq!((frame.width, frame.height), (64, 64));
     let info = reader.info();
@@ -134,7 +134,8 @@ async fn generate_streams_every_event_in_order() -> anyhow::Result<()> {
 async fn a_second_request_waits_its_turn() -> anyhow::Result<()> {
     let server = Server::start().await?;
     let mut client = server.client().await?;
-    let mut first = client.generate(request(3, 1)).await?.into_inner();
+    // Long enough that the other two arrive while it runs.
+    let mut first = client.generate(request(30, 1)).await?.into_inner();
     let mut seen = Vec::new();
     while let Some(e) = first.message().await? {
         let started = matches!(e.event, Some(Event::Started(_)));
@@ -144,10 +145,18 @@ async fn a_second_request_waits_its_turn() -> anyhow::Result<()> {
         }
     }
     let second = client.generate(request(2, 2)).await?.into_inner();
-    let (first_rest, second_events) = tokio::join!(collect(first), collect(second));
+    let third = client.generate(request(2, 3)).await?.into_inner();
+    let (first_rest, second_events, third_events) = tokio::join!(collect(first), collect(second), collect(third));
     let second_events = second_events?;
     assert!(matches!(second_events[0], Event::Queued(pb::Queued { position: 1 })), "{:?}", second_events[0]);
+    assert!(matches!(second_events[1], Event::Started(_)), "{:?}", second_events[1]);
     assert!(matches!(second_events.last(), Some(Event::Completed(_))));
+    // The third moves up when the second starts.
+    let third_events = third_events?;
+    assert!(matches!(third_events[0], Event::Queued(pb::Queued { position: 2 })), "{:?}", third_events[0]);
+    assert!(matches!(third_events[1], Event::Queued(pb::Queued { position: 1 })), "{:?}", third_events[1]);
+    assert!(matches!(third_events[2], Event::Started(_)), "{:?}", third_events[2]);
+    assert!(matches!(third_events.last(), Some(Event::Completed(_))));
     assert!(matches!(first_rest?.last(), Some(Event::Completed(_))));
     server.stop().await
 }
@@ -179,6 +188,36 @@ async fn bad_parameters_and_unknown_models_are_refused_by_name() -> anyhow::Resu
     let status = client.generate(req).await.err().ok_or_else(|| anyhow::anyhow!("unknown model accepted"))?;
     assert_eq!(status.code(), tonic::Code::NotFound);
     assert!(status.message().contains("model"), "{}", status.message());
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn img2img_from_a_jpeg_of_another_size() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let mut client = server.client().await?;
+    let jpeg = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/resize_src.jpg"))?;
+    let mut req = request(4, 5);
+    if let Some(p) = req.params.as_mut() {
+        p.init_image = jpeg;
+        p.denoising_strength = Some(0.5);
+    }
+    let events = collect(client.generate(req).await?.into_inner()).await?;
+    let image = events
+        .iter()
+        .find_map(|e| if let Event::Image(i) = e { Some(i) } else { None })
+        .ok_or_else(|| anyhow::anyhow!("no image in {events:?}"))?;
+    // The 50x38 JPEG was resized to the requested 64x64 (parameters_chunk checks the size).
+    let text = parameters_chunk(&image.png)?;
+    assert!(text.contains("Denoising strength: 0.5") && text.contains("Seed: 5"), "{text}");
+    assert!(matches!(events.last(), Some(Event::Completed(_))), "{:?}", events.last());
+
+    let mut req = request(4, 5);
+    if let Some(p) = req.params.as_mut() {
+        p.init_image = b"GIF89a not really".to_vec();
+    }
+    let status = client.generate(req).await.err().ok_or_else(|| anyhow::anyhow!("a non-image init_image was accepted"))?;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().starts_with("params.init_image: must be a PNG or JPEG image"), "{}", status.message());
     server.stop().await
 }
 

@@ -5,9 +5,9 @@
 //!   and `subseed + i`, iteration `n` starts at `seed + n·batch_size`. For a batch of one this
 //!   is also diffusers with `torch.Generator().manual_seed(seed)`; diffusers with one
 //!   generator for a whole batch draws the batch in one call and differs for items > 0.
-//! - Ancestral / SDE noise after the first draw continues each item's CPU generator, as A1111
-//!   (`ImageRNG.next()`) and diffusers (one generator per item) do; see [`ItemNoise`] for the
-//!   cases (Philox, latent sizes not a multiple of 16) where it cannot.
+//! - Ancestral / SDE noise after the first draw continues each item's generator (CPU or
+//!   Philox), as A1111 (`ImageRNG.next()`) and diffusers (one generator per item) do; see
+//!   [`ItemNoise`].
 //! - Guidance: uncond and cond in one UNet batch (`[uncond; cond]`, diffusers' order),
 //!   `uncond + cfg·(cond − uncond)`. The uncond half is skipped when `cfg_scale == 1`, and
 //!   for diffusers class names whenever `cfg_scale <= 1` (diffusers' `guidance_scale > 1`).
@@ -24,7 +24,7 @@ use crate::model::ModelError;
 use crate::pipeline::conditioning::Conditioner;
 use crate::pipeline::images::{approx_cheap, tensor_to_images};
 use crate::pipeline::params::{PipelineError, RgbImage, Txt2ImgParams};
-use crate::sampling::rng::{batch_noise, randn, resolve_seed, NoiseSource};
+use crate::sampling::rng::{batch_noise, resolve_seed, Generator, NoiseSource};
 use crate::sampling::samplers::schedule::DiscreteSchedule;
 use crate::sampling::samplers::k_samplers::EpsModel;
 use crate::sampling::samplers::{sample, NoiseSource as SamplerNoise, Progress, Resolved, SamplerError};
@@ -266,52 +266,43 @@ pub(crate) fn repeat_halves(one: &Tensor, halves: usize, batch: usize) -> Result
     Tensor::cat(&refs, 0)
 }
 
-/// Ancestral / SDE noise, per batch item. With the CPU generator and a per-item latent size
-/// that is a multiple of 16 this continues each item's `torch.Generator().manual_seed(seed)`
-/// after the initial latent, as both references do (A1111's `ImageRNG.next()` per image;
-/// diffusers' `scheduler.step(generator=...)` with one generator per item): call `k` returns
-/// values `k·per .. (k+1)·per` of one long `torch.randn` stream, since torch's vectorised
-/// normal transform works on aligned blocks of 16. Otherwise (Philox, odd sizes) each item
-/// gets a deterministic stream of its own that matches no reference.
+/// Noise per batch item, from one generator per item seeded with the item's seed: draw 0 is
+/// the initial latent's, later draws are the ancestral / SDE step noise, each continuing the
+/// item's generator as both references do (A1111's `ImageRNG.next()` per image, for the CPU
+/// and the "NV" Philox source; diffusers' `scheduler.step(generator=...)` with one generator
+/// per item).
 pub(crate) struct ItemNoise {
     source: NoiseSource,
     seeds: Vec<u64>,
     /// Draws taken so far after the first (the next step-noise call takes draw `calls + 1`).
     pub(crate) calls: usize,
-    /// Per item: the stream drawn so far (initial latent first).
-    cache: Vec<Vec<f32>>,
+    generators: Vec<Generator>,
+    /// Draws already taken from `generators`.
+    drawn: usize,
 }
 
 impl ItemNoise {
     pub(crate) fn new(source: NoiseSource, seeds: Vec<u64>) -> Self {
-        ItemNoise { source, cache: vec![Vec::new(); seeds.len()], seeds, calls: 0 }
+        let generators = seeds.iter().map(|&s| Generator::new(source, s)).collect();
+        ItemNoise { source, seeds, calls: 0, generators, drawn: 0 }
     }
 
-    /// Draw `k` (0 = the initial latent's) of `per` values for every item, concatenated.
+    /// Draw `k` (0 = the initial latent's) of `per` values for every item, concatenated. Draws
+    /// are meant to be taken in order; asking for an earlier one replays the generators.
     pub(crate) fn draw(&mut self, k: usize, per: usize) -> Vec<f32> {
-        let mut out = Vec::with_capacity(per * self.seeds.len());
-        for i in 0..self.seeds.len() {
-            out.extend(self.item_draw(i, k, per));
+        if k < self.drawn {
+            self.generators = self.seeds.iter().map(|&s| Generator::new(self.source, s)).collect();
+            self.drawn = 0;
         }
-        out
-    }
-
-    fn item_draw(&mut self, i: usize, k: usize, per: usize) -> Vec<f32> {
-        if self.source == NoiseSource::TorchCpu && per.is_multiple_of(16) && per > 0 {
-            self.continued(i, k, per)
-        } else {
-            let stream = self.seeds[i].wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(k as u64);
-            randn(self.source, stream, &[per]).unwrap_or_else(|_| vec![0.0; per])
+        loop {
+            // `per` is a validated latent size, far below the generators' element limit.
+            let draw: Vec<f32> =
+                self.generators.iter_mut().flat_map(|g| g.randn(&[per]).unwrap_or_else(|_| vec![0.0; per])).collect();
+            self.drawn += 1;
+            if self.drawn > k {
+                return draw;
+            }
         }
-    }
-
-    fn continued(&mut self, item: usize, k: usize, per: usize) -> Vec<f32> {
-        let need = per * (k + 1);
-        if self.cache[item].len() < need {
-            let len = need.max(2 * self.cache[item].len());
-            self.cache[item] = randn(NoiseSource::TorchCpu, self.seeds[item], &[len]).unwrap_or_default();
-        }
-        self.cache[item].get(need - per..need).map_or_else(|| vec![0.0; per], <[f32]>::to_vec)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Pixels: VAE output to RGB bytes, init images to VAE input, and A1111's "Approx cheap"
-//! latent preview.
+//! Pixels: VAE output to RGB bytes, init images (PNG/JPEG, resized) to VAE input, and A1111's
+//! "Approx cheap" latent preview.
 
 use crate::engine::{Device, Tensor};
 use crate::pipeline::params::RgbImage;
@@ -69,29 +69,37 @@ pub fn approx_cheap(latent: &[f32], height: usize, width: usize) -> RgbImage {
     RgbImage { width, height, data }
 }
 
-/// Decodes a PNG (any bit depth / colour type; alpha dropped, grey expanded) to 8-bit RGB, for
-/// img2img init images. Errors name the field `init_images`.
-pub fn decode_png_rgb(bytes: &[u8]) -> Result<RgbImage, crate::pipeline::PipelineError> {
-    let bad = |e: String| crate::pipeline::PipelineError::Invalid { field: "init_images", rule: format!("must be a PNG image: {e}") };
-    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    decoder.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = decoder.read_info().map_err(|e| bad(e.to_string()))?;
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let frame = reader.next_frame(&mut buf).map_err(|e| bad(e.to_string()))?;
-    let (width, height) = (frame.width as usize, frame.height as usize);
-    let channels = match frame.color_type {
-        png::ColorType::Grayscale => 1,
-        png::ColorType::GrayscaleAlpha => 2,
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        png::ColorType::Indexed => return Err(bad("indexed colour was not expanded".into())),
-    };
-    let mut data = Vec::with_capacity(width * height * 3);
-    for px in buf[..frame.buffer_size()].chunks_exact(channels) {
-        match channels {
-            1 | 2 => data.extend([px[0]; 3]),
-            _ => data.extend(&px[..3]),
-        }
+/// Largest init image side accepted, in pixels (a decompression-bomb guard; outputs are at most
+/// 2048, and A1111 users upload photos of a few thousand pixels).
+pub const MAX_INIT_SIDE: u32 = 8192;
+
+/// Decodes a PNG or JPEG (any bit depth / colour type; alpha dropped as PIL's
+/// `convert("RGB")` does, grey expanded) to 8-bit RGB, for img2img init images. Errors name the
+/// field `init_image`.
+pub fn decode_image_rgb(bytes: &[u8]) -> Result<RgbImage, crate::pipeline::PipelineError> {
+    let bad = |e: String| crate::pipeline::PipelineError::Invalid { field: "init_image", rule: format!("must be a PNG or JPEG image: {e}") };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_INIT_SIDE);
+    limits.max_image_height = Some(MAX_INIT_SIDE);
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(|e| bad(e.to_string()))?.into_rgb8();
+    let (width, height) = (decoded.width() as usize, decoded.height() as usize);
+    Ok(RgbImage { width, height, data: decoded.into_raw() })
+}
+
+/// `image` at `width × height`: itself when it already has that size, otherwise resampled with
+/// Lanczos-3 exactly as PIL's `LANCZOS` (A1111's default resize mode "Just resize").
+/// Errors (naming `init_image`) when `image.data` does not hold its `width × height` pixels.
+pub fn resize_to(image: &RgbImage, width: usize, height: usize) -> Result<RgbImage, crate::pipeline::PipelineError> {
+    if image.width == width && image.height == height {
+        return Ok(image.clone());
     }
-    Ok(RgbImage { width, height, data })
+    if image.width == 0 || image.height == 0 || image.data.len() != image.width * image.height * 3 {
+        return Err(crate::pipeline::PipelineError::Invalid {
+            field: "init_image",
+            rule: format!("must hold {}x{} RGB pixels, got {} bytes", image.width, image.height, image.data.len()),
+        });
+    }
+    Ok(crate::pipeline::resize::lanczos_rgb(image, width, height))
 }

@@ -1,5 +1,5 @@
-//! img2img: the init image through the VAE encoder, noised to the level `denoising_strength`
-//! picks, then sampled for the remaining steps.
+//! img2img: the init image (resized to the output size when it differs) through the VAE
+//! encoder, noised to the level `denoising_strength` picks, then sampled for the remaining steps.
 //!
 //! - A1111 names (k-diffusion sigma samplers): the latent is the encoder's **mean** (A1111
 //!   samples the latent distribution from the unseeded global RNG, which cannot be
@@ -14,7 +14,8 @@
 
 use crate::engine::Tensor;
 use crate::pipeline::generate::{repeat_halves, uses_uncond, Events, Generation, ItemNoise, Pipeline, Run, RunOptions};
-use crate::pipeline::images::{image_to_tensor, tensor_to_images};
+use crate::pipeline::images::{image_to_tensor, resize_to, tensor_to_images};
+use crate::pipeline::params::Request;
 use crate::pipeline::params::{Img2ImgParams, PipelineError};
 use crate::sampling::rng::{resolve_seed, slerp, image_noise};
 use crate::sampling::samplers::diffusers::set_timesteps;
@@ -27,6 +28,14 @@ fn invalid(field: &'static str, rule: String) -> PipelineError {
 }
 
 impl Pipeline {
+    /// Runs `request`: [`Pipeline::txt2img`] or [`Pipeline::img2img`].
+    pub fn generate(&self, request: &Request, options: RunOptions, events: Events<'_>) -> Result<Generation, PipelineError> {
+        match request {
+            Request::Txt2Img(p) => self.txt2img(p, options, events),
+            Request::Img2Img(p) => self.img2img(p, options, events),
+        }
+    }
+
     /// Runs img2img. Parameters are validated before any model work.
     pub fn img2img(&self, params: &Img2ImgParams, options: RunOptions, events: Events<'_>) -> Result<Generation, PipelineError> {
         let resolved = params.validate()?;
@@ -55,7 +64,7 @@ impl Pipeline {
         let guided = uses_uncond(resolved, p.cfg_scale);
         let one = if guided { Tensor::cat(&[&pair.uncond, &pair.cond], 0)? } else { pair.cond.clone() };
         let ctx = repeat_halves(&one, if guided { 2 } else { 1 }, b)?;
-        let image = image_to_tensor(&params.init_image, &self.device)?;
+        let image = image_to_tensor(&resize_to(&params.init_image, p.width, p.height)?, &self.device)?;
         let (mean, logvar) = self.vae.encode(&image)?;
         let (mean, logvar) = (mean.to_vec_f32()?, logvar.to_vec_f32()?);
         let factor = self.vae.scaling_factor();

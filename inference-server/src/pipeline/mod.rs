@@ -2,7 +2,8 @@
 //! images: parameters and their validation, A1111 prompt emphasis and long-prompt chunking,
 //! conditioning, sampling with guidance, decoding, PNG with A1111 infotext.
 //!
-//! - [`params`]: [`Txt2ImgParams`] / [`Img2ImgParams`] (A1111 field names) and `validate()`,
+//! - [`params`]: [`Txt2ImgParams`] / [`Img2ImgParams`] (A1111 field names), [`Request`] (either)
+//!   and `validate()`,
 //!   run before any model work; [`PipelineError::Invalid`] names the field and the rule.
 //! - [`conditioning`]: prompt → A1111 chunks → CLIP per chunk → emphasis → concatenation.
 //! - [`generate`]: [`Pipeline::load`] and [`Pipeline::txt2img`]: seeds (item `i` uses
@@ -26,6 +27,7 @@ pub mod images;
 pub mod img2img;
 pub mod params;
 pub mod png;
+mod resize;
 
-pub use params::{Img2ImgParams, PipelineError, RgbImage, Txt2ImgParams};
+pub use params::{Img2ImgParams, PipelineError, Request, RgbImage, Txt2ImgParams};
 pub use generate::{Events, Generation, Pipeline, RunOptions, StepEvent};

@@ -127,9 +127,10 @@ pub struct RgbImage {
 /// Image-to-image parameters: txt2img's plus the init image and the denoising strength.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Img2ImgParams {
-    /// Everything txt2img takes; `width`/`height` must equal the init image's size.
+    /// Everything txt2img takes; `width`/`height` give the output size.
     pub base: Txt2ImgParams,
-    /// The image to start from.
+    /// The image to start from, resized to `width × height` when its size differs
+    /// ([`crate::pipeline::images::resize_to`]).
     pub init_image: RgbImage,
     /// How much to change it: 0 keeps it, 1 starts from pure noise.
     pub denoising_strength: f32,
@@ -178,7 +179,7 @@ impl Txt2ImgParams {
 }
 
 impl Img2ImgParams {
-    /// [`Txt2ImgParams::validate`] plus the strength and the init image's size.
+    /// [`Txt2ImgParams::validate`] plus the strength and the init image's pixels.
     pub fn validate(&self) -> Result<Resolved, PipelineError> {
         let resolved = self.base.validate()?;
         if !self.denoising_strength.is_finite() {
@@ -186,15 +187,44 @@ impl Img2ImgParams {
         }
         range("denoising_strength", self.denoising_strength, 0.0, 1.0)?;
         let img = &self.init_image;
-        if img.width != self.base.width || img.height != self.base.height {
-            return Err(invalid(
-                "init_images",
-                format!("must be {}x{} like width/height, got {}x{}", self.base.width, self.base.height, img.width, img.height),
-            ));
-        }
-        if img.data.len() != img.width * img.height * 3 {
-            return Err(invalid("init_images", "must hold width*height RGB pixels"));
+        if img.width == 0 || img.height == 0 || img.data.len() != img.width * img.height * 3 {
+            return Err(invalid("init_image", "must be a non-empty image holding width*height RGB pixels"));
         }
         Ok(resolved)
+    }
+}
+
+/// One generation request: txt2img, or img2img when there is an init image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Text to image.
+    Txt2Img(Txt2ImgParams),
+    /// Image to image.
+    Img2Img(Img2ImgParams),
+}
+
+impl Request {
+    /// The settings both kinds share.
+    pub fn base(&self) -> &Txt2ImgParams {
+        match self {
+            Request::Txt2Img(p) => p,
+            Request::Img2Img(p) => &p.base,
+        }
+    }
+
+    /// The shared settings, mutably (e.g. to pin a random seed before running).
+    pub fn base_mut(&mut self) -> &mut Txt2ImgParams {
+        match self {
+            Request::Txt2Img(p) => p,
+            Request::Img2Img(p) => &mut p.base,
+        }
+    }
+
+    /// The kind's own `validate`.
+    pub fn validate(&self) -> Result<Resolved, PipelineError> {
+        match self {
+            Request::Txt2Img(p) => p.validate(),
+            Request::Img2Img(p) => p.validate(),
+        }
     }
 }

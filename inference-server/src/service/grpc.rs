@@ -10,7 +10,8 @@ use sdserve_proto::v1::inference_server::Inference;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::pipeline::{PipelineError, Txt2ImgParams};
+use crate::pipeline::images::decode_image_rgb;
+use crate::pipeline::{Img2ImgParams, PipelineError, Request as GenRequest, Txt2ImgParams};
 use crate::service::models::Models;
 use crate::service::queue::{FailureCode, Job, JobEvent, Queue};
 
@@ -41,9 +42,9 @@ impl Inference for InferenceApi {
         let model = self.models.get(&wire.model).ok_or_else(|| {
             Status::not_found(format!("params.model: no model named {:?} is loaded (loaded: {})", wire.model, self.models.names()))
         })?;
-        let params = to_params(&wire)?;
-        params.validate().map_err(|e| invalid(&e))?;
-        let job = Job { model, params, preview_every: request.preview_every, request_id: request.request_id };
+        let request_params = to_params(&wire)?;
+        request_params.validate().map_err(|e| invalid(&e))?;
+        let job = Job { model, request: request_params, preview_every: request.preview_every, request_id: request.request_id };
         let events = self.queue.submit(job);
         let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|e| Ok(to_wire(e)));
         Ok(Response::new(Box::pin(stream)))
@@ -80,13 +81,25 @@ fn usize_or(v: Option<u32>, default: usize) -> usize {
     v.map_or(default, |v| v as usize)
 }
 
-/// The wire parameters as the pipeline's, unset fields taking their documented defaults.
-pub fn to_params(wire: &pb::GenerationParams) -> Result<Txt2ImgParams, Status> {
-    if !wire.init_image.is_empty() {
-        return Err(Status::invalid_argument("params.init_image: img2img is not served yet; send txt2img requests"));
+/// img2img's `denoising_strength` when the request leaves it unset (A1111's default).
+pub const DEFAULT_DENOISING_STRENGTH: f32 = 0.75;
+
+/// The wire parameters as the pipeline's request, unset fields taking their documented defaults:
+/// img2img when `init_image` holds an image (decoded here, so bad bytes are `INVALID_ARGUMENT`).
+pub fn to_params(wire: &pb::GenerationParams) -> Result<GenRequest, Status> {
+    let base = to_base(wire);
+    if wire.init_image.is_empty() {
+        // As A1111's txt2img, which takes denoising_strength for its hires pass, ignore it here.
+        return Ok(GenRequest::Txt2Img(base));
     }
+    let init_image = decode_image_rgb(&wire.init_image).map_err(|e| invalid(&e))?;
+    let denoising_strength = wire.denoising_strength.unwrap_or(DEFAULT_DENOISING_STRENGTH);
+    Ok(GenRequest::Img2Img(Img2ImgParams { base, init_image, denoising_strength }))
+}
+
+fn to_base(wire: &pb::GenerationParams) -> Txt2ImgParams {
     let defaults = Txt2ImgParams::default();
-    Ok(Txt2ImgParams {
+    Txt2ImgParams {
         prompt: wire.prompt.clone(),
         negative_prompt: wire.negative_prompt.clone(),
         seed: wire.seed.unwrap_or(-1),
@@ -103,7 +116,7 @@ pub fn to_params(wire: &pb::GenerationParams) -> Result<Txt2ImgParams, Status> {
         clip_skip: usize_or(wire.clip_skip, defaults.clip_skip),
         noise_source: defaults.noise_source,
         styles: wire.styles.clone(),
-    })
+    }
 }
 
 /// A queue event as its wire message.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::pipeline::png::{encode_png, info_json, infotext};
-use crate::pipeline::{PipelineError, RunOptions, StepEvent, Txt2ImgParams};
+use crate::pipeline::{PipelineError, Request, RunOptions, StepEvent};
 use crate::sampling::rng::resolve_seed;
 use crate::service::models::LoadedModel;
 
@@ -27,7 +27,7 @@ pub struct Job {
     /// The model that runs it.
     pub model: Arc<LoadedModel>,
     /// What to generate (already validated).
-    pub params: Txt2ImgParams,
+    pub request: Request,
     /// Attach a preview to progress every this many steps; 0 = never.
     pub preview_every: u32,
     /// The caller's identifier, for logs.
@@ -43,8 +43,8 @@ pub enum FailureCode {
     Internal,
 }
 
-/// One event of a generation, in order: `Queued`, `Started`, `Progress`…, `Image`…, then
-/// `Completed` or `Failed`.
+/// One event of a generation, in order: `Queued` (again each time the queue moves), `Started`,
+/// `Progress`…, `Image`…, then `Completed` or `Failed`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobEvent {
     /// Waiting behind `position` requests (the running one included).
@@ -154,7 +154,7 @@ impl Queue {
             return rx;
         }
         let position = state.pending.len() + usize::from(state.busy);
-        let _ = tx.try_send(JobEvent::Queued { position: u32::try_from(position).unwrap_or(u32::MAX) });
+        let _ = tx.try_send(JobEvent::Queued { position: to_u32(position) });
         state.pending.push_back(Pending { job, arrived: Instant::now(), events: tx });
         drop(state);
         self.shared.wake.notify_one();
@@ -183,6 +183,7 @@ fn work(shared: &Shared) {
                 }
                 if let Some(next) = state.pending.pop_front() {
                     state.busy = true;
+                    announce_positions(&mut state);
                     break next;
                 }
                 state = shared.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -195,13 +196,26 @@ fn work(shared: &Shared) {
     }
 }
 
+/// After the queue moved: forgets waiting requests whose caller has gone, and sends each of the
+/// others its new `Queued` position. A full event buffer (a caller not reading) skips the
+/// update rather than blocking the queue.
+fn announce_positions(state: &mut State) {
+    state.pending.retain(|p| !p.events.is_closed());
+    let ahead = usize::from(state.busy);
+    for (i, waiting) in state.pending.iter().enumerate() {
+        let _ = waiting.events.try_send(JobEvent::Queued { position: to_u32(ahead + i) });
+    }
+}
+
 /// Runs one request, sending its events; returns early when the caller has gone.
 fn run(pending: Pending) {
     let Pending { job, arrived, events } = pending;
     let start = Instant::now();
-    let mut params = job.params;
-    params.seed = resolve_seed(params.seed) as i64;
-    params.subseed = resolve_seed(params.subseed) as i64;
+    let mut request = job.request;
+    let base = request.base_mut();
+    base.seed = resolve_seed(base.seed) as i64;
+    base.subseed = resolve_seed(base.subseed) as i64;
+    let params = request.base().clone();
     let model = job.model;
     tracing::info!(request_id = %job.request_id, model = %model.name, seed = params.seed, "generation started");
     if events.blocking_send(JobEvent::Started { model: model.name.clone(), seed: params.seed }).is_err() {
@@ -227,7 +241,7 @@ fn run(pending: Pending) {
                 Err(_) => ControlFlow::Break(()),
             }
         };
-        model.pipeline.txt2img(&params, RunOptions { preview: every > 0 }, &mut on_step)
+        model.pipeline.generate(&request, RunOptions { preview: every > 0 }, &mut on_step)
     };
     let mut generation = match result {
         Ok(generation) => generation,

@@ -7,7 +7,8 @@ Usage (see README.md):
 For each scheduler class below, runs txt2img at 64x64 with PROMPT / NEGATIVE, CFG 7.0,
 STEPS steps, generator torch.Generator().manual_seed(SEED), output_type "np", and writes the
 image as OUT_DIR/pipeline_<ClassName>[_karras].png (uint8: (x * 255).round(), as diffusers'
-numpy_to_pil). Default OUT_DIR: inference-server/tests/goldens.
+numpy_to_pil); ODD_SIZE_CASES also at 72x72 as pipeline_<ClassName>_72.png. Default OUT_DIR:
+inference-server/tests/goldens.
 
 img2img: writes the init image OUT_DIR/pipeline_init.png (a deterministic 64x64 pattern) and,
 for IMG2IMG_CASES, StableDiffusionImg2ImgPipeline(**pipe.components) with strength STRENGTH,
@@ -18,8 +19,9 @@ sampling.py / external.py loaded as in sampler_goldens.py): prompt and negative 
 CLIP (one chunk, multipliers 1, so emphasis is the identity), `DiscreteEpsDDPMDenoiser`
 (quantize=False) on CompVis' alphas_cumprod, A1111's CFGDenoiser (cond and uncond in one batch,
 `uncond + (cond - uncond) * cfg` on the denoised outputs), initial noise
-`randn([4, 8, 8], Generator().manual_seed(SEED))` (A1111 "CPU" RNG) times sigmas[0], ancestral
-noise continuing that generator (ImageRNG.next()), VAE decode of x / scaling_factor, then
+`randn([4, 8, 8], Generator().manual_seed(SEED))` (A1111 "CPU" RNG; or "NV", A1111's
+rng_philox restated in rng_goldens.py) times sigmas[0], ancestral noise continuing that
+generator (ImageRNG.next()), VAE decode of x / scaling_factor, then
 A1111's `(255 * clamp((x + 1) / 2)).astype(uint8)` (truncation). Written as
 OUT_DIR/pipeline_a1111_<name>.png for A1111_CASES. DPM++ SDE runs with injected noise (see
 RecordedNoise), stored beside its PNG.
@@ -31,6 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rng_goldens import philox_randn  # noqa: E402
 
 from diffusers import (
     DDIMScheduler,
@@ -55,12 +60,19 @@ CASES = [
 ]
 
 STRENGTH = 0.6
+# (name, schedule, k-diffusion function, RNG, image size). "nv" is A1111's "NV" source
+# (rng_philox.Generator: the initial latent at offset 0, each later draw at the next offset);
+# 72x72 gives a 4x9x9 latent, whose 324 values are not a multiple of 16.
 A1111_CASES = [
-    ("euler_a", "uniform", "sample_euler_ancestral"),
-    ("dpmpp_2m_karras", "karras", "sample_dpmpp_2m"),
-    ("euler", "uniform", "sample_euler"),
-    ("dpmpp_sde_karras", "karras", "sample_dpmpp_sde"),
+    ("euler_a", "uniform", "sample_euler_ancestral", "cpu", 64),
+    ("dpmpp_2m_karras", "karras", "sample_dpmpp_2m", "cpu", 64),
+    ("euler", "uniform", "sample_euler", "cpu", 64),
+    ("dpmpp_sde_karras", "karras", "sample_dpmpp_sde", "cpu", 64),
+    ("euler_a_nv", "uniform", "sample_euler_ancestral", "nv", 64),
+    ("euler_a_72", "uniform", "sample_euler_ancestral", "cpu", 72),
 ]
+# diffusers at 72x72 (one generator; ancestral noise continues it at a size not a multiple of 16).
+ODD_SIZE_CASES = [("EulerAncestralDiscreteScheduler", EulerAncestralDiscreteScheduler, {})]
 # DPM++ SDE's step noise is injected (not torchsde's Brownian tree): draws of
 # randn([1, 4, 8, 8], Generator().manual_seed(SDE_NOISE_SEED)) in call order, stored with the
 # (sigma, sigma_next) of each call in OUT_DIR/pipeline_a1111_dpmpp_sde_karras_noise.safetensors.
@@ -106,11 +118,18 @@ def a1111_goldens(pipe, out_dir):
         return u + (c - u) * CFG
 
     lo, hi = den.sigmas[0].item(), den.sigmas[-1].item()
-    for name, schedule, fn in A1111_CASES:
+    for name, schedule, fn, rng, size in A1111_CASES:
         sigmas = den.get_sigmas(STEPS) if schedule == "uniform" else K.get_sigmas_karras(STEPS, lo, hi)
-        g = torch.Generator().manual_seed(SEED)
-        x = torch.randn([4, 8, 8], generator=g).unsqueeze(0) * sigmas[0]
-        noise = lambda s, sn: torch.randn([4, 8, 8], generator=g).unsqueeze(0)
+        shape = [4, size // 8, size // 8]
+        if rng == "cpu":
+            g = torch.Generator().manual_seed(SEED)
+            draw = lambda g=g, shape=shape: torch.randn(shape, generator=g).unsqueeze(0)
+        else:
+            offsets = iter(range(1 << 20))
+            draw = lambda offsets=offsets, shape=shape: torch.from_numpy(
+                philox_randn(SEED, shape, offset=next(offsets))).unsqueeze(0)
+        x = draw() * sigmas[0]
+        noise = lambda s, sn, draw=draw: draw()
         extra = {"noise_sampler": noise} if "ancestral" in fn else {}
         if fn == "sample_dpmpp_sde":
             extra = {"noise_sampler": RecordedNoise()}
@@ -156,6 +175,22 @@ def init_image():
     return Image.fromarray(rgb.astype(np.uint8))
 
 
+def save_golden(pipe, out, **kwargs):
+    """Runs `pipe` on PROMPT / NEGATIVE with STEPS, CFG and the SEED generator; saves the image."""
+    image = pipe(
+        PROMPT,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=STEPS,
+        guidance_scale=CFG,
+        generator=torch.Generator().manual_seed(SEED),
+        output_type="np",
+        **kwargs,
+    ).images[0]
+    pixels = (image * 255).round().astype(np.uint8)
+    Image.fromarray(pixels).save(out)
+    print(f"{out}: mean {pixels.mean():.2f}")
+
+
 def main():
     folder = Path([a for a in sys.argv[1:] if not a.startswith("--")][0])
     default_out = Path(__file__).resolve().parent.parent / "goldens"
@@ -167,22 +202,13 @@ def main():
     )
     pipe.set_progress_bar_config(disable=True)
     base_config = pipe.scheduler.config
-    for name, cls, extra in [] if "--a1111-only" in sys.argv else CASES:
+    a1111_only = "--a1111-only" in sys.argv
+    for name, cls, extra in [] if a1111_only else CASES:
         pipe.scheduler = cls.from_config(base_config, **extra)
-        image = pipe(
-            PROMPT,
-            negative_prompt=NEGATIVE,
-            height=64,
-            width=64,
-            num_inference_steps=STEPS,
-            guidance_scale=CFG,
-            generator=torch.Generator().manual_seed(SEED),
-            output_type="np",
-        ).images[0]
-        pixels = (image * 255).round().astype(np.uint8)
-        out = out_dir / f"pipeline_{name}.png"
-        Image.fromarray(pixels).save(out)
-        print(f"{out}: mean {pixels.mean():.2f}")
+        save_golden(pipe, out_dir / f"pipeline_{name}.png", height=64, width=64)
+    for name, cls, extra in [] if a1111_only else ODD_SIZE_CASES:
+        pipe.scheduler = cls.from_config(base_config, **extra)
+        save_golden(pipe, out_dir / f"pipeline_{name}_72.png", height=72, width=72)
     a1111_goldens(pipe, out_dir)
     if "--a1111-only" in sys.argv:
         return
@@ -192,20 +218,7 @@ def main():
     i2i.set_progress_bar_config(disable=True)
     for name, cls, extra in IMG2IMG_CASES:
         i2i.scheduler = cls.from_config(base_config, **extra)
-        image = i2i(
-            PROMPT,
-            image=init,
-            strength=STRENGTH,
-            negative_prompt=NEGATIVE,
-            num_inference_steps=STEPS,
-            guidance_scale=CFG,
-            generator=torch.Generator().manual_seed(SEED),
-            output_type="np",
-        ).images[0]
-        pixels = (image * 255).round().astype(np.uint8)
-        out = out_dir / f"pipeline_img2img_{name}.png"
-        Image.fromarray(pixels).save(out)
-        print(f"{out}: mean {pixels.mean():.2f}")
+        save_golden(i2i, out_dir / f"pipeline_img2img_{name}.png", image=init, strength=STRENGTH)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ import torch
 SEEDS = [0, 1, 42, 2**32 - 1]
 SMALL_SHAPES = [[5], [15], [16], [17], [4, 8, 8]]
 BIG_SHAPE = [1, 4, 64, 64]
+# Consecutive draws from one generator: latent sizes not a multiple of 16 (4x9x9) and the
+# element-by-element path (< 16), whose cached second normal carries over between calls.
+SEQ_SEEDS = [42, 2**32 - 1]
+SEQ_SIZES = [324, 324, 5, 7, 256, 3]
 EDGE = 256
 
 # --- Philox, restating A1111 modules/rng_philox.py ---------------------------------------
@@ -111,8 +115,18 @@ def main():
                 batch.append(floats(slerp(strength, low, high)))
             subseeds.append({"source": source, "seed": seed, "subseed": subseed,
                              "strength": strength, "shape": shape, "batch": batch})
+    sequences = []
+    for source in ["cpu", "philox"]:
+        for seed in SEQ_SEEDS:
+            if source == "cpu":
+                g = torch.Generator().manual_seed(seed)
+                draws = [torch.randn(n, generator=g).numpy() for n in SEQ_SIZES]
+            else:  # rng_philox.Generator.randn: the offset advances by one per call
+                draws = [philox_randn(seed, (n,), offset=k) for k, n in enumerate(SEQ_SIZES)]
+            sequences.append({"source": source, "seed": seed, "sizes": SEQ_SIZES,
+                              "draws": [floats(d) for d in draws]})
     doc = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "cases": cases, "subseeds": subseeds}
+           "cases": cases, "subseeds": subseeds, "sequences": sequences}
     with open(out, "w") as f:
         json.dump(doc, f, separators=(",", ":"))
     print(f"wrote {out}: {os.path.getsize(out)} bytes")

@@ -1,11 +1,13 @@
 //! Pixel parity with A1111's txt2img re-stated on k-diffusion (`tests/parity/pipeline_goldens.py`,
-//! `pipeline_a1111_*.png`): CPU RNG, CFGDenoiser, 5 steps, CFG 7, seed 1234. A1111 truncates to
-//! u8 where we round. Tolerance: max pixel difference 2/255.
+//! `pipeline_a1111_*.png`): CPU RNG (and the "NV" Philox RNG), CFGDenoiser, 5 steps, CFG 7, seed
+//! 1234, 64×64 (and 72×72). A1111 truncates to u8 where we round. Tolerance: max pixel
+//! difference 2/255.
 
 use std::ops::ControlFlow;
 use std::path::Path;
 
 use inference_server::pipeline::{RunOptions, StepEvent, Txt2ImgParams};
+use inference_server::sampling::rng::NoiseSource as Rng;
 use inference_server::sampling::samplers::{NoiseSource, ReplayNoise};
 
 use super::{max_diff, pipeline, read_golden, run};
@@ -35,6 +37,19 @@ fn parity_with_a1111_k_diffusion() {
         let d = max_diff(&run(&params(sampler)).images[0].data, &read_golden(golden));
         eprintln!("A1111 {sampler}: max pixel difference {d}");
         assert!(d <= 2, "A1111 {sampler}: max pixel difference {d} > 2");
+    }
+}
+
+/// Ancestral noise continues the image's generator: with the "NV" (Philox) source, and at a
+/// latent size (4×9×9) that is not a multiple of 16 values with the CPU source.
+#[test]
+fn euler_a_continues_the_philox_and_odd_sized_generators() {
+    let nv = Txt2ImgParams { noise_source: Rng::Philox, ..params("Euler a") };
+    let odd = Txt2ImgParams { width: 72, height: 72, ..params("Euler a") };
+    for (what, p, golden) in [("NV", nv, "pipeline_a1111_euler_a_nv.png"), ("72x72", odd, "pipeline_a1111_euler_a_72.png")] {
+        let d = max_diff(&run(&p).images[0].data, &read_golden(golden));
+        eprintln!("A1111 Euler a {what}: max pixel difference {d}");
+        assert!(d <= 2, "A1111 Euler a {what}: max pixel difference {d} > 2");
     }
 }
 

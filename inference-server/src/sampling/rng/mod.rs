@@ -10,7 +10,8 @@
 //! A1111 draws the noise of each image separately, with shape `[4, h/8, w/8]`; batch item `i`
 //! uses `seed + i` and `subseed + i` ([`batch_noise`]); a subseed is mixed in with A1111's
 //! `slerp` ([`image_noise`]). diffusers with one generator instead draws the whole batch in one
-//! call: that is [`randn`]`(TorchCpu, seed, [batch, 4, h/8, w/8])`. Not implemented: A1111's "resize seed from width/height"
+//! call: that is [`randn`]`(TorchCpu, seed, [batch, 4, h/8, w/8])`. Noise drawn later (ancestral
+//! and SDE samplers) continues each image's [`Generator`]. Not implemented: A1111's "resize seed from width/height"
 //! (noise drawn at another size and pasted centred) and `eta_noise_seed_delta`, which only
 //! affects noise drawn after the initial one.
 
@@ -110,6 +111,46 @@ pub fn randn(source: NoiseSource, seed: u64, shape: &[usize]) -> Result<Vec<f32>
         NoiseSource::TorchCpu => torch_cpu::randn(seed, n),
         NoiseSource::Philox => philox::randn(seed, n),
     })
+}
+
+/// A seeded noise generator whose consecutive draws equal the reference's consecutive calls on
+/// one generator: `torch.randn(shape, generator=g)` for [`NoiseSource::TorchCpu`], A1111's
+/// `rng_philox.Generator(seed).randn(shape)` (its offset advancing by one per call) for
+/// [`NoiseSource::Philox`]. The first draw equals [`randn`].
+#[derive(Debug, Clone)]
+pub enum Generator {
+    /// PyTorch's CPU generator (boxed: its Mersenne Twister state is 2.5 KB).
+    TorchCpu(Box<torch_cpu::TorchCpuGenerator>),
+    /// A1111's Philox generator: the seed and the number of tensors drawn so far.
+    Philox {
+        /// The 64-bit key.
+        seed: u64,
+        /// The next call's counter word 0.
+        offset: u32,
+    },
+}
+
+impl Generator {
+    /// A fresh generator for `seed`.
+    pub fn new(source: NoiseSource, seed: u64) -> Generator {
+        match source {
+            NoiseSource::TorchCpu => Generator::TorchCpu(Box::new(torch_cpu::TorchCpuGenerator::new(seed))),
+            NoiseSource::Philox => Generator::Philox { seed, offset: 0 },
+        }
+    }
+
+    /// The next draw of `shape` (row-major).
+    pub fn randn(&mut self, shape: &[usize]) -> Result<Vec<f32>, RngError> {
+        let n = numel(shape)?;
+        Ok(match self {
+            Generator::TorchCpu(g) => g.randn(n),
+            Generator::Philox { seed, offset } => {
+                let out = philox::randn_at_offset(*seed, *offset, n);
+                *offset = offset.wrapping_add(1);
+                out
+            }
+        })
+    }
 }
 
 /// The seed to use for a requested one: `-1` picks a random seed in `[0, 4294967294)` as A1111

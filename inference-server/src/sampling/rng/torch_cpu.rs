@@ -25,22 +25,44 @@ use super::mt19937::Mt19937;
 
 /// Standard-normal float32 values equal to `torch.randn(n, generator=manual_seed(seed))`.
 pub fn randn(seed: u64, n: usize) -> Vec<f32> {
-    let mut rng = Mt19937::new(seed);
-    if n < 16 {
-        return scalar_path(&mut rng, n);
+    TorchCpuGenerator::new(seed).randn(n)
+}
+
+/// PyTorch's CPU generator after `manual_seed(seed)`: consecutive [`TorchCpuGenerator::randn`]
+/// calls return what consecutive `torch.randn(n, generator=g)` calls on one generator return.
+/// Its state is the Mersenne Twister and the generator's cached second normal of the
+/// element-by-element path (`next_double_normal_sample`), which survives between calls.
+#[derive(Debug, Clone)]
+pub struct TorchCpuGenerator {
+    rng: Mt19937,
+    next_normal: Option<f64>,
+}
+
+impl TorchCpuGenerator {
+    /// `torch.Generator().manual_seed(seed)` (only the low 32 bits of `seed` count).
+    pub fn new(seed: u64) -> TorchCpuGenerator {
+        TorchCpuGenerator { rng: Mt19937::new(seed), next_normal: None }
     }
-    let mut out: Vec<f32> = (0..n).map(|_| uniform_f32(&mut rng)).collect();
-    for block in out.chunks_exact_mut(16) {
-        fill16(block);
-    }
-    if !n.is_multiple_of(16) {
-        let tail = &mut out[n - 16..];
-        for v in tail.iter_mut() {
-            *v = uniform_f32(&mut rng);
+
+    /// The next `torch.randn(n, generator=self)`.
+    pub fn randn(&mut self, n: usize) -> Vec<f32> {
+        let rng = &mut self.rng;
+        if n < 16 {
+            return scalar_path(rng, &mut self.next_normal, n);
         }
-        fill16(tail);
+        let mut out: Vec<f32> = (0..n).map(|_| uniform_f32(rng)).collect();
+        for block in out.chunks_exact_mut(16) {
+            fill16(block);
+        }
+        if !n.is_multiple_of(16) {
+            let tail = &mut out[n - 16..];
+            for v in tail.iter_mut() {
+                *v = uniform_f32(rng);
+            }
+            fill16(tail);
+        }
+        out
     }
-    out
 }
 
 /// `at::uniform_real_distribution<float>(0, 1)`: 24 random bits scaled by 2^-24.
@@ -53,10 +75,9 @@ fn uniform_f64(rng: &mut Mt19937) -> f64 {
     (rng.next_u64() & ((1u64 << 53) - 1)) as f64 * (1.0 / 9_007_199_254_740_992.0)
 }
 
-/// `at::normal_distribution<double>` with its one-value cache, narrowed to f32.
-fn scalar_path(rng: &mut Mt19937, n: usize) -> Vec<f32> {
+/// `at::normal_distribution<double>` with the generator's one-value cache, narrowed to f32.
+fn scalar_path(rng: &mut Mt19937, cached: &mut Option<f64>, n: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(n);
-    let mut cached: Option<f64> = None;
     while out.len() < n {
         if let Some(v) = cached.take() {
             out.push(v as f32);
@@ -66,7 +87,7 @@ fn scalar_path(rng: &mut Mt19937, n: usize) -> Vec<f32> {
         let u2 = uniform_f64(rng);
         let r = (-2.0 * (-u2).ln_1p()).sqrt();
         let theta = 2.0 * std::f64::consts::PI * u1;
-        cached = Some(r * theta.sin());
+        *cached = Some(r * theta.sin());
         out.push((r * theta.cos()) as f32);
     }
     out
