@@ -11,7 +11,7 @@ weights, written by the Rust bench (`pipeline write-model DIR`; about 2 GB, in a
 (EulerAncestralDiscreteScheduler), CFG 7, one image. Reported: seconds per sampling step
 (median between step callbacks, one guided UNet batch of 2) and the total of one generation
 (prompt encoding, sampling, VAE decode). At 512x512 and 20 steps the whole run takes about
-40 minutes on 2 threads.
+17 minutes on 2 threads.
 """
 
 import argparse
