@@ -22,12 +22,18 @@ pub(crate) struct Conv2dGeom {
     pub wo: usize,
 }
 
-/// Upper bound on the im2col scratch tile, in f32 elements (8 MiB).
+/// Target size of the im2col scratch tile, in f32 elements (8 MiB).
 const COLS_MAX: usize = 1 << 21;
 
-/// Half-precision weights up to this many elements (64 MiB as f32; SD's largest 3×3 conv has
-/// 14.7M) are converted once per call; larger ones a block of rows at a time per tile.
-const WEIGHT_WHOLE: usize = 1 << 24;
+/// Output positions a tile covers at least (when the image has that many), however deep the
+/// input: a narrower tile makes a gemm whose packed weight is reused for too few columns.
+/// Bounds the tile at `k · TILE_MIN` (24 MiB for SD's deepest 3×3 conv, 2560 → 1280).
+const TILE_MIN: usize = 256;
+
+/// Half-precision weights up to this many elements (128 MiB as f32; SD's largest 3×3 conv,
+/// 2560 → 1280, has 29.5M) are converted once per call; larger ones a block of rows at a time
+/// per tile.
+const WEIGHT_WHOLE: usize = 1 << 25;
 
 /// Upper bound on converted half-precision weight rows held at once, in f32 elements (4 MiB).
 const WEIGHT_SCRATCH: usize = 1 << 20;
@@ -88,7 +94,7 @@ pub(crate) fn conv2d(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: C
     };
     let mut scratch = Vec::new();
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
-    let tile = (COLS_MAX / k.max(1)).clamp(64, spatial_out.max(64)).min(spatial_out);
+    let tile = (COLS_MAX / k.max(1)).max(TILE_MIN).min(spatial_out);
     let mut cols = if pointwise { Vec::new() } else { vec![0f32; k * tile] };
     for (xn, on) in x.chunks(g.c * g.h * g.w).zip(out.chunks_mut(g.o * spatial_out)) {
         if pointwise {
