@@ -77,8 +77,12 @@ pub const MAX_INIT_SIDE: u32 = 8192;
 /// `convert("RGB")` does, grey expanded) to 8-bit RGB, for img2img init images. Errors name the
 /// field `init_image`.
 pub fn decode_image_rgb(bytes: &[u8]) -> Result<RgbImage, crate::pipeline::PipelineError> {
-    let bad = |e: String| crate::pipeline::PipelineError::Invalid { field: "init_image", rule: format!("must be a PNG or JPEG image: {e}") };
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(e.to_string()))?;
+    let bad = |e: String| crate::pipeline::PipelineError::Invalid {
+        field: "init_image",
+        rule: format!("must be a PNG or JPEG image: {e}"),
+    };
+    let mut reader =
+        image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(e.to_string()))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_INIT_SIDE);
     limits.max_image_height = Some(MAX_INIT_SIDE);

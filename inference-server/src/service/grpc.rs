@@ -42,7 +42,10 @@ impl Inference for InferenceApi {
         let model = self.models.get(&wire.model).ok_or_else(|| {
             Status::not_found(format!("params.model: no model named {:?} is loaded (loaded: {})", wire.model, self.models.names()))
         })?;
-        let request_params = to_params(&wire)?;
+        // Decoding an init image is CPU work: keep it off the async runtime's threads.
+        let request_params = tokio::task::spawn_blocking(move || to_params(&wire))
+            .await
+            .map_err(|e| Status::internal(format!("decoding the request failed: {e}")))??;
         request_params.validate().map_err(|e| invalid(&e))?;
         let job = Job { model, request: request_params, preview_every: request.preview_every, request_id: request.request_id };
         let events = self.queue.submit(job);
