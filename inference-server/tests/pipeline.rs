@@ -259,18 +259,7 @@ fn parity_with_diffusers_pipeline() {
         ("EulerAncestralDiscreteScheduler", None, 72, "pipeline_EulerAncestralDiscreteScheduler_72.png"),
     ];
     for (sampler, schedule, size, golden) in cases {
-        let p = Txt2ImgParams {
-            prompt: "a red cat on a sofa".into(),
-            negative_prompt: "blurry".into(),
-            seed: 1234,
-            steps: 5,
-            cfg_scale: 7.0,
-            width: size,
-            height: size,
-            sampler_name: sampler.into(),
-            scheduler: schedule.map(str::to_string),
-            ..Txt2ImgParams::default()
-        };
+        let p = Txt2ImgParams { width: size, height: size, scheduler: schedule.map(str::to_string), ..golden_params(sampler) };
         let ours = run(&p);
         let d = max_diff(&ours.images[0].data, &read_golden(golden));
         eprintln!("{sampler} {size}x{size}: max pixel difference {d}");
@@ -282,20 +271,25 @@ fn init_image() -> RgbImage {
     RgbImage { width: 64, height: 64, data: read_golden("pipeline_init.png") }
 }
 
+/// The settings every pipeline golden was made with (`tests/parity/pipeline_goldens.py`):
+/// prompt, negative prompt, seed 1234, 5 steps, CFG 7, 64×64.
+fn golden_params(sampler: &str) -> Txt2ImgParams {
+    Txt2ImgParams {
+        prompt: "a red cat on a sofa".into(),
+        negative_prompt: "blurry".into(),
+        seed: 1234,
+        steps: 5,
+        cfg_scale: 7.0,
+        width: 64,
+        height: 64,
+        sampler_name: sampler.into(),
+        ..Txt2ImgParams::default()
+    }
+}
+
 fn img2img_params(sampler: &str, schedule: Option<&str>, strength: f32) -> Img2ImgParams {
     Img2ImgParams {
-        base: Txt2ImgParams {
-            prompt: "a red cat on a sofa".into(),
-            negative_prompt: "blurry".into(),
-            seed: 1234,
-            steps: 5,
-            cfg_scale: 7.0,
-            width: 64,
-            height: 64,
-            sampler_name: sampler.into(),
-            scheduler: schedule.map(str::to_string),
-            ..Txt2ImgParams::default()
-        },
+        base: Txt2ImgParams { scheduler: schedule.map(str::to_string), ..golden_params(sampler) },
         init_image: init_image(),
         denoising_strength: strength,
     }

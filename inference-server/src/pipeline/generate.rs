@@ -134,30 +134,12 @@ impl Pipeline {
         events: Events<'_>,
     ) -> Result<Generation, PipelineError> {
         let resolved = params.validate()?;
-        let mut p = params.clone();
-        let seed = resolve_seed(p.seed);
-        let subseed = resolve_seed(p.subseed);
-        p.seed = seed as i64;
-        p.subseed = subseed as i64;
+        let Setup { p, guided, ctx, mut out } = self.setup(params, resolved, None)?;
         let (b, h, w) = (p.batch_size, p.height / 8, p.width / 8);
-        let pair = self.conditioner.encode_pair(&[p.prompt.as_str()], &[p.negative_prompt.as_str()], p.clip_skip)?;
-        let guided = uses_uncond(resolved, p.cfg_scale);
-        let one = if guided { Tensor::cat(&[&pair.uncond, &pair.cond], 0)? } else { pair.cond.clone() };
-        let ctx = repeat_halves(&one, if guided { 2 } else { 1 }, b)?;
-        let mut out = Generation {
-            params: p.clone(),
-            images: Vec::new(),
-            all_seeds: Vec::new(),
-            all_subseeds: Vec::new(),
-            denoising_strength: None,
-            model_name: self.name.clone(),
-        };
         for iteration in 0..p.n_iter {
-            let off = (iteration * b) as u64;
-            let (s0, ss0) = (seed.wrapping_add(off), subseed.wrapping_add(off));
-            let noise = batch_noise(p.noise_source, s0, ss0, p.subseed_strength, b, &[4, h, w])?;
-            let seeds: Vec<u64> = (0..b as u64).map(|i| s0.wrapping_add(i)).collect();
-            let mut rng = ItemNoise::new(p.noise_source, seeds.clone());
+            let seeds = BatchSeeds::new(&p, iteration);
+            let noise = batch_noise(p.noise_source, seeds.seed, seeds.subseed, p.subseed_strength, b, &[4, h, w])?;
+            let mut rng = ItemNoise::new(p.noise_source, seeds.seeds.clone());
             let run = Run { cfg: p.cfg_scale, guided, ctx: &ctx, batch: b, h, w, iteration };
             let mut runner = |model: EpsModel<'_>, rng: &mut dyn SamplerNoise, progress: Progress<'_>| {
                 let rng: &mut dyn SamplerNoise = match step_noise.as_deref_mut() {
@@ -167,13 +149,52 @@ impl Pipeline {
                 sample(resolved, &self.scheduler, p.steps, model, &noise, rng, progress)
             };
             let latent = self.sample_batch(&run, &mut runner, &mut rng, options, &mut *events)?;
-            let x = Tensor::from_vec(latent, (b, 4, h, w), &self.device)?;
-            let decoded = self.vae.decode_scaled(&x)?.to_vec_f32()?;
-            out.images.extend(tensor_to_images(&decoded, b, p.height, p.width));
-            out.all_seeds.extend(seeds);
-            out.all_subseeds.extend((0..b as u64).map(|i| ss0.wrapping_add(i)));
+            self.decode_into(latent, &p, seeds, &mut out)?;
         }
         Ok(out)
+    }
+
+    /// What txt2img and img2img share before sampling: seeds pinned (a random one chosen for
+    /// -1), the prompt pair encoded into the batch's guidance context, the result to fill.
+    pub(crate) fn setup(
+        &self,
+        params: &Txt2ImgParams,
+        resolved: Resolved,
+        denoising_strength: Option<f32>,
+    ) -> Result<Setup, PipelineError> {
+        let mut p = params.clone();
+        p.seed = resolve_seed(p.seed) as i64;
+        p.subseed = resolve_seed(p.subseed) as i64;
+        let pair = self.conditioner.encode_pair(&[p.prompt.as_str()], &[p.negative_prompt.as_str()], p.clip_skip)?;
+        let guided = uses_uncond(resolved, p.cfg_scale);
+        let one = if guided { Tensor::cat(&[&pair.uncond, &pair.cond], 0)? } else { pair.cond.clone() };
+        let ctx = repeat_halves(&one, if guided { 2 } else { 1 }, p.batch_size)?;
+        let out = Generation {
+            params: p.clone(),
+            images: Vec::new(),
+            all_seeds: Vec::new(),
+            all_subseeds: Vec::new(),
+            denoising_strength,
+            model_name: self.name.clone(),
+        };
+        Ok(Setup { p, guided, ctx, out })
+    }
+
+    /// Decodes one iteration's final latents and appends the images and their seeds to `out`.
+    pub(crate) fn decode_into(
+        &self,
+        latent: Vec<f32>,
+        p: &Txt2ImgParams,
+        seeds: BatchSeeds,
+        out: &mut Generation,
+    ) -> Result<(), PipelineError> {
+        let b = seeds.seeds.len();
+        let x = Tensor::from_vec(latent, (b, 4, p.height / 8, p.width / 8), &self.device)?;
+        let decoded = self.vae.decode_scaled(&x)?.to_vec_f32()?;
+        out.images.extend(tensor_to_images(&decoded, b, p.height, p.width));
+        out.all_seeds.extend(seeds.seeds);
+        out.all_subseeds.extend((0..b as u64).map(|i| seeds.subseed.wrapping_add(i)));
+        Ok(())
     }
 
     /// Runs `runner` (a sampler call) with the guided model, reporting each step to `events`.
@@ -234,6 +255,38 @@ impl Pipeline {
 pub(crate) type Runner<'a> =
     &'a mut dyn FnMut(EpsModel<'_>, &mut dyn SamplerNoise, Progress<'_>) -> Result<Vec<f32>, SamplerError>;
 
+/// What [`Pipeline::setup`] prepares for both txt2img and img2img.
+pub(crate) struct Setup {
+    /// The parameters, seeds resolved.
+    pub(crate) p: Txt2ImgParams,
+    /// Whether the unconditional half runs.
+    pub(crate) guided: bool,
+    /// The text context for one batch (`[uncond…; cond…]` when guided).
+    pub(crate) ctx: Tensor,
+    /// The result, images still to come.
+    pub(crate) out: Generation,
+}
+
+/// The seeds of one iteration's batch (A1111): item `i` of iteration `n` uses
+/// `seed + n·batch_size + i`, and the subseed likewise.
+pub(crate) struct BatchSeeds {
+    /// The first item's seed.
+    pub(crate) seed: u64,
+    /// The first item's subseed.
+    pub(crate) subseed: u64,
+    /// Every item's seed.
+    pub(crate) seeds: Vec<u64>,
+}
+
+impl BatchSeeds {
+    /// The seeds of iteration `iteration` for parameters whose seeds are already resolved.
+    pub(crate) fn new(p: &Txt2ImgParams, iteration: usize) -> BatchSeeds {
+        let off = (iteration * p.batch_size) as u64;
+        let (seed, subseed) = ((p.seed as u64).wrapping_add(off), (p.subseed as u64).wrapping_add(off));
+        BatchSeeds { seed, subseed, seeds: (0..p.batch_size as u64).map(|i| seed.wrapping_add(i)).collect() }
+    }
+}
+
 /// What one batch's sampling run needs.
 pub(crate) struct Run<'a> {
     pub(crate) cfg: f32,
@@ -246,7 +299,7 @@ pub(crate) struct Run<'a> {
 }
 
 /// Whether guidance needs the unconditional half.
-pub(crate) fn uses_uncond(resolved: Resolved, cfg: f32) -> bool {
+fn uses_uncond(resolved: Resolved, cfg: f32) -> bool {
     match resolved {
         Resolved::Diffusers { .. } => cfg > 1.0,
         Resolved::A1111 { .. } => cfg != 1.0,
@@ -254,7 +307,7 @@ pub(crate) fn uses_uncond(resolved: Resolved, cfg: f32) -> bool {
 }
 
 /// `[halves·1, S, D]` (e.g. `[uncond; cond]`) to `[halves·batch, S, D]`, each half repeated.
-pub(crate) fn repeat_halves(one: &Tensor, halves: usize, batch: usize) -> Result<Tensor, crate::engine::EngineError> {
+fn repeat_halves(one: &Tensor, halves: usize, batch: usize) -> Result<Tensor, crate::engine::EngineError> {
     let mut parts = Vec::with_capacity(halves * batch);
     for hlf in 0..halves {
         let part = one.narrow(0, hlf, 1)?;

@@ -12,12 +12,11 @@
 //!   second draw, `get_timesteps` keeps the last `min(int(steps·strength), steps)` steps and
 //!   the scheduler's `add_noise` mixes noise in at the first kept step. PNDM is not supported.
 
-use crate::engine::Tensor;
-use crate::pipeline::generate::{repeat_halves, uses_uncond, Events, Generation, ItemNoise, Pipeline, Run, RunOptions};
-use crate::pipeline::images::{image_to_tensor, resize_to, tensor_to_images};
+use crate::pipeline::generate::{BatchSeeds, Events, Generation, ItemNoise, Pipeline, Run, RunOptions, Setup};
+use crate::pipeline::images::{image_to_tensor, resize_to};
 use crate::pipeline::params::Request;
 use crate::pipeline::params::{Img2ImgParams, PipelineError};
-use crate::sampling::rng::{resolve_seed, slerp, image_noise};
+use crate::sampling::rng::{slerp, image_noise};
 use crate::sampling::samplers::diffusers::set_timesteps;
 use crate::sampling::samplers::k_samplers::{self, EpsDenoiser, EpsModel};
 use crate::sampling::samplers::schedule::DiscreteSchedule;
@@ -40,8 +39,7 @@ impl Pipeline {
     pub fn img2img(&self, params: &Img2ImgParams, options: RunOptions, events: Events<'_>) -> Result<Generation, PipelineError> {
         let resolved = params.validate()?;
         let strength = params.denoising_strength;
-        let mut p = params.base.clone();
-        let steps = p.steps;
+        let steps = params.base.steps;
         match resolved {
             Resolved::A1111 { sampler, .. } if sampler.is_timestep_sampler() || sampler == KSampler::Lcm => {
                 return Err(invalid("sampler_name", format!("img2img does not support {} yet", sampler.name())));
@@ -54,33 +52,17 @@ impl Pipeline {
             }
             _ => {}
         }
-        let seed = resolve_seed(p.seed);
-        let subseed = resolve_seed(p.subseed);
-        p.seed = seed as i64;
-        p.subseed = subseed as i64;
+        let Setup { p, guided, ctx, mut out } = self.setup(&params.base, resolved, Some(strength))?;
         let (b, h, w) = (p.batch_size, p.height / 8, p.width / 8);
         let per = 4 * h * w;
-        let pair = self.conditioner.encode_pair(&[p.prompt.as_str()], &[p.negative_prompt.as_str()], p.clip_skip)?;
-        let guided = uses_uncond(resolved, p.cfg_scale);
-        let one = if guided { Tensor::cat(&[&pair.uncond, &pair.cond], 0)? } else { pair.cond.clone() };
-        let ctx = repeat_halves(&one, if guided { 2 } else { 1 }, b)?;
         let image = image_to_tensor(&resize_to(&params.init_image, p.width, p.height)?, &self.device)?;
         let (mean, logvar) = self.vae.encode(&image)?;
         let (mean, logvar) = (mean.to_vec_f32()?, logvar.to_vec_f32()?);
         let factor = self.vae.scaling_factor();
-        let mut out = Generation {
-            params: p.clone(),
-            images: Vec::new(),
-            all_seeds: Vec::new(),
-            all_subseeds: Vec::new(),
-            denoising_strength: Some(strength),
-            model_name: self.name.clone(),
-        };
         for iteration in 0..p.n_iter {
-            let off = (iteration * b) as u64;
-            let (s0, ss0) = (seed.wrapping_add(off), subseed.wrapping_add(off));
-            let seeds: Vec<u64> = (0..b as u64).map(|i| s0.wrapping_add(i)).collect();
-            let mut rng = ItemNoise::new(p.noise_source, seeds.clone());
+            let seeds = BatchSeeds::new(&p, iteration);
+            let (s0, ss0) = (seeds.seed, seeds.subseed);
+            let mut rng = ItemNoise::new(p.noise_source, seeds.seeds.clone());
             let (init, noise) = match resolved {
                 Resolved::Diffusers { .. } => {
                     // Draw 0 samples the latent distribution, draw 1 is the noise.
@@ -114,11 +96,7 @@ impl Pipeline {
                 img2img_sample(resolved, config, steps, strength, model, &init, &noise, rng, progress)
             };
             let latent = self.sample_batch(&run, &mut runner, &mut rng, options, &mut *events)?;
-            let x = Tensor::from_vec(latent, (b, 4, h, w), &self.device)?;
-            let decoded = self.vae.decode_scaled(&x)?.to_vec_f32()?;
-            out.images.extend(tensor_to_images(&decoded, b, p.height, p.width));
-            out.all_seeds.extend(seeds);
-            out.all_subseeds.extend((0..b as u64).map(|i| ss0.wrapping_add(i)));
+            self.decode_into(latent, &p, seeds, &mut out)?;
         }
         Ok(out)
     }

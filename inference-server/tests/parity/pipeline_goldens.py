@@ -15,10 +15,10 @@ for IMG2IMG_CASES, StableDiffusionImg2ImgPipeline(**pipe.components) with streng
 the same prompt/seed/steps/CFG, as OUT_DIR/pipeline_img2img_<ClassName>.png.
 
 A1111 names: A1111's txt2img re-stated on the same components (k-diffusion 0.1.1.post1's
-sampling.py / external.py loaded as in sampler_goldens.py): prompt and negative prompt through
-CLIP (one chunk, multipliers 1, so emphasis is the identity), `DiscreteEpsDDPMDenoiser`
-(quantize=False) on CompVis' alphas_cumprod, A1111's CFGDenoiser (cond and uncond in one batch,
-`uncond + (cond - uncond) * cfg` on the denoised outputs), initial noise
+sampling.py / external.py loaded by kdiff.py): prompt and negative prompt through CLIP (one
+chunk, multipliers 1, so emphasis is the identity), `DiscreteEpsDDPMDenoiser` (quantize=False)
+on CompVis' alphas_cumprod, A1111's CFGDenoiser (cond and uncond in one batch, `uncond +
+(cond - uncond) * cfg` on the denoised outputs), initial noise
 `randn([4, 8, 8], Generator().manual_seed(SEED))` (A1111 "CPU" RNG; or "NV", A1111's
 rng_philox restated in rng_goldens.py) times sigmas[0], ancestral noise continuing that
 generator (ImageRNG.next()), VAE decode of x / scaling_factor, then
@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kdiff import load_k_diffusion  # noqa: E402
 from rng_goldens import philox_randn  # noqa: E402
 
 from diffusers import (
@@ -77,22 +78,6 @@ ODD_SIZE_CASES = [("EulerAncestralDiscreteScheduler", EulerAncestralDiscreteSche
 # randn([1, 4, 8, 8], Generator().manual_seed(SDE_NOISE_SEED)) in call order, stored with the
 # (sigma, sigma_next) of each call in OUT_DIR/pipeline_a1111_dpmpp_sde_karras_noise.safetensors.
 SDE_NOISE_SEED = 4321
-
-
-def load_k_diffusion():
-    import importlib
-    import importlib.util
-    import types
-
-    spec = importlib.util.find_spec("k_diffusion")
-    pkg = types.ModuleType("k_diffusion")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    utils = types.ModuleType("k_diffusion.utils")
-    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
-    pkg.utils = utils
-    sys.modules["k_diffusion"] = pkg
-    sys.modules["k_diffusion.utils"] = utils
-    return importlib.import_module("k_diffusion.sampling"), importlib.import_module("k_diffusion.external")
 
 
 def a1111_goldens(pipe, out_dir):

@@ -22,10 +22,8 @@ Toy eps model (both sides compute it): eps(x_in, t) = 0.1 * x_in + 0.2 * sin(t /
 Ancestral / SDE noise is injected: call k of the noise sampler returns anc_noise[k].
 """
 
-import importlib
 import math
 import sys
-import types
 from pathlib import Path
 
 import torch
@@ -42,20 +40,8 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-
-def load_k_diffusion():
-    spec = importlib.util.find_spec("k_diffusion")
-    pkg = types.ModuleType("k_diffusion")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    utils = types.ModuleType("k_diffusion.utils")
-    utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
-    pkg.utils = utils
-    sys.modules["k_diffusion"] = pkg
-    sys.modules["k_diffusion.utils"] = utils
-    sampling = importlib.import_module("k_diffusion.sampling")
-    external = importlib.import_module("k_diffusion.external")
-    return sampling, external
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kdiff import load_k_diffusion  # noqa: E402
 
 K, EXT = load_k_diffusion()
 SHAPE = [1, 4, 8, 8]

@@ -10,21 +10,7 @@ use inference_server::pipeline::{RunOptions, StepEvent, Txt2ImgParams};
 use inference_server::sampling::rng::NoiseSource as Rng;
 use inference_server::sampling::samplers::{NoiseSource, ReplayNoise};
 
-use super::{max_diff, pipeline, read_golden, run};
-
-fn params(sampler: &str) -> Txt2ImgParams {
-    Txt2ImgParams {
-        prompt: "a red cat on a sofa".into(),
-        negative_prompt: "blurry".into(),
-        seed: 1234,
-        steps: 5,
-        cfg_scale: 7.0,
-        width: 64,
-        height: 64,
-        sampler_name: sampler.into(),
-        ..Txt2ImgParams::default()
-    }
-}
+use super::{golden_params as params, max_diff, pipeline, read_golden, run};
 
 #[test]
 fn parity_with_a1111_k_diffusion() {

@@ -40,15 +40,7 @@ pub fn run(
         match plan.scheduler {
             DiffusersScheduler::EulerDiscrete | DiffusersScheduler::EulerAncestralDiscrete => {
                 let (s, s_next) = (plan.sigmas[i], plan.sigmas[i + 1]);
-                let c_in = 1.0 / (s * s + 1.0).sqrt();
-                let scaled: Vec<f32> = x.iter().map(|v| v * c_in as f32).collect();
-                let out = call(&mut model, &scaled, t)?;
-                // Karras-form x = x0 + s eps; the VP form is x * c_in with alpha = c_in.
-                let x0 = match pt {
-                    "epsilon" => lin2(1.0, &x, -s, &out),
-                    "v_prediction" => lin2(1.0 / (s * s + 1.0), &x, -s * c_in, &out),
-                    other => return Err(SamplerError::Invalid(format!("unsupported prediction_type {other:?}"))),
-                };
+                let x0 = sigma_x0(&mut model, &x, s, t, pt)?;
                 let d: Vec<f32> = x.iter().zip(&x0).map(|(x, x0)| (x - x0) / s as f32).collect();
                 if plan.scheduler == DiffusersScheduler::EulerDiscrete {
                     x = lin2(1.0, &x, s_next - s, &d);
@@ -101,14 +93,7 @@ pub fn run(
             }
             DiffusersScheduler::LmsDiscrete => {
                 let s = plan.sigmas[i];
-                let c_in = 1.0 / (s * s + 1.0).sqrt();
-                let scaled: Vec<f32> = x.iter().map(|v| v * c_in as f32).collect();
-                let out = call(&mut model, &scaled, t)?;
-                let x0 = match pt {
-                    "epsilon" => lin2(1.0, &x, -s, &out),
-                    "v_prediction" => lin2(1.0 / (s * s + 1.0), &x, -s * c_in, &out),
-                    other => return Err(SamplerError::Invalid(format!("unsupported prediction_type {other:?}"))),
-                };
+                let x0 = sigma_x0(&mut model, &x, s, t, pt)?;
                 outputs.push(x.iter().zip(&x0).map(|(x, x0)| (x - x0) / s as f32).collect());
                 if outputs.len() > 4 {
                     outputs.remove(0);
@@ -128,6 +113,20 @@ pub fn run(
         }
     }
     Ok(x)
+}
+
+/// The sigma-space schedulers' (Euler, LMS) denoised estimate: the model sees
+/// `scale_model_input(x) = x / sqrt(s² + 1)`; with Karras-form `x = x0 + s·eps` the VP form is
+/// `x · c_in` with alpha = c_in.
+fn sigma_x0(model: &mut EpsModel<'_>, x: &[f32], s: f64, t: f64, pt: &str) -> Result<Vec<f32>, SamplerError> {
+    let c_in = 1.0 / (s * s + 1.0).sqrt();
+    let scaled: Vec<f32> = x.iter().map(|v| v * c_in as f32).collect();
+    let out = call(model, &scaled, t)?;
+    match pt {
+        "epsilon" => Ok(lin2(1.0, x, -s, &out)),
+        "v_prediction" => Ok(lin2(1.0 / (s * s + 1.0), x, -s * c_in, &out)),
+        other => Err(SamplerError::Invalid(format!("unsupported prediction_type {other:?}"))),
+    }
 }
 
 fn call(model: &mut EpsModel<'_>, x: &[f32], t: f64) -> Result<Vec<f32>, SamplerError> {
