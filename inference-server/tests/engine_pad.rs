@@ -7,7 +7,7 @@ fn pads_each_side_with_zeros() {
     let x = Tensor::from_vec((1..=12).map(|v| v as f32).collect(), (1, 2, 2, 3), &Device::Cpu).unwrap();
     let y = x.to_dtype(DType::F16).unwrap().pad2d(1, 0, 0, 2).unwrap();
     assert_eq!(y.dims(), &[1, 2, 4, 4]);
-    assert_eq!(y.dtype(), DType::F32);
+    assert_eq!(y.dtype(), DType::F16);
     #[rustfmt::skip]
     let want = vec![
         0., 1., 2., 3.,  0., 4., 5., 6.,  0., 0., 0., 0.,  0., 0., 0., 0.,

@@ -4,8 +4,9 @@ use std::fmt;
 
 use super::error::{EngineError, Result};
 
-/// Where a tensor's data lives and its ops run. Chosen at start-up from a string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Where a tensor's data lives and its ops run. Chosen at start-up from a string. Not `Copy`:
+/// a GPU device holds a context handle.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Device {
     /// The host CPU (rayon-parallel kernels).
     Cpu,

@@ -4,9 +4,10 @@
 //! Conventions:
 //! - Tensors are always contiguous and row-major; cloning is cheap (an `Arc`). `reshape`,
 //!   `unsqueeze`/`squeeze` and `narrow` over leading dims share storage, other layout ops copy.
-//! - Every compute op accepts any [`DType`], computes in f32 (half inputs are converted on the
-//!   fly) and returns F32. Layout ops (`transpose`, `permute`, `narrow`, `cat`, `index_select`)
-//!   keep the input dtype.
+//! - The activation dtype flows through: every op returns its input's [`DType`] (a backend may
+//!   compute in f32 inside; the CPU backend does). Two operands of different dtypes meet in
+//!   their common dtype, f32 when they differ (as torch promotes). Weights of `linear`,
+//!   `conv2d` and the norms may be of another dtype than the activation.
 //! - Weights can be borrowed from a memory map without copying via
 //!   [`Tensor::from_shared_bytes`]; `linear` and `conv2d` convert half-precision weights to f32 in
 //!   bounded blocks, never as a whole.
@@ -25,14 +26,18 @@
 //! # Ok::<(), inference_server::engine::EngineError>(())
 //! ```
 //!
-//! Backend boundary: ops check shapes on their own, then reach the data through
-//! `Tensor::cpu_slice`/`f32_data` and run a kernel from the private `cpu` module. A CUDA
-//! backend adds a `Storage` variant and a dispatch at those points.
+//! Backend boundary (the shape of candle-core): `ops/` checks shapes and builds the op as data
+//! (`op.rs`: `UnaryOp`, `BinaryOp`, geometry structs); `storage.rs` is the one place that
+//! matches on where a tensor lives and hands the op to that backend's implementation of the
+//! `BackendStorage` trait (`backend.rs`, no default methods, so a backend missing an op does
+//! not compile). `cpu/` is the CPU backend.
 
+mod backend;
 mod cpu;
 mod device;
 mod dtype;
 mod error;
+mod op;
 mod ops;
 mod shape;
 mod storage;

@@ -1,13 +1,14 @@
-//! Private tensor storage. Only the CPU variant exists; a CUDA variant slots in later.
+//! Tensor storage and the backend dispatch: the one file that matches on where a tensor lives.
 
-use std::borrow::Cow;
-use std::sync::Arc;
-
-use half::{bf16, f16, slice::HalfFloatSliceExt};
-use rayon::prelude::*;
-
+use super::backend::{Arg, BackendStorage};
+use super::cpu::CpuStorage;
+use super::device::Device;
 use super::dtype::DType;
-use super::error::{EngineError, Result};
+use super::error::Result;
+use super::op::{
+    AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom, PadGeom,
+    ReduceOp, StridedGeom, UnaryOp, View,
+};
 
 /// Immutable bytes shared with a tensor without copying, e.g. a window of an
 /// `Arc<memmap2::Mmap>` holding a safetensors file.
@@ -30,149 +31,224 @@ impl SharedBytes for memmap2::Mmap {
     }
 }
 
-/// Where a tensor's elements live.
+
+/// Where a tensor's elements live: one variant per backend. Every `match` on a storage in the
+/// engine is in this file; each arm hands the op to that backend's [`BackendStorage`] impl.
+/// Adding a variant makes the compiler list every op below that must learn it.
 pub(crate) enum Storage {
     /// Host memory.
     Cpu(CpuStorage),
 }
 
-/// Host storage: owned vectors, or borrowed aligned bytes (zero copy).
-pub(crate) enum CpuStorage {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-    /// Bytes checked at construction to be aligned for `dtype` and a whole number of elements.
-    Shared { bytes: Arc<dyn SharedBytes>, dtype: DType },
+/// An op argument: a storage and the tensor's place in it.
+pub(crate) type StorageArg<'a> = (&'a Storage, View);
+
+/// Unwraps the CPU storages of an op's arguments. `ops` checked that every operand of an op is
+/// on one device; a backend added here returns a device error for its own variant.
+fn all_cpu<'a>(args: &[StorageArg<'a>]) -> Result<Vec<Arg<'a, CpuStorage>>> {
+    args.iter()
+        .map(|(s, v)| match s {
+            Storage::Cpu(c) => Ok((c, *v)),
+        })
+        .collect()
 }
 
-/// A typed view of (part of) a CPU storage.
-#[derive(Clone, Copy)]
-pub(crate) enum CpuSlice<'a> {
-    F32(&'a [f32]),
-    F16(&'a [f16]),
-    BF16(&'a [bf16]),
-}
+impl Storage {
+    /// Puts host elements on `device` (zero copy on the CPU).
+    pub(crate) fn upload(host: CpuStorage, device: &Device) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(host)),
+        }
+    }
 
-/// Above this many elements, dtype conversions run on rayon in chunks.
-const PAR_CONVERT_MIN: usize = 1 << 16;
+    /// The device the elements live on.
+    pub(crate) fn device(&self) -> Device {
+        match self {
+            Storage::Cpu(_) => Device::Cpu,
+        }
+    }
 
-impl CpuStorage {
-    /// The whole storage as a typed slice.
-    pub(crate) fn slice(&self) -> Result<CpuSlice<'_>> {
-        Ok(match self {
-            CpuStorage::F32(v) => CpuSlice::F32(v),
-            CpuStorage::F16(v) => CpuSlice::F16(v),
-            CpuStorage::BF16(v) => CpuSlice::BF16(v),
-            CpuStorage::Shared { bytes, dtype } => {
-                let b = bytes.as_bytes();
-                let bad = |e: bytemuck::PodCastError| {
-                    EngineError::invalid("storage", format!("shared bytes no longer castable to {dtype}: {e:?}"))
-                };
-                match dtype {
-                    DType::F32 => CpuSlice::F32(bytemuck::try_cast_slice(b).map_err(bad)?),
-                    DType::F16 => CpuSlice::F16(bytemuck::try_cast_slice(b).map_err(bad)?),
-                    DType::BF16 => CpuSlice::BF16(bytemuck::try_cast_slice(b).map_err(bad)?),
-                }
+    /// The element type.
+    pub(crate) fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(s) => BackendStorage::dtype(s),
+        }
+    }
+
+    /// Host address of element `start`, when the storage is in host memory (zero-copy checks).
+    pub(crate) fn host_ptr(&self, v: View) -> Option<*const u8> {
+        match self {
+            Storage::Cpu(s) => s.view(v).ok().map(|s| s.as_ptr()),
+        }
+    }
+
+    /// The elements of `v` in host memory, keeping the dtype (download).
+    pub(crate) fn to_host(&self, v: View) -> Result<CpuStorage> {
+        match self {
+            Storage::Cpu(s) => s.to_host(v),
+        }
+    }
+
+    /// The elements of `v` converted to `dtype`.
+    pub(crate) fn to_dtype(&self, v: View, dtype: DType) -> Result<Storage> {
+        match self {
+            Storage::Cpu(s) => Ok(Storage::Cpu(s.to_dtype(v, dtype)?)),
+        }
+    }
+
+    /// See [`BackendStorage::unary`].
+    pub(crate) fn unary(&self, v: View, op: UnaryOp) -> Result<Storage> {
+        match self {
+            Storage::Cpu(s) => Ok(Storage::Cpu(s.unary(v, op)?)),
+        }
+    }
+
+    /// See [`BackendStorage::binary`].
+    pub(crate) fn binary(&self, v: View, rhs: StorageArg<'_>, op: BinaryOp, g: &BroadcastGeom) -> Result<Storage> {
+        match (self, rhs.0) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(a.binary(v, (b, rhs.1), op, g)?)),
+        }
+    }
+
+    /// See [`BackendStorage::reduce`].
+    pub(crate) fn reduce(&self, v: View, op: ReduceOp, g: AxisGeom) -> Result<Storage> {
+        match self {
+            Storage::Cpu(s) => Ok(Storage::Cpu(s.reduce(v, op, g)?)),
+        }
+    }
+
+    /// See [`BackendStorage::softmax_last_dim`].
+    pub(crate) fn softmax_last_dim(&self, v: View, cols: usize) -> Result<Storage> {
+        match self {
+            Storage::Cpu(s) => Ok(Storage::Cpu(s.softmax_last_dim(v, cols)?)),
+        }
+    }
+
+    /// See [`BackendStorage::geglu`].
+    pub(crate) fn geglu(&self, v: View, half: usize) -> Result<Storage> {
+        match self {
+            Storage::Cpu(s) => Ok(Storage::Cpu(s.geglu(v, half)?)),
+        }
+    }
+
+    /// See [`BackendStorage::matmul`].
+    pub(crate) fn matmul(&self, v: View, rhs: StorageArg<'_>, g: &MatmulGeom) -> Result<Storage> {
+        match (self, rhs.0) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(a.matmul(v, (b, rhs.1), g)?)),
+        }
+    }
+
+    /// See [`BackendStorage::linear`].
+    pub(crate) fn linear(
+        &self,
+        v: View,
+        weight: StorageArg<'_>,
+        bias: Option<StorageArg<'_>>,
+        g: LinearGeom,
+    ) -> Result<Storage> {
+        match self {
+            Storage::Cpu(s) => {
+                let w = all_cpu(&[weight])?[0];
+                let b = bias.map(|b| all_cpu(&[b]).map(|v| v[0])).transpose()?;
+                Ok(Storage::Cpu(s.linear(v, w, b, g)?))
             }
-        })
-    }
-}
-
-impl<'a> CpuSlice<'a> {
-    /// Elements `start..start + len`.
-    pub(crate) fn sub(self, start: usize, len: usize) -> Result<CpuSlice<'a>> {
-        let n = self.len();
-        if start + len > n {
-            return Err(EngineError::invalid("storage", format!("view {start}+{len} exceeds storage of {n}")));
         }
-        Ok(match self {
-            CpuSlice::F32(s) => CpuSlice::F32(&s[start..start + len]),
-            CpuSlice::F16(s) => CpuSlice::F16(&s[start..start + len]),
-            CpuSlice::BF16(s) => CpuSlice::BF16(&s[start..start + len]),
-        })
     }
 
-    /// Number of elements.
-    pub(crate) fn len(self) -> usize {
+    /// See [`BackendStorage::conv2d`].
+    pub(crate) fn conv2d(
+        &self,
+        v: View,
+        weight: StorageArg<'_>,
+        bias: Option<StorageArg<'_>>,
+        g: Conv2dGeom,
+    ) -> Result<Storage> {
         match self {
-            CpuSlice::F32(s) => s.len(),
-            CpuSlice::F16(s) => s.len(),
-            CpuSlice::BF16(s) => s.len(),
+            Storage::Cpu(s) => {
+                let w = all_cpu(&[weight])?[0];
+                let b = bias.map(|b| all_cpu(&[b]).map(|v| v[0])).transpose()?;
+                Ok(Storage::Cpu(s.conv2d(v, w, b, g)?))
+            }
         }
     }
 
-    /// First byte of the view.
-    pub(crate) fn as_ptr(self) -> *const u8 {
+    /// See [`BackendStorage::layer_norm`].
+    pub(crate) fn layer_norm(
+        &self,
+        v: View,
+        weight: StorageArg<'_>,
+        bias: StorageArg<'_>,
+        c: usize,
+        eps: f32,
+    ) -> Result<Storage> {
         match self {
-            CpuSlice::F32(s) => s.as_ptr() as *const u8,
-            CpuSlice::F16(s) => s.as_ptr() as *const u8,
-            CpuSlice::BF16(s) => s.as_ptr() as *const u8,
+            Storage::Cpu(s) => {
+                let wb = all_cpu(&[weight, bias])?;
+                Ok(Storage::Cpu(s.layer_norm(v, wb[0], wb[1], c, eps)?))
+            }
         }
     }
 
-    /// Converts elements `start..start + dst.len()` into `dst` as f32.
-    pub(crate) fn convert_range(self, start: usize, dst: &mut [f32]) {
-        let end = start + dst.len();
+    /// See [`BackendStorage::group_norm`].
+    pub(crate) fn group_norm(
+        &self,
+        v: View,
+        weight: StorageArg<'_>,
+        bias: StorageArg<'_>,
+        g: GroupNormGeom,
+    ) -> Result<Storage> {
         match self {
-            CpuSlice::F32(s) => dst.copy_from_slice(&s[start..end]),
-            CpuSlice::F16(s) => s[start..end].convert_to_f32_slice(dst),
-            CpuSlice::BF16(s) => s[start..end].convert_to_f32_slice(dst),
+            Storage::Cpu(s) => {
+                let wb = all_cpu(&[weight, bias])?;
+                Ok(Storage::Cpu(s.group_norm(v, wb[0], wb[1], g)?))
+            }
         }
     }
 
-    /// Like [`CpuSlice::convert_range`], in parallel chunks when `dst` is large.
-    pub(crate) fn convert_range_par(self, start: usize, dst: &mut [f32]) {
-        if dst.len() < PAR_CONVERT_MIN {
-            return self.convert_range(start, dst);
-        }
-        let chunk = PAR_CONVERT_MIN / 4;
-        dst.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| self.convert_range(start + i * chunk, d));
-    }
-
-    /// The view as f32: borrowed when already f32, converted (in parallel if large) otherwise.
-    pub(crate) fn to_f32(self) -> Cow<'a, [f32]> {
-        if let CpuSlice::F32(s) = self {
-            return Cow::Borrowed(s);
-        }
-        let mut out = vec![0f32; self.len()];
-        self.convert_range_par(0, &mut out);
-        Cow::Owned(out)
-    }
-
-    /// Copies the view into a new owned storage of `dtype`.
-    pub(crate) fn to_storage(self, dtype: DType) -> CpuStorage {
-        match (self, dtype) {
-            (CpuSlice::F16(s), DType::F16) => CpuStorage::F16(s.to_vec()),
-            (CpuSlice::BF16(s), DType::BF16) => CpuStorage::BF16(s.to_vec()),
-            (src, DType::F32) => CpuStorage::F32(src.to_f32().into_owned()),
-            (src, DType::F16) => CpuStorage::F16(par_from_f32(&src.to_f32())),
-            (src, DType::BF16) => CpuStorage::BF16(par_from_f32(&src.to_f32())),
+    /// See [`BackendStorage::attention`].
+    pub(crate) fn attention(&self, q: View, k: StorageArg<'_>, v: StorageArg<'_>, g: AttnGeom) -> Result<Storage> {
+        match self {
+            Storage::Cpu(s) => {
+                let kv = all_cpu(&[k, v])?;
+                Ok(Storage::Cpu(s.attention(q, kv[0], kv[1], g)?))
+            }
         }
     }
-}
 
-/// Converts f32 to a half type in parallel chunks.
-fn par_from_f32<T: Copy + Default + Send + HalfFromF32>(src: &[f32]) -> Vec<T> {
-    let mut out = vec![T::default(); src.len()];
-    out.par_chunks_mut(PAR_CONVERT_MIN / 4)
-        .zip(src.par_chunks(PAR_CONVERT_MIN / 4))
-        .for_each(|(d, s)| T::fill_from_f32(d, s));
-    out
-}
-
-/// Slice conversion from f32 for the half types.
-trait HalfFromF32: Sized {
-    fn fill_from_f32(dst: &mut [Self], src: &[f32]);
-}
-
-impl HalfFromF32 for f16 {
-    fn fill_from_f32(dst: &mut [Self], src: &[f32]) {
-        dst.convert_from_f32_slice(src)
+    /// See [`BackendStorage::upsample_nearest2x`].
+    pub(crate) fn upsample_nearest2x(&self, v: View, planes: usize, h: usize, w: usize) -> Result<Storage> {
+        match self {
+            Storage::Cpu(s) => Ok(Storage::Cpu(s.upsample_nearest2x(v, planes, h, w)?)),
+        }
     }
-}
 
-impl HalfFromF32 for bf16 {
-    fn fill_from_f32(dst: &mut [Self], src: &[f32]) {
-        dst.convert_from_f32_slice(src)
+    /// See [`BackendStorage::pad2d`].
+    pub(crate) fn pad2d(&self, v: View, g: PadGeom) -> Result<Storage> {
+        match self {
+            Storage::Cpu(s) => Ok(Storage::Cpu(s.pad2d(v, g)?)),
+        }
+    }
+
+    /// See [`BackendStorage::strided_copy`].
+    pub(crate) fn strided_copy(&self, g: &StridedGeom) -> Result<Storage> {
+        match self {
+            Storage::Cpu(s) => Ok(Storage::Cpu(s.strided_copy(g)?)),
+        }
+    }
+
+    /// See [`BackendStorage::cat`]; the parts must share the first part's device.
+    pub(crate) fn cat(parts: &[StorageArg<'_>], mids: &[usize], outer: usize, inner: usize) -> Result<Storage> {
+        match parts.first().map(|p| p.0) {
+            Some(Storage::Cpu(_)) | None => {
+                Ok(Storage::Cpu(CpuStorage::cat(&all_cpu(parts)?, mids, outer, inner)?))
+            }
+        }
+    }
+
+    /// See [`BackendStorage::index_select`].
+    pub(crate) fn index_select(&self, v: View, ids: &[u32], g: AxisGeom) -> Result<Storage> {
+        match self {
+            Storage::Cpu(s) => Ok(Storage::Cpu(s.index_select(v, ids, g)?)),
+        }
     }
 }

@@ -1,18 +1,19 @@
-//! The `Tensor` type: constructors, accessors, dtype conversion and reshape.
+//! The `Tensor` type: constructors, accessors, dtype and device conversion, reshape.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use half::{bf16, f16};
 
+use super::cpu::CpuStorage;
 use super::device::Device;
 use super::dtype::DType;
 use super::error::{EngineError, Result};
+use super::op::View;
 use super::shape::Shape;
-use super::storage::{CpuSlice, CpuStorage, SharedBytes, Storage};
+use super::storage::{SharedBytes, Storage, StorageArg};
 
 /// An n-dimensional array on a device. Always contiguous row-major; cloning is cheap (an `Arc`),
-/// and ops that change the layout copy. Ops compute in f32 and return F32 unless stated.
+/// and ops that change the layout copy. Compute ops return their input's dtype.
 #[derive(Clone)]
 pub struct Tensor(Arc<Inner>);
 
@@ -49,32 +50,37 @@ fn copy_unaligned<T: bytemuck::Pod + bytemuck::Zeroable>(b: &[u8]) -> Vec<T> {
 }
 
 impl Tensor {
-    fn from_storage(storage: CpuStorage, dtype: DType, shape: Shape, device: &Device) -> Tensor {
-        let storage = match device {
-            Device::Cpu => Storage::Cpu(storage),
-        };
-        Tensor(Arc::new(Inner { storage: Arc::new(storage), offset: 0, shape, dtype, device: *device }))
+    /// A tensor over a whole new storage (an op's result, or an upload).
+    pub(crate) fn from_storage(storage: Storage, shape: impl Into<Shape>) -> Tensor {
+        let shape = shape.into();
+        let (dtype, device) = (storage.dtype(), storage.device());
+        Tensor(Arc::new(Inner { storage: Arc::new(storage), offset: 0, shape, dtype, device }))
+    }
+
+    /// Host elements put on `device` as a tensor of `shape` (length checked by the caller).
+    fn from_host(host: CpuStorage, shape: Shape, device: &Device) -> Result<Tensor> {
+        Ok(Self::from_storage(Storage::upload(host, device)?, shape))
     }
 
     /// An f32 tensor owning `data`; `data.len()` must equal the shape's element count.
     pub fn from_vec(data: Vec<f32>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         check_len("from_vec", data.len(), &shape)?;
-        Ok(Self::from_storage(CpuStorage::F32(data), DType::F32, shape, device))
+        Self::from_host(CpuStorage::F32(data), shape, device)
     }
 
     /// An f16 tensor owning `data`; `data.len()` must equal the shape's element count.
     pub fn from_f16_vec(data: Vec<f16>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         check_len("from_f16_vec", data.len(), &shape)?;
-        Ok(Self::from_storage(CpuStorage::F16(data), DType::F16, shape, device))
+        Self::from_host(CpuStorage::F16(data), shape, device)
     }
 
     /// A bf16 tensor owning `data`; `data.len()` must equal the shape's element count.
     pub fn from_bf16_vec(data: Vec<bf16>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         check_len("from_bf16_vec", data.len(), &shape)?;
-        Ok(Self::from_storage(CpuStorage::BF16(data), DType::BF16, shape, device))
+        Self::from_host(CpuStorage::BF16(data), shape, device)
     }
 
     /// A tensor over little-endian `bytes` of `dtype`. On CPU this is zero copy when the bytes are
@@ -96,7 +102,7 @@ impl Tensor {
             ));
         }
         let aligned = (b.as_ptr() as usize).is_multiple_of(dtype.size_in_bytes());
-        let storage = if aligned {
+        let host = if aligned {
             CpuStorage::Shared { bytes: bytes.clone(), dtype }
         } else {
             match dtype {
@@ -105,44 +111,21 @@ impl Tensor {
                 DType::BF16 => CpuStorage::BF16(copy_unaligned(b)),
             }
         };
-        Ok(Self::from_storage(storage, dtype, shape, device))
+        Self::from_host(host, shape, device)
     }
 
     /// A tensor of zeros.
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         let n = shape.checked_elem_count("zeros")?;
-        let storage = match dtype {
-            DType::F32 => CpuStorage::F32(vec![0.0; n]),
-            DType::F16 => CpuStorage::F16(vec![f16::ZERO; n]),
-            DType::BF16 => CpuStorage::BF16(vec![bf16::ZERO; n]),
-        };
-        Ok(Self::from_storage(storage, dtype, shape, device))
-    }
-
-    /// A tensor over a new CPU storage (dtype taken from the storage).
-    pub(crate) fn from_cpu(storage: CpuStorage, shape: Shape, device: &Device) -> Tensor {
-        let dtype = match &storage {
-            CpuStorage::F32(_) => DType::F32,
-            CpuStorage::F16(_) => DType::F16,
-            CpuStorage::BF16(_) => DType::BF16,
-            CpuStorage::Shared { dtype, .. } => *dtype,
-        };
-        Self::from_storage(storage, dtype, shape, device)
+        Self::from_host(CpuStorage::zeros(n, dtype), shape, device)
     }
 
     /// An f32 tensor with every element `value`.
     pub fn full(value: f32, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         let n = shape.checked_elem_count("full")?;
-        Ok(Self::from_storage(CpuStorage::F32(vec![value; n]), DType::F32, shape, device))
-    }
-
-    /// An f32 result of an op on `device`. The caller guarantees the length matches.
-    pub(crate) fn from_f32_out(data: Vec<f32>, shape: impl Into<Shape>, device: &Device) -> Tensor {
-        let shape = shape.into();
-        debug_assert_eq!(data.len(), shape.elem_count());
-        Self::from_storage(CpuStorage::F32(data), DType::F32, shape, device)
+        Self::from_host(CpuStorage::F32(vec![value; n]), shape, device)
     }
 
     /// The shape.
@@ -175,27 +158,31 @@ impl Tensor {
         self.0.shape.elem_count()
     }
 
-    /// This tensor's elements as a typed CPU slice.
-    pub(crate) fn cpu_slice(&self) -> Result<CpuSlice<'_>> {
-        match &*self.0.storage {
-            Storage::Cpu(s) => s.slice()?.sub(self.0.offset, self.elem_count()),
-        }
+    /// The storage holding this tensor's elements.
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.0.storage
     }
 
-    /// This tensor's elements as f32, borrowed when the tensor is already f32.
-    pub(crate) fn f32_data(&self) -> Result<Cow<'_, [f32]>> {
-        Ok(self.cpu_slice()?.to_f32())
+    /// Where this tensor's elements sit in its storage.
+    pub(crate) fn view_in_storage(&self) -> View {
+        View { start: self.0.offset, len: self.elem_count() }
+    }
+
+    /// This tensor as an op argument.
+    pub(crate) fn arg(&self) -> StorageArg<'_> {
+        (self.storage(), self.view_in_storage())
     }
 
     /// Address of the first element in host memory, for zero-copy checks in tests.
     #[doc(hidden)]
     pub fn storage_ptr(&self) -> Option<*const u8> {
-        self.cpu_slice().ok().map(|s| s.as_ptr())
+        self.storage().host_ptr(self.view_in_storage())
     }
 
-    /// The elements as f32 in row-major order.
+    /// The elements as f32 in row-major order (downloaded from the device when needed).
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
-        Ok(self.f32_data()?.into_owned())
+        let host = self.storage().to_host(self.view_in_storage())?;
+        Ok(host.slice()?.to_f32().into_owned())
     }
 
     /// A copy converted to `dtype` (a cheap clone when the dtype already matches).
@@ -203,14 +190,27 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let storage = self.cpu_slice()?.to_storage(dtype);
-        Ok(Self::from_storage(storage, dtype, self.shape().clone(), self.device()))
+        let storage = self.storage().to_dtype(self.view_in_storage(), dtype)?;
+        Ok(Self::from_storage(storage, self.shape().clone()))
     }
 
     /// This tensor on `device` (a cheap clone when it is already there).
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
-        match device {
-            Device::Cpu => Ok(self.clone()),
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        let host = self.storage().to_host(self.view_in_storage())?;
+        Self::from_host(host, self.shape().clone(), device)
+    }
+
+    /// Checks that every tensor of an op is on `self`'s device.
+    pub(crate) fn same_device(&self, op: &'static str, others: &[&Tensor]) -> Result<()> {
+        match others.iter().find(|t| t.device() != self.device()) {
+            Some(t) => Err(EngineError::invalid(
+                op,
+                format!("operands are on different devices ({} and {})", self.device(), t.device()),
+            )),
+            None => Ok(()),
         }
     }
 
@@ -233,7 +233,7 @@ impl Tensor {
             offset,
             shape,
             dtype: self.0.dtype,
-            device: self.0.device,
+            device: self.0.device.clone(),
         }))
     }
 

@@ -6,7 +6,7 @@
 //! one layer shorter. `clip_skip` counts as A1111 does: 1 is the last layer, 2 the one before,
 //! and the final layer norm is applied to whichever layer is taken.
 
-use crate::engine::{Device, Tensor};
+use crate::engine::{DType, Device, Tensor};
 use crate::model::ModelError;
 use crate::model::weights::{ClipTextConfig, HiddenAct, WeightSet};
 use crate::nn::{LayerNorm, Linear, load_tensor};
@@ -108,9 +108,11 @@ impl ClipTextEncoder {
             return Err(input("clip_skip", format!("must be between 1 and {}", self.layers.len())));
         }
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        // The activations are f32 whatever the checkpoint's dtype: the embedding rows are the
+        // first activation, so they take the activation dtype here.
         let embedded = self.token_embedding.index_select(&flat, 0)?.reshape((ids.len(), tokens, self.hidden))?;
         let positions = self.position_embedding.narrow(0, 0, tokens)?;
-        let mut x = embedded.add(&positions)?;
+        let mut x = embedded.to_dtype(DType::F32)?.add(&positions)?;
         for layer in &self.layers[..self.layers.len() + 1 - clip_skip] {
             x = layer.forward(&x, self.heads, self.activation)?;
         }

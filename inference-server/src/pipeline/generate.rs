@@ -89,7 +89,7 @@ impl Pipeline {
         let unet = UNet::load(&checkpoint.unet.0, &checkpoint.unet.1, device)?;
         let vae = Vae::load(&checkpoint.vae.0, &checkpoint.vae.1, device)?;
         let name = path.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-        Ok(Pipeline { conditioner, unet, vae, scheduler: checkpoint.scheduler.clone(), device: *device, name })
+        Ok(Pipeline { conditioner, unet, vae, scheduler: checkpoint.scheduler.clone(), device: device.clone(), name })
     }
 
     /// The model name reported in infotexts.

@@ -5,25 +5,13 @@ use rayon::prelude::*;
 
 use super::fastmath;
 use super::gemm::{sgemm, Mat, Par};
+use crate::engine::op::AttnGeom;
 
 /// Query rows per task. With [`BK`], the score tile is 128 KiB (fits L2) and each gemm call is
 /// large enough to amortise its packing; measured best of 32..256 × 64..512 at SD's shapes.
 const BQ: usize = 128;
 /// Keys per inner step.
 const BK: usize = 256;
-
-/// Attention dimensions (already validated).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct AttnGeom {
-    /// Batch × heads.
-    pub bh: usize,
-    pub lq: usize,
-    pub lk: usize,
-    pub d: usize,
-    pub scale: f32,
-    /// Key `j` is hidden from query `i` when `j > i`.
-    pub causal: bool,
-}
 
 /// `softmax(scale · q kᵀ [+ mask]) v` for `q [bh, lq, d]`, `k`, `v [bh, lk, d]`.
 pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], g: AttnGeom) -> Vec<f32> {

@@ -4,23 +4,8 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, Mat, Par};
 use super::PAR_MIN_WORK;
-use crate::engine::storage::CpuSlice;
-
-/// Geometry of one conv2d call (already validated).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Conv2dGeom {
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: usize,
-    pub pad: usize,
-    pub ho: usize,
-    pub wo: usize,
-}
+use super::storage::CpuSlice;
+use crate::engine::op::Conv2dGeom;
 
 /// Target size of the im2col scratch tile, in f32 elements (8 MiB).
 const COLS_MAX: usize = 1 << 21;

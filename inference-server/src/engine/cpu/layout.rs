@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::PAR_MIN_WORK;
+use crate::engine::op::PadGeom;
 
 /// Copies the strided view `src[offset + Σ idx_i * strides_i]` over `dims` into a new
 /// row-major vector.
@@ -76,6 +77,22 @@ pub(crate) fn index_select<T: Copy>(src: &[T], outer: usize, d: usize, inner: us
         for &id in ids {
             let start = (o * d + id as usize) * inner;
             out.extend_from_slice(&src[start..start + inner]);
+        }
+    }
+    out
+}
+
+/// Zero padding of the last two dims of `g.planes` planes (any element type).
+pub(crate) fn pad2d<T: Copy + Default>(src: &[T], g: PadGeom) -> Vec<T> {
+    let (h, w) = (g.h, g.w);
+    let (ho, wo) = (h + g.top + g.bottom, w + g.left + g.right);
+    let mut out = vec![T::default(); g.planes * ho * wo];
+    if h > 0 && w > 0 {
+        for (plane, dst) in src.chunks_exact(h * w).zip(out.chunks_exact_mut(ho * wo)).take(g.planes) {
+            for (row, line) in plane.chunks_exact(w).enumerate() {
+                let at = (row + g.top) * wo + g.left;
+                dst[at..at + w].copy_from_slice(line);
+            }
         }
     }
     out

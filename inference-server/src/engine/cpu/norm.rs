@@ -4,6 +4,7 @@ use rayon::prelude::*;
 
 use super::elementwise::silu;
 use super::PAR_MIN_WORK;
+use crate::engine::op::GroupNormGeom;
 
 /// Mean and biased variance of `xs`, accumulated in f64.
 fn mean_var(xs: &[f32]) -> (f32, f32) {
@@ -25,18 +26,9 @@ pub(crate) fn layer_norm(x: &[f32], c: usize, w: &[f32], b: &[f32], eps: f32) ->
 }
 
 /// Group norm of `x` as `n × c × spatial`, `groups` dividing `c`, per-channel affine `w`, `b`,
-/// then SiLU when `with_silu`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn group_norm(
-    x: &[f32],
-    c: usize,
-    spatial: usize,
-    groups: usize,
-    w: &[f32],
-    b: &[f32],
-    eps: f32,
-    with_silu: bool,
-) -> Vec<f32> {
+/// then SiLU when `g.silu`.
+pub(crate) fn group_norm(x: &[f32], w: &[f32], b: &[f32], g: GroupNormGeom) -> Vec<f32> {
+    let GroupNormGeom { c, spatial, groups, eps, silu: with_silu } = g;
     let cpg = c / groups;
     let block = cpg * spatial;
     let mut out = vec![0f32; x.len()];

@@ -1,8 +1,22 @@
-//! Element-wise ops: broadcast arithmetic, activations, softmax, reductions.
+//! Element-wise ops: broadcast arithmetic, activations, softmax, reductions. Each checks its
+//! shapes, then hands the op (as data) to the storage's backend.
 
-use crate::engine::cpu::elementwise as k;
+use crate::engine::dtype::DType;
 use crate::engine::error::{EngineError, Result};
+use crate::engine::op::{AxisGeom, BinaryOp, BroadcastGeom, ReduceOp, UnaryOp};
 use crate::engine::tensor::Tensor;
+
+/// The dtype two operands of different dtypes compute in: their common one, else f32 (as
+/// torch promotes f16 with bf16 or f32).
+pub(crate) fn promote(a: DType, b: DType) -> DType {
+    if a == b { a } else { DType::F32 }
+}
+
+/// `tensors` converted to their common dtype (see [`promote`]); clones when they already agree.
+pub(crate) fn promoted(tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let dtype = tensors.iter().map(|t| t.dtype()).reduce(promote).unwrap_or(DType::F32);
+    tensors.iter().map(|t| t.to_dtype(dtype)).collect()
+}
 
 /// The numpy broadcast of two shapes (right-aligned), with each input's strides over it
 /// (0 on broadcast dims).
@@ -39,58 +53,61 @@ pub(crate) fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<(V
 }
 
 impl Tensor {
-    fn binary(&self, rhs: &Tensor, op: &'static str, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Tensor> {
-        let (dims, ls, rs) = broadcast(op, self.dims(), rhs.dims())?;
-        let (a, b) = (self.f32_data()?, rhs.f32_data()?);
-        let out = k::binary_broadcast(&a, &b, &dims, &ls, &rs, f);
+    fn binary(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
+        let name = op.kernel_name();
+        self.same_device(name, &[rhs])?;
+        let (dims, lhs_strides, rhs_strides) = broadcast(name, self.dims(), rhs.dims())?;
+        let g = BroadcastGeom { dims, lhs_strides, rhs_strides };
+        let [a, b]: [Tensor; 2] = promoted(&[self, rhs])?.try_into().expect("two operands");
+        let storage = a.storage().binary(a.view_in_storage(), b.arg(), op, &g)?;
         // A rank-0 pair broadcasts as [1]; give the result back its scalar shape.
-        let dims = if self.rank() == 0 && rhs.rank() == 0 { Vec::new() } else { dims };
-        Ok(Tensor::from_f32_out(out, dims, self.device()))
+        let dims = if self.rank() == 0 && rhs.rank() == 0 { Vec::new() } else { g.dims };
+        Ok(Tensor::from_storage(storage, dims))
     }
 
-    fn unary(&self, f: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
-        let out = k::unary_map(&self.f32_data()?, f);
-        Ok(Tensor::from_f32_out(out, self.shape().clone(), self.device()))
+    fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        let storage = self.storage().unary(self.view_in_storage(), op)?;
+        Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 
     /// `self + rhs` with numpy broadcasting.
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(rhs, "add", |a, b| a + b)
+        self.binary(rhs, BinaryOp::Add)
     }
 
     /// `self - rhs` with numpy broadcasting.
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(rhs, "sub", |a, b| a - b)
+        self.binary(rhs, BinaryOp::Sub)
     }
 
     /// `self * rhs` with numpy broadcasting.
     pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(rhs, "mul", |a, b| a * b)
+        self.binary(rhs, BinaryOp::Mul)
     }
 
     /// `self / rhs` with numpy broadcasting.
     pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
-        self.binary(rhs, "div", |a, b| a / b)
+        self.binary(rhs, BinaryOp::Div)
     }
 
     /// `self * mul + add`.
     pub fn affine(&self, mul: f32, add: f32) -> Result<Tensor> {
-        self.unary(|x| x * mul + add)
+        self.unary(UnaryOp::Affine { mul, add })
     }
 
     /// Exact (erf) GELU, PyTorch's default.
     pub fn gelu(&self) -> Result<Tensor> {
-        self.unary(k::gelu)
+        self.unary(UnaryOp::Gelu)
     }
 
     /// `x · sigmoid(1.702 x)` (CLIP in SD 1.x).
     pub fn gelu_quick(&self) -> Result<Tensor> {
-        self.unary(k::gelu_quick)
+        self.unary(UnaryOp::GeluQuick)
     }
 
     /// `x · sigmoid(x)`.
     pub fn silu(&self) -> Result<Tensor> {
-        self.unary(k::silu)
+        self.unary(UnaryOp::Silu)
     }
 
     /// Fused GEGLU over the last dim (size `2n`): `x[..., :n] · gelu(x[..., n:])`, giving `[..., n]`.
@@ -101,10 +118,10 @@ impl Tensor {
         if !c.is_multiple_of(2) {
             return Err(EngineError::shape("geglu", format!("last dim {c} of {} is not even", self.shape())));
         }
-        let out = k::geglu(&self.f32_data()?, c / 2);
+        let storage = self.storage().geglu(self.view_in_storage(), c / 2)?;
         let mut dims = self.dims().to_vec();
         *dims.last_mut().expect("rank checked >= 1") = c / 2;
-        Ok(Tensor::from_f32_out(out, dims, self.device()))
+        Ok(Tensor::from_storage(storage, dims))
     }
 
     /// Clamps every element into `[min, max]`.
@@ -112,27 +129,27 @@ impl Tensor {
         if min.is_nan() || max.is_nan() || min > max {
             return Err(EngineError::invalid("clamp", format!("bounds [{min}, {max}] are not an interval")));
         }
-        self.unary(|x| x.clamp(min, max))
+        self.unary(UnaryOp::Clamp { min, max })
     }
 
     /// Element-wise sine.
     pub fn sin(&self) -> Result<Tensor> {
-        self.unary(f32::sin)
+        self.unary(UnaryOp::Sin)
     }
 
     /// Element-wise cosine.
     pub fn cos(&self) -> Result<Tensor> {
-        self.unary(f32::cos)
+        self.unary(UnaryOp::Cos)
     }
 
     /// Element-wise `exp`.
     pub fn exp(&self) -> Result<Tensor> {
-        self.unary(f32::exp)
+        self.unary(UnaryOp::Exp)
     }
 
     /// Element-wise square root.
     pub fn sqrt(&self) -> Result<Tensor> {
-        self.unary(f32::sqrt)
+        self.unary(UnaryOp::Sqrt)
     }
 
     /// Numerically stable softmax over the last dim.
@@ -140,31 +157,30 @@ impl Tensor {
         let Some(&c) = self.dims().last() else {
             return Err(EngineError::shape("softmax_last_dim", "needs rank >= 1, got a scalar"));
         };
-        let out = k::map_rows(&self.f32_data()?, c, k::softmax_row);
-        Ok(Tensor::from_f32_out(out, self.shape().clone(), self.device()))
+        let storage = self.storage().softmax_last_dim(self.view_in_storage(), c)?;
+        Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 
-    fn reduce(&self, op: &'static str, dim: usize, keepdim: bool, mean: bool) -> Result<Tensor> {
-        self.shape().check_dim(op, dim)?;
-        let (outer, d, inner) = self.shape().split_at_dim(dim);
-        let scale = if mean { 1.0 / d.max(1) as f64 } else { 1.0 };
-        let out = k::sum_middle(&self.f32_data()?, outer, d, inner, scale);
+    fn reduce(&self, name: &'static str, dim: usize, keepdim: bool, op: ReduceOp) -> Result<Tensor> {
+        self.shape().check_dim(name, dim)?;
+        let (outer, mid, inner) = self.shape().split_at_dim(dim);
+        let storage = self.storage().reduce(self.view_in_storage(), op, AxisGeom { outer, mid, inner })?;
         let mut dims = self.dims().to_vec();
         if keepdim {
             dims[dim] = 1;
         } else {
             dims.remove(dim);
         }
-        Ok(Tensor::from_f32_out(out, dims, self.device()))
+        Ok(Tensor::from_storage(storage, dims))
     }
 
     /// Sum over `dim` (kept as size 1 when `keepdim`).
     pub fn sum_dim(&self, dim: usize, keepdim: bool) -> Result<Tensor> {
-        self.reduce("sum_dim", dim, keepdim, false)
+        self.reduce("sum_dim", dim, keepdim, ReduceOp::Sum)
     }
 
     /// Mean over `dim` (kept as size 1 when `keepdim`).
     pub fn mean_dim(&self, dim: usize, keepdim: bool) -> Result<Tensor> {
-        self.reduce("mean_dim", dim, keepdim, true)
+        self.reduce("mean_dim", dim, keepdim, ReduceOp::Mean)
     }
 }

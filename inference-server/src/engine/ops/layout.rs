@@ -1,21 +1,11 @@
 //! Layout ops: transpose, permute, narrow, cat, index_select. They keep the input dtype.
 
-use crate::engine::cpu::layout as k;
+use super::elementwise::promoted;
 use crate::engine::error::{EngineError, Result};
+use crate::engine::op::{AxisGeom, StridedGeom};
 use crate::engine::shape::Shape;
-use crate::engine::storage::{CpuSlice, CpuStorage};
+use crate::engine::storage::Storage;
 use crate::engine::tensor::Tensor;
-
-/// Runs a generic kernel on whichever typed slice `$s` is, producing a storage of the same dtype.
-macro_rules! same_dtype {
-    ($s:expr, |$v:ident| $body:expr) => {
-        match $s {
-            CpuSlice::F32($v) => CpuStorage::F32($body),
-            CpuSlice::F16($v) => CpuStorage::F16($body),
-            CpuSlice::BF16($v) => CpuStorage::BF16($body),
-        }
-    };
-}
 
 impl Tensor {
     /// Swaps dims `d0` and `d1` (copies).
@@ -50,8 +40,8 @@ impl Tensor {
         let in_strides = self.shape().strides();
         let out_dims: Vec<usize> = dims.iter().map(|&d| self.dims()[d]).collect();
         let strides: Vec<usize> = dims.iter().map(|&d| in_strides[d]).collect();
-        let storage = same_dtype!(self.cpu_slice()?, |s| k::strided_copy(s, 0, &out_dims, &strides));
-        Ok(Tensor::from_cpu(storage, out_dims.into(), self.device()))
+        let g = StridedGeom { start: self.offset(), dims: out_dims, strides };
+        Ok(Tensor::from_storage(self.storage().strided_copy(&g)?, g.shape()))
     }
 
     /// Elements `start..start + len` along `dim`. Zero copy when all outer dims are 1.
@@ -70,9 +60,12 @@ impl Tensor {
         if outer == 1 || len == 0 {
             return Ok(self.view(self.offset() + start * inner, out_dims.into()));
         }
-        let (dims3, strides3) = ([outer, len * inner], [size * inner, 1]);
-        let storage = same_dtype!(self.cpu_slice()?, |s| k::strided_copy(s, start * inner, &dims3, &strides3));
-        Ok(Tensor::from_cpu(storage, out_dims.into(), self.device()))
+        let g = StridedGeom {
+            start: self.offset() + start * inner,
+            dims: vec![outer, len * inner],
+            strides: vec![size * inner, 1],
+        };
+        Ok(Tensor::from_storage(self.storage().strided_copy(&g)?, out_dims))
     }
 
     /// Splits `dim` into `n` equal parts (like `torch.chunk` when the size divides evenly).
@@ -107,7 +100,7 @@ impl Tensor {
     }
 
     /// Concatenates along `dim`; all other dims must match. Keeps the dtype when all inputs
-    /// share one, else returns F32.
+    /// share one, else returns F32. All inputs must be on one device.
     pub fn cat(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
         let Some(first) = tensors.first() else {
             return Err(EngineError::invalid("cat", "needs at least one tensor"));
@@ -125,35 +118,12 @@ impl Tensor {
             }
             out_dims[dim] += t.dims()[dim];
         }
+        first.same_device("cat", tensors)?;
         let (outer, _, inner) = first.shape().split_at_dim(dim);
-        let device = first.device();
-        let dtype = first.dtype();
-        let storage = if tensors.iter().all(|t| t.dtype() == dtype) {
-            let slices = tensors.iter().map(|t| t.cpu_slice()).collect::<Result<Vec<_>>>()?;
-            macro_rules! cat_as {
-                ($variant:ident) => {{
-                    let parts: Vec<_> = slices
-                        .iter()
-                        .zip(tensors)
-                        .map(|(s, t)| match s {
-                            CpuSlice::$variant(v) => (*v, t.dims()[dim]),
-                            _ => unreachable!("dtypes checked equal"),
-                        })
-                        .collect();
-                    CpuStorage::$variant(k::cat(&parts, outer, inner))
-                }};
-            }
-            match slices[0] {
-                CpuSlice::F32(_) => cat_as!(F32),
-                CpuSlice::F16(_) => cat_as!(F16),
-                CpuSlice::BF16(_) => cat_as!(BF16),
-            }
-        } else {
-            let data = tensors.iter().map(|t| t.f32_data()).collect::<Result<Vec<_>>>()?;
-            let parts: Vec<_> = data.iter().zip(tensors).map(|(d, t)| (&d[..], t.dims()[dim])).collect();
-            CpuStorage::F32(k::cat(&parts, outer, inner))
-        };
-        Ok(Tensor::from_cpu(storage, Shape::from(out_dims), device))
+        let parts = promoted(tensors)?;
+        let args: Vec<_> = parts.iter().map(|t| t.arg()).collect();
+        let mids: Vec<usize> = parts.iter().map(|t| t.dims()[dim]).collect();
+        Ok(Tensor::from_storage(Storage::cat(&args, &mids, outer, inner)?, Shape::from(out_dims)))
     }
 
     /// Picks entries `ids` along `dim` (embedding lookup: `weight.index_select(ids, 0)`).
@@ -167,10 +137,10 @@ impl Tensor {
                 format!("id {bad} out of range for dim {dim} of size {size} (shape {})", self.shape()),
             ));
         }
-        let (outer, d, inner) = self.shape().split_at_dim(dim);
+        let (outer, mid, inner) = self.shape().split_at_dim(dim);
         let mut out_dims = self.dims().to_vec();
         out_dims[dim] = ids.len();
-        let storage = same_dtype!(self.cpu_slice()?, |s| k::index_select(s, outer, d, inner, ids));
-        Ok(Tensor::from_cpu(storage, out_dims.into(), self.device()))
+        let storage = self.storage().index_select(self.view_in_storage(), ids, AxisGeom { outer, mid, inner })?;
+        Ok(Tensor::from_storage(storage, out_dims))
     }
 }

@@ -1,5 +1,5 @@
-//! `Tensor` op methods, split by family. Each method checks shapes (device independent), then
-//! dispatches to the backend kernels in `cpu`.
+//! `Tensor` op methods, split by family. Each method checks shapes and devices (backend
+//! independent), then hands the op to the storage (`storage.rs`), which dispatches to a backend.
 
 mod elementwise;
 mod layout;

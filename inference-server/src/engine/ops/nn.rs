@@ -1,10 +1,9 @@
 //! Network ops: fused norms, conv2d, nearest upsampling and attention.
 
+use super::elementwise::promoted;
 use super::{expect_rank, expect_vec};
-use crate::engine::cpu::attention::{self as attn, AttnGeom};
-use crate::engine::cpu::conv::{self, Conv2dGeom};
-use crate::engine::cpu::norm;
 use crate::engine::error::{EngineError, Result};
+use crate::engine::op::{AttnGeom, Conv2dGeom, GroupNormGeom};
 use crate::engine::tensor::Tensor;
 
 impl Tensor {
@@ -15,8 +14,9 @@ impl Tensor {
         };
         expect_vec("layer_norm", "weight", weight, c)?;
         expect_vec("layer_norm", "bias", bias, c)?;
-        let out = norm::layer_norm(&self.f32_data()?, c, &weight.f32_data()?, &bias.f32_data()?, eps);
-        Ok(Tensor::from_f32_out(out, self.shape().clone(), self.device()))
+        self.same_device("layer_norm", &[weight, bias])?;
+        let storage = self.storage().layer_norm(self.view_in_storage(), weight.arg(), bias.arg(), c, eps)?;
+        Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 
     /// Group norm of `[N, C, ...]` (e.g. `[N, C, H, W]` or `[N, C, L]`) over `groups` channel groups,
@@ -31,23 +31,17 @@ impl Tensor {
         }
         expect_vec("group_norm", "weight", weight, c)?;
         expect_vec("group_norm", "bias", bias, c)?;
+        self.same_device("group_norm", &[weight, bias])?;
         let spatial: usize = self.dims()[2..].iter().product();
-        let out = norm::group_norm(
-            &self.f32_data()?,
-            c,
-            spatial,
-            groups,
-            &weight.f32_data()?,
-            &bias.f32_data()?,
-            eps,
-            silu,
-        );
-        Ok(Tensor::from_f32_out(out, self.shape().clone(), self.device()))
+        let g = GroupNormGeom { c, spatial, groups, eps, silu };
+        let storage = self.storage().group_norm(self.view_in_storage(), weight.arg(), bias.arg(), g)?;
+        Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 
     /// 2-D convolution, NCHW: `x [N, C, H, W]`, `weight [O, C, kh, kw]`, `bias [O]`; same stride and
     /// padding on both axes. Tiled im2col + gemm; 1×1 stride-1 convs go straight to gemm. A
-    /// half-precision weight is converted to f32 in bounded blocks of output channels.
+    /// half-precision weight is converted to f32 in bounded blocks of output channels. Returns
+    /// the input's dtype.
     pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
         expect_rank("conv2d", "input", self, 4)?;
         expect_rank("conv2d", "weight", weight, 4)?;
@@ -86,17 +80,18 @@ impl Tensor {
             ho: (hp - kh) / stride + 1,
             wo: (wp - kw) / stride + 1,
         };
-        let bias_data = bias.map(|b| b.f32_data()).transpose()?;
-        let out = conv::conv2d(&self.f32_data()?, weight.cpu_slice()?, bias_data.as_deref(), g);
-        Ok(Tensor::from_f32_out(out, (n, o, g.ho, g.wo), self.device()))
+        let others: Vec<&Tensor> = std::iter::once(weight).chain(bias).collect();
+        self.same_device("conv2d", &others)?;
+        let storage = self.storage().conv2d(self.view_in_storage(), weight.arg(), bias.map(Tensor::arg), g)?;
+        Ok(Tensor::from_storage(storage, (n, o, g.ho, g.wo)))
     }
 
     /// Nearest-neighbour 2× upsampling of the last two dims of `[N, C, H, W]`.
     pub fn upsample_nearest2x(&self) -> Result<Tensor> {
         expect_rank("upsample_nearest2x", "input", self, 4)?;
         let d = self.dims();
-        let out = conv::upsample_nearest2x(&self.f32_data()?, d[2], d[3]);
-        Ok(Tensor::from_f32_out(out, (d[0], d[1], 2 * d[2], 2 * d[3]), self.device()))
+        let storage = self.storage().upsample_nearest2x(self.view_in_storage(), d[0] * d[1], d[2], d[3])?;
+        Ok(Tensor::from_storage(storage, (d[0], d[1], 2 * d[2], 2 * d[3])))
     }
 
     /// Scaled dot-product attention: `q [B, H, Lq, D]`, `k`, `v [B, H, Lk, D]` → `[B, H, Lq, D]`.
@@ -116,7 +111,9 @@ impl Tensor {
             ));
         }
         let g = AttnGeom { bh: qd[0] * qd[1], lq: qd[2], lk: kd[2], d: qd[3], scale, causal };
-        let out = attn::attention(&q.f32_data()?, &k.f32_data()?, &v.f32_data()?, g);
-        Ok(Tensor::from_f32_out(out, q.shape().clone(), q.device()))
+        q.same_device("attention", &[k, v])?;
+        let [q2, k, v]: [Tensor; 3] = promoted(&[q, k, v])?.try_into().expect("three operands");
+        let storage = q2.storage().attention(q2.view_in_storage(), k.arg(), v.arg(), g)?;
+        Ok(Tensor::from_storage(storage, q.shape().clone()))
     }
 }

@@ -3,12 +3,13 @@
 
 use super::expect_rank;
 use crate::engine::error::{EngineError, Result};
+use crate::engine::op::PadGeom;
 use crate::engine::shape::Shape;
 use crate::engine::tensor::Tensor;
 
 impl Tensor {
     /// Pads `[N, C, H, W]` with zeros: `left`/`right` columns and `top`/`bottom` rows, like
-    /// `torch.nn.functional.pad(x, (left, right, top, bottom))`. Computes in f32, returns F32.
+    /// `torch.nn.functional.pad(x, (left, right, top, bottom))`. Keeps the dtype.
     pub fn pad2d(&self, left: usize, right: usize, top: usize, bottom: usize) -> Result<Tensor> {
         expect_rank("pad2d", "input", self, 4)?;
         let d = self.dims();
@@ -18,17 +19,8 @@ impl Tensor {
             return Err(EngineError::invalid("pad2d", format!("padding overflows shape {}", self.shape())));
         };
         let out_shape = Shape::from((d[0], d[1], ho, wo));
-        let len = out_shape.checked_elem_count("pad2d")?;
-        let src = self.f32_data()?;
-        let mut out = vec![0f32; len];
-        if h > 0 && w > 0 {
-            for (plane, dst) in src.chunks_exact(h * w).zip(out.chunks_exact_mut(ho * wo)).take(planes) {
-                for (row, line) in plane.chunks_exact(w).enumerate() {
-                    let at = (row + top) * wo + left;
-                    dst[at..at + w].copy_from_slice(line);
-                }
-            }
-        }
-        Ok(Tensor::from_f32_out(out, out_shape, self.device()))
+        out_shape.checked_elem_count("pad2d")?;
+        let g = PadGeom { planes, h, w, left, right, top, bottom };
+        Ok(Tensor::from_storage(self.storage().pad2d(self.view_in_storage(), g)?, out_shape))
     }
 }

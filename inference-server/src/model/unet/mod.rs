@@ -146,7 +146,7 @@ impl UNet {
             in_channels: config.in_channels,
             out_channels: config.out_channels,
             context_dim: config.cross_attention_dim,
-            device: *device,
+            device: device.clone(),
         })
     }
 

@@ -1,0 +1,175 @@
+//! [`BackendStorage`] for host memory: each op converts its inputs to f32 where needed (borrowed
+//! when already f32), runs a kernel of this module, and stores the result in the input's dtype.
+
+use std::borrow::Cow;
+
+use super::storage::{CpuSlice, CpuStorage};
+use super::{attention, conv, elementwise as ew, layout, matmul, norm};
+use crate::engine::backend::{Arg, BackendStorage};
+use crate::engine::dtype::DType;
+use crate::engine::error::Result;
+use crate::engine::op::{
+    AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom, PadGeom,
+    ReduceOp, StridedGeom, UnaryOp, View,
+};
+
+/// Runs a generic kernel on whichever typed slice `$s` is, producing a storage of the same dtype.
+macro_rules! same_dtype {
+    ($s:expr, |$v:ident| $body:expr) => {
+        match $s {
+            CpuSlice::F32($v) => CpuStorage::F32($body),
+            CpuSlice::F16($v) => CpuStorage::F16($body),
+            CpuSlice::BF16($v) => CpuStorage::BF16($body),
+        }
+    };
+}
+
+/// The elements of an argument as f32 (borrowed when already f32).
+fn f32_of<'a>((s, v): Arg<'a, CpuStorage>) -> Result<Cow<'a, [f32]>> {
+    Ok(s.view(v)?.to_f32())
+}
+
+impl CpuStorage {
+    /// `f(elements as f32)` stored back in this storage's dtype.
+    fn map_f32(&self, v: View, f: impl FnOnce(&[f32]) -> Vec<f32>) -> Result<CpuStorage> {
+        let x = f32_of((self, v))?;
+        Ok(CpuStorage::from_f32(f(&x), BackendStorage::dtype(self)))
+    }
+}
+
+impl BackendStorage for CpuStorage {
+    /// The host needs no handle.
+    type Device = ();
+
+    fn upload(_device: &(), host: CpuSlice<'_>) -> Result<CpuStorage> {
+        Ok(host.to_storage(host.dtype()))
+    }
+
+    fn dtype(&self) -> DType {
+        match self {
+            CpuStorage::F32(_) => DType::F32,
+            CpuStorage::F16(_) => DType::F16,
+            CpuStorage::BF16(_) => DType::BF16,
+            CpuStorage::Shared { dtype, .. } => *dtype,
+        }
+    }
+
+    fn to_host(&self, v: View) -> Result<CpuStorage> {
+        Ok(self.view(v)?.to_storage(BackendStorage::dtype(self)))
+    }
+
+    fn to_dtype(&self, v: View, dtype: DType) -> Result<CpuStorage> {
+        Ok(self.view(v)?.to_storage(dtype))
+    }
+
+    fn unary(&self, v: View, op: UnaryOp) -> Result<CpuStorage> {
+        self.map_f32(v, |x| match op {
+            UnaryOp::Silu => ew::unary_map(x, ew::silu),
+            UnaryOp::Gelu => ew::unary_map(x, ew::gelu),
+            UnaryOp::GeluQuick => ew::unary_map(x, ew::gelu_quick),
+            UnaryOp::Sin => ew::unary_map(x, f32::sin),
+            UnaryOp::Cos => ew::unary_map(x, f32::cos),
+            UnaryOp::Exp => ew::unary_map(x, f32::exp),
+            UnaryOp::Sqrt => ew::unary_map(x, f32::sqrt),
+            UnaryOp::Affine { mul, add } => ew::unary_map(x, |x| x * mul + add),
+            UnaryOp::Clamp { min, max } => ew::unary_map(x, |x| x.clamp(min, max)),
+        })
+    }
+
+    fn binary(&self, v: View, rhs: Arg<'_, Self>, op: BinaryOp, g: &BroadcastGeom) -> Result<CpuStorage> {
+        let b = f32_of(rhs)?;
+        let (dims, ls, rs) = (&g.dims, &g.lhs_strides, &g.rhs_strides);
+        self.map_f32(v, |a| match op {
+            BinaryOp::Add => ew::binary_broadcast(a, &b, dims, ls, rs, |x, y| x + y),
+            BinaryOp::Sub => ew::binary_broadcast(a, &b, dims, ls, rs, |x, y| x - y),
+            BinaryOp::Mul => ew::binary_broadcast(a, &b, dims, ls, rs, |x, y| x * y),
+            BinaryOp::Div => ew::binary_broadcast(a, &b, dims, ls, rs, |x, y| x / y),
+        })
+    }
+
+    fn reduce(&self, v: View, op: ReduceOp, g: AxisGeom) -> Result<CpuStorage> {
+        let scale = match op {
+            ReduceOp::Sum => 1.0,
+            ReduceOp::Mean => 1.0 / g.mid.max(1) as f64,
+        };
+        self.map_f32(v, |x| ew::sum_middle(x, g.outer, g.mid, g.inner, scale))
+    }
+
+    fn softmax_last_dim(&self, v: View, cols: usize) -> Result<CpuStorage> {
+        self.map_f32(v, |x| ew::map_rows(x, cols, ew::softmax_row))
+    }
+
+    fn geglu(&self, v: View, half: usize) -> Result<CpuStorage> {
+        self.map_f32(v, |x| ew::geglu(x, half))
+    }
+
+    fn matmul(&self, v: View, rhs: Arg<'_, Self>, g: &MatmulGeom) -> Result<CpuStorage> {
+        let b = f32_of(rhs)?;
+        self.map_f32(v, |a| matmul::matmul(a, &b, g))
+    }
+
+    fn linear(&self, v: View, weight: Arg<'_, Self>, bias: Option<Arg<'_, Self>>, g: LinearGeom) -> Result<CpuStorage> {
+        let w = weight.0.view(weight.1)?;
+        let bias = bias.map(f32_of).transpose()?;
+        self.map_f32(v, |x| matmul::linear(x, w, bias.as_deref(), g))
+    }
+
+    fn conv2d(&self, v: View, weight: Arg<'_, Self>, bias: Option<Arg<'_, Self>>, g: Conv2dGeom) -> Result<CpuStorage> {
+        let w = weight.0.view(weight.1)?;
+        let bias = bias.map(f32_of).transpose()?;
+        self.map_f32(v, |x| conv::conv2d(x, w, bias.as_deref(), g))
+    }
+
+    fn layer_norm(&self, v: View, weight: Arg<'_, Self>, bias: Arg<'_, Self>, c: usize, eps: f32) -> Result<CpuStorage> {
+        let (w, b) = (f32_of(weight)?, f32_of(bias)?);
+        self.map_f32(v, |x| norm::layer_norm(x, c, &w, &b, eps))
+    }
+
+    fn group_norm(&self, v: View, weight: Arg<'_, Self>, bias: Arg<'_, Self>, g: GroupNormGeom) -> Result<CpuStorage> {
+        let (w, b) = (f32_of(weight)?, f32_of(bias)?);
+        self.map_f32(v, |x| norm::group_norm(x, &w, &b, g))
+    }
+
+    fn attention(&self, q: View, k: Arg<'_, Self>, v: Arg<'_, Self>, g: AttnGeom) -> Result<CpuStorage> {
+        let (k, v) = (f32_of(k)?, f32_of(v)?);
+        self.map_f32(q, |q| attention::attention(q, &k, &v, g))
+    }
+
+    fn upsample_nearest2x(&self, v: View, _planes: usize, h: usize, w: usize) -> Result<CpuStorage> {
+        self.map_f32(v, |x| conv::upsample_nearest2x(x, h, w))
+    }
+
+    fn pad2d(&self, v: View, g: PadGeom) -> Result<CpuStorage> {
+        Ok(same_dtype!(self.view(v)?, |s| layout::pad2d(s, g)))
+    }
+
+    fn strided_copy(&self, g: &StridedGeom) -> Result<CpuStorage> {
+        Ok(same_dtype!(self.slice()?, |s| layout::strided_copy(s, g.start, &g.dims, &g.strides)))
+    }
+
+    fn cat(parts: &[Arg<'_, Self>], mids: &[usize], outer: usize, inner: usize) -> Result<CpuStorage> {
+        let slices = parts.iter().map(|(s, v)| s.view(*v)).collect::<Result<Vec<_>>>()?;
+        macro_rules! cat_as {
+            ($variant:ident) => {{
+                let typed: Vec<_> = slices
+                    .iter()
+                    .zip(mids)
+                    .map(|(s, &mid)| match s {
+                        CpuSlice::$variant(v) => Ok((*v, mid)),
+                        _ => Err(crate::engine::error::EngineError::invalid("cat", "parts differ in dtype")),
+                    })
+                    .collect::<Result<_>>()?;
+                CpuStorage::$variant(layout::cat(&typed, outer, inner))
+            }};
+        }
+        Ok(match slices.first() {
+            Some(CpuSlice::F16(_)) => cat_as!(F16),
+            Some(CpuSlice::BF16(_)) => cat_as!(BF16),
+            _ => cat_as!(F32),
+        })
+    }
+
+    fn index_select(&self, v: View, ids: &[u32], g: AxisGeom) -> Result<CpuStorage> {
+        Ok(same_dtype!(self.view(v)?, |s| layout::index_select(s, g.outer, g.mid, g.inner, ids)))
+    }
+}

@@ -1,0 +1,65 @@
+//! Matrix products on the CPU: batched `matmul` and `linear` (half-precision weights streamed
+//! in blocks, never converted as a whole).
+
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, Mat, Par};
+use super::storage::CpuSlice;
+use crate::engine::op::{LinearGeom, MatmulGeom};
+
+/// f32 elements of converted weight rows held at once by `linear` for half-precision weights.
+const LINEAR_SCRATCH: usize = 1 << 22;
+
+/// Multiply-adds per matrix below which `matmul` parallelises over the batch instead of inside gemm.
+const BATCH_PAR_BELOW: usize = 64 * 64 * 64;
+
+/// `a [batch.., m, k] · b [batch.., k, n]` with broadcast batch dims.
+pub(crate) fn matmul(a: &[f32], b: &[f32], g: &MatmulGeom) -> Vec<f32> {
+    let (m, k, n) = (g.m, g.k, g.n);
+    let batch = g.batch();
+    let mut out = vec![0f32; batch * m * n];
+    let one = |(i, dst): (usize, &mut [f32]), par: Par| {
+        let (ai, bi) = g.locate(i);
+        let lhs = Mat::rows(&a[ai * m * k..(ai + 1) * m * k], k);
+        let rhs = Mat::rows(&b[bi * k * n..(bi + 1) * k * n], n);
+        sgemm(m, n, k, lhs, rhs, dst, n, false, par);
+    };
+    if m * n > 0 {
+        if batch > 1 && m * n * k < BATCH_PAR_BELOW {
+            out.par_chunks_mut(m * n).enumerate().for_each(|x| one(x, Par::Serial));
+        } else {
+            out.chunks_mut(m * n).enumerate().for_each(|x| one(x, Par::Auto));
+        }
+    }
+    out
+}
+
+/// `x [rows, n_in] · weight [n_out, n_in]ᵀ + bias`. A half-precision weight (also mmap-backed)
+/// is converted to f32 a block of rows at a time into a bounded scratch buffer.
+pub(crate) fn linear(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: LinearGeom) -> Vec<f32> {
+    let (rows, n_in, n_out) = (g.rows, g.n_in, g.n_out);
+    let mut out = vec![0f32; rows * n_out];
+    if let Some(b) = bias {
+        for row in out.chunks_mut(n_out.max(1)) {
+            row.copy_from_slice(b);
+        }
+    }
+    let acc = bias.is_some();
+    let lhs = Mat::rows(x, n_in);
+    match weight {
+        CpuSlice::F32(w) => sgemm(rows, n_out, n_in, lhs, Mat::rows_t(w, n_in), &mut out, n_out, acc, Par::Auto),
+        w => {
+            let block = (LINEAR_SCRATCH / n_in.max(1)).clamp(16, n_out.max(16));
+            let mut scratch = vec![0f32; block.min(n_out) * n_in];
+            let mut o0 = 0;
+            while o0 < n_out {
+                let ob = block.min(n_out - o0);
+                let s = &mut scratch[..ob * n_in];
+                w.convert_range_par(o0 * n_in, s);
+                sgemm(rows, ob, n_in, lhs, Mat::rows_t(s, n_in), &mut out[o0..], n_out, acc, Par::Auto);
+                o0 += ob;
+            }
+        }
+    }
+    out
+}
