@@ -51,6 +51,7 @@ __device__ inline float rd_block_sum(float v, float* red) {
 template <typename T>
 __device__ void rd_sum_middle(const T* x, T* out, unsigned int outer, unsigned int d, unsigned int inner,
                               float scale, double* part) {
+    (void)outer;  // gridDim.y covers it
     unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
     unsigned int o = blockIdx.y;
     double acc = 0.0;
