@@ -30,6 +30,7 @@
 //! backend adds a `Storage` variant and a dispatch at those points.
 
 mod cpu;
+pub(crate) mod cuda;
 mod device;
 mod dtype;
 mod error;

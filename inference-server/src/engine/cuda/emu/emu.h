@@ -96,7 +96,7 @@ void sync_threads();
 [[noreturn]] void trap(const char* why);
 
 using Invoker = void (*)(void** params);
-bool register_kernel(const char* name, Invoker invoke, char* shared_begin, char* shared_end);
+bool register_kernel(const char* name, Invoker invoke, int arity, char* shared_begin, char* shared_end);
 
 // CUDA passes kernel arguments as `void** params`, params[i] pointing at argument i. The
 // kernel's own signature tells us how to unpack them.
@@ -110,6 +110,9 @@ inline void apply_all(void (*f)(A...), void** p) {
 }
 template <auto F>
 void invoke_kernel(void** p) { apply_all(F, p); }
+// Argument count, so a launch with the wrong number of params fails instead of reading junk.
+template <class... A>
+constexpr int arity(void (*)(A...)) { return int(sizeof...(A)); }
 
 template <class T>
 inline std::uint64_t to_bits(T v) {
@@ -135,7 +138,7 @@ inline T from_bits(std::uint64_t b) {
 // Registration runs before main; SD_EXPORT in prelude.cuh expands to this.
 #define SDEMU_REGISTER(name)                                                                \
   static const bool SDEMU_CAT(sdemu_registered_, name) = ::sdemu::register_kernel(         \
-      #name, &::sdemu::invoke_kernel<&name>, SDEMU_CAT(__start_, SDEMU_TU), SDEMU_CAT(__stop_, SDEMU_TU));
+      #name, &::sdemu::invoke_kernel<&name>, ::sdemu::arity(&name), SDEMU_CAT(__start_, SDEMU_TU), SDEMU_CAT(__stop_, SDEMU_TU));
 
 // ---- synchronization and warp intrinsics ------------------------------------------------
 inline void __syncthreads() { ::sdemu::sync_threads(); }

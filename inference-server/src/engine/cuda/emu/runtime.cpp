@@ -28,6 +28,7 @@ namespace {
 
 struct Kernel {
   Invoker invoke;
+  int arity;
   char* shared_begin;
   char* shared_end;
 };
@@ -280,7 +281,8 @@ void run_block(unsigned shared_bytes) {
   // instead of a stale value from the previous block (statics keep their contents).
   if (g.kernel->shared_begin && g.kernel->shared_end > g.kernel->shared_begin)
     std::memset(g.kernel->shared_begin, 0xFF, std::size_t(g.kernel->shared_end - g.kernel->shared_begin));
-  if (shared_bytes) std::memset(g_dyn_buffer, 0xFF, shared_bytes);
+  // Also the first 4 KiB past the launch's size, so a read just beyond it is a NaN too.
+  std::memset(g_dyn_buffer, 0xFF, std::min<std::size_t>(kMaxDynamicSmem, std::size_t(shared_bytes) + 4096));
   g.done = g.at_barrier = 0;
   g.ring_head = g.ring_len = 0;
   std::fill(std::begin(g.ready_bits), std::end(g.ready_bits), 0);
@@ -388,8 +390,8 @@ void sync_threads() {
 
 void trap(const char* why) { fail_in_fiber(SDEMU_ERR_KERNEL, std::string(why) + " in " + block_name()); }
 
-bool register_kernel(const char* name, Invoker invoke, char* shared_begin, char* shared_end) {
-  registry()[name] = Kernel{invoke, shared_begin, shared_end};
+bool register_kernel(const char* name, Invoker invoke, int arity, char* shared_begin, char* shared_end) {
+  registry()[name] = Kernel{invoke, arity, shared_begin, shared_end};
   return true;
 }
 
@@ -413,6 +415,16 @@ extern "C" int sdemu_launch(const char* name, const sdemu_cfg* cfg, void** param
 extern "C" void sdemu_set_schedule(int mode, std::uint64_t seed) {
   sdemu::t_mode = (mode >= SDEMU_SCHEDULE_FIFO && mode <= SDEMU_SCHEDULE_RANDOM) ? mode : SDEMU_SCHEDULE_FIFO;
   sdemu::t_seed = seed;
+}
+
+extern "C" int sdemu_kernel_arity(const char* name) {
+  try {
+    std::lock_guard<std::mutex> lock(sdemu::g_launch_mutex);
+    auto it = sdemu::registry().find(name ? name : "");
+    return it == sdemu::registry().end() ? -1 : it->second.arity;
+  } catch (...) {
+    return -1;
+  }
 }
 
 extern "C" const char* sdemu_last_error() { return sdemu::t_last_error.c_str(); }

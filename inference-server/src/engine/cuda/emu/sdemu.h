@@ -35,6 +35,8 @@ enum {
 /* Runs kernel `name` (registered by SD_EXPORT) with CUDA-style params: params[i] points at
  * argument i. Blocks the caller until every block ran or one failed. Thread-safe (serialized). */
 int sdemu_launch(const char* name, const sdemu_cfg* cfg, void** params);
+/* The number of parameters kernel `name` takes, or -1 if no such kernel is compiled in. */
+int sdemu_kernel_arity(const char* name);
 /* Chooses the order for launches made from the calling OS thread (parallel tests don't
  * disturb each other); `seed` drives SDEMU_SCHEDULE_RANDOM. */
 void sdemu_set_schedule(int mode, uint64_t seed);
