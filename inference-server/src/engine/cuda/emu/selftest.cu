@@ -138,3 +138,18 @@ extern "C" __global__ void selftest_groupnorm_silu_f32(const float* x, const flo
   }
 }
 SD_EXPORT(selftest_groupnorm_silu_f32)
+
+// Block 0 writes its shared arrays, every block reads them: blocks after the first must see
+// the poison (all bits set), not block 0's values that a plain static would still hold.
+extern "C" __global__ void selftest_read_unwritten_shared(unsigned* out) {
+  __shared__ unsigned s[64];
+  SD_DYNAMIC_SMEM(unsigned, d);
+  if (blockIdx.x == 0) {
+    s[threadIdx.x] = threadIdx.x;
+    d[threadIdx.x] = threadIdx.x;
+  }
+  __syncthreads();
+  out[2 * (blockIdx.x * blockDim.x + threadIdx.x)] = s[threadIdx.x];
+  out[2 * (blockIdx.x * blockDim.x + threadIdx.x) + 1] = d[threadIdx.x];
+}
+SD_EXPORT(selftest_read_unwritten_shared)

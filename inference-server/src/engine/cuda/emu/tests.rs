@@ -109,6 +109,17 @@ fn missing_syncthreads_is_caught_under_some_schedule() {
 }
 
 #[test]
+fn shared_memory_is_poisoned_before_every_block() {
+    let out = vec![0u32; 2 * 3 * 64];
+    let cfg = LaunchCfg::new([3, 1, 1], [64, 1, 1]).with_shared_mem(64 * 4);
+    run!("selftest_read_unwritten_shared", cfg; dev(&out)).unwrap();
+    for (i, &v) in out.iter().enumerate() {
+        let (block, t) = (i / 128, (i % 128 / 2) as u32);
+        assert_eq!(v, if block == 0 { t } else { u32::MAX }, "block {block} thread {t} ({})", ["static", "dynamic"][i % 2]);
+    }
+}
+
+#[test]
 fn half_a_warp_skipping_a_shuffle_is_a_deadlock_error() {
     for schedule in Schedule::ALL {
         set_schedule(schedule);
