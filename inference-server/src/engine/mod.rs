@@ -34,6 +34,7 @@
 
 mod backend;
 mod cpu;
+pub(crate) mod cuda;
 mod device;
 mod dtype;
 mod error;

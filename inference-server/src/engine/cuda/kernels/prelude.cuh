@@ -1,0 +1,110 @@
+// sdserve kernel prelude: prepended to every kernel file before NVRTC compiles it, and
+// #included after emu/emu.h (with SDSERVE_EMU defined) when the CUDA-on-CPU emulator compiles
+// the same file with the host C++ compiler. It needs no header: NVRTC has no cuda_fp16.h.
+//
+// What a kernel author writes:
+//   extern "C" __global__ void scale_f16(const f16* __restrict__ x, f16* y, float s, int n) {
+//     int i = blockIdx.x * blockDim.x + threadIdx.x;
+//     if (i < n) y[i] = from_f32<f16>(to_f32(x[i]) * s);
+//   }
+//   SD_EXPORT(scale_f16)
+//
+// Rules (the emulator depends on them; each is checked or documented there):
+// - Every kernel is `extern "C" __global__ void {op}_{dtype}(...)` followed by SD_EXPORT(name).
+//   Macros may generate both; registration does not scan source text.
+// - Declare `__shared__` arrays in the non-template extern "C" kernel and pass pointers to
+//   template helpers: g++ ignores the section attribute inside templates, so such an array
+//   would escape the per-block poisoning and keep values across blocks. No initializers, no
+//   `static __shared__`, no `extern __shared__`: use SD_DYNAMIC_SMEM(T, name) for dynamic
+//   shared memory (sized by the launch's shared_mem_bytes).
+// - Inline PTX goes in small named __device__ functions with an `#ifdef SDSERVE_EMU` twin that
+//   follows the PTX ISA's per-lane layout, as to_f32/from_f32 below do.
+// - Warp collectives must name every live lane that executes them (`0xffffffff` for a full
+//   warp); the emulator reports a deadlock or a read of an inactive lane as a launch error.
+#pragma once
+
+#ifdef SDSERVE_EMU
+#define SD_EXPORT(name) SDEMU_REGISTER(name)
+#define SD_DYNAMIC_SMEM(T, name) T* name = reinterpret_cast<T*>(::sdemu::g_dyn_smem)
+#else
+#define SD_EXPORT(name)
+#define SD_DYNAMIC_SMEM(T, name)                                \
+  extern __shared__ __align__(16) unsigned char sd_dyn_smem_[]; \
+  T* name = reinterpret_cast<T*>(sd_dyn_smem_)
+#endif
+
+// IEEE binary16 and bfloat16 as raw bits: 2 bytes, layout-compatible with the `half` crate.
+struct __align__(2) f16 { unsigned short x; };
+struct __align__(2) bf16 { unsigned short x; };
+
+__device__ __forceinline__ float sd_bits_to_f32(unsigned int b) { return __uint_as_float(b); }
+__device__ __forceinline__ unsigned int sd_f32_to_bits(float v) { return __float_as_uint(v); }
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(bf16 v) { return sd_bits_to_f32((unsigned int)v.x << 16); }
+
+__device__ __forceinline__ float to_f32(f16 v) {
+#ifdef SDSERVE_EMU
+  // Exact widening; a NaN gets its quiet bit set, as the half crate and F16C do.
+  unsigned int h = v.x, sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  if (exp == 0x1f) return sd_bits_to_f32(sign | 0x7f800000u | (man ? 0x400000u | (man << 13) : 0u));
+  if (exp == 0) return sd_bits_to_f32(sign | sd_f32_to_bits(float(man) * 5.9604644775390625e-8f));
+  return sd_bits_to_f32(sign | ((exp + 112) << 23) | (man << 13));
+#else
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
+  return f;
+#endif
+}
+
+__device__ __forceinline__ unsigned short sd_f32_to_f16_bits(float v) {
+#ifdef SDSERVE_EMU
+  // Round to nearest even (F. Giesen's float_to_half_fast3_rtne): normal results round with an
+  // integer add on the bits; subnormal ones let the FPU (in its default RNE mode) do it by
+  // adding a magic number that aligns the half's last mantissa bit with the float's.
+  unsigned int x = sd_f32_to_bits(v), sign = (x >> 16) & 0x8000u;
+  x &= 0x7fffffffu;
+  if (x > 0x7f800000u) return (unsigned short)(sign | 0x7e00u | ((x >> 13) & 0x3ffu));  // NaN
+  if (x >= 0x47800000u) return (unsigned short)(sign | 0x7c00u);  // >= 65536: overflow
+  if (x < 0x38800000u) {  // below 2^-14: subnormal half or zero
+    const unsigned int magic = 0x3f000000u;  // 0.5f: ((127 - 15) + (23 - 10) + 1) << 23
+    return (unsigned short)(sign | (sd_f32_to_bits(sd_bits_to_f32(x) + sd_bits_to_f32(magic)) - magic));
+  }
+  unsigned int odd = (x >> 13) & 1u;
+  x += 0xc8000fffu + odd;  // rebias the exponent (15 - 127) << 23, plus the rounding bias
+  return (unsigned short)(sign | (x >> 13));  // an exponent carry yields inf, as it should
+#else
+  unsigned short r;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(v));
+  return r;
+#endif
+}
+
+__device__ __forceinline__ unsigned short sd_f32_to_bf16_bits(float v) {
+#if !defined(SDSERVE_EMU) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  unsigned short r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(v));
+  return r;
+#else
+  // Round to nearest even on the bits; a NaN keeps its top payload and becomes quiet.
+  unsigned int x = sd_f32_to_bits(v);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((x >> 16) | 0x40u);
+  return (unsigned short)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+#endif
+}
+
+template <class T>
+__device__ T from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ f16 from_f32<f16>(float v) { f16 r; r.x = sd_f32_to_f16_bits(v); return r; }
+template <>
+__device__ __forceinline__ bf16 from_f32<bf16>(float v) { bf16 r; r.x = sd_f32_to_bf16_bits(v); return r; }
+
+// Packed halves, as mma.sync fragments hold them: `lo` in bits 0-15, `hi` in bits 16-31.
+__device__ __forceinline__ unsigned int pack_f16x2(float lo, float hi) {
+  return (unsigned int)sd_f32_to_f16_bits(lo) | ((unsigned int)sd_f32_to_f16_bits(hi) << 16);
+}
+__device__ __forceinline__ float unpack_f16x2_lo(unsigned int v) { f16 h; h.x = (unsigned short)(v & 0xffffu); return to_f32(h); }
+__device__ __forceinline__ float unpack_f16x2_hi(unsigned int v) { f16 h; h.x = (unsigned short)(v >> 16); return to_f32(h); }

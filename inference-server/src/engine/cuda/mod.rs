@@ -1,0 +1,15 @@
+//! The CUDA backend's building blocks: our own kernels (`kernels/*.cu`, compiled by NVRTC at
+//! start-up), their launch wrappers (`ops`), and the seam they launch through ([`launch`]).
+//!
+//! Without a GPU the same kernel sources run on the host: the `cuda-emu` feature (on for this
+//! crate's tests) compiles them with the C++ compiler against a CUDA-on-CPU emulator (`emu/`,
+//! [`emu`]), so every kernel is checked against the CPU backend in plain `cargo test`.
+//! `kernels/prelude.cuh` is prepended to every kernel file; it documents the rules kernel
+//! authors follow so that both worlds compile the same text.
+
+pub(crate) mod error;
+pub(crate) mod launch;
+#[cfg(feature = "cuda-emu")]
+pub(crate) mod emu;
+pub(crate) mod nvrtc;
+pub(crate) mod ops;
