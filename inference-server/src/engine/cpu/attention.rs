@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::fastmath;
 use super::gemm::{sgemm, Mat, Par};
-use crate::engine::op::AttnGeom;
+pub(crate) use crate::engine::op::AttnGeom;
 
 /// Query rows per task. With [`BK`], the score tile is 128 KiB (fits L2) and each gemm call is
 /// large enough to amortise its packing; measured best of 32..256 × 64..512 at SD's shapes.

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use super::gemm::{sgemm, Mat, Par};
 use super::PAR_MIN_WORK;
 use super::storage::CpuSlice;
-use crate::engine::op::Conv2dGeom;
+pub(crate) use crate::engine::op::Conv2dGeom;
 
 /// Target size of the im2col scratch tile, in f32 elements (8 MiB).
 const COLS_MAX: usize = 1 << 21;

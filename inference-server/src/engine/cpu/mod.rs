@@ -2,15 +2,15 @@
 //! AVX2/AVX-512 chosen at run time where it matters). Shape checks happen in `ops` before a
 //! kernel runs; `backend.rs` maps each op of the backend trait onto these kernels.
 
-mod attention;
+pub(crate) mod attention;
 mod backend;
-mod conv;
-mod elementwise;
+pub(crate) mod conv;
+pub(crate) mod elementwise;
 mod fastmath;
 mod gemm;
-mod layout;
+pub(crate) mod layout;
 mod matmul;
-mod norm;
+pub(crate) mod norm;
 mod storage;
 
 pub(crate) use storage::{CpuSlice, CpuStorage};

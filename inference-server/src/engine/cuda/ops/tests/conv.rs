@@ -3,7 +3,7 @@
 use super::*;
 use crate::engine::cpu::conv::{conv2d, Conv2dGeom};
 use crate::engine::cuda::ops::conv::{add_channel_bias, im2col, Im2colGeom};
-use crate::engine::storage::CpuSlice;
+use crate::engine::cpu::CpuSlice;
 
 #[test]
 fn im2col_tiles_then_gemm_equal_the_cpu_conv() {
