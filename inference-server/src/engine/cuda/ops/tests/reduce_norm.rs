@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::engine::cpu::{elementwise as cpu_ew, norm as cpu_norm};
-use crate::engine::op::GroupNormGeom;
+use crate::engine::op::GroupNormGeom as CpuGroupNorm;
 use crate::engine::cuda::ops::norm::{group_norm, layer_norm, GroupNormGeom};
 use crate::engine::cuda::ops::reduce::{softmax_last, sum_middle};
 
@@ -80,7 +80,7 @@ fn group_norm_with_and_without_silu_matches_the_cpu() {
                     let mut out = Buf::zeros(dtype, x.len());
                     let g = GroupNormGeom { n, c, spatial, groups, eps: 1e-6, silu };
                     group_norm(&L, dtype, xb.ptr(), out.ptr(), wb.ptr(), bb.ptr(), g).unwrap();
-                    let want = cpu_norm::group_norm(&rounded(dtype, &x), &w, &b, GroupNormGeom { c, spatial, groups, eps: 1e-6, silu });
+                    let want = cpu_norm::group_norm(&rounded(dtype, &x), &w, &b, CpuGroupNorm { c, spatial, groups, eps: 1e-6, silu });
                     let what = format!("group_norm_{dtype} {n}x{c}x{spatial}/{groups} silu={silu} {s:?}");
                     assert_close(&what, &out.to_f32(), &want, tol(dtype));
                 }
