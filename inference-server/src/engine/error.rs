@@ -28,8 +28,25 @@ pub enum EngineError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// The device ran out of memory for this op; the caller may retry smaller or later, and
+    /// the device stays usable.
+    #[error("{op}: out of device memory ({bytes} bytes requested)")]
+    OutOfMemory {
+        /// The op whose allocation failed.
+        op: &'static str,
+        /// The size of the failed allocation (0 when the driver did not say).
+        bytes: u64,
+    },
+    /// The backend failed to run an op (a driver or kernel launch error).
+    #[error("{op}: {msg}")]
+    Backend {
+        /// The op that failed.
+        op: &'static str,
+        /// What the backend reported.
+        msg: String,
+    },
     /// The device string is not of a known form.
-    #[error("unknown device {0:?}: expected \"cpu\" or \"cuda:N\"")]
+    #[error("unknown device {0:?}: expected \"cpu\", \"cuda:N\" or \"cuda-emu\"")]
     UnknownDevice(String),
 }
 
@@ -47,7 +64,10 @@ impl EngineError {
     /// The op that failed, if the error came from an op.
     pub fn op(&self) -> Option<&'static str> {
         match self {
-            EngineError::Shape { op, .. } | EngineError::Invalid { op, .. } => Some(op),
+            EngineError::Shape { op, .. }
+            | EngineError::Invalid { op, .. }
+            | EngineError::OutOfMemory { op, .. }
+            | EngineError::Backend { op, .. } => Some(op),
             _ => None,
         }
     }

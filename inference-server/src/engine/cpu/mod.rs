@@ -7,7 +7,7 @@ mod backend;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 mod fastmath;
-mod gemm;
+pub(crate) mod gemm;
 pub(crate) mod layout;
 mod matmul;
 pub(crate) mod norm;

@@ -1,0 +1,219 @@
+//! A CUDA device as the engine sees it: a [`Runtime`] (the real driver, or the CUDA-on-CPU
+//! emulator) behind a cheap, clonable handle, plus the caching allocator every buffer of the
+//! device goes through.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::error::CudaError;
+use super::launch::Launcher;
+use crate::engine::DType;
+
+/// One strided-batched GEMM in row-major terms: for each `i < batch`,
+/// `C_i [m, n] = A_i [m, k] · B_i [k, n] (+ C_i when accumulate)`, where `A_i` is read at
+/// `a + i·stride_a` elements with rows `lda` apart (or, when `trans_a`, as the transpose of a
+/// row-major `[k, m]` matrix with rows `lda` apart), likewise `B_i`; all three of `dtype`,
+/// accumulated in f32.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gemm {
+    /// Element type of A, B and C.
+    pub dtype: DType,
+    /// Rows of C.
+    pub m: usize,
+    /// Columns of C.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Device pointer of A.
+    pub a: u64,
+    /// Row stride of A as stored.
+    pub lda: usize,
+    /// Elements between consecutive A matrices (0: shared).
+    pub stride_a: usize,
+    /// A is stored transposed (`[k, m]`).
+    pub trans_a: bool,
+    /// Device pointer of B.
+    pub b: u64,
+    /// Row stride of B as stored.
+    pub ldb: usize,
+    /// Elements between consecutive B matrices (0: shared).
+    pub stride_b: usize,
+    /// B is stored transposed (`[n, k]`, PyTorch's linear weight).
+    pub trans_b: bool,
+    /// Device pointer of C (row-major).
+    pub c: u64,
+    /// Row stride of C (`n` when C is a whole matrix, more when it is a column block).
+    pub ldc: usize,
+    /// Elements between consecutive C matrices.
+    pub stride_c: usize,
+    /// Number of products.
+    pub batch: usize,
+    /// Add to C instead of overwriting it.
+    pub accumulate: bool,
+}
+
+/// What a CUDA backend needs from below: memory, copies, kernel launches by name and GEMM.
+/// The driver implementation runs on a GPU; the emulator's runs the same kernel sources on the
+/// host, so everything above it (storage, allocator, launch configurations) is one code path.
+pub(crate) trait Runtime: Launcher {
+    /// Allocates `bytes` of device memory.
+    fn alloc(&self, bytes: usize) -> Result<u64, CudaError>;
+    /// Frees memory from [`Runtime::alloc`].
+    fn free(&self, ptr: u64, bytes: usize);
+    /// Copies host bytes to device memory at `dst`.
+    fn htod(&self, dst: u64, src: &[u8]) -> Result<(), CudaError>;
+    /// Copies device bytes at `src` into `dst`.
+    fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<(), CudaError>;
+    /// Runs one strided-batched GEMM (cuBLAS on a GPU).
+    fn gemm(&self, g: &Gemm) -> Result<(), CudaError>;
+    /// Whether f16 attention may use the tensor-core (`mma.sync`, sm_80+) kernel.
+    fn tensor_cores(&self) -> bool;
+}
+
+/// Freed buffers kept for reuse, by exact size: the sampling loop allocates the same shapes
+/// every step, so after the first step no allocation reaches the driver.
+#[derive(Default)]
+struct Pool {
+    free: HashMap<usize, Vec<u64>>,
+    cached_bytes: usize,
+}
+
+/// Bytes of freed buffers a device keeps at most before it returns them to the driver.
+const POOL_MAX_BYTES: usize = 8 << 30;
+
+struct Inner {
+    label: String,
+    rt: Box<dyn Runtime>,
+    pool: Mutex<Pool>,
+}
+
+/// A CUDA device (or the emulator). Clones share one runtime and one allocator; two handles
+/// are equal when they are the same device.
+#[derive(Clone)]
+pub struct CudaDevice(Arc<Inner>);
+
+impl CudaDevice {
+    /// Wraps a runtime under a display name (`cuda:0`, `cuda-emu`).
+    pub(crate) fn new(label: String, rt: Box<dyn Runtime>) -> CudaDevice {
+        CudaDevice(Arc::new(Inner { label, rt, pool: Mutex::new(Pool::default()) }))
+    }
+
+    /// The device's name as the user spelled it.
+    pub fn label(&self) -> &str {
+        &self.0.label
+    }
+
+    /// The runtime (launches, copies, GEMM).
+    pub(crate) fn rt(&self) -> &dyn Runtime {
+        &*self.0.rt
+    }
+
+    /// A buffer of at least `bytes`, from the pool when one of that size is free. Out of memory
+    /// empties the pool and retries once before giving up with [`CudaError::OutOfMemory`].
+    pub(crate) fn alloc(&self, bytes: usize) -> Result<DeviceBuffer, CudaError> {
+        let bytes = bytes.max(1).next_multiple_of(256);
+        let reused = {
+            let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
+            let hit = pool.free.get_mut(&bytes).and_then(Vec::pop);
+            if hit.is_some() {
+                pool.cached_bytes -= bytes;
+            }
+            hit
+        };
+        let ptr = match reused {
+            Some(p) => p,
+            None => match self.0.rt.alloc(bytes) {
+                Ok(p) => p,
+                Err(CudaError::OutOfMemory { .. }) => {
+                    self.trim();
+                    self.0.rt.alloc(bytes)?
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(DeviceBuffer { ptr, bytes, dev: self.clone() })
+    }
+
+    /// Returns every pooled buffer to the driver.
+    fn trim(&self) {
+        let drained: Vec<(usize, Vec<u64>)> = {
+            let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
+            pool.cached_bytes = 0;
+            pool.free.drain().collect()
+        };
+        for (bytes, ptrs) in drained {
+            for p in ptrs {
+                self.0.rt.free(p, bytes);
+            }
+        }
+    }
+
+    fn release(&self, ptr: u64, bytes: usize) {
+        let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.cached_bytes + bytes <= POOL_MAX_BYTES {
+            pool.cached_bytes += bytes;
+            pool.free.entry(bytes).or_default().push(ptr);
+        } else {
+            drop(pool);
+            self.0.rt.free(ptr, bytes);
+        }
+    }
+
+    /// The process-wide handle of the emulated device, so every `cuda-emu` tensor shares it.
+    #[cfg(feature = "cuda-emu")]
+    pub(crate) fn emulated() -> CudaDevice {
+        static EMU: OnceLock<CudaDevice> = OnceLock::new();
+        EMU.get_or_init(|| CudaDevice::new("cuda-emu".into(), Box::new(super::emu_runtime::EmuRuntime))).clone()
+    }
+
+    /// The process-wide handle of GPU `ordinal`, created (driver loaded, kernels compiled or
+    /// read from the cache) on first use.
+    pub(crate) fn gpu(ordinal: usize) -> Result<CudaDevice, CudaError> {
+        static GPUS: OnceLock<Mutex<HashMap<usize, CudaDevice>>> = OnceLock::new();
+        let mut gpus = GPUS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = gpus.get(&ordinal) {
+            return Ok(d.clone());
+        }
+        let rt = super::driver::DriverRuntime::new(ordinal)?;
+        let dev = CudaDevice::new(format!("cuda:{ordinal}"), Box::new(rt));
+        gpus.insert(ordinal, dev.clone());
+        Ok(dev)
+    }
+}
+
+impl PartialEq for CudaDevice {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CudaDevice {}
+
+impl std::hash::Hash for CudaDevice {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.label.hash(state)
+    }
+}
+
+impl fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CudaDevice({})", self.0.label)
+    }
+}
+
+/// A device allocation, returned to its device's pool when dropped.
+pub(crate) struct DeviceBuffer {
+    /// Device address of the first byte.
+    pub ptr: u64,
+    /// Size in bytes.
+    pub bytes: usize,
+    /// The owning device.
+    pub dev: CudaDevice,
+}
+
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        self.dev.release(self.ptr, self.bytes);
+    }
+}

@@ -1,0 +1,225 @@
+//! The GPU [`Runtime`]: the CUDA driver API and cuBLAS through cudarc with dynamic loading, so
+//! the binary runs without CUDA installed and only `--device cuda:N` needs it. cudarc panics
+//! when a library is missing, so each library is checked for before it is first touched, and a
+//! missing one is a start-up error naming it.
+//!
+//! Kernels: every family in `kernels/` is compiled by NVRTC for this GPU's own architecture at
+//! device creation (or read from the on-disk cache, see `nvrtc.rs`) and loaded as a module.
+//! Work is issued on the legacy default stream, which orders each launch after the copies and
+//! launches before it, so the copies back to the host see finished results.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::Mutex;
+
+use cudarc::cublas::{result as blas, sys as blas_sys};
+use cudarc::driver::{result as drv, sys as drv_sys};
+
+use super::device::{Gemm, Runtime};
+use super::error::CudaError;
+use super::launch::{LaunchCfg, Launcher};
+use super::nvrtc::{self, KernelCache};
+use crate::engine::DType;
+
+/// A GPU's context, kernel modules and cuBLAS handle.
+pub(crate) struct DriverRuntime {
+    ctx: drv_sys::CUcontext,
+    modules: Vec<drv_sys::CUmodule>,
+    functions: Mutex<HashMap<String, usize>>,
+    function_handles: Mutex<Vec<drv_sys::CUfunction>>,
+    blas: blas_sys::cublasHandle_t,
+    sm: (i32, i32),
+}
+
+// SAFETY: the handles are plain driver handles; the driver API is thread safe once the
+// context is made current on the calling thread, which every entry point below does first.
+unsafe impl Send for DriverRuntime {}
+// SAFETY: as above; the only mutable state is behind mutexes.
+unsafe impl Sync for DriverRuntime {}
+
+fn driver_err(call: &str, e: drv::DriverError) -> CudaError {
+    if e.0 == drv_sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+        return CudaError::OutOfMemory { bytes: 0 };
+    }
+    let name = e.error_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("{:?}", e.0));
+    CudaError::Driver { call: call.into(), message: name }
+}
+
+fn blas_err(call: &str, e: blas::CublasError) -> CudaError {
+    CudaError::Driver { call: call.into(), message: format!("{:?}", e.0) }
+}
+
+impl DriverRuntime {
+    /// Opens GPU `ordinal`: loads the driver, compiles (or reads cached) kernels for its
+    /// architecture, creates the cuBLAS handle.
+    pub(crate) fn new(ordinal: usize) -> Result<DriverRuntime, CudaError> {
+        // SAFETY: only checks whether the shared library can be opened.
+        if !unsafe { drv_sys::is_culib_present() } {
+            return Err(CudaError::LibraryMissing {
+                library: "libcuda.so (the NVIDIA driver)".into(),
+                hint: "no NVIDIA driver is installed on this machine; use --device cpu".into(),
+            });
+        }
+        drv::init().map_err(|e| driver_err("cuInit", e))?;
+        let count = drv::device::get_count().map_err(|e| driver_err("cuDeviceGetCount", e))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(CudaError::Driver {
+                call: "cuDeviceGet".into(),
+                message: format!("no GPU with ordinal {ordinal}: this machine has {count}"),
+            });
+        }
+        let dev = drv::device::get(ordinal as i32).map_err(|e| driver_err("cuDeviceGet", e))?;
+        use drv_sys::CUdevice_attribute as A;
+        // SAFETY: `dev` came from cuDeviceGet.
+        let (ctx, sm) = unsafe {
+            let ctx = drv::primary_ctx::retain(dev).map_err(|e| driver_err("cuDevicePrimaryCtxRetain", e))?;
+            drv::ctx::set_current(ctx).map_err(|e| driver_err("cuCtxSetCurrent", e))?;
+            let major = drv::device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+                .map_err(|e| driver_err("cuDeviceGetAttribute", e))?;
+            let minor = drv::device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+                .map_err(|e| driver_err("cuDeviceGetAttribute", e))?;
+            (ctx, (major, minor))
+        };
+        let arch = format!("sm_{}{}", sm.0, sm.1);
+        let cache = KernelCache::new(KernelCache::default_dir().unwrap_or_else(|| std::env::temp_dir().join("sdserve-kernels")));
+        let mut modules = Vec::new();
+        for (family, _) in nvrtc::kernel_sources() {
+            let (ptx, _cached) = cache.get_or_compile(family, &arch)?;
+            let image = CString::new(ptx).map_err(|_| CudaError::Nvrtc { file: family.to_string(), log: "PTX holds a NUL byte".into() })?;
+            // SAFETY: the context is current; `image` is a NUL-terminated PTX text.
+            let module = unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }
+                .map_err(|e| driver_err("cuModuleLoadData", e))?;
+            modules.push(module);
+        }
+        // SAFETY: only checks whether the shared library can be opened.
+        if !unsafe { blas_sys::is_culib_present() } {
+            return Err(CudaError::LibraryMissing {
+                library: "libcublas.so (cuBLAS)".into(),
+                hint: "install the CUDA toolkit's cuBLAS or the nvidia-cublas pip package and add it to LD_LIBRARY_PATH".into(),
+            });
+        }
+        let blas = blas::create_handle().map_err(|e| blas_err("cublasCreate", e))?;
+        Ok(DriverRuntime { ctx, modules, functions: Mutex::default(), function_handles: Mutex::default(), blas, sm })
+    }
+
+    fn make_current(&self) -> Result<(), CudaError> {
+        // SAFETY: the context is retained for the runtime's lifetime.
+        unsafe { drv::ctx::set_current(self.ctx) }.map_err(|e| driver_err("cuCtxSetCurrent", e))
+    }
+
+    /// The kernel `name`, looked up in the modules once and cached.
+    fn function(&self, name: &str) -> Result<drv_sys::CUfunction, CudaError> {
+        let mut index = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut handles = self.function_handles.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&i) = index.get(name) {
+            return Ok(handles[i]);
+        }
+        let cname = CString::new(name).map_err(|_| CudaError::UnknownKernel { name: name.into() })?;
+        for &m in &self.modules {
+            // SAFETY: the module is loaded for the runtime's lifetime.
+            if let Ok(f) = unsafe { drv::module::get_function(m, cname.clone()) } {
+                handles.push(f);
+                index.insert(name.to_string(), handles.len() - 1);
+                return Ok(f);
+            }
+        }
+        Err(CudaError::UnknownKernel { name: name.into() })
+    }
+}
+
+impl Launcher for DriverRuntime {
+    fn launch(&self, kernel: &str, cfg: LaunchCfg, params: &mut [*mut c_void]) -> Result<(), CudaError> {
+        self.make_current()?;
+        let f = self.function(kernel)?;
+        let [gx, gy, gz] = cfg.grid;
+        let [bx, by, bz] = cfg.block;
+        // SAFETY: `f` is a loaded kernel; the ops wrappers pack `params` to its signature and
+        // size every buffer for the launch (see `Launcher`).
+        unsafe {
+            drv::launch_kernel(f, (gx, gy, gz), (bx, by, bz), cfg.shared_mem_bytes, std::ptr::null_mut(), params)
+        }
+        .map_err(|e| driver_err(&format!("cuLaunchKernel({kernel})"), e))
+    }
+}
+
+impl Runtime for DriverRuntime {
+    fn alloc(&self, bytes: usize) -> Result<u64, CudaError> {
+        self.make_current()?;
+        // SAFETY: the context is current.
+        unsafe { drv::malloc_sync(bytes) }.map_err(|e| match driver_err("cuMemAlloc", e) {
+            CudaError::OutOfMemory { .. } => CudaError::OutOfMemory { bytes: bytes as u64 },
+            other => other,
+        })
+    }
+
+    fn free(&self, ptr: u64, _bytes: usize) {
+        if self.make_current().is_ok() {
+            // SAFETY: `ptr` came from cuMemAlloc and is not used after this.
+            let _ = unsafe { drv::free_sync(ptr) };
+        }
+    }
+
+    fn htod(&self, dst: u64, src: &[u8]) -> Result<(), CudaError> {
+        self.make_current()?;
+        // SAFETY: `dst` is an allocation of at least `src.len()` bytes.
+        unsafe { drv::memcpy_htod_sync(dst, src) }.map_err(|e| driver_err("cuMemcpyHtoD", e))
+    }
+
+    fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<(), CudaError> {
+        self.make_current()?;
+        // SAFETY: `src` is an allocation of at least `dst.len()` bytes.
+        unsafe { drv::memcpy_dtoh_sync(dst, src) }.map_err(|e| driver_err("cuMemcpyDtoH", e))
+    }
+
+    fn gemm(&self, g: &Gemm) -> Result<(), CudaError> {
+        self.make_current()?;
+        use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
+        let ty = match g.dtype {
+            DType::F32 => blas_sys::cudaDataType::CUDA_R_32F,
+            DType::F16 => blas_sys::cudaDataType::CUDA_R_16F,
+            DType::BF16 => blas_sys::cudaDataType::CUDA_R_16BF,
+        };
+        let (alpha, beta) = (1f32, if g.accumulate { 1f32 } else { 0f32 });
+        let int = |v: usize, what: &str| {
+            i32::try_from(v).map_err(|_| CudaError::Unsupported(format!("gemm: {what} = {v} exceeds cuBLAS's int")))
+        };
+        // cuBLAS is column-major: a row-major C = A·B is the column-major Cᵀ = Bᵀ·Aᵀ, so B goes
+        // first, and a row-major matrix read as column-major is already its transpose.
+        let op_b = if g.trans_b { CUBLAS_OP_T } else { CUBLAS_OP_N };
+        let op_a = if g.trans_a { CUBLAS_OP_T } else { CUBLAS_OP_N };
+        // SAFETY: the storage layer sized A, B and C for `batch` strided matrices; alpha and
+        // beta are f32 host values, matching the f32 compute type.
+        unsafe {
+            blas::gemm_strided_batched_ex(
+                self.blas,
+                op_b,
+                op_a,
+                int(g.n, "n")?,
+                int(g.m, "m")?,
+                int(g.k, "k")?,
+                &alpha as *const f32 as *const c_void,
+                g.b as *const c_void,
+                ty,
+                int(g.ldb, "ldb")?,
+                g.stride_b as i64,
+                g.a as *const c_void,
+                ty,
+                int(g.lda, "lda")?,
+                g.stride_a as i64,
+                &beta as *const f32 as *const c_void,
+                g.c as *mut c_void,
+                ty,
+                int(g.ldc, "ldc")?,
+                g.stride_c as i64,
+                int(g.batch, "batch")?,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(|e| blas_err("cublasGemmStridedBatchedEx", e))
+    }
+
+    fn tensor_cores(&self) -> bool {
+        self.sm.0 >= 8
+    }
+}
