@@ -44,6 +44,7 @@ mod emu {
             .include(&emu)
             // Kernels carry `#pragma unroll` for NVRTC; g++ does not know it.
             .flag_if_supported("-Wno-unknown-pragmas")
+            .file(emu.join("abi.cpp"))
             .file(emu.join("runtime.cpp"))
             .file(emu.join("fiber.cpp"))
             .link_lib_modifier("+whole-archive");

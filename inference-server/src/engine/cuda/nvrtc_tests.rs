@@ -40,10 +40,16 @@ fn every_exported_kernel_is_in_the_ptx() {
     }
     // Spot-check names the wrappers build with format!: a rename on one side shows here.
     let expect = [
-        ("elementwise", &["silu_f16", "gelu_bf16", "affine_f32", "clamp_f16", "add_f32", "div_contig_bf16", "geglu_f16"][..]),
+        (
+            "elementwise",
+            &["silu_f16", "gelu_bf16", "affine_f32", "clamp_f16", "add_f32", "div_contig_bf16", "geglu_f16"][..],
+        ),
         ("reduce", &["sum_middle_f32", "softmax_last_bf16"][..]),
         ("norm", &["layer_norm_f16", "group_norm_f32"][..]),
-        ("layout", &["upsample_nearest2x_f16", "pad2d_f32", "strided_copy_bf16", "copy_block_f16", "index_select_f32"][..]),
+        (
+            "layout",
+            &["upsample_nearest2x_f16", "pad2d_f32", "strided_copy_bf16", "copy_block_f16", "index_select_f32"][..],
+        ),
         ("cast", &["cast_f32_f16", "cast_bf16_f16", "cast_f16_f16"][..]),
         ("conv", &["im2col_f16", "add_channel_bias_f32"][..]),
         ("attention", &["attention_f32", "attention_f16", "attention_bf16"][..]),

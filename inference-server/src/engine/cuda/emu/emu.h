@@ -50,7 +50,21 @@
 // Weak: a file without __shared__ arrays has no section, and the bounds resolve to null.
 extern "C" char SDEMU_CAT(__start_, SDEMU_TU)[] __attribute__((weak));
 extern "C" char SDEMU_CAT(__stop_, SDEMU_TU)[] __attribute__((weak));
-#define __shared__ static __attribute__((section(SDEMU_STR(SDEMU_TU)), aligned(16)))
+// g++ silently ignores section attributes on statics in templates (they would escape the
+// poisoning and keep values across blocks), so a __shared__ declared inside a template is a
+// compile error here: __PRETTY_FUNCTION__ of an instantiation contains "[with ".
+namespace sdemu {
+constexpr bool in_template(const char* f) {
+  for (; *f; ++f)
+    if (f[0] == '[' && f[1] == 'w' && f[2] == 'i' && f[3] == 't' && f[4] == 'h' && f[5] == ' ') return true;
+  return false;
+}
+}  // namespace sdemu
+#define __shared__                                                                          \
+  static_assert(!::sdemu::in_template(__PRETTY_FUNCTION__),                                 \
+                "declare __shared__ arrays in the non-template extern \"C\" kernel and pass " \
+                "pointers to templates (see prelude.cuh)");                                 \
+  static __attribute__((section(SDEMU_STR(SDEMU_TU)), aligned(16)))
 
 // ---- thread identity ----------------------------------------------------------------------
 struct uint3 { unsigned int x, y, z; };

@@ -1,4 +1,4 @@
-// The emulator's scheduler and its C ABI (sdemu_launch, sdemu_set_schedule, sdemu_last_error).
+// The emulator's scheduler: runs the blocks of one launch (abi.cpp holds the C ABI).
 //
 // A launch runs its blocks one after another on the calling OS thread. The threads of a block
 // are fibers; the scheduler resumes one runnable fiber at a time, in an order chosen per test
@@ -7,13 +7,12 @@
 // inactive lane, a C++ exception) ends the launch with an error code and a message; it never
 // aborts the process and never lets a C++ exception reach Rust.
 #include <algorithm>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "emu.h"
 #include "fiber.h"
+#include "runtime.h"
 #include "sdemu.h"
 
 namespace sdemu {
@@ -25,22 +24,6 @@ dim3 g_grid_dim;
 unsigned char* g_dyn_smem = nullptr;
 
 namespace {
-
-struct Kernel {
-  Invoker invoke;
-  int arity;
-  char* shared_begin;
-  char* shared_end;
-};
-
-// Function-local so registration from other translation units' static initializers is safe.
-std::unordered_map<std::string, Kernel>& registry() {
-  static std::unordered_map<std::string, Kernel> r;
-  return r;
-}
-
-// The most dynamic shared memory a block may ask for (sm_90's opt-in limit).
-constexpr unsigned kMaxDynamicSmem = 227 * 1024;
 
 enum class State : unsigned char { Runnable, Running, WaitBlock, WaitWarp, Done };
 
@@ -63,9 +46,8 @@ struct Warp {
   unsigned waiting = 0;  // lanes blocked in a warp collective
 };
 
-// Everything about the launch in progress. Launches hold g_launch_mutex, so one instance.
+// Everything about the launch in progress. Launches are serialized (abi.cpp), so one instance.
 struct Launch {
-  const char* name = "";
   const Kernel* kernel = nullptr;
   void** params = nullptr;
   std::vector<Fiber> fibers;
@@ -83,11 +65,7 @@ struct Launch {
   std::string error;
 };
 
-std::mutex g_launch_mutex;
 Launch g;
-thread_local int t_mode = SDEMU_SCHEDULE_FIFO;
-thread_local std::uint64_t t_seed = 0;
-thread_local std::string t_last_error;
 alignas(128) unsigned char g_dyn_buffer[kMaxDynamicSmem];
 
 Fiber* current() { return static_cast<Fiber*>(g_cur); }
@@ -313,56 +291,33 @@ void run_block(unsigned shared_bytes) {
   g_cur = nullptr;
 }
 
-std::string validate(const sdemu_cfg& c) {
-  const std::uint64_t threads = std::uint64_t(c.block[0]) * c.block[1] * c.block[2];
-  if (!c.grid[0] || !c.grid[1] || !c.grid[2] || !threads) return "grid and block dimensions must be at least 1";
-  if (threads > kMaxBlockThreads) return "block has " + std::to_string(threads) + " threads, more than 1024";
-  if (c.block[2] > 64) return "block z dimension " + std::to_string(c.block[2]) + " exceeds 64";
-  if (c.grid[0] > 0x7fffffffu || c.grid[1] > 65535 || c.grid[2] > 65535) return "grid dimensions exceed CUDA's limits";
-  if (c.shared_mem_bytes > kMaxDynamicSmem)
-    return "dynamic shared memory " + std::to_string(c.shared_mem_bytes) + " bytes exceeds " +
-           std::to_string(kMaxDynamicSmem);
-  return "";
-}
+}  // namespace
 
-int launch(const char* name, const sdemu_cfg* cfg, void** params) {
-  std::lock_guard<std::mutex> lock(g_launch_mutex);
-  auto it = registry().find(name);
-  if (it == registry().end()) {
-    t_last_error = std::string("no kernel named '") + name + "' is compiled into the emulator";
-    return SDEMU_ERR_UNKNOWN_KERNEL;
-  }
-  std::string bad = validate(*cfg);
-  if (!bad.empty()) {
-    t_last_error = "invalid launch configuration: " + bad;
-    return SDEMU_ERR_CONFIG;
-  }
-  g.name = name;
-  g.kernel = &it->second;
+int run_launch(const Kernel& kernel, const sdemu_cfg& cfg, void** params, int mode, std::uint64_t seed,
+               std::string& error) {
+  g.kernel = &kernel;
   g.params = params;
-  g.n = cfg->block[0] * cfg->block[1] * cfg->block[2];
+  g.n = cfg.block[0] * cfg.block[1] * cfg.block[2];
   g.fibers.resize(g.n);
   g.warps.resize((g.n + 31) / 32);
   g.ring.resize(g.n);
-  g.mode = t_mode;
-  g.rng = t_seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;
+  g.mode = mode;
+  g.rng = seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;
   g.failed = false;
   g.code = SDEMU_OK;
   g.error.clear();
-  g_grid_dim = dim3(cfg->grid[0], cfg->grid[1], cfg->grid[2]);
-  g_block_dim = dim3(cfg->block[0], cfg->block[1], cfg->block[2]);
+  g_grid_dim = dim3(cfg.grid[0], cfg.grid[1], cfg.grid[2]);
+  g_block_dim = dim3(cfg.block[0], cfg.block[1], cfg.block[2]);
   g_dyn_smem = g_dyn_buffer;
-  for (unsigned z = 0; z < cfg->grid[2] && !g.failed; ++z)
-    for (unsigned y = 0; y < cfg->grid[1] && !g.failed; ++y)
-      for (unsigned x = 0; x < cfg->grid[0] && !g.failed; ++x) {
+  for (unsigned z = 0; z < cfg.grid[2] && !g.failed; ++z)
+    for (unsigned y = 0; y < cfg.grid[1] && !g.failed; ++y)
+      for (unsigned x = 0; x < cfg.grid[0] && !g.failed; ++x) {
         g_block_idx = uint3{x, y, z};
-        run_block(cfg->shared_mem_bytes);
+        run_block(cfg.shared_mem_bytes);
       }
-  t_last_error = g.error;
+  error = g.error;
   return g.code;
 }
-
-}  // namespace
 
 std::uint64_t warp_op(WarpOp op, const char* what, unsigned mask, std::uint64_t value, int src) {
   Fiber* f = current();
@@ -390,41 +345,4 @@ void sync_threads() {
 
 void trap(const char* why) { fail_in_fiber(SDEMU_ERR_KERNEL, std::string(why) + " in " + block_name()); }
 
-bool register_kernel(const char* name, Invoker invoke, int arity, char* shared_begin, char* shared_end) {
-  registry()[name] = Kernel{invoke, arity, shared_begin, shared_end};
-  return true;
-}
-
 }  // namespace sdemu
-
-extern "C" int sdemu_launch(const char* name, const sdemu_cfg* cfg, void** params) {
-  try {
-    if (!name || !cfg) {
-      sdemu::t_last_error = "sdemu_launch: null kernel name or configuration";
-      return SDEMU_ERR_CONFIG;
-    }
-    return sdemu::launch(name, cfg, params);
-  } catch (const std::exception& e) {
-    sdemu::t_last_error = std::string("emulator failure: ") + e.what();
-  } catch (...) {
-    sdemu::t_last_error = "emulator failure: unknown C++ exception";
-  }
-  return SDEMU_ERR_INTERNAL;
-}
-
-extern "C" void sdemu_set_schedule(int mode, std::uint64_t seed) {
-  sdemu::t_mode = (mode >= SDEMU_SCHEDULE_FIFO && mode <= SDEMU_SCHEDULE_RANDOM) ? mode : SDEMU_SCHEDULE_FIFO;
-  sdemu::t_seed = seed;
-}
-
-extern "C" int sdemu_kernel_arity(const char* name) {
-  try {
-    std::lock_guard<std::mutex> lock(sdemu::g_launch_mutex);
-    auto it = sdemu::registry().find(name ? name : "");
-    return it == sdemu::registry().end() ? -1 : it->second.arity;
-  } catch (...) {
-    return -1;
-  }
-}
-
-extern "C" const char* sdemu_last_error() { return sdemu::t_last_error.c_str(); }

@@ -4,7 +4,7 @@
 // mma.sync.m16n8k16 (f16 inputs, f32 accumulators); P never leaves registers.
 //
 // grid = (ceil(lq / 64), bh), block = 128 = 4 warps; warp w owns query rows q0 + 16w .. +15.
-// d is padded with zeros to DP = 16 * NK (NK = ceil(d / 16), a template parameter so the
+// d is padded with zeros to DP = 16 * NK (NK >= ceil(d / 16), a template parameter so the
 // fragment arrays stay in registers). Keys go 32 per tile through shared memory.
 //
 // Fragment maps (PTX ISA, "Matrix Fragments for mma.m16n8k16" with .f16 A/B and .f32 C/D), with
@@ -207,16 +207,19 @@ extern "C" __global__ void attention_mma_f16(const f16* q, const f16* k, const f
                                              unsigned int lk, unsigned int d, float scale, int causal) {
     __shared__ unsigned ks[AM_BK * AM_KSTW];
     __shared__ unsigned vt[AM_DMAX * AM_VSTW];
+    // Six instantiations instead of ten keep NVRTC's compile time down (each is fully
+    // unrolled); a head size between them pads with zeros to the next one. SD's 40, 64, 80 and
+    // 160 (and 32, 128) map exactly.
     switch ((d + 15) / 16) {
-        case 1: am_attention<1>(q, k, v, out, lq, lk, d, scale, causal, ks, vt); break;
+        case 1:
         case 2: am_attention<2>(q, k, v, out, lq, lk, d, scale, causal, ks, vt); break;
         case 3: am_attention<3>(q, k, v, out, lq, lk, d, scale, causal, ks, vt); break;
         case 4: am_attention<4>(q, k, v, out, lq, lk, d, scale, causal, ks, vt); break;
         case 5: am_attention<5>(q, k, v, out, lq, lk, d, scale, causal, ks, vt); break;
-        case 6: am_attention<6>(q, k, v, out, lq, lk, d, scale, causal, ks, vt); break;
-        case 7: am_attention<7>(q, k, v, out, lq, lk, d, scale, causal, ks, vt); break;
+        case 6:
+        case 7:
         case 8: am_attention<8>(q, k, v, out, lq, lk, d, scale, causal, ks, vt); break;
-        case 9: am_attention<9>(q, k, v, out, lq, lk, d, scale, causal, ks, vt); break;
+        case 9:
         case 10: am_attention<10>(q, k, v, out, lq, lk, d, scale, causal, ks, vt); break;
         default: break;  // d > 160: the wrapper never launches this
     }

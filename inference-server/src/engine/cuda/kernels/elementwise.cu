@@ -15,8 +15,15 @@ struct sd_gelu {
 };
 // CLIP's quick GELU, x * sigmoid(1.702 x).
 struct sd_gelu_quick { __device__ float operator()(float x) const { return x / (1.0f + expf(-1.702f * x)); } };
-struct sd_sin { __device__ float operator()(float x) const { return sinf(x); } };
-struct sd_cos { __device__ float operator()(float x) const { return cosf(x); } };
+// Reduce x to [-pi, pi] first (Cody-Waite, 2pi split in two floats): --use_fast_math turns
+// sinf/cosf into __sinf/__cosf, whose error grows with |x|, and timestep embeddings feed
+// arguments up to ~1000 rad.
+__device__ inline float sd_reduce_2pi(float x) {
+    float k = rintf(x * 0.15915494309189535f);
+    return fmaf(-k, -1.7484556e-7f, fmaf(-k, 6.28318548202514648f, x));
+}
+struct sd_sin { __device__ float operator()(float x) const { return sinf(sd_reduce_2pi(x)); } };
+struct sd_cos { __device__ float operator()(float x) const { return cosf(sd_reduce_2pi(x)); } };
 struct sd_exp { __device__ float operator()(float x) const { return expf(x); } };
 struct sd_sqrt { __device__ float operator()(float x) const { return sqrtf(x); } };
 

@@ -14,7 +14,8 @@
 //   Macros may generate both; registration does not scan source text.
 // - Declare `__shared__` arrays in the non-template extern "C" kernel and pass pointers to
 //   template helpers: g++ ignores the section attribute inside templates, so such an array
-//   would escape the per-block poisoning and keep values across blocks. No initializers, no
+//   would escape the per-block poisoning and keep values across blocks (the emulator makes it
+//   a compile error: "declare __shared__ arrays in the non-template ..."). No initializers, no
 //   `static __shared__`, no `extern __shared__`: use SD_DYNAMIC_SMEM(T, name) for dynamic
 //   shared memory (sized by the launch's shared_mem_bytes).
 // - Inline PTX goes in small named __device__ functions with an `#ifdef SDSERVE_EMU` twin that

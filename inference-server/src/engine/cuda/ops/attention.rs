@@ -2,9 +2,9 @@
 //! (tensor cores, f16, sm_80+): tiled attention with an online softmax.
 
 use super::{launch, u32_arg, unsupported};
+use crate::engine::DType;
 use crate::engine::cuda::error::CudaError;
 use crate::engine::cuda::launch::{LaunchCfg, Launcher};
-use crate::engine::DType;
 
 /// Largest head size the kernels hold in registers / shared memory.
 pub(crate) const MAX_HEAD_DIM: usize = 160;
@@ -59,8 +59,11 @@ pub(crate) fn attention(
     // (it does, it is allocated) and lq + tile must not wrap.
     u32_arg("attention", "lq + tile", a.lq + MMA_BQ)?;
     u32_arg("attention", "lk + tile", a.lk + MMA_BQ)?;
-    let (kernel, bq) =
-        if tensor_cores && dtype == DType::F16 { ("attention_mma_f16".to_string(), MMA_BQ) } else { (format!("attention_{dtype}"), PLAIN_BQ) };
+    let (kernel, bq) = if tensor_cores && dtype == DType::F16 {
+        ("attention_mma_f16".to_string(), MMA_BQ)
+    } else {
+        (format!("attention_{dtype}"), PLAIN_BQ)
+    };
     let cfg = LaunchCfg { grid: [a.lq.div_ceil(bq) as u32, a.bh as u32, 1], block: [BLOCK, 1, 1], shared_mem_bytes: 0 };
     launch!(l, kernel, cfg; q, k, v, out, lq, lk, d, a.scale, a.causal as i32)
 }

@@ -1,9 +1,9 @@
 //! Wrappers for `kernels/conv.cu`: im2col (conv = im2col + GEMM) and a per-channel bias add.
 
 use super::{cfg_1d, launch, unsupported};
+use crate::engine::DType;
 use crate::engine::cuda::error::CudaError;
 use crate::engine::cuda::launch::Launcher;
-use crate::engine::DType;
 
 /// Geometry of one image's im2col tile; the kernel's `cv_im2col_geom`, passed by value.
 /// The tile holds output positions `p0 .. p0 + p` (row-major over `ho × wo`) as the columns of
@@ -46,7 +46,10 @@ pub(crate) fn im2col(l: &dyn Launcher, dtype: DType, x: u64, cols: u64, g: Im2co
     // The kernel computes positions and input coordinates in 32 bits.
     let last = g.p0 as u64 + g.p as u64;
     let reach = (g.ho.max(g.wo) as u64) * g.stride as u64 + g.kh.max(g.kw) as u64;
-    if last > g.ho as u64 * g.wo as u64 || reach >= u32::MAX as u64 || (g.c as u64 * g.kh as u64 * g.kw as u64) > u32::MAX as u64 {
+    if last > g.ho as u64 * g.wo as u64
+        || reach >= u32::MAX as u64
+        || (g.c as u64 * g.kh as u64 * g.kw as u64) > u32::MAX as u64
+    {
         return Err(unsupported("im2col", format!("tile {g:?} outside the output or the 32-bit index")));
     }
     launch!(l, format!("im2col_{dtype}"), cfg_1d(n); x, cols, g)
@@ -54,7 +57,15 @@ pub(crate) fn im2col(l: &dyn Launcher, dtype: DType, x: u64, cols: u64, g: Im2co
 
 /// In place: `x[s, ch, :] += bias[ch]` for `x` as `n × c × spatial` and `bias` an f32 array.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn add_channel_bias(l: &dyn Launcher, dtype: DType, x: u64, bias: u64, n: usize, c: usize, spatial: usize) -> Result<(), CudaError> {
+pub(crate) fn add_channel_bias(
+    l: &dyn Launcher,
+    dtype: DType,
+    x: u64,
+    bias: u64,
+    n: usize,
+    c: usize,
+    spatial: usize,
+) -> Result<(), CudaError> {
     let total = n * c * spatial;
     if total == 0 {
         return Ok(());

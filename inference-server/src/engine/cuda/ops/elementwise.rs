@@ -2,9 +2,9 @@
 //! Every kernel reads and writes `dtype` and computes in f32.
 
 use super::{cfg_1d, launch, u32_arg, unsupported};
+use crate::engine::DType;
 use crate::engine::cuda::error::CudaError;
 use crate::engine::cuda::launch::Launcher;
-use crate::engine::DType;
 
 /// Highest output rank the broadcast kernel indexes (after merging dims).
 pub(crate) const MAX_RANK: usize = 6;
@@ -19,7 +19,15 @@ pub(crate) fn unary(l: &dyn Launcher, op: &str, dtype: DType, x: u64, y: u64, n:
 }
 
 /// `y = x · mul + add` over `n` elements.
-pub(crate) fn affine(l: &dyn Launcher, dtype: DType, x: u64, y: u64, n: usize, mul: f32, add: f32) -> Result<(), CudaError> {
+pub(crate) fn affine(
+    l: &dyn Launcher,
+    dtype: DType,
+    x: u64,
+    y: u64,
+    n: usize,
+    mul: f32,
+    add: f32,
+) -> Result<(), CudaError> {
     if n == 0 {
         return Ok(());
     }
@@ -27,7 +35,15 @@ pub(crate) fn affine(l: &dyn Launcher, dtype: DType, x: u64, y: u64, n: usize, m
 }
 
 /// `y = min(max(x, min), max)` over `n` elements.
-pub(crate) fn clamp(l: &dyn Launcher, dtype: DType, x: u64, y: u64, n: usize, min: f32, max: f32) -> Result<(), CudaError> {
+pub(crate) fn clamp(
+    l: &dyn Launcher,
+    dtype: DType,
+    x: u64,
+    y: u64,
+    n: usize,
+    min: f32,
+    max: f32,
+) -> Result<(), CudaError> {
     if n == 0 {
         return Ok(());
     }
@@ -121,7 +137,14 @@ pub(crate) fn binary(
 }
 
 /// GEGLU: `x` is `rows × 2·half`, `out[r, j] = x[r, j] · gelu(x[r, half + j])`, `rows × half`.
-pub(crate) fn geglu(l: &dyn Launcher, dtype: DType, x: u64, out: u64, rows: usize, half: usize) -> Result<(), CudaError> {
+pub(crate) fn geglu(
+    l: &dyn Launcher,
+    dtype: DType,
+    x: u64,
+    out: u64,
+    rows: usize,
+    half: usize,
+) -> Result<(), CudaError> {
     if rows == 0 || half == 0 {
         return Ok(());
     }

@@ -1,14 +1,22 @@
 //! Wrappers for `kernels/layout.cu` (upsampling, padding, strided copies, concatenation, row
 //! gathers) and `kernels/cast.cu` (dtype conversions). Layout kernels move elements unchanged.
 
-use super::elementwise::{contiguous_strides, merge_dims, MAX_RANK};
+use super::elementwise::{MAX_RANK, contiguous_strides, merge_dims};
 use super::{cfg_1d, launch, u32_arg, unsupported};
+use crate::engine::DType;
 use crate::engine::cuda::error::CudaError;
 use crate::engine::cuda::launch::Launcher;
-use crate::engine::DType;
 
 /// Nearest 2× upsampling of `planes` planes of `h × w` into `planes × 2h × 2w`.
-pub(crate) fn upsample_nearest2x(l: &dyn Launcher, dtype: DType, x: u64, out: u64, planes: usize, h: usize, w: usize) -> Result<(), CudaError> {
+pub(crate) fn upsample_nearest2x(
+    l: &dyn Launcher,
+    dtype: DType,
+    x: u64,
+    out: u64,
+    planes: usize,
+    h: usize,
+    w: usize,
+) -> Result<(), CudaError> {
     let n = planes * 4 * h * w;
     if n == 0 {
         return Ok(());
@@ -33,7 +41,16 @@ pub(crate) struct Pad2d {
 
 /// `planes × h × w` → `planes × (top + h + bottom) × (left + w + right)`, zeros outside.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn pad2d(l: &dyn Launcher, dtype: DType, x: u64, out: u64, planes: usize, h: usize, w: usize, p: Pad2d) -> Result<(), CudaError> {
+pub(crate) fn pad2d(
+    l: &dyn Launcher,
+    dtype: DType,
+    x: u64,
+    out: u64,
+    planes: usize,
+    h: usize,
+    w: usize,
+    p: Pad2d,
+) -> Result<(), CudaError> {
     let (oh, ow) = (p.top + h + p.bottom, p.left + w + p.right);
     let n = planes * oh * ow;
     if n == 0 {

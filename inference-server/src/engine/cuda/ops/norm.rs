@@ -2,9 +2,9 @@
 //! are f32 device arrays whatever the activation dtype.
 
 use super::{launch, u32_arg, unsupported};
+use crate::engine::DType;
 use crate::engine::cuda::error::CudaError;
 use crate::engine::cuda::launch::{LaunchCfg, Launcher};
-use crate::engine::DType;
 
 /// Threads per norm block: enough to stream a GroupNorm group (SD: up to 40 channels × 4096
 /// positions) at full bandwidth; LayerNorm rows shorter than 256 use fewer.
@@ -57,16 +57,27 @@ pub(crate) struct GroupNormGeom {
 
 /// GroupNorm with per-channel f32 affine `w`, `b`, then SiLU when `g.silu`; one block per
 /// (sample, group).
-pub(crate) fn group_norm(l: &dyn Launcher, dtype: DType, x: u64, out: u64, w: u64, b: u64, g: GroupNormGeom) -> Result<(), CudaError> {
+pub(crate) fn group_norm(
+    l: &dyn Launcher,
+    dtype: DType,
+    x: u64,
+    out: u64,
+    w: u64,
+    b: u64,
+    g: GroupNormGeom,
+) -> Result<(), CudaError> {
     let blocks = g.n * g.groups;
     if blocks == 0 || g.c == 0 || g.spatial == 0 {
         return Ok(());
     }
-    if blocks > MAX_GRID_X || g.c % g.groups != 0 {
+    if blocks > MAX_GRID_X || !g.c.is_multiple_of(g.groups) {
         return Err(unsupported("group_norm", format!("{} samples × {} groups of {} channels", g.n, g.groups, g.c)));
     }
-    let (c32, sp32, g32) =
-        (u32_arg("group_norm", "c", g.c)?, u32_arg("group_norm", "spatial", g.spatial)?, u32_arg("group_norm", "groups", g.groups)?);
+    let (c32, sp32, g32) = (
+        u32_arg("group_norm", "c", g.c)?,
+        u32_arg("group_norm", "spatial", g.spatial)?,
+        u32_arg("group_norm", "groups", g.groups)?,
+    );
     let cfg = LaunchCfg { grid: [blocks as u32, 1, 1], block: [NORM_BLOCK, 1, 1], shared_mem_bytes: 0 };
     launch!(l, format!("group_norm_{dtype}"), cfg; x, out, w, b, c32, sp32, g32, g.eps, g.silu as i32)
 }

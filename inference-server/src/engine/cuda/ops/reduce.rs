@@ -1,9 +1,9 @@
 //! Wrappers for `kernels/reduce.cu`: sum (or mean) over a middle axis and softmax over the last.
 
 use super::{launch, u32_arg};
+use crate::engine::DType;
 use crate::engine::cuda::error::CudaError;
 use crate::engine::cuda::launch::{LaunchCfg, Launcher};
-use crate::engine::DType;
 
 /// Threads of a `sum_middle` block (the kernel's shared `part` array holds this many doubles).
 const SUM_BLOCK: u32 = 256;
@@ -26,8 +26,11 @@ pub(crate) fn sum_middle(
     if outer == 0 || inner == 0 {
         return Ok(());
     }
-    let (outer32, d32, inner32) =
-        (u32_arg("sum_middle", "outer", outer)?, u32_arg("sum_middle", "d", d)?, u32_arg("sum_middle", "inner", inner)?);
+    let (outer32, d32, inner32) = (
+        u32_arg("sum_middle", "outer", outer)?,
+        u32_arg("sum_middle", "d", d)?,
+        u32_arg("sum_middle", "inner", inner)?,
+    );
     // threadIdx.x walks `inner` (up to a warp wide), threadIdx.y splits `d`: a small `inner`
     // (a mean over the last axis) still gets 256 threads on its reduction.
     let bx = (inner.next_power_of_two() as u32).min(32);
@@ -40,7 +43,14 @@ pub(crate) fn sum_middle(
 }
 
 /// Softmax over each row of `x` (`rows × cols`), one block per row.
-pub(crate) fn softmax_last(l: &dyn Launcher, dtype: DType, x: u64, out: u64, rows: usize, cols: usize) -> Result<(), CudaError> {
+pub(crate) fn softmax_last(
+    l: &dyn Launcher,
+    dtype: DType,
+    x: u64,
+    out: u64,
+    rows: usize,
+    cols: usize,
+) -> Result<(), CudaError> {
     if rows == 0 || cols == 0 {
         return Ok(());
     }

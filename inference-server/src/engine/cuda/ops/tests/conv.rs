@@ -1,8 +1,8 @@
 //! im2col + a plain product against the CPU conv2d, and the channel-bias add.
 
 use super::*;
-use crate::engine::cpu::conv::{conv2d, Conv2dGeom};
-use crate::engine::cuda::ops::conv::{add_channel_bias, im2col, Im2colGeom};
+use crate::engine::cpu::conv::{Conv2dGeom, conv2d};
+use crate::engine::cuda::ops::conv::{Im2colGeom, add_channel_bias, im2col};
 use crate::engine::cpu::CpuSlice;
 
 #[test]
@@ -25,9 +25,18 @@ fn im2col_tiles_then_gemm_equal_the_cpu_conv() {
                     let p = tile.min(ho * wo - p0);
                     let mut cols = Buf::zeros(dtype, kk * p);
                     let g = Im2colGeom {
-                        c: c as u32, h: h as u32, w: w as u32, kh: k as u32, kw: k as u32,
-                        stride: stride as u32, pad: pad as u32, ho: ho as u32, wo: wo as u32,
-                        p0: p0 as u32, p: p as u32, unused: 0,
+                        c: c as u32,
+                        h: h as u32,
+                        w: w as u32,
+                        kh: k as u32,
+                        kw: k as u32,
+                        stride: stride as u32,
+                        pad: pad as u32,
+                        ho: ho as u32,
+                        wo: wo as u32,
+                        p0: p0 as u32,
+                        p: p as u32,
+                        unused: 0,
                     };
                     let xi = xb.ptr() + (img * c * h * w * dtype.size_in_bytes()) as u64;
                     im2col(&L, dtype, xi, cols.ptr(), g).unwrap();

@@ -4,7 +4,9 @@
 use super::*;
 use crate::engine::cpu::{conv as cpu_conv, layout as cpu_layout};
 use crate::engine::cuda::ops::elementwise::contiguous_strides;
-use crate::engine::cuda::ops::layout::{cast, copy_block, index_select, pad2d, strided_copy, upsample_nearest2x, Pad2d};
+use crate::engine::cuda::ops::layout::{
+    Pad2d, cast, copy_block, index_select, pad2d, strided_copy, upsample_nearest2x,
+};
 
 #[test]
 fn upsample_nearest2x_matches_the_cpu() {
@@ -14,7 +16,12 @@ fn upsample_nearest2x_matches_the_cpu() {
         let mut xb = Buf::from_f32(dtype, &x);
         let mut out = Buf::zeros(dtype, planes * 4 * h * w);
         upsample_nearest2x(&L, dtype, xb.ptr(), out.ptr(), planes, h, w).unwrap();
-        assert_close(&format!("upsample_nearest2x_{dtype}"), &out.to_f32(), &cpu_conv::upsample_nearest2x(&x, h, w), 0.0);
+        assert_close(
+            &format!("upsample_nearest2x_{dtype}"),
+            &out.to_f32(),
+            &cpu_conv::upsample_nearest2x(&x, h, w),
+            0.0,
+        );
     }
 }
 
@@ -67,7 +74,11 @@ fn copy_block_concatenates_like_the_cpu() {
     for dtype in DTYPES {
         // cat of [3, 4, 5] and [3, 9, 5] along dim 1: rows of len·inner per outer index.
         let (outer, inner, lens) = (3, 5, [4usize, 9]);
-        let parts: Vec<Vec<f32>> = lens.iter().enumerate().map(|(i, &l)| rounded(dtype, &random(outer * l * inner, 80 + i as u64, 4.0))).collect();
+        let parts: Vec<Vec<f32>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| rounded(dtype, &random(outer * l * inner, 80 + i as u64, 4.0)))
+            .collect();
         let total: usize = lens.iter().sum();
         let mut out = Buf::zeros(dtype, outer * total * inner);
         let mut col = 0;
@@ -91,7 +102,12 @@ fn index_select_matches_the_cpu() {
         let mut ib = Buf::from_u32(&ids);
         let mut out = Buf::zeros(dtype, outer * ids.len() * inner);
         index_select(&L, dtype, xb.ptr(), ib.ptr(), out.ptr(), outer, d, inner, ids.len()).unwrap();
-        assert_close(&format!("index_select_{dtype}"), &out.to_f32(), &cpu_layout::index_select(&x, outer, d, inner, &ids), 0.0);
+        assert_close(
+            &format!("index_select_{dtype}"),
+            &out.to_f32(),
+            &cpu_layout::index_select(&x, outer, d, inner, &ids),
+            0.0,
+        );
     }
 }
 

@@ -16,9 +16,9 @@ mod reduce_norm;
 
 use half::{bf16, f16};
 
-use crate::engine::cuda::emu::{set_schedule, Schedule};
-use crate::engine::cuda::launch::EmuLauncher;
 use crate::engine::DType;
+use crate::engine::cuda::emu::{Schedule, set_schedule};
+use crate::engine::cuda::launch::EmuLauncher;
 
 /// The launcher every test uses.
 const L: EmuLauncher = EmuLauncher;
@@ -91,8 +91,8 @@ impl Buf {
             .collect()
     }
 
-    /// The device pointer (a host address under the emulator). Kernels write through it, so it
-    /// takes `&mut self`... for inputs too, which keeps the borrow story simple.
+    /// The device pointer (a host address under the emulator). `&mut self` because kernels
+    /// write through it.
     fn ptr(&mut self) -> u64 {
         self.words.as_mut_ptr() as u64
     }
@@ -131,18 +131,21 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
         }
     }
     eprintln!("{what}: max error {:.3e} (tolerance {tol:.0e})", worst.0);
-    assert!(worst.0 <= tol, "{what}: element {} is {} but the CPU says {} (error {:.3e} > {tol:.0e})", worst.1, got[worst.1], want[worst.1], worst.0);
+    assert!(
+        worst.0 <= tol,
+        "{what}: element {} is {} but the CPU says {} (error {:.3e} > {tol:.0e})",
+        worst.1,
+        got[worst.1],
+        want[worst.1],
+        worst.0
+    );
     worst.0
 }
 
-/// The schedules the barrier/shuffle kernels run under: all four of the emulator's orders.
-fn schedules() -> [Schedule; 4] {
-    Schedule::ALL
-}
-
-/// Runs `f` under each schedule, restoring FIFO afterwards.
+/// Runs `f` under each of the emulator's four schedules (FIFO, low-first, high-first, seeded
+/// random): a missing barrier shows under some orders only. Restores FIFO afterwards.
 fn under_each_schedule(mut f: impl FnMut(Schedule)) {
-    for s in schedules() {
+    for s in Schedule::ALL {
         set_schedule(s);
         f(s);
     }

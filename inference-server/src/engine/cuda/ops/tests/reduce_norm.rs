@@ -4,7 +4,7 @@
 use super::*;
 use crate::engine::cpu::{elementwise as cpu_ew, norm as cpu_norm};
 use crate::engine::op::GroupNormGeom as CpuGroupNorm;
-use crate::engine::cuda::ops::norm::{group_norm, layer_norm, GroupNormGeom};
+use crate::engine::cuda::ops::norm::{GroupNormGeom, group_norm, layer_norm};
 use crate::engine::cuda::ops::reduce::{softmax_last, sum_middle};
 
 #[test]
@@ -21,7 +21,12 @@ fn sum_middle_matches_the_cpu() {
                 let scale = 1.0 / d as f32;
                 sum_middle(&L, dtype, xb.ptr(), out.ptr(), outer, d, inner, scale).unwrap();
                 let want = cpu_ew::sum_middle(&rounded(dtype, &x), outer, d, inner, scale as f64);
-                assert_close(&format!("sum_middle_{dtype} {outer}x{d}x{inner} {s:?}"), &out.to_f32(), &want, tol(dtype));
+                assert_close(
+                    &format!("sum_middle_{dtype} {outer}x{d}x{inner} {s:?}"),
+                    &out.to_f32(),
+                    &want,
+                    tol(dtype),
+                );
             }
         }
     });
