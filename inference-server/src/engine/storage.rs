@@ -2,9 +2,10 @@
 
 use super::backend::{Arg, BackendStorage};
 use super::cpu::CpuStorage;
+use super::cuda::storage::CudaStorage;
 use super::device::Device;
 use super::dtype::DType;
-use super::error::Result;
+use super::error::{EngineError, Result};
 use super::op::{
     AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom, PadGeom,
     ReduceOp, StridedGeom, UnaryOp, View,
@@ -38,19 +39,46 @@ impl SharedBytes for memmap2::Mmap {
 pub(crate) enum Storage {
     /// Host memory.
     Cpu(CpuStorage),
+    /// GPU memory (or the emulator's host memory standing in for it).
+    Cuda(CudaStorage),
 }
 
 /// An op argument: a storage and the tensor's place in it.
 pub(crate) type StorageArg<'a> = (&'a Storage, View);
 
-/// Unwraps the CPU storages of an op's arguments. `ops` checked that every operand of an op is
-/// on one device; a backend added here returns a device error for its own variant.
-fn all_cpu<'a>(args: &[StorageArg<'a>]) -> Result<Vec<Arg<'a, CpuStorage>>> {
+/// Operands of one op on different backends. `ops` checks devices first, so this is the
+/// backstop, not the usual path.
+fn mismatch(op: &'static str) -> EngineError {
+    EngineError::invalid(op, "operands are on different devices")
+}
+
+/// The CPU storages of an op's arguments.
+fn cpu_args<'a>(op: &'static str, args: &[StorageArg<'a>]) -> Result<Vec<Arg<'a, CpuStorage>>> {
     args.iter()
         .map(|(s, v)| match s {
             Storage::Cpu(c) => Ok((c, *v)),
+            Storage::Cuda(_) => Err(mismatch(op)),
         })
         .collect()
+}
+
+/// The device storages of an op's arguments.
+fn cuda_args<'a>(op: &'static str, args: &[StorageArg<'a>]) -> Result<Vec<Arg<'a, CudaStorage>>> {
+    args.iter()
+        .map(|(s, v)| match s {
+            Storage::Cuda(c) => Ok((c, *v)),
+            Storage::Cpu(_) => Err(mismatch(op)),
+        })
+        .collect()
+}
+
+/// Unwraps an optional argument with `f` (`cpu_args` or `cuda_args`).
+fn opt_arg<'a, S>(
+    op: &'static str,
+    arg: Option<StorageArg<'a>>,
+    f: fn(&'static str, &[StorageArg<'a>]) -> Result<Vec<Arg<'a, S>>>,
+) -> Result<Option<Arg<'a, S>>> {
+    arg.map(|a| f(op, &[a]).map(|v| v[0])).transpose()
 }
 
 impl Storage {
@@ -58,6 +86,7 @@ impl Storage {
     pub(crate) fn upload(host: CpuStorage, device: &Device) -> Result<Storage> {
         match device {
             Device::Cpu => Ok(Storage::Cpu(host)),
+            Device::Cuda(d) => Ok(Storage::Cuda(CudaStorage::upload_host(d, host.slice()?)?)),
         }
     }
 
@@ -65,6 +94,7 @@ impl Storage {
     pub(crate) fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(s) => Device::Cuda(s.dev().clone()),
         }
     }
 
@@ -72,6 +102,7 @@ impl Storage {
     pub(crate) fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => BackendStorage::dtype(s),
+            Storage::Cuda(s) => BackendStorage::dtype(s),
         }
     }
 
@@ -79,6 +110,7 @@ impl Storage {
     pub(crate) fn host_ptr(&self, v: View) -> Option<*const u8> {
         match self {
             Storage::Cpu(s) => s.view(v).ok().map(|s| s.as_ptr()),
+            Storage::Cuda(_) => None,
         }
     }
 
@@ -86,6 +118,7 @@ impl Storage {
     pub(crate) fn to_host(&self, v: View) -> Result<CpuStorage> {
         match self {
             Storage::Cpu(s) => s.to_host(v),
+            Storage::Cuda(s) => s.to_host(v),
         }
     }
 
@@ -93,6 +126,7 @@ impl Storage {
     pub(crate) fn to_dtype(&self, v: View, dtype: DType) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.to_dtype(v, dtype)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(s.to_dtype(v, dtype)?)),
         }
     }
 
@@ -100,13 +134,16 @@ impl Storage {
     pub(crate) fn unary(&self, v: View, op: UnaryOp) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.unary(v, op)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(s.unary(v, op)?)),
         }
     }
 
     /// See [`BackendStorage::binary`].
     pub(crate) fn binary(&self, v: View, rhs: StorageArg<'_>, op: BinaryOp, g: &BroadcastGeom) -> Result<Storage> {
-        match (self, rhs.0) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(a.binary(v, (b, rhs.1), op, g)?)),
+        let name = op.kernel_name();
+        match self {
+            Storage::Cpu(a) => Ok(Storage::Cpu(a.binary(v, cpu_args(name, &[rhs])?[0], op, g)?)),
+            Storage::Cuda(a) => Ok(Storage::Cuda(a.binary(v, cuda_args(name, &[rhs])?[0], op, g)?)),
         }
     }
 
@@ -114,6 +151,7 @@ impl Storage {
     pub(crate) fn reduce(&self, v: View, op: ReduceOp, g: AxisGeom) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.reduce(v, op, g)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(s.reduce(v, op, g)?)),
         }
     }
 
@@ -121,6 +159,7 @@ impl Storage {
     pub(crate) fn softmax_last_dim(&self, v: View, cols: usize) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.softmax_last_dim(v, cols)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(s.softmax_last_dim(v, cols)?)),
         }
     }
 
@@ -128,13 +167,15 @@ impl Storage {
     pub(crate) fn geglu(&self, v: View, half: usize) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.geglu(v, half)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(s.geglu(v, half)?)),
         }
     }
 
     /// See [`BackendStorage::matmul`].
     pub(crate) fn matmul(&self, v: View, rhs: StorageArg<'_>, g: &MatmulGeom) -> Result<Storage> {
-        match (self, rhs.0) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => Ok(Storage::Cpu(a.matmul(v, (b, rhs.1), g)?)),
+        match self {
+            Storage::Cpu(a) => Ok(Storage::Cpu(a.matmul(v, cpu_args("matmul", &[rhs])?[0], g)?)),
+            Storage::Cuda(a) => Ok(Storage::Cuda(a.matmul(v, cuda_args("matmul", &[rhs])?[0], g)?)),
         }
     }
 
@@ -148,9 +189,12 @@ impl Storage {
     ) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => {
-                let w = all_cpu(&[weight])?[0];
-                let b = bias.map(|b| all_cpu(&[b]).map(|v| v[0])).transpose()?;
+                let (w, b) = (cpu_args("linear", &[weight])?[0], opt_arg("linear", bias, cpu_args)?);
                 Ok(Storage::Cpu(s.linear(v, w, b, g)?))
+            }
+            Storage::Cuda(s) => {
+                let (w, b) = (cuda_args("linear", &[weight])?[0], opt_arg("linear", bias, cuda_args)?);
+                Ok(Storage::Cuda(s.linear(v, w, b, g)?))
             }
         }
     }
@@ -165,9 +209,12 @@ impl Storage {
     ) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => {
-                let w = all_cpu(&[weight])?[0];
-                let b = bias.map(|b| all_cpu(&[b]).map(|v| v[0])).transpose()?;
+                let (w, b) = (cpu_args("conv2d", &[weight])?[0], opt_arg("conv2d", bias, cpu_args)?);
                 Ok(Storage::Cpu(s.conv2d(v, w, b, g)?))
+            }
+            Storage::Cuda(s) => {
+                let (w, b) = (cuda_args("conv2d", &[weight])?[0], opt_arg("conv2d", bias, cuda_args)?);
+                Ok(Storage::Cuda(s.conv2d(v, w, b, g)?))
             }
         }
     }
@@ -183,8 +230,12 @@ impl Storage {
     ) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => {
-                let wb = all_cpu(&[weight, bias])?;
+                let wb = cpu_args("layer_norm", &[weight, bias])?;
                 Ok(Storage::Cpu(s.layer_norm(v, wb[0], wb[1], c, eps)?))
+            }
+            Storage::Cuda(s) => {
+                let wb = cuda_args("layer_norm", &[weight, bias])?;
+                Ok(Storage::Cuda(s.layer_norm(v, wb[0], wb[1], c, eps)?))
             }
         }
     }
@@ -199,8 +250,12 @@ impl Storage {
     ) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => {
-                let wb = all_cpu(&[weight, bias])?;
+                let wb = cpu_args("group_norm", &[weight, bias])?;
                 Ok(Storage::Cpu(s.group_norm(v, wb[0], wb[1], g)?))
+            }
+            Storage::Cuda(s) => {
+                let wb = cuda_args("group_norm", &[weight, bias])?;
+                Ok(Storage::Cuda(s.group_norm(v, wb[0], wb[1], g)?))
             }
         }
     }
@@ -209,8 +264,12 @@ impl Storage {
     pub(crate) fn attention(&self, q: View, k: StorageArg<'_>, v: StorageArg<'_>, g: AttnGeom) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => {
-                let kv = all_cpu(&[k, v])?;
+                let kv = cpu_args("attention", &[k, v])?;
                 Ok(Storage::Cpu(s.attention(q, kv[0], kv[1], g)?))
+            }
+            Storage::Cuda(s) => {
+                let kv = cuda_args("attention", &[k, v])?;
+                Ok(Storage::Cuda(s.attention(q, kv[0], kv[1], g)?))
             }
         }
     }
@@ -219,6 +278,7 @@ impl Storage {
     pub(crate) fn upsample_nearest2x(&self, v: View, planes: usize, h: usize, w: usize) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.upsample_nearest2x(v, planes, h, w)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(s.upsample_nearest2x(v, planes, h, w)?)),
         }
     }
 
@@ -226,6 +286,7 @@ impl Storage {
     pub(crate) fn pad2d(&self, v: View, g: PadGeom) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.pad2d(v, g)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(s.pad2d(v, g)?)),
         }
     }
 
@@ -233,6 +294,7 @@ impl Storage {
     pub(crate) fn strided_copy(&self, g: &StridedGeom) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.strided_copy(g)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(s.strided_copy(g)?)),
         }
     }
 
@@ -240,7 +302,10 @@ impl Storage {
     pub(crate) fn cat(parts: &[StorageArg<'_>], mids: &[usize], outer: usize, inner: usize) -> Result<Storage> {
         match parts.first().map(|p| p.0) {
             Some(Storage::Cpu(_)) | None => {
-                Ok(Storage::Cpu(CpuStorage::cat(&all_cpu(parts)?, mids, outer, inner)?))
+                Ok(Storage::Cpu(CpuStorage::cat(&cpu_args("cat", parts)?, mids, outer, inner)?))
+            }
+            Some(Storage::Cuda(_)) => {
+                Ok(Storage::Cuda(CudaStorage::cat(&cuda_args("cat", parts)?, mids, outer, inner)?))
             }
         }
     }
@@ -249,6 +314,7 @@ impl Storage {
     pub(crate) fn index_select(&self, v: View, ids: &[u32], g: AxisGeom) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.index_select(v, ids, g)?)),
+            Storage::Cuda(s) => Ok(Storage::Cuda(s.index_select(v, ids, g)?)),
         }
     }
 }

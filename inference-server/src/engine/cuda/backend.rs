@@ -85,7 +85,7 @@ impl BackendStorage for CudaStorage {
     }
 
     fn upload(device: &CudaDevice, host: CpuSlice<'_>) -> Result<CudaStorage> {
-        on("upload", || CudaStorage::upload(device, host))
+        CudaStorage::upload_host(device, host)
     }
 
     fn to_host(&self, v: View) -> Result<CpuStorage> {

@@ -7,9 +7,23 @@
 //! `kernels/prelude.cuh` is prepended to every kernel file; it documents the rules kernel
 //! authors follow so that both worlds compile the same text.
 
-pub(crate) mod error;
-pub(crate) mod launch;
+//!
+//! Above the kernels: [`device::Runtime`] is what a device must provide (memory, copies,
+//! launches, GEMM) — `driver.rs` on a GPU (cudarc, dynamic loading), `emu_runtime.rs` under the
+//! emulator — and `storage.rs` + `backend.rs` implement the engine's backend trait on top, the
+//! same code for both.
+
+pub(crate) mod backend;
+pub(crate) mod device;
+pub(crate) mod driver;
 #[cfg(feature = "cuda-emu")]
 pub(crate) mod emu;
+#[cfg(feature = "cuda-emu")]
+pub(crate) mod emu_runtime;
+pub(crate) mod error;
+pub(crate) mod launch;
 pub(crate) mod nvrtc;
 pub(crate) mod ops;
+pub(crate) mod storage;
+
+pub use device::CudaDevice;

@@ -8,7 +8,7 @@
 
 // Until the CUDA backend (storage, dispatch) calls these, only the tests do: no dead-code
 // warnings in the library build meanwhile. Remove once the backend is wired in.
-#![cfg_attr(not(test), allow(dead_code))]
+
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

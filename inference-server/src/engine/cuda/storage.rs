@@ -7,7 +7,7 @@ use super::device::{CudaDevice, DeviceBuffer};
 use super::error::CudaError;
 use super::ops;
 use crate::engine::cpu::CpuStorage;
-use crate::engine::error::EngineError;
+use crate::engine::error::{EngineError, Result as EngineResult};
 use crate::engine::op::View;
 use crate::engine::DType;
 
@@ -54,13 +54,18 @@ impl CudaStorage {
     }
 
     /// Copies host elements of `host` to a new device storage.
-    pub(crate) fn upload(dev: &CudaDevice, host: crate::engine::cpu::CpuSlice<'_>) -> Result<CudaStorage, CudaError> {
+    pub(crate) fn upload_slice(dev: &CudaDevice, host: crate::engine::cpu::CpuSlice<'_>) -> Result<CudaStorage, CudaError> {
         let dtype = host.dtype();
         let out = CudaStorage::alloc(dev, host.len(), dtype)?;
         // SAFETY: the slice's bytes are its elements.
         let bytes = unsafe { std::slice::from_raw_parts(host.as_ptr(), host.len() * dtype.size_in_bytes()) };
         dev.rt().htod(out.base(), bytes)?;
         Ok(out)
+    }
+
+    /// [`CudaStorage::upload_slice`] with the error as the engine reports it.
+    pub(crate) fn upload_host(dev: &CudaDevice, host: crate::engine::cpu::CpuSlice<'_>) -> EngineResult<CudaStorage> {
+        Self::upload_slice(dev, host).map_err(|e| engine_err("upload", e))
     }
 
     /// Copies the elements of `v` to host memory.

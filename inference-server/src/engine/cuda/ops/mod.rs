@@ -9,7 +9,7 @@
 
 // Until the CUDA backend (storage, dispatch) calls these, only the tests do: no dead-code
 // warnings in the library build meanwhile. Remove once the backend is wired in.
-#![cfg_attr(not(test), allow(dead_code))]
+
 
 pub(crate) mod attention;
 pub(crate) mod conv;
