@@ -33,6 +33,7 @@ const ERR_UNKNOWN_KERNEL: c_int = 1;
 unsafe extern "C" {
     fn sdemu_launch(name: *const c_char, cfg: *const SdemuCfg, params: *mut *mut c_void) -> c_int;
     fn sdemu_kernel_arity(name: *const c_char) -> c_int;
+    #[cfg_attr(not(test), allow(dead_code))]
     fn sdemu_set_schedule(mode: c_int, seed: u64);
     fn sdemu_last_error() -> *const c_char;
 }
@@ -40,6 +41,7 @@ unsafe extern "C" {
 /// The order in which the emulator resumes the runnable threads of a block. Different orders
 /// expose different missing barriers; none is more "correct" than another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) enum Schedule {
     /// Threads run in the order they became runnable (the default).
     Fifo,
@@ -61,6 +63,7 @@ impl Schedule {
 /// Chooses the thread order for the emulator launches made from the calling OS thread (each
 /// test runs on its own thread, so parallel tests don't change each other's order). Threads
 /// that never call it use [`Schedule::Fifo`].
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn set_schedule(schedule: Schedule) {
     let (mode, seed) = match schedule {
         Schedule::Fifo => (0, 0),

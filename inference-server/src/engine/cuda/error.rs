@@ -8,6 +8,7 @@ pub(crate) enum CudaError {
     /// A kernel launch failed under the emulator: a deadlock, a shuffle reading an inactive
     /// lane, an invalid launch configuration or a C++ exception, as the emulator reported it.
     #[error("kernel `{kernel}` failed under the CUDA emulator: {message}")]
+    #[cfg_attr(not(feature = "cuda-emu"), allow(dead_code))]
     EmuLaunch {
         /// The kernel's `{op}_{dtype}` name.
         kernel: String,

@@ -17,6 +17,9 @@ pub(crate) struct LaunchCfg {
     pub shared_mem_bytes: u32,
 }
 
+// The ops wrappers build their configurations directly; these constructors serve the
+// emulator's self-tests.
+#[cfg_attr(not(test), allow(dead_code))]
 impl LaunchCfg {
     /// A launch of `grid` blocks of `block` threads, without dynamic shared memory.
     pub(crate) const fn new(grid: [u32; 3], block: [u32; 3]) -> Self {
@@ -60,6 +63,7 @@ pub(crate) trait Launcher: Send + Sync {
 /// with the host C++ compiler (see `emu/`), run through [`super::emu::launch`].
 #[cfg(feature = "cuda-emu")]
 #[derive(Clone, Copy, Debug, Default)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct EmuLauncher;
 
 #[cfg(feature = "cuda-emu")]

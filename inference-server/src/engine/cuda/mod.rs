@@ -27,3 +27,6 @@ pub(crate) mod ops;
 pub(crate) mod storage;
 
 pub use device::CudaDevice;
+
+#[cfg(all(test, feature = "cuda-emu"))]
+mod device_tests;
