@@ -146,7 +146,7 @@ impl UNet {
             in_channels: config.in_channels,
             out_channels: config.out_channels,
             context_dim: config.cross_attention_dim,
-            device: *device,
+            device: Device::clone(device),
         })
     }
 
@@ -206,6 +206,6 @@ impl UNet {
             x = block.forward(&x, &temb, context, &mut skips)?;
         }
         let x = self.norm_out.forward_silu(&x)?;
-        self.conv_out.forward(&x)
+        Ok(self.conv_out.forward(&x)?)
     }
 }

@@ -65,7 +65,7 @@ impl Vae {
             in_channels: config.in_channels,
             latent_channels: lat,
             scaling_factor: config.scaling_factor as f32,
-            device: *device,
+            device: Device::clone(device),
         })
     }
 
