@@ -68,7 +68,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
     let ServiceConfig { models, device } = config;
-    let models = tokio::task::spawn_blocking(move || Models::load(&models, &device))
+    let load_on = Device::clone(&device);
+    let models = tokio::task::spawn_blocking(move || Models::load(&models, &load_on))
         .await
         .map_err(|e| ServiceError::Server(format!("loading models: {e}")))??;
     let models = Arc::new(models);
