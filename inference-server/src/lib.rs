@@ -2,9 +2,12 @@
 //! `sdserve.v1.Inference` gRPC service (contract in `proto/sdserve/v1/inference.proto`).
 //!
 //! Layers, bottom up: `engine` (tensors and ops on a run-time device), `nn` (layers loaded
-//! from checkpoints), `model` (tokenizer, checkpoint loading, the networks), `sampling` (seeded
-//! noise, samplers), `pipeline` (prompt handling, generation), `service` (the gRPC service,
-//! its queue and the loaded models).
+//! through its own `WeightSource` trait), `sampling` (seeded noise, the noise schedule config,
+//! samplers on flat latents; it imports no other layer), `model` (tokenizer, checkpoint
+//! loading, the networks; it names `sampling::SchedulerConfig` as the checkpoint's schedule),
+//! `pipeline` (prompt handling, generation), `service` (the gRPC service, its queue and the
+//! loaded models). A layer imports only layers below it; `util` (deterministic fills) sits
+//! under all of them. docs/inference-server.md has the picture.
 
 pub mod engine;
 pub mod model;
@@ -12,3 +15,4 @@ pub mod nn;
 pub mod sampling;
 pub mod pipeline;
 pub mod service;
+pub mod util;

@@ -19,7 +19,7 @@ use inference_server::model::weights::{Checkpoint, Layout, StoredDType, Variant}
 use inference_server::pipeline::png::generation_pngs;
 use inference_server::pipeline::images::decode_image_rgb;
 use inference_server::pipeline::{Img2ImgParams, Pipeline, Request, RunOptions, StepEvent, Txt2ImgParams};
-use inference_server::sampling::rng::NoiseSource;
+use inference_server::sampling::rng::GeneratorKind;
 use inference_server::service::{ModelSpec, ServiceConfig};
 
 #[derive(Parser)]
@@ -123,7 +123,7 @@ struct GenerateArgs {
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
-    let noise_source: NoiseSource = args.rng.parse().map_err(|e| anyhow::anyhow!("rng: {e}"))?;
+    let noise_source: GeneratorKind = args.rng.parse().map_err(|e| anyhow::anyhow!("rng: {e}"))?;
     let init = match &args.init_image {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

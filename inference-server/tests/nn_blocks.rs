@@ -9,9 +9,8 @@ mod support;
 use std::collections::BTreeMap;
 
 
-use inference_server::model::ModelError;
 use inference_server::model::weights::{OwnedTensor, SafetensorsFile, StoredDType, WeightSet, write_safetensors};
-use inference_server::nn::{Attention, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, Upsample2D};
+use inference_server::nn::{Attention, Conv2d, Downsample2D, GroupNorm, NnError, ResnetBlock2D, Upsample2D};
 use support::{CPU, Rng, assert_close, f64s, rand_tensor};
 
 const TOL: f64 = 1e-4;
@@ -139,7 +138,7 @@ fn conv_and_group_norm() {
         assert_close("group_norm", &got.to_vec_f32().unwrap(), &want, TOL);
     }
     let err = GroupNorm::load(&w.set, "gn", 3, 4, 1e-6, &CPU).unwrap_err();
-    assert!(matches!(err, ModelError::Input { field: "norm_num_groups", .. }), "{err}");
+    assert!(matches!(err, NnError::Input { field: "norm_num_groups", .. }), "{err}");
     let err = Conv2d::load(&w.set, "c", 4, 6, 3, 1, 1, &CPU).unwrap_err();
     assert!(err.to_string().contains("c.weight"), "{err}");
 }
@@ -188,7 +187,7 @@ fn resnet_block_with_and_without_time_embedding() {
         };
         assert_close("resnet", &got.to_vec_f32().unwrap(), &add(&shortcut, &a), TOL);
         let wrong = if temb.is_some() { None } else { Some(&t) };
-        assert!(matches!(block.forward(&x, wrong), Err(ModelError::Input { field: "temb", .. })));
+        assert!(matches!(block.forward(&x, wrong), Err(NnError::Input { field: "temb", .. })));
     }
 }
 

@@ -373,3 +373,38 @@ fn sd2_single_file_generates_with_clip_skip_and_long_prompts() {
     assert_eq!(a.images, b.images);
     assert!(infotext(&a, 0).contains("Model: tiny-sd2, Clip skip: 2"));
 }
+
+/// A checkpoint whose UNet predicts `sample`: A1111 samplers have no denoiser for it, so
+/// img2img (and txt2img) refuse the request naming the prediction type and the sampler
+/// before any step runs, rather than reading the prediction as epsilon.
+#[test]
+fn img2img_refuses_a_prediction_type_the_sampler_does_not_support() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("tiny-sample");
+    write_test_model(&root, Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("write model");
+    let file = root.join("scheduler/scheduler_config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
+    config["prediction_type"] = "sample".into();
+    std::fs::write(&file, config.to_string()).expect("write");
+    let pipeline = Pipeline::load(&root, &Device::Cpu).expect("load");
+    for (sampler, supported) in [("Euler a", false), ("DPM++ 2M", false), ("EulerDiscreteScheduler", false), ("DDIMScheduler", true)] {
+        let mut steps = 0;
+        let result = pipeline.img2img(&img2img_params(sampler, None, 0.6), RunOptions::default(), &mut |_: &StepEvent<'_>| {
+            steps += 1;
+            ControlFlow::Continue(())
+        });
+        match (result, supported) {
+            (Ok(_), true) => assert!(steps > 0),
+            (Err(PipelineError::Invalid { field, rule }), false) => {
+                assert_eq!(field, "sampler_name");
+                assert!(rule.contains(&format!("prediction_type \"sample\" is not supported by sampler \"{sampler}\"")), "{rule}");
+                assert_eq!(steps, 0, "{sampler}: no step may run");
+            }
+            (other, _) => panic!("{sampler}: unexpected {:?}", other.map(|g| g.images.len())),
+        }
+    }
+    let err = pipeline
+        .txt2img(&small(1), RunOptions::default(), &mut |_: &StepEvent<'_>| ControlFlow::Continue(()))
+        .expect_err("Euler cannot run a sample model");
+    assert!(err.to_string().contains("prediction_type \"sample\" is not supported by sampler \"Euler\""), "{err}");
+}

@@ -7,7 +7,7 @@
 //! subseed slerp (torch reduces in f32, we in f64) within 1e-5 absolute.
 
 use inference_server::sampling::rng::{
-    Generator, NoiseSource, RANDOM_SEED_BOUND, RngError, batch_noise, image_noise, randn, resolve_seed,
+    Generator, GeneratorKind, RANDOM_SEED_BOUND, RngError, batch_noise, image_noise, randn, resolve_seed,
 };
 use serde_json::Value;
 
@@ -16,8 +16,8 @@ fn goldens() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read rng.json")).expect("json")
 }
 
-fn source(case: &Value) -> NoiseSource {
-    NoiseSource::parse(case["source"].as_str().expect("source")).expect("known source")
+fn source(case: &Value) -> GeneratorKind {
+    GeneratorKind::parse(case["source"].as_str().expect("source")).expect("known source")
 }
 
 fn floats(v: &Value) -> Vec<f32> {
@@ -103,7 +103,7 @@ fn philox_matches_rng_philox_docstring() {
         -1.671_050_7,
         2.265_505,
     ];
-    let got = randn(NoiseSource::Philox, 0, &[3, 4]).expect("randn");
+    let got = randn(GeneratorKind::Philox, 0, &[3, 4]).expect("randn");
     for (g, w) in got.iter().zip(want) {
         assert!((f64::from(*g) - w).abs() < 1e-6, "{g} vs {w}");
     }
@@ -139,7 +139,7 @@ fn subseed_slerp_matches_a1111() {
 #[test]
 fn subseed_strength_edges() {
     let shape = [4, 8, 8];
-    for src in [NoiseSource::TorchCpu, NoiseSource::Philox] {
+    for src in [GeneratorKind::TorchCpu, GeneratorKind::Philox] {
         let a = randn(src, 5, &shape).expect("randn");
         let b = randn(src, 6, &shape).expect("randn");
         assert_eq!(image_noise(src, 5, 6, 0.0, &shape).expect("noise"), a);
@@ -164,9 +164,9 @@ fn subseed_strength_edges() {
 #[test]
 fn batch_items_use_consecutive_seeds() {
     let shape = [4, 8, 8];
-    let batch = batch_noise(NoiseSource::TorchCpu, 41, 0, 0.0, 3, &shape).expect("batch");
+    let batch = batch_noise(GeneratorKind::TorchCpu, 41, 0, 0.0, 3, &shape).expect("batch");
     for i in 0..3 {
-        let one = randn(NoiseSource::TorchCpu, 41 + i as u64, &shape).expect("randn");
+        let one = randn(GeneratorKind::TorchCpu, 41 + i as u64, &shape).expect("randn");
         assert_eq!(&batch[i * 256..(i + 1) * 256], &one[..]);
     }
 }
@@ -180,7 +180,7 @@ fn random_seed_is_reported_and_reproducible() {
         "random seeds differ"
     );
     let s = seeds[0];
-    for src in [NoiseSource::TorchCpu, NoiseSource::Philox] {
+    for src in [GeneratorKind::TorchCpu, GeneratorKind::Philox] {
         let a = image_noise(src, s, 0, 0.0, &[4, 8, 8]).expect("noise");
         let b = randn(src, s, &[4, 8, 8]).expect("randn");
         assert_eq!(a, b, "noise reproducible from the reported seed");
@@ -195,32 +195,32 @@ fn random_seed_is_reported_and_reproducible() {
 
 #[test]
 fn names_and_bad_input() {
-    assert_eq!(NoiseSource::parse("CPU"), Some(NoiseSource::TorchCpu));
-    assert_eq!(NoiseSource::parse("GPU"), Some(NoiseSource::Philox));
-    assert_eq!(NoiseSource::parse("NV"), Some(NoiseSource::Philox));
-    assert_eq!("philox".parse::<NoiseSource>(), Ok(NoiseSource::Philox));
+    assert_eq!(GeneratorKind::parse("CPU"), Some(GeneratorKind::TorchCpu));
+    assert_eq!(GeneratorKind::parse("GPU"), Some(GeneratorKind::Philox));
+    assert_eq!(GeneratorKind::parse("NV"), Some(GeneratorKind::Philox));
+    assert_eq!("philox".parse::<GeneratorKind>(), Ok(GeneratorKind::Philox));
     assert!(matches!(
-        "tpu".parse::<NoiseSource>(),
+        "tpu".parse::<GeneratorKind>(),
         Err(RngError::UnknownSource(_))
     ));
     let huge = [usize::MAX, 2];
     assert!(matches!(
-        randn(NoiseSource::TorchCpu, 0, &huge),
+        randn(GeneratorKind::TorchCpu, 0, &huge),
         Err(RngError::TooLarge(_))
     ));
     assert!(matches!(
-        image_noise(NoiseSource::Philox, 0, 1, 0.5, &[16]),
+        image_noise(GeneratorKind::Philox, 0, 1, 0.5, &[16]),
         Err(RngError::SubseedRank(_))
     ));
-    assert!(image_noise(NoiseSource::Philox, 0, 1, f32::NAN, &[4, 2, 2]).is_err());
+    assert!(image_noise(GeneratorKind::Philox, 0, 1, f32::NAN, &[4, 2, 2]).is_err());
     assert_eq!(
-        randn(NoiseSource::TorchCpu, 0, &[0, 4]).expect("empty"),
+        randn(GeneratorKind::TorchCpu, 0, &[0, 4]).expect("empty"),
         Vec::<f32>::new()
     );
     // CPU seeds are truncated to 32 bits, as PyTorch's mt19937 does.
     assert_eq!(
-        randn(NoiseSource::TorchCpu, 5, &[20]).expect("a"),
-        randn(NoiseSource::TorchCpu, (1 << 32) + 5, &[20]).expect("b")
+        randn(GeneratorKind::TorchCpu, 5, &[20]).expect("a"),
+        randn(GeneratorKind::TorchCpu, (1 << 32) + 5, &[20]).expect("b")
     );
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use inference_server::model::weights::SchedulerConfig;
+use inference_server::sampling::{PredictionType, SchedulerConfig};
 use inference_server::sampling::samplers::diffusers::set_timesteps;
 use inference_server::sampling::samplers::diffusers_steps;
 use inference_server::sampling::samplers::k_more;
@@ -19,7 +19,7 @@ use inference_server::sampling::samplers::k_samplers::{self, EpsDenoiser};
 use inference_server::sampling::samplers::names::accepted_sampler_names;
 use inference_server::sampling::samplers::schedule::DiscreteSchedule;
 use inference_server::sampling::samplers::{
-    BrownianNoise, DiffusersScheduler, KSampler, NoiseSource, Resolved, SamplerError, Schedule, levels, resolve,
+    BrownianNoise, DiffusersScheduler, KSampler, StepNoise, Resolved, SamplerError, Schedule, Start, levels, resolve, sample_from,
     sample,
 };
 
@@ -400,7 +400,7 @@ fn every_accepted_name_samples_with_consistent_progress() {
 fn v_prediction_matches_both_references() {
     let g = goldens();
     let (noise, bias, anc) = (g.get("noise"), g.get("bias"), g.get("anc_noise"));
-    let cfg = SchedulerConfig { prediction_type: "v_prediction".into(), ..SchedulerConfig::default() };
+    let cfg = SchedulerConfig { prediction_type: PredictionType::VPrediction, ..SchedulerConfig::default() };
     for (name, golden) in [
         ("Euler", "v.a1111.euler.4"),
         ("DPM++ 2M", "v.a1111.dpmpp_2m.4"),
@@ -416,4 +416,27 @@ fn v_prediction_matches_both_references() {
         let out = sample(resolve(name, None).unwrap(), &cfg, 4, &mut eps, noise, &mut injected(anc), &mut go).unwrap();
         check(&format!("v {name}"), &out, g.get(golden));
     }
+}
+
+#[test]
+fn unsupported_prediction_type_is_an_error_naming_it_in_every_path() {
+    let g = goldens();
+    let (noise, bias, anc) = (g.get("noise"), g.get("bias"), g.get("anc_noise"));
+    let cfg = SchedulerConfig { prediction_type: PredictionType::Sample, ..SchedulerConfig::default() };
+    let init = vec![0.1f32; noise.len()];
+    for name in ["Euler a", "DPM++ 2M", "DDIM", "LCM", "EulerDiscreteScheduler", "PNDM"] {
+        for start in [Start::Noise(noise), Start::Image { init: &init, noise, strength: 0.6 }] {
+            let mut eps = toy(bias);
+            let err = sample_from(resolve(name, None).unwrap(), &cfg, 4, start, &mut eps, &mut injected(anc), &mut go)
+                .unwrap_err();
+            assert!(matches!(err, SamplerError::UnsupportedPrediction { prediction: PredictionType::Sample, .. }), "{name}: {err}");
+            assert!(err.to_string().starts_with("prediction_type \"sample\" is not supported by sampler"), "{err}");
+        }
+    }
+    let err = sample_from(resolve("Euler a", None).unwrap(), &cfg, 4, Start::Noise(noise), &mut toy(bias), &mut injected(anc), &mut go)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "prediction_type \"sample\" is not supported by sampler \"Euler a\"");
+    let mut eps = toy(bias);
+    let out = sample_from(resolve("DDIMScheduler", None).unwrap(), &cfg, 4, Start::Image { init: &init, noise, strength: 0.6 }, &mut eps, &mut injected(anc), &mut go);
+    assert!(out.is_ok(), "DDIM supports sample");
 }

@@ -9,7 +9,7 @@
 use crate::engine::{DType, Device, Tensor};
 use crate::model::ModelError;
 use crate::model::weights::{ClipTextConfig, HiddenAct, WeightSet};
-use crate::nn::{LayerNorm, Linear, load_tensor};
+use crate::nn::{LayerNorm, Linear, WeightSource};
 
 const PREFIX: &str = "text_model";
 
@@ -57,13 +57,13 @@ impl ClipTextEncoder {
         }
         let eps = config.layer_norm_eps as f32;
         let emb = format!("{PREFIX}.embeddings");
-        let token_embedding = load_tensor(
+        let token_embedding = WeightSource::get(
             weights,
             &format!("{emb}.token_embedding.weight"),
             &[config.vocab_size, hidden],
             device,
         )?;
-        let position_embedding = load_tensor(
+        let position_embedding = WeightSource::get(
             weights,
             &format!("{emb}.position_embedding.weight"),
             &[config.max_position_embeddings, hidden],
@@ -116,7 +116,7 @@ impl ClipTextEncoder {
         for layer in &self.layers[..self.layers.len() + 1 - clip_skip] {
             x = layer.forward(&x, self.heads, self.activation)?;
         }
-        self.final_layer_norm.forward(&x)
+        Ok(self.final_layer_norm.forward(&x)?)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::engine::EngineError;
 use crate::model::tokenizer::TokenizerError;
+use crate::nn::NnError;
 use crate::model::weights::WeightsError;
 
 /// Why a model could not be loaded or run.
@@ -14,6 +15,9 @@ pub enum ModelError {
     /// The checkpoint's tokenizer files cannot be read.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    /// A layer could not load its weights or refused its input.
+    #[error(transparent)]
+    Nn(#[from] NnError),
     /// A tensor op refused its inputs (a shape bug between layers, or an unavailable device).
     #[error(transparent)]
     Engine(#[from] EngineError),

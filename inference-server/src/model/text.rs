@@ -63,6 +63,12 @@ impl TextConditioner {
         self.tokenizer.encode_padded(prompt, self.pad_id)
     }
 
+    /// The checkpoint's tokenizer (its folder's `tokenizer/` files, parsed once at load, or
+    /// the built-in vocabulary).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     /// The padding id in use (`<|endoftext|>` for SD 1.x, 0 for SD 2.x).
     pub fn pad_id(&self) -> u32 {
         self.pad_id

@@ -2,10 +2,8 @@
 //! itself or over a context, through the engine's tiled attention.
 
 use crate::engine::{Device, Tensor};
-use crate::model::ModelError;
-use crate::model::weights::WeightSet;
 
-use super::Linear;
+use super::{Linear, NnError, WeightSource};
 
 /// `to_q`, `to_k`, `to_v` (biased only with `qkv_bias`) and `to_out.0` (always biased); scores
 /// scaled by `head_dim^-0.5`. The `L × S` score matrix is never built.
@@ -24,7 +22,7 @@ impl Attention {
     /// `context_dim` (self-attention when `None`), `heads × head_dim` inner width.
     #[allow(clippy::too_many_arguments)]
     pub fn load(
-        weights: &WeightSet,
+        weights: &dyn WeightSource,
         prefix: &str,
         query_dim: usize,
         context_dim: Option<usize>,
@@ -32,9 +30,9 @@ impl Attention {
         head_dim: usize,
         qkv_bias: bool,
         device: &Device,
-    ) -> Result<Attention, ModelError> {
+    ) -> Result<Attention, NnError> {
         if heads == 0 || head_dim == 0 {
-            return Err(ModelError::Input {
+            return Err(NnError::Input {
                 field: "attention_head_dim",
                 rule: format!("{prefix} needs at least one head of width >= 1, got {heads} × {head_dim}"),
             });
@@ -54,15 +52,15 @@ impl Attention {
 
     /// Attends `x [B, L, query_dim]` over `context [B, S, context_dim]` (over `x` itself when
     /// `None`) and returns `[B, L, query_dim]`.
-    pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor, ModelError> {
+    pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor, NnError> {
         let context = context.unwrap_or(x);
         if x.rank() != 3 || context.rank() != 3 {
-            return Err(ModelError::Input {
+            return Err(NnError::Input {
                 field: "attention input",
                 rule: format!("x and context must be [B, L, C], got {} and {}", x.shape(), context.shape()),
             });
         }
-        let split = |t: Tensor| -> Result<Tensor, ModelError> {
+        let split = |t: Tensor| -> Result<Tensor, NnError> {
             let d = t.dims();
             let (b, l) = (d[0], d[1]);
             Ok(t.reshape((b, l, self.heads, self.head_dim))?.permute(&[0, 2, 1, 3])?)

@@ -1,10 +1,8 @@
 //! 2-D convolution with bias, NCHW, as `torch.nn.Conv2d` with square kernels.
 
 use crate::engine::{Device, Tensor};
-use crate::model::ModelError;
-use crate::model::weights::WeightSet;
 
-use super::load_tensor;
+use super::{NnError, WeightSource};
 
 /// A square-kernel convolution with bias; the weight may stay in its stored dtype.
 #[derive(Debug, Clone)]
@@ -19,7 +17,7 @@ impl Conv2d {
     /// Loads `{prefix}.weight` (`[out_ch, in_ch, kernel, kernel]`) and `{prefix}.bias` (`[out_ch]`).
     #[allow(clippy::too_many_arguments)]
     pub fn load(
-        weights: &WeightSet,
+        weights: &dyn WeightSource,
         prefix: &str,
         in_ch: usize,
         out_ch: usize,
@@ -27,17 +25,17 @@ impl Conv2d {
         stride: usize,
         padding: usize,
         device: &Device,
-    ) -> Result<Conv2d, ModelError> {
+    ) -> Result<Conv2d, NnError> {
         Ok(Conv2d {
-            weight: load_tensor(weights, &format!("{prefix}.weight"), &[out_ch, in_ch, kernel, kernel], device)?,
-            bias: load_tensor(weights, &format!("{prefix}.bias"), &[out_ch], device)?,
+            weight: weights.get(&format!("{prefix}.weight"), &[out_ch, in_ch, kernel, kernel], device)?,
+            bias: weights.get(&format!("{prefix}.bias"), &[out_ch], device)?,
             stride,
             padding,
         })
     }
 
     /// Convolves `x [N, in_ch, H, W]` to `[N, out_ch, H', W']`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, NnError> {
         Ok(x.conv2d(&self.weight, Some(&self.bias), self.stride, self.padding)?)
     }
 }

@@ -1,10 +1,8 @@
 //! Group normalization over `[N, C, ...]`, optionally fused with SiLU in the engine.
 
 use crate::engine::{Device, Tensor};
-use crate::model::ModelError;
-use crate::model::weights::WeightSet;
 
-use super::load_tensor;
+use super::{NnError, WeightSource};
 
 /// `GroupNorm(groups, channels)` with learned per-channel scale and shift, as `torch.nn.GroupNorm`.
 #[derive(Debug, Clone)]
@@ -19,34 +17,34 @@ impl GroupNorm {
     /// Loads `{prefix}.weight` and `{prefix}.bias`, both `[channels]`; `groups` must divide
     /// `channels`.
     pub fn load(
-        weights: &WeightSet,
+        weights: &dyn WeightSource,
         prefix: &str,
         groups: usize,
         channels: usize,
         eps: f32,
         device: &Device,
-    ) -> Result<GroupNorm, ModelError> {
+    ) -> Result<GroupNorm, NnError> {
         if groups == 0 || !channels.is_multiple_of(groups) {
-            return Err(ModelError::Input {
+            return Err(NnError::Input {
                 field: "norm_num_groups",
                 rule: format!("{groups} groups must divide the {channels} channels of {prefix}"),
             });
         }
         Ok(GroupNorm {
-            weight: load_tensor(weights, &format!("{prefix}.weight"), &[channels], device)?,
-            bias: load_tensor(weights, &format!("{prefix}.bias"), &[channels], device)?,
+            weight: weights.get(&format!("{prefix}.weight"), &[channels], device)?,
+            bias: weights.get(&format!("{prefix}.bias"), &[channels], device)?,
             groups,
             eps,
         })
     }
 
     /// Normalizes `x [N, C, ...]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, NnError> {
         Ok(x.group_norm(self.groups, &self.weight, &self.bias, self.eps, false)?)
     }
 
     /// Normalizes `x [N, C, ...]` then applies SiLU, in one pass.
-    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor, NnError> {
         Ok(x.group_norm(self.groups, &self.weight, &self.bias, self.eps, true)?)
     }
 }

@@ -1,10 +1,8 @@
 //! Layer normalization over the last dimension, fused in the engine.
 
 use crate::engine::{Device, Tensor};
-use crate::model::ModelError;
-use crate::model::weights::WeightSet;
 
-use super::load_tensor;
+use super::{NnError, WeightSource};
 
 /// `LayerNorm(dim)` with learned scale and shift, as `torch.nn.LayerNorm`.
 #[derive(Debug, Clone)]
@@ -17,21 +15,21 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// Loads `{prefix}.weight` and `{prefix}.bias`, both `[dim]`.
     pub fn load(
-        weights: &WeightSet,
+        weights: &dyn WeightSource,
         prefix: &str,
         dim: usize,
         eps: f32,
         device: &Device,
-    ) -> Result<LayerNorm, ModelError> {
+    ) -> Result<LayerNorm, NnError> {
         Ok(LayerNorm {
-            weight: load_tensor(weights, &format!("{prefix}.weight"), &[dim], device)?,
-            bias: load_tensor(weights, &format!("{prefix}.bias"), &[dim], device)?,
+            weight: weights.get(&format!("{prefix}.weight"), &[dim], device)?,
+            bias: weights.get(&format!("{prefix}.bias"), &[dim], device)?,
             eps,
         })
     }
 
     /// Normalizes the last dimension of `x`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, NnError> {
         Ok(x.layer_norm(&self.weight, &self.bias, self.eps)?)
     }
 }

@@ -2,10 +2,8 @@
 //! UNet (with a time embedding) and the VAE (without).
 
 use crate::engine::{Device, Tensor};
-use crate::model::ModelError;
-use crate::model::weights::WeightSet;
 
-use super::{Conv2d, GroupNorm, Linear};
+use super::{Conv2d, GroupNorm, Linear, NnError, WeightSource};
 
 /// `norm1 → SiLU → conv1 → (+ time_emb_proj(SiLU(temb))) → norm2 → SiLU → conv2`, plus the
 /// input (through a 1×1 `conv_shortcut` when the channel count changes). Dropout is a no-op.
@@ -24,7 +22,7 @@ impl ResnetBlock2D {
     /// VAE, which has no `time_emb_proj`). Every group norm uses `groups` and `eps`.
     #[allow(clippy::too_many_arguments)]
     pub fn load(
-        weights: &WeightSet,
+        weights: &dyn WeightSource,
         prefix: &str,
         in_ch: usize,
         out_ch: usize,
@@ -32,7 +30,7 @@ impl ResnetBlock2D {
         groups: usize,
         eps: f32,
         device: &Device,
-    ) -> Result<ResnetBlock2D, ModelError> {
+    ) -> Result<ResnetBlock2D, NnError> {
         let p = |name: &str| format!("{prefix}.{name}");
         Ok(ResnetBlock2D {
             norm1: GroupNorm::load(weights, &p("norm1"), groups, in_ch, eps, device)?,
@@ -50,7 +48,7 @@ impl ResnetBlock2D {
 
     /// Applies the block to `x [N, in_ch, H, W]`; `temb [N, temb_ch]` is required exactly when
     /// the block was loaded with a time embedding.
-    pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor, ModelError> {
+    pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor, NnError> {
         let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => {
@@ -60,10 +58,10 @@ impl ResnetBlock2D {
             }
             (None, None) => {}
             (Some(_), None) => {
-                return Err(ModelError::Input { field: "temb", rule: "this resnet block needs a time embedding".into() });
+                return Err(NnError::Input { field: "temb", rule: "this resnet block needs a time embedding".into() });
             }
             (None, Some(_)) => {
-                return Err(ModelError::Input { field: "temb", rule: "this resnet block has no time embedding".into() });
+                return Err(NnError::Input { field: "temb", rule: "this resnet block has no time embedding".into() });
             }
         }
         let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;

@@ -9,11 +9,8 @@
 //! With a short prompt free of emphasis this is exactly diffusers' `encode_prompt` (one chunk,
 //! multipliers 1, so [`emphasize`] is the identity).
 
-use std::path::Path;
-
 use crate::engine::{Device, Tensor};
 use crate::model::text::TextConditioner;
-use crate::model::tokenizer::Tokenizer;
 use crate::model::weights::Checkpoint;
 use crate::model::ModelError;
 use crate::pipeline::prompt::{emphasize, tokenize_line, ChunkOptions, PromptChunk};
@@ -22,7 +19,6 @@ use crate::pipeline::prompt::{emphasize, tokenize_line, ChunkOptions, PromptChun
 #[derive(Debug)]
 pub struct Conditioner {
     text: TextConditioner,
-    tokenizer: Option<Tokenizer>,
     options: ChunkOptions,
 }
 
@@ -35,29 +31,17 @@ pub struct CondPair {
     pub uncond: Tensor,
 }
 
-fn load_tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
-    Ok(Tokenizer::from_files(&dir.join("vocab.json"), &dir.join("merges.txt"))?)
-}
-
 impl Conditioner {
     /// Loads the tokenizer and CLIP text encoder of `checkpoint` onto `device`.
     pub fn load(checkpoint: &Checkpoint, device: &Device) -> Result<Conditioner, ModelError> {
         let text = TextConditioner::load(checkpoint, device)?;
-        let tokenizer = match &checkpoint.tokenizer_dir {
-            Some(dir) => Some(load_tokenizer(dir)?),
-            None => None,
-        };
-        Ok(Conditioner { text, tokenizer, options: ChunkOptions::default() })
-    }
-
-    fn tokenizer(&self) -> &Tokenizer {
-        self.tokenizer.as_ref().unwrap_or_else(|| Tokenizer::builtin())
+        Ok(Conditioner { text, options: ChunkOptions::default() })
     }
 
     /// The chunks of each prompt line, padded with empty chunks to `min_chunks` and to the
     /// longest line's count.
     pub fn chunks(&self, prompts: &[&str], min_chunks: usize) -> Vec<Vec<PromptChunk>> {
-        let tok = self.tokenizer();
+        let tok = self.text.tokenizer();
         let mut all: Vec<Vec<PromptChunk>> =
             prompts.iter().map(|p| tokenize_line(tok, p, self.options).chunks).collect();
         let n = all.iter().map(Vec::len).max().unwrap_or(1).max(min_chunks);
@@ -69,7 +53,7 @@ impl Conditioner {
 
     /// Encodes chunked prompts (all with the same chunk count) to `[B, 77·chunks, hidden]`.
     pub fn encode_chunks(&self, prompts: &[Vec<PromptChunk>], clip_skip: usize) -> Result<Tensor, ModelError> {
-        let tok = self.tokenizer();
+        let tok = self.text.tokenizer();
         let (eos, pad) = (tok.eos_id(), self.text.pad_id());
         let n = prompts.first().map_or(0, Vec::len);
         let mut per_chunk = Vec::with_capacity(n);

@@ -19,15 +19,16 @@ use std::path::Path;
 use crate::engine::{Device, Tensor};
 use crate::model::unet::UNet;
 use crate::model::vae::Vae;
-use crate::model::weights::{Checkpoint, SchedulerConfig};
+use crate::model::weights::Checkpoint;
 use crate::model::ModelError;
 use crate::pipeline::conditioning::Conditioner;
 use crate::pipeline::images::{approx_cheap, tensor_to_images};
-use crate::pipeline::params::{PipelineError, RgbImage, Txt2ImgParams};
-use crate::sampling::rng::{batch_noise, resolve_seed, Generator, NoiseSource};
+use crate::pipeline::params::{PipelineError, Request, RgbImage, Txt2ImgParams};
+use crate::sampling::rng::{batch_noise, resolve_seed, Generator, GeneratorKind};
 use crate::sampling::samplers::schedule::DiscreteSchedule;
 use crate::sampling::samplers::k_samplers::EpsModel;
-use crate::sampling::samplers::{sample, NoiseSource as SamplerNoise, Progress, Resolved, SamplerError};
+use crate::sampling::samplers::{check_prediction, sample, Progress, Resolved, SamplerError, StepNoise};
+use crate::sampling::{PredictionType, SchedulerConfig};
 
 /// A loaded checkpoint ready to generate.
 #[derive(Debug)]
@@ -102,6 +103,14 @@ impl Pipeline {
         &self.scheduler
     }
 
+    /// Runs `request`: [`Pipeline::txt2img`] or [`Pipeline::img2img`].
+    pub fn generate(&self, request: &Request, options: RunOptions, events: Events<'_>) -> Result<Generation, PipelineError> {
+        match request {
+            Request::Txt2Img(p) => self.txt2img(p, options, events),
+            Request::Img2Img(p) => self.img2img(p, options, events),
+        }
+    }
+
     /// Runs txt2img. Parameters are validated before any model work.
     pub fn txt2img(&self, params: &Txt2ImgParams, options: RunOptions, events: Events<'_>) -> Result<Generation, PipelineError> {
         self.txt2img_inner(params, options, None, events)
@@ -120,7 +129,7 @@ impl Pipeline {
         &self,
         params: &Txt2ImgParams,
         options: RunOptions,
-        step_noise: &mut dyn SamplerNoise,
+        step_noise: &mut dyn StepNoise,
         events: Events<'_>,
     ) -> Result<Generation, PipelineError> {
         self.txt2img_inner(params, options, Some(step_noise), events)
@@ -130,7 +139,7 @@ impl Pipeline {
         &self,
         params: &Txt2ImgParams,
         options: RunOptions,
-        mut step_noise: Option<&mut dyn SamplerNoise>,
+        mut step_noise: Option<&mut dyn StepNoise>,
         events: Events<'_>,
     ) -> Result<Generation, PipelineError> {
         let resolved = params.validate()?;
@@ -141,8 +150,8 @@ impl Pipeline {
             let noise = batch_noise(p.noise_source, seeds.seed, seeds.subseed, p.subseed_strength, b, &[4, h, w])?;
             let mut rng = ItemNoise::new(p.noise_source, seeds.seeds.clone());
             let run = Run { cfg: p.cfg_scale, guided, ctx: &ctx, batch: b, h, w, iteration };
-            let mut runner = |model: EpsModel<'_>, rng: &mut dyn SamplerNoise, progress: Progress<'_>| {
-                let rng: &mut dyn SamplerNoise = match step_noise.as_deref_mut() {
+            let mut runner = |model: EpsModel<'_>, rng: &mut dyn StepNoise, progress: Progress<'_>| {
+                let rng: &mut dyn StepNoise = match step_noise.as_deref_mut() {
                     Some(injected) => injected,
                     None => rng,
                 };
@@ -154,14 +163,17 @@ impl Pipeline {
         Ok(out)
     }
 
-    /// What txt2img and img2img share before sampling: seeds pinned (a random one chosen for
-    /// -1), the prompt pair encoded into the batch's guidance context, the result to fill.
+    /// What txt2img and img2img share before sampling: the sampler checked against the
+    /// model's prediction type, seeds pinned (a random one chosen for -1), the prompt pair
+    /// encoded into the batch's guidance context, the result to fill.
     pub(crate) fn setup(
         &self,
         params: &Txt2ImgParams,
         resolved: Resolved,
         denoising_strength: Option<f32>,
     ) -> Result<Setup, PipelineError> {
+        check_prediction(resolved, self.scheduler.prediction_type)
+            .map_err(|e| PipelineError::Invalid { field: "sampler_name", rule: e.to_string() })?;
         let mut p = params.clone();
         p.seed = resolve_seed(p.seed) as i64;
         p.subseed = resolve_seed(p.subseed) as i64;
@@ -206,20 +218,13 @@ impl Pipeline {
         options: RunOptions,
         events: Events<'_>,
     ) -> Result<Vec<f32>, PipelineError> {
-        let failure: RefCell<Option<ModelError>> = RefCell::new(None);
         let x0: RefCell<Option<Vec<f32>>> = RefCell::new(None);
         let schedule = DiscreteSchedule::new(&self.scheduler)?;
         let per = 4 * run.h * run.w;
         let mut model = |x: &[f32], t: f64| -> Result<Vec<f32>, SamplerError> {
-            let out = self.guided_eps(run, x, t).map_err(|e| {
-                let msg = e.to_string();
-                *failure.borrow_mut() = Some(e);
-                SamplerError::Model(msg)
-            })?;
-            if options.preview && self.scheduler.prediction_type == "epsilon" {
-                let sigma = schedule.t_to_sigma(t) as f32;
-                let k = (1.0 + sigma * sigma).sqrt();
-                *x0.borrow_mut() = Some(x.iter().zip(&out).map(|(x, e)| x * k - sigma * e).collect());
+            let out = self.guided_eps(run, x, t).map_err(SamplerError::model)?;
+            if options.preview {
+                *x0.borrow_mut() = Some(preview_x0(self.scheduler.prediction_type, schedule.t_to_sigma(t), x, &out));
             }
             Ok(out)
         };
@@ -230,11 +235,7 @@ impl Pipeline {
                 .map(|z| z.chunks(per).map(|item| approx_cheap(item, run.h, run.w)).collect());
             events(&StepEvent { iteration: run.iteration, step, total, previews: previews.as_deref() })
         };
-        let result = runner(&mut model, rng, &mut progress);
-        if let Some(e) = failure.borrow_mut().take() {
-            return Err(PipelineError::Model(e));
-        }
-        Ok(result?)
+        Ok(runner(&mut model, rng, &mut progress)?)
     }
 
     /// The guided prediction for a model-scaled batch `x` at timestep `t`.
@@ -253,7 +254,7 @@ impl Pipeline {
 
 /// A sampler call: guided model, step noise and progress in, final latent out.
 pub(crate) type Runner<'a> =
-    &'a mut dyn FnMut(EpsModel<'_>, &mut dyn SamplerNoise, Progress<'_>) -> Result<Vec<f32>, SamplerError>;
+    &'a mut dyn FnMut(EpsModel<'_>, &mut dyn StepNoise, Progress<'_>) -> Result<Vec<f32>, SamplerError>;
 
 /// What [`Pipeline::setup`] prepares for both txt2img and img2img.
 pub(crate) struct Setup {
@@ -298,6 +299,18 @@ pub(crate) struct Run<'a> {
     pub(crate) iteration: usize,
 }
 
+/// The denoised estimate a preview shows, from the model-scaled input `x` (VP form, alpha =
+/// 1/k, sigma_vp = sigma/k with k = sqrt(1 + sigma²)) and the model output `out`.
+fn preview_x0(prediction: PredictionType, sigma: f64, x: &[f32], out: &[f32]) -> Vec<f32> {
+    let sigma = sigma as f32;
+    let k = (1.0 + sigma * sigma).sqrt();
+    match prediction {
+        PredictionType::Epsilon => x.iter().zip(out).map(|(x, e)| x * k - sigma * e).collect(),
+        PredictionType::VPrediction => x.iter().zip(out).map(|(x, v)| (x - sigma * v) / k).collect(),
+        PredictionType::Sample => out.to_vec(),
+    }
+}
+
 /// Whether guidance needs the unconditional half.
 fn uses_uncond(resolved: Resolved, cfg: f32) -> bool {
     match resolved {
@@ -325,7 +338,7 @@ fn repeat_halves(one: &Tensor, halves: usize, batch: usize) -> Result<Tensor, cr
 /// and the "NV" Philox source; diffusers' `scheduler.step(generator=...)` with one generator
 /// per item).
 pub(crate) struct ItemNoise {
-    source: NoiseSource,
+    source: GeneratorKind,
     seeds: Vec<u64>,
     /// Draws taken so far after the first (the next step-noise call takes draw `calls + 1`).
     pub(crate) calls: usize,
@@ -335,7 +348,7 @@ pub(crate) struct ItemNoise {
 }
 
 impl ItemNoise {
-    pub(crate) fn new(source: NoiseSource, seeds: Vec<u64>) -> Self {
+    pub(crate) fn new(source: GeneratorKind, seeds: Vec<u64>) -> Self {
         let generators = seeds.iter().map(|&s| Generator::new(source, s)).collect();
         ItemNoise { source, seeds, calls: 0, generators, drawn: 0 }
     }
@@ -359,7 +372,7 @@ impl ItemNoise {
     }
 }
 
-impl SamplerNoise for ItemNoise {
+impl StepNoise for ItemNoise {
     fn noise(&mut self, _sigma: f64, _sigma_next: f64, len: usize) -> Vec<f32> {
         self.calls += 1;
         let per = len / self.seeds.len().max(1);

@@ -6,10 +6,10 @@
 //!   and `validate()`,
 //!   run before any model work; [`PipelineError::Invalid`] names the field and the rule.
 //! - [`conditioning`]: prompt → A1111 chunks → CLIP per chunk → emphasis → concatenation.
-//! - [`generate`]: [`Pipeline::load`] and [`Pipeline::txt2img`]: seeds (item `i` uses
+//! - [`generate`]: [`Pipeline::load`], [`Pipeline::generate`] and [`Pipeline::txt2img`]: seeds (item `i` uses
 //!   `seed + i`, iteration `n` starts at `seed + n·batch_size`), guidance in one UNet batch,
 //!   progress/cancel callback with optional "Approx cheap" previews, VAE decode, RGB.
-//! - [`img2img`]: [`Pipeline::img2img`]. A1111 names use the encoder's mean (A1111 samples
+//! - [`img2img`]: [`Pipeline::img2img`], through the same sampler dispatch as txt2img. A1111 names use the encoder's mean (A1111 samples
 //!   from an unseeded RNG); diffusers class names sample the latent with the item's
 //!   generator, as diffusers does.
 //! - [`images`], [`png`]: pixels, PNG with the `parameters` chunk, the A1111 `info` JSON.

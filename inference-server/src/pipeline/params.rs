@@ -3,8 +3,8 @@
 //! before any model work so a bad request costs nothing.
 
 use crate::model::ModelError;
-use crate::sampling::rng::{NoiseSource, RngError};
-use crate::sampling::samplers::{resolve, Resolved, SamplerError};
+use crate::sampling::rng::{GeneratorKind, RngError};
+use crate::sampling::samplers::{resolve, ModelFailure, Resolved, SamplerError};
 
 /// Why a generation failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,10 @@ impl From<SamplerError> for PipelineError {
     fn from(e: SamplerError) -> Self {
         match e {
             SamplerError::Cancelled => PipelineError::Cancelled,
+            SamplerError::Model(ModelFailure(source)) => match source.downcast::<ModelError>() {
+                Ok(model) => PipelineError::Model(*model),
+                Err(other) => PipelineError::Sampler(SamplerError::model(other)),
+            },
             other => PipelineError::Sampler(other),
         }
     }
@@ -85,7 +89,7 @@ pub struct Txt2ImgParams {
     /// CLIP layers to skip from the end (1 = last layer).
     pub clip_skip: usize,
     /// Which RNG turns seeds into noise.
-    pub noise_source: NoiseSource,
+    pub noise_source: GeneratorKind,
     /// A1111 style names applied by the caller's front end; echoed in the info JSON.
     pub styles: Vec<String>,
 }
@@ -107,7 +111,7 @@ impl Default for Txt2ImgParams {
             sampler_name: "Euler a".into(),
             scheduler: None,
             clip_skip: 1,
-            noise_source: NoiseSource::TorchCpu,
+            noise_source: GeneratorKind::TorchCpu,
             styles: Vec::new(),
         }
     }

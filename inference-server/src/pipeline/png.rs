@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::pipeline::generate::Generation;
 use crate::pipeline::params::{PipelineError, RgbImage};
-use crate::sampling::rng::NoiseSource;
+use crate::sampling::rng::GeneratorKind;
 use crate::sampling::samplers::{resolve, Resolved, Schedule};
 
 /// Python's `repr(float)` for the values A1111 prints (`7` → `"7.0"`, `7.5` → `"7.5"`).
@@ -73,7 +73,7 @@ pub fn infotext(generation: &Generation, index: usize) -> String {
     if p.clip_skip > 1 {
         kv.push(("Clip skip", p.clip_skip.to_string()));
     }
-    if p.noise_source == NoiseSource::TorchCpu {
+    if p.noise_source == GeneratorKind::TorchCpu {
         kv.push(("RNG", "CPU".into()));
     }
     kv.push(("Version", "sdserve".into()));

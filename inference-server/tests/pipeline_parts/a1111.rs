@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use inference_server::pipeline::{RunOptions, StepEvent, Txt2ImgParams};
-use inference_server::sampling::rng::NoiseSource as Rng;
-use inference_server::sampling::samplers::{NoiseSource, ReplayNoise};
+use inference_server::sampling::rng::GeneratorKind as Rng;
+use inference_server::sampling::samplers::{ReplayNoise, StepNoise};
 
 use super::{golden_params as params, max_diff, pipeline, read_golden, run};
 

@@ -7,7 +7,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::model::tokenizer::Tokenizer;
-use crate::model::weights::{SchedulerConfig, Variant, WeightsError};
+use crate::model::weights::{Variant, WeightsError};
+use crate::sampling::SchedulerConfig;
 
 /// Writes `value` as pretty JSON to `path`.
 pub fn write_json(path: &Path, value: &Value) -> Result<(), WeightsError> {

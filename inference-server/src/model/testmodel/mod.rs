@@ -18,8 +18,9 @@ pub use full::{published_configs, write_header_only_single_file};
 pub use rng::param_values;
 
 use crate::model::weights::config::{
-    ClipTextConfig, HiddenAct, PerBlock, SchedulerConfig, UNetConfig, VaeConfig,
+    ClipTextConfig, HiddenAct, PerBlock, UNetConfig, VaeConfig,
 };
+use crate::sampling::SchedulerConfig;
 use crate::model::weights::single_file as sf;
 use crate::model::weights::{
     CONFIG_METADATA_KEY, Layout, OwnedTensor, Param, StoredDType, Variant, WeightsError,

@@ -1,6 +1,6 @@
 //! Deterministic parameter values: each tensor's values depend only on its diffusers name.
 
-use crate::sampling::rng::splitmix::SplitMix64;
+use crate::util::splitmix::SplitMix64;
 
 fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| {

@@ -23,7 +23,7 @@ pub(crate) struct BlockParams {
 
 impl BlockParams {
     fn resnet(&self, ws: &WeightSet, p: &str, cin: usize, cout: usize, dev: &Device) -> Result<ResnetBlock2D, ModelError> {
-        ResnetBlock2D::load(ws, p, cin, cout, Some(self.temb), self.groups, self.eps, dev)
+        Ok(ResnetBlock2D::load(ws, p, cin, cout, Some(self.temb), self.groups, self.eps, dev)?)
     }
 
     fn transformer(&self, ws: &WeightSet, p: &str, c: usize, heads: usize, dev: &Device) -> Result<Transformer2D, ModelError> {
@@ -122,7 +122,7 @@ impl MidBlock {
     /// Runs the mid block.
     pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor, ModelError> {
         let x = resnet_then_attention(&self.resnet0, Some(&self.attention), x, temb, context)?;
-        self.resnet1.forward(&x, Some(temb))
+        Ok(self.resnet1.forward(&x, Some(temb))?)
     }
 }
 

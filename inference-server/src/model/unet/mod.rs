@@ -206,6 +206,6 @@ impl UNet {
             x = block.forward(&x, &temb, context, &mut skips)?;
         }
         let x = self.norm_out.forward_silu(&x)?;
-        self.conv_out.forward(&x)
+        Ok(self.conv_out.forward(&x)?)
     }
 }

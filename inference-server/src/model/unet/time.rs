@@ -65,6 +65,6 @@ impl TimestepEmbedding {
         let sin = sinusoidal_embedding(timesteps, self.dim, self.flip_sin_to_cos, self.freq_shift);
         let x = Tensor::from_vec(sin, (timesteps.len(), self.dim), device)?;
         let h = self.linear_1.forward(&x)?.silu()?;
-        self.linear_2.forward(&h)
+        Ok(self.linear_2.forward(&h)?)
     }
 }

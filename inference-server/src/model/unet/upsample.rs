@@ -48,6 +48,6 @@ impl ResizingUpsample {
             let cols: Vec<u32> = (0..size.1).map(|d| nearest_source(d, w, size.1)).collect();
             x.index_select(&rows, 2)?.index_select(&cols, 3)?
         };
-        self.conv.forward(&resized)
+        Ok(self.conv.forward(&resized)?)
     }
 }

@@ -70,6 +70,6 @@ impl Decoder {
                 x = up.forward(&x)?;
             }
         }
-        self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)
+        Ok(self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)?)
     }
 }

@@ -68,6 +68,6 @@ impl Encoder {
             }
         }
         let x = self.mid_block.forward(&x)?;
-        self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)
+        Ok(self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)?)
     }
 }

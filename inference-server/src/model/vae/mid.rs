@@ -57,6 +57,6 @@ impl MidBlock {
     pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         let x = self.resnet0.forward(x, None)?;
         let x = self.attention.forward(&x)?;
-        self.resnet1.forward(&x, None)
+        Ok(self.resnet1.forward(&x, None)?)
     }
 }

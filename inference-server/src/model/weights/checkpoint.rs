@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::config::{ClipTextConfig, SchedulerConfig, UNetConfig, VaeConfig};
+use super::config::{ClipTextConfig, UNetConfig, VaeConfig};
+use crate::sampling::SchedulerConfig;
 use super::params::{Param, clip_params, unet_params, vae_params};
 use super::single_file::{self as sf, Source};
 use super::{RawTensor, SafetensorsFile, WeightsError};
@@ -227,7 +228,7 @@ fn open_single_file(path: &Path) -> Result<Checkpoint, WeightsError> {
     clip.validate(path)?;
     unet.validate(path)?;
     vae.validate(path)?;
-    scheduler.validate(path)?;
+    validate::check_scheduler(&scheduler, path)?;
     let clip_set = collect(&file, &clip_params(&clip), |n, s| {
         sf::clip_source(n, s, variant)
     });

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use super::config::{ClipTextConfig, HiddenAct, SchedulerConfig, UNetConfig, VaeConfig};
+use super::config::{ClipTextConfig, HiddenAct, UNetConfig, VaeConfig};
+use crate::sampling::SchedulerConfig;
 use super::{Checkpoint, Layout, SafetensorsFile, Variant, WeightSet, WeightsError, validate};
 
 /// The safetensors files holding the weights `stem` of component folder `dir`.
@@ -123,7 +124,7 @@ pub(super) fn open(root: &Path) -> Result<Checkpoint, WeightsError> {
     } else {
         SchedulerConfig::default()
     };
-    scheduler.validate(&scheduler_file)?;
+    validate::check_scheduler(&scheduler, &scheduler_file)?;
     let tokenizer_dir = Some(root.join("tokenizer")).filter(|d| d.is_dir());
     let sd2 = match &tokenizer_dir {
         Some(dir) if pad_is_bang(dir) => true,

@@ -26,11 +26,12 @@ mod file;
 pub mod infer;
 pub mod params;
 pub mod single_file;
+mod source;
 mod validate;
 mod write;
 
 pub use checkpoint::{CONFIG_METADATA_KEY, Checkpoint, Layout, Variant, WeightSet};
-pub use config::{ClipTextConfig, HiddenAct, PerBlock, SchedulerConfig, UNetConfig, VaeConfig};
+pub use config::{ClipTextConfig, HiddenAct, PerBlock, UNetConfig, VaeConfig};
 pub use error::WeightsError;
 pub use file::{MappedBytes, RawTensor, SafetensorsFile, StoredDType};
 pub use params::{Param, clip_params, unet_params, vae_params};

@@ -6,7 +6,8 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 
 use super::WeightsError;
-use super::config::{ClipTextConfig, PerBlock, SchedulerConfig, UNetConfig, VaeConfig};
+use super::config::{ClipTextConfig, PerBlock, UNetConfig, VaeConfig};
+use crate::sampling::SchedulerConfig;
 
 fn bad(path: &Path, field: &str, reason: impl Into<String>) -> WeightsError {
     WeightsError::Config {
@@ -232,35 +233,7 @@ impl VaeConfig {
     }
 }
 
-fn one_of(path: &Path, field: &str, value: &str, allowed: &[&str]) -> Result<(), WeightsError> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(bad(
-            path,
-            field,
-            format!("`{value}` is not one of {allowed:?}"),
-        ))
-    }
-}
-
-impl SchedulerConfig {
-    /// Checks the values describe a schedule the samplers support.
-    pub fn validate(&self, path: &Path) -> Result<(), WeightsError> {
-        positive(path, "num_train_timesteps", self.num_train_timesteps)?;
-        positive_f64(path, "beta_start", self.beta_start)?;
-        if !(self.beta_end > self.beta_start && self.beta_end < 1.0) {
-            return Err(bad(
-                path,
-                "beta_end",
-                format!("must lie in (beta_start, 1), is {}", self.beta_end),
-            ));
-        }
-        let schedules = ["linear", "scaled_linear", "squaredcos_cap_v2"];
-        one_of(path, "beta_schedule", &self.beta_schedule, &schedules)?;
-        let predictions = ["epsilon", "v_prediction", "sample"];
-        one_of(path, "prediction_type", &self.prediction_type, &predictions)?;
-        let spacings = ["leading", "trailing", "linspace"];
-        one_of(path, "timestep_spacing", &self.timestep_spacing, &spacings)
-    }
+/// Checks a scheduler config the samplers can use; `path` names the source in errors.
+pub(crate) fn check_scheduler(config: &SchedulerConfig, path: &Path) -> Result<(), WeightsError> {
+    config.check().map_err(|e| bad(path, e.field, e.reason))
 }

@@ -1,9 +1,9 @@
 //! Seeds to initial noise, reproducing the reference implementations number for number.
 //!
-//! * [`NoiseSource::TorchCpu`]: `torch.randn(shape, generator=torch.Generator().manual_seed(s))`
+//! * [`GeneratorKind::TorchCpu`]: `torch.randn(shape, generator=torch.Generator().manual_seed(s))`
 //!   on the CPU, which is what diffusers uses with a CPU generator and what A1111 uses with
 //!   "Random number generator source: CPU".
-//! * [`NoiseSource::Philox`]: PyTorch's CUDA generator (Philox4x32-10) as A1111's
+//! * [`GeneratorKind::Philox`]: PyTorch's CUDA generator (Philox4x32-10) as A1111's
 //!   `modules/rng_philox.py` computes it on the CPU ("NV"), so a seed copied from an A1111
 //!   infotext made on an NVIDIA GPU reproduces its starting noise without a GPU.
 //!
@@ -17,7 +17,6 @@
 
 pub mod mt19937;
 pub mod philox;
-pub mod splitmix;
 pub mod torch_cpu;
 
 use std::fmt;
@@ -31,7 +30,7 @@ pub const RANDOM_SEED_BOUND: u64 = 4_294_967_294;
 
 /// Which generator turns a seed into noise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum NoiseSource {
+pub enum GeneratorKind {
     /// PyTorch's CPU generator (MT19937): diffusers with a CPU generator, A1111 "CPU".
     #[default]
     TorchCpu,
@@ -39,7 +38,7 @@ pub enum NoiseSource {
     Philox,
 }
 
-impl NoiseSource {
+impl GeneratorKind {
     /// Parses a source name, case-insensitively. A1111's "Random number generator source"
     /// values map as: `"CPU"` → [`TorchCpu`](Self::TorchCpu); `"GPU"` and `"NV"` →
     /// [`Philox`](Self::Philox) (A1111's "GPU" runs `torch.randn` on the CUDA device, whose
@@ -62,13 +61,13 @@ impl NoiseSource {
     }
 }
 
-impl fmt::Display for NoiseSource {
+impl fmt::Display for GeneratorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl FromStr for NoiseSource {
+impl FromStr for GeneratorKind {
     type Err = RngError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -79,7 +78,7 @@ impl FromStr for NoiseSource {
 /// Why noise could not be produced.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum RngError {
-    /// The name is not a known [`NoiseSource`].
+    /// The name is not a known [`GeneratorKind`].
     #[error("unknown noise source {0:?} (expected \"cpu\", \"gpu\", \"nv\" or \"philox\")")]
     UnknownSource(String),
     /// The shape has more than [`MAX_NOISE_ELEMENTS`] elements or its product overflows.
@@ -103,20 +102,20 @@ fn numel(shape: &[usize]) -> Result<usize, RngError> {
 
 /// Standard-normal noise of `shape` (row-major) from `seed`, equal to the reference's first
 /// draw: `torch.randn(shape, generator=torch.Generator().manual_seed(seed))` for
-/// [`NoiseSource::TorchCpu`], `rng_philox.Generator(seed).randn(shape)` for
-/// [`NoiseSource::Philox`]. The CPU generator uses only the low 32 bits of `seed`, as PyTorch.
-pub fn randn(source: NoiseSource, seed: u64, shape: &[usize]) -> Result<Vec<f32>, RngError> {
+/// [`GeneratorKind::TorchCpu`], `rng_philox.Generator(seed).randn(shape)` for
+/// [`GeneratorKind::Philox`]. The CPU generator uses only the low 32 bits of `seed`, as PyTorch.
+pub fn randn(source: GeneratorKind, seed: u64, shape: &[usize]) -> Result<Vec<f32>, RngError> {
     let n = numel(shape)?;
     Ok(match source {
-        NoiseSource::TorchCpu => torch_cpu::randn(seed, n),
-        NoiseSource::Philox => philox::randn(seed, n),
+        GeneratorKind::TorchCpu => torch_cpu::randn(seed, n),
+        GeneratorKind::Philox => philox::randn(seed, n),
     })
 }
 
 /// A seeded noise generator whose consecutive draws equal the reference's consecutive calls on
-/// one generator: `torch.randn(shape, generator=g)` for [`NoiseSource::TorchCpu`], A1111's
+/// one generator: `torch.randn(shape, generator=g)` for [`GeneratorKind::TorchCpu`], A1111's
 /// `rng_philox.Generator(seed).randn(shape)` (its offset advancing by one per call) for
-/// [`NoiseSource::Philox`]. The first draw equals [`randn`].
+/// [`GeneratorKind::Philox`]. The first draw equals [`randn`].
 #[derive(Debug, Clone)]
 pub enum Generator {
     /// PyTorch's CPU generator (boxed: its Mersenne Twister state is 2.5 KB).
@@ -132,10 +131,10 @@ pub enum Generator {
 
 impl Generator {
     /// A fresh generator for `seed`.
-    pub fn new(source: NoiseSource, seed: u64) -> Generator {
+    pub fn new(source: GeneratorKind, seed: u64) -> Generator {
         match source {
-            NoiseSource::TorchCpu => Generator::TorchCpu(Box::new(torch_cpu::TorchCpuGenerator::new(seed))),
-            NoiseSource::Philox => Generator::Philox { seed, offset: 0 },
+            GeneratorKind::TorchCpu => Generator::TorchCpu(Box::new(torch_cpu::TorchCpuGenerator::new(seed))),
+            GeneratorKind::Philox => Generator::Philox { seed, offset: 0 },
         }
     }
 
@@ -170,7 +169,7 @@ pub fn resolve_seed(seed: i64) -> u64 {
 /// (`slerp(subseed_strength, noise, subnoise)`: 0 keeps the seed's noise, 1 gives the
 /// subseed's). `shape` is the per-image shape, `[4, h/8, w/8]` in A1111.
 pub fn image_noise(
-    source: NoiseSource,
+    source: GeneratorKind,
     seed: u64,
     subseed: u64,
     subseed_strength: f32,
@@ -191,7 +190,7 @@ pub fn image_noise(
 /// [`image_noise`]`(source, seed + i, subseed + i, subseed_strength, shape)` (A1111's
 /// `all_seeds` / `all_subseeds`; the additions wrap at 2^64).
 pub fn batch_noise(
-    source: NoiseSource,
+    source: GeneratorKind,
     seed: u64,
     subseed: u64,
     subseed_strength: f32,

@@ -9,8 +9,8 @@
 //! issue allows that); it is deterministic for a seed and platform-independent (SplitMix64 and
 //! Box–Muller in f64).
 
-use super::NoiseSource;
-use crate::sampling::rng::splitmix::SplitMix64;
+use super::StepNoise;
+use crate::util::splitmix::SplitMix64;
 
 const DEPTH: u32 = 32;
 
@@ -28,7 +28,7 @@ fn normals(seed: u64, node: u64, len: usize) -> Vec<f64> {
     out
 }
 
-/// A Brownian path on `[t0, t1]` per seed, queried as a [`NoiseSource`].
+/// A Brownian path on `[t0, t1]` per seed, queried as a [`StepNoise`].
 #[derive(Debug, Clone)]
 pub struct BrownianNoise {
     seed: u64,
@@ -78,7 +78,7 @@ impl BrownianNoise {
     }
 }
 
-impl NoiseSource for BrownianNoise {
+impl StepNoise for BrownianNoise {
     fn noise(&mut self, sigma: f64, sigma_next: f64, len: usize) -> Vec<f32> {
         let (lo, hi) = (sigma.min(sigma_next).clamp(self.t0, self.t1), sigma.max(sigma_next).clamp(self.t0, self.t1));
         if hi <= lo {

@@ -8,7 +8,7 @@
 use super::SamplerError;
 use super::names::DiffusersScheduler;
 use super::schedule::{DiscreteSchedule, karras_no_zero, linspace};
-use crate::model::weights::SchedulerConfig;
+use crate::sampling::{PredictionType, SchedulerConfig};
 
 /// The timesteps (and sigmas, for sigma-based classes) a diffusers scheduler steps through.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,8 +28,8 @@ pub struct DiffusersPlan {
     pub step_ratio: usize,
     /// `ᾱ` used after the last DDIM step (`set_alpha_to_one` ? 1 : `ᾱ_0`).
     pub final_alpha_cumprod: f64,
-    /// `epsilon` or `v_prediction`.
-    pub prediction_type: String,
+    /// What the model predicts.
+    pub prediction_type: PredictionType,
 }
 
 fn round(x: f64) -> f64 {
@@ -97,7 +97,7 @@ pub fn set_timesteps(
         schedule: schedule.clone(),
         step_ratio: n / steps,
         final_alpha_cumprod: if config.set_alpha_to_one { 1.0 } else { schedule.alphas_cumprod[0] },
-        prediction_type: config.prediction_type.clone(),
+        prediction_type: config.prediction_type,
     };
     match scheduler {
         DiffusersScheduler::EulerDiscrete

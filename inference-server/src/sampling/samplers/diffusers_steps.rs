@@ -8,30 +8,22 @@ use super::diffusers::DiffusersPlan;
 use super::k_more::lms_coeff;
 use super::k_samplers::{EpsModel, ancestral_step};
 use super::names::DiffusersScheduler;
-use super::{NoiseSource, Progress, SamplerError, lin2, tick};
-
-/// Converts a model output to `(x0, eps)` given `x = alpha x0 + sigma eps` (VP form).
-fn x0_eps(pred_type: &str, x: &[f32], out: &[f32], alpha: f64, sigma: f64) -> Result<(Vec<f32>, Vec<f32>), SamplerError> {
-    match pred_type {
-        "epsilon" => Ok((lin2(1.0 / alpha, x, -sigma / alpha, out), out.to_vec())),
-        "v_prediction" => Ok((lin2(alpha, x, -sigma, out), lin2(sigma, x, alpha, out))),
-        "sample" => Ok((out.to_vec(), lin2(1.0 / sigma, x, -alpha / sigma, out))),
-        other => Err(SamplerError::Invalid(format!("unknown prediction_type {other:?}"))),
-    }
-}
+use super::prediction::{unsupported, x0_eps};
+use super::{StepNoise, Progress, SamplerError, lin2, tick};
+use crate::sampling::PredictionType;
 
 /// Runs `plan` from unit noise `noise` to the final latent.
 pub fn run(
     plan: &DiffusersPlan,
     model: EpsModel<'_>,
     noise: &[f32],
-    rng: &mut dyn NoiseSource,
+    rng: &mut dyn StepNoise,
     progress: Progress<'_>,
 ) -> Result<Vec<f32>, SamplerError> {
     let (mut model, mut progress) = (model, progress);
     let mut x: Vec<f32> = noise.iter().map(|v| v * plan.init_noise_sigma as f32).collect();
     let n = plan.timesteps.len();
-    let pt = plan.prediction_type.as_str();
+    let pt = plan.prediction_type;
     let mut outputs: Vec<Vec<f32>> = vec![];
     let mut pndm = Plms::default();
     for i in 0..n {
@@ -40,7 +32,7 @@ pub fn run(
         match plan.scheduler {
             DiffusersScheduler::EulerDiscrete | DiffusersScheduler::EulerAncestralDiscrete => {
                 let (s, s_next) = (plan.sigmas[i], plan.sigmas[i + 1]);
-                let x0 = sigma_x0(&mut model, &x, s, t, pt)?;
+                let x0 = sigma_x0(&mut model, &x, s, t, pt, plan.scheduler)?;
                 let d: Vec<f32> = x.iter().zip(&x0).map(|(x, x0)| (x - x0) / s as f32).collect();
                 if plan.scheduler == DiffusersScheduler::EulerDiscrete {
                     x = lin2(1.0, &x, s_next - s, &d);
@@ -57,7 +49,7 @@ pub fn run(
                 let a_t = ac[t as usize];
                 let prev = t as i64 - plan.step_ratio as i64;
                 let a_prev = if prev >= 0 { ac[prev as usize] } else { plan.final_alpha_cumprod };
-                let (x0, eps) = x0_eps(pt, &x, &out, a_t.sqrt(), (1.0 - a_t).sqrt())?;
+                let (x0, eps) = x0_eps(pt, &x, &out, a_t.sqrt(), (1.0 - a_t).sqrt());
                 x = lin2(a_prev.sqrt(), &x0, (1.0 - a_prev).sqrt(), &eps);
             }
             DiffusersScheduler::DpmSolverMultistep => {
@@ -67,7 +59,7 @@ pub fn run(
                     (a, s * a)
                 };
                 let (a_s0, s_s0) = vp(plan.sigmas[i]);
-                let (x0, _) = x0_eps(pt, &x, &out, a_s0, s_s0)?;
+                let (x0, _) = x0_eps(pt, &x, &out, a_s0, s_s0);
                 outputs.push(x0);
                 let s_next = plan.sigmas[i + 1];
                 let m0 = &outputs[outputs.len() - 1];
@@ -93,7 +85,7 @@ pub fn run(
             }
             DiffusersScheduler::LmsDiscrete => {
                 let s = plan.sigmas[i];
-                let x0 = sigma_x0(&mut model, &x, s, t, pt)?;
+                let x0 = sigma_x0(&mut model, &x, s, t, pt, plan.scheduler)?;
                 outputs.push(x.iter().zip(&x0).map(|(x, x0)| (x - x0) / s as f32).collect());
                 if outputs.len() > 4 {
                     outputs.remove(0);
@@ -118,21 +110,28 @@ pub fn run(
 /// The sigma-space schedulers' (Euler, LMS) denoised estimate: the model sees
 /// `scale_model_input(x) = x / sqrt(s² + 1)`; with Karras-form `x = x0 + s·eps` the VP form is
 /// `x · c_in` with alpha = c_in.
-fn sigma_x0(model: &mut EpsModel<'_>, x: &[f32], s: f64, t: f64, pt: &str) -> Result<Vec<f32>, SamplerError> {
+fn sigma_x0(
+    model: &mut EpsModel<'_>,
+    x: &[f32],
+    s: f64,
+    t: f64,
+    pt: PredictionType,
+    scheduler: DiffusersScheduler,
+) -> Result<Vec<f32>, SamplerError> {
     let c_in = 1.0 / (s * s + 1.0).sqrt();
     let scaled: Vec<f32> = x.iter().map(|v| v * c_in as f32).collect();
     let out = call(model, &scaled, t)?;
     match pt {
-        "epsilon" => Ok(lin2(1.0, x, -s, &out)),
-        "v_prediction" => Ok(lin2(1.0 / (s * s + 1.0), x, -s * c_in, &out)),
-        other => Err(SamplerError::Invalid(format!("unsupported prediction_type {other:?}"))),
+        PredictionType::Epsilon => Ok(lin2(1.0, x, -s, &out)),
+        PredictionType::VPrediction => Ok(lin2(1.0 / (s * s + 1.0), x, -s * c_in, &out)),
+        PredictionType::Sample => Err(unsupported(scheduler.class_name(), pt)),
     }
 }
 
 fn call(model: &mut EpsModel<'_>, x: &[f32], t: f64) -> Result<Vec<f32>, SamplerError> {
     let out = model(x, t)?;
     if out.len() != x.len() {
-        return Err(SamplerError::Model(format!("model returned {} values for {}", out.len(), x.len())));
+        return Err(SamplerError::model(format!("model returned {} values for {}", out.len(), x.len())));
     }
     Ok(out)
 }
@@ -182,10 +181,10 @@ impl Plms {
         let a_t = ac[t as usize];
         let a_prev = if prev_t >= 0 { ac[prev_t as usize] } else { plan.final_alpha_cumprod };
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
-        let eps = match plan.prediction_type.as_str() {
-            "epsilon" => eps,
-            "v_prediction" => lin2(a_t.sqrt(), &eps, b_t.sqrt(), &sample),
-            other => return Err(SamplerError::Invalid(format!("unsupported prediction_type {other:?}"))),
+        let eps = match plan.prediction_type {
+            PredictionType::Epsilon => eps,
+            PredictionType::VPrediction => lin2(a_t.sqrt(), &eps, b_t.sqrt(), &sample),
+            PredictionType::Sample => return Err(unsupported(plan.scheduler.class_name(), plan.prediction_type)),
         };
         let denom = a_t * b_prev.sqrt() + (a_t * b_t * a_prev).sqrt();
         Ok(lin2((a_prev / a_t).sqrt(), &sample, -(a_prev - a_t) / denom, &eps))

@@ -2,10 +2,10 @@
 //! Same conventions as [`super::k_samplers`].
 
 use super::k_samplers::{Denoiser, add_noise, ancestral_step, denoise, to_d};
-use super::{NoiseSource, Progress, SamplerError, lin2, tick};
+use super::{StepNoise, Progress, SamplerError, lin2, tick};
 
 /// Adds `scale ×` the source's noise for the step `sigma → next` to `x`.
-fn noisy(x: &mut [f32], noise: &mut dyn NoiseSource, sigma: f64, next: f64, scale: f64) -> Result<(), SamplerError> {
+fn noisy(x: &mut [f32], noise: &mut dyn StepNoise, sigma: f64, next: f64, scale: f64) -> Result<(), SamplerError> {
     let z = noise.noise(sigma, next, x.len());
     add_noise(x, &z, scale)
 }
@@ -74,7 +74,7 @@ pub fn dpm_2_ancestral(
     model: Denoiser<'_>,
     mut x: Vec<f32>,
     sigmas: &[f64],
-    noise: &mut dyn NoiseSource,
+    noise: &mut dyn StepNoise,
     progress: Progress<'_>,
 ) -> Result<Vec<f32>, SamplerError> {
     let (mut model, mut progress) = (model, progress);
@@ -103,7 +103,7 @@ pub fn dpmpp_2s_ancestral(
     model: Denoiser<'_>,
     mut x: Vec<f32>,
     sigmas: &[f64],
-    noise: &mut dyn NoiseSource,
+    noise: &mut dyn StepNoise,
     progress: Progress<'_>,
 ) -> Result<Vec<f32>, SamplerError> {
     let (mut model, mut progress) = (model, progress);
@@ -137,7 +137,7 @@ pub fn dpmpp_2m_sde(
     model: Denoiser<'_>,
     mut x: Vec<f32>,
     sigmas: &[f64],
-    noise: &mut dyn NoiseSource,
+    noise: &mut dyn StepNoise,
     progress: Progress<'_>,
 ) -> Result<Vec<f32>, SamplerError> {
     let (mut model, mut progress) = (model, progress);

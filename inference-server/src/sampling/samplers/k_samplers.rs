@@ -6,7 +6,7 @@
 //! A1111's DDIM ([`ddim_a1111`]) works on timesteps and calls the eps model directly.
 
 use super::schedule::DiscreteSchedule;
-use super::{NoiseSource, Progress, SamplerError, lin2, tick};
+use super::{StepNoise, Progress, SamplerError, lin2, tick};
 
 /// A denoiser: `(x, sigma) -> predicted x0`.
 pub type Denoiser<'a> = &'a mut dyn FnMut(&[f32], f64) -> Result<Vec<f32>, SamplerError>;
@@ -46,7 +46,7 @@ fn check_len(v: &[f32], len: usize) -> Result<(), SamplerError> {
     if v.len() == len {
         Ok(())
     } else {
-        Err(SamplerError::Model(format!("model returned {} values for a {len}-value latent", v.len())))
+        Err(SamplerError::model(format!("model returned {} values for a {len}-value latent", v.len())))
     }
 }
 
@@ -80,7 +80,7 @@ pub fn ancestral_step(sigma_from: f64, sigma_to: f64, eta: f64) -> (f64, f64) {
 
 pub(super) fn add_noise(x: &mut [f32], noise: &[f32], scale: f64) -> Result<(), SamplerError> {
     if noise.len() != x.len() {
-        return Err(SamplerError::Model(format!("noise source gave {} values for {}", noise.len(), x.len())));
+        return Err(SamplerError::model(format!("noise source gave {} values for {}", noise.len(), x.len())));
     }
     let s = scale as f32;
     x.iter_mut().zip(noise).for_each(|(x, n)| *x += n * s);
@@ -106,7 +106,7 @@ pub fn euler_ancestral(
     model: Denoiser<'_>,
     mut x: Vec<f32>,
     sigmas: &[f64],
-    noise: &mut dyn NoiseSource,
+    noise: &mut dyn StepNoise,
     progress: Progress<'_>,
 ) -> Result<Vec<f32>, SamplerError> {
     let (mut model, mut progress) = (model, progress);
@@ -189,7 +189,7 @@ pub fn dpmpp_sde(
     model: Denoiser<'_>,
     mut x: Vec<f32>,
     sigmas: &[f64],
-    noise: &mut dyn NoiseSource,
+    noise: &mut dyn StepNoise,
     progress: Progress<'_>,
 ) -> Result<Vec<f32>, SamplerError> {
     let (mut model, mut progress) = (model, progress);

@@ -7,7 +7,7 @@
 
 use super::k_samplers::{Denoiser, EpsModel};
 use super::schedule::{DiscreteSchedule, linspace};
-use super::{NoiseSource, Progress, SamplerError, lin2, tick};
+use super::{StepNoise, Progress, SamplerError, lin2, tick};
 
 /// LCM's 50-level schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +71,7 @@ impl LcmSchedule {
         let t = self.sigma_to_t(sigma);
         let eps = model(&scaled, t)?;
         if eps.len() != x.len() {
-            return Err(SamplerError::Model(format!("model returned {} values for {}", eps.len(), x.len())));
+            return Err(SamplerError::model(format!("model returned {} values for {}", eps.len(), x.len())));
         }
         let x0 = lin2(1.0, x, -sigma, &eps);
         let st = t * 10.0;
@@ -86,7 +86,7 @@ pub fn sample_lcm(
     model: Denoiser<'_>,
     mut x: Vec<f32>,
     sigmas: &[f64],
-    noise: &mut dyn NoiseSource,
+    noise: &mut dyn StepNoise,
     progress: Progress<'_>,
 ) -> Result<Vec<f32>, SamplerError> {
     let mut progress = progress;
@@ -97,7 +97,7 @@ pub fn sample_lcm(
         if sigmas[i + 1] > 0.0 {
             let z = noise.noise(sigmas[i], sigmas[i + 1], x.len());
             if z.len() != x.len() {
-                return Err(SamplerError::Model(format!("noise source gave {} values for {}", z.len(), x.len())));
+                return Err(SamplerError::model(format!("noise source gave {} values for {}", z.len(), x.len())));
             }
             x = lin2(1.0, &x, sigmas[i + 1], &z);
         }

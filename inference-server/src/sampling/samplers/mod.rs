@@ -10,13 +10,15 @@
 //! - [`lcm`], [`unipc`]: A1111's LCM and UniPC samplers.
 //! - [`diffusers`]: diffusers' `set_timesteps` for each scheduler class.
 //! - [`diffusers_steps`]: diffusers' step functions on an eps model `eps(x_in, t)`.
-//! - [`run`]: [`sample`], the single entry point: resolved name + config + steps + model.
-//! - [`brownian`]: a seeded Brownian-tree [`NoiseSource`] for the SDE samplers.
+//! - [`prediction`]: which sampler supports which [`PredictionType`], decided once.
+//! - [`run`]: [`sample_from`], the single dispatch for txt2img and img2img: resolved name +
+//!   config + steps + where to start + model.
+//! - [`brownian`]: a seeded Brownian-tree [`StepNoise`] for the SDE samplers.
 //! - [`replay`]: [`ReplayNoise`], recorded step noise replayed in call order.
 //!
 //! Every sampler takes a progress callback `FnMut(step, total) -> ControlFlow<()>`, called
 //! before each model evaluation step; `Break` stops with [`SamplerError::Cancelled`].
-//! Noise for ancestral / SDE samplers comes from a [`NoiseSource`], so callers choose the RNG
+//! Noise for ancestral / SDE samplers comes from a [`StepNoise`], so callers choose the RNG
 //! and tests can inject fixed noise.
 
 pub mod brownian;
@@ -26,6 +28,7 @@ pub mod k_more;
 pub mod k_samplers;
 pub mod lcm;
 pub mod names;
+pub mod prediction;
 pub mod replay;
 pub mod run;
 pub mod schedule;
@@ -36,10 +39,13 @@ use std::ops::ControlFlow;
 pub use brownian::BrownianNoise;
 pub use replay::ReplayNoise;
 pub use names::{DiffusersScheduler, KSampler, Resolved, Schedule, resolve};
-pub use run::{levels, sample};
+pub use prediction::check_prediction;
+pub use run::{Start, levels, sample, sample_from};
+
+use crate::sampling::PredictionType;
 
 /// Why sampling (or resolving a sampler) failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 pub enum SamplerError {
     /// The sampler name is not known (gRPC `INVALID_ARGUMENT`).
     #[error("unknown sampler {name:?}; accepted: {}", accepted.join(", "))]
@@ -74,22 +80,50 @@ pub enum SamplerError {
     /// The progress callback asked to stop.
     #[error("cancelled")]
     Cancelled,
-    /// The model call failed.
+    /// The sampler cannot run a model that predicts this (gRPC `INVALID_ARGUMENT`).
+    #[error("prediction_type \"{prediction}\" is not supported by sampler {sampler:?}")]
+    UnsupportedPrediction {
+        /// What the checkpoint's UNet predicts.
+        prediction: PredictionType,
+        /// The sampler, by the name it was resolved from (A1111 name or diffusers class).
+        sampler: String,
+    },
+    /// The model call failed; the model's own error is kept (the pipeline recovers its
+    /// `ModelError` by downcasting).
     #[error("model: {0}")]
-    Model(String),
+    Model(#[source] ModelFailure),
+}
+
+impl SamplerError {
+    /// [`SamplerError::Model`] for `error` (the model's error, or a message).
+    pub fn model(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> SamplerError {
+        SamplerError::Model(ModelFailure(error.into()))
+    }
+}
+
+/// The model's own error, carried through a sampler by [`SamplerError::Model`]; two compare
+/// equal when their messages do.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ModelFailure(pub Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl PartialEq for ModelFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
 }
 
 /// The progress / cancel callback: `(step, total)`, `step` counting from 0.
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> ControlFlow<()>;
 
 /// Where ancestral and SDE samplers get their noise.
-pub trait NoiseSource {
+pub trait StepNoise {
     /// Standard normal noise of `len` elements for the step from `sigma` to `sigma_next`
     /// (diffusers samplers pass timesteps as `sigma`).
     fn noise(&mut self, sigma: f64, sigma_next: f64, len: usize) -> Vec<f32>;
 }
 
-impl<F: FnMut(f64, f64, usize) -> Vec<f32>> NoiseSource for F {
+impl<F: FnMut(f64, f64, usize) -> Vec<f32>> StepNoise for F {
     fn noise(&mut self, sigma: f64, sigma_next: f64, len: usize) -> Vec<f32> {
         self(sigma, sigma_next, len)
     }

@@ -166,6 +166,11 @@ impl DiffusersScheduler {
         (DiffusersScheduler::Pndm, "PNDMScheduler"),
     ];
 
+    /// The diffusers class name (`EulerDiscreteScheduler`, ...).
+    pub fn class_name(self) -> &'static str {
+        DiffusersScheduler::ALL.iter().find(|(s, _)| *s == self).map_or("", |(_, n)| n)
+    }
+
     /// Leonardo's scheduler names (`DDIM` is taken by A1111's and not listed here).
     pub const LEONARDO: [(DiffusersScheduler, &'static str); 5] = [
         (DiffusersScheduler::EulerDiscrete, "EULER_DISCRETE"),

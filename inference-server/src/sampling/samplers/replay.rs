@@ -1,10 +1,10 @@
-//! A [`NoiseSource`] that replays recorded step noise in call order, e.g. the draws a
+//! A [`StepNoise`] that replays recorded step noise in call order, e.g. the draws a
 //! reference implementation's `noise_sampler` returned, so a stochastic sampler (DPM++ SDE,
 //! the ancestral samplers) can be compared with it exactly.
 
-use super::NoiseSource;
+use super::StepNoise;
 
-/// Recorded draws handed out one per [`NoiseSource::noise`] call, with each call's
+/// Recorded draws handed out one per [`StepNoise::noise`] call, with each call's
 /// `(sigma, sigma_next)` kept for inspection.
 ///
 /// A draw shorter than the requested length is padded with zeros, a longer one truncated;
@@ -40,7 +40,7 @@ impl ReplayNoise {
     }
 }
 
-impl NoiseSource for ReplayNoise {
+impl StepNoise for ReplayNoise {
     fn noise(&mut self, sigma: f64, sigma_next: f64, len: usize) -> Vec<f32> {
         self.calls.push((sigma, sigma_next));
         let mut out = self.draws.get(self.next).cloned().unwrap_or_default();

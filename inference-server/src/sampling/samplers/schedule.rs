@@ -11,7 +11,7 @@
 
 use super::SamplerError;
 use super::names::{KSampler, Schedule};
-use crate::model::weights::SchedulerConfig;
+use crate::sampling::SchedulerConfig;
 
 /// `ᾱ_t` for `t in 0..num_train_timesteps` from the config's beta schedule (rounded to f32).
 pub fn alphas_cumprod(config: &SchedulerConfig) -> Result<Vec<f64>, SamplerError> {

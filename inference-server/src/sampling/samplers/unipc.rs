@@ -87,7 +87,7 @@ impl UniPc<'_, '_> {
         let n = self.vp.total_n() as f64;
         let eps = (self.model)(x, (t - 1.0 / n) * 1000.0)?;
         if eps.len() != x.len() {
-            return Err(SamplerError::Model(format!("model returned {} values for {}", eps.len(), x.len())));
+            return Err(SamplerError::model(format!("model returned {} values for {}", eps.len(), x.len())));
         }
         let (a, s, _) = self.vp.coeffs(t);
         Ok(lin2(1.0 / a, x, -s / a, &eps))
