@@ -41,7 +41,8 @@ enum Command {
         /// separate several with commas.
         #[arg(long = "model", env = "SDSERVE_MODEL", required = true, value_delimiter = ',')]
         models: Vec<ModelSpec>,
-        /// Device to run on: `cpu` or `cuda:N`.
+        /// Device to run on: `cpu`, `cuda:N` (an NVIDIA GPU through the CUDA driver) or
+        /// `cuda-emu` (the CUDA backend on the CPU; builds with `--features cuda-emu`).
         #[arg(long, env = "SDSERVE_DEVICE", default_value = "cpu")]
         device: String,
     },
@@ -120,6 +121,9 @@ struct GenerateArgs {
     /// Noise generator: "cpu" (PyTorch CPU, diffusers) or "gpu"/"nv"/"philox" (PyTorch CUDA).
     #[arg(long, env = "SDSERVE_RNG", default_value = "cpu")]
     rng: String,
+    /// Device to run on: `cpu`, `cuda:N` or `cuda-emu` (see `serve --help`).
+    #[arg(long, env = "SDSERVE_DEVICE", default_value = "cpu")]
+    device: String,
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
@@ -152,7 +156,8 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         None => Request::Txt2Img(params),
     };
     request.validate()?;
-    let pipeline = Pipeline::load(&args.model, &Device::Cpu)?;
+    let device = Device::parse(&args.device).with_context(|| format!("--device {}", args.device))?;
+    let pipeline = Pipeline::load(&args.model, &device)?;
     let mut report = |e: &StepEvent<'_>| {
         eprintln!("step {}/{}", e.step + 1, e.total);
         std::ops::ControlFlow::Continue(())

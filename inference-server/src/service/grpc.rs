@@ -62,6 +62,7 @@ impl Inference for InferenceApi {
                 variant: m.variant.to_owned(),
                 path: m.path.display().to_string(),
                 hash: String::new(),
+                device: m.pipeline.device.to_string(),
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
@@ -139,6 +140,7 @@ pub fn to_wire(event: JobEvent) -> pb::GenerateEvent {
             code: match code {
                 FailureCode::InvalidArgument => "INVALID_ARGUMENT",
                 FailureCode::Internal => "INTERNAL",
+                FailureCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
             }
             .to_owned(),
             message,

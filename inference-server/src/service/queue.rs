@@ -41,6 +41,20 @@ pub enum FailureCode {
     InvalidArgument,
     /// The model failed while running.
     Internal,
+    /// The device ran out of memory for this request; the server keeps serving others.
+    ResourceExhausted,
+}
+
+/// Whether `e` (or an error it wraps) is the engine running out of device memory.
+fn out_of_memory(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if matches!(err.downcast_ref(), Some(crate::engine::EngineError::OutOfMemory { .. })) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// One event of a generation, in order: `Queued` (again each time the queue moves), `Started`,
@@ -252,6 +266,7 @@ fn run(pending: Pending) {
         Err(e) => {
             let code = match e {
                 PipelineError::Invalid { .. } => FailureCode::InvalidArgument,
+                _ if out_of_memory(&e) => FailureCode::ResourceExhausted,
                 _ => FailureCode::Internal,
             };
             tracing::warn!(request_id = %job.request_id, error = %e, "generation failed");
