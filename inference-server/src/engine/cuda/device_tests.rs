@@ -5,8 +5,11 @@
 
 use crate::engine::{DType, Device, Tensor};
 
-fn emu() -> Device {
-    Device::parse("cuda-emu").expect("the cuda-emu device exists in test builds")
+/// The device under test: `cuda-emu`, or the one `SDSERVE_TEST_DEVICE` names (`cuda:0` in
+/// `scripts/gpu-check.sh`, which reruns these tests on a real GPU).
+pub(super) fn emu() -> Device {
+    let spec = std::env::var("SDSERVE_TEST_DEVICE").unwrap_or_else(|_| "cuda-emu".into());
+    Device::parse(&spec).unwrap_or_else(|e| panic!("device under test {spec:?}: {e}"))
 }
 
 /// Deterministic values in [-1, 1).
@@ -121,5 +124,5 @@ fn attention_matches_the_cpu_fused_and_unfused() {
 fn operands_on_two_devices_are_an_error_naming_them() {
     let (c, g) = pair(&[4, 4], 30);
     let err = c.add(&g).unwrap_err();
-    assert_eq!(err.to_string(), "add: operands are on different devices (cpu and cuda-emu)");
+    assert_eq!(err.to_string(), format!("add: operands are on different devices (cpu and {})", emu()));
 }

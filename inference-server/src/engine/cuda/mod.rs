@@ -30,3 +30,5 @@ pub use device::CudaDevice;
 
 #[cfg(all(test, feature = "cuda-emu"))]
 mod device_tests;
+#[cfg(all(test, feature = "cuda-emu"))]
+mod pipeline_tests;

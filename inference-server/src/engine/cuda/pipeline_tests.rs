@@ -1,0 +1,70 @@
+//! The whole tiny-model pipeline (CLIP, UNet, VAE, samplers) on the `cuda-emu` device against
+//! the CPU backend: txt2img and img2img must stay within 2/255 per pixel (the parity bound the
+//! CPU pipeline meets against diffusers), with f32 and f16 stored weights.
+
+use std::ops::ControlFlow;
+
+use crate::engine::Device;
+use crate::model::testmodel::write_test_model;
+use crate::model::weights::{Layout, StoredDType, Variant};
+use crate::pipeline::{Generation, Img2ImgParams, Pipeline, RgbImage, RunOptions, StepEvent, Txt2ImgParams};
+
+fn params(sampler: &str) -> Txt2ImgParams {
+    Txt2ImgParams {
+        prompt: "a (red:1.2) cat on a sofa".into(),
+        negative_prompt: "blurry".into(),
+        seed: 1234,
+        steps: 4,
+        cfg_scale: 7.0,
+        width: 72,
+        height: 64,
+        sampler_name: sampler.into(),
+        ..Txt2ImgParams::default()
+    }
+}
+
+fn max_diff(a: &Generation, b: &Generation) -> u8 {
+    assert_eq!(a.images.len(), b.images.len());
+    a.images
+        .iter()
+        .zip(&b.images)
+        .flat_map(|(x, y)| x.data.iter().zip(&y.data).map(|(p, q)| p.abs_diff(*q)))
+        .max()
+        .unwrap_or(0)
+}
+
+fn no_events(_: &StepEvent<'_>) -> ControlFlow<()> {
+    ControlFlow::Continue(())
+}
+
+#[test]
+fn txt2img_and_img2img_on_cuda_emu_match_the_cpu_within_2_of_255() {
+    let dir = tempfile::tempdir().unwrap();
+    for dtype in [StoredDType::F32, StoredDType::F16] {
+        let path = dir.path().join(format!("tiny-{dtype:?}"));
+        write_test_model(&path, Variant::Sd1, Layout::Diffusers, dtype).unwrap();
+        let cpu = Pipeline::load(&path, &Device::Cpu).unwrap();
+        let emu = Pipeline::load(&path, &super::device_tests::emu()).unwrap();
+        for sampler in ["Euler a", "DPM++ 2M Karras"] {
+            let p = params(sampler);
+            let want = cpu.txt2img(&p, RunOptions::default(), &mut no_events).unwrap();
+            let got = emu.txt2img(&p, RunOptions::default(), &mut no_events).unwrap();
+            let d = max_diff(&want, &got);
+            eprintln!("txt2img {sampler} {dtype:?}: max pixel difference {d}");
+            assert!(d <= 2, "txt2img {sampler} {dtype:?}: max pixel difference {d} > 2");
+        }
+        let init = want_image(&cpu);
+        let p = Img2ImgParams { base: params("Euler"), init_image: init, denoising_strength: 0.6 };
+        let want = cpu.img2img(&p, RunOptions::default(), &mut no_events).unwrap();
+        let got = emu.img2img(&p, RunOptions::default(), &mut no_events).unwrap();
+        let d = max_diff(&want, &got);
+        eprintln!("img2img {dtype:?}: max pixel difference {d}");
+        assert!(d <= 2, "img2img {dtype:?}: max pixel difference {d} > 2");
+    }
+}
+
+/// An init image: the CPU's own txt2img result at another seed.
+fn want_image(cpu: &Pipeline) -> RgbImage {
+    let p = Txt2ImgParams { seed: 99, ..params("Euler") };
+    cpu.txt2img(&p, RunOptions::default(), &mut no_events).unwrap().images.remove(0)
+}
