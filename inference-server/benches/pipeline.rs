@@ -7,7 +7,8 @@
 //! - `write-model <dir>`: write the full-size SD 1.5 folder (about 2 GB) and exit, so
 //!   `bench/pipeline.py` can load the same weights into diffusers.
 //! - `[--model <dir>] [--size N] [--steps N]`: run the benchmark (defaults: a model written to
-//!   a temp dir, 512×512, 20 steps). `--size 128 --steps 2` is a quick smoke test.
+//!   a temp dir, 512×512, 20 steps, `--device cpu`). `--size 128 --steps 2` is a quick smoke
+//!   test; `--device cuda:0` runs it on a GPU (`scripts/gpu-check.sh`).
 //!
 //! Output: a Markdown table, plus `RESULT <key> <value>` lines for the driver script. Threads:
 //! `RAYON_NUM_THREADS`.
@@ -28,10 +29,11 @@ struct Args {
     model: Option<PathBuf>,
     size: usize,
     steps: usize,
+    device: String,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { write_model: None, model: None, size: 512, steps: 20 };
+    let mut args = Args { write_model: None, model: None, size: 512, steps: 20, device: "cpu".into() };
     let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -40,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
             "--model" => args.model = Some(PathBuf::from(value("--model")?)),
             "--size" => args.size = value("--size")?.parse().map_err(|e| format!("--size: {e}"))?,
             "--steps" => args.steps = value("--steps")?.parse().map_err(|e| format!("--steps: {e}"))?,
+            "--device" => args.device = value("--device")?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -81,7 +84,8 @@ fn run(args: &Args) -> Result<(), String> {
         }
     };
     let started = Instant::now();
-    let pipeline = Pipeline::load(&dir, &Device::Cpu).map_err(|e| e.to_string())?;
+    let device = Device::parse(&args.device).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::load(&dir, &device).map_err(|e| e.to_string())?;
     let load = started.elapsed().as_secs_f64();
     // Step `i` runs from its event to the next one (the last step ends at the VAE decode,
     // so it is left out of the per-step median).
