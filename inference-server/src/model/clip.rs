@@ -37,6 +37,8 @@ pub struct ClipTextEncoder {
     hidden: usize,
     max_positions: usize,
     activation: HiddenAct,
+    /// The dtype it computes in (its weight set's cast, f32 by default).
+    act: DType,
 }
 
 impl ClipTextEncoder {
@@ -83,6 +85,7 @@ impl ClipTextEncoder {
             hidden,
             max_positions: config.max_position_embeddings,
             activation,
+            act: weights.activation_dtype(),
         })
     }
 
@@ -108,15 +111,15 @@ impl ClipTextEncoder {
             return Err(input("clip_skip", format!("must be between 1 and {}", self.layers.len())));
         }
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
-        // The activations are f32 whatever the checkpoint's dtype: the embedding rows are the
-        // first activation, so they take the activation dtype here.
+        // The embedding rows are the first activation: they take the activation dtype here
+        // (f32 unless the weights were cast), whatever the checkpoint stores.
         let embedded = self.token_embedding.index_select(&flat, 0)?.reshape((ids.len(), tokens, self.hidden))?;
         let positions = self.position_embedding.narrow(0, 0, tokens)?;
-        let mut x = embedded.to_dtype(DType::F32)?.add(&positions)?;
+        let mut x = embedded.to_dtype(self.act)?.add(&positions.to_dtype(self.act)?)?;
         for layer in &self.layers[..self.layers.len() + 1 - clip_skip] {
             x = layer.forward(&x, self.heads, self.activation)?;
         }
-        Ok(self.final_layer_norm.forward(&x)?)
+        Ok(self.final_layer_norm.forward(&x)?.to_dtype(DType::F32)?)
     }
 }
 

@@ -24,6 +24,7 @@ use crate::model::ModelError;
 use crate::pipeline::conditioning::Conditioner;
 use crate::pipeline::images::{approx_cheap, tensor_to_images};
 use crate::pipeline::params::{PipelineError, Request, RgbImage, Txt2ImgParams};
+use crate::pipeline::precision::Precision;
 use crate::sampling::rng::{batch_noise, resolve_seed, Generator, GeneratorKind};
 use crate::sampling::samplers::schedule::DiscreteSchedule;
 use crate::sampling::samplers::k_samplers::EpsModel;
@@ -83,9 +84,16 @@ pub struct Generation {
 pub type Events<'a> = &'a mut dyn FnMut(&StepEvent<'_>) -> ControlFlow<()>;
 
 impl Pipeline {
-    /// Opens and loads the checkpoint at `path` onto `device`.
+    /// Opens and loads the checkpoint at `path` onto `device`, in the device's default
+    /// [`Precision`] (f32 on the CPU, f16 on a GPU).
     pub fn load(path: &Path, device: &Device) -> Result<Pipeline, PipelineError> {
-        let checkpoint = Checkpoint::open(path).map_err(ModelError::from)?;
+        Self::load_with(path, device, Precision::default_for(device))
+    }
+
+    /// Opens and loads the checkpoint at `path` onto `device`, computing in `precision`.
+    pub fn load_with(path: &Path, device: &Device, precision: Precision) -> Result<Pipeline, PipelineError> {
+        let mut checkpoint = Checkpoint::open(path).map_err(ModelError::from)?;
+        precision.apply(&mut checkpoint, device);
         let conditioner = Conditioner::load(&checkpoint, device)?;
         let unet = UNet::load(&checkpoint.unet.0, &checkpoint.unet.1, device)?;
         let vae = Vae::load(&checkpoint.vae.0, &checkpoint.vae.1, device)?;

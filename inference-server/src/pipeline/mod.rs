@@ -27,7 +27,9 @@ pub mod images;
 pub mod img2img;
 pub mod params;
 pub mod png;
+pub mod precision;
 mod resize;
 
 pub use params::{Img2ImgParams, PipelineError, Request, RgbImage, Txt2ImgParams};
 pub use generate::{Events, Generation, Pipeline, RunOptions, StepEvent};
+pub use precision::Precision;

@@ -20,7 +20,7 @@ mod time;
 mod transformer;
 mod upsample;
 
-use crate::engine::{Device, Tensor};
+use crate::engine::{DType, Device, Tensor};
 use crate::model::ModelError;
 use crate::model::weights::{UNetConfig, WeightSet};
 use crate::nn::{Conv2d, GroupNorm};
@@ -43,6 +43,8 @@ pub struct UNet {
     out_channels: usize,
     context_dim: usize,
     device: Device,
+    /// The dtype it computes in (its weight set's cast, f32 by default).
+    act: DType,
 }
 
 fn config_error(field: &'static str, rule: String) -> ModelError {
@@ -147,6 +149,7 @@ impl UNet {
             out_channels: config.out_channels,
             context_dim: config.cross_attention_dim,
             device: device.clone(),
+            act: ws.activation_dtype(),
         })
     }
 
@@ -195,8 +198,10 @@ impl UNet {
         if let Some(t) = per_batch.iter().find(|t| !t.is_finite()) {
             return Err(config_error("timesteps", format!("{t} is not finite")));
         }
-        let temb = self.time.forward(&per_batch, &self.device)?;
-        let mut x = self.conv_in.forward(latents)?;
+        // Everything inside runs in the activation dtype; the samplers get f32 back.
+        let temb = self.time.forward(&per_batch, &self.device)?.to_dtype(self.act)?;
+        let context = &context.to_dtype(self.act)?;
+        let mut x = self.conv_in.forward(&latents.to_dtype(self.act)?)?;
         let mut skips = vec![x.clone()];
         for block in &self.down {
             x = block.forward(&x, &temb, context, &mut skips)?;
@@ -206,6 +211,6 @@ impl UNet {
             x = block.forward(&x, &temb, context, &mut skips)?;
         }
         let x = self.norm_out.forward_silu(&x)?;
-        Ok(self.conv_out.forward(&x)?)
+        Ok(self.conv_out.forward(&x)?.to_dtype(DType::F32)?)
     }
 }

@@ -15,7 +15,7 @@ mod decoder;
 mod encoder;
 mod mid;
 
-use crate::engine::{Device, Tensor};
+use crate::engine::{DType, Device, Tensor};
 use crate::model::ModelError;
 use crate::model::weights::{VaeConfig, WeightSet};
 use crate::nn::Conv2d;
@@ -40,6 +40,8 @@ pub struct Vae {
     latent_channels: usize,
     scaling_factor: f32,
     device: Device,
+    /// The dtype it computes in (its weight set's cast, f32 by default).
+    act: DType,
 }
 
 impl Vae {
@@ -66,6 +68,7 @@ impl Vae {
             latent_channels: lat,
             scaling_factor: config.scaling_factor as f32,
             device: device.clone(),
+            act: weights.activation_dtype(),
         })
     }
 
@@ -83,8 +86,8 @@ impl Vae {
     /// to an image `[B, out_channels, 8h, 8w]` (factor `2^(levels-1)`), roughly in [-1, 1].
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor, ModelError> {
         check_nchw("latents", latents, self.latent_channels)?;
-        let z = self.post_quant_conv.forward(latents)?;
-        self.decoder.forward(&z)
+        let z = self.post_quant_conv.forward(&latents.to_dtype(self.act)?)?;
+        Ok(self.decoder.forward(&z)?.to_dtype(DType::F32)?)
     }
 
     /// Decodes latents as the UNet produces them: divides by [`Vae::scaling_factor`] first.
@@ -99,7 +102,7 @@ impl Vae {
     /// `vae.encode(x).latent_dist.mean` / `.logvar`, the latter clamped to [-30, 20]).
     pub fn encode(&self, image: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
         check_nchw("image", image, self.in_channels)?;
-        let moments = self.quant_conv.forward(&self.encoder.forward(image)?)?;
+        let moments = self.quant_conv.forward(&self.encoder.forward(&image.to_dtype(self.act)?)?)?.to_dtype(DType::F32)?;
         let mean = moments.narrow(1, 0, self.latent_channels)?;
         let logvar = moments.narrow(1, self.latent_channels, self.latent_channels)?;
         Ok((mean, logvar.clamp(LOGVAR_RANGE.0, LOGVAR_RANGE.1)?))

@@ -43,6 +43,9 @@ enum Slot {
 #[derive(Clone, Default)]
 pub struct WeightSet {
     tensors: BTreeMap<String, Slot>,
+    /// The dtype every tensor is converted to when loaded (`None`: kept as stored, borrowed
+    /// from the mmap on the CPU). Also the activation dtype of the model built from the set.
+    cast: Option<crate::engine::DType>,
 }
 
 impl std::fmt::Debug for WeightSet {
@@ -54,6 +57,22 @@ impl std::fmt::Debug for WeightSet {
 }
 
 impl WeightSet {
+    /// Converts every tensor to `dtype` as it is loaded (`None`: as stored). The model built
+    /// from this set computes in [`WeightSet::activation_dtype`].
+    pub fn set_cast(&mut self, dtype: Option<crate::engine::DType>) {
+        self.cast = dtype;
+    }
+
+    /// The dtype tensors are converted to on load, if any.
+    pub fn cast(&self) -> Option<crate::engine::DType> {
+        self.cast
+    }
+
+    /// The activation dtype of a model loaded from this set: the cast dtype, else f32.
+    pub fn activation_dtype(&self) -> crate::engine::DType {
+        self.cast.unwrap_or(crate::engine::DType::F32)
+    }
+
     pub(super) fn insert(&mut self, name: String, tensor: Result<RawTensor, WeightsError>) {
         let slot = match tensor {
             Ok(mut t) => {

@@ -25,6 +25,10 @@ impl WeightSource for WeightSet {
             StoredDType::BF16 => DType::BF16,
         };
         let bytes: Arc<dyn SharedBytes> = Arc::new(raw.data);
-        Ok(Tensor::from_shared_bytes(bytes, dtype, shape, device)?)
+        let t = Tensor::from_shared_bytes(bytes, dtype, shape, device)?;
+        Ok(match self.cast() {
+            Some(cast) => t.to_dtype(cast)?,
+            None => t,
+        })
     }
 }
