@@ -286,8 +286,8 @@ fn bad_inputs_name_the_field(device: &Device) {
 test_device!(full_size_sd15, #[ignore = "full-size: 1.7 GB of weights, run in release"]);
 /// Full SD 1.5 shapes (860M parameters, f16, random N(0, 1/fan_in) weights), ignored by default:
 /// run in release with `SDSERVE_UNET_FULL_DIR=DIR cargo test --release -p inference-server
-/// --test unet -- --ignored --nocapture`. It writes `DIR/unet/` (config + weights, 1.7 GB) if
-/// missing and times one forward of batch 2 at 64×64 latents (512×512 images). When
+/// --test it unet::full_size_sd15 -- --ignored --nocapture`. It writes `DIR/unet/` (config +
+/// weights, 1.7 GB) if missing and times one forward of batch 2 at 64×64 latents (512×512 images). When
 /// `unet_goldens.py --full DIR` has written `DIR/full_golden.safetensors`, it also checks the
 /// prediction for its `[1, 4, 32, 32]` latents within the same 1e-4 · max(1, |ref|) as the tiny
 /// models (measured 1.0e-5 on 2026-11-23, despite 1280-wide GEMMs and 1024-token attention).
