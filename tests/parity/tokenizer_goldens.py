@@ -1,4 +1,4 @@
-"""Write the CLIP tokenizer goldens used by `inference-server/tests/tokenizer.rs`.
+"""Write the CLIP tokenizer goldens used by `inference-server/tests/it/tokenizer.rs`.
 
 The reference is Hugging Face transformers' `CLIPTokenizer` (transformers 5: the
 `tokenizers`-backed class). Its vocabulary is built here, independently of the Rust code,

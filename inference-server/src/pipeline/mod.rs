@@ -14,7 +14,7 @@
 //!   generator, as diffusers does.
 //! - [`images`], [`png`]: pixels, PNG with the `parameters` chunk, the A1111 `info` JSON.
 //!
-//! Parity (tests/pipeline.rs, goldens from tests/parity/pipeline_goldens.py): diffusers
+//! Parity (tests/it/pipeline/mod.rs, goldens from tests/parity/pipeline_goldens.py): diffusers
 //! txt2img (Euler, Euler ancestral, DDIM, DPM-Solver++ Karras) and img2img (Euler, DDIM,
 //! DPM-Solver++ Karras), and A1111 on k-diffusion (Euler, Euler a, DPM++ 2M Karras, and
 //! DPM++ SDE Karras with injected step noise via [`Pipeline::txt2img_with_step_noise`]), all

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Goldens for img2img init-image handling (tests/init_image.rs), from PIL as A1111 uses it:
+"""Goldens for img2img init-image handling (tests/it/init_image.rs), from PIL as A1111 uses it:
 
 - resize_src.png: a 50x38 RGB pattern with hard edges (4-pixel checks), gradients and a
   diagonal, so resampling differences show.

@@ -5,7 +5,7 @@ Usage (see README.md, section "UNet goldens"):
     /work/.venv-ref/bin/python inference-server/tests/parity/unet_goldens.py /tmp/tm
 
     # full SD 1.5 shapes, not committed: DIR/unet is written by the ignored test
-    # `full_size_sd15` in tests/unet.rs; this writes DIR/full_golden.safetensors
+    # `full_size_sd15` in tests/it/unet.rs; this writes DIR/full_golden.safetensors
     /work/.venv-ref/bin/python inference-server/tests/parity/unet_goldens.py --full DIR
 
 For sd1 and sd2, f32 and f16 weights (f16 loaded and converted with `.float()`), computed in

@@ -1,5 +1,6 @@
-//! Fixtures shared by the store's unit tests and by `tests/store.rs` (which includes this file
-//! with `#[path]` and makes `crate::domain` and `crate::store` name this crate's modules).
+//! Fixtures shared by the store's unit tests and by `tests/it/sqlite_store.rs` (which includes
+//! this file with `#[path]`; `tests/it/main.rs` makes `crate::domain` and `crate::store` name this
+//! crate's modules).
 #![allow(dead_code)]
 
 use std::path::Path;

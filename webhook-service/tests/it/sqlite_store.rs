@@ -5,9 +5,8 @@
 use webhook_service::domain::{DeliveryTask, JobStatus};
 use webhook_service::store::sqlite::SqliteStore;
 use webhook_service::store::{Store, StoreError};
-use webhook_service::{domain, store};
 
-#[path = "../src/store/sqlite/tests/fixtures.rs"]
+#[path = "../../src/store/sqlite/tests/fixtures.rs"]
 mod fixtures;
 
 use fixtures::*;

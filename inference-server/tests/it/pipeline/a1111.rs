@@ -6,34 +6,35 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
+use inference_server::engine::Device;
 use inference_server::pipeline::{RunOptions, StepEvent, Txt2ImgParams};
 use inference_server::sampling::rng::GeneratorKind as Rng;
 use inference_server::sampling::samplers::{ReplayNoise, StepNoise};
 
 use super::{golden_params as params, max_diff, pipeline, read_golden, run};
 
-#[test]
-fn parity_with_a1111_k_diffusion() {
+test_device!(parity_with_a1111_k_diffusion);
+fn parity_with_a1111_k_diffusion(device: &Device) {
     let cases = [
         ("Euler a", "pipeline_a1111_euler_a.png"),
         ("DPM++ 2M Karras", "pipeline_a1111_dpmpp_2m_karras.png"),
         ("Euler", "pipeline_a1111_euler.png"),
     ];
     for (sampler, golden) in cases {
-        let d = max_diff(&run(&params(sampler)).images[0].data, &read_golden(golden));
+        let d = max_diff(&run(&params(sampler), device).images[0].data, &read_golden(golden));
         eprintln!("A1111 {sampler}: max pixel difference {d}");
         assert!(d <= 2, "A1111 {sampler}: max pixel difference {d} > 2");
     }
 }
 
+test_device!(euler_a_continues_the_philox_and_odd_sized_generators);
 /// Ancestral noise continues the image's generator: with the "NV" (Philox) source, and at a
 /// latent size (4×9×9) that is not a multiple of 16 values with the CPU source.
-#[test]
-fn euler_a_continues_the_philox_and_odd_sized_generators() {
+fn euler_a_continues_the_philox_and_odd_sized_generators(device: &Device) {
     let nv = Txt2ImgParams { noise_source: Rng::Philox, ..params("Euler a") };
     let odd = Txt2ImgParams { width: 72, height: 72, ..params("Euler a") };
     for (what, p, golden) in [("NV", nv, "pipeline_a1111_euler_a_nv.png"), ("72x72", odd, "pipeline_a1111_euler_a_72.png")] {
-        let d = max_diff(&run(&p).images[0].data, &read_golden(golden));
+        let d = max_diff(&run(&p, device).images[0].data, &read_golden(golden));
         eprintln!("A1111 Euler a {what}: max pixel difference {d}");
         assert!(d <= 2, "A1111 Euler a {what}: max pixel difference {d} > 2");
     }
@@ -56,18 +57,18 @@ fn sde_noise() -> (Vec<Vec<f32>>, Vec<(f64, f64)>) {
     (draws, pairs)
 }
 
+test_device!(dpmpp_sde_karras_with_injected_noise_matches_k_diffusion);
 /// DPM++ SDE Karras with k-diffusion's `noise_sampler` replaced by stored draws (torchsde's
 /// Brownian tree is not reproduced bit for bit): the same draws through
 /// [`inference_server::pipeline::Pipeline::txt2img_with_step_noise`] must give the golden
 /// image, call for call at the same sigmas; the default (generator) noise is deterministic
 /// per seed.
-#[test]
-fn dpmpp_sde_karras_with_injected_noise_matches_k_diffusion() {
+fn dpmpp_sde_karras_with_injected_noise_matches_k_diffusion(device: &Device) {
     let (draws, pairs) = sde_noise();
     assert_eq!(draws.len(), 8, "4 stochastic steps, 2 draws each");
     let p = params("DPM++ SDE Karras");
     let mut replay = ReplayNoise::new(draws);
-    let ours = pipeline()
+    let ours = pipeline(device)
         .txt2img_with_step_noise(&p, RunOptions::default(), &mut replay, &mut |_: &StepEvent<'_>| ControlFlow::Continue(()))
         .expect("generate");
     assert_eq!((replay.remaining(), replay.mismatches()), (0, 0), "every stored draw used once, at full size");
@@ -80,8 +81,8 @@ fn dpmpp_sde_karras_with_injected_noise_matches_k_diffusion() {
     eprintln!("A1111 DPM++ SDE Karras (injected noise): max pixel difference {d}");
     assert!(d <= 2, "A1111 DPM++ SDE Karras: max pixel difference {d} > 2");
 
-    let a = run(&p);
-    assert_eq!(a.images, run(&p).images, "deterministic for a seed");
+    let a = run(&p, device);
+    assert_eq!(a.images, run(&p, device).images, "deterministic for a seed");
     assert_ne!(a.images, ours.images, "the injected noise replaced the default step noise");
 }
 

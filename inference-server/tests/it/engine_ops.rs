@@ -4,14 +4,12 @@
 //! against an f64 reference on inputs in [-1, 1); exact equality for pure data movement;
 //! half-precision inputs are compared against the reference computed on the half-rounded values.
 
-#[path = "support/engine.rs"]
-mod support;
 
 use std::sync::Arc;
 
 use half::{bf16, f16};
 use inference_server::engine::{DType, Device, EngineError, Shape, SharedBytes, Tensor};
-use support::*;
+use crate::support::*;
 
 /// Row-major strides.
 fn strides(dims: &[usize]) -> Vec<usize> {
@@ -43,13 +41,13 @@ fn matmul_ref(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
     out
 }
 
-#[test]
-fn constructors_accessors_and_shape_conversions() {
-    let t = Tensor::from_vec(vec![1.0; 6], (2, 3), &CPU).unwrap();
+test_device!(constructors_accessors_and_shape_conversions);
+fn constructors_accessors_and_shape_conversions(device: &Device) {
+    let t = Tensor::from_vec(vec![1.0; 6], (2, 3), device).unwrap();
     assert_eq!(t.dims(), &[2, 3]);
     assert_eq!(t.elem_count(), 6);
     assert_eq!(t.dtype(), DType::F32);
-    assert_eq!(t.device(), &Device::Cpu);
+    assert_eq!(t.device(), device);
     assert_eq!(Shape::from((2, 3, 4, 5)).elem_count(), 120);
     assert_eq!(Shape::from(vec![7usize]).rank(), 1);
     assert_eq!(Shape::from(&[1usize, 2][..]).dims(), &[1, 2]);
@@ -58,16 +56,16 @@ fn constructors_accessors_and_shape_conversions() {
     assert_eq!(DType::F16.size_in_bytes(), 2);
     assert_eq!(DType::BF16.to_string(), "bf16");
 
-    let err = Tensor::from_vec(vec![1.0; 5], (2, 3), &CPU).unwrap_err();
+    let err = Tensor::from_vec(vec![1.0; 5], (2, 3), device).unwrap_err();
     assert_eq!(err.op(), Some("from_vec"));
     assert!(err.to_string().starts_with("from_vec: 5 elements"), "{err}");
 
-    let err = Tensor::zeros((usize::MAX, 3), DType::F32, &CPU).unwrap_err();
+    let err = Tensor::zeros((usize::MAX, 3), DType::F32, device).unwrap_err();
     assert_eq!(err.to_string(), format!("zeros: element count of shape [{}, 3] overflows", usize::MAX));
     fn send_sync<T: Send + Sync + Clone>() {}
     send_sync::<Tensor>();
 
-    let z = Tensor::zeros((3, 5), DType::F16, &CPU).unwrap();
+    let z = Tensor::zeros((3, 5), DType::F16, device).unwrap();
     assert_eq!(z.dtype(), DType::F16);
     assert_eq!(z.to_vec_f32().unwrap(), vec![0.0; 15]);
 }
@@ -84,10 +82,10 @@ fn device_parse() {
     assert!(matches!(Device::parse("cuda:x").unwrap_err(), EngineError::UnknownDevice(_)));
 }
 
-#[test]
-fn dtype_conversions_round_to_half() {
+test_device!(dtype_conversions_round_to_half);
+fn dtype_conversions_round_to_half(device: &Device) {
     let mut rng = Rng::new(1);
-    let (t, data) = rand_tensor(&mut rng, &[7, 3]);
+    let (t, data) = rand_tensor(&mut rng, &[7, 3], device);
     let h = t.to_dtype(DType::F16).unwrap();
     assert_eq!(h.dtype(), DType::F16);
     let want: Vec<f32> = data.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
@@ -98,17 +96,17 @@ fn dtype_conversions_round_to_half() {
     assert_eq!(b.to_dtype(DType::F32).unwrap().to_vec_f32().unwrap(), want_b);
     // Large tensors convert in parallel chunks; same result.
     let big: Vec<f32> = rng.vec(100_003, -4.0, 4.0);
-    let bt = Tensor::from_vec(big.clone(), 100_003, &CPU).unwrap().to_dtype(DType::F16).unwrap();
+    let bt = Tensor::from_vec(big.clone(), 100_003, device).unwrap().to_dtype(DType::F16).unwrap();
     let want: Vec<f32> = big.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
     assert_eq!(bt.to_vec_f32().unwrap(), want);
 }
 
-#[test]
-fn from_shared_bytes_is_zero_copy_when_aligned() {
+test_device!(from_shared_bytes_is_zero_copy_when_aligned);
+fn from_shared_bytes_is_zero_copy_when_aligned(device: &Device) {
     let data: Vec<f32> = (0..35).map(|i| i as f32 * 0.5).collect();
     let src = Arc::new(F32Bytes(data.clone()));
     let src_ptr = src.as_bytes().as_ptr();
-    let t = Tensor::from_shared_bytes(src, DType::F32, (5, 7), &CPU).unwrap();
+    let t = Tensor::from_shared_bytes(src, DType::F32, (5, 7), device).unwrap();
     assert_eq!(t.storage_ptr(), Some(src_ptr));
     assert_eq!(t.to_vec_f32().unwrap(), data);
     // Reshape and a leading-dim narrow share the storage too.
@@ -118,15 +116,15 @@ fn from_shared_bytes_is_zero_copy_when_aligned() {
     assert_eq!(row2.to_vec_f32().unwrap(), data[14..28].to_vec());
 }
 
-#[test]
-fn from_shared_bytes_misaligned_is_copied_and_correct() {
+test_device!(from_shared_bytes_misaligned_is_copied_and_correct);
+fn from_shared_bytes_misaligned_is_copied_and_correct(device: &Device) {
     let vals: Vec<f32> = (0..13).map(|i| i as f32 - 6.25).collect();
     let raw: Vec<u8> = bytemuck::cast_slice(&vals).to_vec();
     let mut buf = vec![0u64; 8];
     bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[1..1 + raw.len()].copy_from_slice(&raw);
     let src = Arc::new(OffsetBytes { buf, skip: 1, len: raw.len() });
     let src_ptr = src.as_bytes().as_ptr();
-    let t = Tensor::from_shared_bytes(src, DType::F32, 13, &CPU).unwrap();
+    let t = Tensor::from_shared_bytes(src, DType::F32, 13, device).unwrap();
     assert_ne!(t.storage_ptr(), Some(src_ptr));
     assert_eq!(t.to_vec_f32().unwrap(), vals);
 
@@ -135,19 +133,19 @@ fn from_shared_bytes_misaligned_is_copied_and_correct() {
     let raw: Vec<u8> = bytemuck::cast_slice(&hs).to_vec();
     let mut buf = vec![0u64; 8];
     bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[3..3 + raw.len()].copy_from_slice(&raw);
-    let t = Tensor::from_shared_bytes(Arc::new(OffsetBytes { buf, skip: 3, len: raw.len() }), DType::F16, 13, &CPU)
+    let t = Tensor::from_shared_bytes(Arc::new(OffsetBytes { buf, skip: 3, len: raw.len() }), DType::F16, 13, device)
         .unwrap();
     assert_eq!(t.dtype(), DType::F16);
     assert_eq!(t.to_vec_f32().unwrap(), vals);
 
-    let err = Tensor::from_shared_bytes(Arc::new(F32Bytes(vals)), DType::F32, 12, &CPU).unwrap_err();
+    let err = Tensor::from_shared_bytes(Arc::new(F32Bytes(vals)), DType::F32, 12, device).unwrap_err();
     assert!(err.to_string().starts_with("from_shared_bytes: 52 bytes"), "{err}");
 }
 
-#[test]
-fn reshape_shares_storage_and_checks_count() {
+test_device!(reshape_shares_storage_and_checks_count);
+fn reshape_shares_storage_and_checks_count(device: &Device) {
     let mut rng = Rng::new(2);
-    let (t, data) = rand_tensor(&mut rng, &[3, 5]);
+    let (t, data) = rand_tensor(&mut rng, &[3, 5], device);
     let r = t.reshape(vec![5, 3]).unwrap();
     assert_eq!(r.storage_ptr(), t.storage_ptr());
     assert_eq!(r.to_vec_f32().unwrap(), data);
@@ -155,11 +153,11 @@ fn reshape_shares_storage_and_checks_count() {
     assert!(err.to_string().starts_with("reshape:"), "{err}");
 }
 
-#[test]
-fn transpose_and_permute_match_index_mapping() {
+test_device!(transpose_and_permute_match_index_mapping);
+fn transpose_and_permute_match_index_mapping(device: &Device) {
     let mut rng = Rng::new(3);
     let dims = [3, 5, 7, 2];
-    let (t, data) = rand_tensor(&mut rng, &dims);
+    let (t, data) = rand_tensor(&mut rng, &dims, device);
     let perm = [2, 0, 3, 1];
     let p = t.permute(&perm).unwrap();
     let out_dims: Vec<usize> = perm.iter().map(|&d| dims[d]).collect();
@@ -180,10 +178,10 @@ fn transpose_and_permute_match_index_mapping() {
     assert_eq!(t.transpose(0, 4).unwrap_err().op(), Some("transpose"));
 }
 
-#[test]
-fn narrow_cat_index_select() {
+test_device!(narrow_cat_index_select);
+fn narrow_cat_index_select(device: &Device) {
     let mut rng = Rng::new(4);
-    let (t, data) = rand_tensor(&mut rng, &[3, 5, 7]);
+    let (t, data) = rand_tensor(&mut rng, &[3, 5, 7], device);
     let n = t.narrow(1, 1, 3).unwrap();
     assert_eq!(n.dims(), &[3, 3, 7]);
     let got = n.to_vec_f32().unwrap();
@@ -204,7 +202,7 @@ fn narrow_cat_index_select() {
     assert!(err.to_string().starts_with("cat: shapes"), "{err}");
 
     // Embedding lookup.
-    let (w, wd) = rand_tensor(&mut rng, &[11, 5]);
+    let (w, wd) = rand_tensor(&mut rng, &[11, 5], device);
     let ids = [3u32, 0, 10, 3];
     let e = w.index_select(&ids, 0).unwrap();
     assert_eq!(e.dims(), &[4, 5]);
@@ -218,11 +216,11 @@ fn narrow_cat_index_select() {
     assert!(err.to_string().contains("id 11 out of range"), "{err}");
 }
 
-#[test]
-fn broadcast_binary_ops() {
+test_device!(broadcast_binary_ops);
+fn broadcast_binary_ops(device: &Device) {
     let mut rng = Rng::new(5);
-    let (a, ad) = rand_tensor(&mut rng, &[3, 1, 5]);
-    let (b, bd) = rand_tensor(&mut rng, &[4, 1]);
+    let (a, ad) = rand_tensor(&mut rng, &[3, 1, 5], device);
+    let (b, bd) = rand_tensor(&mut rng, &[4, 1], device);
     let b = b.to_dtype(DType::F16).unwrap();
     let bd: Vec<f32> = bd.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
     type Op = fn(f64, f64) -> f64;
@@ -247,12 +245,12 @@ fn broadcast_binary_ops() {
         assert_close(name, &got.to_vec_f32().unwrap(), &want, 1e-6);
     }
     // Same-shape, scalar-like and a large parallel case.
-    let (c, cd) = rand_tensor(&mut rng, &[301, 257]);
-    let (bias, biasd) = rand_tensor(&mut rng, &[257]);
+    let (c, cd) = rand_tensor(&mut rng, &[301, 257], device);
+    let (bias, biasd) = rand_tensor(&mut rng, &[257], device);
     let got = c.add(&bias).unwrap().to_vec_f32().unwrap();
     let want: Vec<f64> = (0..301 * 257).map(|i| cd[i] as f64 + biasd[i % 257] as f64).collect();
     assert_close("large add", &got, &want, 1e-6);
-    let err = a.add(&Tensor::zeros((3, 2), DType::F32, &CPU).unwrap()).unwrap_err();
+    let err = a.add(&Tensor::zeros((3, 2), DType::F32, device).unwrap()).unwrap_err();
     assert!(err.to_string().starts_with("add: shapes [3, 1, 5] and [3, 2] do not broadcast"), "{err}");
 }
 
@@ -267,11 +265,11 @@ fn erf_ref(x: f64) -> f64 {
     sum * 2.0 / std::f64::consts::PI.sqrt()
 }
 
-#[test]
-fn activations_and_affine() {
+test_device!(activations_and_affine);
+fn activations_and_affine(device: &Device) {
     let mut rng = Rng::new(6);
     let data = rng.vec(13 * 7, -5.0, 5.0);
-    let t = Tensor::from_vec(data.clone(), (13, 7), &CPU).unwrap();
+    let t = Tensor::from_vec(data.clone(), (13, 7), device).unwrap();
     let x = f64s(&data);
     let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
     let check = |name: &str, got: Tensor, f: &dyn Fn(f64) -> f64| {
@@ -285,11 +283,11 @@ fn activations_and_affine() {
     check("exp", t.exp().unwrap(), &f64::exp);
     check("clamp", t.clamp(-1.0, 2.5).unwrap(), &|v| v.clamp(-1.0, 2.5));
     assert_eq!(t.clamp(1.0, -1.0).unwrap_err().op(), Some("clamp"));
-    let f = Tensor::full(0.5, (2, 3), &CPU).unwrap();
+    let f = Tensor::full(0.5, (2, 3), device).unwrap();
     assert_eq!(f.to_vec_f32().unwrap(), vec![0.5; 6]);
     check("sqrt", t.affine(0.0, 2.0).unwrap().sqrt().unwrap(), &|_| 2f64.sqrt());
     // Relative accuracy of gelu deep in the negative tail, where erf cancels.
-    let tail = Tensor::from_vec(vec![-4.0, -6.0], 2, &CPU).unwrap().gelu().unwrap().to_vec_f32().unwrap();
+    let tail = Tensor::from_vec(vec![-4.0, -6.0], 2, device).unwrap().gelu().unwrap().to_vec_f32().unwrap();
     for (g, v) in tail.iter().zip([-4.0f64, -6.0]) {
         let want = 0.5 * v * libm_erfc_tail(-v / 2f64.sqrt());
         assert!(((*g as f64 - want) / want).abs() < 1e-5, "gelu({v}) = {g}, want {want}");
@@ -305,14 +303,14 @@ fn libm_erfc_tail(z: f64) -> f64 {
     (-z * z).exp() / std::f64::consts::PI.sqrt() / (z + f)
 }
 
-#[test]
-fn softmax_is_stable_on_large_values() {
+test_device!(softmax_is_stable_on_large_values);
+fn softmax_is_stable_on_large_values(device: &Device) {
     let mut rng = Rng::new(7);
     let mut data = rng.vec(5 * 11, -3.0, 3.0);
     for (i, v) in data.iter_mut().enumerate() {
         *v += if i < 22 { 1000.0 } else { -1000.0 } * ((i % 3) as f32);
     }
-    let t = Tensor::from_vec(data.clone(), (5, 11), &CPU).unwrap();
+    let t = Tensor::from_vec(data.clone(), (5, 11), device).unwrap();
     let got = t.softmax_last_dim().unwrap().to_vec_f32().unwrap();
     let mut want = Vec::new();
     for row in f64s(&data).chunks(11) {
@@ -324,10 +322,10 @@ fn softmax_is_stable_on_large_values() {
     assert_close("softmax", &got, &want, 1e-5);
 }
 
-#[test]
-fn sum_and_mean_over_a_dim() {
+test_device!(sum_and_mean_over_a_dim);
+fn sum_and_mean_over_a_dim(device: &Device) {
     let mut rng = Rng::new(8);
-    let (t, d) = rand_tensor(&mut rng, &[3, 5, 7]);
+    let (t, d) = rand_tensor(&mut rng, &[3, 5, 7], device);
     let s = t.sum_dim(1, false).unwrap();
     assert_eq!(s.dims(), &[3, 7]);
     let want: Vec<f64> = (0..21).map(|i| (0..5).map(|j| d[(i / 7) * 35 + j * 7 + i % 7] as f64).sum()).collect();
@@ -339,18 +337,18 @@ fn sum_and_mean_over_a_dim() {
     assert_eq!(t.sum_dim(3, false).unwrap_err().op(), Some("sum_dim"));
 }
 
-#[test]
-fn matmul_plain_batched_and_broadcast() {
+test_device!(matmul_plain_batched_and_broadcast);
+fn matmul_plain_batched_and_broadcast(device: &Device) {
     let mut rng = Rng::new(9);
-    let (a, ad) = rand_tensor(&mut rng, &[7, 13]);
-    let (b, bd) = rand_tensor(&mut rng, &[13, 5]);
+    let (a, ad) = rand_tensor(&mut rng, &[7, 13], device);
+    let (b, bd) = rand_tensor(&mut rng, &[13, 5], device);
     let got = a.matmul(&b).unwrap();
     assert_eq!(got.dims(), &[7, 5]);
     assert_close("matmul", &got.to_vec_f32().unwrap(), &matmul_ref(&f64s(&ad), &f64s(&bd), 7, 13, 5), 1e-5);
 
     // Batch 3 on both sides.
-    let (a, ad) = rand_tensor(&mut rng, &[3, 7, 13]);
-    let (b, bd) = rand_tensor(&mut rng, &[3, 13, 5]);
+    let (a, ad) = rand_tensor(&mut rng, &[3, 7, 13], device);
+    let (b, bd) = rand_tensor(&mut rng, &[3, 13, 5], device);
     let got = a.matmul(&b).unwrap().to_vec_f32().unwrap();
     let mut want = Vec::new();
     for i in 0..3 {
@@ -359,8 +357,8 @@ fn matmul_plain_batched_and_broadcast() {
     assert_close("batched matmul", &got, &want, 1e-5);
 
     // [3, 1, 7, 13] x [2, 13, 5] -> [3, 2, 7, 5].
-    let (a, ad) = rand_tensor(&mut rng, &[3, 1, 7, 13]);
-    let (b, bd) = rand_tensor(&mut rng, &[2, 13, 5]);
+    let (a, ad) = rand_tensor(&mut rng, &[3, 1, 7, 13], device);
+    let (b, bd) = rand_tensor(&mut rng, &[2, 13, 5], device);
     let got = a.matmul(&b).unwrap();
     assert_eq!(got.dims(), &[3, 2, 7, 5]);
     let mut want = Vec::new();
@@ -372,7 +370,7 @@ fn matmul_plain_batched_and_broadcast() {
     assert_close("broadcast matmul", &got.to_vec_f32().unwrap(), &want, 1e-5);
 
     // Rank 2 against a batch: [7, 13] x [3, 13, 5] -> [3, 7, 5].
-    let (a, ad) = rand_tensor(&mut rng, &[7, 13]);
+    let (a, ad) = rand_tensor(&mut rng, &[7, 13], device);
     let got = a.matmul(&b.reshape((2, 13, 5)).unwrap()).unwrap();
     assert_eq!(got.dims(), &[2, 7, 5]);
     let mut want = Vec::new();
@@ -382,17 +380,17 @@ fn matmul_plain_batched_and_broadcast() {
     assert_close("rank-2 x batch matmul", &got.to_vec_f32().unwrap(), &want, 1e-5);
 
     // Large enough for the multi-threaded gemm path, with an f16 operand.
-    let (a, ad) = rand_tensor(&mut rng, &[131, 149]);
-    let (b, _) = rand_tensor(&mut rng, &[149, 67]);
+    let (a, ad) = rand_tensor(&mut rng, &[131, 149], device);
+    let (b, _) = rand_tensor(&mut rng, &[149, 67], device);
     let b = b.to_dtype(DType::F16).unwrap();
     let got = a.matmul(&b).unwrap().to_vec_f32().unwrap();
     let bd = f64s(&b.to_vec_f32().unwrap());
     assert_close("large matmul", &got, &matmul_ref(&f64s(&ad), &bd, 131, 149, 67), 1e-5);
 
-    let (c, _) = rand_tensor(&mut rng, &[4, 3]);
+    let (c, _) = rand_tensor(&mut rng, &[4, 3], device);
     let err = c.matmul(&a).unwrap_err();
     assert_eq!(err.to_string(), "matmul: inner dims 3 and 131 differ ([4, 3] x [131, 149])");
-    let err = a.matmul(&Tensor::zeros(5, DType::F32, &CPU).unwrap()).unwrap_err();
+    let err = a.matmul(&Tensor::zeros(5, DType::F32, device).unwrap()).unwrap_err();
     assert!(err.to_string().starts_with("matmul: operands need rank >= 2"), "{err}");
 }
 
@@ -408,12 +406,12 @@ fn linear_ref(x: &[f64], w: &[f64], b: Option<&[f64]>, rows: usize, n_in: usize,
     out
 }
 
-#[test]
-fn linear_f32_with_bias_over_leading_dims() {
+test_device!(linear_f32_with_bias_over_leading_dims);
+fn linear_f32_with_bias_over_leading_dims(device: &Device) {
     let mut rng = Rng::new(10);
-    let (x, xd) = rand_tensor(&mut rng, &[2, 3, 13]);
-    let (w, wd) = rand_tensor(&mut rng, &[5, 13]);
-    let (b, bd) = rand_tensor(&mut rng, &[5]);
+    let (x, xd) = rand_tensor(&mut rng, &[2, 3, 13], device);
+    let (w, wd) = rand_tensor(&mut rng, &[5, 13], device);
+    let (b, bd) = rand_tensor(&mut rng, &[5], device);
     let got = x.linear(&w, Some(&b)).unwrap();
     assert_eq!(got.dims(), &[2, 3, 5]);
     let want = linear_ref(&f64s(&xd), &f64s(&wd), Some(&f64s(&bd)), 6, 13, 5);
@@ -421,20 +419,20 @@ fn linear_f32_with_bias_over_leading_dims() {
     let want = linear_ref(&f64s(&xd), &f64s(&wd), None, 6, 13, 5);
     assert_close("linear no bias", &x.linear(&w, None).unwrap().to_vec_f32().unwrap(), &want, 1e-5);
 
-    let err = x.linear(&Tensor::zeros((5, 12), DType::F32, &CPU).unwrap(), None).unwrap_err();
+    let err = x.linear(&Tensor::zeros((5, 12), DType::F32, device).unwrap(), None).unwrap_err();
     assert!(err.to_string().starts_with("linear: input features 13"), "{err}");
-    let err = x.linear(&w, Some(&Tensor::zeros(4, DType::F32, &CPU).unwrap())).unwrap_err();
+    let err = x.linear(&w, Some(&Tensor::zeros(4, DType::F32, device).unwrap())).unwrap_err();
     assert_eq!(err.to_string(), "linear: bias must have shape [5], got [4]");
 }
 
-#[test]
-fn linear_half_weights_match_their_f32_conversion() {
+test_device!(linear_half_weights_match_their_f32_conversion);
+fn linear_half_weights_match_their_f32_conversion(device: &Device) {
     let mut rng = Rng::new(11);
     // 1031 in-features: the f16 path converts several blocks of weight rows.
     let (n_in, n_out, rows) = (1031, 1109, 3);
-    let (x, xd) = rand_tensor(&mut rng, &[rows, n_in]);
-    let (w32, _) = rand_tensor(&mut rng, &[n_out, n_in]);
-    let (b, bd) = rand_tensor(&mut rng, &[n_out]);
+    let (x, xd) = rand_tensor(&mut rng, &[rows, n_in], device);
+    let (w32, _) = rand_tensor(&mut rng, &[n_out, n_in], device);
+    let (b, bd) = rand_tensor(&mut rng, &[n_out], device);
     for dtype in [DType::F16, DType::BF16] {
         let wh = w32.to_dtype(dtype).unwrap();
         let wr = wh.to_dtype(DType::F32).unwrap();
@@ -447,8 +445,8 @@ fn linear_half_weights_match_their_f32_conversion() {
     }
 }
 
-#[test]
-fn linear_with_mmap_backed_f16_weight() {
+test_device!(linear_with_mmap_backed_f16_weight);
+fn linear_with_mmap_backed_f16_weight(device: &Device) {
     let mut rng = Rng::new(12);
     let (n_in, n_out) = (37, 29);
     let w: Vec<f16> = rng.vec(n_in * n_out, -1.0, 1.0).into_iter().map(f16::from_f32).collect();
@@ -459,18 +457,18 @@ fn linear_with_mmap_backed_f16_weight() {
     file.write_all(bytemuck::cast_slice(&w)).unwrap();
     let map = Arc::new(unsafe { memmap2::Mmap::map(&file).unwrap() });
     let slice = MmapSlice { map: map.clone(), start: 8, len: n_in * n_out * 2 };
-    let wt = Tensor::from_shared_bytes(Arc::new(slice), DType::F16, (n_out, n_in), &CPU).unwrap();
+    let wt = Tensor::from_shared_bytes(Arc::new(slice), DType::F16, (n_out, n_in), device).unwrap();
     assert_eq!(wt.storage_ptr(), Some(map[8..].as_ptr()));
-    let (x, xd) = rand_tensor(&mut rng, &[9, n_in]);
+    let (x, xd) = rand_tensor(&mut rng, &[9, n_in], device);
     let got = x.linear(&wt, None).unwrap().to_vec_f32().unwrap();
     let wd: Vec<f64> = w.iter().map(|v| v.to_f64()).collect();
     assert_close("mmap linear", &got, &linear_ref(&f64s(&xd), &wd, None, 9, n_in, n_out), 1e-5);
 }
 
-#[test]
-fn geglu_chunk_squeeze_and_trig() {
+test_device!(geglu_chunk_squeeze_and_trig);
+fn geglu_chunk_squeeze_and_trig(device: &Device) {
     let mut rng = Rng::new(13);
-    let (x, xd) = rand_tensor(&mut rng, &[3, 5, 14]);
+    let (x, xd) = rand_tensor(&mut rng, &[3, 5, 14], device);
     let got = x.geglu().unwrap();
     assert_eq!(got.dims(), &[3, 5, 7]);
     let want: Vec<f64> = (0..105)
@@ -493,7 +491,7 @@ fn geglu_chunk_squeeze_and_trig() {
     assert_eq!(u.squeeze(1).unwrap().dims(), &[3, 5, 14]);
     assert_eq!(x.squeeze(0).unwrap_err().op(), Some("squeeze"));
     assert_eq!(x.unsqueeze(3).unwrap().dims(), &[3, 5, 14, 1]);
-    assert_eq!(x.to_device(&Device::Cpu).unwrap().storage_ptr(), x.storage_ptr());
+    assert_eq!(x.to_device(device).unwrap().storage_ptr(), x.storage_ptr());
 
     let s = x.sin().unwrap().to_vec_f32().unwrap();
     let c = x.cos().unwrap().to_vec_f32().unwrap();

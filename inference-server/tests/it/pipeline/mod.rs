@@ -4,7 +4,8 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 
 use inference_server::engine::Device;
 use inference_server::model::testmodel::write_test_model;
@@ -13,7 +14,6 @@ use inference_server::pipeline::png::{encode_png, generation_pngs, info_json, in
 use inference_server::pipeline::images::{decode_image_rgb, resize_to};
 use inference_server::pipeline::{Img2ImgParams, Pipeline, PipelineError, RgbImage, RunOptions, StepEvent, Txt2ImgParams};
 
-#[path = "pipeline_parts/a1111.rs"]
 mod a1111;
 
 fn model_dir() -> &'static Path {
@@ -26,9 +26,13 @@ fn model_dir() -> &'static Path {
     })
 }
 
-fn pipeline() -> &'static Pipeline {
-    static P: OnceLock<Pipeline> = OnceLock::new();
-    P.get_or_init(|| Pipeline::load(model_dir(), &Device::Cpu).expect("load tiny model"))
+/// The tiny SD 1.x pipeline on `device`, loaded once per device and shared by the tests.
+fn pipeline(device: &Device) -> &'static Pipeline {
+    static LOADED: Mutex<BTreeMap<String, &'static Pipeline>> = Mutex::new(BTreeMap::new());
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    loaded
+        .entry(device.to_string())
+        .or_insert_with(|| Box::leak(Box::new(Pipeline::load(model_dir(), device).expect("load tiny model"))))
 }
 
 fn small(seed: i64) -> Txt2ImgParams {
@@ -45,8 +49,8 @@ fn small(seed: i64) -> Txt2ImgParams {
     }
 }
 
-fn run(p: &Txt2ImgParams) -> inference_server::pipeline::Generation {
-    pipeline().txt2img(p, RunOptions::default(), &mut |_: &StepEvent<'_>| ControlFlow::Continue(())).expect("generate")
+fn run(p: &Txt2ImgParams, device: &Device) -> inference_server::pipeline::Generation {
+    pipeline(device).txt2img(p, RunOptions::default(), &mut |_: &StepEvent<'_>| ControlFlow::Continue(())).expect("generate")
 }
 
 fn max_diff(a: &[u8], b: &[u8]) -> u8 {
@@ -54,9 +58,9 @@ fn max_diff(a: &[u8], b: &[u8]) -> u8 {
     a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
 }
 
-fn assert_invalid(p: Txt2ImgParams, field: &str, rule: &str) {
+fn assert_invalid(p: Txt2ImgParams, field: &str, rule: &str, device: &Device) {
     let mut calls = 0;
-    let err = pipeline()
+    let err = pipeline(device)
         .txt2img(&p, RunOptions::default(), &mut |_: &StepEvent<'_>| {
             calls += 1;
             ControlFlow::Continue(())
@@ -72,15 +76,15 @@ fn assert_invalid(p: Txt2ImgParams, field: &str, rule: &str) {
     }
 }
 
-#[test]
-fn bad_parameters_are_rejected_naming_field_and_rule() {
-    assert_invalid(Txt2ImgParams { width: 65, ..small(1) }, "width", "must be a multiple of 8");
-    assert_invalid(Txt2ImgParams { height: 4096, ..small(1) }, "height", "between 64 and 2048");
-    assert_invalid(Txt2ImgParams { steps: 0, ..small(1) }, "steps", "between 1 and 150");
-    assert_invalid(Txt2ImgParams { cfg_scale: -1.0, ..small(1) }, "cfg_scale", "between 1 and 30");
-    assert_invalid(Txt2ImgParams { batch_size: 1000, ..small(1) }, "batch_size", "between 1 and 16");
-    assert_invalid(Txt2ImgParams { n_iter: 0, ..small(1) }, "n_iter", "between 1 and 100");
-    assert_invalid(Txt2ImgParams { clip_skip: 0, ..small(1) }, "clip_skip", "between 1 and 12");
+test_device!(bad_parameters_are_rejected_naming_field_and_rule);
+fn bad_parameters_are_rejected_naming_field_and_rule(device: &Device) {
+    assert_invalid(Txt2ImgParams { width: 65, ..small(1) }, "width", "must be a multiple of 8", device);
+    assert_invalid(Txt2ImgParams { height: 4096, ..small(1) }, "height", "between 64 and 2048", device);
+    assert_invalid(Txt2ImgParams { steps: 0, ..small(1) }, "steps", "between 1 and 150", device);
+    assert_invalid(Txt2ImgParams { cfg_scale: -1.0, ..small(1) }, "cfg_scale", "between 1 and 30", device);
+    assert_invalid(Txt2ImgParams { batch_size: 1000, ..small(1) }, "batch_size", "between 1 and 16", device);
+    assert_invalid(Txt2ImgParams { n_iter: 0, ..small(1) }, "n_iter", "between 1 and 100", device);
+    assert_invalid(Txt2ImgParams { clip_skip: 0, ..small(1) }, "clip_skip", "between 1 and 12", device);
     let msg = Txt2ImgParams { width: 65, ..small(1) }.validate().expect_err("invalid").to_string();
     assert!(msg.starts_with("width: must be a multiple of 8"), "{msg}");
     let err = Txt2ImgParams { sampler_name: "Eulerr".into(), ..small(1) }.validate().expect_err("unknown");
@@ -89,8 +93,8 @@ fn bad_parameters_are_rejected_naming_field_and_rule() {
     assert!(msg.contains("Eulerr") && msg.contains("Euler a") && msg.contains("EulerDiscreteScheduler"), "{msg}");
 }
 
-#[test]
-fn infotext_quoting_and_non_latin1_prompts() {
+test_device!(infotext_quoting_and_non_latin1_prompts);
+fn infotext_quoting_and_non_latin1_prompts(device: &Device) {
     use inference_server::pipeline::png::quote;
     assert_eq!(quote("Euler a"), "Euler a");
     use inference_server::pipeline::png::sampler_labels;
@@ -99,7 +103,7 @@ fn infotext_quoting_and_non_latin1_prompts() {
     assert_eq!(sampler_labels("Euler a", Some("")), ("Euler a".into(), "Automatic".into()));
     assert_eq!(sampler_labels("EulerDiscreteScheduler", None), ("EulerDiscreteScheduler".into(), "Automatic".into()));
     assert_eq!(quote("a, b"), "\"a, b\"");
-    let g = run(&Txt2ImgParams { prompt: "猫 (cat)".into(), negative_prompt: String::new(), ..small(9) });
+    let g = run(&Txt2ImgParams { prompt: "猫 (cat)".into(), negative_prompt: String::new(), ..small(9) }, device);
     let text = infotext(&g, 0);
     assert!(text.starts_with("猫 (cat)\nSteps: 3,"), "{text}");
     let png = encode_png(&g.images[0], &text).expect("png");
@@ -109,23 +113,23 @@ fn infotext_quoting_and_non_latin1_prompts() {
     assert!(info_json(&g).contains("\\u732b"), "info JSON escapes non-ASCII like json.dumps");
 }
 
-#[test]
-fn same_seed_same_png_different_seed_different() {
-    let a = generation_pngs(&run(&small(1234))).expect("png");
-    let b = generation_pngs(&run(&small(1234))).expect("png");
-    let c = generation_pngs(&run(&small(1235))).expect("png");
+test_device!(same_seed_same_png_different_seed_different);
+fn same_seed_same_png_different_seed_different(device: &Device) {
+    let a = generation_pngs(&run(&small(1234), device)).expect("png");
+    let b = generation_pngs(&run(&small(1234), device)).expect("png");
+    let c = generation_pngs(&run(&small(1235), device)).expect("png");
     assert_eq!(a, b);
     assert_ne!(a[0], c[0]);
 }
 
-#[test]
-fn batch_item_i_equals_single_run_with_seed_plus_i() {
+test_device!(batch_item_i_equals_single_run_with_seed_plus_i);
+fn batch_item_i_equals_single_run_with_seed_plus_i(device: &Device) {
     for sampler in ["Euler a", "DPM++ 2M Karras"] {
-        let batch = run(&Txt2ImgParams { batch_size: 2, n_iter: 2, sampler_name: sampler.into(), ..small(40) });
+        let batch = run(&Txt2ImgParams { batch_size: 2, n_iter: 2, sampler_name: sampler.into(), ..small(40) }, device);
         assert_eq!(batch.all_seeds, vec![40, 41, 42, 43]);
         assert_eq!(batch.all_subseeds, vec![7, 8, 9, 10]);
         for i in [1usize, 3] {
-            let single = run(&Txt2ImgParams { sampler_name: sampler.into(), subseed: 7 + i as i64, ..small(40 + i as i64) });
+            let single = run(&Txt2ImgParams { sampler_name: sampler.into(), subseed: 7 + i as i64, ..small(40 + i as i64) }, device);
             let d = max_diff(&batch.images[i].data, &single.images[0].data);
             // Same noise and conditioning; only the GEMM blocking differs with the batch size,
             // which may move a value across a rounding boundary.
@@ -134,11 +138,11 @@ fn batch_item_i_equals_single_run_with_seed_plus_i() {
     }
 }
 
-#[test]
-fn cancellation_after_k_steps() {
+test_device!(cancellation_after_k_steps);
+fn cancellation_after_k_steps(device: &Device) {
     let mut seen = Vec::new();
     let p = Txt2ImgParams { steps: 5, ..small(3) };
-    let err = pipeline()
+    let err = pipeline(device)
         .txt2img(&p, RunOptions { preview: true }, &mut |e: &StepEvent<'_>| {
             seen.push((e.step, e.total, e.previews.map(|v| (v.len(), v[0].width, v[0].height))));
             if e.step == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
@@ -150,10 +154,10 @@ fn cancellation_after_k_steps() {
     assert_eq!(seen[2], (2, 5, Some((1, 8, 8))), "preview is latent-sized");
 }
 
-#[test]
-fn png_carries_parameters_and_info_json_has_runpod_keys() {
+test_device!(png_carries_parameters_and_info_json_has_runpod_keys);
+fn png_carries_parameters_and_info_json_has_runpod_keys(device: &Device) {
     let p = Txt2ImgParams { clip_skip: 2, cfg_scale: 7.0, styles: vec!["Cinematic".into()], ..small(1234) };
-    let g = run(&p);
+    let g = run(&p, device);
     let text = infotext(&g, 0);
     assert_eq!(
         text,
@@ -246,11 +250,11 @@ fn read_golden(name: &str) -> Vec<u8> {
     decode_image_rgb(&bytes).expect("golden png").data
 }
 
+test_device!(parity_with_diffusers_pipeline);
 /// `tests/parity/pipeline_goldens.py`: diffusers' StableDiffusionPipeline, 64×64 (and 72×72,
 /// whose 4×9×9 latent is not a multiple of 16 values, for the ancestral noise), 5 steps, CFG 7,
 /// `Generator().manual_seed(1234)`. Tolerance: max pixel difference 2/255.
-#[test]
-fn parity_with_diffusers_pipeline() {
+fn parity_with_diffusers_pipeline(device: &Device) {
     let cases = [
         ("EulerDiscreteScheduler", None, 64, "pipeline_EulerDiscreteScheduler.png"),
         ("DDIMScheduler", None, 64, "pipeline_DDIMScheduler.png"),
@@ -260,7 +264,7 @@ fn parity_with_diffusers_pipeline() {
     ];
     for (sampler, schedule, size, golden) in cases {
         let p = Txt2ImgParams { width: size, height: size, scheduler: schedule.map(str::to_string), ..golden_params(sampler) };
-        let ours = run(&p);
+        let ours = run(&p, device);
         let d = max_diff(&ours.images[0].data, &read_golden(golden));
         eprintln!("{sampler} {size}x{size}: max pixel difference {d}");
         assert!(d <= 2, "{sampler} {size}x{size}: max pixel difference {d} > 2");
@@ -295,74 +299,74 @@ fn img2img_params(sampler: &str, schedule: Option<&str>, strength: f32) -> Img2I
     }
 }
 
-fn run_img2img(p: &Img2ImgParams) -> Result<inference_server::pipeline::Generation, PipelineError> {
-    pipeline().img2img(p, RunOptions::default(), &mut |_: &StepEvent<'_>| ControlFlow::Continue(()))
+fn run_img2img(p: &Img2ImgParams, device: &Device) -> Result<inference_server::pipeline::Generation, PipelineError> {
+    pipeline(device).img2img(p, RunOptions::default(), &mut |_: &StepEvent<'_>| ControlFlow::Continue(()))
 }
 
-#[test]
-fn img2img_rejects_bad_strength_and_runs_a1111_names() {
-    let err = run_img2img(&img2img_params("Euler", None, 1.5)).expect_err("strength 1.5");
+test_device!(img2img_rejects_bad_strength_and_runs_a1111_names);
+fn img2img_rejects_bad_strength_and_runs_a1111_names(device: &Device) {
+    let err = run_img2img(&img2img_params("Euler", None, 1.5), device).expect_err("strength 1.5");
     assert!(err.to_string().starts_with("denoising_strength: must be between 0 and 1"), "{err}");
     let mut torn = img2img_params("Euler", None, 0.5);
     torn.init_image.width = 32;
-    let err = run_img2img(&torn).expect_err("pixels do not fill width x height");
+    let err = run_img2img(&torn, device).expect_err("pixels do not fill width x height");
     assert!(matches!(err, PipelineError::Invalid { field: "init_image", .. }), "{err:?}");
     // A1111 img2img with 5 steps at 0.6 runs int(0.6·5) + 1 = 4 steps.
     let mut steps = 0;
     let p = img2img_params("Euler a", None, 0.6);
-    let a = pipeline()
+    let a = pipeline(device)
         .img2img(&p, RunOptions::default(), &mut |e: &StepEvent<'_>| {
             steps = e.total;
             ControlFlow::Continue(())
         })
         .expect("img2img");
     assert_eq!(steps, 4);
-    let b = run_img2img(&p).expect("img2img");
+    let b = run_img2img(&p, device).expect("img2img");
     assert_eq!(a.images, b.images);
     assert_eq!(a.denoising_strength, Some(0.6));
     assert!(infotext(&a, 0).contains("Denoising strength: 0.6"));
     // Low strength stays close to the init image; it must still change it.
-    let low = run_img2img(&img2img_params("Euler", None, 0.05)).expect("img2img");
+    let low = run_img2img(&img2img_params("Euler", None, 0.05), device).expect("img2img");
     assert_ne!(low.images[0].data, init_image().data);
 }
 
-#[test]
-fn img2img_resizes_an_init_image_of_another_size() {
+test_device!(img2img_resizes_an_init_image_of_another_size);
+fn img2img_resizes_an_init_image_of_another_size(device: &Device) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/resize_src.jpg");
     let odd = decode_image_rgb(&std::fs::read(path).expect("golden jpeg")).expect("jpeg");
     assert_eq!((odd.width, odd.height), (50, 38));
     let mut p = img2img_params("Euler", None, 0.5);
     p.init_image = odd.clone();
-    let resized = run_img2img(&p).expect("img2img from a 50x38 JPEG");
+    let resized = run_img2img(&p, device).expect("img2img from a 50x38 JPEG");
     assert_eq!((resized.images[0].width, resized.images[0].height), (64, 64));
     // The same as sending the image already resized.
     p.init_image = resize_to(&odd, 64, 64).expect("resize");
-    assert_eq!(run_img2img(&p).expect("img2img").images, resized.images);
+    assert_eq!(run_img2img(&p, device).expect("img2img").images, resized.images);
 }
 
+test_device!(img2img_parity_with_diffusers);
 /// `tests/parity/pipeline_goldens.py`: diffusers' `StableDiffusionImg2ImgPipeline`, strength 0.6,
 /// 5 steps (3 run), CFG 7, seed 1234. Tolerance: max pixel difference 2/255.
-#[test]
-fn img2img_parity_with_diffusers() {
+fn img2img_parity_with_diffusers(device: &Device) {
     let cases = [
         ("EulerDiscreteScheduler", None, "pipeline_img2img_EulerDiscreteScheduler.png"),
         ("DDIMScheduler", None, "pipeline_img2img_DDIMScheduler.png"),
         ("DPMSolverMultistepScheduler", Some("Karras"), "pipeline_img2img_DPMSolverMultistepScheduler_karras.png"),
     ];
     for (sampler, schedule, golden) in cases {
-        let ours = run_img2img(&img2img_params(sampler, schedule, 0.6)).expect("img2img");
+        let ours = run_img2img(&img2img_params(sampler, schedule, 0.6), device).expect("img2img");
         let d = max_diff(&ours.images[0].data, &read_golden(golden));
         eprintln!("img2img {sampler}: max pixel difference {d}");
         assert!(d <= 2, "img2img {sampler}: max pixel difference {d} > 2");
     }
 }
 
-#[test]
-fn sd2_single_file_generates_with_clip_skip_and_long_prompts() {
+test_device!(sd2_single_file_generates_with_clip_skip_and_long_prompts);
+fn sd2_single_file_generates_with_clip_skip_and_long_prompts(device: &Device) {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("tiny-sd2.safetensors");
     write_test_model(&file, Variant::Sd2, Layout::SingleFile, StoredDType::F16).expect("write sd2");
-    let sd2 = Pipeline::load(&file, &Device::Cpu).expect("load sd2");
+    let sd2 = Pipeline::load(&file, device).expect("load sd2");
     let long = "a cat, ".repeat(40); // > 75 tokens: two chunks against one for the negative prompt
     let p = Txt2ImgParams { prompt: long, clip_skip: 2, steps: 2, sampler_name: "DPM++ 2M".into(), ..small(11) };
     let go = || sd2.txt2img(&p, RunOptions::default(), &mut |_: &StepEvent<'_>| ControlFlow::Continue(()));
@@ -374,11 +378,11 @@ fn sd2_single_file_generates_with_clip_skip_and_long_prompts() {
     assert!(infotext(&a, 0).contains("Model: tiny-sd2, Clip skip: 2"));
 }
 
+test_device!(img2img_refuses_a_prediction_type_the_sampler_does_not_support);
 /// A checkpoint whose UNet predicts `sample`: A1111 samplers have no denoiser for it, so
 /// img2img (and txt2img) refuse the request naming the prediction type and the sampler
 /// before any step runs, rather than reading the prediction as epsilon.
-#[test]
-fn img2img_refuses_a_prediction_type_the_sampler_does_not_support() {
+fn img2img_refuses_a_prediction_type_the_sampler_does_not_support(device: &Device) {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("tiny-sample");
     write_test_model(&root, Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("write model");
@@ -386,7 +390,7 @@ fn img2img_refuses_a_prediction_type_the_sampler_does_not_support() {
     let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
     config["prediction_type"] = "sample".into();
     std::fs::write(&file, config.to_string()).expect("write");
-    let pipeline = Pipeline::load(&root, &Device::Cpu).expect("load");
+    let pipeline = Pipeline::load(&root, device).expect("load");
     for (sampler, supported) in [("Euler a", false), ("DPM++ 2M", false), ("EulerDiscreteScheduler", false), ("DDIMScheduler", true)] {
         let mut steps = 0;
         let result = pipeline.img2img(&img2img_params(sampler, None, 0.6), RunOptions::default(), &mut |_: &StepEvent<'_>| {

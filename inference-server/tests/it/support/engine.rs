@@ -1,6 +1,5 @@
-//! Shared helpers for the engine tests (included by the `engine_*` test files with `#[path]`).
-//! Compiled on its own as well, where it has no tests.
-#![allow(dead_code, missing_docs)]
+//! Shared helpers for the engine and layer tests: a small PRNG, random tensors, tolerances,
+//! byte sources for `Tensor::from_shared_bytes`.
 
 use std::sync::Arc;
 
@@ -32,13 +31,11 @@ impl Rng {
     }
 }
 
-pub const CPU: Device = Device::Cpu;
-
-/// A random f32 tensor with values in [-1, 1) and its data.
-pub fn rand_tensor(rng: &mut Rng, dims: &[usize]) -> (Tensor, Vec<f32>) {
+/// A random f32 tensor on `device` with values in [-1, 1) and its data.
+pub fn rand_tensor(rng: &mut Rng, dims: &[usize], device: &Device) -> (Tensor, Vec<f32>) {
     let n = dims.iter().product();
     let data = rng.vec(n, -1.0, 1.0);
-    (Tensor::from_vec(data.clone(), dims, &CPU).unwrap(), data)
+    (Tensor::from_vec(data.clone(), dims, device).unwrap(), data)
 }
 
 pub fn f64s(v: &[f32]) -> Vec<f64> {

@@ -1,7 +1,7 @@
 //! A service killed (SIGKILL) with deliveries pending and restarted on the same database
 //! delivers every one, each with its original webhook-id, and finishes interrupted jobs.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};

@@ -20,7 +20,6 @@ use inference_server::model::weights::{
 };
 
 const TOLERANCE: f32 = 1e-4;
-const CPU: Device = Device::Cpu;
 
 struct Golden {
     latents: Tensor,
@@ -31,7 +30,7 @@ struct Golden {
     scaling_factor: f32,
 }
 
-fn golden(variant: &str, dtype: &str) -> Golden {
+fn golden(variant: &str, dtype: &str, device: &Device) -> Golden {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/goldens/vae_{variant}_{dtype}.safetensors"));
     let bytes = std::fs::read(&path).expect("golden file");
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("golden header");
@@ -40,7 +39,7 @@ fn golden(variant: &str, dtype: &str) -> Golden {
     let f32s = |name: &str| -> Vec<f32> {
         st.tensor(name).expect(name).data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("f32"))).collect()
     };
-    let tensor = |name: &str| Tensor::from_vec(f32s(name), st.tensor(name).expect(name).shape(), &CPU).expect(name);
+    let tensor = |name: &str| Tensor::from_vec(f32s(name), st.tensor(name).expect(name).shape(), device).expect(name);
     Golden {
         latents: tensor("latents"),
         decoded: f32s("decoded"),
@@ -63,10 +62,10 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     assert!(worst <= TOLERANCE, "{what}: element {at} is {} vs {} (relative {worst:e})", got[at], want[at]);
 }
 
-fn vae(path: &Path) -> Vae {
+fn vae(path: &Path, device: &Device) -> Vae {
     let checkpoint = Checkpoint::open(path).expect("checkpoint opens");
     let (config, weights) = &checkpoint.vae;
-    Vae::load(config, weights, &CPU).expect("vae loads")
+    Vae::load(config, weights, device).expect("vae loads")
 }
 
 fn read(t: &Tensor) -> Vec<f32> {
@@ -74,17 +73,17 @@ fn read(t: &Tensor) -> Vec<f32> {
 }
 
 /// Both layouts against the golden, and against each other bit for bit.
-fn matches_reference(variant: Variant, dtype: StoredDType) {
+fn matches_reference(variant: Variant, dtype: StoredDType, device: &Device) {
     let name = if variant == Variant::Sd1 { "sd1" } else { "sd2" };
     let stored = if dtype == StoredDType::F16 { "f16" } else { "f32" };
-    let golden = golden(name, stored);
+    let golden = golden(name, stored, device);
     let dir = tempfile::tempdir().expect("tempdir");
     let folder = write_test_model(&dir.path().join("folder"), variant, Layout::Diffusers, dtype).expect("folder");
     let single =
         write_test_model(&dir.path().join("model.safetensors"), variant, Layout::SingleFile, dtype).expect("single file");
     let mut outputs = Vec::new();
     for path in [&folder, &single] {
-        let vae = vae(path);
+        let vae = vae(path, device);
         assert_eq!(vae.scaling_factor(), golden.scaling_factor);
         let what = format!("{name} {stored} {}", path.display());
         let decoded = vae.decode(&golden.latents).expect("decode");
@@ -102,28 +101,28 @@ fn matches_reference(variant: Variant, dtype: StoredDType) {
     assert!(outputs[0] == outputs[1], "{name} {stored}: folder and single file give different outputs");
 }
 
-#[test]
-fn sd1_f32_matches_diffusers() {
-    matches_reference(Variant::Sd1, StoredDType::F32);
+test_device!(sd1_f32_matches_diffusers);
+fn sd1_f32_matches_diffusers(device: &Device) {
+    matches_reference(Variant::Sd1, StoredDType::F32, device);
 }
 
-#[test]
-fn sd1_f16_matches_diffusers() {
-    matches_reference(Variant::Sd1, StoredDType::F16);
+test_device!(sd1_f16_matches_diffusers);
+fn sd1_f16_matches_diffusers(device: &Device) {
+    matches_reference(Variant::Sd1, StoredDType::F16, device);
 }
 
-#[test]
-fn sd2_f32_matches_diffusers() {
-    matches_reference(Variant::Sd2, StoredDType::F32);
+test_device!(sd2_f32_matches_diffusers);
+fn sd2_f32_matches_diffusers(device: &Device) {
+    matches_reference(Variant::Sd2, StoredDType::F32, device);
 }
 
-#[test]
-fn sd2_f16_matches_diffusers() {
-    matches_reference(Variant::Sd2, StoredDType::F16);
+test_device!(sd2_f16_matches_diffusers);
+fn sd2_f16_matches_diffusers(device: &Device) {
+    matches_reference(Variant::Sd2, StoredDType::F16, device);
 }
 
-#[test]
-fn wrong_tensor_shape_is_named() {
+test_device!(wrong_tensor_shape_is_named);
+fn wrong_tensor_shape_is_named(device: &Device) {
     let dir = tempfile::tempdir().expect("tempdir");
     let folder = write_test_model(&dir.path().join("m"), Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("model");
     let file = folder.join("vae/diffusion_pytorch_model.safetensors");
@@ -145,20 +144,20 @@ fn wrong_tensor_shape_is_named() {
     write_safetensors(&file, &tensors, &BTreeMap::new()).expect("rewrite");
     let err = Checkpoint::open(&folder)
         .map_err(ModelError::from)
-        .and_then(|c| Vae::load(&c.vae.0, &c.vae.1, &CPU).map(drop))
+        .and_then(|c| Vae::load(&c.vae.0, &c.vae.1, device).map(drop))
         .expect_err("a mis-shaped tensor must fail");
     assert!(err.to_string().contains(bad), "{err}");
 }
 
-#[test]
-fn bad_inputs_name_the_field() {
+test_device!(bad_inputs_name_the_field);
+fn bad_inputs_name_the_field(device: &Device) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let vae = vae(&write_test_model(&dir.path().join("m"), Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("model"));
+    let vae = vae(&write_test_model(&dir.path().join("m"), Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("model"), device);
     let field = |r: Result<Tensor, ModelError>| match r {
         Err(ModelError::Input { field, .. }) => field,
         other => panic!("expected an input error, got {other:?}"),
     };
-    let zeros = |dims: &[usize]| Tensor::full(0.0, dims, &CPU).expect("zeros");
+    let zeros = |dims: &[usize]| Tensor::full(0.0, dims, device).expect("zeros");
     assert_eq!(field(vae.decode(&zeros(&[1, 3, 8, 8]))), "latents");
     assert_eq!(field(vae.decode_scaled(&zeros(&[4, 8, 8]))), "latents");
     assert_eq!(field(vae.encode(&zeros(&[1, 4, 64, 64])).map(|(m, _)| m)), "image");

@@ -2,7 +2,7 @@
 //! scripted inference server and delivers to a local receiver. The schedule runs on a manual
 //! clock, so retries hours apart take no real time.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

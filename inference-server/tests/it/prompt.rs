@@ -120,8 +120,8 @@ fn sd2_padding_after_first_eos() {
     assert_eq!(PromptChunk::empty(tok).tokens[0], tok.bos_id());
 }
 
-#[test]
-fn emphasis_restores_mean() {
+test_device!(emphasis_restores_mean);
+fn emphasis_restores_mean(device: &Device) {
     let mut z: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 1.0).collect();
     let before: f64 = z.iter().map(|&v| f64::from(v)).sum::<f64>() / 12.0;
     let mults = [1.0, 1.5, 0.5];
@@ -136,7 +136,7 @@ fn emphasis_restores_mean() {
     assert!((mean - before).abs() < 1e-5);
     assert!(apply_emphasis(&mut z, &[1.0; 5]).is_err());
 
-    let t = Tensor::from_vec(vec![1.0; 2 * 3 * 4], [2, 3, 4], &Device::Cpu).unwrap();
+    let t = Tensor::from_vec(vec![1.0; 2 * 3 * 4], [2, 3, 4], device).unwrap();
     let out = emphasize(&t, &[1.0, 2.0, 1.0, 1.0, 1.0, 1.0]).unwrap();
     assert_eq!(out.dims(), &[2, 3, 4]);
     assert!(emphasize(&t, &[1.0; 3]).is_err());

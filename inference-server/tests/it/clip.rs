@@ -63,14 +63,14 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
     assert!(worst <= TOLERANCE, "{what}: element {at} is {} vs {} (relative {worst:e})", got[at], want[at]);
 }
 
-fn encoder(path: &Path) -> ClipTextEncoder {
+fn encoder(path: &Path, device: &Device) -> ClipTextEncoder {
     let checkpoint = Checkpoint::open(path).expect("checkpoint opens");
     let (config, weights) = &checkpoint.text_encoder;
-    ClipTextEncoder::load(config, weights, &Device::Cpu).expect("encoder loads")
+    ClipTextEncoder::load(config, weights, device).expect("encoder loads")
 }
 
 /// Both layouts against the golden, and against each other bit for bit.
-fn matches_reference(variant: Variant, dtype: StoredDType) {
+fn matches_reference(variant: Variant, dtype: StoredDType, device: &Device) {
     let (name, pad) = match variant {
         Variant::Sd1 => ("sd1", SD1_PAD_ID),
         Variant::Sd2 => ("sd2", SD2_PAD_ID),
@@ -87,13 +87,13 @@ fn matches_reference(variant: Variant, dtype: StoredDType) {
         .expect("single file written");
     let mut outputs = Vec::new();
     for path in [&folder, &single] {
-        let encoder = encoder(path);
+        let encoder = encoder(path, device);
         let last = encoder.forward(&golden.ids, 1).expect("forward").to_vec_f32().expect("read");
         let penultimate = encoder.forward(&golden.ids, 2).expect("forward").to_vec_f32().expect("read");
         let what = format!("{name} {stored} {}", path.display());
         assert_close(&last, &golden.last, &format!("{what} last_hidden_state"));
         assert_close(&penultimate, &golden.penultimate, &format!("{what} clip skip 2"));
-        let conditioner = TextConditioner::load(&Checkpoint::open(path).expect("opens"), &Device::Cpu)
+        let conditioner = TextConditioner::load(&Checkpoint::open(path).expect("opens"), device)
             .expect("tokenizer and encoder load");
         let prompts: Vec<&str> = golden.prompts.iter().map(String::as_str).collect();
         let from_text = conditioner.encode(&prompts, 1).expect("encode").to_vec_f32().expect("read");
@@ -103,32 +103,32 @@ fn matches_reference(variant: Variant, dtype: StoredDType) {
     assert!(outputs[0] == outputs[1], "{name}: folder and single file give different embeddings");
 }
 
-#[test]
-fn sd1_f32_matches_transformers() {
-    matches_reference(Variant::Sd1, StoredDType::F32);
+test_device!(sd1_f32_matches_transformers);
+fn sd1_f32_matches_transformers(device: &Device) {
+    matches_reference(Variant::Sd1, StoredDType::F32, device);
 }
 
-#[test]
-fn sd1_f16_matches_transformers() {
-    matches_reference(Variant::Sd1, StoredDType::F16);
+test_device!(sd1_f16_matches_transformers);
+fn sd1_f16_matches_transformers(device: &Device) {
+    matches_reference(Variant::Sd1, StoredDType::F16, device);
 }
 
-#[test]
-fn sd2_f32_matches_transformers() {
-    matches_reference(Variant::Sd2, StoredDType::F32);
+test_device!(sd2_f32_matches_transformers);
+fn sd2_f32_matches_transformers(device: &Device) {
+    matches_reference(Variant::Sd2, StoredDType::F32, device);
 }
 
-#[test]
-fn sd2_f16_matches_transformers() {
-    matches_reference(Variant::Sd2, StoredDType::F16);
+test_device!(sd2_f16_matches_transformers);
+fn sd2_f16_matches_transformers(device: &Device) {
+    matches_reference(Variant::Sd2, StoredDType::F16, device);
 }
 
-#[test]
-fn bad_inputs_name_the_field() {
+test_device!(bad_inputs_name_the_field);
+fn bad_inputs_name_the_field(device: &Device) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_test_model(&dir.path().join("m"), Variant::Sd1, Layout::Diffusers, StoredDType::F32)
         .expect("written");
-    let encoder = encoder(&path);
+    let encoder = encoder(&path, device);
     let ids = vec![Tokenizer::builtin().encode_padded("a cat", SD1_PAD_ID)];
     let field = |r: Result<_, ModelError>| match r {
         Err(ModelError::Input { field, .. }) => field,

@@ -3,15 +3,14 @@
 //! weights loaded through a real safetensors file. Tolerance: |got − want| ≤ 1e-4 · (1 + |want|);
 //! the engine computes in f32, so only summation order and rounding differ (~1e-6 here).
 
-#[path = "support/engine.rs"]
-mod support;
 
 use std::collections::BTreeMap;
 
 
 use inference_server::model::weights::{OwnedTensor, SafetensorsFile, StoredDType, WeightSet, write_safetensors};
 use inference_server::nn::{Attention, Conv2d, Downsample2D, GroupNorm, NnError, ResnetBlock2D, Upsample2D};
-use support::{CPU, Rng, assert_close, f64s, rand_tensor};
+use crate::support::{Rng, assert_close, f64s, rand_tensor};
+use inference_server::engine::Device;
 
 const TOL: f64 = 1e-4;
 
@@ -118,28 +117,28 @@ fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
 
-#[test]
-fn conv_and_group_norm() {
+test_device!(conv_and_group_norm);
+fn conv_and_group_norm(device: &Device) {
     let mut params = conv_params("c", 5, 4, 3);
     params.extend([p("gn.weight", &[4]), p("gn.bias", &[4])]);
     let w = Weights::new(1, &params);
-    let (x, xd) = rand_tensor(&mut Rng::new(2), &[2, 4, 7, 6]);
+    let (x, xd) = rand_tensor(&mut Rng::new(2), &[2, 4, 7, 6], device);
     let xd = f64s(&xd);
-    let conv = Conv2d::load(&w.set, "c", 4, 5, 3, 2, 1, &CPU).unwrap();
+    let conv = Conv2d::load(&w.set, "c", 4, 5, 3, 2, 1, device).unwrap();
     let (want, dims) = conv_ref(&xd, [2, 4, 7, 6], w.get("c.weight"), w.get("c.bias"), 5, 3, 2, 1, 0);
     let got = conv.forward(&x).unwrap();
     assert_eq!(got.dims(), dims);
     assert_close("conv", &got.to_vec_f32().unwrap(), &want, TOL);
 
-    let gn = GroupNorm::load(&w.set, "gn", 2, 4, 1e-6, &CPU).unwrap();
+    let gn = GroupNorm::load(&w.set, "gn", 2, 4, 1e-6, device).unwrap();
     for silu in [false, true] {
         let got = if silu { gn.forward_silu(&x) } else { gn.forward(&x) }.unwrap();
         let want = group_norm_ref(&xd, 2, 4, 2, w.get("gn.weight"), w.get("gn.bias"), 1e-6, silu);
         assert_close("group_norm", &got.to_vec_f32().unwrap(), &want, TOL);
     }
-    let err = GroupNorm::load(&w.set, "gn", 3, 4, 1e-6, &CPU).unwrap_err();
+    let err = GroupNorm::load(&w.set, "gn", 3, 4, 1e-6, device).unwrap_err();
     assert!(matches!(err, NnError::Input { field: "norm_num_groups", .. }), "{err}");
-    let err = Conv2d::load(&w.set, "c", 4, 6, 3, 1, 1, &CPU).unwrap_err();
+    let err = Conv2d::load(&w.set, "c", 4, 6, 3, 1, 1, device).unwrap_err();
     assert!(err.to_string().contains("c.weight"), "{err}");
 }
 
@@ -157,17 +156,17 @@ fn resnet_params(pre: &str, cin: usize, cout: usize, temb: Option<usize>) -> Vec
     v
 }
 
-#[test]
-fn resnet_block_with_and_without_time_embedding() {
+test_device!(resnet_block_with_and_without_time_embedding);
+fn resnet_block_with_and_without_time_embedding(device: &Device) {
     let (n, h, wd, groups, eps) = (2, 5, 4, 4, 1e-5);
     for (cin, cout, temb) in [(8, 12, Some(6)), (8, 8, None)] {
         let w = Weights::new(3, &resnet_params("r", cin, cout, temb));
         let g = |k: &str| w.get(&format!("r.{k}"));
-        let block = ResnetBlock2D::load(&w.set, "r", cin, cout, temb, groups, eps as f32, &CPU).unwrap();
+        let block = ResnetBlock2D::load(&w.set, "r", cin, cout, temb, groups, eps as f32, device).unwrap();
         let mut rng = Rng::new(4);
-        let (x, xd) = rand_tensor(&mut rng, &[n, cin, h, wd]);
+        let (x, xd) = rand_tensor(&mut rng, &[n, cin, h, wd], device);
         let xd = f64s(&xd);
-        let (t, td) = rand_tensor(&mut rng, &[n, temb.unwrap_or(1)]);
+        let (t, td) = rand_tensor(&mut rng, &[n, temb.unwrap_or(1)], device);
         let got = block.forward(&x, temb.map(|_| &t)).unwrap();
 
         let a = group_norm_ref(&xd, n, cin, groups, g("norm1.weight"), g("norm1.bias"), eps, true);
@@ -191,8 +190,8 @@ fn resnet_block_with_and_without_time_embedding() {
     }
 }
 
-#[test]
-fn attention_self_and_cross() {
+test_device!(attention_self_and_cross);
+fn attention_self_and_cross(device: &Device) {
     let (b, l, s, qd, cd, heads, hd) = (2, 9, 5, 6, 7, 2, 4);
     for (context_dim, bias) in [(Some(cd), false), (None, true)] {
         let kv = context_dim.unwrap_or(qd);
@@ -205,10 +204,10 @@ fn attention_self_and_cross() {
         }
         params.extend([p("a.to_out.0.weight", &[qd, heads * hd]), p("a.to_out.0.bias", &[qd])]);
         let w = Weights::new(5, &params);
-        let attn = Attention::load(&w.set, "a", qd, context_dim, heads, hd, bias, &CPU).unwrap();
+        let attn = Attention::load(&w.set, "a", qd, context_dim, heads, hd, bias, device).unwrap();
         let mut rng = Rng::new(6);
-        let (x, xd) = rand_tensor(&mut rng, &[b, l, qd]);
-        let (ctx, ctxd) = rand_tensor(&mut rng, &[b, s, cd]);
+        let (x, xd) = rand_tensor(&mut rng, &[b, l, qd], device);
+        let (ctx, ctxd) = rand_tensor(&mut rng, &[b, s, cd], device);
         let (xd, ctxd) = (f64s(&xd), f64s(&ctxd));
         let (cdata, sl) = if context_dim.is_some() { (&ctxd, s) } else { (&xd, l) };
         let got = attn.forward(&x, context_dim.map(|_| &ctx)).unwrap();
@@ -245,21 +244,21 @@ fn attention_self_and_cross() {
     }
 }
 
-#[test]
-fn down_and_up_sampling() {
+test_device!(down_and_up_sampling);
+fn down_and_up_sampling(device: &Device) {
     let w = Weights::new(7, &[conv_params("d.conv", 3, 3, 3), conv_params("u.conv", 3, 3, 3)].concat());
-    let (x, xd) = rand_tensor(&mut Rng::new(8), &[1, 3, 6, 8]);
+    let (x, xd) = rand_tensor(&mut Rng::new(8), &[1, 3, 6, 8], device);
     let xd = f64s(&xd);
     let (dw, db) = (w.get("d.conv.weight"), w.get("d.conv.bias"));
     for (pad, extra) in [(0, 1), (1, 0)] {
-        let down = Downsample2D::load(&w.set, "d", 3, pad, &CPU).unwrap();
+        let down = Downsample2D::load(&w.set, "d", 3, pad, device).unwrap();
         let got = down.forward(&x).unwrap();
         let (want, dims) = conv_ref(&xd, [1, 3, 6, 8], dw, db, 3, 3, 2, pad, extra);
         assert_eq!(got.dims(), dims);
         assert_eq!(dims, [1, 3, 3, 4]);
         assert_close("downsample", &got.to_vec_f32().unwrap(), &want, TOL);
     }
-    let up = Upsample2D::load(&w.set, "u", 3, &CPU).unwrap();
+    let up = Upsample2D::load(&w.set, "u", 3, device).unwrap();
     let got = up.forward(&x).unwrap();
     let mut big = vec![0.0; 3 * 12 * 16];
     for (i, v) in big.iter_mut().enumerate() {

@@ -64,14 +64,14 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) -> f32 {
     worst
 }
 
-fn unet(path: &Path) -> UNet {
+fn unet(path: &Path, device: &Device) -> UNet {
     let checkpoint = Checkpoint::open(path).expect("checkpoint opens");
     let (config, weights) = &checkpoint.unet;
-    UNet::load(config, weights, &Device::Cpu).expect("unet loads")
+    UNet::load(config, weights, device).expect("unet loads")
 }
 
-fn tensor((data, shape): &(Vec<f32>, Vec<usize>)) -> Tensor {
-    Tensor::from_vec(data.clone(), shape.as_slice(), &Device::Cpu).expect("tensor")
+fn tensor((data, shape): &(Vec<f32>, Vec<usize>), device: &Device) -> Tensor {
+    Tensor::from_vec(data.clone(), shape.as_slice(), device).expect("tensor")
 }
 
 fn names(variant: Variant, dtype: StoredDType) -> (&'static str, &'static str) {
@@ -80,16 +80,16 @@ fn names(variant: Variant, dtype: StoredDType) -> (&'static str, &'static str) {
 }
 
 /// Both layouts against the golden, and against each other bit for bit.
-fn matches_reference(variant: Variant, dtype: StoredDType) {
+fn matches_reference(variant: Variant, dtype: StoredDType, device: &Device) {
     let (name, stored) = names(variant, dtype);
     let golden = golden(name, stored);
     let dir = tempfile::tempdir().expect("tempdir");
     let folder = write_test_model(&dir.path().join("folder"), variant, Layout::Diffusers, dtype).expect("folder");
     let single = write_test_model(&dir.path().join("m.safetensors"), variant, Layout::SingleFile, dtype).expect("file");
-    let (latents, context) = (tensor(&golden.latents), tensor(&golden.context));
+    let (latents, context) = (tensor(&golden.latents, device), tensor(&golden.context, device));
     let mut outputs = Vec::new();
     for path in [&folder, &single] {
-        let unet = unet(path);
+        let unet = unet(path, device);
         let what = format!("{name} {stored} {}", path.display());
         let out = unet.forward(&latents, &golden.timesteps, &context).expect("forward");
         assert_eq!(out.dims(), golden.latents.1.as_slice(), "{what}: output shape");
@@ -98,7 +98,7 @@ fn matches_reference(variant: Variant, dtype: StoredDType) {
         let one_t = unet.forward(&latents, &[500.0], &context).expect("forward").to_vec_f32().expect("read");
         assert_close(&one_t, &golden.sample_t1, TOLERANCE, &format!("{what} single timestep"));
         let first_context = context.narrow(0, 0, 1).expect("narrow");
-        let odd = unet.forward(&tensor(&golden.latents_odd), &[250.0], &first_context).expect("forward odd");
+        let odd = unet.forward(&tensor(&golden.latents_odd, device), &[250.0], &first_context).expect("forward odd");
         assert_eq!(odd.dims(), golden.latents_odd.1.as_slice(), "{what}: odd output shape");
         let odd = odd.to_vec_f32().expect("read");
         assert_close(&odd, &golden.sample_odd, TOLERANCE, &format!("{what} odd-sized latents"));
@@ -108,24 +108,24 @@ fn matches_reference(variant: Variant, dtype: StoredDType) {
     assert!(outputs[0] == outputs[1], "{name} {stored}: folder and single file give different predictions");
 }
 
-#[test]
-fn sd1_f32_matches_diffusers() {
-    matches_reference(Variant::Sd1, StoredDType::F32);
+test_device!(sd1_f32_matches_diffusers);
+fn sd1_f32_matches_diffusers(device: &Device) {
+    matches_reference(Variant::Sd1, StoredDType::F32, device);
 }
 
-#[test]
-fn sd1_f16_matches_diffusers() {
-    matches_reference(Variant::Sd1, StoredDType::F16);
+test_device!(sd1_f16_matches_diffusers);
+fn sd1_f16_matches_diffusers(device: &Device) {
+    matches_reference(Variant::Sd1, StoredDType::F16, device);
 }
 
-#[test]
-fn sd2_f32_matches_diffusers() {
-    matches_reference(Variant::Sd2, StoredDType::F32);
+test_device!(sd2_f32_matches_diffusers);
+fn sd2_f32_matches_diffusers(device: &Device) {
+    matches_reference(Variant::Sd2, StoredDType::F32, device);
 }
 
-#[test]
-fn sd2_f16_matches_diffusers() {
-    matches_reference(Variant::Sd2, StoredDType::F16);
+test_device!(sd2_f16_matches_diffusers);
+fn sd2_f16_matches_diffusers(device: &Device) {
+    matches_reference(Variant::Sd2, StoredDType::F16, device);
 }
 
 #[test]
@@ -165,20 +165,20 @@ fn sd1_folder() -> (tempfile::TempDir, Checkpoint) {
     (dir, checkpoint)
 }
 
-#[test]
-fn wrong_shaped_tensor_is_named() {
+test_device!(wrong_shaped_tensor_is_named);
+fn wrong_shaped_tensor_is_named(device: &Device) {
     let (_dir, checkpoint) = sd1_folder();
     let (config, weights) = &checkpoint.unet;
     let mut wider_text = config.clone();
     wider_text.cross_attention_dim = 48;
-    let err = UNet::load(&wider_text, weights, &Device::Cpu).expect_err("context width does not fit");
+    let err = UNet::load(&wider_text, weights, device).expect_err("context width does not fit");
     let msg = err.to_string();
     assert!(msg.contains("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"), "{msg}");
     assert!(msg.contains("48"), "{msg}");
 }
 
-#[test]
-fn wrong_shaped_tensor_in_a_file_is_named() {
+test_device!(wrong_shaped_tensor_in_a_file_is_named);
+fn wrong_shaped_tensor_in_a_file_is_named(device: &Device) {
     use inference_server::model::testmodel::{param_values, test_configs};
     use inference_server::model::weights::{OwnedTensor, SafetensorsFile, WeightSet, unet_params, write_safetensors};
     let (_, config, _) = test_configs(Variant::Sd2);
@@ -197,7 +197,7 @@ fn wrong_shaped_tensor_in_a_file_is_named() {
     let path = dir.path().join("unet.safetensors");
     write_safetensors(&path, &tensors, &Default::default()).expect("written");
     let weights = WeightSet::from_files(&[SafetensorsFile::open(&path).expect("opens")]);
-    let msg = UNet::load(&config, &weights, &Device::Cpu).expect_err("wrong shape").to_string();
+    let msg = UNet::load(&config, &weights, device).expect_err("wrong shape").to_string();
     assert!(msg.contains(bad) && msg.contains("63"), "{msg}");
 }
 
@@ -207,15 +207,15 @@ fn unet_can_be_shared_across_threads() {
     send_sync::<UNet>();
 }
 
-#[test]
-fn batch_elements_are_independent() {
+test_device!(batch_elements_are_independent);
+fn batch_elements_are_independent(device: &Device) {
     // The server batches requests: one element alone must predict what it does in a batch.
     let g = golden("sd1", "f32");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_test_model(&dir.path().join("m"), Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("model");
-    let unet = unet(&path);
+    let unet = unet(&path, device);
     assert_eq!((unet.in_channels(), unet.out_channels(), unet.context_dim()), (4, 4, 32));
-    let (latents, context) = (tensor(&g.latents), tensor(&g.context));
+    let (latents, context) = (tensor(&g.latents, device), tensor(&g.context, device));
     let both = unet.forward(&latents, &g.timesteps, &context).expect("batch").to_vec_f32().expect("read");
     let n = both.len() / 2;
     for i in 0..2 {
@@ -228,8 +228,8 @@ fn batch_elements_are_independent() {
     }
 }
 
-#[test]
-fn bad_configs_name_the_field() {
+test_device!(bad_configs_name_the_field);
+fn bad_configs_name_the_field(device: &Device) {
     let (_dir, checkpoint) = sd1_folder();
     let (config, weights) = &checkpoint.unet;
     let field = |r: Result<UNet, ModelError>| match r {
@@ -239,31 +239,31 @@ fn bad_configs_name_the_field() {
     };
     let mut c = config.clone();
     c.down_block_types[1] = "SimpleCrossAttnDownBlock2D".into();
-    let (f, rule) = field(UNet::load(&c, weights, &Device::Cpu));
+    let (f, rule) = field(UNet::load(&c, weights, device));
     assert_eq!(f, "unet.config.down_block_types");
     assert!(rule.contains("SimpleCrossAttnDownBlock2D"), "{rule}");
     let mut c = config.clone();
     c.up_block_types[0] = "AttnUpBlock2D".into();
-    assert_eq!(field(UNet::load(&c, weights, &Device::Cpu)).0, "unet.config.up_block_types");
+    assert_eq!(field(UNet::load(&c, weights, device)).0, "unet.config.up_block_types");
     let mut c = config.clone();
     c.up_block_types.pop();
-    assert_eq!(field(UNet::load(&c, weights, &Device::Cpu)).0, "unet.config.up_block_types");
+    assert_eq!(field(UNet::load(&c, weights, device)).0, "unet.config.up_block_types");
     let mut c = config.clone();
     c.block_out_channels.clear();
-    assert_eq!(field(UNet::load(&c, weights, &Device::Cpu)).0, "unet.config.block_out_channels");
+    assert_eq!(field(UNet::load(&c, weights, device)).0, "unet.config.block_out_channels");
     let mut c = config.clone();
     c.addition_embed_type = Some("text_time".into());
-    assert_eq!(field(UNet::load(&c, weights, &Device::Cpu)).0, "unet.config.addition_embed_type");
+    assert_eq!(field(UNet::load(&c, weights, device)).0, "unet.config.addition_embed_type");
 }
 
-#[test]
-fn bad_inputs_name_the_field() {
+test_device!(bad_inputs_name_the_field);
+fn bad_inputs_name_the_field(device: &Device) {
     let (_dir, checkpoint) = sd1_folder();
     let (config, weights) = &checkpoint.unet;
-    let unet = UNet::load(config, weights, &Device::Cpu).expect("loads");
-    let dev = Device::Cpu;
-    let latents = Tensor::zeros((2, 4, 8, 8), inference_server::engine::DType::F32, &dev).expect("zeros");
-    let context = Tensor::zeros((2, 77, 32), inference_server::engine::DType::F32, &dev).expect("zeros");
+    let unet = UNet::load(config, weights, device).expect("loads");
+    let dev = device;
+    let latents = Tensor::zeros((2, 4, 8, 8), inference_server::engine::DType::F32, dev).expect("zeros");
+    let context = Tensor::zeros((2, 77, 32), inference_server::engine::DType::F32, dev).expect("zeros");
     let field = |r: Result<Tensor, ModelError>| match r {
         Err(ModelError::Input { field, .. }) => field,
         Err(other) => panic!("expected an input error, got {other}"),
@@ -272,27 +272,26 @@ fn bad_inputs_name_the_field() {
     assert_eq!(field(unet.forward(&latents, &[1.0, 2.0, 3.0], &context)), "timesteps");
     assert_eq!(field(unet.forward(&latents, &[], &context)), "timesteps");
     assert_eq!(field(unet.forward(&latents, &[f32::NAN], &context)), "timesteps");
-    let empty = Tensor::zeros((2, 4, 0, 8), inference_server::engine::DType::F32, &dev).expect("zeros");
+    let empty = Tensor::zeros((2, 4, 0, 8), inference_server::engine::DType::F32, dev).expect("zeros");
     assert_eq!(field(unet.forward(&empty, &[1.0], &context)), "latents");
-    let three = Tensor::zeros((2, 3, 8, 8), inference_server::engine::DType::F32, &dev).expect("zeros");
+    let three = Tensor::zeros((2, 3, 8, 8), inference_server::engine::DType::F32, dev).expect("zeros");
     assert_eq!(field(unet.forward(&three, &[1.0], &context)), "latents");
     assert_eq!(field(unet.forward(&latents.reshape((8, 64)).expect("r"), &[1.0], &context)), "latents");
     let one_ctx = context.narrow(0, 0, 1).expect("narrow");
     assert_eq!(field(unet.forward(&latents, &[1.0], &one_ctx)), "context");
-    let wide = Tensor::zeros((2, 77, 48), inference_server::engine::DType::F32, &dev).expect("zeros");
+    let wide = Tensor::zeros((2, 77, 48), inference_server::engine::DType::F32, dev).expect("zeros");
     assert_eq!(field(unet.forward(&latents, &[1.0], &wide)), "context");
 }
 
+test_device!(full_size_sd15, #[ignore = "full-size: 1.7 GB of weights, run in release"]);
 /// Full SD 1.5 shapes (860M parameters, f16, random N(0, 1/fan_in) weights), ignored by default:
 /// run in release with `SDSERVE_UNET_FULL_DIR=DIR cargo test --release -p inference-server
-/// --test unet -- --ignored --nocapture`. It writes `DIR/unet/` (config + weights, 1.7 GB) if
-/// missing and times one forward of batch 2 at 64×64 latents (512×512 images). When
+/// --test it unet::full_size_sd15 -- --ignored --nocapture`. It writes `DIR/unet/` (config +
+/// weights, 1.7 GB) if missing and times one forward of batch 2 at 64×64 latents (512×512 images). When
 /// `unet_goldens.py --full DIR` has written `DIR/full_golden.safetensors`, it also checks the
 /// prediction for its `[1, 4, 32, 32]` latents within the same 1e-4 · max(1, |ref|) as the tiny
 /// models (measured 1.0e-5 on 2026-11-23, despite 1280-wide GEMMs and 1024-token attention).
-#[test]
-#[ignore = "full-size: 1.7 GB of weights, run in release"]
-fn full_size_sd15() {
+fn full_size_sd15(device: &Device) {
     use inference_server::model::testmodel::{param_values, published_configs};
     use inference_server::model::weights::{OwnedTensor, SafetensorsFile, WeightSet, unet_params, write_safetensors};
     let Some(dir) = std::env::var_os("SDSERVE_UNET_FULL_DIR").map(std::path::PathBuf::from) else {
@@ -319,13 +318,13 @@ fn full_size_sd15() {
     let file = SafetensorsFile::open(&weights_path).expect("weights open");
     let weights = WeightSet::from_files(&[file]);
     let started = std::time::Instant::now();
-    let unet = UNet::load(&config, &weights, &Device::Cpu).expect("loads");
+    let unet = UNet::load(&config, &weights, device).expect("loads");
     eprintln!("load: {:.2?}", started.elapsed());
-    let dev = Device::Cpu;
+    let dev = device;
     // Standard normals: a 2-D "weight" with fan-in 1.
     let normals = |name: &str, n: usize| param_values(name, &[n, 1]);
-    let latents = Tensor::from_vec(normals("latents", 2 * 4 * 64 * 64), (2, 4, 64, 64), &dev).expect("latents");
-    let context = Tensor::from_vec(normals("context", 2 * 77 * 768), (2, 77, 768), &dev).expect("context");
+    let latents = Tensor::from_vec(normals("latents", 2 * 4 * 64 * 64), (2, 4, 64, 64), dev).expect("latents");
+    let context = Tensor::from_vec(normals("context", 2 * 77 * 768), (2, 77, 768), dev).expect("context");
     let started = std::time::Instant::now();
     let out = unet.forward(&latents, &[999.0, 1.0], &context).expect("forward");
     eprintln!("forward batch 2 at 64x64: {:.2?}", started.elapsed());
@@ -343,7 +342,7 @@ fn full_size_sd15() {
         (v, t.shape().to_vec())
     };
     let started = std::time::Instant::now();
-    let out = unet.forward(&tensor(&get("latents")), &get("timesteps").0, &tensor(&get("context"))).expect("forward");
+    let out = unet.forward(&tensor(&get("latents"), device), &get("timesteps").0, &tensor(&get("context"), device)).expect("forward");
     eprintln!("forward batch 1 at 32x32: {:.2?}", started.elapsed());
     let worst = assert_close(&out.to_vec_f32().expect("read"), &get("sample").0, TOLERANCE, "full-size SD 1.5 UNet");
     eprintln!("full-size parity: worst relative error {worst:e}");

@@ -1,7 +1,7 @@
 //! The guarded webhook client against real loopback receivers: responses and their excerpts,
 //! redirects not followed, time limits, Retry-After, verified TLS and the address policy.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};

@@ -1,7 +1,7 @@
 //! The APIs refuse malformed requests with the field and the rule named, before storing
 //! anything, and serve jobs, health and reflection.
 
-mod support;
+use crate::support;
 
 use sdserve_proto::v1 as pb;
 use support::service::{Service, submit_request, test_config};

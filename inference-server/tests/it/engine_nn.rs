@@ -2,22 +2,20 @@
 //! odd-sized inputs. Tolerance: |got - want| <= 1e-5 · (1 + |want|) unless noted; half inputs are
 //! compared against the reference computed on the half-rounded values.
 
-#[path = "support/engine.rs"]
-mod support;
 
-use inference_server::engine::{DType, EngineError, Tensor};
-use support::*;
+use inference_server::engine::{DType, Device, EngineError, Tensor};
+use crate::support::*;
 
 fn sigmoid(v: f64) -> f64 {
     1.0 / (1.0 + (-v).exp())
 }
 
-#[test]
-fn layer_norm_over_last_dim() {
+test_device!(layer_norm_over_last_dim);
+fn layer_norm_over_last_dim(device: &Device) {
     let mut rng = Rng::new(20);
-    let (x, xd) = rand_tensor(&mut rng, &[3, 7, 13]);
-    let (w, wd) = rand_tensor(&mut rng, &[13]);
-    let (b, _) = rand_tensor(&mut rng, &[13]);
+    let (x, xd) = rand_tensor(&mut rng, &[3, 7, 13], device);
+    let (w, wd) = rand_tensor(&mut rng, &[13], device);
+    let (b, _) = rand_tensor(&mut rng, &[13], device);
     let got = x.layer_norm(&w, &b.to_dtype(DType::F16).unwrap(), 1e-5).unwrap();
     let bd: Vec<f64> = f64s(&b.to_dtype(DType::F16).unwrap().to_vec_f32().unwrap());
     let mut want = Vec::new();
@@ -53,12 +51,12 @@ fn group_norm_ref(x: &[f64], n: usize, c: usize, s: usize, g: usize, w: &[f64], 
     out
 }
 
-#[test]
-fn group_norm_with_and_without_silu() {
+test_device!(group_norm_with_and_without_silu);
+fn group_norm_with_and_without_silu(device: &Device) {
     let mut rng = Rng::new(21);
-    let (x, xd) = rand_tensor(&mut rng, &[2, 6, 5, 7]);
-    let (w, wd) = rand_tensor(&mut rng, &[6]);
-    let (b, bd) = rand_tensor(&mut rng, &[6]);
+    let (x, xd) = rand_tensor(&mut rng, &[2, 6, 5, 7], device);
+    let (w, wd) = rand_tensor(&mut rng, &[6], device);
+    let (b, bd) = rand_tensor(&mut rng, &[6], device);
     for silu in [false, true] {
         let got = x.group_norm(3, &w, &b, 1e-6, silu).unwrap();
         assert_eq!(got.dims(), &[2, 6, 5, 7]);
@@ -66,10 +64,10 @@ fn group_norm_with_and_without_silu() {
         assert_close("group_norm", &got.to_vec_f32().unwrap(), &want, 1e-5);
     }
     // [N, C, L] layout, large enough to run in parallel, f16 input.
-    let (x, _) = rand_tensor(&mut rng, &[3, 10, 2011]);
+    let (x, _) = rand_tensor(&mut rng, &[3, 10, 2011], device);
     let x = x.to_dtype(DType::F16).unwrap();
-    let (w, wd) = rand_tensor(&mut rng, &[10]);
-    let (b, bd) = rand_tensor(&mut rng, &[10]);
+    let (w, wd) = rand_tensor(&mut rng, &[10], device);
+    let (b, bd) = rand_tensor(&mut rng, &[10], device);
     let got = x.group_norm(5, &w, &b, 1e-6, true).unwrap();
     // The activation dtype flows through: an f16 input gives an f16 result, computed in f32 and
     // rounded once, so it is within one f16 rounding (2^-11 relative) of the f64 reference.
@@ -121,8 +119,8 @@ fn conv_ref(
     (out, ho, wo)
 }
 
-#[test]
-fn conv2d_matches_naive_loops() {
+test_device!(conv2d_matches_naive_loops);
+fn conv2d_matches_naive_loops(device: &Device) {
     let mut rng = Rng::new(22);
     // (n, c, h, w), (o, kh, kw), stride, padding, bias
     let cases = [
@@ -137,9 +135,9 @@ fn conv2d_matches_naive_loops() {
         ((1, 2, 5, 6), (2, 5, 5), 2, 4, true),
     ];
     for ((n, c, h, wd), (o, kh, kw), stride, pad, with_bias) in cases {
-        let (x, xd) = rand_tensor(&mut rng, &[n, c, h, wd]);
-        let (w, wdata) = rand_tensor(&mut rng, &[o, c, kh, kw]);
-        let (b, bd) = rand_tensor(&mut rng, &[o]);
+        let (x, xd) = rand_tensor(&mut rng, &[n, c, h, wd], device);
+        let (w, wdata) = rand_tensor(&mut rng, &[o, c, kh, kw], device);
+        let (b, bd) = rand_tensor(&mut rng, &[o], device);
         let bias = with_bias.then_some(&b);
         let got = x.conv2d(&w, bias, stride, pad).unwrap();
         let bd = f64s(&bd);
@@ -151,15 +149,15 @@ fn conv2d_matches_naive_loops() {
     }
 }
 
-#[test]
-fn conv2d_large_tiled_with_f16_weight() {
+test_device!(conv2d_large_tiled_with_f16_weight);
+fn conv2d_large_tiled_with_f16_weight(device: &Device) {
     let mut rng = Rng::new(23);
     // 64 channels × 3×3 = 576 rows of im2col; 40×45 output positions: several spatial tiles.
     let (n, c, h, wd, o) = (1, 64, 40, 45, 12);
-    let (x, xd) = rand_tensor(&mut rng, &[n, c, h, wd]);
-    let (w, _) = rand_tensor(&mut rng, &[o, c, 3, 3]);
+    let (x, xd) = rand_tensor(&mut rng, &[n, c, h, wd], device);
+    let (w, _) = rand_tensor(&mut rng, &[o, c, 3, 3], device);
     let w = w.to_dtype(DType::F16).unwrap();
-    let (b, bd) = rand_tensor(&mut rng, &[o]);
+    let (b, bd) = rand_tensor(&mut rng, &[o], device);
     let got = x.conv2d(&w, Some(&b), 1, 1).unwrap();
     let wdata = f64s(&w.to_vec_f32().unwrap());
     let (want, _, _) = conv_ref(&f64s(&xd), &wdata, Some(&f64s(&bd)), (n, c, h, wd), (o, 3, 3), 1, 1);
@@ -167,14 +165,14 @@ fn conv2d_large_tiled_with_f16_weight() {
     assert_close("conv2d large", &got.to_vec_f32().unwrap(), &want, 3e-5);
 }
 
-#[test]
-fn conv2d_half_weight_converted_in_channel_blocks() {
+test_device!(conv2d_half_weight_converted_in_channel_blocks);
+fn conv2d_half_weight_converted_in_channel_blocks(device: &Device) {
     let mut rng = Rng::new(27);
     // 1200 × 3×3 = 10800 weight columns: the bf16 weight is converted ~97 output channels at a
     // time, so 100 output channels take two blocks.
     let (n, c, h, wd, o) = (1, 1200, 4, 5, 100);
-    let (x, xd) = rand_tensor(&mut rng, &[n, c, h, wd]);
-    let (w, _) = rand_tensor(&mut rng, &[o, c, 3, 3]);
+    let (x, xd) = rand_tensor(&mut rng, &[n, c, h, wd], device);
+    let (w, _) = rand_tensor(&mut rng, &[o, c, 3, 3], device);
     let w = w.to_dtype(DType::BF16).unwrap();
     let got = x.conv2d(&w, None, 2, 1).unwrap();
     let w32 = w.to_dtype(DType::F32).unwrap();
@@ -185,31 +183,31 @@ fn conv2d_half_weight_converted_in_channel_blocks() {
     // ~10^4-term sums of products in [-1, 1): f32 accumulation error up to ~1e-4 absolute.
     assert_close("conv2d bf16 vs reference", &got.to_vec_f32().unwrap(), &want, 2e-4);
     // A 1x1 conv with an f16 weight goes straight to gemm.
-    let (w1, _) = rand_tensor(&mut rng, &[o, c, 1, 1]);
+    let (w1, _) = rand_tensor(&mut rng, &[o, c, 1, 1], device);
     let w1 = w1.to_dtype(DType::F16).unwrap();
     let got = x.conv2d(&w1, None, 1, 0).unwrap().to_vec_f32().unwrap();
     let same = x.conv2d(&w1.to_dtype(DType::F32).unwrap(), None, 1, 0).unwrap().to_vec_f32().unwrap();
     assert_close("conv2d 1x1 f16", &got, &f64s(&same), 1e-6);
 }
 
-#[test]
-fn conv2d_errors_name_the_op() {
-    let x = Tensor::zeros((1, 5, 9, 11), DType::F32, &CPU).unwrap();
-    let w = Tensor::zeros((4, 3, 3, 3), DType::F32, &CPU).unwrap();
+test_device!(conv2d_errors_name_the_op);
+fn conv2d_errors_name_the_op(device: &Device) {
+    let x = Tensor::zeros((1, 5, 9, 11), DType::F32, device).unwrap();
+    let w = Tensor::zeros((4, 3, 3, 3), DType::F32, device).unwrap();
     let err = x.conv2d(&w, None, 1, 1).unwrap_err();
     assert_eq!(err.to_string(), "conv2d: input has 5 channels but weight [4, 3, 3, 3] expects 3");
-    let w = Tensor::zeros((4, 5, 3, 3), DType::F32, &CPU).unwrap();
+    let w = Tensor::zeros((4, 5, 3, 3), DType::F32, device).unwrap();
     assert_eq!(x.conv2d(&w, None, 0, 1).unwrap_err().to_string(), "conv2d: stride must be >= 1");
     let err = x.reshape((5, 9, 11)).unwrap().conv2d(&w, None, 1, 1).unwrap_err();
     assert!(err.to_string().starts_with("conv2d: input must have rank 4"), "{err}");
-    let big = Tensor::zeros((4, 5, 13, 3), DType::F32, &CPU).unwrap();
+    let big = Tensor::zeros((4, 5, 13, 3), DType::F32, device).unwrap();
     assert!(x.conv2d(&big, None, 1, 1).unwrap_err().to_string().starts_with("conv2d: kernel 13x3"));
 }
 
-#[test]
-fn upsample_nearest_doubles_h_and_w() {
+test_device!(upsample_nearest_doubles_h_and_w);
+fn upsample_nearest_doubles_h_and_w(device: &Device) {
     let mut rng = Rng::new(24);
-    let (x, xd) = rand_tensor(&mut rng, &[2, 3, 5, 7]);
+    let (x, xd) = rand_tensor(&mut rng, &[2, 3, 5, 7], device);
     let got = x.upsample_nearest2x().unwrap();
     assert_eq!(got.dims(), &[2, 3, 10, 14]);
     let g = got.to_vec_f32().unwrap();
@@ -243,14 +241,14 @@ fn attention_ref(q: &[f64], k: &[f64], v: &[f64], bh: usize, lq: usize, lk: usiz
     out
 }
 
-#[test]
-fn attention_matches_naive_softmax_across_tiles() {
+test_device!(attention_matches_naive_softmax_across_tiles);
+fn attention_matches_naive_softmax_across_tiles(device: &Device) {
     let mut rng = Rng::new(25);
     // (b, h, lq, lk, d): query tiles are 32 rows and key tiles 64, so these cross both.
     for (b, h, lq, lk, d) in [(2, 3, 37, 53, 24), (1, 2, 70, 150, 8), (1, 1, 5, 3, 7)] {
-        let (q, qd) = rand_tensor(&mut rng, &[b, h, lq, d]);
-        let (k, kd) = rand_tensor(&mut rng, &[b, h, lk, d]);
-        let (v, vd) = rand_tensor(&mut rng, &[b, h, lk, d]);
+        let (q, qd) = rand_tensor(&mut rng, &[b, h, lq, d], device);
+        let (k, kd) = rand_tensor(&mut rng, &[b, h, lk, d], device);
+        let (v, vd) = rand_tensor(&mut rng, &[b, h, lk, d], device);
         // Scale up the logits so the softmax is peaked and the online rescaling matters.
         let scale = 3.0 / (d as f32).sqrt();
         for causal in [false, true] {
@@ -263,12 +261,12 @@ fn attention_matches_naive_softmax_across_tiles() {
     }
 }
 
-#[test]
-fn attention_with_half_inputs_and_errors() {
+test_device!(attention_with_half_inputs_and_errors);
+fn attention_with_half_inputs_and_errors(device: &Device) {
     let mut rng = Rng::new(26);
-    let (q, _) = rand_tensor(&mut rng, &[1, 2, 33, 16]);
-    let (k, kd) = rand_tensor(&mut rng, &[1, 2, 65, 16]);
-    let (v, vd) = rand_tensor(&mut rng, &[1, 2, 65, 16]);
+    let (q, _) = rand_tensor(&mut rng, &[1, 2, 33, 16], device);
+    let (k, kd) = rand_tensor(&mut rng, &[1, 2, 65, 16], device);
+    let (v, vd) = rand_tensor(&mut rng, &[1, 2, 65, 16], device);
     let q = q.to_dtype(DType::F16).unwrap();
     let got = Tensor::attention(&q, &k, &v, 0.25, false).unwrap();
     let qd = f64s(&q.to_vec_f32().unwrap());

@@ -1,0 +1,41 @@
+//! What the test modules share: the engine helpers ([`engine`], re-exported) and
+//! [`test_device!`], which runs a test once per available device.
+#![allow(dead_code)]
+
+mod engine;
+
+pub use engine::*;
+
+/// `test_device!(name)` turns `fn name(device: &Device)` into one `#[test]` per available
+/// device, as candle's `test_device!`: it expands to a module `name` holding a test per device
+/// that calls `super::name(&device)`, so the test reports as `name::cpu`, `name::cuda`, ...
+///
+/// Today there is one device, `cpu` (`Device::Cpu`). Adding a device is one line in the
+/// expansion, next to `cpu`:
+///
+/// - the CUDA emulator, compiled only with the feature:
+///   `#[cfg(feature = "cuda-emu")] #[test] fn cuda_emu() { super::$name(&Device::parse("cuda-emu").expect("cuda-emu device")) }`
+/// - a real GPU, which runs only where one is present and otherwise returns early with a
+///   note on stderr:
+///   `#[test] fn cuda() { match Device::parse("cuda:0") { Ok(d) => super::$name(&d), Err(e) => eprintln!("skipped: no CUDA device ({e})") } }`
+///
+/// Attributes after the name go on every device's test, e.g.
+/// `test_device!(full_size_sd15, #[ignore = "needs the full-size weights"]);`.
+///
+/// Every test using the macro then runs on the new device unchanged; tests that compare with
+/// goldens keep their tolerances.
+#[macro_export]
+macro_rules! test_device {
+    ($name:ident $(, #[$attr:meta])* $(,)?) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use inference_server::engine::Device;
+
+            #[test]
+            $(#[$attr])*
+            fn cpu() {
+                super::$name(&Device::Cpu);
+            }
+        }
+    };
+}

@@ -1,0 +1,16 @@
+//! webhook-service's integration tests, one test binary (`cargo test --test it`): a module per
+//! area, the scripted inference server, service harness and webhook receiver in [`support`].
+//! Fixtures stay in `tests/fixtures/`.
+
+mod support;
+
+// `sqlite_store`'s fixtures (`src/store/sqlite/tests/fixtures.rs`, shared with the unit tests)
+// name `crate::domain` and `crate::store`.
+use webhook_service::{domain, store};
+
+mod api;
+mod client;
+mod delivery;
+mod formats;
+mod restart;
+mod sqlite_store;
