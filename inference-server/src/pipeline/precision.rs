@@ -21,10 +21,13 @@ pub enum Precision {
 
 impl Precision {
     /// The default on `device`: f32 on the CPU (its kernels compute in f32 anyway, and the
-    /// weights stay borrowed from the file), f16 on a GPU.
+    /// weights stay borrowed from the file), f16 on a GPU. The emulator defaults to f32: it is
+    /// a correctness tool whose results are compared with the CPU's; `--precision f16` makes it
+    /// run what a GPU runs by default.
     pub fn default_for(device: &Device) -> Precision {
         match device {
             Device::Cpu => Precision::F32,
+            Device::Cuda(d) if d.is_emulated() => Precision::F32,
             Device::Cuda(_) => Precision::F16,
         }
     }

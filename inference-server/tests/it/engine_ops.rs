@@ -74,10 +74,15 @@ fn constructors_accessors_and_shape_conversions(device: &Device) {
 fn device_parse() {
     assert_eq!(Device::parse("cpu").unwrap(), Device::Cpu);
     assert_eq!(Device::parse(" CPU ").unwrap(), Device::Cpu);
+    // No GPU on the machines that run the tests: a GPU is a clear start-up error saying why,
+    // never a panic from a missing library.
     let err = Device::parse("cuda:1").unwrap_err();
     assert!(matches!(err, EngineError::DeviceUnavailable { ref device, .. } if device == "cuda:1"), "{err:?}");
-    assert!(err.to_string().contains("CUDA backend is not implemented"), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("NVIDIA driver") || msg.contains("no GPU with ordinal 1"), "{msg}");
     assert!(matches!(Device::parse("cuda").unwrap_err(), EngineError::DeviceUnavailable { .. }));
+    // The emulator parses in builds with the `cuda-emu` feature (this crate's tests).
+    assert_eq!(Device::parse("cuda-emu").unwrap().to_string(), "cuda-emu");
     assert!(matches!(Device::parse("tpu:0").unwrap_err(), EngineError::UnknownDevice(_)));
     assert!(matches!(Device::parse("cuda:x").unwrap_err(), EngineError::UnknownDevice(_)));
 }
@@ -107,12 +112,15 @@ fn from_shared_bytes_is_zero_copy_when_aligned(device: &Device) {
     let src = Arc::new(F32Bytes(data.clone()));
     let src_ptr = src.as_bytes().as_ptr();
     let t = Tensor::from_shared_bytes(src, DType::F32, (5, 7), device).unwrap();
-    assert_eq!(t.storage_ptr(), Some(src_ptr));
+    // On the CPU the tensor borrows the bytes; a GPU copies them to device memory, which has
+    // no host address.
+    let host = |p: *const u8| matches!(device, Device::Cpu).then_some(p);
+    assert_eq!(t.storage_ptr(), host(src_ptr));
     assert_eq!(t.to_vec_f32().unwrap(), data);
     // Reshape and a leading-dim narrow share the storage too.
-    assert_eq!(t.reshape((7, 5)).unwrap().storage_ptr(), Some(src_ptr));
+    assert_eq!(t.reshape((7, 5)).unwrap().storage_ptr(), host(src_ptr));
     let row2 = t.narrow(0, 2, 2).unwrap();
-    assert_eq!(row2.storage_ptr(), Some(unsafe { src_ptr.add(2 * 7 * 4) }));
+    assert_eq!(row2.storage_ptr(), host(unsafe { src_ptr.add(2 * 7 * 4) }));
     assert_eq!(row2.to_vec_f32().unwrap(), data[14..28].to_vec());
 }
 
@@ -458,7 +466,7 @@ fn linear_with_mmap_backed_f16_weight(device: &Device) {
     let map = Arc::new(unsafe { memmap2::Mmap::map(&file).unwrap() });
     let slice = MmapSlice { map: map.clone(), start: 8, len: n_in * n_out * 2 };
     let wt = Tensor::from_shared_bytes(Arc::new(slice), DType::F16, (n_out, n_in), device).unwrap();
-    assert_eq!(wt.storage_ptr(), Some(map[8..].as_ptr()));
+    assert_eq!(wt.storage_ptr(), matches!(device, Device::Cpu).then_some(map[8..].as_ptr()));
     let (x, xd) = rand_tensor(&mut rng, &[9, n_in], device);
     let got = x.linear(&wt, None).unwrap().to_vec_f32().unwrap();
     let wd: Vec<f64> = w.iter().map(|v| v.to_f64()).collect();

@@ -104,6 +104,11 @@ impl CudaDevice {
         &self.0.label
     }
 
+    /// Whether this is the CUDA-on-CPU emulator rather than a GPU.
+    pub fn is_emulated(&self) -> bool {
+        self.0.label == "cuda-emu"
+    }
+
     /// The runtime (launches, copies, GEMM).
     pub(crate) fn rt(&self) -> &dyn Runtime {
         &*self.0.rt

@@ -10,11 +10,10 @@ pub use engine::*;
 /// device, as candle's `test_device!`: it expands to a module `name` holding a test per device
 /// that calls `super::name(&device)`, so the test reports as `name::cpu`, `name::cuda`, ...
 ///
-/// Today there is one device, `cpu` (`Device::Cpu`). Adding a device is one line in the
-/// expansion, next to `cpu`:
-///
-/// - the CUDA emulator, compiled only with the feature:
-///   `#[cfg(feature = "cuda-emu")] #[test] fn cuda_emu() { super::$name(&Device::parse("cuda-emu").expect("cuda-emu device")) }`
+/// Devices: `cpu` (`Device::Cpu`) and `cuda_emu` (the CUDA backend under the CUDA-on-CPU
+/// emulator, in builds with the `cuda-emu` feature, which this crate's tests turn on). The
+/// emulator runs the whole CUDA code path (storage, allocator, launch configurations, our
+/// kernels), so these tests are the CUDA acceptance suite. A real GPU would be one more line:
 /// - a real GPU, which runs only where one is present and otherwise returns early with a
 ///   note on stderr:
 ///   `#[test] fn cuda() { match Device::parse("cuda:0") { Ok(d) => super::$name(&d), Err(e) => eprintln!("skipped: no CUDA device ({e})") } }`
@@ -35,6 +34,13 @@ macro_rules! test_device {
             $(#[$attr])*
             fn cpu() {
                 super::$name(&Device::Cpu);
+            }
+
+            #[cfg(feature = "cuda-emu")]
+            #[test]
+            $(#[$attr])*
+            fn cuda_emu() {
+                super::$name(&Device::parse("cuda-emu").expect("cuda-emu device"));
             }
         }
     };
