@@ -18,7 +18,7 @@ use inference_server::model::testmodel::write_test_model;
 use inference_server::model::weights::{Checkpoint, Layout, StoredDType, Variant};
 use inference_server::pipeline::png::generation_pngs;
 use inference_server::pipeline::images::decode_image_rgb;
-use inference_server::pipeline::{Img2ImgParams, Pipeline, Request, RunOptions, StepEvent, Txt2ImgParams};
+use inference_server::pipeline::{Img2ImgParams, Pipeline, Precision, Request, RunOptions, StepEvent, Txt2ImgParams};
 use inference_server::sampling::rng::GeneratorKind;
 use inference_server::service::{ModelSpec, ServiceConfig};
 
@@ -45,6 +45,10 @@ enum Command {
         /// `cuda-emu` (the CUDA backend on the CPU; builds with `--features cuda-emu`).
         #[arg(long, env = "SDSERVE_DEVICE", default_value = "cpu")]
         device: String,
+        /// Compute precision: `f32`, `f16` (UNet and text encoder; the VAE stays f32) or
+        /// `bf16`. Default: f32 on `cpu` and `cuda-emu`, f16 on `cuda:N`.
+        #[arg(long, env = "SDSERVE_PRECISION")]
+        precision: Option<Precision>,
     },
     /// Write a tiny SD-shaped model with deterministic random weights.
     MakeTestModel {
@@ -124,6 +128,9 @@ struct GenerateArgs {
     /// Device to run on: `cpu`, `cuda:N` or `cuda-emu` (see `serve --help`).
     #[arg(long, env = "SDSERVE_DEVICE", default_value = "cpu")]
     device: String,
+    /// Compute precision: `f32`, `f16` or `bf16` (see `serve --help`).
+    #[arg(long, env = "SDSERVE_PRECISION")]
+    precision: Option<Precision>,
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {
@@ -157,7 +164,8 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     };
     request.validate()?;
     let device = Device::parse(&args.device).with_context(|| format!("--device {}", args.device))?;
-    let pipeline = Pipeline::load(&args.model, &device)?;
+    let precision = args.precision.unwrap_or_else(|| Precision::default_for(&device));
+    let pipeline = Pipeline::load_with(&args.model, &device, precision)?;
     let mut report = |e: &StepEvent<'_>| {
         eprintln!("step {}/{}", e.step + 1, e.total);
         std::ops::ControlFlow::Continue(())
@@ -201,7 +209,7 @@ enum DTypeArg {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Serve { listen, models, device } => serve(listen, models, &device)?,
+        Command::Serve { listen, models, device, precision } => serve(listen, models, &device, precision)?,
         Command::MakeTestModel { out, variant, layout, dtype } => {
             let variant = match variant {
                 VariantArg::Sd1 => Variant::Sd1,
@@ -243,7 +251,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `serve`: logs to stderr (`RUST_LOG`, default `info`), runs until Ctrl-C or SIGTERM.
-fn serve(listen: SocketAddr, models: Vec<ModelSpec>, device: &str) -> anyhow::Result<()> {
+fn serve(listen: SocketAddr, models: Vec<ModelSpec>, device: &str, precision: Option<Precision>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -252,7 +260,7 @@ fn serve(listen: SocketAddr, models: Vec<ModelSpec>, device: &str) -> anyhow::Re
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding --listen {listen}"))?;
-        inference_server::service::run(ServiceConfig { models, device }, listener, shutdown_signal()).await?;
+        inference_server::service::run(ServiceConfig { models, device, precision }, listener, shutdown_signal()).await?;
         anyhow::Ok(())
     })
 }

@@ -17,6 +17,7 @@ use sdserve_proto::v1::inference_server::InferenceServer;
 use tokio::net::TcpListener;
 
 use crate::engine::Device;
+use crate::pipeline::Precision;
 pub use models::{ModelSpec, Models};
 pub use queue::Queue;
 
@@ -30,6 +31,8 @@ pub struct ServiceConfig {
     pub models: Vec<ModelSpec>,
     /// Where they run.
     pub device: Device,
+    /// What they compute in; `None` takes the device's default (f32 on the CPU, f16 on a GPU).
+    pub precision: Option<Precision>,
 }
 
 /// Why the service could not start or stopped with an error.
@@ -67,9 +70,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let ServiceConfig { models, device } = config;
+    let ServiceConfig { models, device, precision } = config;
+    let precision = precision.unwrap_or_else(|| Precision::default_for(&device));
     let load_device = device.clone();
-    let models = tokio::task::spawn_blocking(move || Models::load(&models, &load_device))
+    let models = tokio::task::spawn_blocking(move || Models::load(&models, &load_device, precision))
         .await
         .map_err(|e| ServiceError::Server(format!("loading models: {e}")))??;
     let models = Arc::new(models);

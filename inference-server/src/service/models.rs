@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::engine::Device;
 use crate::model::weights::{Checkpoint, Variant};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Precision};
 use crate::service::ServiceError;
 
 /// One `--model PATH[=NAME]` argument.
@@ -61,7 +61,7 @@ pub struct Models {
 impl Models {
     /// Loads every model of `specs` onto `device` (blocking: seconds to minutes for real
     /// checkpoints). Fails on the first model that cannot be loaded, or on a repeated name.
-    pub fn load(specs: &[ModelSpec], device: &Device) -> Result<Models, ServiceError> {
+    pub fn load(specs: &[ModelSpec], device: &Device, precision: Precision) -> Result<Models, ServiceError> {
         if specs.is_empty() {
             return Err(ServiceError::Config("at least one --model is required".into()));
         }
@@ -74,7 +74,7 @@ impl Models {
                 Variant::Sd2 => "sd2",
             };
             drop(checkpoint);
-            let pipeline = Pipeline::load(&spec.path, device).map_err(|e| fail(e.to_string()))?;
+            let pipeline = Pipeline::load_with(&spec.path, device, precision).map_err(|e| fail(e.to_string()))?;
             let name = spec.name.clone().unwrap_or_else(|| pipeline.name().to_owned());
             if list.iter().any(|m| m.name == name) {
                 return Err(ServiceError::Config(format!("two models are named {name:?}; name them with PATH=NAME")));

@@ -25,7 +25,7 @@ impl Server {
     async fn start() -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
         let path = write_test_model(&dir.path().join("tiny-sd1"), Variant::Sd1, Layout::Diffusers, StoredDType::F32)?;
-        let config = ServiceConfig { models: vec![ModelSpec { path, name: Some("tiny".into()) }], device: Device::Cpu };
+        let config = ServiceConfig { models: vec![ModelSpec { path, name: Some("tiny".into()) }], device: Device::Cpu, precision: None };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();

@@ -163,6 +163,11 @@ impl UNet {
         self.out_channels
     }
 
+    /// The dtype it computes in (set by the precision it was loaded with).
+    pub fn act_dtype(&self) -> DType {
+        self.act
+    }
+
     /// Width of the text embeddings it attends to (`cross_attention_dim`).
     pub fn context_dim(&self) -> usize {
         self.context_dim
