@@ -288,8 +288,7 @@ impl BackendStorage for CudaStorage {
             return self.attention_unfused(q, k, v, g);
         }
         self.produce("attention", q.len, |out| {
-            let dims = attn::AttnDims { bh: g.bh, lq: g.lq, lk: g.lk, d: g.d, scale: g.scale, causal: g.causal };
-            attn::attention(rt, self.dtype(), self.ptr(q), k.0.ptr(k.1), v.0.ptr(v.1), out, dims, rt.tensor_cores())
+            attn::attention(rt, self.dtype(), self.ptr(q), k.0.ptr(k.1), v.0.ptr(v.1), out, g, rt.tensor_cores())
         })
     }
 
@@ -301,10 +300,7 @@ impl BackendStorage for CudaStorage {
 
     fn pad2d(&self, v: View, g: PadGeom) -> Result<CudaStorage> {
         let n = g.planes * (g.h + g.top + g.bottom) * (g.w + g.left + g.right);
-        self.produce("pad2d", n, |out| {
-            let p = layout::Pad2d { left: g.left, right: g.right, top: g.top, bottom: g.bottom };
-            layout::pad2d(self.dev().rt(), self.dtype(), self.ptr(v), out, g.planes, g.h, g.w, p)
-        })
+        self.produce("pad2d", n, |out| layout::pad2d(self.dev().rt(), self.dtype(), self.ptr(v), out, g))
     }
 
     fn strided_copy(&self, g: &StridedGeom) -> Result<CudaStorage> {

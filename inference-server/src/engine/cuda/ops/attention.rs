@@ -5,6 +5,7 @@ use super::{launch, u32_arg, unsupported};
 use crate::engine::DType;
 use crate::engine::cuda::error::CudaError;
 use crate::engine::cuda::launch::{LaunchCfg, Launcher};
+use crate::engine::op::AttnGeom;
 
 /// Largest head size the kernels hold in registers / shared memory.
 pub(crate) const MAX_HEAD_DIM: usize = 160;
@@ -15,24 +16,8 @@ const MMA_BQ: usize = 64;
 /// Threads per block of both kernels (4 warps; the kernels' shared arrays assume it).
 const BLOCK: u32 = 128;
 
-/// Attention dimensions: `q [bh, lq, d]`, `k`/`v [bh, lk, d]`, `out [bh, lq, d]`, all row-major.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct AttnDims {
-    /// Batch × heads.
-    pub bh: usize,
-    /// Queries per head.
-    pub lq: usize,
-    /// Keys per head.
-    pub lk: usize,
-    /// Head size, ≤ [`MAX_HEAD_DIM`].
-    pub d: usize,
-    /// Multiplies the scores (usually `1/√d`).
-    pub scale: f32,
-    /// Key `j` is hidden from query `i` when `j > i`.
-    pub causal: bool,
-}
-
-/// `out = softmax(scale · q kᵀ [causal]) v`. With `tensor_cores` (the device is sm_80 or newer)
+/// `out = softmax(scale · q kᵀ [causal]) v` for `q [bh, lq, d]`, `k`/`v [bh, lk, d]` (row-major,
+/// `d ≤` [`MAX_HEAD_DIM`]). With `tensor_cores` (the device is sm_80 or newer)
 /// and f16 data it runs `attention_mma_f16`, otherwise `attention_{dtype}`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
@@ -42,7 +27,7 @@ pub(crate) fn attention(
     k: u64,
     v: u64,
     out: u64,
-    a: AttnDims,
+    a: AttnGeom,
     tensor_cores: bool,
 ) -> Result<(), CudaError> {
     if a.bh == 0 || a.lq == 0 || a.d == 0 {

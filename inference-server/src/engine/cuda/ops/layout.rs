@@ -6,6 +6,7 @@ use super::{cfg_1d, launch, u32_arg, unsupported};
 use crate::engine::DType;
 use crate::engine::cuda::error::CudaError;
 use crate::engine::cuda::launch::Launcher;
+use crate::engine::op::PadGeom;
 
 /// Nearest 2× upsampling of `planes` planes of `h × w` into `planes × 2h × 2w`.
 pub(crate) fn upsample_nearest2x(
@@ -26,31 +27,10 @@ pub(crate) fn upsample_nearest2x(
     launch!(l, format!("upsample_nearest2x_{dtype}"), cfg_1d(n); x, out, planes as u64, h32, w32)
 }
 
-/// Zero padding of the last two dims, as `torch.nn.functional.pad(x, (left, right, top, bottom))`.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Pad2d {
-    /// Columns added before each row.
-    pub left: usize,
-    /// Columns added after each row.
-    pub right: usize,
-    /// Rows added above each plane.
-    pub top: usize,
-    /// Rows added below each plane.
-    pub bottom: usize,
-}
-
-/// `planes × h × w` → `planes × (top + h + bottom) × (left + w + right)`, zeros outside.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn pad2d(
-    l: &dyn Launcher,
-    dtype: DType,
-    x: u64,
-    out: u64,
-    planes: usize,
-    h: usize,
-    w: usize,
-    p: Pad2d,
-) -> Result<(), CudaError> {
+/// `planes × h × w` → `planes × (top + h + bottom) × (left + w + right)`, zeros outside, as
+/// `torch.nn.functional.pad(x, (left, right, top, bottom))`.
+pub(crate) fn pad2d(l: &dyn Launcher, dtype: DType, x: u64, out: u64, p: PadGeom) -> Result<(), CudaError> {
+    let (planes, h, w) = (p.planes, p.h, p.w);
     let (oh, ow) = (p.top + h + p.bottom, p.left + w + p.right);
     let n = planes * oh * ow;
     if n == 0 {

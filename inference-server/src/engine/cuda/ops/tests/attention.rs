@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::engine::cpu::attention::{AttnGeom, attention as cpu_attention};
-use crate::engine::cuda::ops::attention::{AttnDims, attention};
+use crate::engine::cuda::ops::attention::attention;
+use crate::engine::op::AttnGeom as AttnDims;
 
 /// (bh, lq, lk, d, causal): SD's head sizes 40, 64, 80 and 160 (cross-attention with CLIP's 77
 /// keys, self-attention), an odd head size, 96 (padded to the tensor-core kernel's 128), causal

@@ -1,11 +1,12 @@
 //! Upsampling, padding, strided copies, concatenation, gathers and casts. These move or convert
 //! values, so they must match exactly.
 
+use crate::engine::op::PadGeom;
 use super::*;
 use crate::engine::cpu::{conv as cpu_conv, layout as cpu_layout};
 use crate::engine::cuda::ops::elementwise::contiguous_strides;
 use crate::engine::cuda::ops::layout::{
-    Pad2d, cast, copy_block, index_select, pad2d, strided_copy, upsample_nearest2x,
+    cast, copy_block, index_select, pad2d, strided_copy, upsample_nearest2x,
 };
 
 #[test]
@@ -29,7 +30,7 @@ fn upsample_nearest2x_matches_the_cpu() {
 fn pad2d_matches_a_direct_definition() {
     for dtype in DTYPES {
         let (planes, h, w) = (3, 6, 5);
-        let p = Pad2d { left: 2, right: 1, top: 0, bottom: 3 };
+        let p = PadGeom { planes, h, w, left: 2, right: 1, top: 0, bottom: 3 };
         let x = rounded(dtype, &random(planes * h * w, 72, 4.0));
         let (oh, ow) = (h + p.top + p.bottom, w + p.left + p.right);
         let mut want = vec![0f32; planes * oh * ow];
@@ -42,7 +43,7 @@ fn pad2d_matches_a_direct_definition() {
         }
         let mut xb = Buf::from_f32(dtype, &x);
         let mut out = Buf::zeros(dtype, want.len());
-        pad2d(&L, dtype, xb.ptr(), out.ptr(), planes, h, w, p).unwrap();
+        pad2d(&L, dtype, xb.ptr(), out.ptr(), p).unwrap();
         assert_close(&format!("pad2d_{dtype}"), &out.to_f32(), &want, 0.0);
     }
 }
