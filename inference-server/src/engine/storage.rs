@@ -72,12 +72,11 @@ fn cuda_args<'a>(op: &'static str, args: &[StorageArg<'a>]) -> Result<Vec<Arg<'a
         .collect()
 }
 
+/// `cpu_args` or `cuda_args`: a backend's unwrapping of an op's arguments.
+type Unwrap<'a, S> = fn(&'static str, &[StorageArg<'a>]) -> Result<Vec<Arg<'a, S>>>;
+
 /// Unwraps an optional argument with `f` (`cpu_args` or `cuda_args`).
-fn opt_arg<'a, S>(
-    op: &'static str,
-    arg: Option<StorageArg<'a>>,
-    f: fn(&'static str, &[StorageArg<'a>]) -> Result<Vec<Arg<'a, S>>>,
-) -> Result<Option<Arg<'a, S>>> {
+fn opt_arg<'a, S>(op: &'static str, arg: Option<StorageArg<'a>>, f: Unwrap<'a, S>) -> Result<Option<Arg<'a, S>>> {
     arg.map(|a| f(op, &[a]).map(|v| v[0])).transpose()
 }
 

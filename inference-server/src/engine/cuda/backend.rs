@@ -124,7 +124,7 @@ impl BackendStorage for CudaStorage {
     }
 
     fn softmax_last_dim(&self, v: View, cols: usize) -> Result<CudaStorage> {
-        let rows = if cols == 0 { 0 } else { v.len / cols };
+        let rows = v.len.checked_div(cols).unwrap_or(0);
         self.produce("softmax_last_dim", v.len, |out| {
             reduce::softmax_last(self.dev().rt(), self.dtype(), self.ptr(v), out, rows, cols)
         })
@@ -262,7 +262,7 @@ impl BackendStorage for CudaStorage {
     }
 
     fn layer_norm(&self, v: View, weight: Arg<'_, Self>, bias: Arg<'_, Self>, c: usize, eps: f32) -> Result<CudaStorage> {
-        let rows = if c == 0 { 0 } else { v.len / c };
+        let rows = v.len.checked_div(c).unwrap_or(0);
         self.produce("layer_norm", v.len, |out| {
             let (w, wv) = weight.0.as_dtype(weight.1, DType::F32)?;
             let (b, bv) = bias.0.as_dtype(bias.1, DType::F32)?;
@@ -272,7 +272,7 @@ impl BackendStorage for CudaStorage {
 
     fn group_norm(&self, v: View, weight: Arg<'_, Self>, bias: Arg<'_, Self>, g: GroupNormGeom) -> Result<CudaStorage> {
         let per_sample = g.c * g.spatial;
-        let n = if per_sample == 0 { 0 } else { v.len / per_sample };
+        let n = v.len.checked_div(per_sample).unwrap_or(0);
         self.produce("group_norm", v.len, |out| {
             let (w, wv) = weight.0.as_dtype(weight.1, DType::F32)?;
             let (b, bv) = bias.0.as_dtype(bias.1, DType::F32)?;
