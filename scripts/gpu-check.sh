@@ -37,12 +37,13 @@ for l in sys.stdin:
 fi
 
 [ -x "$BUNDLE/inference-server-tests" ] || { echo "no $BUNDLE/: run scripts/gpu-check.sh --build on the build machine" >&2; exit 2; }
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
+    || echo "nvidia-smi not found: is this the GPU machine?"
 
 # cudarc (built for CUDA 12.9) opens libnvrtc.so / libcublas.so by name: link what is there.
 libs=$(mktemp -d)
 find_lib() { find /usr/local/cuda*/lib64 /usr/lib/x86_64-linux-gnu $(python3 -c 'import site;print(" ".join(site.getsitepackages()))' 2>/dev/null) \
-    -name "$1" 2>/dev/null | sort -V | tail -n 1; }
+    -name "$1" 2>/dev/null | sort -V | tail -n 1 || true; }
 for pair in "libnvrtc.so:libnvrtc.so.1[23]*" "libcublas.so:libcublas.so.1[23]*" "libcublasLt.so:libcublasLt.so.1[23]*"; do
     name=${pair%%:*}; pattern=${pair#*:}
     found=$(find_lib "$pattern")
