@@ -42,7 +42,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 
 # cudarc (built for CUDA 12.9) opens libnvrtc.so / libcublas.so by name: link what is there.
 libs=$(mktemp -d)
-find_lib() { find /usr/local/cuda*/lib64 /usr/lib/x86_64-linux-gnu $(python3 -c 'import site;print(" ".join(site.getsitepackages()))' 2>/dev/null) \
+find_lib() { find "$PWD/.cuda-tools" /usr/local/cuda*/lib64 /usr/lib/x86_64-linux-gnu $(python3 -c 'import site;print(" ".join(site.getsitepackages()))' 2>/dev/null) \
     -name "$1" 2>/dev/null | sort -V | tail -n 1 || true; }
 for pair in "libnvrtc.so:libnvrtc.so.1[23]*" "libcublas.so:libcublas.so.1[23]*" "libcublasLt.so:libcublasLt.so.1[23]*"; do
     name=${pair%%:*}; pattern=${pair#*:}
