@@ -8,7 +8,6 @@
 // - attention_{f32,f16,bf16}: plain f32 FMA path, any dtype, any d <= 160.
 // - attention_mma_f16 (attention_mma.cu): tensor cores (mma.sync m16n8k16), sm_80+.
 
-#define AT_NEG_INF __uint_as_float(0xff800000u)
 #define AT_LOG2E 1.4426950408889634f
 
 // Plain path geometry: 4 warps a block, each warp owns AT_QW queries (so AT_BQ = 8 queries a
@@ -21,17 +20,6 @@
 #define AT_QW 2
 #define AT_BQ 8
 #define AT_BK 32
-
-__device__ inline float at_warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-__device__ inline float at_warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 // grid = (ceil(lq / 8), bh), block = 128.
 template <typename T>
@@ -55,7 +43,7 @@ __device__ void at_plain(const T* q, const T* k, const T* v, T* out, unsigned in
     unsigned int qi[AT_QW];
 #pragma unroll
     for (int a = 0; a < AT_QW; ++a) {
-        m[a] = AT_NEG_INF;
+        m[a] = SD_NEG_INF;
         l[a] = 0.0f;
         qi[a] = q0 + warp * AT_QW + a;
 #pragma unroll
@@ -82,14 +70,14 @@ __device__ void at_plain(const T* q, const T* k, const T* v, T* out, unsigned in
             float s = 0.0f;
             for (unsigned int c = 0; c < d; ++c) s += qrow[c] * krow[c];
             bool ok = lane < bk && (!causal || k0 + lane <= qi[a]);
-            s = ok ? s : AT_NEG_INF;
-            float new_m = fmaxf(m[a], at_warp_max(s));
+            s = ok ? s : SD_NEG_INF;
+            float new_m = fmaxf(m[a], sd_warp_max(s));
             // Every key of the tile masked for this query (causal, early query): nothing to add.
             // new_m is the same in all lanes, so the branch is warp-uniform.
-            if (new_m == AT_NEG_INF) continue;
+            if (new_m == SD_NEG_INF) continue;
             float p = ok ? exp2f(s - new_m) : 0.0f;
             float corr = exp2f(m[a] - new_m);  // 0 on the first visible tile (m = -inf)
-            l[a] = l[a] * corr + at_warp_sum(p);
+            l[a] = l[a] * corr + sd_warp_sum(p);
             m[a] = new_m;
             pw[a * AT_BK + lane] = p;
             __syncwarp();

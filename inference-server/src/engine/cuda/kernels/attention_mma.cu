@@ -19,7 +19,6 @@
 // The C map of S for keys 16j..16j+7 and 16j+8..+15 is exactly the A map of P for k-step j, so
 // P goes from accumulators to A fragments with no shuffles.
 
-#define AM_NEG_INF __uint_as_float(0xff800000u)
 #define AM_LOG2E 1.4426950408889634f
 #define AM_DMAX 160
 #define AM_BQ 64
@@ -96,7 +95,7 @@ __device__ void am_attention(const f16* q, const f16* k, const f16* v, f16* out,
     float acc[ND][4];
 #pragma unroll
     for (int n = 0; n < ND; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    float m[2] = {AM_NEG_INF, AM_NEG_INF}, l[2] = {0.0f, 0.0f};
+    float m[2] = {SD_NEG_INF, SD_NEG_INF}, l[2] = {0.0f, 0.0f};
 
     const unsigned kend = causal ? min(lk, q0 + AM_BQ) : lk;
     for (unsigned k0 = 0; k0 < kend; k0 += AM_BK) {
@@ -133,14 +132,14 @@ __device__ void am_attention(const f16* q, const f16* k, const f16* v, f16* out,
         float corr[2];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-            float mx = AM_NEG_INF;
+            float mx = SD_NEG_INF;
 #pragma unroll
             for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     unsigned key = k0 + nt * 8 + 2 * t + e;
                     bool ok = key < lk && (!causal || key <= rows[r]);
-                    float x = ok ? s[nt][2 * r + e] * sl : AM_NEG_INF;
+                    float x = ok ? s[nt][2 * r + e] * sl : SD_NEG_INF;
                     s[nt][2 * r + e] = x;
                     mx = fmaxf(mx, x);
                 }
@@ -148,7 +147,7 @@ __device__ void am_attention(const f16* q, const f16* k, const f16* v, f16* out,
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
             float new_m = fmaxf(m[r], mx);
             // A row with no visible key yet keeps m = -inf: p = 0, nothing rescaled.
-            bool none = new_m == AM_NEG_INF;
+            bool none = new_m == SD_NEG_INF;
             corr[r] = none ? 1.0f : exp2f(m[r] - new_m);
             float sum = 0.0f;
 #pragma unroll

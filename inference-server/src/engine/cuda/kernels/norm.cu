@@ -6,37 +6,18 @@
 // norm parameters in f32). blockDim is a multiple of 32 (<= 1024) and every thread reaches every
 // barrier and shuffle.
 
-__device__ inline float nm_warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-// Block-wide sum; `red` is a 32-float shared scratch declared by the entry point. The trailing
-// barrier lets the caller reuse `red` at once.
-__device__ inline float nm_block_sum(float v, float* red) {
-    unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = nm_warp_sum(v);
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    v = lane < warps ? red[lane] : 0.0f;
-    v = nm_warp_sum(v);
-    __syncthreads();
-    return v;
-}
-
 // Mean and 1/sqrt(var + eps) of the `n` contiguous values at `x`, computed by the whole block.
 template <typename T>
 __device__ void nm_stats(const T* x, unsigned long long n, float eps, float* red, float& mean, float& inv) {
     float s = 0.0f;
     for (unsigned long long i = threadIdx.x; i < n; i += blockDim.x) s += to_f32(x[i]);
-    mean = nm_block_sum(s, red) / (float)n;
+    mean = sd_block_sum(s, red) / (float)n;
     float q = 0.0f;
     for (unsigned long long i = threadIdx.x; i < n; i += blockDim.x) {
         float dv = to_f32(x[i]) - mean;
         q += dv * dv;
     }
-    inv = rsqrtf(nm_block_sum(q, red) / (float)n + eps);
+    inv = rsqrtf(sd_block_sum(q, red) / (float)n + eps);
 }
 
 // ---- LayerNorm: one block per row of `c` ----------------------------------------------------

@@ -109,3 +109,40 @@ __device__ __forceinline__ unsigned int pack_f16x2(float lo, float hi) {
 }
 __device__ __forceinline__ float unpack_f16x2_lo(unsigned int v) { f16 h; h.x = (unsigned short)(v & 0xffffu); return to_f32(h); }
 __device__ __forceinline__ float unpack_f16x2_hi(unsigned int v) { f16 h; h.x = (unsigned short)(v >> 16); return to_f32(h); }
+
+// -inf without <math.h> (NVRTC has no INFINITY macro): the bit pattern of -inf.
+#define SD_NEG_INF __uint_as_float(0xff800000u)
+
+// Sum / max of `v` over a full warp; every lane gets the result (all 32 lanes must call).
+__device__ __forceinline__ float sd_warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float sd_warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Block-wide sum / max (blockDim a multiple of 32, every thread calls); `red` is a 32-float
+// shared scratch declared by the non-template entry point. The trailing barrier lets the caller
+// reuse `red` at once.
+__device__ __forceinline__ float sd_block_sum(float v, float* red) {
+  unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = sd_warp_sum(v);
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  v = sd_warp_sum(lane < warps ? red[lane] : 0.0f);
+  __syncthreads();
+  return v;
+}
+__device__ __forceinline__ float sd_block_max(float v, float* red) {
+  unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = sd_warp_max(v);
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  v = sd_warp_max(lane < warps ? red[lane] : SD_NEG_INF);
+  __syncthreads();
+  return v;
+}

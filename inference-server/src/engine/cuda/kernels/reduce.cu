@@ -4,44 +4,6 @@
 // threads, and every thread reaches every barrier and shuffle (no early return), which the full
 // 0xffffffff masks below require.
 
-// -inf without <math.h> (NVRTC has no INFINITY macro): the bit pattern of -inf.
-#define RD_NEG_INF __uint_as_float(0xff800000u)
-
-// Sum of `v` over a warp, every lane gets the result.
-__device__ inline float rd_warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-__device__ inline float rd_warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-
-// Block-wide max and sum; `red` is a 32-float shared scratch declared by the entry point.
-// The trailing barrier lets the caller reuse `red` immediately.
-__device__ inline float rd_block_max(float v, float* red) {
-    unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = rd_warp_max(v);
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    v = lane < warps ? red[lane] : RD_NEG_INF;
-    v = rd_warp_max(v);
-    __syncthreads();
-    return v;
-}
-__device__ inline float rd_block_sum(float v, float* red) {
-    unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    v = rd_warp_sum(v);
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    v = lane < warps ? red[lane] : 0.0f;
-    v = rd_warp_sum(v);
-    __syncthreads();
-    return v;
-}
-
 // ---- sum over the middle axis ----------------------------------------------------------------
 
 // x is outer x d x inner, out is outer x inner, out = scale * sum_k x[o, k, i] (scale = 1/d for a
@@ -89,14 +51,14 @@ template <typename T>
 __device__ void rd_softmax_last(const T* x, T* out, unsigned int cols, float* red) {
     const T* row = x + (unsigned long long)blockIdx.x * cols;
     T* orow = out + (unsigned long long)blockIdx.x * cols;
-    float m = RD_NEG_INF, s = 0.0f;
+    float m = SD_NEG_INF, s = 0.0f;
     for (unsigned int j = threadIdx.x; j < cols; j += blockDim.x) {
         float v = to_f32(row[j]);
         if (v > m) { s = s * expf(m - v) + 1.0f; m = v; } else { s += expf(v - m); }
     }
-    float bm = rd_block_max(m, red);
+    float bm = sd_block_max(m, red);
     // A thread that saw no element has m = -inf and s = 0: contributes 0, not NaN.
-    float bs = rd_block_sum(m == RD_NEG_INF ? 0.0f : s * expf(m - bm), red);
+    float bs = sd_block_sum(m == SD_NEG_INF ? 0.0f : s * expf(m - bm), red);
     float inv = 1.0f / bs;
     for (unsigned int j = threadIdx.x; j < cols; j += blockDim.x)
         orow[j] = from_f32<T>(expf(to_f32(row[j]) - bm) * inv);
