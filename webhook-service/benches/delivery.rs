@@ -60,10 +60,13 @@ async fn receiver(arrivals: Arrivals, all_in: Arc<Notify>) -> std::net::SocketAd
 
 fn job(i: usize, url: &str) -> NewJob {
     NewJob {
+        owner: String::new(),
+        extra_parts: Vec::new(),
+        execution_timeout_ms: None,
         id: format!("bench-{i:05}"),
         params: Default::default(),
         webhook: WebhookTarget {
-            url: url.to_owned(),
+            url: Some(url.to_owned()),
             secret: None,
             format: Format::Standard,
             events: vec![EventKind::Completed],

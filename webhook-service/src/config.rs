@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::AuthMode;
 use crate::clock::Clock;
 use crate::delivery::retry::RetryPolicy;
 
@@ -42,6 +43,20 @@ pub struct Config {
     pub delivery_concurrency: usize,
     /// Generations sent to the inference servers at once.
     pub generation_concurrency: usize,
+    /// Whether callers must present an API key (`--no-auth` turns it off, for local use).
+    pub auth: AuthMode,
+    /// Jobs one key may have queued or running at once, unless the key sets its own.
+    pub max_in_flight: u32,
+    /// Submissions one key may make per minute, unless the key sets its own.
+    pub per_minute: u32,
+    /// Largest HTTP request body accepted, in bytes.
+    pub body_limit: usize,
+    /// Longest a synchronous call (RunPod `/runsync`, A1111 `txt2img`, Cerebrium without a
+    /// webhook) waits for its job before answering with the status so far.
+    pub sync_wait: Duration,
+    /// Ask the inference server for a preview every this many steps (A1111 `progress`
+    /// `current_image`); 0 = never.
+    pub preview_every: u32,
     /// Time source (a manual clock in tests).
     pub clock: Clock,
 }
@@ -64,6 +79,12 @@ impl Default for Config {
             retry: RetryPolicy::default(),
             delivery_concurrency: 64,
             generation_concurrency: 2,
+            auth: AuthMode::Required,
+            max_in_flight: 32,
+            per_minute: 120,
+            body_limit: 32 * 1024 * 1024,
+            sync_wait: Duration::from_secs(90),
+            preview_every: 5,
             clock: Clock::system(),
         }
     }

@@ -121,6 +121,8 @@ named_enum! {
         Failed = "failed",
         /// Cancelled before it finished.
         Canceled = "canceled",
+        /// Stopped because it ran past its execution timeout.
+        TimedOut = "timed_out",
     }
 }
 
@@ -143,15 +145,16 @@ named_enum! {
 impl JobStatus {
     /// True once the job can no longer change.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Canceled)
+        matches!(self, Self::Completed | Self::Failed | Self::Canceled | Self::TimedOut)
     }
 }
 
 /// Where and how a job's result is delivered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookTarget {
-    /// Destination URL, already validated.
-    pub url: String,
+    /// Destination URL, already validated; None when the caller polls or waits instead
+    /// (RunPod `/runsync`, A1111, Cerebrium without `webhook_endpoint`): no callback is sent.
+    pub url: Option<String>,
     /// Sent as `Authorization: Bearer`.
     pub secret: Option<Secret>,
     /// Payload shape.
@@ -167,8 +170,17 @@ pub struct WebhookTarget {
 pub struct NewJob {
     /// The id handed back to the caller.
     pub id: String,
+    /// The API key that created the job (its id); only that key can see or change it. Empty
+    /// for jobs accepted by a service running without authentication (`--no-auth`).
+    pub owner: String,
     /// What to generate.
     pub params: GenerationParams,
+    /// Further generations of the same job, run after `params` in order (Diffute's several
+    /// prompts per request); their images follow the first part's in the job's numbering.
+    pub extra_parts: Vec<GenerationParams>,
+    /// Longest time the generation may run once started, in ms (RunPod's
+    /// `policy.executionTimeout`); past it the job ends as timed out. None = no limit.
+    pub execution_timeout_ms: Option<u64>,
     /// Where the result goes.
     pub webhook: WebhookTarget,
     /// Caller's de-duplication key.
@@ -186,7 +198,11 @@ pub struct JobRecord {
     pub job: NewJob,
     /// Current state.
     pub status: JobStatus,
-    /// When work started.
+    /// When an inference server took the job (it may still wait in that server's queue).
+    pub dispatched_at_ms: Option<i64>,
+    /// The job's place in the inference server's queue, as its last `Queued` event said.
+    pub queue_position: Option<u32>,
+    /// When generation started (the inference server's `Started` event): the end of queueing.
     pub started_at_ms: Option<i64>,
     /// When it finished.
     pub finished_at_ms: Option<i64>,
@@ -200,6 +216,31 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// Model that ran it, once started.
     pub model: String,
+    /// A1111's `info` JSON of a finished job; empty before or when none was produced.
+    pub info_json: String,
+}
+
+impl JobRecord {
+    /// Every part of the job in the order it runs: `params`, then `extra_parts`.
+    pub fn parts(&self) -> impl Iterator<Item = &GenerationParams> {
+        std::iter::once(&self.job.params).chain(self.job.extra_parts.iter())
+    }
+
+    /// ms the job waited, in this service's queue and the inference server's, before its
+    /// generation started; up to `now_ms` while it still waits.
+    pub fn queue_ms(&self, now_ms: i64) -> u64 {
+        let until = self.started_at_ms.or(self.finished_at_ms).unwrap_or(now_ms);
+        (until - self.job.created_at_ms).max(0) as u64
+    }
+
+    /// ms the generation ran: from its start to its end (or `now_ms` while it runs); 0 when
+    /// it never started.
+    pub fn execution_ms(&self, now_ms: i64) -> u64 {
+        match self.started_at_ms {
+            Some(started) => (self.finished_at_ms.unwrap_or(now_ms) - started).max(0) as u64,
+            None => 0,
+        }
+    }
 }
 
 /// One image a job produced, as stored.
@@ -354,4 +395,51 @@ pub struct DeliveryRecord {
     pub created_at_ms: i64,
     /// Attempts, oldest first.
     pub attempts: Vec<AttemptRecord>,
+}
+
+/// Limits of one API key; None = the service's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// Jobs of the key that may be queued or running at once.
+    pub max_in_flight: Option<u32>,
+    /// Submissions the key may make per minute.
+    pub per_minute: Option<u32>,
+}
+
+/// A callback configured on an API key rather than per request (Leonardo's model: the webhook
+/// URL and callback API key belong to the production API key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyWebhook {
+    /// HTTPS URL the key's Leonardo-shaped jobs are delivered to.
+    pub url: String,
+    /// Sent as `Authorization: Bearer` with those callbacks.
+    pub secret: Option<Secret>,
+}
+
+/// A stored API key (never the key itself: only its SHA-256 hash is kept).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    /// Public id (`key_...`), the owner of the key's jobs.
+    pub id: String,
+    /// A person's name for the key.
+    pub name: String,
+    /// The key's first characters, to recognise it in a list.
+    pub prefix: String,
+    /// Created, ms since the epoch.
+    pub created_at_ms: i64,
+    /// Revoked, ms since the epoch; a revoked key authenticates nothing.
+    pub revoked_at_ms: Option<i64>,
+    /// Its limits.
+    pub limits: KeyLimits,
+    /// Its key-level callback, if configured.
+    pub webhook: Option<KeyWebhook>,
+}
+
+/// A key to store: its record and the SHA-256 hash of its secret value.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// The record.
+    pub record: ApiKeyRecord,
+    /// SHA-256 of the key.
+    pub hash: [u8; 32],
 }

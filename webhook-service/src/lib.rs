@@ -8,6 +8,7 @@
 
 #![recursion_limit = "256"]
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod delivery;
@@ -32,8 +33,11 @@ pub use config::Config;
 use delivery::client::{ClientConfig, WebhookClient};
 use delivery::signing::SigningKey;
 use delivery::worker::{Deliverer, WorkerConfig};
-use jobs::JobService;
+use auth::{AuthMode, KeyRing};
+use auth::layer::AuthLayer;
 use jobs::dispatch::Dispatcher;
+use jobs::models::ModelCatalog;
+use jobs::{JobService, JobSettings};
 use store::sqlite::SqliteStore;
 
 /// Why the service could not start or stopped with an error.
@@ -86,7 +90,27 @@ pub async fn run(
     };
     let metrics = metrics::Metrics::new();
     let delivery_wake = Arc::new(Notify::new());
-    let jobs = JobService::new(store.clone(), config.clock.clone(), media, metrics.clone(), delivery_wake.clone());
+    let inference = inference_channel(&config.inference)?;
+    let rules = api::validate::UrlRules { allow_http: config.allow_http };
+    let settings = JobSettings {
+        rules,
+        max_in_flight: config.max_in_flight,
+        per_minute: config.per_minute,
+        sync_wait: config.sync_wait,
+    };
+    let jobs = JobService::new(
+        store.clone(),
+        config.clock.clone(),
+        media,
+        metrics.clone(),
+        delivery_wake.clone(),
+        settings,
+        ModelCatalog::new(inference.clone()),
+    );
+    let keys = Arc::new(KeyRing::new(store.clone(), config.clock.clone(), config.auth));
+    if config.auth == AuthMode::Disabled {
+        tracing::warn!("authentication is OFF (--no-auth): every caller is anonymous and sees every anonymous job; use this for local development only");
+    }
     let deliverer = Deliverer::new(
         store,
         client,
@@ -100,9 +124,7 @@ pub async fn run(
         },
         delivery_wake,
     );
-    let inference = inference_channel(&config.inference)?;
-    let dispatcher = Dispatcher::new(jobs.clone(), inference, config.generation_concurrency);
-    let rules = api::validate::UrlRules { allow_http: config.allow_http };
+    let dispatcher = Dispatcher::new(jobs.clone(), inference, config.generation_concurrency, config.preview_every);
 
     let stop = CancellationToken::new();
     tokio::spawn({
@@ -117,9 +139,9 @@ pub async fn run(
     workers.spawn(dispatcher.run(stop.clone()));
     workers.close();
 
-    let grpc_server = grpc_server(JobsServer::new(api::grpc::JobsApi::new(jobs.clone(), rules)), grpc, stop.clone());
+    let grpc_server = grpc_server(JobsServer::new(api::grpc::JobsApi::new(jobs.clone())), grpc, keys.clone(), stop.clone());
     let http_server = {
-        let router = api::http::router(api::http::HttpState { jobs, rules });
+        let router = api::router(api::state::HttpState { jobs }, keys, config.body_limit);
         let stop = stop.clone();
         async move {
             axum::serve(http, router)
@@ -137,19 +159,30 @@ pub async fn run(
 
 type GrpcServe = (std::pin::Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send>>, Option<std::net::SocketAddr>);
 
-fn grpc_server(jobs: JobsServer<api::grpc::JobsApi>, listener: TcpListener, stop: CancellationToken) -> GrpcServe {
+fn grpc_server(
+    jobs: JobsServer<api::grpc::JobsApi>,
+    listener: TcpListener,
+    keys: Arc<KeyRing>,
+    stop: CancellationToken,
+) -> GrpcServe {
     let addr = listener.local_addr().ok();
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sdserve_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1();
+    // Both reflection versions: grpcurl 1.8 (the packaged one) speaks only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sdserve_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (v1, v1alpha) = (reflection().build_v1(), reflection().build_v1alpha());
     let serve = async move {
         health_reporter.set_serving::<JobsServer<api::grpc::JobsApi>>().await;
-        let reflection = reflection.map_err(|e| ServiceError::Server(format!("reflection: {e}")))?;
+        let v1 = v1.map_err(|e| ServiceError::Server(format!("reflection: {e}")))?;
+        let v1alpha = v1alpha.map_err(|e| ServiceError::Server(format!("reflection: {e}")))?;
         tonic::transport::Server::builder()
+            .layer(AuthLayer::new(keys))
             .add_service(health)
-            .add_service(reflection)
+            .add_service(v1)
+            .add_service(v1alpha)
             .add_service(jobs)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

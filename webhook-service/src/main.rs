@@ -1,5 +1,6 @@
-//! `webhook-service serve`: the command-line entry. Every flag can also be set through the
-//! environment variable `SDSERVE_<FLAG>` (e.g. `SDSERVE_GRPC_LISTEN`).
+//! `webhook-service serve` runs the service; `webhook-service keys create|list|revoke` manages
+//! API keys. Every `serve` flag can also be set through the environment variable
+//! `SDSERVE_<FLAG>` (e.g. `SDSERVE_GRPC_LISTEN`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use webhook_service::Config;
+use webhook_service::auth::{AuthMode, KeyRing, KeySpec};
+use webhook_service::clock::Clock;
+use webhook_service::domain::{KeyLimits, KeyWebhook, Secret};
+use webhook_service::store::sqlite::SqliteStore;
 use webhook_service::delivery::retry::{DEFAULT_SCHEDULE, RetryPolicy, Schedule};
 
 #[derive(Parser)]
@@ -21,6 +26,48 @@ struct Cli {
 enum Command {
     /// Runs the service until SIGINT or SIGTERM.
     Serve(Box<ServeArgs>),
+    /// Creates, lists and revokes API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Creates a key and prints it, and nothing else, on stdout; it is shown only this once.
+    Create {
+        /// A name for the key (who or what uses it).
+        #[arg(long)]
+        name: String,
+        /// Database, as sqlite://PATH.
+        #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
+        database: String,
+        /// Jobs this key may have queued or running at once (default: the service's).
+        #[arg(long)]
+        max_in_flight: Option<u32>,
+        /// Submissions this key may make per minute (default: the service's).
+        #[arg(long)]
+        per_minute: Option<u32>,
+        /// Leonardo-style callback URL of this key (https), used by its /api/rest/v1 jobs.
+        #[arg(long)]
+        webhook_url: Option<String>,
+        /// Bearer key sent with those callbacks.
+        #[arg(long, requires = "webhook_url", hide_env_values = true)]
+        webhook_api_key: Option<String>,
+    },
+    /// Lists keys: id, name, prefix, created, revoked.
+    List {
+        /// Database, as sqlite://PATH.
+        #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
+        database: String,
+    },
+    /// Revokes a key by id or name; it stops working within 10 seconds.
+    Revoke {
+        /// The key's id (key_...) or name.
+        key: String,
+        /// Database, as sqlite://PATH.
+        #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
+        database: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -70,6 +117,30 @@ struct ServeArgs {
     /// Generations sent to the inference servers at once.
     #[arg(long, env = "SDSERVE_GENERATION_CONCURRENCY", default_value_t = 2)]
     generation_concurrency: usize,
+    /// Run without API keys: every caller is anonymous. For local development only.
+    #[arg(long, env = "SDSERVE_NO_AUTH")]
+    no_auth: bool,
+    /// Jobs one key may have queued or running at once, unless the key sets its own.
+    #[arg(long, env = "SDSERVE_MAX_IN_FLIGHT", default_value_t = 32)]
+    max_in_flight: u32,
+    /// Submissions one key may make per minute, unless the key sets its own.
+    #[arg(long, env = "SDSERVE_PER_MINUTE", default_value_t = 120)]
+    per_minute: u32,
+    /// Largest HTTP request body, in bytes (default 32 MiB: a 2048×2048 PNG in base64 fits).
+    #[arg(long, env = "SDSERVE_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
+    body_limit: usize,
+    /// Longest a synchronous call (/runsync, A1111 txt2img, Cerebrium without a webhook) waits.
+    #[arg(long, env = "SDSERVE_SYNC_WAIT", default_value = "90s")]
+    sync_wait: String,
+    /// Ask for a preview every this many steps (A1111 progress current_image); 0 = never.
+    #[arg(long, env = "SDSERVE_PREVIEW_EVERY", default_value_t = 5)]
+    preview_every: u32,
+}
+
+/// The SQLite file of a `sqlite://PATH` database URL.
+fn database_path(url: &str) -> anyhow::Result<PathBuf> {
+    let path = url.strip_prefix("sqlite://").with_context(|| format!("--database must be sqlite://PATH, got {url:?}"))?;
+    Ok(PathBuf::from(path))
 }
 
 fn duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
@@ -82,17 +153,14 @@ fn duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
 
 impl ServeArgs {
     fn config(&self) -> anyhow::Result<Config> {
-        let database = self
-            .database
-            .strip_prefix("sqlite://")
-            .with_context(|| format!("--database must be sqlite://PATH, got {:?}", self.database))?;
+        let database = database_path(&self.database)?;
         let ca_pem = match &self.ca_file {
             Some(path) => Some(std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?),
             None => None,
         };
         let schedule: Schedule = self.retry_schedule.parse().context("--retry-schedule")?;
         Ok(Config {
-            database: PathBuf::from(database),
+            database,
             inference: self.inference.clone(),
             public_url: self.public_url.clone(),
             media_ttl: duration("media-ttl", &self.media_ttl)?,
@@ -105,6 +173,12 @@ impl ServeArgs {
             retry: RetryPolicy { delays: schedule.0, ..RetryPolicy::default() },
             delivery_concurrency: self.delivery_concurrency,
             generation_concurrency: self.generation_concurrency,
+            auth: if self.no_auth { AuthMode::Disabled } else { AuthMode::Required },
+            max_in_flight: self.max_in_flight,
+            per_minute: self.per_minute,
+            body_limit: self.body_limit,
+            sync_wait: duration("sync-wait", &self.sync_wait)?,
+            preview_every: self.preview_every,
             ..Config::default()
         })
     }
@@ -117,7 +191,10 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        Command::Keys(command) => return keys(command).await,
+    };
     let config = args.config()?;
     let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
         .await
@@ -147,4 +224,50 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+fn key_ring(database: &str) -> anyhow::Result<KeyRing> {
+    let path = database_path(database)?;
+    let store = SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(KeyRing::new(std::sync::Arc::new(store), Clock::system(), AuthMode::Required))
+}
+
+/// `keys create|list|revoke`. `create` prints only the key on stdout, so scripts can capture it.
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create { name, database, max_in_flight, per_minute, webhook_url, webhook_api_key } => {
+            if name.trim().is_empty() {
+                anyhow::bail!("--name must not be empty");
+            }
+            let webhook = match webhook_url {
+                Some(url) => {
+                    let parsed = url::Url::parse(&url).with_context(|| format!("--webhook-url {url:?} is not a URL"))?;
+                    if parsed.scheme() != "https" {
+                        anyhow::bail!("--webhook-url must use https (Leonardo requires it)");
+                    }
+                    Some(KeyWebhook { url, secret: webhook_api_key.map(Secret::new) })
+                }
+                None => None,
+            };
+            let spec = KeySpec { name, limits: KeyLimits { max_in_flight, per_minute }, webhook };
+            let created = key_ring(&database)?.create(spec).await?;
+            eprintln!("created key {} ({}); it is shown once, below", created.record.id, created.record.name);
+            println!("{}", created.key);
+        }
+        KeysCommand::List { database } => {
+            println!("{:<38} {:<24} {:<12} {:<25} REVOKED", "ID", "NAME", "PREFIX", "CREATED");
+            for key in key_ring(&database)?.list().await? {
+                let when = |ms: i64| time::OffsetDateTime::from_unix_timestamp(ms / 1000).map(|t| t.to_string()).unwrap_or_default();
+                let revoked = key.revoked_at_ms.map(when).unwrap_or_else(|| "-".to_owned());
+                println!("{:<38} {:<24} {:<12} {:<25} {}", key.id, key.name, key.prefix, when(key.created_at_ms), revoked);
+            }
+        }
+        KeysCommand::Revoke { key, database } => {
+            if !key_ring(&database)?.revoke(&key).await? {
+                anyhow::bail!("no active key has the id or name {key:?}");
+            }
+            eprintln!("revoked {key}");
+        }
+    }
+    Ok(())
 }

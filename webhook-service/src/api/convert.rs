@@ -12,7 +12,7 @@ pub fn job(r: &JobRecord) -> pb::Job {
         id: r.job.id.clone(),
         status: job_status(r.status) as i32,
         params: Some(params),
-        webhook_url: r.job.webhook.url.clone(),
+        webhook_url: r.job.webhook.url.clone().unwrap_or_default(),
         webhook_format: r.job.webhook.format.to_string(),
         created_at_ms: r.job.created_at_ms,
         started_at_ms: r.started_at_ms.unwrap_or(0),
@@ -32,6 +32,7 @@ pub fn job_status(s: JobStatus) -> pb::JobStatus {
         JobStatus::Completed => pb::JobStatus::Completed,
         JobStatus::Failed => pb::JobStatus::Failed,
         JobStatus::Canceled => pb::JobStatus::Canceled,
+        JobStatus::TimedOut => pb::JobStatus::TimedOut,
     }
 }
 

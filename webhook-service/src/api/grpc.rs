@@ -9,26 +9,35 @@ use sdserve_proto::v1::jobs_server::Jobs;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
-use super::validate::{self, FieldError, Submission, UrlRules};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::validate::{FieldError, Submission};
 use super::convert;
-use crate::jobs::{new_job_id, JobError, JobService};
+use crate::auth::{AuthError, Authenticated, Caller};
+use crate::jobs::{AcceptError, JobError, JobService};
 
 /// The gRPC face of the job service.
 pub struct JobsApi {
     jobs: Arc<JobService>,
-    rules: UrlRules,
 }
 
 impl JobsApi {
-    /// Serves `jobs` with the URL rules of the configuration.
-    pub fn new(jobs: Arc<JobService>, rules: UrlRules) -> Self {
-        Self { jobs, rules }
+    /// Serves `jobs`.
+    pub fn new(jobs: Arc<JobService>) -> Self {
+        Self { jobs }
     }
 }
 
+/// `INVALID_ARGUMENT` with the message and a `google.rpc.BadRequest` detail naming the field,
+/// so clients can point at the field without parsing text.
 impl From<FieldError> for Status {
     fn from(e: FieldError) -> Self {
-        Status::invalid_argument(e.to_string())
+        let message = e.to_string();
+        Status::with_error_details(
+            tonic::Code::InvalidArgument,
+            message,
+            ErrorDetails::with_bad_request_violation(e.field, e.rule),
+        )
     }
 }
 
@@ -36,6 +45,8 @@ impl From<JobError> for Status {
     fn from(e: JobError) -> Self {
         match e {
             JobError::NotFound(_) | JobError::DeliveryNotFound(_) => Status::not_found(e.to_string()),
+            JobError::Forbidden(message) => Status::permission_denied(message),
+            JobError::Unavailable(message) => Status::unavailable(message),
             JobError::Store(err) => {
                 tracing::error!(error = %err, "store error");
                 Status::unavailable("the job store is unavailable; try again")
@@ -44,9 +55,44 @@ impl From<JobError> for Status {
     }
 }
 
+impl From<AcceptError> for Status {
+    fn from(e: AcceptError) -> Self {
+        match e {
+            AcceptError::Invalid(field) => field.into(),
+            AcceptError::Limited { rule, retry_after_s } => {
+                let mut status = Status::with_error_details(
+                    tonic::Code::ResourceExhausted,
+                    rule,
+                    ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(retry_after_s))),
+                );
+                status.metadata_mut().insert("retry-after", retry_after_s.into());
+                status
+            }
+            AcceptError::Job(job) => job.into(),
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unavailable => Status::unavailable(e.to_string()),
+            AuthError::Missing | AuthError::Invalid => Status::unauthenticated(e.to_string()),
+        }
+    }
+}
+
+/// The caller the auth layer found for this call (metadata `authorization` or `x-api-key`).
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    match request.extensions().get::<Authenticated>() {
+        Some(Authenticated(outcome)) => outcome.clone().map_err(Status::from),
+        None => Err(AuthError::Missing.into()),
+    }
+}
+
 fn required_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Status> {
     if id.is_empty() {
-        return Err(Status::invalid_argument(format!("{field}: is required")));
+        return Err(FieldError { field: field.to_owned(), rule: "is required".to_owned() }.into());
     }
     Ok(id)
 }
@@ -56,13 +102,16 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Sen
 #[tonic::async_trait]
 impl Jobs for JobsApi {
     async fn submit_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let caller = caller(&request)?;
         let r = request.into_inner();
-        let params = r.params.ok_or_else(|| Status::invalid_argument("params: is required"))?;
-        let webhook = r.webhook.ok_or_else(|| Status::invalid_argument("webhook: is required"))?;
+        let missing = |field: &str| Status::from(FieldError { field: field.to_owned(), rule: "is required".to_owned() });
+        let params = r.params.ok_or_else(|| missing("params"))?;
+        let webhook = r.webhook.ok_or_else(|| missing("webhook"))?;
         let vendor_context = match r.vendor_context_json.as_str() {
             "" => serde_json::Value::Null,
-            raw => serde_json::from_str(raw)
-                .map_err(|e| Status::invalid_argument(format!("vendor_context_json: is not JSON ({e})")))?,
+            raw => serde_json::from_str(raw).map_err(|e| {
+                Status::from(FieldError { field: "vendor_context_json".into(), rule: format!("is not JSON ({e})") })
+            })?,
         };
         let submission = Submission {
             params,
@@ -73,28 +122,31 @@ impl Jobs for JobsApi {
             signing_secret: webhook.signing_secret,
             idempotency_key: r.idempotency_key,
             vendor_context,
+            ..Submission::default()
         };
-        let job = validate::submission(submission, self.rules, new_job_id(), self.jobs.clock.now_ms())?;
-        let inserted = self.jobs.submit(job).await?;
+        let inserted = self.jobs.accept(&caller, submission).await?;
         Ok(Response::new(pb::SubmitJobResponse { job_id: inserted.id, deduplicated: inserted.deduplicated }))
     }
 
     async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = caller(&request)?;
         let id = required_id("job_id", &request.get_ref().job_id)?;
-        Ok(Response::new(convert::job(&self.jobs.get(id).await?)))
+        Ok(Response::new(convert::job(&self.jobs.get(&caller, id).await?)))
     }
 
     async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = caller(&request)?;
         let id = required_id("job_id", &request.get_ref().job_id)?;
-        Ok(Response::new(convert::job(&self.jobs.cancel(id).await?)))
+        Ok(Response::new(convert::job(&self.jobs.cancel(&caller, id).await?)))
     }
 
     type WatchJobStream = EventStream;
 
     async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<EventStream>, Status> {
+        let caller = caller(&request)?;
         let id = required_id("job_id", &request.get_ref().job_id)?.to_owned();
-        let mut changes = self.jobs.events.subscribe();
-        let first = self.jobs.get(&id).await?;
+        let mut changes = self.jobs.subscribe();
+        let first = self.jobs.get(&caller, &id).await?;
         let jobs = self.jobs.clone();
         let stream = async_stream(move |tx| async move {
             let mut last = convert::job(&first);
@@ -108,7 +160,7 @@ impl Jobs for JobsApi {
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 }
-                let job = match jobs.get(&id).await {
+                let job = match jobs.get(&caller, &id).await {
                     Ok(job) => job,
                     Err(e) => {
                         let _ = tx.send(Err(e.into())).await;
@@ -132,15 +184,16 @@ impl Jobs for JobsApi {
         &self,
         request: Request<pb::ListDeliveriesRequest>,
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
+        let caller = caller(&request)?;
         let id = required_id("job_id", &request.get_ref().job_id)?;
-        self.jobs.get(id).await?;
-        let deliveries = self.jobs.store.list_deliveries(id).await.map_err(JobError::from)?;
+        let deliveries = self.jobs.deliveries(&caller, id).await?;
         Ok(Response::new(pb::ListDeliveriesResponse { deliveries: deliveries.iter().map(convert::delivery).collect() }))
     }
 
     async fn redeliver(&self, request: Request<pb::RedeliverRequest>) -> Result<Response<pb::Delivery>, Status> {
+        let caller = caller(&request)?;
         let id = required_id("delivery_id", &request.get_ref().delivery_id)?;
-        let record = self.jobs.redeliver(id).await?;
+        let record = self.jobs.redeliver(&caller, id).await?;
         Ok(Response::new(convert::delivery(&record)))
     }
 }

@@ -19,6 +19,11 @@ pub const MAX_SECRET_LEN: usize = 512;
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// The longest prompt accepted, in bytes.
 pub const MAX_PROMPT_LEN: usize = 32 * 1024;
+/// The longest execution timeout accepted: one day.
+pub const MAX_EXECUTION_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// Largest init image side, in pixels: the inference server's own limit (`MAX_INIT_SIDE`),
+/// checked here too so an oversized image is refused before it is stored.
+pub const MAX_INIT_SIDE: u32 = 8192;
 
 /// A refused field: which one and the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +58,13 @@ pub struct Submission {
     pub idempotency_key: String,
     /// Vendor request fields to echo (JSON object or null).
     pub vendor_context: serde_json::Value,
+    /// True when the caller may leave `url` empty because it polls or waits for the result
+    /// (RunPod, A1111, Cerebrium without `webhook_endpoint`); no callback is sent then.
+    pub webhook_optional: bool,
+    /// Further generations of the same job (Diffute's prompts after the first).
+    pub extra_parts: Vec<GenerationParams>,
+    /// Execution timeout in ms (RunPod `policy.executionTimeout`).
+    pub execution_timeout_ms: Option<u64>,
 }
 
 /// What the service's configuration allows of webhook URLs.
@@ -65,7 +77,13 @@ pub struct UrlRules {
 /// Validates `s` into a job with id `id` accepted at `now_ms`.
 pub fn submission(s: Submission, rules: UrlRules, id: String, now_ms: i64) -> Result<NewJob, FieldError> {
     params(&s.params)?;
-    let url = webhook_url(&s.url, rules)?;
+    for (i, part) in s.extra_parts.iter().enumerate() {
+        params(part).map_err(|e| FieldError { field: e.field.replacen("params", &format!("extra_parts[{i}]"), 1), rule: e.rule })?;
+    }
+    let url = match s.url.as_str() {
+        "" if s.webhook_optional => None,
+        raw => Some(webhook_url(raw, rules)?),
+    };
     if s.format.is_empty() {
         return Err(refuse("webhook.format", format!("is required; one of {}", names(Format::ALL))));
     }
@@ -92,9 +110,20 @@ pub fn submission(s: Submission, rules: UrlRules, id: String, now_ms: i64) -> Re
     if !s.vendor_context.is_null() && !s.vendor_context.is_object() {
         return Err(refuse("vendor_context_json", "must be a JSON object"));
     }
+    if let Some(ms) = s.execution_timeout_ms
+        && !(1_000..=MAX_EXECUTION_TIMEOUT_MS).contains(&ms)
+    {
+        return Err(refuse(
+            "policy.executionTimeout",
+            format!("must be between 1000 and {MAX_EXECUTION_TIMEOUT_MS} ms, got {ms}"),
+        ));
+    }
     Ok(NewJob {
         id,
+        owner: String::new(),
         params: s.params,
+        extra_parts: s.extra_parts,
+        execution_timeout_ms: s.execution_timeout_ms,
         webhook: WebhookTarget { url, secret, format, events, signing_secret },
         idempotency_key: (!s.idempotency_key.is_empty()).then_some(s.idempotency_key),
         vendor_context: s.vendor_context,
@@ -177,6 +206,25 @@ pub fn params(p: &GenerationParams) -> Result<(), FieldError> {
         if value.is_some_and(|v| v % 8 != 0) {
             return Err(refuse(field, "must be a multiple of 8"));
         }
+    }
+    if !p.init_image.is_empty() {
+        init_image(&p.init_image)?;
+    }
+    Ok(())
+}
+
+/// Checks an init image's header: a PNG or JPEG of at most [`MAX_INIT_SIDE`] pixels a side.
+fn init_image(bytes: &[u8]) -> Result<(), FieldError> {
+    const FIELD: &str = "params.init_image";
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| refuse(FIELD, format!("must be a PNG or JPEG image ({e})")))?;
+    if !matches!(reader.format(), Some(image::ImageFormat::Png | image::ImageFormat::Jpeg)) {
+        return Err(refuse(FIELD, "must be a PNG or JPEG image"));
+    }
+    let (w, h) = reader.into_dimensions().map_err(|e| refuse(FIELD, format!("must be a PNG or JPEG image ({e})")))?;
+    if w > MAX_INIT_SIDE || h > MAX_INIT_SIDE {
+        return Err(refuse(FIELD, format!("is {w}×{h} pixels; at most {MAX_INIT_SIDE} pixels a side are accepted")));
     }
     Ok(())
 }

@@ -1,9 +1,15 @@
 //! Runs queued jobs on an inference server through its streaming `Generate` call.
 //!
-//! A job is leased (queued → running) and stays running until its ending is stored; if the
-//! inference server cannot be reached or the stream breaks, the generation is started again
-//! after a back-off, and a job still running at shutdown or crash is requeued at the next
-//! start. So an accepted job always ends up completed, failed or cancelled.
+//! A job is leased (marked dispatched; it stays `queued` while it waits in the inference
+//! server's queue, whose `Queued` events are recorded) and becomes `running` when the server's
+//! `Started` event arrives, so queue and execution times are what they say. It stays leased
+//! until its ending is stored; if the inference server cannot be reached or the stream breaks,
+//! the generation is started again after a back-off, and a job still leased at shutdown or
+//! crash is requeued at the next start. A job with an execution timeout that runs past it
+//! ends as timed out. So an accepted job always ends up completed, failed, cancelled or timed out.
+//!
+//! A job of several parts (Diffute's prompts) runs them one after another as separate
+//! `Generate` calls; their images are numbered on across parts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +31,7 @@ pub struct Dispatcher {
     jobs: Arc<JobService>,
     client: InferenceClient<Channel>,
     concurrency: usize,
+    preview_every: u32,
 }
 
 /// How one generation attempt ended.
@@ -38,9 +45,10 @@ enum Attempt {
 }
 
 impl Dispatcher {
-    /// A dispatcher sending at most `concurrency` generations at once through `client`.
-    pub fn new(jobs: Arc<JobService>, client: InferenceClient<Channel>, concurrency: usize) -> Self {
-        Self { jobs, client, concurrency: concurrency.max(1) }
+    /// A dispatcher sending at most `concurrency` generations at once through `client`,
+    /// asking for a preview every `preview_every` steps (0 = none).
+    pub fn new(jobs: Arc<JobService>, client: InferenceClient<Channel>, concurrency: usize, preview_every: u32) -> Self {
+        Self { jobs, client, concurrency: concurrency.max(1), preview_every }
     }
 
     /// Requeues jobs left running by an earlier process, then runs jobs until `shutdown`.
@@ -96,6 +104,7 @@ impl Dispatcher {
         loop {
             let attempt = tokio::select! {
                 attempt = self.generate(&record) => attempt,
+                attempt = self.timeout(&record) => attempt,
                 _ = cancel.cancelled() => Attempt::Stopped,
                 _ = shutdown.cancelled() => Attempt::Stopped,
             };
@@ -115,47 +124,103 @@ impl Dispatcher {
         self.jobs.untrack(&id);
     }
 
-    /// One `Generate` call, start to end.
+    /// Resolves when the job has run past its execution timeout (counted from its start),
+    /// ending it as timed out; never resolves for a job without one.
+    async fn timeout(&self, record: &JobRecord) -> Attempt {
+        let Some(limit) = record.job.execution_timeout_ms else { return std::future::pending().await };
+        // The start is known once the inference server says so; look again now and then.
+        let started = loop {
+            match self.jobs.store.get_job(&record.job.id).await {
+                Ok(Some(latest)) if latest.started_at_ms.is_some() => break latest.started_at_ms.unwrap_or_default(),
+                Ok(Some(latest)) if latest.status.is_final() => return std::future::pending().await,
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let ends_at = started.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
+        let left = (ends_at - self.jobs.clock.now_ms()).max(0) as u64;
+        tokio::time::sleep(Duration::from_millis(left)).await;
+        let error = format!("execution timed out after {limit} ms");
+        self.ending(record, JobStatus::TimedOut, Some(error), Vec::new(), String::new()).await
+    }
+
+    /// Every part of the job, one `Generate` call each, start to end.
     async fn generate(&self, record: &JobRecord) -> Attempt {
-        let request = GenerateRequest {
-            params: Some(record.job.params.clone()),
-            preview_every: 0,
-            request_id: record.job.id.clone(),
-        };
-        let mut stream = match self.client.clone().generate(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => return self.rejected(record, status).await,
-        };
+        let parts: Vec<_> = record.parts().cloned().collect();
+        let planned: Vec<u32> = parts.iter().map(|p| p.steps.unwrap_or(20) * p.n_iter.unwrap_or(1).max(1)).collect();
         let mut images = Vec::new();
+        let mut infos = Vec::new();
         let mut model = String::new();
-        loop {
-            let event = match stream.message().await {
-                Ok(Some(message)) => message.event,
-                Ok(None) => return Attempt::Retry("the inference stream ended without a result".into()),
+        let mut steps_before = 0;
+        for (i, params) in parts.into_iter().enumerate() {
+            let steps_after: u32 = planned[i + 1..].iter().sum();
+            let offset = images.len() as u32;
+            let request = GenerateRequest {
+                params: Some(params),
+                preview_every: self.preview_every,
+                request_id: if i == 0 { record.job.id.clone() } else { format!("{}/{i}", record.job.id) },
+            };
+            let mut stream = match self.client.clone().generate(request).await {
+                Ok(response) => response.into_inner(),
                 Err(status) => return self.rejected(record, status).await,
             };
-            match event {
-                Some(Event::Started(started)) => {
-                    model = started.model;
-                    self.progress(record, 0, 0, &model).await;
+            let mut part_total = planned[i];
+            loop {
+                let event = match stream.message().await {
+                    Ok(Some(message)) => message.event,
+                    Ok(None) => return Attempt::Retry("the inference stream ended without a result".into()),
+                    Err(status) => return self.rejected(record, status).await,
+                };
+                match event {
+                    Some(Event::Queued(queued)) => {
+                        if let Err(err) = self.jobs.store.set_queue_position(&record.job.id, queued.position).await {
+                            tracing::warn!(job = %record.job.id, error = %err, "cannot store the queue position");
+                        }
+                        self.jobs.events.changed(&record.job.id);
+                    }
+                    Some(Event::Started(started)) => {
+                        model = started.model;
+                        if let Err(err) = self.jobs.store.mark_started(&record.job.id, self.jobs.clock.now_ms()).await {
+                            tracing::warn!(job = %record.job.id, error = %err, "cannot store the start");
+                        }
+                        self.progress(record, steps_before, steps_before + part_total + steps_after, &model).await;
+                    }
+                    Some(Event::Progress(p)) => {
+                        part_total = p.total;
+                        if !p.preview_png.is_empty() {
+                            self.jobs.set_preview(&record.job.id, p.preview_png);
+                        }
+                        let total = steps_before + p.total + steps_after;
+                        self.progress(record, steps_before + p.step, total, &model).await;
+                    }
+                    Some(Event::Image(image)) => images.push(StoredImage {
+                        index: offset + image.index,
+                        seed: image.seed,
+                        infotext: image.infotext,
+                        png: image.png,
+                    }),
+                    Some(Event::Completed(done)) => {
+                        infos.push(done.info_json);
+                        break;
+                    }
+                    Some(Event::Failed(failed)) => {
+                        let error = format!("{}: {}", failed.code, failed.message);
+                        return self.ending(record, JobStatus::Failed, Some(error), images, String::new()).await;
+                    }
+                    None => {}
                 }
-                Some(Event::Progress(p)) => self.progress(record, p.step, p.total, &model).await,
-                Some(Event::Image(image)) => images.push(StoredImage {
-                    index: image.index,
-                    seed: image.seed,
-                    infotext: image.infotext,
-                    png: image.png,
-                }),
-                Some(Event::Completed(done)) => {
-                    return self.ending(record, JobStatus::Completed, None, images, done.info_json).await;
-                }
-                Some(Event::Failed(failed)) => {
-                    let error = format!("{}: {}", failed.code, failed.message);
-                    return self.ending(record, JobStatus::Failed, Some(error), images, String::new()).await;
-                }
-                Some(Event::Queued(_)) | None => {}
             }
+            steps_before += part_total;
         }
+        let info_json = match infos.len() {
+            1 => infos.pop().unwrap_or_default(),
+            // Several parts: a JSON array of each part's info object.
+            _ => {
+                let parsed: Vec<serde_json::Value> =
+                    infos.iter().map(|i| serde_json::from_str(i).unwrap_or(serde_json::Value::Null)).collect();
+                serde_json::Value::Array(parsed).to_string()
+            }
+        };
+        self.ending(record, JobStatus::Completed, None, images, info_json).await
     }
 
     /// A gRPC error: transient ones are retried, the rest fail the job.

@@ -1,36 +1,71 @@
-//! Jobs: accepting, cancelling and finishing them ([`JobService`]) and running them on an
-//! inference server ([`dispatch`]).
+//! Jobs: accepting, reading, cancelling and finishing them ([`JobService`]) and running them
+//! on an inference server ([`dispatch`]).
+//!
+//! Every API (HTTP, each vendor shape, gRPC) goes through [`JobService`]; it checks the
+//! caller's ownership and limits, so no handler reaches the store directly.
 
 pub mod dispatch;
 pub mod events;
+pub mod models;
 pub mod outbox;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use sdserve_proto::v1::ModelInfo;
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::validate::{self, FieldError, Submission, UrlRules};
+use crate::auth::Caller;
+use crate::auth::limits::RateWindow;
 use crate::clock::Clock;
-use crate::domain::{DeliveryRecord, JobRecord, JobStatus, NewJob};
+use crate::domain::{DeliveryRecord, JobRecord, JobStatus, StoredImage};
 use crate::media::MediaSigner;
 use crate::metrics::Metrics;
 use crate::store::{Inserted, Store, StoreError};
 use events::JobEvents;
+use models::ModelCatalog;
 use outbox::Ending;
 
 /// What a job operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    /// No job has that id.
+    /// No job has that id (or it belongs to another caller: the answer is the same).
     #[error("no job with id {0:?}")]
     NotFound(String),
-    /// No delivery has that id.
+    /// No delivery has that id (or its job belongs to another caller).
     #[error("no delivery with id {0:?}")]
     DeliveryNotFound(String),
+    /// A media link that is not valid.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The inference servers could not be asked.
+    #[error("{0}")]
+    Unavailable(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Why a submission was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// A field breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// The caller is over one of its limits; it may try again after `retry_after_s`.
+    #[error("{rule}")]
+    Limited {
+        /// Which limit, for a person to read.
+        rule: String,
+        /// Seconds until a retry can succeed (the `Retry-After` value).
+        retry_after_s: u64,
+    },
+    /// Storing failed.
+    #[error(transparent)]
+    Job(#[from] JobError),
 }
 
 /// A fresh job id: a UUIDv7, so ids sort by creation time.
@@ -38,23 +73,33 @@ pub fn new_job_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// The service-wide rules [`JobService`] applies to callers.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// What webhook URLs may be.
+    pub rules: UrlRules,
+    /// Default jobs in flight per key.
+    pub max_in_flight: u32,
+    /// Default submissions per minute per key.
+    pub per_minute: u32,
+    /// Longest a synchronous call waits.
+    pub sync_wait: Duration,
+}
+
 /// The job operations the APIs and the dispatcher share.
 pub struct JobService {
-    /// Durable storage.
-    pub store: Arc<dyn Store>,
-    /// Time source.
-    pub clock: Clock,
-    /// Media URL signer for callbacks.
-    pub media: MediaSigner,
-    /// Change notifications for watchers.
-    pub events: JobEvents,
-    /// Counters.
-    pub metrics: Metrics,
-    /// Notified when a job is queued.
-    pub job_wake: Arc<Notify>,
-    /// Notified when deliveries are added.
-    pub delivery_wake: Arc<Notify>,
+    store: Arc<dyn Store>,
+    clock: Clock,
+    media: MediaSigner,
+    events: JobEvents,
+    metrics: Metrics,
+    job_wake: Arc<Notify>,
+    delivery_wake: Arc<Notify>,
+    settings: JobSettings,
+    rate: RateWindow,
+    models: ModelCatalog,
     running: Mutex<HashMap<String, CancellationToken>>,
+    previews: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl JobService {
@@ -65,6 +110,8 @@ impl JobService {
         media: MediaSigner,
         metrics: Metrics,
         delivery_wake: Arc<Notify>,
+        settings: JobSettings,
+        models: ModelCatalog,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -74,13 +121,34 @@ impl JobService {
             metrics,
             job_wake: Arc::new(Notify::new()),
             delivery_wake,
+            settings,
+            rate: RateWindow::default(),
+            models,
             running: Mutex::new(HashMap::new()),
+            previews: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Stores a job (or finds its idempotent twin) and wakes the dispatcher.
-    pub async fn submit(&self, job: NewJob) -> Result<Inserted, JobError> {
-        let inserted = self.store.insert_job(job).await?;
+    /// Now, ms since the epoch, on the service's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Longest a synchronous call should wait for a job.
+    pub fn sync_wait(&self) -> Duration {
+        self.settings.sync_wait
+    }
+
+    /// The service's counters in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+
+    /// Validates `submission`, checks the caller's limits, and stores the job owned by the
+    /// caller (or finds its idempotent twin); wakes the dispatcher.
+    pub async fn accept(&self, caller: &Caller, submission: Submission) -> Result<Inserted, AcceptError> {
+        let job = self.admit(caller, submission).await?;
+        let inserted = self.store.insert_job(job).await.map_err(JobError::from)?;
         if !inserted.deduplicated {
             self.metrics.job_accepted();
             self.job_wake.notify_one();
@@ -88,45 +156,219 @@ impl JobService {
         Ok(inserted)
     }
 
-    /// A job by id.
-    pub async fn get(&self, id: &str) -> Result<JobRecord, JobError> {
-        self.store.get_job(id).await?.ok_or_else(|| JobError::NotFound(id.to_owned()))
+    /// Stores a job that is answered at once, without a generation (an A1111 API call such as
+    /// `GET /sdapi/v1/sd-models` sent through RunPod's `input.api`): it is completed with
+    /// `answer` as its info JSON, and its callback (if it has a webhook) is queued, in one
+    /// transaction.
+    pub async fn answer(&self, caller: &Caller, submission: Submission, answer: serde_json::Value) -> Result<Inserted, AcceptError> {
+        let job = self.admit(caller, submission).await?;
+        let now = self.clock.now_ms();
+        let record = JobRecord {
+            job: job.clone(),
+            status: JobStatus::Queued,
+            dispatched_at_ms: None,
+            queue_position: None,
+            started_at_ms: Some(now),
+            finished_at_ms: None,
+            progress_step: 0,
+            progress_total: 0,
+            image_count: 0,
+            error: None,
+            model: String::new(),
+            info_json: String::new(),
+        };
+        let ending = Ending {
+            status: JobStatus::Completed,
+            error: None,
+            images: Vec::new(),
+            info_json: answer.to_string(),
+            finished_at_ms: now,
+        };
+        let mut finish = outbox::finish(&record, ending, &self.media);
+        finish.started_at_ms = Some(now);
+        let inserted = self.store.insert_finished_job(job, finish).await.map_err(JobError::from)?;
+        if !inserted.deduplicated {
+            self.metrics.job_accepted();
+            self.metrics.job_finished();
+            self.delivery_wake.notify_one();
+        }
+        Ok(inserted)
     }
 
-    /// Cancels a job that has not finished and stops its generation; a finished job is
-    /// returned unchanged.
-    pub async fn cancel(&self, id: &str) -> Result<JobRecord, JobError> {
-        let record = self.get(id).await?;
+    /// Validates a submission into a job owned by the caller, within the caller's limits.
+    async fn admit(&self, caller: &Caller, submission: Submission) -> Result<crate::domain::NewJob, AcceptError> {
+        let now = self.clock.now_ms();
+        let mut job = validate::submission(submission, self.settings.rules, new_job_id(), now)?;
+        job.owner = caller.key_id.clone();
+        let max_in_flight = caller.limits.max_in_flight.unwrap_or(self.settings.max_in_flight);
+        let in_flight: u64 = self
+            .store
+            .count_jobs(&caller.key_id)
+            .await
+            .map_err(JobError::from)?
+            .iter()
+            .filter(|(status, _)| !status.is_final())
+            .map(|(_, n)| n)
+            .sum();
+        if in_flight >= u64::from(max_in_flight) {
+            return Err(AcceptError::Limited {
+                rule: format!("this key already has {in_flight} jobs queued or running; the limit is {max_in_flight}"),
+                retry_after_s: 5,
+            });
+        }
+        let per_minute = caller.limits.per_minute.unwrap_or(self.settings.per_minute);
+        if let Err(wait_s) = self.rate.admit(&caller.key_id, per_minute, now) {
+            return Err(AcceptError::Limited {
+                rule: format!("this key may submit {per_minute} jobs per minute"),
+                retry_after_s: wait_s,
+            });
+        }
+        Ok(job)
+    }
+
+    /// A job of the caller's by id.
+    pub async fn get(&self, caller: &Caller, id: &str) -> Result<JobRecord, JobError> {
+        match self.store.get_job(id).await? {
+            Some(record) if record.job.owner == caller.key_id => Ok(record),
+            _ => Err(JobError::NotFound(id.to_owned())),
+        }
+    }
+
+    /// A job's images, in order.
+    pub async fn images(&self, caller: &Caller, id: &str) -> Result<Vec<StoredImage>, JobError> {
+        self.get(caller, id).await?;
+        Ok(self.store.list_images(id).await?)
+    }
+
+    /// One image's PNG bytes.
+    pub async fn image(&self, caller: &Caller, id: &str, index: u32) -> Result<Vec<u8>, JobError> {
+        self.get(caller, id).await?;
+        self.store.get_image(id, index).await?.ok_or_else(|| JobError::NotFound(format!("{id}/{index}")))
+    }
+
+    /// An image through its signed media link: the signature, not a key, is the authority, so
+    /// a webhook receiver can fetch the URLs its callback lists.
+    pub async fn media(&self, job_id: &str, index: u32, expires: i64, sig: &str) -> Result<Vec<u8>, JobError> {
+        self.media.verify(job_id, index, expires, sig, self.clock.now_ms()).map_err(|e| JobError::Forbidden(e.to_string()))?;
+        self.store.get_image(job_id, index).await?.ok_or_else(|| JobError::NotFound(format!("{job_id}/{index}")))
+    }
+
+    /// The caller's unfinished jobs, newest first.
+    pub async fn active(&self, caller: &Caller, limit: u32) -> Result<Vec<JobRecord>, JobError> {
+        Ok(self.store.active_jobs(&caller.key_id, limit).await?)
+    }
+
+    /// How many of the caller's jobs are in each status.
+    pub async fn counts(&self, caller: &Caller) -> Result<Vec<(JobStatus, u64)>, JobError> {
+        Ok(self.store.count_jobs(&caller.key_id).await?)
+    }
+
+    /// The latest preview PNG of a running job of the caller's, if the inference server sent one.
+    pub async fn preview(&self, caller: &Caller, id: &str) -> Result<Option<Vec<u8>>, JobError> {
+        self.get(caller, id).await?;
+        Ok(self.previews.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned())
+    }
+
+    /// The models the inference servers serve, the default first.
+    pub async fn models(&self) -> Result<Vec<ModelInfo>, JobError> {
+        self.models.list().await.map_err(JobError::Unavailable)
+    }
+
+    /// Waits until the caller's job has finished or `timeout` has passed, and returns it as it
+    /// then is.
+    pub async fn wait(&self, caller: &Caller, id: &str, timeout: Duration) -> Result<JobRecord, JobError> {
+        let mut changes = self.events.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let record = self.get(caller, id).await?;
+            if record.status.is_final() {
+                return Ok(record);
+            }
+            loop {
+                match tokio::time::timeout_at(deadline, changes.recv()).await {
+                    Err(_) => return self.get(caller, id).await,
+                    Ok(Ok(changed)) if changed != id => continue,
+                    Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => return self.get(caller, id).await,
+                }
+            }
+        }
+    }
+
+    /// A receiver of the id of every job that changes, for watchers.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.events.subscribe()
+    }
+
+    /// The payload a finished job's callback carries (in its webhook format), for callers
+    /// who poll or wait instead; None while the job has not finished.
+    pub async fn outcome_json(&self, record: &JobRecord) -> Result<Option<serde_json::Value>, JobError> {
+        if !record.status.is_final() {
+            return Ok(None);
+        }
+        let images = self.store.list_images(&record.job.id).await?;
+        Ok(outbox::outcome_json(record, &images, &self.media))
+    }
+
+    /// Cancels a job of the caller's that has not finished and stops its generation; a
+    /// finished job is returned unchanged.
+    pub async fn cancel(&self, caller: &Caller, id: &str) -> Result<JobRecord, JobError> {
+        let record = self.get(caller, id).await?;
+        self.cancel_record(&record, "canceled by request").await?;
+        self.get(caller, id).await
+    }
+
+    /// Cancels a job the caller of this already checked.
+    async fn cancel_record(&self, record: &JobRecord, reason: &str) -> Result<(), JobError> {
         if !record.status.is_final() {
             let ending = Ending {
                 status: JobStatus::Canceled,
-                error: Some("canceled by request".to_owned()),
+                error: Some(reason.to_owned()),
                 images: Vec::new(),
                 info_json: String::new(),
                 finished_at_ms: self.clock.now_ms(),
             };
-            self.end(&record, ending).await?;
-            if let Some(token) = self.running_token(id) {
+            self.end(record, ending).await?;
+            if let Some(token) = self.running_token(&record.job.id) {
                 token.cancel();
             }
         }
-        self.get(id).await
+        Ok(())
     }
 
-    /// Sends a delivery again from the start of its schedule, keeping its webhook-id.
-    pub async fn redeliver(&self, delivery_id: &str) -> Result<DeliveryRecord, JobError> {
-        let record = self
-            .store
-            .redeliver(delivery_id, self.clock.now_ms())
-            .await?
-            .ok_or_else(|| JobError::DeliveryNotFound(delivery_id.to_owned()))?;
+    /// Cancels every unfinished job of the caller's that is in `which` (queued only, or
+    /// queued and running); returns how many were cancelled.
+    pub async fn cancel_all(&self, caller: &Caller, include_running: bool, reason: &str) -> Result<u64, JobError> {
+        let mut cancelled = 0;
+        for record in self.store.active_jobs(&caller.key_id, u32::MAX).await? {
+            if include_running || record.status == JobStatus::Queued {
+                self.cancel_record(&record, reason).await?;
+                cancelled += 1;
+            }
+        }
+        Ok(cancelled)
+    }
+
+    /// The deliveries of a job of the caller's.
+    pub async fn deliveries(&self, caller: &Caller, job_id: &str) -> Result<Vec<DeliveryRecord>, JobError> {
+        self.get(caller, job_id).await?;
+        Ok(self.store.list_deliveries(job_id).await?)
+    }
+
+    /// Sends a delivery of the caller's again from the start of its schedule, keeping its
+    /// webhook-id.
+    pub async fn redeliver(&self, caller: &Caller, delivery_id: &str) -> Result<DeliveryRecord, JobError> {
+        let not_found = || JobError::DeliveryNotFound(delivery_id.to_owned());
+        let delivery = self.store.get_delivery(delivery_id).await?.ok_or_else(not_found)?;
+        self.get(caller, &delivery.job_id).await.map_err(|_| not_found())?;
+        let record = self.store.redeliver(delivery_id, self.clock.now_ms()).await?.ok_or_else(not_found)?;
         self.delivery_wake.notify_one();
         Ok(record)
     }
 
     /// Writes a job's ending and its callbacks (one transaction) and wakes the deliverer.
     /// Returns false if the job had already ended.
-    pub async fn end(&self, record: &JobRecord, ending: Ending) -> Result<bool, JobError> {
+    pub(crate) async fn end(&self, record: &JobRecord, ending: Ending) -> Result<bool, JobError> {
         let finish = outbox::finish(record, ending, &self.media);
         let written = self.store.finish_job(finish).await?;
         if written {
@@ -134,7 +376,13 @@ impl JobService {
             self.delivery_wake.notify_one();
             self.events.changed(&record.job.id);
         }
+        self.previews.lock().unwrap_or_else(|p| p.into_inner()).remove(&record.job.id);
         Ok(written)
+    }
+
+    /// Keeps the latest preview of a running job.
+    fn set_preview(&self, id: &str, png: Vec<u8>) {
+        self.previews.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), png);
     }
 
     /// Registers a running generation so that [`JobService::cancel`] can stop it.
@@ -146,6 +394,7 @@ impl JobService {
 
     fn untrack(&self, id: &str) {
         self.lock_running().remove(id);
+        self.previews.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     fn running_token(&self, id: &str) -> Option<CancellationToken> {

@@ -29,22 +29,20 @@ pub fn new_delivery_id() -> String {
 /// Builds the [`JobFinish`] for `record` ended as `ending`: the stored result plus one
 /// rendered callback if the webhook asked for this event.
 pub fn finish(record: &JobRecord, ending: Ending, media: &MediaSigner) -> JobFinish {
-    let event = match ending.status {
-        JobStatus::Completed => Some(EventKind::Completed),
-        JobStatus::Failed => Some(EventKind::Failed),
-        JobStatus::Canceled => Some(EventKind::Canceled),
-        JobStatus::Queued | JobStatus::Running => None,
-    };
+    let event = event_of(ending.status);
     let mut finished = record.clone();
     finished.status = ending.status;
     finished.finished_at_ms = Some(ending.finished_at_ms);
     finished.error = ending.error.clone();
     finished.image_count = ending.images.len() as u32;
-    let deliveries = event
-        .filter(|event| record.job.webhook.events.contains(event))
-        .map(|event| render(&finished, event, &ending, media))
-        .into_iter()
-        .collect();
+    finished.info_json = ending.info_json.clone();
+    let deliveries = match (&record.job.webhook.url, event) {
+        (Some(url), Some(event)) if record.job.webhook.events.contains(&event) => {
+            let payload = render(&finished, event, &ending.images, ending.finished_at_ms, media);
+            vec![NewDelivery { id: new_delivery_id(), event, url: url.clone(), payload: to_bytes(&payload) }]
+        }
+        _ => Vec::new(),
+    };
     JobFinish {
         job_id: record.job.id.clone(),
         status: ending.status,
@@ -57,26 +55,47 @@ pub fn finish(record: &JobRecord, ending: Ending, media: &MediaSigner) -> JobFin
     }
 }
 
-fn render(finished: &JobRecord, event: EventKind, ending: &Ending, media: &MediaSigner) -> NewDelivery {
+/// The callback event a final status reports (a timeout is a failure); None for the others.
+pub fn event_of(status: JobStatus) -> Option<EventKind> {
+    match status {
+        JobStatus::Completed => Some(EventKind::Completed),
+        JobStatus::Failed | JobStatus::TimedOut => Some(EventKind::Failed),
+        JobStatus::Canceled => Some(EventKind::Canceled),
+        JobStatus::Queued | JobStatus::Running => None,
+    }
+}
+
+/// The payload of a finished job in its webhook format, as its callback carries it (media
+/// links signed now); None when the job has not finished.
+pub fn outcome_json(record: &JobRecord, images: &[StoredImage], media: &MediaSigner) -> Option<serde_json::Value> {
+    let event = event_of(record.status)?;
+    let finished_at = record.finished_at_ms.unwrap_or(record.job.created_at_ms);
+    Some(render(record, event, images, finished_at, media))
+}
+
+fn to_bytes(payload: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(payload).unwrap_or_else(|_| unreachable!("a serde_json::Value always serializes"))
+}
+
+fn render(
+    finished: &JobRecord,
+    event: EventKind,
+    images: &[StoredImage],
+    finished_at_ms: i64,
+    media: &MediaSigner,
+) -> serde_json::Value {
     let job = &finished.job;
-    let started = finished.started_at_ms.unwrap_or(ending.finished_at_ms);
     let outcome = JobOutcome {
         record: finished,
         event,
-        images: ending
-            .images
+        images: images
             .iter()
-            .map(|image| PublishedImage {
-                image,
-                url: media.url(&job.id, image.index, ending.finished_at_ms),
-            })
+            .map(|image| PublishedImage { image, url: media.url(&job.id, image.index, finished_at_ms) })
             .collect(),
-        info_json: &ending.info_json,
-        queue_ms: (started - job.created_at_ms).max(0) as u64,
-        execution_ms: (ending.finished_at_ms - started).max(0) as u64,
-        timestamp_ms: ending.finished_at_ms,
+        info_json: &finished.info_json,
+        queue_ms: finished.queue_ms(finished_at_ms),
+        execution_ms: finished.execution_ms(finished_at_ms),
+        timestamp_ms: finished_at_ms,
     };
-    let payload = serde_json::to_vec(&formats::render(&outcome))
-        .unwrap_or_else(|_| unreachable!("a serde_json::Value always serializes"));
-    NewDelivery { id: new_delivery_id(), event, url: job.webhook.url.clone(), payload }
+    formats::render(&outcome)
 }

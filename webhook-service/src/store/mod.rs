@@ -10,15 +10,16 @@ pub mod sqlite;
 use async_trait::async_trait;
 
 use crate::domain::{
-    AttemptRecord, DeliveryRecord, DeliveryTask, JobFinish, JobRecord, NewJob, StoredImage,
+    ApiKeyRecord, AttemptRecord, DeliveryRecord, DeliveryTask, JobFinish, JobRecord, JobStatus,
+    NewApiKey, NewJob, StoredImage,
 };
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database reported an error.
+    /// The database reported an error (its text: the store's backend types stay inside it).
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(String),
     /// A stored value could not be read back (a schema or encoding mismatch).
     #[error("corrupt stored value in {what}: {detail}")]
     Corrupt {
@@ -58,15 +59,47 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a queued job, or returns the earlier job with the same idempotency key.
     async fn insert_job(&self, job: NewJob) -> Result<Inserted, StoreError>;
 
+    /// Stores a job that is already finished (its ending written in the same transaction), so
+    /// no dispatcher ever takes it; an idempotent twin is returned unchanged.
+    async fn insert_finished_job(&self, job: NewJob, finish: JobFinish) -> Result<Inserted, StoreError>;
+
     /// A job by id.
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
 
-    /// Moves the oldest queued job to running (at `now_ms`) and returns it.
+    /// Takes the oldest queued job not yet dispatched for an inference server, marking it
+    /// dispatched at `now_ms` (its status stays queued until [`Store::mark_started`]), and
+    /// returns it.
     async fn claim_next_job(&self, now_ms: i64) -> Result<Option<JobRecord>, StoreError>;
 
-    /// Puts every running job back in the queue; called at start-up, when no job can really
-    /// be running. Returns how many were requeued.
+    /// Puts every dispatched or running job back in the queue; called at start-up, when no
+    /// job can really be running. Returns how many were requeued.
     async fn requeue_running_jobs(&self) -> Result<u64, StoreError>;
+
+    /// Records the job's place in the inference server's queue (its `Queued` event).
+    async fn set_queue_position(&self, job_id: &str, position: u32) -> Result<(), StoreError>;
+
+    /// Moves a queued job to running, its generation having started at `now_ms` (the first
+    /// start counts; later parts of the job keep it). A final job is left unchanged.
+    async fn mark_started(&self, job_id: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Jobs of `owner` that have not finished, newest first, at most `limit`.
+    async fn active_jobs(&self, owner: &str, limit: u32) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// How many jobs `owner` has in each status (statuses with none are left out).
+    async fn count_jobs(&self, owner: &str) -> Result<Vec<(JobStatus, u64)>, StoreError>;
+
+    /// Stores a new API key.
+    async fn insert_key(&self, key: NewApiKey) -> Result<(), StoreError>;
+
+    /// The key whose SHA-256 is `hash`, revoked or not.
+    async fn find_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Every key, oldest first.
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Revokes the key with this id or name at `now_ms`; false if there is no such key that
+    /// is still active.
+    async fn revoke_key(&self, id_or_name: &str, now_ms: i64) -> Result<bool, StoreError>;
 
     /// Records sampling progress and the model running a job.
     async fn set_progress(

@@ -82,9 +82,12 @@ impl Case {
     fn new(id: &str, format: Format, params: GenerationParams, vendor_context: Value, images: u32) -> Self {
         let job = NewJob {
             id: id.to_owned(),
+            owner: String::new(),
             params,
+            extra_parts: Vec::new(),
+            execution_timeout_ms: None,
             webhook: WebhookTarget {
-                url: "https://76e6-45-222-21-223.ngrok.io/".into(),
+                url: Some("https://76e6-45-222-21-223.ngrok.io/".into()),
                 secret: Some(Secret::new("sk-live-BEARER-never-in-a-body")),
                 format,
                 events: EventKind::ALL.to_vec(),
@@ -97,6 +100,8 @@ impl Case {
         let record = JobRecord {
             job,
             status: JobStatus::Completed,
+            dispatched_at_ms: Some(1_699_490_542_707 + 60_000),
+            queue_position: None,
             started_at_ms: Some(1_699_490_542_707 + 67_461),
             finished_at_ms: Some(1_699_490_542_707 + 67_461 + 21_171),
             progress_step: 30,
@@ -104,6 +109,7 @@ impl Case {
             image_count: images,
             error: None,
             model: "deliberate_v2".into(),
+            info_json: String::new(),
         };
         let images = (0..images)
             .map(|i| StoredImage {

@@ -8,8 +8,14 @@ mod support;
 // name `crate::domain` and `crate::store`.
 use webhook_service::{domain, store};
 
+mod a1111;
 mod api;
+mod auth;
+mod cerebrium;
 mod client;
+mod diffute;
+mod leonardo;
+mod runpod;
 mod delivery;
 mod formats;
 mod restart;

@@ -4,7 +4,7 @@
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::rows::{IMAGE_COLUMNS, JOB_COLUMNS, col, encode_events, image_from_row, job_from_row};
+use super::rows::{IMAGE_COLUMNS, JOB_COLUMNS, col, encode_events, encode_parts, image_from_row, job_from_row};
 use crate::domain::{DeliveryStatus, JobFinish, JobRecord, JobStatus, NewJob, StoredImage};
 use crate::store::{Inserted, StoreError};
 
@@ -12,25 +12,49 @@ use crate::store::{Inserted, StoreError};
 /// UNIQUE constraint decides, inside the transaction, so concurrent writers cannot both win)
 /// and the earlier job's id is returned instead.
 pub(super) fn insert_job(conn: &mut Connection, job: &NewJob) -> Result<Inserted, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let inserted = insert_job_in(&tx, job)?;
+    tx.commit()?;
+    Ok(inserted)
+}
+
+/// Inserts a job and writes its ending in the same transaction: a job answered at once (an
+/// A1111 API call through RunPod's envelope) is never seen queued, so no dispatcher runs it.
+/// A deduplicated job is returned as it is, without a second ending.
+pub(super) fn insert_finished_job(
+    conn: &mut Connection,
+    job: &NewJob,
+    finish: &JobFinish,
+) -> Result<Inserted, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let inserted = insert_job_in(&tx, job)?;
+    if !inserted.deduplicated {
+        finish_job_in(&tx, finish)?;
+    }
+    tx.commit()?;
+    Ok(inserted)
+}
+
+fn insert_job_in(tx: &rusqlite::Transaction<'_>, job: &NewJob) -> Result<Inserted, StoreError> {
     let vendor_context =
         serde_json::to_string(&job.vendor_context).map_err(|e| StoreError::Corrupt {
             what: "jobs.vendor_context",
             detail: format!("cannot encode: {e}"),
         })?;
     let webhook = &job.webhook;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let added = tx
         .prepare_cached(
             "INSERT INTO jobs (id, idempotency_key, params, webhook_url, webhook_secret, \
-             signing_secret, format, events, vendor_context, status, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+             signing_secret, format, events, vendor_context, status, created_at, owner, \
+             extra_parts, execution_timeout_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
              ON CONFLICT (idempotency_key) DO NOTHING",
         )?
         .execute(params![
             job.id,
             job.idempotency_key,
             job.params.encode_to_vec(),
-            webhook.url,
+            webhook.url.as_deref().unwrap_or_default(),
             webhook.secret.as_ref().map(|s| s.expose()),
             webhook.signing_secret.as_ref().map(|s| s.expose()),
             webhook.format.as_str(),
@@ -38,6 +62,9 @@ pub(super) fn insert_job(conn: &mut Connection, job: &NewJob) -> Result<Inserted
             vendor_context,
             JobStatus::Queued.as_str(),
             job.created_at_ms,
+            job.owner,
+            encode_parts(&job.extra_parts),
+            job.execution_timeout_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
         ])?;
     let inserted = if added == 1 {
         Inserted {
@@ -53,7 +80,6 @@ pub(super) fn insert_job(conn: &mut Connection, job: &NewJob) -> Result<Inserted
             deduplicated: true,
         }
     };
-    tx.commit()?;
     Ok(inserted)
 }
 
@@ -64,8 +90,8 @@ pub(super) fn get_job(conn: &Connection, id: &str) -> Result<Option<JobRecord>, 
     rows.next()?.map(job_from_row).transpose()
 }
 
-/// Moves the oldest queued job (by `created_at`, then insertion order) to running with
-/// `started_at = now_ms`, and returns it.
+/// Marks the oldest undispatched queued job (by `created_at`, then insertion order) dispatched
+/// at `now_ms`, and returns it; it stays queued until its generation starts.
 pub(super) fn claim_next_job(
     conn: &mut Connection,
     now_ms: i64,
@@ -73,8 +99,9 @@ pub(super) fn claim_next_job(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let id: Option<String> = tx
         .prepare_cached(
-            "UPDATE jobs SET status = 'running', started_at = ?1 WHERE id = \
-             (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1) \
+            "UPDATE jobs SET dispatched_at = ?1 WHERE id = \
+             (SELECT id FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL \
+              ORDER BY created_at, rowid LIMIT 1) \
              RETURNING id",
         )?
         .query_row([now_ms], |row| row.get(0))
@@ -87,16 +114,65 @@ pub(super) fn claim_next_job(
     Ok(job)
 }
 
-/// Puts every running job back in the queue, clearing its start time and progress (it will
-/// start over). Returns how many were requeued.
+/// Puts every dispatched or running job back in the queue, clearing its dispatch and start
+/// times and progress (it will start over). Returns how many were requeued.
 pub(super) fn requeue_running_jobs(conn: &Connection) -> Result<u64, StoreError> {
     let n = conn
         .prepare_cached(
-            "UPDATE jobs SET status = 'queued', started_at = NULL, progress_step = 0 \
-             WHERE status = 'running'",
+            "UPDATE jobs SET status = 'queued', started_at = NULL, dispatched_at = NULL, \
+             queue_position = NULL, progress_step = 0 \
+             WHERE status = 'running' OR (status = 'queued' AND dispatched_at IS NOT NULL)",
         )?
         .execute([])?;
     Ok(n as u64)
+}
+
+/// Records the inference server's queue position of a queued job.
+pub(super) fn set_queue_position(conn: &Connection, job_id: &str, position: u32) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE jobs SET queue_position = ?2 WHERE id = ?1 AND status = 'queued'")?
+        .execute(params![job_id, position])?;
+    Ok(())
+}
+
+/// Queued → running with `started_at = now_ms`; a running job keeps its first start.
+pub(super) fn mark_started(conn: &Connection, job_id: &str, now_ms: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?2), \
+         queue_position = NULL WHERE id = ?1 AND status IN ('queued', 'running')",
+    )?
+    .execute(params![job_id, now_ms])?;
+    Ok(())
+}
+
+/// Unfinished jobs of `owner`, newest first.
+pub(super) fn active_jobs(conn: &Connection, owner: &str, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ?1 AND status IN ('queued', 'running') \
+         ORDER BY created_at DESC, rowid DESC LIMIT ?2"
+    ))?;
+    let mut rows = stmt.query(params![owner, limit])?;
+    let mut jobs = Vec::new();
+    while let Some(row) = rows.next()? {
+        jobs.push(job_from_row(row)?);
+    }
+    Ok(jobs)
+}
+
+/// Jobs of `owner` per status.
+pub(super) fn count_jobs(conn: &Connection, owner: &str) -> Result<Vec<(JobStatus, u64)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM jobs WHERE owner = ?1 GROUP BY status")?;
+    let mut rows = stmt.query([owner])?;
+    let mut counts = Vec::new();
+    while let Some(row) = rows.next()? {
+        let status: String = col(row, 0, "jobs.status")?;
+        let status = status.parse().map_err(|e: crate::domain::UnknownName| StoreError::Corrupt {
+            what: "jobs.status",
+            detail: e.to_string(),
+        })?;
+        let n: i64 = col(row, 1, "jobs.status")?;
+        counts.push((status, n.max(0) as u64));
+    }
+    Ok(counts)
 }
 
 /// Records progress and model of a job that has not finished; a finished or unknown job is left
@@ -127,6 +203,14 @@ pub(super) fn finish_job(conn: &mut Connection, finish: &JobFinish) -> Result<bo
         });
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let written = finish_job_in(&tx, finish)?;
+    if written {
+        tx.commit()?;
+    }
+    Ok(written)
+}
+
+fn finish_job_in(tx: &rusqlite::Transaction<'_>, finish: &JobFinish) -> Result<bool, StoreError> {
     let changed = tx
         .prepare_cached(
             "UPDATE jobs SET status = ?2, error = ?3, finished_at = ?4, \
@@ -142,7 +226,7 @@ pub(super) fn finish_job(conn: &mut Connection, finish: &JobFinish) -> Result<bo
             finish.info_json,
         ])?;
     if changed == 0 {
-        return Ok(false); // dropping `tx` rolls back (nothing was written anyway)
+        return Ok(false); // the caller's transaction rolls back (nothing was written anyway)
     }
     {
         let mut image = tx.prepare_cached(
@@ -174,7 +258,6 @@ pub(super) fn finish_job(conn: &mut Connection, finish: &JobFinish) -> Result<bo
             ])?;
         }
     }
-    tx.commit()?;
     Ok(true)
 }
 

@@ -8,7 +8,10 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The migration scripts, in order.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_callers.sql"),
+];
 
 /// The schema version this build writes and understands.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

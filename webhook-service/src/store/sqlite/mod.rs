@@ -11,6 +11,7 @@
 
 mod deliveries;
 mod jobs;
+mod keys;
 mod migrate;
 mod rows;
 #[cfg(test)]
@@ -27,8 +28,15 @@ use tokio::sync::oneshot;
 
 use super::{Inserted, Store, StoreError};
 use crate::domain::{
-    AttemptRecord, DeliveryRecord, DeliveryTask, JobFinish, JobRecord, NewJob, StoredImage,
+    ApiKeyRecord, AttemptRecord, DeliveryRecord, DeliveryTask, JobFinish, JobRecord, JobStatus,
+    NewApiKey, NewJob, StoredImage,
 };
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -142,21 +150,72 @@ impl Store for SqliteStore {
         self.call(move |c| jobs::insert_job(c, &job)).await
     }
 
+    /// Inserts the job and writes its ending in one transaction.
+    async fn insert_finished_job(&self, job: NewJob, finish: JobFinish) -> Result<Inserted, StoreError> {
+        self.call(move |c| jobs::insert_finished_job(c, &job, &finish)).await
+    }
+
     /// A job by id, with its image count.
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let id = id.to_owned();
         self.call(move |c| jobs::get_job(c, &id)).await
     }
 
-    /// Moves the oldest queued job (by `created_at`, then insertion order) to running with
-    /// `started_at = now_ms` and returns it; None if the queue is empty.
+    /// Marks the oldest undispatched queued job (by `created_at`, then insertion order)
+    /// dispatched at `now_ms` and returns it; None if there is none.
     async fn claim_next_job(&self, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
         self.call(move |c| jobs::claim_next_job(c, now_ms)).await
     }
 
-    /// Moves every running job back to queued, clearing `started_at` and `progress_step`.
+    /// Moves every dispatched or running job back to queued, clearing `dispatched_at`,
+    /// `started_at` and `progress_step`.
     async fn requeue_running_jobs(&self) -> Result<u64, StoreError> {
         self.call(|c| jobs::requeue_running_jobs(c)).await
+    }
+
+    /// Sets `queue_position` of a queued job.
+    async fn set_queue_position(&self, job_id: &str, position: u32) -> Result<(), StoreError> {
+        let job_id = job_id.to_owned();
+        self.call(move |c| jobs::set_queue_position(c, &job_id, position)).await
+    }
+
+    /// Queued → running at `now_ms`; a running job keeps its first `started_at`.
+    async fn mark_started(&self, job_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let job_id = job_id.to_owned();
+        self.call(move |c| jobs::mark_started(c, &job_id, now_ms)).await
+    }
+
+    /// Queued and running jobs of `owner`, newest first.
+    async fn active_jobs(&self, owner: &str, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
+        let owner = owner.to_owned();
+        self.call(move |c| jobs::active_jobs(c, &owner, limit)).await
+    }
+
+    /// `owner`'s jobs per status.
+    async fn count_jobs(&self, owner: &str) -> Result<Vec<(JobStatus, u64)>, StoreError> {
+        let owner = owner.to_owned();
+        self.call(move |c| jobs::count_jobs(c, &owner)).await
+    }
+
+    /// Inserts into `api_keys`.
+    async fn insert_key(&self, key: NewApiKey) -> Result<(), StoreError> {
+        self.call(move |c| keys::insert(c, &key)).await
+    }
+
+    /// Looks a key up by its SHA-256.
+    async fn find_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.call(move |c| keys::find(c, &hash)).await
+    }
+
+    /// Every key, oldest first.
+    async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.call(|c| keys::list(c)).await
+    }
+
+    /// Sets `revoked_at` of the active key with this id or name.
+    async fn revoke_key(&self, id_or_name: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let id = id_or_name.to_owned();
+        self.call(move |c| keys::revoke(c, &id, now_ms)).await
     }
 
     /// Stores progress and model for a job that is not final; otherwise does nothing.

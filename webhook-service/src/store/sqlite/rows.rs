@@ -22,7 +22,28 @@ use crate::store::StoreError;
 pub(super) const JOB_COLUMNS: &str = "id, idempotency_key, params, webhook_url, webhook_secret, \
      signing_secret, format, events, vendor_context, status, created_at, started_at, \
      finished_at, progress_step, progress_total, model, error, \
-     (SELECT COUNT(*) FROM images WHERE images.job_id = jobs.id)";
+     (SELECT COUNT(*) FROM images WHERE images.job_id = jobs.id), \
+     owner, extra_parts, execution_timeout_ms, dispatched_at, queue_position, info_json";
+
+/// How `jobs.extra_parts` is stored: a protobuf message holding the list.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Parts {
+    #[prost(message, repeated, tag = "1")]
+    items: Vec<GenerationParams>,
+}
+
+/// Encodes `jobs.extra_parts`: NULL for none.
+pub(super) fn encode_parts(parts: &[GenerationParams]) -> Option<Vec<u8>> {
+    (!parts.is_empty()).then(|| Parts { items: parts.to_vec() }.encode_to_vec())
+}
+
+fn decode_parts(bytes: Option<Vec<u8>>) -> Result<Vec<GenerationParams>, StoreError> {
+    let Some(bytes) = bytes else { return Ok(Vec::new()) };
+    Parts::decode(bytes.as_slice()).map(|p| p.items).map_err(|e| StoreError::Corrupt {
+        what: "jobs.extra_parts",
+        detail: format!("not a list of GenerationParams: {e}"),
+    })
+}
 
 /// Reads a job selected with [`JOB_COLUMNS`].
 pub(super) fn job_from_row(row: &Row<'_>) -> Result<JobRecord, StoreError> {
@@ -42,8 +63,13 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<JobRecord, StoreError> {
         job: NewJob {
             id: col(row, 0, "jobs.id")?,
             params,
+            owner: col(row, 18, "jobs.owner")?,
+            extra_parts: decode_parts(col(row, 19, "jobs.extra_parts")?)?,
+            execution_timeout_ms: col::<Option<i64>>(row, 20, "jobs.execution_timeout_ms")?
+                .map(|ms| u64::try_from(ms).map_err(|_| out_of_range("jobs.execution_timeout_ms", ms)))
+                .transpose()?,
             webhook: WebhookTarget {
-                url: col(row, 3, "jobs.webhook_url")?,
+                url: Some(col::<String>(row, 3, "jobs.webhook_url")?).filter(|url| !url.is_empty()),
                 secret: secret(row, 4, "jobs.webhook_secret")?,
                 format: parsed::<Format>(row, 6, "jobs.format")?,
                 events,
@@ -54,6 +80,10 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<JobRecord, StoreError> {
             created_at_ms: col(row, 10, "jobs.created_at")?,
         },
         status: parsed::<JobStatus>(row, 9, "jobs.status")?,
+        dispatched_at_ms: col(row, 21, "jobs.dispatched_at")?,
+        queue_position: col::<Option<i64>>(row, 22, "jobs.queue_position")?
+            .map(|p| u32::try_from(p).map_err(|_| out_of_range("jobs.queue_position", p)))
+            .transpose()?,
         started_at_ms: col(row, 11, "jobs.started_at")?,
         finished_at_ms: col(row, 12, "jobs.finished_at")?,
         progress_step: count(row, 13, "jobs.progress_step")?,
@@ -61,6 +91,7 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<JobRecord, StoreError> {
         model: col(row, 15, "jobs.model")?,
         error: col(row, 16, "jobs.error")?,
         image_count: count(row, 17, "images.idx")?,
+        info_json: col(row, 23, "jobs.info_json")?,
     })
 }
 
@@ -216,18 +247,18 @@ pub(super) fn col<T: FromSql>(
             detail: format!("cannot convert {found} value: {cause}"),
         },
         rusqlite::Error::IntegralValueOutOfRange(_, value) => out_of_range(what, value),
-        other => StoreError::Database(other),
+        other => other.into(),
     })
 }
 
 /// Reads a non-negative count or index that fits a `u32`.
-fn count(row: &Row<'_>, index: usize, what: &'static str) -> Result<u32, StoreError> {
+pub(super) fn count(row: &Row<'_>, index: usize, what: &'static str) -> Result<u32, StoreError> {
     let value: i64 = col(row, index, what)?;
     u32::try_from(value).map_err(|_| out_of_range(what, value))
 }
 
 /// Reads a nullable secret; the value goes straight into a [`Secret`].
-fn secret(row: &Row<'_>, index: usize, what: &'static str) -> Result<Option<Secret>, StoreError> {
+pub(super) fn secret(row: &Row<'_>, index: usize, what: &'static str) -> Result<Option<Secret>, StoreError> {
     Ok(col::<Option<String>>(row, index, what)?.map(Secret::new))
 }
 

@@ -33,6 +33,8 @@ pub fn test_config(dir: &tempfile::TempDir, inference: SocketAddr) -> Config {
         allow_private: vec!["127.0.0.0/8".parse().unwrap()],
         clock: Clock::manual(1_700_000_000_000),
         signing_key: Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        // These tests are about jobs and deliveries; `auth.rs` runs with keys required.
+        auth: webhook_service::auth::AuthMode::Disabled,
         ..Config::default()
     }
 }
@@ -95,4 +97,35 @@ pub async fn wait_deliveries(
         assert!(tokio::time::Instant::now() < deadline, "deliveries never reached the expected state: {list:#?}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+impl Service {
+    /// Creates an API key in the service's database (as `webhook-service keys create` does)
+    /// and returns it.
+    pub async fn create_key(&self, name: &str) -> String {
+        create_key_in(&self.dir.path().join("jobs.db"), webhook_service::auth::KeySpec { name: name.into(), ..Default::default() }).await
+    }
+}
+
+/// Creates a key with `spec` in the database at `path`.
+pub async fn create_key_in(path: &std::path::Path, spec: webhook_service::auth::KeySpec) -> String {
+    let store = webhook_service::store::sqlite::SqliteStore::open(path).unwrap();
+    let ring = webhook_service::auth::KeyRing::new(
+        std::sync::Arc::new(store),
+        Clock::system(),
+        webhook_service::auth::AuthMode::Required,
+    );
+    ring.create(spec).await.unwrap().key
+}
+
+/// A config like [`test_config`] with API keys required.
+pub fn test_config_with_auth(dir: &tempfile::TempDir, inference: SocketAddr) -> Config {
+    Config { auth: webhook_service::auth::AuthMode::Required, ..test_config(dir, inference) }
+}
+
+/// A gRPC request carrying `key` as `authorization: Bearer`.
+pub fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
 }

@@ -18,6 +18,9 @@ pub const URL: &str = "https://hooks.example.com/in";
 
 pub fn job(id: &str, key: Option<&str>, created_at_ms: i64) -> NewJob {
     NewJob {
+        owner: String::new(),
+        extra_parts: Vec::new(),
+        execution_timeout_ms: None,
         id: id.to_owned(),
         params: GenerationParams {
             prompt: "a (red:1.2) fox".into(),
@@ -30,7 +33,7 @@ pub fn job(id: &str, key: Option<&str>, created_at_ms: i64) -> NewJob {
             ..Default::default()
         },
         webhook: WebhookTarget {
-            url: URL.to_owned(),
+            url: Some(URL.to_owned()),
             secret: Some(Secret::new("bearer-s3cret")),
             format: Format::Runpod,
             events: vec![EventKind::Completed, EventKind::Failed],

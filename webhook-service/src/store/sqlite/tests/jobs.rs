@@ -64,10 +64,22 @@ async fn queue_is_claimed_oldest_first_and_requeued() {
     }
     let first = store.claim_next_job(500).await.unwrap().unwrap();
     assert_eq!(first.job.id, "early");
+    // Dispatched, but queued until the inference server starts it.
     assert_eq!(
-        (first.status, first.started_at_ms),
-        (JobStatus::Running, Some(500))
+        (first.status, first.dispatched_at_ms, first.started_at_ms),
+        (JobStatus::Queued, Some(500), None)
     );
+    store.set_queue_position("early", 3).await.unwrap();
+    assert_eq!(store.get_job("early").await.unwrap().unwrap().queue_position, Some(3));
+    store.mark_started("early", 550).await.unwrap();
+    let started = store.get_job("early").await.unwrap().unwrap();
+    assert_eq!(
+        (started.status, started.started_at_ms, started.queue_position),
+        (JobStatus::Running, Some(550), None)
+    );
+    // A later part's start keeps the first.
+    store.mark_started("early", 580).await.unwrap();
+    assert_eq!(store.get_job("early").await.unwrap().unwrap().started_at_ms, Some(550));
     assert_eq!(
         store.claim_next_job(501).await.unwrap().unwrap().job.id,
         "middle"
@@ -94,6 +106,7 @@ async fn finish_job_writes_everything_once_and_atomically() {
     let store = SqliteStore::open_in_memory().unwrap();
     store.insert_job(job("j1", None, 100)).await.unwrap();
     store.claim_next_job(200).await.unwrap();
+    store.mark_started("j1", 200).await.unwrap();
 
     // A duplicate delivery id fails the transaction: nothing of it may remain.
     let bad = finish("j1", 1000, vec![delivery("d1", URL), delivery("d1", URL)]);

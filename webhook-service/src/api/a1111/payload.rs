@@ -1,10 +1,10 @@
-//! AUTOMATIC1111 txt2img/img2img JSON payloads, as callers and vendors (RunPod) send them.
+//! AUTOMATIC1111 txt2img/img2img JSON payloads, as callers and vendors (RunPod, Cerebrium) send them.
 
 use base64::Engine;
 use sdserve_proto::v1::GenerationParams;
 use serde::Deserialize;
 
-use super::validate::FieldError;
+use crate::api::validate::FieldError;
 
 /// The A1111 fields sdserve understands; others (restore_faces, enable_hr, ...) are ignored.
 #[derive(Debug, Clone, Default, Deserialize)]

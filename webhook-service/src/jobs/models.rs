@@ -1,0 +1,47 @@
+//! The models the inference servers serve, asked with `ListModels` and kept for a short while,
+//! for the APIs that list or select models (A1111 `sd-models`, Cerebrium's `{model}`,
+//! Diffute's `pretrained_model_name`).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sdserve_proto::v1::inference_client::InferenceClient;
+use sdserve_proto::v1::{ListModelsRequest, ModelInfo};
+use tonic::transport::Channel;
+
+/// How long a model list is reused.
+const CACHE_TTL: Duration = Duration::from_secs(30);
+/// How long `ListModels` may take.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// The inference servers' models, cached.
+pub struct ModelCatalog {
+    client: InferenceClient<Channel>,
+    cache: Mutex<Option<(Instant, Vec<ModelInfo>)>>,
+}
+
+impl ModelCatalog {
+    /// A catalog asking through `client`.
+    pub fn new(client: InferenceClient<Channel>) -> Self {
+        Self { client, cache: Mutex::new(None) }
+    }
+
+    /// The served models, the default first; an error says why the servers could not be asked.
+    pub async fn list(&self) -> Result<Vec<ModelInfo>, String> {
+        if let Some((at, models)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(models.clone());
+        }
+        let mut request = tonic::Request::new(ListModelsRequest {});
+        request.set_timeout(DEADLINE);
+        let mut client = self.client.clone();
+        let models = match tokio::time::timeout(DEADLINE, client.list_models(request)).await {
+            Ok(Ok(response)) => response.into_inner().models,
+            Ok(Err(status)) => return Err(format!("the inference server cannot list its models: {}", status.message())),
+            Err(_) => return Err(format!("the inference server did not list its models within {DEADLINE:?}")),
+        };
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), models.clone()));
+        Ok(models)
+    }
+}

@@ -1,0 +1,1 @@
+//! auth API tests (filled in by the auth work).

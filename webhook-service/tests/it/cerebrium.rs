@@ -1,0 +1,1 @@
+//! cerebrium API tests (filled in by the cerebrium work).

@@ -1,0 +1,1 @@
+//! diffute API tests (filled in by the diffute work).

@@ -1,0 +1,1 @@
+//! leonardo API tests (filled in by the leonardo work).

@@ -1,0 +1,1 @@
+//! runpod API tests (filled in by the runpod work).
