@@ -185,6 +185,32 @@ async fn reflection_lists_the_services() {
     service.stop().await;
 }
 
+/// grpcurl 1.8, the one the package registries carry, speaks only reflection v1alpha.
+#[tokio::test]
+async fn reflection_v1alpha_lists_the_services_too() {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+
+    let service = service().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc)).unwrap().connect().await.unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let list = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let symbol = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("sdserve.v1.Jobs".into())),
+    };
+    let mut replies = client.server_reflection_info(tokio_stream::iter([list, symbol])).await.unwrap().into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else { panic!("{reply:?}") };
+    assert!(list.service.iter().any(|s| s.name == "sdserve.v1.Jobs"), "{list:?}");
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else { panic!("{reply:?}") };
+    assert!(!files.file_descriptor_proto.is_empty());
+    service.stop().await;
+}
+
 #[tokio::test]
 async fn watch_job_streams_until_the_job_ends() {
     let service = service().await;

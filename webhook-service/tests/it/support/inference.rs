@@ -22,7 +22,8 @@ pub fn tiny_png() -> Vec<u8> {
 }
 
 /// Behaviour chosen by the prompt: `fail` → a Failed event; `reject` → INVALID_ARGUMENT;
-/// `slow` → 3 s before the images; anything else succeeds with `batch_size` images.
+/// `slow` → 3 s before the images; `queued` → waits 1 s in the queue (position 2) before
+/// starting and works 1 s; anything else succeeds with `batch_size` images.
 #[derive(Default)]
 pub struct FakeInference {
     /// Generate calls received.
@@ -52,8 +53,15 @@ impl Inference for FakeServer {
         tokio::spawn(async move {
             let seed = params.seed.filter(|s| *s >= 0).unwrap_or(1234);
             let steps = params.steps.unwrap_or(20);
-            let _ = tx.send(event(Event::Queued(pb::Queued { position: 0 }))).await;
+            let queued = params.prompt == "queued";
+            let _ = tx.send(event(Event::Queued(pb::Queued { position: if queued { 2 } else { 0 } }))).await;
+            if queued {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             let _ = tx.send(event(Event::Started(pb::Started { model: "tiny-sd1".into(), seed }))).await;
+            if queued {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             for step in 1..=steps {
                 let _ = tx.send(event(Event::Progress(pb::Progress { step, total: steps, preview_png: vec![] }))).await;
             }

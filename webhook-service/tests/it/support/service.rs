@@ -129,3 +129,22 @@ pub fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
     request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
     request
 }
+
+/// [`wait_deliveries`] for a service with keys required: each call carries `key`.
+pub async fn wait_deliveries_with_key(
+    client: &mut JobsClient<Channel>,
+    job_id: &str,
+    key: &str,
+    mut done: impl FnMut(&[pb::Delivery]) -> bool,
+) -> Vec<pb::Delivery> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let request = with_key(pb::ListDeliveriesRequest { job_id: job_id.into() }, key);
+        let list = client.list_deliveries(request).await.unwrap().into_inner().deliveries;
+        if done(&list) {
+            return list;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "deliveries never reached the expected state: {list:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
