@@ -63,6 +63,9 @@ echo "== starting inference-server"
   2> "$WORK/inference.log" &
 PIDS+=($!)
 
+echo "== creating an API key (webhook-service keys create prints the key and nothing else)"
+API_KEY="$("$BIN/webhook-service" keys create --name demo --database "sqlite://$WORK/webhooks.db")"
+
 echo "== starting webhook-service"
 "$BIN/webhook-service" serve --database "sqlite://$WORK/webhooks.db" \
   --allow-http --allow-private 127.0.0.0/8 2> "$WORK/webhook.log" &
@@ -71,7 +74,8 @@ wait_for "webhook-service" curl -sf http://127.0.0.1:8080/healthz
 wait_for "inference-server" bash -c 'exec 3<>/dev/tcp/127.0.0.1/50051'
 
 echo "== submitting a job"
-curl -sS -X POST http://127.0.0.1:8080/v1/jobs -H 'content-type: application/json' -d '{
+curl -sS -X POST http://127.0.0.1:8080/v1/jobs -H "authorization: Bearer $API_KEY" \
+  -H 'content-type: application/json' -d '{
   "params": {"prompt": "a tiny red fox", "steps": 4, "width": 64, "height": 64, "seed": 42, "sampler_name": "Euler"},
   "webhook": {"url": "http://127.0.0.1:'"$RECEIVER_PORT"'/hook", "format": "standard"}
 }'

@@ -8,7 +8,7 @@ gives the ids of `openai/clip-vit-large-patch14` with no download.
 
 Run from anywhere, with any Python that has `transformers` (5.x) and `tokenizers`:
 
-    /work/.venv-ref/bin/python tests/parity/tokenizer_goldens.py
+    /work/.venv-ref/bin/python inference-server/tests/parity/tokenizer_goldens.py
 
 or `python -m venv v && v/bin/pip install transformers tokenizers && v/bin/python ...`.
 It rewrites `inference-server/tests/goldens/tokenizer.json`; prompts are deterministic, so
@@ -314,7 +314,7 @@ def main() -> None:
     sd2_cases = [{"prompt": t, "input_ids": padded(sd2, t)} for t in all_prompts if "!" not in t][:40]
 
     header = {
-        "generator": "tests/parity/tokenizer_goldens.py",
+        "generator": "inference-server/tests/parity/tokenizer_goldens.py",
         "reference": f"transformers {transformers.__version__} CLIPTokenizer, tokenizers {tokenizers.__version__}",
         "context_length": CONTEXT_LENGTH,
         "sd1_pad_id": sd1.pad_token_id,
