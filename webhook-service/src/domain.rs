@@ -333,6 +333,9 @@ pub struct DeliveryTask {
     pub secret: Option<Secret>,
     /// Per-job Standard Webhooks key.
     pub signing_secret: Option<Secret>,
+    /// The job's callback format: some formats add headers of their own (Diffute's
+    /// `Authentication`).
+    pub format: Format,
     /// Attempts already made in all (this one is number `attempts_made + 1`).
     pub attempts_made: u32,
     /// Attempts made since the delivery was created or last redelivered: the position in the

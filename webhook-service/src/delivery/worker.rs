@@ -12,7 +12,7 @@ use super::client::{SendOutcome, WebhookClient};
 use super::retry::RetryPolicy;
 use super::signing::SigningKey;
 use crate::clock::Clock;
-use crate::domain::{AttemptRecord, DeliveryTask, NextStep};
+use crate::domain::{AttemptRecord, DeliveryTask, Format, NextStep};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -137,7 +137,8 @@ impl Deliverer {
         self.wake.notify_one();
     }
 
-    /// The request headers: content type, Standard Webhooks id/timestamp/signature, bearer.
+    /// The request headers: content type, Standard Webhooks id/timestamp/signature, bearer
+    /// (also as `Authentication` for Diffute).
     fn prepare(&self, task: &DeliveryTask, at_ms: i64) -> Vec<(String, String)> {
         let timestamp = at_ms.div_euclid(1000);
         let mut headers = vec![
@@ -156,7 +157,13 @@ impl Deliverer {
             headers.push(("webhook-signature".to_owned(), key.sign(&task.id, timestamp, &task.payload)));
         }
         if let Some(secret) = &task.secret {
-            headers.push(("authorization".to_owned(), format!("Bearer {}", secret.expose())));
+            let bearer = format!("Bearer {}", secret.expose());
+            // Diffute's document names the header `Authentication`; `Authorization` is what
+            // every HTTP stack reads, so Diffute receivers get both.
+            if task.format == Format::Diffute {
+                headers.push(("authentication".to_owned(), bearer.clone()));
+            }
+            headers.push(("authorization".to_owned(), bearer));
         }
         headers
     }

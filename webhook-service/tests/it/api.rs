@@ -130,7 +130,7 @@ async fn http_api_answers_422_and_400_with_json_bodies() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().len() > 5, "{body}");
 
-    let cerebrium = format!("http://{}/cerebrium/sd/predict", service.http);
+    let cerebrium = format!("http://{}/cerebrium/tiny-sd1/predict", service.http);
     let response = client.post(&cerebrium).json(&serde_json::json!({"prompt": "p", "webhook_endpoint": "ftp://x/"})).send().await.unwrap();
     assert_eq!(response.status(), 422);
     let body: serde_json::Value = response.json().await.unwrap();

@@ -129,7 +129,7 @@ pub(super) fn delivery_from_row(row: &Row<'_>) -> Result<DeliveryRecord, StoreEr
 
 /// Columns read by [`task_from_row`], for `... FROM deliveries d JOIN jobs j ON j.id = d.job_id`.
 pub(super) const TASK_COLUMNS: &str = "d.id, d.job_id, d.url, d.payload, j.webhook_secret, \
-     j.signing_secret, d.attempts_made, d.round_attempts";
+     j.signing_secret, d.attempts_made, d.round_attempts, j.format";
 
 /// Reads a leased delivery selected with [`TASK_COLUMNS`].
 pub(super) fn task_from_row(row: &Row<'_>) -> Result<DeliveryTask, StoreError> {
@@ -142,6 +142,7 @@ pub(super) fn task_from_row(row: &Row<'_>) -> Result<DeliveryTask, StoreError> {
         signing_secret: secret(row, 5, "jobs.signing_secret")?,
         attempts_made: count(row, 6, "deliveries.attempts_made")?,
         round_attempts: count(row, 7, "deliveries.round_attempts")?,
+        format: parsed::<Format>(row, 8, "jobs.format")?,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -28,6 +28,8 @@ pub fn tiny_png() -> Vec<u8> {
 pub struct FakeInference {
     /// Generate calls received.
     pub calls: AtomicUsize,
+    /// The parameters of every Generate call received, in order.
+    pub received: Mutex<Vec<pb::GenerationParams>>,
 }
 
 /// The gRPC face of a shared [`FakeInference`].
@@ -46,6 +48,7 @@ impl Inference for FakeServer {
     async fn generate(&self, request: Request<pb::GenerateRequest>) -> Result<Response<Events>, Status> {
         self.0.calls.fetch_add(1, Ordering::SeqCst);
         let params = request.into_inner().params.unwrap_or_default();
+        self.0.received.lock().unwrap().push(params.clone());
         if params.prompt == "reject" {
             return Err(Status::invalid_argument("params.steps: must be between 1 and 150"));
         }
@@ -89,7 +92,8 @@ impl Inference for FakeServer {
     }
 
     async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
-        Ok(Response::new(pb::ListModelsResponse::default()))
+        let model = pb::ModelInfo { name: "tiny-sd1".into(), variant: "sd1".into(), device: "cpu".into(), ..Default::default() };
+        Ok(Response::new(pb::ListModelsResponse { models: vec![model] }))
     }
 }
 
