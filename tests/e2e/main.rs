@@ -5,5 +5,7 @@
 
 mod harness;
 
+mod cerebrium;
+mod diffute;
 mod isolation;
 mod reflection;
