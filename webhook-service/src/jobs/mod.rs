@@ -100,6 +100,7 @@ pub struct JobService {
     models: ModelCatalog,
     running: Mutex<HashMap<String, CancellationToken>>,
     previews: Mutex<HashMap<String, Vec<u8>>>,
+    preferred_models: Mutex<HashMap<String, String>>,
 }
 
 impl JobService {
@@ -126,6 +127,7 @@ impl JobService {
             models,
             running: Mutex::new(HashMap::new()),
             previews: Mutex::new(HashMap::new()),
+            preferred_models: Mutex::new(HashMap::new()),
         })
     }
 
@@ -272,6 +274,19 @@ impl JobService {
     /// The models the inference servers serve, the default first.
     pub async fn models(&self) -> Result<Vec<ModelInfo>, JobError> {
         self.models.list().await.map_err(JobError::Unavailable)
+    }
+
+    /// The model the caller chose as its default (A1111's `POST /sdapi/v1/options` with
+    /// `sd_model_checkpoint`), used by its jobs that name none. Kept in memory per key: a
+    /// restart forgets it, as A1111 forgets an unsaved setting.
+    pub fn preferred_model(&self, caller: &Caller) -> Option<String> {
+        self.preferred_models.lock().unwrap_or_else(|p| p.into_inner()).get(&caller.key_id).cloned()
+    }
+
+    /// Sets the caller's default model (a name [`JobService::models`] lists; the caller of this
+    /// checks it).
+    pub fn set_preferred_model(&self, caller: &Caller, model: &str) {
+        self.preferred_models.lock().unwrap_or_else(|p| p.into_inner()).insert(caller.key_id.clone(), model.to_owned());
     }
 
     /// Waits until the caller's job has finished or `timeout` has passed, and returns it as it
