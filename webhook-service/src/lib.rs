@@ -97,6 +97,7 @@ pub async fn run(
         max_in_flight: config.max_in_flight,
         per_minute: config.per_minute,
         sync_wait: config.sync_wait,
+        generation_slots: config.generation_concurrency.max(1),
     };
     let jobs = JobService::new(
         store.clone(),

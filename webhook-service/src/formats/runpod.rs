@@ -1,13 +1,20 @@
 //! The `runpod` callback: RunPod serverless' job-status object as its A1111 worker fills it
 //! (seeds 000/001): `delayTime`, `executionTime`, `id`, `input`, `output` (`images` as base64 PNG,
 //! `info` as a JSON *string*, `parameters` as the A1111 request with defaults), `status`, `webhook`.
-//! A failed or cancelled job carries `error` instead of `output`, as RunPod's status object does.
+//! A failed, cancelled or timed-out job carries `error` instead of `output`, as RunPod's status
+//! object does. An A1111 API call answered without a generation (`input.api` naming e.g.
+//! `GET /sdapi/v1/sd-models`, marked by `"api_answer": true` in the vendor context) has that
+//! endpoint's answer as its `output`, as RunPod's A1111 worker returns it.
 
 use serde_json::{Value, json};
 
 use super::params::{Resolved, number};
 use super::base64_images;
-use crate::domain::{EventKind, JobOutcome};
+use crate::domain::{EventKind, JobOutcome, JobRecord, JobStatus, PublishedImage, StoredImage};
+
+/// The vendor-context key marking a job answered at once from an A1111 API call: its stored
+/// info JSON is the answer, rendered as `output`.
+pub const API_ANSWER: &str = "api_answer";
 
 /// Renders `outcome` as a `runpod` callback.
 pub fn render(outcome: &JobOutcome<'_>) -> Value {
@@ -24,10 +31,15 @@ pub fn render(outcome: &JobOutcome<'_>) -> Value {
         "executionTime": outcome.execution_ms,
         "id": job.id,
         "input": input,
-        "status": status(outcome.event),
+        "status": status(outcome),
         "webhook": job.webhook.url,
     });
     match outcome.event {
+        EventKind::Completed if is_api_answer(&job.vendor_context) => {
+            // Stored by `JobService::answer` from a JSON value, so it parses back; anything
+            // else is passed on as the string it is rather than dropped.
+            body["output"] = serde_json::from_str(outcome.info_json).unwrap_or_else(|_| json!(outcome.info_json));
+        }
         EventKind::Completed => {
             body["output"] = json!({
                 "images": base64_images(outcome),
@@ -45,11 +57,57 @@ pub fn render(outcome: &JobOutcome<'_>) -> Value {
     body
 }
 
-fn status(event: EventKind) -> &'static str {
-    match event {
-        EventKind::Completed => "COMPLETED",
-        EventKind::Failed => "FAILED",
-        EventKind::Canceled => "CANCELLED",
+/// The RunPod status object of a finished job whatever its callback format (a job submitted
+/// through another API, read through RunPod's `/status`); None while it has not finished.
+/// RunPod's object carries its images inline, so no media links are made.
+pub fn finished_object(record: &JobRecord, images: &[StoredImage]) -> Option<Value> {
+    let event = match record.status {
+        JobStatus::Completed => EventKind::Completed,
+        JobStatus::Failed | JobStatus::TimedOut => EventKind::Failed,
+        JobStatus::Canceled => EventKind::Canceled,
+        JobStatus::Queued | JobStatus::Running => return None,
+    };
+    let finished_at = record.finished_at_ms.unwrap_or(record.job.created_at_ms);
+    let outcome = JobOutcome {
+        record,
+        event,
+        images: images.iter().map(|image| PublishedImage { image, url: String::new() }).collect(),
+        info_json: &record.info_json,
+        queue_ms: record.queue_ms(finished_at),
+        execution_ms: record.execution_ms(finished_at),
+        timestamp_ms: finished_at,
+    };
+    Some(render(&outcome))
+}
+
+/// Whether a job's vendor context marks it as an answered A1111 API call.
+pub fn is_api_answer(vendor_context: &Value) -> bool {
+    vendor_context.get(API_ANSWER).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// RunPod's name for a job status: `IN_QUEUE`, `IN_PROGRESS`, `COMPLETED`, `FAILED`,
+/// `CANCELLED`, `TIMED_OUT`.
+pub fn status_name(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Queued => "IN_QUEUE",
+        JobStatus::Running => "IN_PROGRESS",
+        JobStatus::Completed => "COMPLETED",
+        JobStatus::Failed => "FAILED",
+        JobStatus::Canceled => "CANCELLED",
+        JobStatus::TimedOut => "TIMED_OUT",
+    }
+}
+
+/// The status a callback reports: the job's own when it has ended (a timeout is `TIMED_OUT`
+/// though its event is `failed`), else the one the event implies.
+fn status(outcome: &JobOutcome<'_>) -> &'static str {
+    match outcome.record.status {
+        status if status.is_final() => status_name(status),
+        _ => match outcome.event {
+            EventKind::Completed => "COMPLETED",
+            EventKind::Failed => "FAILED",
+            EventKind::Canceled => "CANCELLED",
+        },
     }
 }
 

@@ -84,6 +84,9 @@ pub struct JobSettings {
     pub per_minute: u32,
     /// Longest a synchronous call waits.
     pub sync_wait: Duration,
+    /// Generations run at once (the dispatcher's concurrency): the workers RunPod's
+    /// `/health` reports.
+    pub generation_slots: usize,
 }
 
 /// The job operations the APIs and the dispatcher share.
@@ -139,6 +142,11 @@ impl JobService {
     /// Longest a synchronous call should wait for a job.
     pub fn sync_wait(&self) -> Duration {
         self.settings.sync_wait
+    }
+
+    /// How many generations the service runs at once.
+    pub fn generation_slots(&self) -> usize {
+        self.settings.generation_slots
     }
 
     /// The service's counters in the Prometheus text format.
