@@ -248,34 +248,22 @@ fn diffute_matches_its_sample_field_by_field() {
     check_pinned("diffute", &ours);
 }
 
-/// Leonardo sample fields we leave out, and why.
-const LEONARDO_OMITTED: &[&str] = &[
-    // Carries the callback API key in clear: a callback never echoes a secret.
-    "data.object.apiKey",
-    // Leonardo account and catalogue records sdserve does not have.
-    "data.object.userId",
-    "data.object.apiKeyId",
-    "data.object.model",
-    "data.object.images.0.userId",
-    // Leonardo product features and billing with no sdserve counterpart.
-    "data.object.sdVersion",
-    "data.object.tokenCost",
-    "data.object.apiDollarCost",
-    "data.object.poseImage2Image",
-    "data.object.poseImage2ImageType",
-    "data.object.poseImage2ImageWeight",
-    "data.object.imagePromptStrength",
-    "data.object.category",
-    "data.object.highContrast",
-    "data.object.alchemy",
-    "data.object.contrastRatio",
-    "data.object.highResolution",
-    "data.object.expandedDomain",
-    "data.object.promptMagicVersion",
-    "data.object.promptMagicStrength",
-    "data.object.photoRealStrength",
-    "data.object.unzoom",
-    "data.object.unzoomAmount",
+/// Leonardo sample fields that are null in ours although the sample has a value, and why.
+const LEONARDO_NULL: &[&str] = &[
+    // Secrets: the callback API key and the Leonardo API key are never echoed.
+    "data.object.apiKey.key",
+    "data.object.apiKey.webhookCallbackApiKey",
+    // Leonardo catalogue data about the model that sdserve has no record of.
+    "data.object.model.createdAt",
+    "data.object.model.updatedAt",
+    "data.object.model.description",
+    "data.object.model.userId",
+    "data.object.model.batchSize",
+    "data.object.model.modelHeight",
+    "data.object.model.modelWidth",
+    "data.object.model.trainingStrength",
+    "data.object.model.featuredPosition",
+    "data.object.model.imageCount",
 ];
 
 fn leonardo_case() -> Case {
@@ -287,7 +275,17 @@ fn leonardo_case() -> Case {
         seed: Some(905_778_432),
         ..Default::default()
     };
-    let mut case = Case::new("0190a6b2-7c1e-7d33-9a51-3f0c2f5e8b12", Format::Leonardo, params, Value::Null, 1);
+    let context = formats::leonardo::context(&formats::leonardo::RequestContext {
+        scheduler: "EULER_DISCRETE".into(),
+        public: false,
+        model_version: Some(("deliberate_v2".into(), "v2".into())),
+        key_name: "webhook with key".into(),
+        webhook_url: Some("https://webhook.site/cc21af5f-4caa-498e-8f26-20c664680b73".into()),
+        ..Default::default()
+    });
+    let mut case = Case::new("0190a6b2-7c1e-7d33-9a51-3f0c2f5e8b12", Format::Leonardo, params, context, 1);
+    // A key created 2023-11-07T00:11:07.274Z, as in the sample.
+    case.record.job.owner = "key_018ba71e5e8a7000800000000000000a".into();
     case.images[0].seed = 905_778_432;
     case
 }
@@ -298,12 +296,21 @@ fn leonardo_matches_its_sample_field_by_field() {
     let ours = case.render(EventKind::Completed);
     let sample = fixture("seeds/leonardo.json");
     let mut seen = Vec::new();
-    same_fields(&sample, &ours, "", LEONARDO_OMITTED, &mut seen);
-    assert!(seen.len() >= 50, "compared only {} fields", seen.len());
+    same_fields(&sample, &ours, "", LEONARDO_NULL, &mut seen);
+    assert!(seen.len() >= 110, "compared only {} fields", seen.len());
+    for path in LEONARDO_NULL {
+        let pointer = format!("/{}", path.replace('.', "/"));
+        assert_eq!(ours.pointer(&pointer), Some(&Value::Null), "{path}");
+    }
+    let (o, s) = (&ours["data"]["object"], &sample["data"]["object"]);
+    for key in ["userId", "apiKeyId", "modelId"] {
+        assert!(uuid::Uuid::parse_str(o[key].as_str().unwrap()).is_ok(), "{key}: {}", o[key]);
+    }
+    assert_eq!(o["apiKey"]["createdAt"], s["apiKey"]["createdAt"]);
+    assert_eq!((o["sdVersion"].as_str(), o["model"]["name"].as_str()), (Some("v2"), Some("deliberate_v2")));
     for key in ["type", "object", "timestamp", "api_version"] {
         assert_eq!(ours[key], sample[key], "{key}");
     }
-    let (o, s) = (&ours["data"]["object"], &sample["data"]["object"]);
     for key in ["status", "coreModel", "guidanceScale", "imageHeight", "imageWidth", "inferenceSteps", "prompt", "negativePrompt", "quantity", "seed", "scheduler", "imageToImage"] {
         assert_eq!(o[key], s[key], "data.object.{key}");
     }
