@@ -1,5 +1,6 @@
-//! Cerebrium (seed 003): the documented curl request, unchanged but for the URL and key, to the
-//! documented callback.
+//! Cerebrium (seed 003): the documented curl request to the documented callback. The seed's
+//! body is sent as written plus a 64×64 size and 4 steps, so the tiny model answers in seconds
+//! (the body exactly as written is `webhook-service/tests/it/cerebrium.rs`'s, on a fake server).
 
 use serde_json::{Value, json};
 
@@ -15,7 +16,7 @@ async fn seed_request_to_callback() {
         .post(product.url(&format!("/{MODEL}/predict")))
         .header("Authorization", &key)
         .header("Content-Type", "application/json")
-        .body(json!({"prompt": "An astronaut riding a horse in space", "webhook_endpoint": hook}).to_string())
+        .body(json!({"prompt": "An astronaut riding a horse in space", "webhook_endpoint": hook, "width": 64, "height": 64, "steps": 4}).to_string())
         .send()
         .await
         .unwrap();

@@ -5,7 +5,10 @@
 
 mod harness;
 
+mod a1111;
 mod cerebrium;
 mod diffute;
 mod isolation;
+mod leonardo;
 mod reflection;
+mod runpod;
