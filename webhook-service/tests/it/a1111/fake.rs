@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::Stream;
 use sdserve_proto::v1 as pb;
 use sdserve_proto::v1::generate_event::Event;
-use sdserve_proto::v1::inference_server::{Inference, InferenceServer};
+use sdserve_proto::v1::inference_server::Inference;
 use tonic::{Request, Response, Status};
 
 /// The models served: the default first.
@@ -142,16 +142,6 @@ impl Inference for Server {
 
 /// Starts the fake on 127.0.0.1:0; it runs until the test's runtime ends.
 pub async fn start() -> (SocketAddr, Arc<Fake>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let fake = Arc::new(Fake::default());
-    let service = InferenceServer::new(Server(fake.clone()));
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await
-            .unwrap();
-    });
-    (addr, fake)
+    (crate::support::inference::serve(Server(fake.clone())).await, fake)
 }

@@ -99,16 +99,21 @@ impl Inference for FakeServer {
 
 /// Starts the fake on 127.0.0.1:0; it runs until the test's runtime ends.
 pub async fn start() -> (SocketAddr, Arc<FakeInference>) {
+    let fake = Arc::new(FakeInference::default());
+    (serve(FakeServer(fake.clone())).await, fake)
+}
+
+/// Serves any implementation of the Inference contract on 127.0.0.1:0 until the test's
+/// runtime ends; returns its address.
+pub async fn serve<S: Inference>(server: S) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let fake = Arc::new(FakeInference::default());
-    let service = InferenceServer::new(FakeServer(fake.clone()));
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_service(InferenceServer::new(server))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
             .unwrap();
     });
-    (addr, fake)
+    addr
 }
