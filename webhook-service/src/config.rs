@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::auth::AuthMode;
 use crate::clock::Clock;
 use crate::delivery::retry::RetryPolicy;
+use crate::jobs::dispatch::DispatchPolicy;
 
 /// Everything `run` needs besides its listeners.
 #[derive(Debug, Clone)]
@@ -54,9 +55,9 @@ pub struct Config {
     /// Longest a synchronous call (RunPod `/runsync`, A1111 `txt2img`, Cerebrium without a
     /// webhook) waits for its job before answering with the status so far.
     pub sync_wait: Duration,
-    /// Ask the inference server for a preview every this many steps (A1111 `progress`
-    /// `current_image`); 0 = never.
-    pub preview_every: u32,
+    /// Deadlines and attempts of generations (so every job ends), and how often to ask for
+    /// previews (A1111 `progress` `current_image`).
+    pub dispatch: DispatchPolicy,
     /// Time source (a manual clock in tests).
     pub clock: Clock,
 }
@@ -84,7 +85,7 @@ impl Default for Config {
             per_minute: 120,
             body_limit: 32 * 1024 * 1024,
             sync_wait: Duration::from_secs(90),
-            preview_every: 5,
+            dispatch: DispatchPolicy::default(),
             clock: Clock::system(),
         }
     }

@@ -125,7 +125,7 @@ pub async fn run(
         },
         delivery_wake,
     );
-    let dispatcher = Dispatcher::new(jobs.clone(), inference, config.generation_concurrency, config.preview_every);
+    let dispatcher = Dispatcher::new(jobs.clone(), inference, config.generation_concurrency, config.dispatch.clone());
 
     let stop = CancellationToken::new();
     tokio::spawn({
@@ -199,7 +199,16 @@ fn inference_channel(endpoints: &[String]) -> Result<InferenceClient<tonic::tran
     let parsed = endpoints
         .iter()
         .map(|e| {
+            // Keepalive pings notice a server that hangs or a link that dies while a generation
+            // runs, where TCP alone could wait for hours.
             tonic::transport::Endpoint::from_shared(e.clone())
+                .map(|endpoint| {
+                    endpoint
+                        .connect_timeout(std::time::Duration::from_secs(10))
+                        .http2_keep_alive_interval(std::time::Duration::from_secs(20))
+                        .keep_alive_timeout(std::time::Duration::from_secs(10))
+                        .keep_alive_while_idle(true)
+                })
                 .map_err(|err| ServiceError::Config(format!("inference endpoint {e:?}: {err}")))
         })
         .collect::<Result<Vec<_>, _>>()?;

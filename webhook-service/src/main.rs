@@ -14,6 +14,7 @@ use webhook_service::clock::Clock;
 use webhook_service::domain::{KeyLimits, KeyWebhook, Secret};
 use webhook_service::store::sqlite::SqliteStore;
 use webhook_service::delivery::retry::{DEFAULT_SCHEDULE, RetryPolicy, Schedule};
+use webhook_service::jobs::dispatch::DispatchPolicy;
 
 #[derive(Parser)]
 #[command(name = "webhook-service", version, about = "Accepts image-generation jobs and delivers results as signed JSON webhooks")]
@@ -135,6 +136,19 @@ struct ServeArgs {
     /// Ask for a preview every this many steps (A1111 progress current_image); 0 = never.
     #[arg(long, env = "SDSERVE_PREVIEW_EVERY", default_value_t = 5)]
     preview_every: u32,
+    /// Longest silence of the inference server once a generation has started (e.g. 5s, 2m);
+    /// past it the attempt is abandoned and retried.
+    #[arg(long, env = "SDSERVE_STALL_TIMEOUT", default_value = "120s")]
+    stall_timeout: String,
+    /// Longest wait in the inference server's queue without any news.
+    #[arg(long, env = "SDSERVE_QUEUE_TIMEOUT", default_value = "30m")]
+    queue_timeout: String,
+    /// Execution timeout of jobs that bring none (RunPod's policy.executionTimeout overrides).
+    #[arg(long, env = "SDSERVE_EXECUTION_TIMEOUT", default_value = "30m")]
+    execution_timeout: String,
+    /// Attempts a generation gets before its job fails (stalls, unreachable servers).
+    #[arg(long, env = "SDSERVE_DISPATCH_ATTEMPTS", default_value_t = 5)]
+    dispatch_attempts: u32,
 }
 
 /// The SQLite file of a `sqlite://PATH` database URL.
@@ -178,7 +192,13 @@ impl ServeArgs {
             per_minute: self.per_minute,
             body_limit: self.body_limit,
             sync_wait: duration("sync-wait", &self.sync_wait)?,
-            preview_every: self.preview_every,
+            dispatch: DispatchPolicy {
+                queue_timeout: duration("queue-timeout", &self.queue_timeout)?,
+                stall_timeout: duration("stall-timeout", &self.stall_timeout)?,
+                max_attempts: self.dispatch_attempts.max(1),
+                default_execution_timeout: Some(duration("execution-timeout", &self.execution_timeout)?),
+                preview_every: self.preview_every,
+            },
             ..Config::default()
         })
     }

@@ -204,10 +204,25 @@ fn work(shared: &Shared) {
             }
         };
         if !next.events.is_closed() {
-            run(next);
+            let events = next.events.clone();
+            isolated(events, move || run(next));
         }
         shared.lock().busy = false;
     }
+}
+
+/// Runs one generation so that a panic in it fails that request only: the caller gets a
+/// `Failed` (INTERNAL) event naming the panic, and the worker goes on with the next request.
+fn isolated(events: mpsc::Sender<JobEvent>, generation: impl FnOnce()) {
+    let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(generation)) else { return };
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic".to_owned());
+    tracing::error!(panic = %what, "a generation panicked; its request fails, the queue goes on");
+    let message = format!("the generation failed unexpectedly (panic: {what})");
+    let _ = events.blocking_send(JobEvent::Failed { code: FailureCode::Internal, message });
 }
 
 /// After the queue moved: forgets waiting requests whose caller has gone, and sends each of the
@@ -302,4 +317,24 @@ fn run(pending: Pending) {
 
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_generation_fails_its_request_and_the_next_one_runs() {
+        let (tx, mut rx) = mpsc::channel(4);
+        isolated(tx.clone(), || panic!("index out of bounds"));
+        match rx.try_recv() {
+            Ok(JobEvent::Failed { code: FailureCode::Internal, message }) => {
+                assert!(message.contains("index out of bounds"), "{message}");
+            }
+            other => panic!("expected a Failed event, got {other:?}"),
+        }
+        let mut ran = false;
+        isolated(tx, || ran = true);
+        assert!(ran && rx.try_recv().is_err(), "a generation that does not panic sends nothing extra");
+    }
 }

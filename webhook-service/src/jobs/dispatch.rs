@@ -26,12 +26,41 @@ use super::outbox::Ending;
 use super::JobService;
 use crate::domain::{JobRecord, JobStatus, StoredImage};
 
+/// The deadlines that make every job end.
+#[derive(Debug, Clone)]
+pub struct DispatchPolicy {
+    /// Longest wait for the inference server's next event before the generation has started
+    /// (the job waits in that server's queue, which speaks only when it moves).
+    pub queue_timeout: Duration,
+    /// Longest wait for the next event once the generation has started: a server that stops
+    /// sending progress is taken as stalled, and the attempt is abandoned.
+    pub stall_timeout: Duration,
+    /// Attempts (dispatches) a job gets; after the last failed one it ends as failed.
+    pub max_attempts: u32,
+    /// Execution timeout for jobs that bring none; None = no limit.
+    pub default_execution_timeout: Option<Duration>,
+    /// Ask for a preview every this many steps (0 = never).
+    pub preview_every: u32,
+}
+
+impl Default for DispatchPolicy {
+    fn default() -> Self {
+        Self {
+            queue_timeout: Duration::from_secs(30 * 60),
+            stall_timeout: Duration::from_secs(120),
+            max_attempts: 5,
+            default_execution_timeout: Some(Duration::from_secs(30 * 60)),
+            preview_every: 5,
+        }
+    }
+}
+
 /// Feeds queued jobs to an inference server.
 pub struct Dispatcher {
     jobs: Arc<JobService>,
     client: InferenceClient<Channel>,
     concurrency: usize,
-    preview_every: u32,
+    policy: DispatchPolicy,
 }
 
 /// How one generation attempt ended.
@@ -46,9 +75,9 @@ enum Attempt {
 
 impl Dispatcher {
     /// A dispatcher sending at most `concurrency` generations at once through `client`,
-    /// asking for a preview every `preview_every` steps (0 = none).
-    pub fn new(jobs: Arc<JobService>, client: InferenceClient<Channel>, concurrency: usize, preview_every: u32) -> Self {
-        Self { jobs, client, concurrency: concurrency.max(1), preview_every }
+    /// under `policy`'s deadlines.
+    pub fn new(jobs: Arc<JobService>, client: InferenceClient<Channel>, concurrency: usize, policy: DispatchPolicy) -> Self {
+        Self { jobs, client, concurrency: concurrency.max(1), policy }
     }
 
     /// Requeues jobs left running by an earlier process, then runs jobs until `shutdown`.
@@ -101,7 +130,9 @@ impl Dispatcher {
         let id = record.job.id.clone();
         let cancel = self.jobs.track(&id);
         let mut backoff = Duration::from_millis(500);
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let attempt = tokio::select! {
                 attempt = self.generate(&record) => attempt,
                 attempt = self.timeout(&record) => attempt,
@@ -110,6 +141,16 @@ impl Dispatcher {
             };
             match attempt {
                 Attempt::Ended | Attempt::Stopped => break,
+                Attempt::Retry(reason) if attempts >= self.policy.max_attempts => {
+                    tracing::error!(job = %id, %reason, attempts, "generation failed on every attempt; the job fails");
+                    let error = format!("the generation failed {attempts} times; the last time: {reason}");
+                    if let Attempt::Retry(reason) =
+                        self.ending(&record, JobStatus::Failed, Some(error), Vec::new(), String::new()).await
+                    {
+                        tracing::error!(job = %id, %reason, "cannot store the failure; the job is retried at the next start");
+                    }
+                    break;
+                }
                 Attempt::Retry(reason) => {
                     tracing::warn!(job = %id, %reason, retry_in = ?backoff, "generation interrupted");
                     tokio::select! {
@@ -127,7 +168,11 @@ impl Dispatcher {
     /// Resolves when the job has run past its execution timeout (counted from its start),
     /// ending it as timed out; never resolves for a job without one.
     async fn timeout(&self, record: &JobRecord) -> Attempt {
-        let Some(limit) = record.job.execution_timeout_ms else { return std::future::pending().await };
+        let limit = record
+            .job
+            .execution_timeout_ms
+            .or_else(|| self.policy.default_execution_timeout.map(|d| d.as_millis() as u64));
+        let Some(limit) = limit else { return std::future::pending().await };
         // The start is known once the inference server says so; look again now and then.
         let started = loop {
             match self.jobs.store.get_job(&record.job.id).await {
@@ -156,19 +201,32 @@ impl Dispatcher {
             let offset = images.len() as u32;
             let request = GenerateRequest {
                 params: Some(params),
-                preview_every: self.preview_every,
+                preview_every: self.policy.preview_every,
                 request_id: if i == 0 { record.job.id.clone() } else { format!("{}/{i}", record.job.id) },
             };
-            let mut stream = match self.client.clone().generate(request).await {
-                Ok(response) => response.into_inner(),
-                Err(status) => return self.rejected(record, status).await,
+            let mut client = self.client.clone();
+            let mut stream = match tokio::time::timeout(self.policy.stall_timeout, client.generate(request)).await {
+                Ok(Ok(response)) => response.into_inner(),
+                Ok(Err(status)) => return self.rejected(record, status).await,
+                Err(_) => {
+                    let waited = self.policy.stall_timeout;
+                    return Attempt::Retry(format!("the inference server did not answer within {waited:?}"));
+                }
             };
             let mut part_total = planned[i];
+            let mut started = false;
             loop {
-                let event = match stream.message().await {
-                    Ok(Some(message)) => message.event,
-                    Ok(None) => return Attempt::Retry("the inference stream ended without a result".into()),
-                    Err(status) => return self.rejected(record, status).await,
+                // Before the start the server speaks only when its queue moves; after it, every
+                // step sends progress, so a long silence means a stalled server.
+                let (deadline, stage) = match started {
+                    false => (self.policy.queue_timeout, "in the inference server's queue"),
+                    true => (self.policy.stall_timeout, "since the last progress"),
+                };
+                let event = match tokio::time::timeout(deadline, stream.message()).await {
+                    Ok(Ok(Some(message))) => message.event,
+                    Ok(Ok(None)) => return Attempt::Retry("the inference stream ended without a result".into()),
+                    Ok(Err(status)) => return self.rejected(record, status).await,
+                    Err(_) => return Attempt::Retry(format!("no event from the inference server for {deadline:?} {stage}")),
                 };
                 match event {
                     Some(Event::Queued(queued)) => {
@@ -177,8 +235,9 @@ impl Dispatcher {
                         }
                         self.jobs.events.changed(&record.job.id);
                     }
-                    Some(Event::Started(started)) => {
-                        model = started.model;
+                    Some(Event::Started(start)) => {
+                        started = true;
+                        model = start.model;
                         if let Err(err) = self.jobs.store.mark_started(&record.job.id, self.jobs.clock.now_ms()).await {
                             tracing::warn!(job = %record.job.id, error = %err, "cannot store the start");
                         }

@@ -14,6 +14,7 @@ mod auth;
 mod cerebrium;
 mod client;
 mod diffute;
+mod ends;
 mod leonardo;
 mod runpod;
 mod delivery;

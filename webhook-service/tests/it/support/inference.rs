@@ -22,7 +22,8 @@ pub fn tiny_png() -> Vec<u8> {
 }
 
 /// Behaviour chosen by the prompt: `fail` → a Failed event; `reject` → INVALID_ARGUMENT;
-/// `slow` → 3 s before the images; `queued` → waits 1 s in the queue (position 2) before
+/// `slow` → 3 s before the images; `hang` → one progress event, then silence with the stream
+/// open (a stalled server); `queued` → waits 1 s in the queue (position 2) before
 /// starting and works 1 s; anything else succeeds with `batch_size` images.
 #[derive(Default)]
 pub struct FakeInference {
@@ -64,6 +65,11 @@ impl Inference for FakeServer {
             let _ = tx.send(event(Event::Started(pb::Started { model: "tiny-sd1".into(), seed }))).await;
             if queued {
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            if params.prompt == "hang" {
+                let _ = tx.send(event(Event::Progress(pb::Progress { step: 1, total: steps, preview_png: vec![] }))).await;
+                tx.closed().await; // silent until the caller gives up
+                return;
             }
             for step in 1..=steps {
                 let _ = tx.send(event(Event::Progress(pb::Progress { step, total: steps, preview_png: vec![] }))).await;

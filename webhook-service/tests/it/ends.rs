@@ -1,0 +1,70 @@
+//! Every job ends: a stalled inference server, an unreachable one, and a job that runs too
+//! long each end the job (failed or timed out) with its callback, after bounded attempts.
+
+use std::time::Duration;
+
+use crate::support;
+use support::receiver::Receiver;
+use support::service::{Service, submit_request, test_config};
+use webhook_service::jobs::dispatch::DispatchPolicy;
+
+fn quick_policy() -> DispatchPolicy {
+    DispatchPolicy {
+        stall_timeout: Duration::from_millis(500),
+        queue_timeout: Duration::from_secs(5),
+        max_attempts: 2,
+        default_execution_timeout: None,
+        preview_every: 0,
+    }
+}
+
+async fn start(inference: std::net::SocketAddr, policy: DispatchPolicy) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let config = webhook_service::Config { dispatch: policy, ..test_config(&dir, inference) };
+    Service::start(config, dir).await
+}
+
+/// Submits `prompt` and returns the callback the receiver got for it.
+async fn callback_for(service: &Service, receiver: &Receiver, prompt: &str) -> serde_json::Value {
+    let request = submit_request(prompt, &receiver.url("/hook"), "standard", "");
+    service.jobs().await.submit_job(request).await.unwrap();
+    receiver.wait_for(1, Duration::from_secs(30)).await.remove(0).json()
+}
+
+#[tokio::test]
+async fn a_stalled_inference_server_fails_the_job_after_its_attempts() {
+    let (inference, fake) = support::inference::start().await;
+    let service = start(inference, quick_policy()).await;
+    let receiver = Receiver::http().await;
+    let callback = callback_for(&service, &receiver, "hang").await;
+    assert_eq!(callback["type"], "job.failed", "{callback}");
+    let error = callback["data"]["error"].as_str().unwrap();
+    assert!(error.contains("failed 2 times") && error.contains("no event from the inference server"), "{error}");
+    assert_eq!(fake.calls.load(std::sync::atomic::Ordering::SeqCst), 2, "one call per attempt, no more");
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_inference_server_fails_the_job_after_its_attempts() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let service = start(closed, quick_policy()).await;
+    let receiver = Receiver::http().await;
+    let callback = callback_for(&service, &receiver, "p").await;
+    assert_eq!(callback["type"], "job.failed", "{callback}");
+    assert!(callback["data"]["error"].as_str().unwrap().contains("failed 2 times"), "{callback}");
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn the_default_execution_timeout_ends_a_long_job_as_timed_out() {
+    let (inference, _) = support::inference::start().await;
+    let policy = DispatchPolicy { default_execution_timeout: Some(Duration::from_secs(1)), ..quick_policy() };
+    let policy = DispatchPolicy { stall_timeout: Duration::from_secs(10), ..policy };
+    let service = start(inference, policy).await;
+    let receiver = Receiver::http().await;
+    let callback = callback_for(&service, &receiver, "slow").await;
+    assert_eq!(callback["type"], "job.failed", "{callback}");
+    assert_eq!(callback["data"]["status"], "timed_out", "{callback}");
+    service.stop().await;
+}
