@@ -191,6 +191,33 @@ pub struct NewJob {
     pub created_at_ms: i64,
 }
 
+impl NewJob {
+    /// SHA-256 of what the job asks for (parameters, parts, webhook target, vendor context;
+    /// not its id, owner or times): two submissions under one idempotency key must agree on it.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use prost::Message;
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        };
+        field(&self.params.encode_to_vec());
+        for part in &self.extra_parts {
+            field(&part.encode_to_vec());
+        }
+        let w = &self.webhook;
+        field(w.url.as_deref().unwrap_or_default().as_bytes());
+        field(w.format.as_str().as_bytes());
+        field(w.events.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(",").as_bytes());
+        field(w.secret.as_ref().map(|s| s.expose()).unwrap_or_default().as_bytes());
+        field(w.signing_secret.as_ref().map(|s| s.expose()).unwrap_or_default().as_bytes());
+        field(self.vendor_context.to_string().as_bytes());
+        field(&self.execution_timeout_ms.unwrap_or(0).to_le_bytes());
+        hash.finalize().into()
+    }
+}
+
 /// A stored job.
 #[derive(Debug, Clone)]
 pub struct JobRecord {

@@ -121,6 +121,11 @@ impl From<AcceptError> for ApiError {
                 retry_after_s: Some(retry_after_s),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, rule)
             },
+            AcceptError::Conflict(..) => Self {
+                field: Some("idempotency_key".into()),
+                rule: Some("must not be reused for a different request".into()),
+                ..Self::new(StatusCode::CONFLICT, e.to_string())
+            },
             AcceptError::Job(job) => job.into(),
         }
     }

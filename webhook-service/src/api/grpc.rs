@@ -68,6 +68,7 @@ impl From<AcceptError> for Status {
                 status.metadata_mut().insert("retry-after", retry_after_s.into());
                 status
             }
+            AcceptError::Conflict(..) => Status::already_exists(e.to_string()),
             AcceptError::Job(job) => job.into(),
         }
     }

@@ -63,9 +63,20 @@ pub enum AcceptError {
         /// Seconds until a retry can succeed (the `Retry-After` value).
         retry_after_s: u64,
     },
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency_key: {0:?} was already used for a different request (job {1}); use a new key")]
+    Conflict(String, String),
     /// Storing failed.
     #[error(transparent)]
     Job(#[from] JobError),
+}
+
+/// Refuses a deduplicated submission whose content differs from the first one's.
+fn same_request(inserted: Inserted, key: Option<String>) -> Result<Inserted, AcceptError> {
+    if inserted.same_request {
+        return Ok(inserted);
+    }
+    Err(AcceptError::Conflict(key.unwrap_or_default(), inserted.id))
 }
 
 /// A fresh job id: a UUIDv7, so ids sort by creation time.
@@ -158,7 +169,9 @@ impl JobService {
     /// caller (or finds its idempotent twin); wakes the dispatcher.
     pub async fn accept(&self, caller: &Caller, submission: Submission) -> Result<Inserted, AcceptError> {
         let job = self.admit(caller, submission).await?;
+        let key = job.idempotency_key.clone();
         let inserted = self.store.insert_job(job).await.map_err(JobError::from)?;
+        let inserted = same_request(inserted, key)?;
         if !inserted.deduplicated {
             self.metrics.job_accepted();
             self.job_wake.notify_one();
@@ -196,7 +209,9 @@ impl JobService {
         };
         let mut finish = outbox::finish(&record, ending, &self.media);
         finish.started_at_ms = Some(now);
+        let key = job.idempotency_key.clone();
         let inserted = self.store.insert_finished_job(job, finish).await.map_err(JobError::from)?;
+        let inserted = same_request(inserted, key)?;
         if !inserted.deduplicated {
             self.metrics.job_accepted();
             self.metrics.job_finished();

@@ -51,12 +51,16 @@ pub struct Inserted {
     pub id: String,
     /// True when the idempotency key matched an earlier job.
     pub deduplicated: bool,
+    /// False when the key matched an earlier job of different content (the caller reused a
+    /// key for another request); true otherwise.
+    pub same_request: bool,
 }
 
 /// Durable storage of jobs, results and deliveries. Times are ms since the Unix epoch.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a queued job, or returns the earlier job with the same idempotency key.
+    /// Stores a queued job, or returns the earlier job of the same owner with the same
+    /// idempotency key (keys are scoped per owner).
     async fn insert_job(&self, job: NewJob) -> Result<Inserted, StoreError>;
 
     /// Stores a job that is already finished (its ending written in the same transaction), so

@@ -242,3 +242,35 @@ async fn a_job_is_queued_until_its_generation_starts_and_timings_say_so() {
     assert_eq!(done["finished_at_ms"].as_i64().unwrap() - done["started_at_ms"].as_i64().unwrap(), 700, "execution only");
     service.stop().await;
 }
+
+#[tokio::test]
+async fn idempotency_keys_are_scoped_per_key_and_bound_to_their_request() {
+    let service = service().await;
+    let (a, b) = (service.create_key("a").await, service.create_key("b").await);
+    let ok = "https://hooks.example.com/in";
+    let submit = |key: String, prompt: &'static str| {
+        let service = &service;
+        async move {
+            let body = json!({"params": {"prompt": prompt, "steps": 2}, "webhook": {"url": ok, "format": "standard"}, "idempotency_key": "order-42"});
+            let response = post(service, "/v1/jobs", Some(&key), &body).await;
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, first) = submit(a.clone(), "p").await;
+    assert_eq!(status, 202);
+    let (_, again) = submit(a.clone(), "p").await;
+    assert_eq!((again["job_id"].clone(), again["deduplicated"].clone()), (first["job_id"].clone(), json!(true)));
+    // Another caller's use of the same key is its own job: no id of A's is revealed.
+    let (status, other) = submit(b.clone(), "p").await;
+    assert_eq!((status, other["deduplicated"].clone()), (202, json!(false)));
+    assert_ne!(other["job_id"], first["job_id"]);
+    // The same key for a different request is a conflict, over HTTP and gRPC.
+    let (status, conflict) = submit(a.clone(), "another prompt").await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["error"]["field"], "idempotency_key");
+    let mut request = submit_request("yet another", ok, "standard", "");
+    request.idempotency_key = "order-42".into();
+    let status = service.jobs().await.submit_job(with_key(request, &a)).await.unwrap_err();
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    service.stop().await;
+}

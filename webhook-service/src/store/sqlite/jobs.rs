@@ -42,17 +42,19 @@ fn insert_job_in(tx: &rusqlite::Transaction<'_>, job: &NewJob) -> Result<Inserte
             detail: format!("cannot encode: {e}"),
         })?;
     let webhook = &job.webhook;
+    let scoped_key = job.idempotency_key.as_deref().map(|key| scope_key(&job.owner, key));
+    let fingerprint = job.fingerprint();
     let added = tx
         .prepare_cached(
             "INSERT INTO jobs (id, idempotency_key, params, webhook_url, webhook_secret, \
              signing_secret, format, events, vendor_context, status, created_at, owner, \
-             extra_parts, execution_timeout_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+             extra_parts, execution_timeout_ms, request_hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
              ON CONFLICT (idempotency_key) DO NOTHING",
         )?
         .execute(params![
             job.id,
-            job.idempotency_key,
+            scoped_key,
             job.params.encode_to_vec(),
             webhook.url.as_deref().unwrap_or_default(),
             webhook.secret.as_ref().map(|s| s.expose()),
@@ -65,22 +67,36 @@ fn insert_job_in(tx: &rusqlite::Transaction<'_>, job: &NewJob) -> Result<Inserte
             job.owner,
             encode_parts(&job.extra_parts),
             job.execution_timeout_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            fingerprint.as_slice(),
         ])?;
     let inserted = if added == 1 {
         Inserted {
             id: job.id.clone(),
             deduplicated: false,
+            same_request: true,
         }
     } else {
-        let id = tx
-            .prepare_cached("SELECT id FROM jobs WHERE idempotency_key = ?1")?
-            .query_row([&job.idempotency_key], |row| row.get(0))?;
+        let (id, earlier): (String, Option<Vec<u8>>) = tx
+            .prepare_cached("SELECT id, request_hash FROM jobs WHERE idempotency_key = ?1")?
+            .query_row([&scoped_key], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Inserted {
             id,
             deduplicated: true,
+            same_request: earlier.is_none_or(|hash| hash == fingerprint),
         }
     };
     Ok(inserted)
+}
+
+/// How `jobs.idempotency_key` stores a caller's key: `<owner> U+001F <key>`, so the column's
+/// UNIQUE constraint scopes keys per caller.
+pub(super) fn scope_key(owner: &str, key: &str) -> String {
+    format!("{owner}\u{1f}{key}")
+}
+
+/// The caller's key from a stored scoped key.
+pub(super) fn unscope_key(stored: &str) -> &str {
+    stored.split_once('\u{1f}').map_or(stored, |(_, key)| key)
 }
 
 /// A job by id.

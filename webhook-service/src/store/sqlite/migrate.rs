@@ -11,6 +11,7 @@ use rusqlite::{Connection, TransactionBehavior};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_callers.sql"),
+    include_str!("../migrations/0003_idempotency_scope.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -75,7 +75,8 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<JobRecord, StoreError> {
                 events,
                 signing_secret: secret(row, 5, "jobs.signing_secret")?,
             },
-            idempotency_key: col(row, 1, "jobs.idempotency_key")?,
+            idempotency_key: col::<Option<String>>(row, 1, "jobs.idempotency_key")?
+                .map(|stored| super::jobs::unscope_key(&stored).to_owned()),
             vendor_context,
             created_at_ms: col(row, 10, "jobs.created_at")?,
         },
