@@ -33,11 +33,12 @@ pub enum AddressClass {
     Reserved,
     /// 198.18/15.
     Benchmarking,
-    /// 192.0.2/24, 198.51.100/24, 203.0.113/24, 2001:db8::/32.
+    /// 192.0.2/24, 198.51.100/24, 203.0.113/24, 2001:db8::/32, 3fff::/20.
     Documentation,
     /// IETF protocol assignments, 192.0.0/24.
     IetfProtocol,
-    /// IPv4-mapped IPv6, ::ffff:0:0/96; refused whatever the IPv4 part.
+    /// IPv4-mapped IPv6 ::ffff:0:0/96 and IPv4-translated ::ffff:0:0:0/96; refused whatever
+    /// the IPv4 part.
     Ipv4Mapped,
     /// NAT64 translation prefixes 64:ff9b::/96 and 64:ff9b:1::/48.
     Nat64,
@@ -45,6 +46,9 @@ pub enum AddressClass {
     UniqueLocal,
     /// Deprecated site-local fec0::/10.
     SiteLocal,
+    /// IPv6 transition tunnels that embed an IPv4 address (6to4 2002::/16, Teredo 2001::/32)
+    /// and the 6to4 relay anycast 192.88.99/24: a way around the IPv4 checks.
+    Tunnel,
 }
 
 impl AddressClass {
@@ -66,6 +70,7 @@ impl AddressClass {
             Self::Nat64 => "NAT64",
             Self::UniqueLocal => "unique-local",
             Self::SiteLocal => "site-local",
+            Self::Tunnel => "IPv6 transition tunnel",
         }
     }
 }
@@ -97,6 +102,7 @@ fn classify_v4(ip: Ipv4Addr) -> Option<AddressClass> {
         ([172, 16, 0, 0], 12, Private),
         ([192, 0, 0, 0], 24, IetfProtocol),
         ([192, 0, 2, 0], 24, Documentation),
+        ([192, 88, 99, 0], 24, Tunnel),
         ([192, 168, 0, 0], 16, Private),
         ([198, 18, 0, 0], 15, Benchmarking),
         ([198, 51, 100, 0], 24, Documentation),
@@ -114,11 +120,15 @@ fn classify_v6(ip: Ipv6Addr) -> Option<AddressClass> {
         ([0, 0, 0, 0, 0, 0, 0, 0], 128, Unspecified),
         ([0, 0, 0, 0, 0, 0, 0, 1], 128, Loopback),
         ([0, 0, 0, 0, 0, 0xffff, 0, 0], 96, Ipv4Mapped),
+        ([0, 0, 0, 0, 0xffff, 0, 0, 0], 96, Ipv4Mapped),
         ([0, 0, 0, 0, 0, 0, 0, 0], 96, Reserved),
         ([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96, Nat64),
         ([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48, Nat64),
         ([0x100, 0, 0, 0, 0, 0, 0, 0], 64, Reserved),
         ([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32, Documentation),
+        ([0x2001, 0, 0, 0, 0, 0, 0, 0], 32, Tunnel),
+        ([0x2002, 0, 0, 0, 0, 0, 0, 0], 16, Tunnel),
+        ([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20, Documentation),
         ([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7, UniqueLocal),
         ([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10, LinkLocal),
         ([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10, SiteLocal),
@@ -310,6 +320,7 @@ mod tests {
             ("198.51.100.7", Documentation),
             ("203.0.113.9", Documentation),
             ("192.0.0.8", IetfProtocol),
+            ("192.88.99.1", Tunnel),
         ];
         for (ip, class) in cases {
             assert_eq!(class_of(ip), Some(class), "{ip}");
@@ -328,6 +339,10 @@ mod tests {
             ("64:ff9b::a00:5", Nat64),
             ("64:ff9b:1::1", Nat64),
             ("2001:db8::1", Documentation),
+            ("3fff:fff::1", Documentation),
+            ("2002:7f00:1::1", Tunnel),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", Tunnel),
+            ("::ffff:0:7f00:1", Ipv4Mapped),
             ("fc00::1", UniqueLocal),
             ("fd12:3456::1", UniqueLocal),
             ("fe80::1", LinkLocal),
@@ -347,7 +362,7 @@ mod tests {
             "128.0.0.0", "169.253.255.255", "172.15.255.255", "172.32.0.0", "192.0.1.255", "192.0.3.0",
             "192.167.255.255", "192.169.0.0", "198.17.255.255", "198.20.0.0", "198.51.99.255", "203.0.112.255",
             "223.255.255.255", "2606:4700:4700::1111", "2001:4860:4860::8888", "2001:db9::1", "64:ff9b:2::1",
-            "fbff::1", "fe7f::1",
+            "fbff::1", "fe7f::1", "2001:1::1", "2003::1", "3fff:1000::1", "192.88.98.255", "192.88.100.0",
         ] {
             assert_eq!(class_of(ip), None, "{ip}");
         }
