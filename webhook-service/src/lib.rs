@@ -68,7 +68,16 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let store: Arc<dyn store::Store> = Arc::new(SqliteStore::open(&config.database)?);
     let http_addr = http.local_addr().map_err(|e| ServiceError::Server(e.to_string()))?;
-    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
+    let public_url = config.public_url.clone().unwrap_or_else(|| {
+        // A listener on all interfaces has no address a receiver could use; loopback at least
+        // works on this machine, and the log says to set the real one.
+        let mut addr = http_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            tracing::warn!(%addr, "media links use {addr}: set --public-url to the address receivers reach this service at");
+        }
+        format!("http://{addr}")
+    });
     let media_key = match &config.media_key {
         Some(key) => key.clone(),
         None => load_or_create_media_key(&config.database)?,

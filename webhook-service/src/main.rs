@@ -100,9 +100,13 @@ struct ServeArgs {
     /// PEM bundle of extra CA certificates trusted for webhook TLS.
     #[arg(long, env = "SDSERVE_CA_FILE")]
     ca_file: Option<PathBuf>,
-    /// Standard Webhooks signing key (whsec_...) for jobs that bring none.
-    #[arg(long, env = "SDSERVE_SIGNING_KEY", hide_env_values = true)]
+    /// Standard Webhooks signing key (whsec_...) for jobs that bring none. Prefer
+    /// --signing-key-file: a flag's value is visible to every user in `ps`.
+    #[arg(long, env = "SDSERVE_SIGNING_KEY", hide_env_values = true, conflicts_with = "signing_key_file")]
     signing_key: Option<String>,
+    /// File holding the Standard Webhooks signing key (whsec_...).
+    #[arg(long, env = "SDSERVE_SIGNING_KEY_FILE")]
+    signing_key_file: Option<PathBuf>,
     /// Webhook connect timeout.
     #[arg(long, env = "SDSERVE_CONNECT_TIMEOUT", default_value = "5s")]
     connect_timeout: String,
@@ -181,7 +185,15 @@ impl ServeArgs {
             allow_private: self.allow_private.clone(),
             allow_http: self.allow_http,
             ca_pem,
-            signing_key: self.signing_key.clone(),
+            signing_key: match &self.signing_key_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("--signing-key-file {}", path.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => self.signing_key.clone(),
+            },
             connect_timeout: duration("connect-timeout", &self.connect_timeout)?,
             timeout: duration("timeout", &self.timeout)?,
             retry: RetryPolicy { delays: schedule.0, ..RetryPolicy::default() },

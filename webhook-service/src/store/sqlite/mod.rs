@@ -73,6 +73,7 @@ impl SqliteStore {
     /// a migration fails, or the database was written by a newer build.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let location = path.display().to_string();
+        create_private(path).map_err(|e| open_error(&location, e.to_string()))?;
         let conn = Connection::open(path).map_err(|e| open_error(&location, e.to_string()))?;
         Self::init(conn, location, true)
     }
@@ -110,6 +111,20 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+/// Creates the database file readable by its owner only (it holds webhook secrets and every
+/// image); SQLite gives its `-wal` and `-shm` files the same mode. An existing file is left as is.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

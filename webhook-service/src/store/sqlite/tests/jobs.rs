@@ -158,3 +158,17 @@ async fn finish_job_writes_everything_once_and_atomically() {
     assert_eq!(store.list_deliveries("j1").await.unwrap().len(), 2);
     assert!(store.get_delivery("d3").await.unwrap().is_none());
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.insert_job(job("j1", None, 1)).await.unwrap();
+    for file in ["jobs.db", "jobs.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file} is {mode:o}");
+    }
+}
