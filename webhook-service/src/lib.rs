@@ -149,7 +149,7 @@ pub async fn run(
     workers.spawn(dispatcher.run(stop.clone()));
     workers.close();
 
-    let grpc_server = grpc_server(JobsServer::new(api::grpc::JobsApi::new(jobs.clone())), grpc, keys.clone(), stop.clone());
+    let grpc_server = grpc_server(jobs.clone(), grpc, keys.clone(), stop.clone());
     let http_server = {
         let router = api::router(api::state::HttpState { jobs }, keys, config.body_limit);
         let stop = stop.clone();
@@ -170,13 +170,32 @@ pub async fn run(
 type GrpcServe = (std::pin::Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send>>, Option<std::net::SocketAddr>);
 
 fn grpc_server(
-    jobs: JobsServer<api::grpc::JobsApi>,
+    service: Arc<JobService>,
     listener: TcpListener,
     keys: Arc<KeyRing>,
     stop: CancellationToken,
 ) -> GrpcServe {
     let addr = listener.local_addr().ok();
+    let jobs = JobsServer::new(api::grpc::JobsApi::new(service.clone()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
+    // gRPC health tells readiness, as /readyz does: NOT_SERVING while the store cannot take
+    // writes or no inference server answers.
+    tokio::spawn({
+        let (reporter, stop) = (health_reporter.clone(), stop.clone());
+        async move {
+            loop {
+                let ready = service.readiness().await.iter().all(|(_, r)| r.is_ok());
+                match ready {
+                    true => reporter.set_serving::<JobsServer<api::grpc::JobsApi>>().await,
+                    false => reporter.set_not_serving::<JobsServer<api::grpc::JobsApi>>().await,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    });
     // Both reflection versions: grpcurl 1.8 (the packaged one) speaks only v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -185,7 +204,6 @@ fn grpc_server(
     };
     let (v1, v1alpha) = (reflection().build_v1(), reflection().build_v1alpha());
     let serve = async move {
-        health_reporter.set_serving::<JobsServer<api::grpc::JobsApi>>().await;
         let v1 = v1.map_err(|e| ServiceError::Server(format!("reflection: {e}")))?;
         let v1alpha = v1alpha.map_err(|e| ServiceError::Server(format!("reflection: {e}")))?;
         tonic::transport::Server::builder()

@@ -1,13 +1,16 @@
-//! Routes for operators and webhook receivers, open without a key: `/healthz`, `/metrics`
-//! and the signed media links that callbacks carry (the signature is the authority there).
+//! Routes for operators and webhook receivers, open without a key: `/healthz` (liveness: the
+//! process answers), `/readyz` (readiness: the store takes writes and the inference servers
+//! answer), `/metrics` and the signed media links that callbacks carry (the signature is the
+//! authority there).
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use serde::Deserialize;
+use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
 use super::state::HttpState;
@@ -18,6 +21,7 @@ pub fn router() -> Router<HttpState> {
         .route("/media/{job_id}/{file}", get(media))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,4 +48,14 @@ async fn media(
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.jobs.metrics_text())
+}
+
+/// 200 when every component is ready, else 503; the body names each component's state.
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
+    let checks = state.jobs.readiness().await;
+    let ready = checks.iter().all(|(_, r)| r.is_ok());
+    let detail: Map<String, Value> =
+        checks.into_iter().map(|(name, r)| (name.to_owned(), json!(r.err().unwrap_or_else(|| "ok".to_owned())))).collect();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"ready": ready, "checks": detail})))
 }

@@ -312,6 +312,24 @@ impl JobService {
         self.preferred_models.lock().unwrap_or_else(|p| p.into_inner()).insert(caller.key_id.clone(), model.to_owned());
     }
 
+    /// Whether the service can do its work now: the store takes writes and the inference
+    /// servers answer (each within 3 s). Each entry is a component and its problem, if any.
+    pub async fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let limit = Duration::from_secs(3);
+        let store = match tokio::time::timeout(limit, self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no write lock within {limit:?}")),
+        };
+        let inference = match tokio::time::timeout(limit, self.models.refresh()).await {
+            Ok(Ok(models)) if models.is_empty() => Err("the inference servers serve no model".to_owned()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("no answer within {limit:?}")),
+        };
+        vec![("store", store), ("inference", inference)]
+    }
+
     /// Waits until the caller's job has finished or `timeout` has passed, and returns it as it
     /// then is.
     pub async fn wait(&self, caller: &Caller, id: &str, timeout: Duration) -> Result<JobRecord, JobError> {

@@ -33,6 +33,11 @@ impl ModelCatalog {
         {
             return Ok(models.clone());
         }
+        self.refresh().await
+    }
+
+    /// Asks the inference servers now, bypassing the cache (readiness checks).
+    pub async fn refresh(&self) -> Result<Vec<ModelInfo>, String> {
         let mut request = tonic::Request::new(ListModelsRequest {});
         request.set_timeout(DEADLINE);
         let mut client = self.client.clone();

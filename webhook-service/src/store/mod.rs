@@ -92,6 +92,9 @@ pub trait Store: Send + Sync + 'static {
     /// How many jobs `owner` has in each status (statuses with none are left out).
     async fn count_jobs(&self, owner: &str) -> Result<Vec<(JobStatus, u64)>, StoreError>;
 
+    /// Checks that the store can take a write now (readiness); fails when it cannot.
+    async fn ping(&self) -> Result<(), StoreError>;
+
     /// Stores a new API key.
     async fn insert_key(&self, key: NewApiKey) -> Result<(), StoreError>;
 

@@ -153,12 +153,17 @@ async fn grpc_health_and_reflection_are_served() {
     let service = service().await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc)).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let reply = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "sdserve.v1.Jobs".into() })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(reply.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    // Readiness is checked at start-up and every 5 s.
+    let mut status = None;
+    for _ in 0..100 {
+        let request = tonic_health::pb::HealthCheckRequest { service: "sdserve.v1.Jobs".into() };
+        status = health.check(request).await.ok().map(|r| r.into_inner().status());
+        if status == Some(tonic_health::pb::health_check_response::ServingStatus::Serving) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(tonic_health::pb::health_check_response::ServingStatus::Serving));
     let metrics = reqwest_get(service.http, "/metrics").await;
     assert!(metrics.contains("sdserve_webhook_delivery_attempts_total"), "{metrics}");
     service.stop().await;
@@ -182,6 +187,40 @@ async fn reflection_lists_the_services() {
     for expected in ["sdserve.v1.Jobs", "grpc.health.v1.Health"] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn readyz_tells_whether_the_store_and_the_inference_servers_answer() {
+    let service = service().await;
+    let response = support::http().get(format!("http://{}/readyz", service.http)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({"ready": true, "checks": {"store": "ok", "inference": "ok"}}));
+    service.stop().await;
+
+    // No inference server listens: not ready, over HTTP and gRPC health; still alive.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start(test_config(&dir, closed), dir).await;
+    assert_eq!(reqwest_get(service.http, "/healthz").await, "ok");
+    let response = support::http().get(format!("http://{}/readyz", service.http)).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!((body["ready"].clone(), body["checks"]["store"].clone()), (serde_json::json!(false), serde_json::json!("ok")));
+    assert!(body["checks"]["inference"].as_str().unwrap().contains("inference server"), "{body}");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc)).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut status = None;
+    for _ in 0..200 {
+        let request = tonic_health::pb::HealthCheckRequest { service: "sdserve.v1.Jobs".into() };
+        status = health.check(request).await.ok().map(|r| r.into_inner().status());
+        if status == Some(tonic_health::pb::health_check_response::ServingStatus::NotServing) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(tonic_health::pb::health_check_response::ServingStatus::NotServing));
     service.stop().await;
 }
 

@@ -212,6 +212,17 @@ impl Store for SqliteStore {
         self.call(move |c| jobs::count_jobs(c, &owner)).await
     }
 
+    /// Takes the write lock and gives it back (`BEGIN IMMEDIATE; ROLLBACK`): a full disk, a
+    /// read-only file or another process holding the lock fail it.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.rollback()?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Inserts into `api_keys`.
     async fn insert_key(&self, key: NewApiKey) -> Result<(), StoreError> {
         self.call(move |c| keys::insert(c, &key)).await
