@@ -212,6 +212,9 @@ impl WebhookClient {
         };
         let status = response.status().as_u16();
         let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        // An address only the private-address allowlist admits is an internal service: its
+        // answer is not kept, so a caller cannot read internal services through ListDeliveries.
+        let blind = response.remote_addr().is_none_or(|addr| super::ssrf::classify(addr.ip()).is_some());
         let mut kept = Vec::new();
         let mut read = 0usize;
         while read <= self.max_response_bytes {
@@ -225,7 +228,11 @@ impl WebhookClient {
                 Ok(None) | Err(_) => break,
             }
         }
-        SendOutcome::Response { status, retry_after, body_excerpt: excerpt(&kept) }
+        let body_excerpt = match blind {
+            true => format!("({read} bytes; not kept: the receiver is at a private address)"),
+            false => excerpt(&kept),
+        };
+        SendOutcome::Response { status, retry_after, body_excerpt }
     }
 
     /// Parses the URL and applies the scheme and IP-literal rules the resolver cannot see.

@@ -56,12 +56,16 @@ fn status(outcome: &SendOutcome) -> u16 {
     }
 }
 
+/// Every receiver here is on loopback, admitted only by the private-address allowlist: its
+/// answer is never kept (only its size), so ListDeliveries cannot be used to read internal
+/// services. (`excerpt`'s bounds for public receivers are unit-tested in `delivery::client`.)
 #[tokio::test]
-async fn ok_response_is_returned_with_its_excerpt_and_the_request_arrives_intact() {
+async fn ok_response_is_returned_without_a_private_receivers_body_and_the_request_arrives_intact() {
     let receiver = Receiver::http().await;
     receiver.push(Reply::status(200).body("thanks"));
     let outcome = send(&client(&local_config()), &receiver.url("/hook?x=1")).await;
-    assert_eq!(outcome, SendOutcome::Response { status: 200, retry_after: None, body_excerpt: "thanks".into() });
+    let body_excerpt = "(6 bytes; not kept: the receiver is at a private address)".to_owned();
+    assert_eq!(outcome, SendOutcome::Response { status: 200, retry_after: None, body_excerpt });
 
     let seen = receiver.wait_for(1, WAIT).await;
     assert_eq!(seen.len(), 1);
@@ -74,7 +78,7 @@ async fn ok_response_is_returned_with_its_excerpt_and_the_request_arrives_intact
 }
 
 #[tokio::test]
-async fn a_large_body_is_cut_to_one_kib_and_the_call_returns() {
+async fn a_large_body_is_read_only_up_to_the_limit_and_the_call_returns() {
     let receiver = Receiver::http().await;
     receiver.push(Reply::status(200).body(vec![b'x'; 200 * 1024]));
     let started = Instant::now();
@@ -82,8 +86,8 @@ async fn a_large_body_is_cut_to_one_kib_and_the_call_returns() {
     assert!(started.elapsed() < WAIT);
     match outcome {
         SendOutcome::Response { status: 200, body_excerpt, .. } => {
-            assert!(body_excerpt.len() <= 1024, "{}", body_excerpt.len());
-            assert_eq!(body_excerpt, "x".repeat(1024));
+            let read: usize = body_excerpt.trim_start_matches('(').split(' ').next().unwrap().parse().unwrap();
+            assert!((64 * 1024..200 * 1024).contains(&read), "read {read} bytes: {body_excerpt}");
         }
         other => panic!("expected 200, got {other:?}"),
     }
@@ -99,7 +103,7 @@ async fn an_endless_body_stops_being_read_past_the_limit() {
     let outcome = send(&client(&config), &receiver.url("/endless")).await;
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     match outcome {
-        SendOutcome::Response { status: 500, body_excerpt, .. } => assert_eq!(body_excerpt, "z".repeat(1024)),
+        SendOutcome::Response { status: 500, body_excerpt, .. } => assert!(body_excerpt.contains("not kept"), "{body_excerpt}"),
         other => panic!("expected 500, got {other:?}"),
     }
 }
