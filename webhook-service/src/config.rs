@@ -50,6 +50,8 @@ pub struct Config {
     pub max_in_flight: u32,
     /// Submissions one key may make per minute, unless the key sets its own.
     pub per_minute: u32,
+    /// Most work one job may ask for, in pixel-steps (width × height × steps × images).
+    pub max_job_cost: u64,
     /// Largest HTTP request body accepted, in bytes.
     pub body_limit: usize,
     /// Longest a synchronous call (RunPod `/runsync`, A1111 `txt2img`, Cerebrium without a
@@ -83,6 +85,8 @@ impl Default for Config {
             auth: AuthMode::Required,
             max_in_flight: 32,
             per_minute: 120,
+            // 16 images of 1024×1024 at 60 steps.
+            max_job_cost: 16 * 1024 * 1024 * 60,
             body_limit: 32 * 1024 * 1024,
             sync_wait: Duration::from_secs(90),
             dispatch: DispatchPolicy::default(),

@@ -107,6 +107,7 @@ pub async fn run(
         per_minute: config.per_minute,
         sync_wait: config.sync_wait,
         generation_slots: config.generation_concurrency.max(1),
+        max_job_cost: config.max_job_cost,
     };
     let jobs = JobService::new(
         store.clone(),

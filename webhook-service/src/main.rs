@@ -131,6 +131,10 @@ struct ServeArgs {
     /// Submissions one key may make per minute, unless the key sets its own.
     #[arg(long, env = "SDSERVE_PER_MINUTE", default_value_t = 120)]
     per_minute: u32,
+    /// Most work one job may ask for, in pixel-steps: width × height × steps × images over all
+    /// its parts (default: 16 images of 1024×1024 at 60 steps).
+    #[arg(long, env = "SDSERVE_MAX_JOB_COST", default_value_t = 16 * 1024 * 1024 * 60)]
+    max_job_cost: u64,
     /// Largest HTTP request body, in bytes (default 32 MiB: a 2048×2048 PNG in base64 fits).
     #[arg(long, env = "SDSERVE_BODY_LIMIT", default_value_t = 32 * 1024 * 1024)]
     body_limit: usize,
@@ -203,6 +207,7 @@ impl ServeArgs {
             max_in_flight: self.max_in_flight,
             per_minute: self.per_minute,
             body_limit: self.body_limit,
+            max_job_cost: self.max_job_cost,
             sync_wait: duration("sync-wait", &self.sync_wait)?,
             dispatch: DispatchPolicy {
                 queue_timeout: duration("queue-timeout", &self.queue_timeout)?,

@@ -98,6 +98,17 @@ pub struct JobSettings {
     /// Generations run at once (the dispatcher's concurrency): the workers RunPod's
     /// `/health` reports.
     pub generation_slots: usize,
+    /// Most work one job may ask for, in pixel-steps (width × height × steps × images, over
+    /// all its parts): a bound on what one request can cost.
+    pub max_job_cost: u64,
+}
+
+/// What a part of a job costs in pixel-steps (width × height × steps × images), with the
+/// documented defaults for unset fields.
+fn cost(p: &sdserve_proto::v1::GenerationParams) -> u64 {
+    let pixels = u64::from(p.width.unwrap_or(512)) * u64::from(p.height.unwrap_or(512));
+    let images = u64::from(p.batch_size.unwrap_or(1)) * u64::from(p.n_iter.unwrap_or(1));
+    pixels * u64::from(p.steps.unwrap_or(20)) * images
 }
 
 /// The job operations the APIs and the dispatcher share.
@@ -220,11 +231,46 @@ impl JobService {
         Ok(inserted)
     }
 
+    /// Refuses a job naming a model no inference server serves. When the servers cannot be
+    /// asked, the job is accepted: it is durable and runs (or fails, naming the model) later.
+    async fn check_models(&self, job: &crate::domain::NewJob) -> Result<(), AcceptError> {
+        let named: Vec<&str> =
+            std::iter::once(&job.params).chain(&job.extra_parts).map(|p| p.model.as_str()).filter(|m| !m.is_empty()).collect();
+        if named.is_empty() {
+            return Ok(());
+        }
+        let Ok(models) = self.models.list().await else { return Ok(()) };
+        for name in named {
+            if !models.iter().any(|m| m.name == name) {
+                let served: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+                return Err(FieldError {
+                    field: "params.model".into(),
+                    rule: format!("no model {name:?} is served here; served models: {}", served.join(", ")),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
     /// Validates a submission into a job owned by the caller, within the caller's limits.
     async fn admit(&self, caller: &Caller, submission: Submission) -> Result<crate::domain::NewJob, AcceptError> {
         let now = self.clock.now_ms();
         let mut job = validate::submission(submission, self.settings.rules, new_job_id(), now)?;
         job.owner = caller.key_id.clone();
+        let total: u64 = std::iter::once(&job.params).chain(&job.extra_parts).map(cost).sum();
+        if total > self.settings.max_job_cost {
+            let limit = self.settings.max_job_cost;
+            return Err(FieldError {
+                field: "params".into(),
+                rule: format!(
+                    "the job asks for {total} pixel-steps (width × height × steps × images, over all its parts); \
+                     this service accepts at most {limit} per job"
+                ),
+            }
+            .into());
+        }
+        self.check_models(&job).await?;
         let max_in_flight = caller.limits.max_in_flight.unwrap_or(self.settings.max_in_flight);
         let in_flight: u64 = self
             .store

@@ -191,6 +191,25 @@ async fn reflection_lists_the_services() {
 }
 
 #[tokio::test]
+async fn jobs_over_the_cost_limit_or_naming_an_unserved_model_are_refused_at_the_door() {
+    let service = service().await;
+    let ok = "https://hooks.example.com/in";
+    let mut big = submit_request("p", ok, "standard", "");
+    let params = big.params.as_mut().unwrap();
+    (params.width, params.height, params.steps, params.batch_size, params.n_iter) = (Some(2048), Some(2048), Some(100), Some(16), Some(100));
+    let message = refused(&service, big).await;
+    assert!(message.starts_with("params: the job asks for 671088640000 pixel-steps"), "{message}");
+    let mut unknown = submit_request("p", ok, "standard", "");
+    unknown.params.as_mut().unwrap().model = "sdxl-turbo".into();
+    let message = refused(&service, unknown).await;
+    assert_eq!(message, "params.model: no model \"sdxl-turbo\" is served here; served models: tiny-sd1");
+    let mut known = submit_request("p", ok, "standard", "");
+    known.params.as_mut().unwrap().model = "tiny-sd1".into();
+    service.jobs().await.submit_job(known).await.unwrap();
+    service.stop().await;
+}
+
+#[tokio::test]
 async fn readyz_tells_whether_the_store_and_the_inference_servers_answer() {
     let service = service().await;
     let response = support::http().get(format!("http://{}/readyz", service.http)).send().await.unwrap();
