@@ -30,6 +30,26 @@ enum Command {
     /// Creates, lists and revokes API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Operator actions on deliveries.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// Sends a delivery again from the start of its schedule, keeping its webhook-id; with
+    /// --force also to a receiver that answered 410 Gone (clearing that mark). A running
+    /// service picks it up within 5 s.
+    Redeliver {
+        /// The delivery's id (its webhook-id, msg_...).
+        id: String,
+        /// Send even though the receiver answered 410 Gone.
+        #[arg(long)]
+        force: bool,
+        /// Database, as sqlite://PATH.
+        #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
+        database: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -231,6 +251,7 @@ async fn main() -> anyhow::Result<()> {
     let args = match Cli::parse().command {
         Command::Serve(args) => args,
         Command::Keys(command) => return keys(command).await,
+        Command::Deliveries(command) => return deliveries(command).await,
     };
     let config = args.config()?;
     let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
@@ -305,6 +326,22 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             }
             eprintln!("revoked {key}");
         }
+    }
+    Ok(())
+}
+
+/// `deliveries redeliver`: the operator's redelivery, which may override a 410 Gone mark.
+async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
+    use webhook_service::store::{Redelivery, Store};
+    let DeliveriesCommand::Redeliver { id, force, database } = command;
+    let path = database_path(&database)?;
+    let store = SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    match store.redeliver(&id, Clock::system().now_ms(), force).await? {
+        Redelivery::NotFound => anyhow::bail!("no delivery has the id {id:?}"),
+        Redelivery::Gone(record) => {
+            anyhow::bail!("the receiver at {} answered 410 Gone; add --force to send anyway", record.url)
+        }
+        Redelivery::Redelivered(record) => eprintln!("delivery {} to {} is pending again", record.id, record.url),
     }
     Ok(())
 }

@@ -105,6 +105,10 @@ impl From<JobError> for ApiError {
             JobError::NotFound(_) | JobError::DeliveryNotFound(_) => Self::not_found(e.to_string()),
             JobError::Forbidden(message) => Self::new(StatusCode::FORBIDDEN, message),
             JobError::Unavailable(message) => Self::new(StatusCode::SERVICE_UNAVAILABLE, message),
+            JobError::Conflict(message) => Self::new(StatusCode::CONFLICT, message),
+            JobError::Limited { message, retry_after_s } => {
+                Self { retry_after_s: Some(retry_after_s), ..Self::new(StatusCode::TOO_MANY_REQUESTS, message) }
+            }
             JobError::Store(err) => {
                 tracing::error!(error = %err, "store error");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "the job store is unavailable; try again")

@@ -47,6 +47,12 @@ impl From<JobError> for Status {
             JobError::NotFound(_) | JobError::DeliveryNotFound(_) => Status::not_found(e.to_string()),
             JobError::Forbidden(message) => Status::permission_denied(message),
             JobError::Unavailable(message) => Status::unavailable(message),
+            JobError::Conflict(message) => Status::failed_precondition(message),
+            JobError::Limited { message, retry_after_s } => {
+                let mut status = Status::resource_exhausted(message);
+                status.metadata_mut().insert("retry-after", retry_after_s.into());
+                status
+            }
             JobError::Store(err) => {
                 tracing::error!(error = %err, "store error");
                 Status::unavailable("the job store is unavailable; try again")

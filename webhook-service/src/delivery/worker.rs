@@ -16,6 +16,9 @@ use crate::domain::{AttemptRecord, DeliveryTask, Format, NextStep};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// The longest the loop sleeps without looking at the store.
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
 /// How the delivery loop behaves.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -109,9 +112,12 @@ impl Deliverer {
                 None => std::future::pending().await,
             }
         };
+        // Deliveries made due by another process (an operator's forced redelivery, another
+        // replica) wake nobody here: look again at least this often.
         tokio::select! {
             _ = sleep => {}
             _ = self.wake.notified() => {}
+            _ = tokio::time::sleep(IDLE_POLL) => {}
             _ = shutdown.cancelled() => {}
         }
     }

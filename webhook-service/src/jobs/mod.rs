@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::domain::{DeliveryRecord, JobRecord, JobStatus, StoredImage};
 use crate::media::MediaSigner;
 use crate::metrics::Metrics;
-use crate::store::{Inserted, Store, StoreError};
+use crate::store::{Inserted, Redelivery, Store, StoreError};
 use events::JobEvents;
 use models::ModelCatalog;
 use outbox::Ending;
@@ -44,6 +44,17 @@ pub enum JobError {
     /// The inference servers could not be asked.
     #[error("{0}")]
     Unavailable(String),
+    /// The operation does not apply to the thing as it is (a delivery to a gone receiver).
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many of this operation; it may be tried again after `retry_after_s`.
+    #[error("{message}")]
+    Limited {
+        /// What the limit is.
+        message: String,
+        /// Seconds until it can succeed.
+        retry_after_s: u64,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -122,6 +133,7 @@ pub struct JobService {
     delivery_wake: Arc<Notify>,
     settings: JobSettings,
     rate: RateWindow,
+    redeliveries: RateWindow,
     models: ModelCatalog,
     running: Mutex<HashMap<String, CancellationToken>>,
     previews: Mutex<HashMap<String, Vec<u8>>>,
@@ -149,6 +161,7 @@ impl JobService {
             delivery_wake,
             settings,
             rate: RateWindow::default(),
+            redeliveries: RateWindow::default(),
             models,
             running: Mutex::new(HashMap::new()),
             previews: Mutex::new(HashMap::new()),
@@ -458,14 +471,30 @@ impl JobService {
     }
 
     /// Sends a delivery of the caller's again from the start of its schedule, keeping its
-    /// webhook-id.
+    /// webhook-id. Not to a receiver that answered 410 Gone (an operator can force that: the
+    /// `deliveries redeliver --force` command), and at most once a minute per delivery, so
+    /// redelivery cannot be used to replay freshly signed callbacks at will.
     pub async fn redeliver(&self, caller: &Caller, delivery_id: &str) -> Result<DeliveryRecord, JobError> {
         let not_found = || JobError::DeliveryNotFound(delivery_id.to_owned());
         let delivery = self.store.get_delivery(delivery_id).await?.ok_or_else(not_found)?;
         self.get(caller, &delivery.job_id).await.map_err(|_| not_found())?;
-        let record = self.store.redeliver(delivery_id, self.clock.now_ms()).await?.ok_or_else(not_found)?;
-        self.delivery_wake.notify_one();
-        Ok(record)
+        let now = self.clock.now_ms();
+        if let Err(retry_after_s) = self.redeliveries.admit(delivery_id, 1, now) {
+            let message = format!("delivery {delivery_id} was redelivered less than a minute ago");
+            return Err(JobError::Limited { message, retry_after_s });
+        }
+        match self.store.redeliver(delivery_id, now, false).await? {
+            Redelivery::NotFound => Err(not_found()),
+            Redelivery::Gone(record) => Err(JobError::Conflict(format!(
+                "the receiver at {} answered 410 Gone, so it is not called again; once it is back an \
+                 operator can send this delivery with `webhook-service deliveries redeliver {} --force`",
+                record.url, record.id
+            ))),
+            Redelivery::Redelivered(record) => {
+                self.delivery_wake.notify_one();
+                Ok(record)
+            }
+        }
     }
 
     /// Writes a job's ending and its callbacks (one transaction) and wakes the deliverer.

@@ -151,10 +151,18 @@ pub trait Store: Send + Sync + 'static {
     async fn get_delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError>;
 
     /// Makes a delivery pending again, due at `now_ms`, with a fresh retry schedule and the
-    /// same id; clears the gone mark of its URL. None if no such delivery.
-    async fn redeliver(
-        &self,
-        delivery_id: &str,
-        now_ms: i64,
-    ) -> Result<Option<DeliveryRecord>, StoreError>;
+    /// same id. A delivery whose URL is marked gone (the receiver answered 410) is left alone
+    /// unless `force`, which also clears the mark.
+    async fn redeliver(&self, delivery_id: &str, now_ms: i64, force: bool) -> Result<Redelivery, StoreError>;
+}
+
+/// What [`Store::redeliver`] did.
+#[derive(Debug, Clone)]
+pub enum Redelivery {
+    /// No delivery has that id.
+    NotFound,
+    /// Its URL is marked gone and the redelivery was not forced: nothing changed.
+    Gone(DeliveryRecord),
+    /// It is pending again.
+    Redelivered(DeliveryRecord),
 }

@@ -127,12 +127,32 @@ async fn a_410_stops_and_marks_the_endpoint_gone() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.requests().len(), 1);
 
-    // Redelivery clears the mark and sends again with the same id.
-    let again = jobs.redeliver(pb::RedeliverRequest { delivery_id: skipped[0].id.clone() }).await.unwrap().into_inner();
-    assert_eq!(again.id, skipped[0].id);
+    // The caller cannot make the service call a gone receiver again...
+    let refused = jobs.redeliver(pb::RedeliverRequest { delivery_id: skipped[0].id.clone() }).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("410 Gone") && refused.message().contains("--force"), "{}", refused.message());
+    // ...an operator can, and it is sent again with the same id (the service notices within 5 s).
+    let forced = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-service"))
+        .args(["deliveries", "redeliver", &skipped[0].id, "--force", "--database"])
+        .arg(format!("sqlite://{}", service.dir.path().join("jobs.db").display()))
+        .env_remove("SDSERVE_DATABASE")
+        .output()
+        .unwrap();
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    // The command made it due at the wall clock's now; bring the service's manual clock there.
+    let wall = webhook_service::clock::Clock::system().now_ms();
+    service.clock.advance(Duration::from_millis((wall - service.clock.now_ms()).max(0) as u64 + 1000));
     let requests = receiver.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(requests[1].header("webhook-id"), Some(skipped[0].id.as_str()));
     wait_deliveries(&mut jobs, &second, |d| status(&d[0]) == pb::DeliveryStatus::Succeeded).await;
+
+    // A caller's redelivery is limited to one a minute per delivery.
+    let delivery_id = skipped[0].id.clone();
+    service.clock.advance(Duration::from_secs(61));
+    jobs.redeliver(pb::RedeliverRequest { delivery_id: delivery_id.clone() }).await.unwrap();
+    let limited = jobs.redeliver(pb::RedeliverRequest { delivery_id }).await.unwrap_err();
+    assert_eq!(limited.code(), tonic::Code::ResourceExhausted, "{limited:?}");
+    assert!(limited.metadata().get("retry-after").is_some());
     service.stop().await;
 }
 

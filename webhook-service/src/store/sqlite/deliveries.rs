@@ -8,7 +8,7 @@ use super::rows::{
     step_columns, task_from_row,
 };
 use crate::domain::{AttemptRecord, DeliveryRecord, DeliveryStatus, DeliveryTask, NextStep};
-use crate::store::StoreError;
+use crate::store::{Redelivery, StoreError};
 
 /// `last_error` of a delivery moved to `gone` because its URL had answered 410 before.
 pub(super) const GONE_ERROR: &str =
@@ -207,8 +207,18 @@ pub(super) fn redeliver(
     conn: &mut Connection,
     id: &str,
     now_ms: i64,
-) -> Result<Option<DeliveryRecord>, StoreError> {
+    force: bool,
+) -> Result<Redelivery, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(current) = get(&tx, id)? else { return Ok(Redelivery::NotFound) };
+    let gone = tx
+        .prepare_cached("SELECT 1 FROM gone_endpoints WHERE url = ?1")?
+        .query_row([&current.url], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if gone && !force {
+        return Ok(Redelivery::Gone(current));
+    }
     let url: Option<String> = tx
         .prepare_cached(
             "UPDATE deliveries SET status = ?3, next_attempt_at = ?2, round_attempts = 0, \
@@ -219,12 +229,12 @@ pub(super) fn redeliver(
             |row| row.get(0),
         )
         .optional()?;
-    let Some(url) = url else { return Ok(None) };
+    let Some(url) = url else { return Ok(Redelivery::NotFound) };
     tx.prepare_cached("DELETE FROM gone_endpoints WHERE url = ?1")?
         .execute([url])?;
     let record = get(&tx, id)?;
     tx.commit()?;
-    Ok(record)
+    Ok(record.map_or(Redelivery::NotFound, Redelivery::Redelivered))
 }
 
 fn attempts(conn: &Connection, delivery_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {

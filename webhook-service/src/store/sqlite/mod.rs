@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::{Inserted, Store, StoreError};
+use super::{Inserted, Redelivery, Store, StoreError};
 use crate::domain::{
     ApiKeyRecord, AttemptRecord, DeliveryRecord, DeliveryTask, JobFinish, JobRecord, JobStatus,
     NewApiKey, NewJob, StoredImage,
@@ -349,14 +349,10 @@ impl Store for SqliteStore {
     }
 
     /// Sets the delivery pending, due at `now_ms`, with `round_attempts = 0` and no lease,
-    /// keeping its id and history, and removes its URL from the gone list.
-    async fn redeliver(
-        &self,
-        delivery_id: &str,
-        now_ms: i64,
-    ) -> Result<Option<DeliveryRecord>, StoreError> {
+    /// keeping its id and history; a delivery to a gone URL only when `force`, which removes
+    /// the URL from the gone list.
+    async fn redeliver(&self, delivery_id: &str, now_ms: i64, force: bool) -> Result<Redelivery, StoreError> {
         let id = delivery_id.to_owned();
-        self.call(move |c| deliveries::redeliver(c, &id, now_ms))
-            .await
+        self.call(move |c| deliveries::redeliver(c, &id, now_ms, force)).await
     }
 }

@@ -2,7 +2,7 @@
 
 use super::fixtures::*;
 use crate::domain::{DeliveryStatus, NextStep};
-use crate::store::Store;
+use crate::store::{Redelivery, Store};
 use crate::store::sqlite::SqliteStore;
 
 #[tokio::test]
@@ -153,12 +153,15 @@ async fn gone_marks_the_url_and_redeliver_clears_it() {
     );
     assert!(d2.last_error.unwrap().contains("410 Gone"));
 
-    let again = store.redeliver("d2", 7000).await.unwrap().unwrap();
+    // Not forced: the gone mark holds and nothing changes.
+    let Redelivery::Gone(kept) = store.redeliver("d2", 7000, false).await.unwrap() else { panic!("not refused") };
+    assert_eq!(kept.status, DeliveryStatus::Gone);
+    let Redelivery::Redelivered(again) = store.redeliver("d2", 7000, true).await.unwrap() else { panic!("not redelivered") };
     assert_eq!(
         (again.id.as_str(), again.status, again.next_attempt_at_ms),
         ("d2", DeliveryStatus::Pending, Some(7000))
     );
-    assert!(store.redeliver("missing", 7000).await.unwrap().is_none());
+    assert!(matches!(store.redeliver("missing", 7000, true).await.unwrap(), Redelivery::NotFound));
     let task = store
         .claim_due_deliveries(7000, 9000, 10)
         .await
@@ -166,7 +169,7 @@ async fn gone_marks_the_url_and_redeliver_clears_it() {
         .remove(0);
     assert_eq!((task.id.as_str(), task.round_attempts), ("d2", 0));
     // The URL is no longer gone: d1, redelivered too, is handed out as well.
-    store.redeliver("d1", 7001).await.unwrap();
+    store.redeliver("d1", 7001, false).await.unwrap();
     let task = store
         .claim_due_deliveries(7001, 9000, 10)
         .await
@@ -193,7 +196,7 @@ async fn a_late_attempt_after_redeliver_is_kept_but_does_not_change_state() {
     let store = SqliteStore::open_in_memory().unwrap();
     with_deliveries(&store).await;
     store.claim_due_deliveries(1000, 5000, 10).await.unwrap();
-    store.redeliver("d1", 1500).await.unwrap();
+    store.redeliver("d1", 1500, false).await.unwrap();
     store
         .record_attempt(attempt("d1", 1, 1000, NextStep::Gone))
         .await
