@@ -50,6 +50,9 @@ pub struct Config {
     pub max_in_flight: u32,
     /// Submissions one key may make per minute, unless the key sets its own.
     pub per_minute: u32,
+    /// Finished jobs (with their images and callbacks) are deleted this long after they
+    /// finished, once their deliveries are settled; None keeps them forever.
+    pub retain: Option<Duration>,
     /// Most work one job may ask for, in pixel-steps (width × height × steps × images).
     pub max_job_cost: u64,
     /// Largest HTTP request body accepted, in bytes.
@@ -85,6 +88,7 @@ impl Default for Config {
             auth: AuthMode::Required,
             max_in_flight: 32,
             per_minute: 120,
+            retain: Some(Duration::from_secs(30 * 24 * 3600)),
             // 16 images of 1024×1024 at 60 steps.
             max_job_cost: 16 * 1024 * 1024 * 60,
             body_limit: 32 * 1024 * 1024,

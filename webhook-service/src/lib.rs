@@ -123,7 +123,7 @@ pub async fn run(
         tracing::warn!("authentication is OFF (--no-auth): every caller is anonymous and sees every anonymous job; use this for local development only");
     }
     let deliverer = Deliverer::new(
-        store,
+        store.clone(),
         client,
         config.clock.clone(),
         metrics,
@@ -148,6 +148,9 @@ pub async fn run(
     let workers = tokio_util::task::TaskTracker::new();
     workers.spawn(deliverer.run(stop.clone()));
     workers.spawn(dispatcher.run(stop.clone()));
+    if let Some(retain) = config.retain {
+        workers.spawn(retention(store.clone(), config.clock.clone(), retain, stop.clone()));
+    }
     workers.close();
 
     let grpc_server = grpc_server(jobs.clone(), grpc, keys.clone(), stop.clone());
@@ -166,6 +169,23 @@ pub async fn run(
     stop.cancel();
     workers.wait().await;
     served.map(|_| ())
+}
+
+/// Deletes finished jobs older than `retain` (whose deliveries are settled) at start-up and
+/// every hour, until `stop`.
+async fn retention(store: Arc<dyn store::Store>, clock: clock::Clock, retain: std::time::Duration, stop: CancellationToken) {
+    loop {
+        let cutoff = clock.now_ms() - i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
+        match store.purge_finished(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, ?retain, "retention: deleted finished jobs, their images and callbacks"),
+            Err(err) => tracing::warn!(error = %err, "retention: cannot delete old jobs; trying again in an hour"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 type GrpcServe = (std::pin::Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send>>, Option<std::net::SocketAddr>);

@@ -151,6 +151,10 @@ struct ServeArgs {
     /// Submissions one key may make per minute, unless the key sets its own.
     #[arg(long, env = "SDSERVE_PER_MINUTE", default_value_t = 120)]
     per_minute: u32,
+    /// Days a finished job (its images, callbacks and their bodies) is kept before it is
+    /// deleted, once its deliveries are settled; 0 keeps everything.
+    #[arg(long, env = "SDSERVE_RETAIN_DAYS", default_value_t = 30)]
+    retain_days: u64,
     /// Most work one job may ask for, in pixel-steps: width × height × steps × images over all
     /// its parts (default: 16 images of 1024×1024 at 60 steps).
     #[arg(long, env = "SDSERVE_MAX_JOB_COST", default_value_t = 16 * 1024 * 1024 * 60)]
@@ -228,6 +232,7 @@ impl ServeArgs {
             per_minute: self.per_minute,
             body_limit: self.body_limit,
             max_job_cost: self.max_job_cost,
+            retain: (self.retain_days > 0).then(|| Duration::from_secs(self.retain_days * 24 * 3600)),
             sync_wait: duration("sync-wait", &self.sync_wait)?,
             dispatch: DispatchPolicy {
                 queue_timeout: duration("queue-timeout", &self.queue_timeout)?,

@@ -92,6 +92,10 @@ pub trait Store: Send + Sync + 'static {
     /// How many jobs `owner` has in each status (statuses with none are left out).
     async fn count_jobs(&self, owner: &str) -> Result<Vec<(JobStatus, u64)>, StoreError>;
 
+    /// Deletes jobs that finished before `cutoff_ms` and have no delivery still pending or in
+    /// flight, with their images, deliveries and attempts (retention). Returns how many.
+    async fn purge_finished(&self, cutoff_ms: i64) -> Result<u64, StoreError>;
+
     /// Checks that the store can take a write now (readiness); fails when it cannot.
     async fn ping(&self) -> Result<(), StoreError>;
 

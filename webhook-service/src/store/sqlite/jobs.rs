@@ -302,3 +302,16 @@ pub(super) fn list_images(conn: &Connection, job_id: &str) -> Result<Vec<StoredI
     }
     Ok(images)
 }
+
+/// Deletes finished jobs older than `cutoff_ms` whose deliveries are all settled; the
+/// foreign keys (ON DELETE CASCADE) remove their images, deliveries and attempts.
+pub(super) fn purge_finished(conn: &Connection, cutoff_ms: i64) -> Result<u64, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'canceled', 'timed_out') \
+             AND finished_at < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d \
+             WHERE d.job_id = jobs.id AND d.status IN ('pending', 'sending'))",
+        )?
+        .execute([cutoff_ms])?;
+    Ok(n as u64)
+}

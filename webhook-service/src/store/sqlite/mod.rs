@@ -212,6 +212,11 @@ impl Store for SqliteStore {
         self.call(move |c| jobs::count_jobs(c, &owner)).await
     }
 
+    /// One `DELETE` on `jobs`; the foreign keys cascade to images, deliveries and attempts.
+    async fn purge_finished(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        self.call(move |c| jobs::purge_finished(c, cutoff_ms)).await
+    }
+
     /// Takes the write lock and gives it back (`BEGIN IMMEDIATE; ROLLBACK`): a full disk, a
     /// read-only file or another process holding the lock fail it.
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! Jobs: round trip, idempotency, queue and finishing.
 
 use super::fixtures::*;
-use crate::domain::{DeliveryStatus, JobStatus};
+use crate::domain::{DeliveryStatus, JobStatus, NextStep};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -171,4 +171,28 @@ async fn a_new_database_file_is_private_to_its_owner() {
         let mode = std::fs::metadata(dir.path().join(file)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{file} is {mode:o}");
     }
+}
+
+#[tokio::test]
+async fn retention_purges_old_settled_jobs_with_their_images_and_deliveries() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    for id in ["old-settled", "old-pending", "recent"] {
+        store.insert_job(job(id, None, 100)).await.unwrap();
+    }
+    let at = |id: &str| if id == "recent" { 9_000 } else { 1_000 };
+    for id in ["old-settled", "old-pending", "recent"] {
+        let delivery = delivery(&format!("d-{id}"), URL);
+        store.finish_job(finish(id, at(id), vec![delivery])).await.unwrap();
+    }
+    // The old job's delivery succeeded; the other old one's is still being retried.
+    store.claim_due_deliveries(1_000, 2_000, 10).await.unwrap();
+    store.record_attempt(attempt("d-old-settled", 1, 1_000, NextStep::Succeeded)).await.unwrap();
+    store.record_attempt(attempt("d-old-pending", 1, 1_000, NextStep::RetryAt(50_000))).await.unwrap();
+
+    assert_eq!(store.purge_finished(5_000).await.unwrap(), 1);
+    assert!(store.get_job("old-settled").await.unwrap().is_none());
+    assert!(store.list_images("old-settled").await.unwrap().is_empty());
+    assert!(store.get_delivery("d-old-settled").await.unwrap().is_none());
+    assert!(store.get_job("old-pending").await.unwrap().is_some(), "a job whose callback is still retried stays");
+    assert!(store.get_job("recent").await.unwrap().is_some());
 }
