@@ -26,6 +26,9 @@ use super::outbox::Ending;
 use super::JobService;
 use crate::domain::{JobRecord, JobStatus, StoredImage};
 
+/// Tries at storing a finished generation's result before the generation is given up.
+const STORE_TRIES: u32 = 8;
+
 /// The deadlines that make every job end.
 #[derive(Debug, Clone)]
 pub struct DispatchPolicy {
@@ -313,13 +316,26 @@ impl Dispatcher {
         info_json: String,
     ) -> Attempt {
         let ending = Ending { status, error, images, info_json, finished_at_ms: self.jobs.clock.now_ms() };
-        let mut record = record.clone();
-        if let Ok(Some(latest)) = self.jobs.store.get_job(&record.job.id).await {
-            record = latest;
-        }
-        match self.jobs.end(&record, ending).await {
-            Ok(_) => Attempt::Ended,
-            Err(err) => Attempt::Retry(format!("cannot store the result: {err}")),
+        // A store failure (a full disk, a held lock) is not a generation failure: the result
+        // is kept here and storing it is retried, for about a minute, before the generation
+        // itself is given up (and counted as one of the job's attempts).
+        let mut wait = Duration::from_millis(500);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut latest = record.clone();
+            if let Ok(Some(stored)) = self.jobs.store.get_job(&record.job.id).await {
+                latest = stored;
+            }
+            match self.jobs.end(&latest, ending.clone()).await {
+                Ok(_) => return Attempt::Ended,
+                Err(err) if tries < STORE_TRIES => {
+                    tracing::warn!(job = %record.job.id, error = %err, retry_in = ?wait, "cannot store the result; keeping it and trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                Err(err) => return Attempt::Retry(format!("cannot store the result after {tries} tries: {err}")),
+            }
         }
     }
 }

@@ -68,3 +68,33 @@ async fn the_default_execution_timeout_ends_a_long_job_as_timed_out() {
     assert_eq!(callback["data"]["status"], "timed_out", "{callback}");
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_store_failure_keeps_the_result_and_does_not_generate_again() {
+    let (inference, fake) = support::inference::start().await;
+    let service = start(inference, DispatchPolicy { stall_timeout: Duration::from_secs(10), ..quick_policy() }).await;
+    let receiver = Receiver::http().await;
+    // Simulate a full disk for results: every image insert fails until the trigger is dropped.
+    let db = rusqlite::Connection::open(service.dir.path().join("jobs.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    // The service creates the schema as it starts.
+    for _ in 0..200 {
+        if db.prepare("SELECT 1 FROM images").is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    db.execute_batch(
+        "CREATE TRIGGER full_disk BEFORE INSERT ON images BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    )
+    .unwrap();
+    let request = submit_request("p", &receiver.url("/hook"), "standard", "");
+    let id = service.jobs().await.submit_job(request).await.unwrap().into_inner().job_id;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(receiver.requests().is_empty(), "nothing is delivered while the result cannot be stored");
+    db.execute_batch("DROP TRIGGER full_disk;").unwrap();
+    let callback = receiver.wait_for(1, Duration::from_secs(30)).await.remove(0).json();
+    assert_eq!((callback["type"].as_str(), callback["data"]["job_id"].as_str()), (Some("job.completed"), Some(id.as_str())));
+    assert_eq!(fake.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the image was generated once");
+    service.stop().await;
+}
