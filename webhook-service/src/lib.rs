@@ -108,6 +108,10 @@ pub async fn run(
         sync_wait: config.sync_wait,
         generation_slots: config.generation_concurrency.max(1),
         max_job_cost: config.max_job_cost,
+        resolver: Arc::new(delivery::ssrf::GuardedResolver::new(
+            delivery::ssrf::AddressPolicy::new(config.allow_private.clone()),
+            config.resolve_overrides.clone(),
+        )),
     };
     let jobs = JobService::new(
         store.clone(),

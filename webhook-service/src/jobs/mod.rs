@@ -112,6 +112,8 @@ pub struct JobSettings {
     /// Most work one job may ask for, in pixel-steps (width × height × steps × images, over
     /// all its parts): a bound on what one request can cost.
     pub max_job_cost: u64,
+    /// The delivery's address policy, applied to webhook hosts at submission too.
+    pub resolver: Arc<crate::delivery::ssrf::GuardedResolver>,
 }
 
 /// What a part of a job costs in pixel-steps (width × height × steps × images), with the
@@ -244,6 +246,28 @@ impl JobService {
         Ok(inserted)
     }
 
+    /// Refuses a webhook whose host is, or resolves only to, addresses the delivery policy
+    /// refuses (private, loopback, ...), so the caller learns it now rather than from a failed
+    /// delivery. A name that cannot be resolved now is accepted; every send checks again (the
+    /// answer may change, and a rebinding name is caught there).
+    async fn check_webhook_address(&self, url: &str) -> Result<(), AcceptError> {
+        use crate::delivery::ssrf::ResolveError;
+        let Ok(parsed) = url::Url::parse(url) else { return Ok(()) };
+        let refused = |reason: String| -> AcceptError {
+            FieldError { field: "webhook.url".into(), rule: format!("{reason}; this service does not call such addresses") }.into()
+        };
+        let host = match parsed.host() {
+            Some(url::Host::Ipv4(ip)) => return self.settings.resolver.policy().check(ip.into()).map_err(|r| refused(format!("is {r}"))),
+            Some(url::Host::Ipv6(ip)) => return self.settings.resolver.policy().check(ip.into()).map_err(|r| refused(format!("is {r}"))),
+            Some(url::Host::Domain(host)) => host.to_owned(),
+            None => return Ok(()),
+        };
+        match tokio::time::timeout(Duration::from_secs(2), self.settings.resolver.resolve_host(&host)).await {
+            Ok(Err(e @ ResolveError::Refused { .. })) => Err(refused(e.to_string().trim_start_matches("refused: ").to_owned())),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses a job naming a model no inference server serves. When the servers cannot be
     /// asked, the job is accepted: it is durable and runs (or fails, naming the model) later.
     async fn check_models(&self, job: &crate::domain::NewJob) -> Result<(), AcceptError> {
@@ -284,6 +308,9 @@ impl JobService {
             .into());
         }
         self.check_models(&job).await?;
+        if let Some(url) = &job.webhook.url {
+            self.check_webhook_address(url).await?;
+        }
         let max_in_flight = caller.limits.max_in_flight.unwrap_or(self.settings.max_in_flight);
         let in_flight: u64 = self
             .store

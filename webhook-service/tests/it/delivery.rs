@@ -204,20 +204,25 @@ async fn an_untrusted_certificate_is_refused_and_nothing_is_sent() {
     trusting.stop().await;
 }
 
+/// The address policy is applied at submission (here) and again at every send (a name may
+/// resolve elsewhere by then; `client.rs` shows the send-time refusal with its reason).
 #[tokio::test]
-async fn a_private_address_is_refused_with_its_reason_stored() {
+async fn a_private_address_is_refused_at_submission_naming_the_field_and_the_reason() {
     let service = start_with(|c| {
         c.allow_private.clear();
         c.resolve_overrides.insert("internal.test".into(), vec!["10.0.0.5".parse().unwrap()]);
     })
     .await;
-    let job = submit(&service, "http://internal.test:8080/hook", "").await;
     let mut jobs = service.jobs().await;
-    let refused = wait_deliveries(&mut jobs, &job, |d| d.first().is_some_and(|d| d.attempts.len() == 1)).await;
-    let error = &refused[0].attempts[0].error;
-    assert!(error.starts_with("refused") && error.contains("10.0.0.5") && error.contains("private"), "{error}");
-    assert_eq!(&refused[0].last_error, error);
-    assert_eq!(refused[0].attempts[0].status_code, 0);
+    for (url, reason) in [
+        ("http://internal.test:8080/hook", "internal.test resolves only to 10.0.0.5 (private address)"),
+        ("http://10.1.2.3/hook", "is 10.1.2.3 (private address)"),
+        ("http://[::1]/hook", "is ::1 (loopback address)"),
+    ] {
+        let status = jobs.submit_job(support::service::submit_request("p", url, "standard", "")).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().starts_with(&format!("webhook.url: {reason}")), "{}", status.message());
+    }
     service.stop().await;
 }
 

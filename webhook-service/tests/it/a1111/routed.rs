@@ -23,7 +23,7 @@ use super::{A1111, fake};
 async fn state() -> HttpState {
     let (inference, _) = fake::start().await;
     let client = sdserve_proto::v1::inference_client::InferenceClient::connect(format!("http://{inference}")).await.unwrap();
-    let settings = JobSettings { rules: UrlRules::default(), max_in_flight: 10, per_minute: 100, sync_wait: Duration::from_secs(5), generation_slots: 1, max_job_cost: u64::MAX };
+    let settings = JobSettings { rules: UrlRules::default(), max_in_flight: 10, per_minute: 100, sync_wait: Duration::from_secs(5), generation_slots: 1, max_job_cost: u64::MAX, resolver: std::sync::Arc::new(webhook_service::delivery::ssrf::GuardedResolver::new(webhook_service::delivery::ssrf::AddressPolicy::new(Vec::new()), Default::default())) };
     let jobs = JobService::new(
         Arc::new(SqliteStore::open_in_memory().unwrap()),
         Clock::manual(1_700_000_000_000),
