@@ -49,6 +49,9 @@ enum Command {
         /// `bf16`. Default: f32 on `cpu` and `cuda-emu`, f16 on `cuda:N`.
         #[arg(long, env = "SDSERVE_PRECISION")]
         precision: Option<Precision>,
+        /// Requests that may wait for the device; more are refused with RESOURCE_EXHAUSTED.
+        #[arg(long, env = "SDSERVE_MAX_QUEUE", default_value_t = inference_server::service::DEFAULT_MAX_QUEUE)]
+        max_queue: usize,
     },
     /// Write a tiny SD-shaped model with deterministic random weights.
     MakeTestModel {
@@ -209,7 +212,7 @@ enum DTypeArg {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Serve { listen, models, device, precision } => serve(listen, models, &device, precision)?,
+        Command::Serve { listen, models, device, precision, max_queue } => serve(listen, models, &device, precision, max_queue)?,
         Command::MakeTestModel { out, variant, layout, dtype } => {
             let variant = match variant {
                 VariantArg::Sd1 => Variant::Sd1,
@@ -251,7 +254,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `serve`: logs to stderr (`RUST_LOG`, default `info`), runs until Ctrl-C or SIGTERM.
-fn serve(listen: SocketAddr, models: Vec<ModelSpec>, device: &str, precision: Option<Precision>) -> anyhow::Result<()> {
+fn serve(listen: SocketAddr, models: Vec<ModelSpec>, device: &str, precision: Option<Precision>, max_queue: usize) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -260,7 +263,7 @@ fn serve(listen: SocketAddr, models: Vec<ModelSpec>, device: &str, precision: Op
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding --listen {listen}"))?;
-        inference_server::service::run(ServiceConfig { models, device, precision }, listener, shutdown_signal()).await?;
+        inference_server::service::run(ServiceConfig { models, device, precision, max_queue }, listener, shutdown_signal()).await?;
         anyhow::Ok(())
     })
 }

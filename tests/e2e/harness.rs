@@ -59,6 +59,7 @@ impl Product {
             models: vec![ModelSpec { path: model, name: Some(MODEL.into()) }],
             device: Device::Cpu,
             precision: None,
+            max_queue: inference_server::service::DEFAULT_MAX_QUEUE,
         };
         let wait_inference = waits.remove(0);
         tokio::spawn(async move { inference_server::service::run(config, inference_listener, wait_inference).await.unwrap() });

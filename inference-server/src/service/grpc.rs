@@ -48,7 +48,7 @@ impl Inference for InferenceApi {
             .map_err(|e| Status::internal(format!("decoding the request failed: {e}")))??;
         request_params.validate().map_err(|e| invalid(&e))?;
         let job = Job { model, request: request_params, preview_every: request.preview_every, request_id: request.request_id };
-        let events = self.queue.submit(job);
+        let events = self.queue.submit(job).map_err(|full| Status::resource_exhausted(full.to_string()))?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|e| Ok(to_wire(e)));
         Ok(Response::new(Box::pin(stream)))
     }

@@ -33,7 +33,12 @@ pub struct ServiceConfig {
     pub device: Device,
     /// What they compute in; `None` takes the device's default (f32 on the CPU, f16 on a GPU).
     pub precision: Option<Precision>,
+    /// Requests that may wait in the queue; more are refused with `RESOURCE_EXHAUSTED`.
+    pub max_queue: usize,
 }
+
+/// The default of [`ServiceConfig::max_queue`].
+pub const DEFAULT_MAX_QUEUE: usize = 64;
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -70,14 +75,14 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let ServiceConfig { models, device, precision } = config;
+    let ServiceConfig { models, device, precision, max_queue } = config;
     let precision = precision.unwrap_or_else(|| Precision::default_for(&device));
     let load_device = device.clone();
     let models = tokio::task::spawn_blocking(move || Models::load(&models, &load_device, precision))
         .await
         .map_err(|e| ServiceError::Server(format!("loading models: {e}")))??;
     let models = Arc::new(models);
-    let queue = CloseOnDrop(Queue::start());
+    let queue = CloseOnDrop(Queue::start(max_queue));
     let api = grpc::InferenceApi::new(models.clone(), queue.0.clone());
     let inference = InferenceServer::new(api).max_encoding_message_size(MAX_MESSAGE);
 

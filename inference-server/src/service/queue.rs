@@ -128,6 +128,15 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    max_waiting: usize,
+}
+
+/// The queue already holds as many waiting requests as it may.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the queue is full: {waiting} requests are waiting (--max-queue); try again later")]
+pub struct QueueFull {
+    /// Requests waiting.
+    pub waiting: usize,
 }
 
 impl Shared {
@@ -150,29 +159,35 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     /// Starts the queue's worker on a blocking thread of the current tokio runtime. It runs
-    /// until [`Queue::close`].
-    pub fn start() -> Queue {
-        let shared = Arc::new(Shared::default());
+    /// until [`Queue::close`]. At most `max_waiting` requests wait (besides the running one):
+    /// a bounded queue keeps memory and waiting times bounded, and tells callers to come back.
+    pub fn start(max_waiting: usize) -> Queue {
+        let shared = Arc::new(Shared { max_waiting: max_waiting.max(1), ..Shared::default() });
         let worker = shared.clone();
         tokio::task::spawn_blocking(move || work(&worker));
         Queue { shared }
     }
 
-    /// Queues `job`; its events arrive on the returned receiver, `Queued` first.
-    pub fn submit(&self, job: Job) -> mpsc::Receiver<JobEvent> {
+    /// Queues `job`; its events arrive on the returned receiver, `Queued` first. A full
+    /// queue refuses it.
+    pub fn submit(&self, job: Job) -> Result<mpsc::Receiver<JobEvent>, QueueFull> {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let mut state = self.shared.lock();
         if state.closed {
             let message = "the server is shutting down".to_owned();
             let _ = tx.try_send(JobEvent::Failed { code: FailureCode::Internal, message });
-            return rx;
+            return Ok(rx);
+        }
+        state.pending.retain(|p| !p.events.is_closed());
+        if state.pending.len() >= self.shared.max_waiting {
+            return Err(QueueFull { waiting: state.pending.len() });
         }
         let position = state.pending.len() + usize::from(state.busy);
         let _ = tx.try_send(JobEvent::Queued { position: to_u32(position) });
         state.pending.push_back(Pending { job, arrived: Instant::now(), events: tx });
         drop(state);
         self.shared.wake.notify_one();
-        rx
+        Ok(rx)
     }
 
     /// Stops the worker once the running generation ends; waiting requests are dropped

@@ -23,9 +23,13 @@ struct Server {
 
 impl Server {
     async fn start() -> anyhow::Result<Server> {
+        Self::start_with_queue(64).await
+    }
+
+    async fn start_with_queue(max_queue: usize) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
         let path = write_test_model(&dir.path().join("tiny-sd1"), Variant::Sd1, Layout::Diffusers, StoredDType::F32)?;
-        let config = ServiceConfig { models: vec![ModelSpec { path, name: Some("tiny".into()) }], device: Device::Cpu, precision: None };
+        let config = ServiceConfig { models: vec![ModelSpec { path, name: Some("tiny".into()) }], device: Device::Cpu, precision: None, max_queue };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -82,6 +86,23 @@ fn parameters_chunk(png_bytes: &[u8]) -> anyhow::Result<String> {
     let info = reader.info();
     let text = info.uncompressed_latin1_text.iter().find(|c| c.keyword == "parameters");
     Ok(text.map(|c| c.text.clone()).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_with_resource_exhausted_and_serves_the_rest() -> anyhow::Result<()> {
+    let server = Server::start_with_queue(1).await?;
+    let mut client = server.client().await?;
+    let mut running = client.generate(request(150, 1)).await?.into_inner();
+    // Once it runs, one more request may wait; a third is refused at once.
+    while !matches!(running.message().await?.and_then(|e| e.event), Some(Event::Started(_))) {}
+    let waiting = client.generate(request(2, 2)).await?.into_inner();
+    let refused = client.generate(request(2, 3)).await.err().expect("a third request is refused");
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("the queue is full"), "{}", refused.message());
+    drop(running); // cancels the long one; the waiting one then runs to its end
+    let events = collect(waiting).await?;
+    assert!(matches!(events.last(), Some(Event::Completed(_))), "{:?}", events.last());
+    server.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,6 +72,8 @@ enum Attempt {
     Ended,
     /// The inference server could not be reached or the stream broke; try again.
     Retry(String),
+    /// The inference server's queue is full: wait and try again, without spending an attempt.
+    Busy(String),
     /// Shutdown or cancellation: leave the job to whoever ended it or to the next start.
     Stopped,
 }
@@ -134,6 +136,7 @@ impl Dispatcher {
         let cancel = self.jobs.track(&id);
         let mut backoff = Duration::from_millis(500);
         let mut attempts = 0;
+        let mut busy_since: Option<tokio::time::Instant> = None;
         loop {
             attempts += 1;
             let attempt = tokio::select! {
@@ -142,8 +145,27 @@ impl Dispatcher {
                 _ = cancel.cancelled() => Attempt::Stopped,
                 _ = shutdown.cancelled() => Attempt::Stopped,
             };
+            if !matches!(attempt, Attempt::Busy(_)) {
+                busy_since = None;
+            }
             match attempt {
                 Attempt::Ended | Attempt::Stopped => break,
+                Attempt::Busy(reason) => {
+                    attempts -= 1;
+                    let since = *busy_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() > self.policy.queue_timeout {
+                        let error = format!("the inference servers stayed busy for {:?}: {reason}", self.policy.queue_timeout);
+                        let _ = self.ending(&record, JobStatus::Failed, Some(error), Vec::new(), String::new()).await;
+                        break;
+                    }
+                    tracing::info!(job = %id, %reason, retry_in = ?backoff, "inference servers busy; waiting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => break,
+                        _ = shutdown.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
                 Attempt::Retry(reason) if attempts >= self.policy.max_attempts => {
                     tracing::error!(job = %id, %reason, attempts, "generation failed on every attempt; the job fails");
                     let error = format!("the generation failed {attempts} times; the last time: {reason}");
@@ -210,6 +232,10 @@ impl Dispatcher {
             let mut client = self.client.clone();
             let mut stream = match tokio::time::timeout(self.policy.stall_timeout, client.generate(request)).await {
                 Ok(Ok(response)) => response.into_inner(),
+                // A full queue refuses before anything starts: the server is busy, not broken.
+                Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted => {
+                    return Attempt::Busy(status.message().to_owned());
+                }
                 Ok(Err(status)) => return self.rejected(record, status).await,
                 Err(_) => {
                     let waited = self.policy.stall_timeout;

@@ -98,3 +98,15 @@ async fn a_store_failure_keeps_the_result_and_does_not_generate_again() {
     assert_eq!(fake.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the image was generated once");
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_inference_queue_is_waited_out_without_spending_attempts() {
+    let (inference, fake) = support::inference::start().await;
+    let service = start(inference, quick_policy()).await;
+    let receiver = Receiver::http().await;
+    // Three refusals with a full queue, two attempts allowed: the job still completes.
+    let callback = callback_for(&service, &receiver, "busy").await;
+    assert_eq!(callback["type"], "job.completed", "{callback}");
+    assert_eq!(fake.calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+    service.stop().await;
+}

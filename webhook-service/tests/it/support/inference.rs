@@ -22,7 +22,8 @@ pub fn tiny_png() -> Vec<u8> {
 }
 
 /// Behaviour chosen by the prompt: `fail` → a Failed event; `reject` → INVALID_ARGUMENT;
-/// `slow` → 3 s before the images; `hang` → one progress event, then silence with the stream
+/// `slow` → 3 s before the images; `busy` → RESOURCE_EXHAUSTED (a full queue) for the first
+/// three calls; `hang` → one progress event, then silence with the stream
 /// open (a stalled server); `queued` → waits 1 s in the queue (position 2) before
 /// starting and works 1 s; anything else succeeds with `batch_size` images.
 #[derive(Default)]
@@ -47,8 +48,11 @@ impl Inference for FakeServer {
     type GenerateStream = Events;
 
     async fn generate(&self, request: Request<pb::GenerateRequest>) -> Result<Response<Events>, Status> {
-        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let call = self.0.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let params = request.into_inner().params.unwrap_or_default();
+        if params.prompt == "busy" && call <= 3 {
+            return Err(Status::resource_exhausted("the queue is full: 64 requests are waiting (--max-queue); try again later"));
+        }
         self.0.received.lock().unwrap().push(params.clone());
         if params.prompt == "reject" {
             return Err(Status::invalid_argument("params.steps: must be between 1 and 150"));
