@@ -9,6 +9,7 @@ use super::rows::{
 };
 use crate::domain::{AttemptRecord, DeliveryRecord, DeliveryStatus, DeliveryTask, NextStep};
 use crate::store::StoreError;
+use crate::store::secrets::SecretBox;
 
 /// `last_error` of a delivery moved to `gone` because its URL had answered 410 before.
 pub(super) const GONE_ERROR: &str =
@@ -21,6 +22,7 @@ pub(super) const GONE_ERROR: &str =
 /// keeps its `next_attempt_at`. Returns them with their job's secrets.
 pub(super) fn claim_due(
     conn: &mut Connection,
+    secrets: &SecretBox,
     now_ms: i64,
     lease_until_ms: i64,
     limit: u32,
@@ -52,7 +54,7 @@ pub(super) fn claim_due(
         ))?;
         let mut rows = due.query(params![now_ms, limit])?;
         while let Some(row) = rows.next()? {
-            tasks.push(task_from_row(row)?);
+            tasks.push(task_from_row(row, secrets)?);
         }
         let mut lease = tx.prepare_cached(
             "UPDATE deliveries SET status = 'sending', lease_until = ?2, updated_at = ?3 \
