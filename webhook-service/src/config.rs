@@ -10,6 +10,7 @@ use crate::auth::AuthMode;
 use crate::clock::Clock;
 use crate::delivery::retry::RetryPolicy;
 use crate::jobs::dispatch::DispatchPolicy;
+use crate::store::secrets::SecretsKey;
 
 /// Everything `run` needs besides its listeners.
 #[derive(Debug, Clone)]
@@ -22,6 +23,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Key for media URL signatures; None = read or create `<database>.media-key`.
     pub media_key: Option<Vec<u8>>,
+    /// Key sealing webhook secrets and signing keys in the database; None = read or create
+    /// `<database>.secrets-key`.
+    pub secrets_key: Option<SecretsKey>,
     /// How long media links stay valid.
     pub media_ttl: Duration,
     /// Subnets webhooks may reach although private, loopback, etc.
@@ -74,6 +78,7 @@ impl Default for Config {
             inference: vec!["http://127.0.0.1:50051".to_owned()],
             public_url: None,
             media_key: None,
+            secrets_key: None,
             media_ttl: Duration::from_secs(7 * 24 * 3600),
             allow_private: Vec::new(),
             allow_http: false,

@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod domain;
 pub mod formats;
 pub mod jobs;
+pub mod keyfile;
 pub mod media;
 pub mod metrics;
 pub mod store;
@@ -38,6 +39,7 @@ use auth::layer::AuthLayer;
 use jobs::dispatch::Dispatcher;
 use jobs::models::ModelCatalog;
 use jobs::{JobService, JobSettings};
+use store::secrets::{SecretBox, SecretsKey};
 use store::sqlite::SqliteStore;
 
 /// Why the service could not start or stopped with an error.
@@ -66,7 +68,7 @@ pub async fn run(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let store: Arc<dyn store::Store> = Arc::new(SqliteStore::open(&config.database)?);
+    let store: Arc<dyn store::Store> = Arc::new(open_store(&config.database, config.secrets_key.as_ref())?);
     let http_addr = http.local_addr().map_err(|e| ServiceError::Server(e.to_string()))?;
     let public_url = config.public_url.clone().unwrap_or_else(|| {
         // A listener on all interfaces has no address a receiver could use; loopback at least
@@ -274,22 +276,21 @@ fn inference_channel(endpoints: &[String]) -> Result<InferenceClient<tonic::tran
 /// Reads the media key kept beside the database, creating it (owner-only) on first start so
 /// links in stored callbacks stay valid across restarts.
 fn load_or_create_media_key(database: &Path) -> Result<Vec<u8>, ServiceError> {
-    let mut path = database.as_os_str().to_owned();
-    path.push(".media-key");
-    let path = std::path::PathBuf::from(path);
-    let fail = |e: std::io::Error| ServiceError::Config(format!("media key file {}: {e}", path.display()));
-    match std::fs::read(&path) {
-        Ok(key) if key.len() >= 32 => return Ok(key),
-        Ok(_) => return Err(ServiceError::Config(format!("media key file {} is shorter than 32 bytes", path.display()))),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
-        Err(_) => {}
+    let (path, key) = keyfile::load_or_create(database, ".media-key").map_err(|e| ServiceError::Config(format!("media {e}")))?;
+    if key.len() < 32 {
+        return Err(ServiceError::Config(format!("media key file {} is shorter than 32 bytes", path.display())));
     }
-    let key: [u8; 32] = rand::random();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    use std::io::Write;
-    options.open(&path).and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all())).map_err(fail)?;
-    Ok(key.to_vec())
+    Ok(key)
+}
+
+/// Opens the database with the secrets key that seals its webhook secrets and signing keys:
+/// `secrets_key` when given (`--secrets-key-file`), else the one kept beside the database
+/// (`<database>.secrets-key`, created owner-only on first start). `serve` and the `keys`
+/// commands both open it this way, so they read each other's secrets.
+pub fn open_store(database: &Path, secrets_key: Option<&SecretsKey>) -> Result<SqliteStore, ServiceError> {
+    let key = match secrets_key {
+        Some(key) => key.clone(),
+        None => SecretsKey::beside(database).map_err(|e| ServiceError::Config(format!("secrets {e}")))?,
+    };
+    Ok(SqliteStore::open_with(database, SecretBox::new(&key))?)
 }

@@ -12,7 +12,7 @@ use webhook_service::Config;
 use webhook_service::auth::{AuthMode, KeyRing, KeySpec};
 use webhook_service::clock::Clock;
 use webhook_service::domain::{KeyLimits, KeyWebhook, Secret};
-use webhook_service::store::sqlite::SqliteStore;
+use webhook_service::store::secrets::SecretsKey;
 use webhook_service::delivery::retry::{DEFAULT_SCHEDULE, RetryPolicy, Schedule};
 use webhook_service::jobs::dispatch::DispatchPolicy;
 
@@ -49,6 +49,9 @@ enum DeliveriesCommand {
         /// Database, as sqlite://PATH.
         #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
         database: String,
+        /// The secrets key the service uses (default: `<database>.secrets-key`).
+        #[arg(long, env = "SDSERVE_SECRETS_KEY_FILE")]
+        secrets_key_file: Option<PathBuf>,
     },
 }
 
@@ -62,6 +65,10 @@ enum KeysCommand {
         /// Database, as sqlite://PATH.
         #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
         database: String,
+        /// File holding the secrets key the database's webhook secrets are sealed with (as
+        /// `serve --secrets-key-file`; default: `<database>.secrets-key`).
+        #[arg(long, env = "SDSERVE_SECRETS_KEY_FILE")]
+        secrets_key_file: Option<PathBuf>,
         /// Jobs this key may have queued or running at once (default: the service's).
         #[arg(long)]
         max_in_flight: Option<u32>,
@@ -80,6 +87,10 @@ enum KeysCommand {
         /// Database, as sqlite://PATH.
         #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
         database: String,
+        /// File holding the secrets key the database's webhook secrets are sealed with (as
+        /// `serve --secrets-key-file`; default: `<database>.secrets-key`).
+        #[arg(long, env = "SDSERVE_SECRETS_KEY_FILE")]
+        secrets_key_file: Option<PathBuf>,
     },
     /// Revokes a key by id or name; it stops working within 10 seconds.
     Revoke {
@@ -88,6 +99,10 @@ enum KeysCommand {
         /// Database, as sqlite://PATH.
         #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
         database: String,
+        /// File holding the secrets key the database's webhook secrets are sealed with (as
+        /// `serve --secrets-key-file`; default: `<database>.secrets-key`).
+        #[arg(long, env = "SDSERVE_SECRETS_KEY_FILE")]
+        secrets_key_file: Option<PathBuf>,
     },
 }
 
@@ -127,6 +142,12 @@ struct ServeArgs {
     /// File holding the Standard Webhooks signing key (whsec_...).
     #[arg(long, env = "SDSERVE_SIGNING_KEY_FILE")]
     signing_key_file: Option<PathBuf>,
+    /// File holding the key that seals webhook secrets and signing keys in the database: 32
+    /// raw bytes, 64 hex digits or base64 (`head -c32 /dev/urandom > FILE`). Default:
+    /// `<database>.secrets-key`, created (mode 0600) on first start. `keys` commands need the
+    /// same key.
+    #[arg(long, env = "SDSERVE_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// Webhook connect timeout.
     #[arg(long, env = "SDSERVE_CONNECT_TIMEOUT", default_value = "5s")]
     connect_timeout: String,
@@ -222,6 +243,7 @@ impl ServeArgs {
                 ),
                 None => self.signing_key.clone(),
             },
+            secrets_key: secrets_key(self.secrets_key_file.as_deref())?,
             connect_timeout: duration("connect-timeout", &self.connect_timeout)?,
             timeout: duration("timeout", &self.timeout)?,
             retry: RetryPolicy { delays: schedule.0, ..RetryPolicy::default() },
@@ -289,16 +311,22 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn key_ring(database: &str) -> anyhow::Result<KeyRing> {
+/// The key in `--secrets-key-file`, if given.
+fn secrets_key(file: Option<&std::path::Path>) -> anyhow::Result<Option<SecretsKey>> {
+    file.map(|path| SecretsKey::read_file(path).context("--secrets-key-file")).transpose()
+}
+
+fn key_ring(database: &str, secrets_key_file: Option<&std::path::Path>) -> anyhow::Result<KeyRing> {
     let path = database_path(database)?;
-    let store = SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let store = webhook_service::open_store(&path, secrets_key(secrets_key_file)?.as_ref())
+        .with_context(|| format!("opening {}", path.display()))?;
     Ok(KeyRing::new(std::sync::Arc::new(store), Clock::system(), AuthMode::Required))
 }
 
 /// `keys create|list|revoke`. `create` prints only the key on stdout, so scripts can capture it.
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Create { name, database, max_in_flight, per_minute, webhook_url, webhook_api_key } => {
+        KeysCommand::Create { name, database, secrets_key_file, max_in_flight, per_minute, webhook_url, webhook_api_key } => {
             if name.trim().is_empty() {
                 anyhow::bail!("--name must not be empty");
             }
@@ -313,20 +341,20 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 None => None,
             };
             let spec = KeySpec { name, limits: KeyLimits { max_in_flight, per_minute }, webhook };
-            let created = key_ring(&database)?.create(spec).await?;
+            let created = key_ring(&database, secrets_key_file.as_deref())?.create(spec).await?;
             eprintln!("created key {} ({}); it is shown once, below", created.record.id, created.record.name);
             println!("{}", created.key);
         }
-        KeysCommand::List { database } => {
+        KeysCommand::List { database, secrets_key_file } => {
             println!("{:<38} {:<24} {:<12} {:<25} REVOKED", "ID", "NAME", "PREFIX", "CREATED");
-            for key in key_ring(&database)?.list().await? {
+            for key in key_ring(&database, secrets_key_file.as_deref())?.list().await? {
                 let when = |ms: i64| time::OffsetDateTime::from_unix_timestamp(ms / 1000).map(|t| t.to_string()).unwrap_or_default();
                 let revoked = key.revoked_at_ms.map(when).unwrap_or_else(|| "-".to_owned());
                 println!("{:<38} {:<24} {:<12} {:<25} {}", key.id, key.name, key.prefix, when(key.created_at_ms), revoked);
             }
         }
-        KeysCommand::Revoke { key, database } => {
-            if !key_ring(&database)?.revoke(&key).await? {
+        KeysCommand::Revoke { key, database, secrets_key_file } => {
+            if !key_ring(&database, secrets_key_file.as_deref())?.revoke(&key).await? {
                 anyhow::bail!("no active key has the id or name {key:?}");
             }
             eprintln!("revoked {key}");
@@ -338,9 +366,10 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
 /// `deliveries redeliver`: the operator's redelivery, which may override a 410 Gone mark.
 async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
     use webhook_service::store::{Redelivery, Store};
-    let DeliveriesCommand::Redeliver { id, force, database } = command;
+    let DeliveriesCommand::Redeliver { id, force, database, secrets_key_file } = command;
     let path = database_path(&database)?;
-    let store = SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let store = webhook_service::open_store(&path, secrets_key(secrets_key_file.as_deref())?.as_ref())
+        .with_context(|| format!("opening {}", path.display()))?;
     match store.redeliver(&id, Clock::system().now_ms(), force).await? {
         Redelivery::NotFound => anyhow::bail!("no delivery has the id {id:?}"),
         Redelivery::Gone(record) => {

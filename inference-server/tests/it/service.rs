@@ -96,7 +96,7 @@ async fn a_full_queue_refuses_with_resource_exhausted_and_serves_the_rest() -> a
     // Once it runs, one more request may wait; a third is refused at once.
     while !matches!(running.message().await?.and_then(|e| e.event), Some(Event::Started(_))) {}
     let waiting = client.generate(request(2, 2)).await?.into_inner();
-    let refused = client.generate(request(2, 3)).await.err().expect("a third request is refused");
+    let refused = client.generate(request(2, 3)).await.expect_err("a third request is refused");
     assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
     assert!(refused.message().contains("the queue is full"), "{}", refused.message());
     drop(running); // cancels the long one; the waiting one then runs to its end

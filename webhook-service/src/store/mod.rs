@@ -5,6 +5,7 @@
 //! transaction; [`Store::finish_job`] writes a job's result and its callbacks together (the
 //! outbox), so a crash at any point leaves either both or neither.
 
+pub mod secrets;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -20,4 +20,5 @@ mod runpod;
 mod delivery;
 mod formats;
 mod restart;
+mod secrets;
 mod sqlite_store;

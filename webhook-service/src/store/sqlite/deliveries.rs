@@ -9,10 +9,11 @@ use super::rows::{
 };
 use crate::domain::{AttemptRecord, DeliveryRecord, DeliveryStatus, DeliveryTask, NextStep};
 use crate::store::{Redelivery, StoreError};
+use crate::store::secrets::SecretBox;
 
 /// `last_error` of a delivery moved to `gone` because its URL had answered 410 before.
 pub(super) const GONE_ERROR: &str =
-    "the endpoint answered 410 Gone to an earlier delivery; redeliver to try again";
+    "the endpoint answered 410 Gone to an earlier delivery; an operator can send it again with `webhook-service deliveries redeliver <id> --force`";
 
 /// First moves every pending or sending delivery whose URL is in `gone_endpoints` to `gone`
 /// (with [`GONE_ERROR`]); then leases until `lease_until_ms` up to `limit` deliveries that are
@@ -21,6 +22,7 @@ pub(super) const GONE_ERROR: &str =
 /// keeps its `next_attempt_at`. Returns them with their job's secrets.
 pub(super) fn claim_due(
     conn: &mut Connection,
+    secrets: &SecretBox,
     now_ms: i64,
     lease_until_ms: i64,
     limit: u32,
@@ -52,7 +54,7 @@ pub(super) fn claim_due(
         ))?;
         let mut rows = due.query(params![now_ms, limit])?;
         while let Some(row) = rows.next()? {
-            tasks.push(task_from_row(row)?);
+            tasks.push(task_from_row(row, secrets)?);
         }
         let mut lease = tx.prepare_cached(
             "UPDATE deliveries SET status = 'sending', lease_until = ?2, updated_at = ?3 \

@@ -4,16 +4,17 @@
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::rows::{IMAGE_COLUMNS, JOB_COLUMNS, col, encode_events, encode_parts, image_from_row, job_from_row};
+use super::rows::{IMAGE_COLUMNS, JOB_COLUMNS, col, encode_events, encode_parts, image_from_row, job_from_row, seal};
 use crate::domain::{DeliveryStatus, JobFinish, JobRecord, JobStatus, NewJob, StoredImage};
+use crate::store::secrets::SecretBox;
 use crate::store::{Inserted, StoreError};
 
 /// Inserts a queued job. An idempotency key already in use makes the insert do nothing (the
 /// UNIQUE constraint decides, inside the transaction, so concurrent writers cannot both win)
-/// and the earlier job's id is returned instead.
-pub(super) fn insert_job(conn: &mut Connection, job: &NewJob) -> Result<Inserted, StoreError> {
+/// and the earlier job's id is returned instead. Its secrets are stored sealed with `secrets`.
+pub(super) fn insert_job(conn: &mut Connection, secrets: &SecretBox, job: &NewJob) -> Result<Inserted, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let inserted = insert_job_in(&tx, job)?;
+    let inserted = insert_job_in(&tx, secrets, job)?;
     tx.commit()?;
     Ok(inserted)
 }
@@ -23,11 +24,12 @@ pub(super) fn insert_job(conn: &mut Connection, job: &NewJob) -> Result<Inserted
 /// A deduplicated job is returned as it is, without a second ending.
 pub(super) fn insert_finished_job(
     conn: &mut Connection,
+    secrets: &SecretBox,
     job: &NewJob,
     finish: &JobFinish,
 ) -> Result<Inserted, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let inserted = insert_job_in(&tx, job)?;
+    let inserted = insert_job_in(&tx, secrets, job)?;
     if !inserted.deduplicated {
         finish_job_in(&tx, finish)?;
     }
@@ -35,7 +37,7 @@ pub(super) fn insert_finished_job(
     Ok(inserted)
 }
 
-fn insert_job_in(tx: &rusqlite::Transaction<'_>, job: &NewJob) -> Result<Inserted, StoreError> {
+fn insert_job_in(tx: &rusqlite::Transaction<'_>, secrets: &SecretBox, job: &NewJob) -> Result<Inserted, StoreError> {
     let vendor_context =
         serde_json::to_string(&job.vendor_context).map_err(|e| StoreError::Corrupt {
             what: "jobs.vendor_context",
@@ -44,6 +46,8 @@ fn insert_job_in(tx: &rusqlite::Transaction<'_>, job: &NewJob) -> Result<Inserte
     let webhook = &job.webhook;
     let scoped_key = job.idempotency_key.as_deref().map(|key| scope_key(&job.owner, key));
     let fingerprint = job.fingerprint();
+    let webhook_secret = seal(webhook.secret.as_ref(), "jobs.webhook_secret", &job.id, secrets)?;
+    let signing_secret = seal(webhook.signing_secret.as_ref(), "jobs.signing_secret", &job.id, secrets)?;
     let added = tx
         .prepare_cached(
             "INSERT INTO jobs (id, idempotency_key, params, webhook_url, webhook_secret, \
@@ -57,8 +61,8 @@ fn insert_job_in(tx: &rusqlite::Transaction<'_>, job: &NewJob) -> Result<Inserte
             scoped_key,
             job.params.encode_to_vec(),
             webhook.url.as_deref().unwrap_or_default(),
-            webhook.secret.as_ref().map(|s| s.expose()),
-            webhook.signing_secret.as_ref().map(|s| s.expose()),
+            webhook_secret,
+            signing_secret,
             webhook.format.as_str(),
             encode_events(&webhook.events),
             vendor_context,
@@ -100,16 +104,17 @@ pub(super) fn unscope_key(stored: &str) -> &str {
 }
 
 /// A job by id.
-pub(super) fn get_job(conn: &Connection, id: &str) -> Result<Option<JobRecord>, StoreError> {
+pub(super) fn get_job(conn: &Connection, secrets: &SecretBox, id: &str) -> Result<Option<JobRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
     let mut rows = stmt.query([id])?;
-    rows.next()?.map(job_from_row).transpose()
+    rows.next()?.map(|row| job_from_row(row, secrets)).transpose()
 }
 
 /// Marks the oldest undispatched queued job (by `created_at`, then insertion order) dispatched
 /// at `now_ms`, and returns it; it stays queued until its generation starts.
 pub(super) fn claim_next_job(
     conn: &mut Connection,
+    secrets: &SecretBox,
     now_ms: i64,
 ) -> Result<Option<JobRecord>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -123,7 +128,7 @@ pub(super) fn claim_next_job(
         .query_row([now_ms], |row| row.get(0))
         .optional()?;
     let job = match id {
-        Some(id) => get_job(&tx, &id)?,
+        Some(id) => get_job(&tx, secrets, &id)?,
         None => None,
     };
     tx.commit()?;
@@ -161,7 +166,12 @@ pub(super) fn mark_started(conn: &Connection, job_id: &str, now_ms: i64) -> Resu
 }
 
 /// Unfinished jobs of `owner`, newest first.
-pub(super) fn active_jobs(conn: &Connection, owner: &str, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
+pub(super) fn active_jobs(
+    conn: &Connection,
+    secrets: &SecretBox,
+    owner: &str,
+    limit: u32,
+) -> Result<Vec<JobRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE owner = ?1 AND status IN ('queued', 'running') \
          ORDER BY created_at DESC, rowid DESC LIMIT ?2"
@@ -169,7 +179,7 @@ pub(super) fn active_jobs(conn: &Connection, owner: &str, limit: u32) -> Result<
     let mut rows = stmt.query(params![owner, limit])?;
     let mut jobs = Vec::new();
     while let Some(row) = rows.next()? {
-        jobs.push(job_from_row(row)?);
+        jobs.push(job_from_row(row, secrets)?);
     }
     Ok(jobs)
 }

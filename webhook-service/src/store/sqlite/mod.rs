@@ -8,11 +8,15 @@
 //! transaction survives a crash or kill of the process; an operating-system crash or power
 //! loss may lose the last few transactions committed before it (never corrupting the file).
 //! Deliveries are at-least-once in any case, so a lost "succeeded" mark means a resend.
+//!
+//! Secrets (`jobs.webhook_secret`, `jobs.signing_secret`, `api_keys.webhook_secret`) are stored
+//! sealed with the [`SecretBox`] the store is opened with; see [`crate::store::secrets`].
 
 mod deliveries;
 mod jobs;
 mod keys;
 mod migrate;
+mod reseal;
 mod rows;
 #[cfg(test)]
 mod tests;
@@ -26,6 +30,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::secrets::{SecretBox, SecretsKey};
 use super::{Inserted, Redelivery, Store, StoreError};
 use crate::domain::{
     ApiKeyRecord, AttemptRecord, DeliveryRecord, DeliveryTask, JobFinish, JobRecord, JobStatus,
@@ -53,6 +58,7 @@ pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     pending_attempts: PendingAttempts,
     location: Arc<str>,
+    secrets: Arc<SecretBox>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -68,35 +74,62 @@ impl SqliteStore {
     /// refused by [`SqliteStore::open`].
     pub const SCHEMA_VERSION: i64 = migrate::SCHEMA_VERSION;
 
-    /// Opens (creating if needed) the database at `path` and migrates it to
-    /// [`Self::SCHEMA_VERSION`]. Fails with [`StoreError::Open`] if the file cannot be opened,
-    /// a migration fails, or the database was written by a newer build.
+    /// Opens (creating if needed) the database at `path` with the secrets key kept beside it
+    /// (`<path>.secrets-key`, created on first use), as the service does when no
+    /// `--secrets-key-file` is given. See [`SqliteStore::open_with`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let key = SecretsKey::beside(path).map_err(|e| open_error(&path.display().to_string(), e.to_string()))?;
+        Self::open_with(path, SecretBox::new(&key))
+    }
+
+    /// Opens (creating if needed) the database at `path`, migrates it to
+    /// [`Self::SCHEMA_VERSION`] and seals, in one transaction, any secret an older build stored
+    /// in clear. Fails with [`StoreError::Open`] if the file cannot be opened, a migration fails,
+    /// or the database was written by a newer build, and with [`StoreError::Corrupt`] naming
+    /// the column when stored secrets do not open with `secrets` (another key).
+    pub fn open_with(path: &Path, secrets: SecretBox) -> Result<Self, StoreError> {
         let location = path.display().to_string();
         create_private(path).map_err(|e| open_error(&location, e.to_string()))?;
         let conn = Connection::open(path).map_err(|e| open_error(&location, e.to_string()))?;
-        Self::init(conn, location, true)
+        Self::init(conn, location, true, secrets)
     }
 
-    /// A private in-memory database, for tests; it disappears when the last clone is dropped.
+    /// A private in-memory database, for tests, sealing with a random key; it disappears when
+    /// the last clone is dropped.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let location = ":memory:".to_owned();
         let conn =
             Connection::open_in_memory().map_err(|e| open_error(&location, e.to_string()))?;
-        Self::init(conn, location, false)
+        Self::init(conn, location, false, SecretBox::new(&SecretsKey::generate()))
     }
 
-    fn init(mut conn: Connection, location: String, file: bool) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection, location: String, file: bool, secrets: SecretBox) -> Result<Self, StoreError> {
         configure(&conn, file).map_err(|e| open_error(&location, e))?;
         migrate::migrate(&mut conn).map_err(|e| open_error(&location, e))?;
+        reseal::check_key(&conn, &secrets)?;
+        let resealed = reseal::seal_clear_values(&mut conn, &secrets, file)?;
+        if resealed > 0 {
+            tracing::info!(resealed, database = %location, "encrypted secrets an older build had stored in clear");
+        }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             pending_attempts: PendingAttempts::default(),
             location: location.into(),
+            secrets: Arc::new(secrets),
         })
     }
 
     /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with the connection and the secret box on the blocking pool.
+    async fn call_sealed<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &SecretBox) -> Result<T, StoreError> + Send + 'static,
+    {
+        let secrets = Arc::clone(&self.secrets);
+        self.call(move |c| f(c, &secrets)).await
+    }
+
     async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -162,24 +195,24 @@ impl Store for SqliteStore {
     /// and the earlier job's id comes back with `deduplicated: true`; the UNIQUE constraint
     /// decides inside the transaction, so this is race-free.
     async fn insert_job(&self, job: NewJob) -> Result<Inserted, StoreError> {
-        self.call(move |c| jobs::insert_job(c, &job)).await
+        self.call_sealed(move |c, s| jobs::insert_job(c, s, &job)).await
     }
 
     /// Inserts the job and writes its ending in one transaction.
     async fn insert_finished_job(&self, job: NewJob, finish: JobFinish) -> Result<Inserted, StoreError> {
-        self.call(move |c| jobs::insert_finished_job(c, &job, &finish)).await
+        self.call_sealed(move |c, s| jobs::insert_finished_job(c, s, &job, &finish)).await
     }
 
     /// A job by id, with its image count.
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let id = id.to_owned();
-        self.call(move |c| jobs::get_job(c, &id)).await
+        self.call_sealed(move |c, s| jobs::get_job(c, s, &id)).await
     }
 
     /// Marks the oldest undispatched queued job (by `created_at`, then insertion order)
     /// dispatched at `now_ms` and returns it; None if there is none.
     async fn claim_next_job(&self, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
-        self.call(move |c| jobs::claim_next_job(c, now_ms)).await
+        self.call_sealed(move |c, s| jobs::claim_next_job(c, s, now_ms)).await
     }
 
     /// Moves every dispatched or running job back to queued, clearing `dispatched_at`,
@@ -203,7 +236,7 @@ impl Store for SqliteStore {
     /// Queued and running jobs of `owner`, newest first.
     async fn active_jobs(&self, owner: &str, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
         let owner = owner.to_owned();
-        self.call(move |c| jobs::active_jobs(c, &owner, limit)).await
+        self.call_sealed(move |c, s| jobs::active_jobs(c, s, &owner, limit)).await
     }
 
     /// `owner`'s jobs per status.
@@ -230,17 +263,17 @@ impl Store for SqliteStore {
 
     /// Inserts into `api_keys`.
     async fn insert_key(&self, key: NewApiKey) -> Result<(), StoreError> {
-        self.call(move |c| keys::insert(c, &key)).await
+        self.call_sealed(move |c, s| keys::insert(c, s, &key)).await
     }
 
     /// Looks a key up by its SHA-256.
     async fn find_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.call(move |c| keys::find(c, &hash)).await
+        self.call_sealed(move |c, s| keys::find(c, s, &hash)).await
     }
 
     /// Every key, oldest first.
     async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.call(|c| keys::list(c)).await
+        self.call_sealed(|c, s| keys::list(c, s)).await
     }
 
     /// Sets `revoked_at` of the active key with this id or name.
@@ -292,7 +325,7 @@ impl Store for SqliteStore {
         lease_until_ms: i64,
         limit: u32,
     ) -> Result<Vec<DeliveryTask>, StoreError> {
-        self.call(move |c| deliveries::claim_due(c, now_ms, lease_until_ms, limit))
+        self.call_sealed(move |c, s| deliveries::claim_due(c, s, now_ms, lease_until_ms, limit))
             .await
     }
 

@@ -2,8 +2,8 @@
 //! column list it reads, plus the encoders for values stored in a non-obvious form.
 //!
 //! Every reader returns [`StoreError::Corrupt`] naming `table.column` when a stored value cannot
-//! be decoded; none panics. Secret columns are read only into [`Secret`] values, and decode
-//! errors never quote a stored text value.
+//! be decoded; none panics. Secret columns are sealed ([`SecretBox`]): they are opened only into
+//! [`Secret`] values, and decode errors never quote a stored text value.
 
 use std::str::FromStr;
 
@@ -17,6 +17,7 @@ use crate::domain::{
     JobStatus, NewJob, NextStep, Secret, StoredImage, UnknownName, WebhookTarget,
 };
 use crate::store::StoreError;
+use crate::store::secrets::SecretBox;
 
 /// Columns read by [`job_from_row`], for `SELECT ... FROM jobs`.
 pub(super) const JOB_COLUMNS: &str = "id, idempotency_key, params, webhook_url, webhook_secret, \
@@ -45,8 +46,9 @@ fn decode_parts(bytes: Option<Vec<u8>>) -> Result<Vec<GenerationParams>, StoreEr
     })
 }
 
-/// Reads a job selected with [`JOB_COLUMNS`].
-pub(super) fn job_from_row(row: &Row<'_>) -> Result<JobRecord, StoreError> {
+/// Reads a job selected with [`JOB_COLUMNS`], opening its secrets with `secrets`.
+pub(super) fn job_from_row(row: &Row<'_>, secrets: &SecretBox) -> Result<JobRecord, StoreError> {
+    let id: String = col(row, 0, "jobs.id")?;
     let params: Vec<u8> = col(row, 2, "jobs.params")?;
     let params = GenerationParams::decode(params.as_slice()).map_err(|e| StoreError::Corrupt {
         what: "jobs.params",
@@ -61,7 +63,6 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<JobRecord, StoreError> {
     let events = decode_events(&events)?;
     Ok(JobRecord {
         job: NewJob {
-            id: col(row, 0, "jobs.id")?,
             params,
             owner: col(row, 18, "jobs.owner")?,
             extra_parts: decode_parts(col(row, 19, "jobs.extra_parts")?)?,
@@ -70,15 +71,16 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<JobRecord, StoreError> {
                 .transpose()?,
             webhook: WebhookTarget {
                 url: Some(col::<String>(row, 3, "jobs.webhook_url")?).filter(|url| !url.is_empty()),
-                secret: secret(row, 4, "jobs.webhook_secret")?,
+                secret: sealed(row, 4, "jobs.webhook_secret", &id, secrets)?,
                 format: parsed::<Format>(row, 6, "jobs.format")?,
                 events,
-                signing_secret: secret(row, 5, "jobs.signing_secret")?,
+                signing_secret: sealed(row, 5, "jobs.signing_secret", &id, secrets)?,
             },
             idempotency_key: col::<Option<String>>(row, 1, "jobs.idempotency_key")?
                 .map(|stored| super::jobs::unscope_key(&stored).to_owned()),
             vendor_context,
             created_at_ms: col(row, 10, "jobs.created_at")?,
+            id,
         },
         status: parsed::<JobStatus>(row, 9, "jobs.status")?,
         dispatched_at_ms: col(row, 21, "jobs.dispatched_at")?,
@@ -132,15 +134,16 @@ pub(super) fn delivery_from_row(row: &Row<'_>) -> Result<DeliveryRecord, StoreEr
 pub(super) const TASK_COLUMNS: &str = "d.id, d.job_id, d.url, d.payload, j.webhook_secret, \
      j.signing_secret, d.attempts_made, d.round_attempts, j.format";
 
-/// Reads a leased delivery selected with [`TASK_COLUMNS`].
-pub(super) fn task_from_row(row: &Row<'_>) -> Result<DeliveryTask, StoreError> {
+/// Reads a leased delivery selected with [`TASK_COLUMNS`], opening its job's secrets.
+pub(super) fn task_from_row(row: &Row<'_>, secrets: &SecretBox) -> Result<DeliveryTask, StoreError> {
+    let job_id: String = col(row, 1, "deliveries.job_id")?;
     Ok(DeliveryTask {
         id: col(row, 0, "deliveries.id")?,
-        job_id: col(row, 1, "deliveries.job_id")?,
         url: col(row, 2, "deliveries.url")?,
         payload: col(row, 3, "deliveries.payload")?,
-        secret: secret(row, 4, "jobs.webhook_secret")?,
-        signing_secret: secret(row, 5, "jobs.signing_secret")?,
+        secret: sealed(row, 4, "jobs.webhook_secret", &job_id, secrets)?,
+        signing_secret: sealed(row, 5, "jobs.signing_secret", &job_id, secrets)?,
+        job_id,
         attempts_made: count(row, 6, "deliveries.attempts_made")?,
         round_attempts: count(row, 7, "deliveries.round_attempts")?,
         format: parsed::<Format>(row, 8, "jobs.format")?,
@@ -259,9 +262,28 @@ pub(super) fn count(row: &Row<'_>, index: usize, what: &'static str) -> Result<u
     u32::try_from(value).map_err(|_| out_of_range(what, value))
 }
 
-/// Reads a nullable secret; the value goes straight into a [`Secret`].
-pub(super) fn secret(row: &Row<'_>, index: usize, what: &'static str) -> Result<Option<Secret>, StoreError> {
-    Ok(col::<Option<String>>(row, index, what)?.map(Secret::new))
+/// Reads a nullable sealed secret of the row `row_id`, opening it with `secrets` (a clear value
+/// from an older build passes as is); the value goes straight into a [`Secret`].
+pub(super) fn sealed(
+    row: &Row<'_>,
+    index: usize,
+    what: &'static str,
+    row_id: &str,
+    secrets: &SecretBox,
+) -> Result<Option<Secret>, StoreError> {
+    col::<Option<String>>(row, index, what)?
+        .map(|stored| secrets.open(what, row_id, stored))
+        .transpose()
+}
+
+/// Seals a nullable secret for `what` (`table.column`) of the row `row_id`.
+pub(super) fn seal(
+    secret: Option<&Secret>,
+    what: &'static str,
+    row_id: &str,
+    secrets: &SecretBox,
+) -> Result<Option<String>, StoreError> {
+    secret.map(|s| secrets.seal(what, row_id, s.expose())).transpose()
 }
 
 /// Reads an enumeration stored as its name.

@@ -4,3 +4,4 @@
 mod deliveries;
 mod fixtures;
 mod jobs;
+mod secrets;

@@ -1,0 +1,4 @@
+-- Version 4: jobs.webhook_secret, jobs.signing_secret and api_keys.webhook_secret hold values
+-- sealed with the secrets key (`enc1:...`, see store/secrets.rs); the store seals clear values
+-- from older builds when it opens. No table changes: the version bump makes builds that would
+-- send `enc1:...` as a bearer secret refuse this database instead.
