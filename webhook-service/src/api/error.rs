@@ -111,7 +111,7 @@ impl From<JobError> for ApiError {
             }
             JobError::Store(err) => {
                 tracing::error!(error = %err, "store error");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "the job store is unavailable; try again")
+                Self { retry_after_s: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "the job store is unavailable; try again") }
             }
         }
     }

@@ -40,6 +40,9 @@ pub enum StoreError {
     /// The transaction that held this write among others (a group commit) failed.
     #[error("database error in a batched commit: {0}")]
     Batch(String),
+    /// The database did not answer in time (a held lock, a slow disk); try again shortly.
+    #[error("the job store is busy: {0}")]
+    Busy(String),
     /// The blocking task running the query panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),

@@ -110,3 +110,28 @@ async fn a_full_inference_queue_is_waited_out_without_spending_attempts() {
     assert_eq!(fake.calls.load(std::sync::atomic::Ordering::SeqCst), 4);
     service.stop().await;
 }
+
+/// A store that does not stall: while another process holds the database's write lock, reads
+/// are answered at once and writes get 503 with `Retry-After` after a bounded wait.
+#[tokio::test]
+async fn a_held_write_lock_gives_503_with_retry_after_and_reads_still_answer() {
+    let (inference, _) = support::inference::start().await;
+    let service = start(inference, quick_policy()).await;
+    let body = serde_json::json!({"params": {"prompt": "p", "steps": 2}, "webhook": {"url": "https://hooks.example.com/in", "format": "standard"}});
+    let url = format!("http://{}/v1/jobs", service.http);
+    let accepted: serde_json::Value = support::http().post(&url).json(&body).send().await.unwrap().json().await.unwrap();
+    let id = accepted["job_id"].as_str().unwrap().to_owned();
+
+    let db = rusqlite::Connection::open(service.dir.path().join("jobs.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE;").unwrap();
+    let started = std::time::Instant::now();
+    let read = support::http().get(format!("{url}/{id}")).send().await.unwrap();
+    assert_eq!(read.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(1), "a read waited {:?} for the write lock", started.elapsed());
+    let write = support::http().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(write.status(), 503);
+    assert_eq!(write.headers()["retry-after"], "1");
+    assert!(started.elapsed() < Duration::from_secs(12), "the write waited {:?}", started.elapsed());
+    db.execute_batch("ROLLBACK;").unwrap();
+    service.stop().await;
+}

@@ -1,8 +1,9 @@
-//! SQLite implementation of [`Store`]: one file, one connection.
+//! SQLite implementation of [`Store`]: one file, one writing connection and a few read-only ones.
 //!
-//! Every call runs on [`tokio::task::spawn_blocking`] against a single connection behind a
-//! [`Mutex`], so writes are serialised in-process and readers never see a half-written
-//! transaction. Statements are prepared once and cached (`prepare_cached`).
+//! Every call runs on [`tokio::task::spawn_blocking`]. Writes go through one connection behind a
+//! [`Mutex`], so they are serialised in-process; reads go to read-only connections, which in WAL
+//! mode see the last commit and never wait on a write. Every call waits at most 10 s, then
+//! fails with [`StoreError::Busy`] (the APIs answer 503 with `Retry-After`). Statements are prepared once and cached (`prepare_cached`).
 //!
 //! Durability: the database runs in WAL mode with `synchronous=NORMAL`. A committed
 //! transaction survives a crash or kill of the process; an operating-system crash or power
@@ -52,10 +53,21 @@ const STATEMENT_CACHE: usize = 64;
 /// Attempts queued for the next group commit, each with the channel its caller waits on.
 type PendingAttempts = Arc<Mutex<Vec<(AttemptRecord, oneshot::Sender<Result<(), StoreError>>)>>>;
 
-/// A [`Store`] in one SQLite database file. Cloning shares the connection.
+/// Read-only connections beside the writer, so reads never wait on writes (WAL mode lets
+/// readers see the last commit while a write is in progress).
+const READERS: usize = 2;
+
+/// The longest a store call may wait (for a connection or the database); past it the caller
+/// gets [`StoreError::Busy`], which the APIs answer with 503 and `Retry-After`.
+const CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A [`Store`] in one SQLite database file: one writing connection and a few read-only ones.
+/// Cloning shares them.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
     pending_attempts: PendingAttempts,
     location: Arc<str>,
     secrets: Arc<SecretBox>,
@@ -91,7 +103,19 @@ impl SqliteStore {
         let location = path.display().to_string();
         create_private(path).map_err(|e| open_error(&location, e.to_string()))?;
         let conn = Connection::open(path).map_err(|e| open_error(&location, e.to_string()))?;
-        Self::init(conn, location, true, secrets)
+        let mut store = Self::init(conn, location.clone(), true, secrets)?;
+        // Opened after the migrations, which they must not race with.
+        let readers = (0..READERS)
+            .map(|_| {
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let reader = Connection::open_with_flags(path, flags).map_err(|e| open_error(&location, e.to_string()))?;
+                reader.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(&location, e.to_string()))?;
+                reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                Ok(Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        store.readers = Arc::new(readers);
+        Ok(store)
     }
 
     /// A private in-memory database, for tests, sealing with a random key; it disappears when
@@ -113,6 +137,8 @@ impl SqliteStore {
         }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Vec::new()),
+            next_reader: Arc::default(),
             pending_attempts: PendingAttempts::default(),
             location: location.into(),
             secrets: Arc::new(secrets),
@@ -136,14 +162,45 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
+        bounded(tokio::task::spawn_blocking(move || {
             // A panic while the lock was held unwound through any open `Transaction`, which
             // rolled it back, so the connection is still consistent.
             let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
             f(&mut conn)
-        })
+        }))
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs a read on one of the read-only connections (the writer when there are none, as
+    /// in memory), so it does not queue behind writes.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &SecretBox) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.readers.is_empty() {
+            return self.call_sealed(move |c, s| f(c, s)).await;
+        }
+        let (readers, secrets) = (Arc::clone(&self.readers), Arc::clone(&self.secrets));
+        let first = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bounded(tokio::task::spawn_blocking(move || {
+            // Take a free reader if there is one, else wait for this call's turn.
+            let n = readers.len();
+            let conn = (0..n)
+                .find_map(|i| readers[(first + i) % n].try_lock().ok())
+                .unwrap_or_else(|| readers[first % n].lock().unwrap_or_else(PoisonError::into_inner));
+            f(&conn, &secrets)
+        }))
+        .await
+    }
+}
+
+/// Waits for a store call at most [`CALL_DEADLINE`]. A call past it keeps running on its
+/// blocking thread (a write may still commit: callers retry with their idempotency key).
+async fn bounded<T>(call: tokio::task::JoinHandle<Result<T, StoreError>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(CALL_DEADLINE, call).await {
+        Ok(joined) => joined.map_err(|e| StoreError::Task(e.to_string()))?,
+        Err(_) => Err(StoreError::Busy(format!("the database did not answer within {CALL_DEADLINE:?}"))),
     }
 }
 
@@ -206,7 +263,7 @@ impl Store for SqliteStore {
     /// A job by id, with its image count.
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let id = id.to_owned();
-        self.call_sealed(move |c, s| jobs::get_job(c, s, &id)).await
+        self.read(move |c, s| jobs::get_job(c, s, &id)).await
     }
 
     /// Marks the oldest undispatched queued job (by `created_at`, then insertion order)
@@ -236,13 +293,13 @@ impl Store for SqliteStore {
     /// Queued and running jobs of `owner`, newest first.
     async fn active_jobs(&self, owner: &str, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
         let owner = owner.to_owned();
-        self.call_sealed(move |c, s| jobs::active_jobs(c, s, &owner, limit)).await
+        self.read(move |c, s| jobs::active_jobs(c, s, &owner, limit)).await
     }
 
     /// `owner`'s jobs per status.
     async fn count_jobs(&self, owner: &str) -> Result<Vec<(JobStatus, u64)>, StoreError> {
         let owner = owner.to_owned();
-        self.call(move |c| jobs::count_jobs(c, &owner)).await
+        self.read(move |c, _| jobs::count_jobs(c, &owner)).await
     }
 
     /// One `DELETE` on `jobs`; the foreign keys cascade to images, deliveries and attempts.
@@ -268,12 +325,12 @@ impl Store for SqliteStore {
 
     /// Looks a key up by its SHA-256.
     async fn find_key(&self, hash: [u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.call_sealed(move |c, s| keys::find(c, s, &hash)).await
+        self.read(move |c, s| keys::find(c, s, &hash)).await
     }
 
     /// Every key, oldest first.
     async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.call_sealed(|c, s| keys::list(c, s)).await
+        self.read(|c, s| keys::list(c, s)).await
     }
 
     /// Sets `revoked_at` of the active key with this id or name.
@@ -306,13 +363,13 @@ impl Store for SqliteStore {
     /// A stored image's PNG bytes; None if there is no such image.
     async fn get_image(&self, job_id: &str, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
         let job_id = job_id.to_owned();
-        self.call(move |c| jobs::get_image(c, &job_id, index)).await
+        self.read(move |c, _| jobs::get_image(c, &job_id, index)).await
     }
 
     /// A job's images by index.
     async fn list_images(&self, job_id: &str) -> Result<Vec<StoredImage>, StoreError> {
         let job_id = job_id.to_owned();
-        self.call(move |c| jobs::list_images(c, &job_id)).await
+        self.read(move |c, _| jobs::list_images(c, &job_id)).await
     }
 
     /// First moves pending/sending deliveries to gone URLs to `gone`; then leases up to `limit`
@@ -371,19 +428,19 @@ impl Store for SqliteStore {
 
     /// The minimum of pending deliveries' `next_attempt_at` and sending ones' `lease_until`.
     async fn next_delivery_due(&self) -> Result<Option<i64>, StoreError> {
-        self.call(|c| deliveries::next_due(c)).await
+        self.read(|c, _| deliveries::next_due(c)).await
     }
 
     /// A job's deliveries, oldest first, each with its attempts oldest first.
     async fn list_deliveries(&self, job_id: &str) -> Result<Vec<DeliveryRecord>, StoreError> {
         let job_id = job_id.to_owned();
-        self.call(move |c| deliveries::list(c, &job_id)).await
+        self.read(move |c, _| deliveries::list(c, &job_id)).await
     }
 
     /// A delivery by id, with its attempts oldest first.
     async fn get_delivery(&self, delivery_id: &str) -> Result<Option<DeliveryRecord>, StoreError> {
         let id = delivery_id.to_owned();
-        self.call(move |c| deliveries::get(c, &id)).await
+        self.read(move |c, _| deliveries::get(c, &id)).await
     }
 
     /// Sets the delivery pending, due at `now_ms`, with `round_attempts = 0` and no lease,

@@ -196,3 +196,19 @@ async fn retention_purges_old_settled_jobs_with_their_images_and_deliveries() {
     assert!(store.get_job("old-pending").await.unwrap().is_some(), "a job whose callback is still retried stays");
     assert!(store.get_job("recent").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn reads_do_not_wait_for_a_held_write_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let store = SqliteStore::open(&path).unwrap();
+    store.insert_job(job("j1", None, 1)).await.unwrap();
+    // Another process holds the write lock (an open write transaction).
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE; UPDATE jobs SET model = 'held' WHERE id = 'j1';").unwrap();
+    let started = std::time::Instant::now();
+    let read = store.get_job("j1").await.unwrap().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "the read waited {:?}", started.elapsed());
+    assert_eq!(read.model, "", "the uncommitted write is not visible");
+    other.execute_batch("ROLLBACK;").unwrap();
+}
