@@ -3,7 +3,8 @@
 //! Every call runs on [`tokio::task::spawn_blocking`]. Writes go through one connection behind a
 //! [`Mutex`], so they are serialised in-process; reads go to read-only connections, which in WAL
 //! mode see the last commit and never wait on a write. Every call waits at most 10 s, then
-//! fails with [`StoreError::Busy`] (the APIs answer 503 with `Retry-After`). Statements are prepared once and cached (`prepare_cached`).
+//! fails with [`StoreError::Busy`] (the APIs answer 503 with `Retry-After`). Statements are
+//! prepared once and cached (`prepare_cached`).
 //!
 //! Durability: the database runs in WAL mode with `synchronous=NORMAL`. A committed
 //! transaction survives a crash or kill of the process; an operating-system crash or power
@@ -330,7 +331,7 @@ impl Store for SqliteStore {
 
     /// Every key, oldest first.
     async fn list_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.read(|c, s| keys::list(c, s)).await
+        self.read(keys::list).await
     }
 
     /// Sets `revoked_at` of the active key with this id or name.
