@@ -24,7 +24,6 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
-use sdserve_proto::v1::inference_client::InferenceClient;
 use sdserve_proto::v1::jobs_server::JobsServer;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -56,8 +55,6 @@ pub enum ServiceError {
     Server(String),
 }
 
-/// Largest gRPC message accepted from an inference server (an image event carries a PNG).
-const MAX_INFERENCE_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// Runs the service on `grpc` and `http` until `shutdown` resolves, then stops taking
 /// requests, lets attempts in flight finish and returns. Nothing accepted is lost at any
@@ -101,7 +98,7 @@ pub async fn run(
     };
     let metrics = metrics::Metrics::new();
     let delivery_wake = Arc::new(Notify::new());
-    let inference = inference_channel(&config.inference)?;
+    let inference = jobs::endpoints::Endpoints::new(&config.inference).map_err(ServiceError::Config)?;
     let rules = api::validate::UrlRules { allow_http: config.allow_http };
     let settings = JobSettings {
         rules,
@@ -141,6 +138,7 @@ pub async fn run(
         },
         delivery_wake,
     );
+    let inference_for_health = inference.clone();
     let dispatcher = Dispatcher::new(jobs.clone(), inference, config.generation_concurrency, config.dispatch.clone());
 
     let stop = CancellationToken::new();
@@ -154,6 +152,7 @@ pub async fn run(
     let workers = tokio_util::task::TaskTracker::new();
     workers.spawn(deliverer.run(stop.clone()));
     workers.spawn(dispatcher.run(stop.clone()));
+    workers.spawn(inference_for_health.check_health(stop.clone()));
     if let Some(retain) = config.retain {
         workers.spawn(retention(store.clone(), config.clock.clone(), retain, stop.clone()));
     }
@@ -247,30 +246,6 @@ fn grpc_server(
             .map_err(|e| ServiceError::Server(format!("grpc: {e}")))
     };
     (Box::pin(serve), addr)
-}
-
-fn inference_channel(endpoints: &[String]) -> Result<InferenceClient<tonic::transport::Channel>, ServiceError> {
-    let parsed = endpoints
-        .iter()
-        .map(|e| {
-            // Keepalive pings notice a server that hangs or a link that dies while a generation
-            // runs, where TCP alone could wait for hours.
-            tonic::transport::Endpoint::from_shared(e.clone())
-                .map(|endpoint| {
-                    endpoint
-                        .connect_timeout(std::time::Duration::from_secs(10))
-                        .http2_keep_alive_interval(std::time::Duration::from_secs(20))
-                        .keep_alive_timeout(std::time::Duration::from_secs(10))
-                        .keep_alive_while_idle(true)
-                })
-                .map_err(|err| ServiceError::Config(format!("inference endpoint {e:?}: {err}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if parsed.is_empty() {
-        return Err(ServiceError::Config("at least one inference endpoint is required".into()));
-    }
-    let channel = tonic::transport::Channel::balance_list(parsed.into_iter());
-    Ok(InferenceClient::new(channel).max_decoding_message_size(MAX_INFERENCE_MESSAGE))
 }
 
 /// Reads the media key kept beside the database, creating it (owner-only) on first start so

@@ -15,13 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sdserve_proto::v1::generate_event::Event;
-use sdserve_proto::v1::inference_client::InferenceClient;
 use sdserve_proto::v1::GenerateRequest;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
 
+use super::endpoints::Endpoints;
 use super::outbox::Ending;
 use super::JobService;
 use crate::domain::{JobRecord, JobStatus, StoredImage};
@@ -61,7 +60,7 @@ impl Default for DispatchPolicy {
 /// Feeds queued jobs to an inference server.
 pub struct Dispatcher {
     jobs: Arc<JobService>,
-    client: InferenceClient<Channel>,
+    endpoints: Arc<Endpoints>,
     concurrency: usize,
     policy: DispatchPolicy,
 }
@@ -79,10 +78,10 @@ enum Attempt {
 }
 
 impl Dispatcher {
-    /// A dispatcher sending at most `concurrency` generations at once through `client`,
-    /// under `policy`'s deadlines.
-    pub fn new(jobs: Arc<JobService>, client: InferenceClient<Channel>, concurrency: usize, policy: DispatchPolicy) -> Self {
-        Self { jobs, client, concurrency: concurrency.max(1), policy }
+    /// A dispatcher sending at most `concurrency` generations at once to `endpoints` (each
+    /// to the least loaded healthy one), under `policy`'s deadlines.
+    pub fn new(jobs: Arc<JobService>, endpoints: Arc<Endpoints>, concurrency: usize, policy: DispatchPolicy) -> Self {
+        Self { jobs, endpoints, concurrency: concurrency.max(1), policy }
     }
 
     /// Requeues jobs left running by an earlier process, then runs jobs until `shutdown`.
@@ -213,8 +212,19 @@ impl Dispatcher {
         self.ending(record, JobStatus::TimedOut, Some(error), Vec::new(), String::new()).await
     }
 
-    /// Every part of the job, one `Generate` call each, start to end.
+    /// Every part of the job, one `Generate` call each, start to end. A server whose call or
+    /// stream broke is marked unhealthy, so the next attempt goes to another (failover).
     async fn generate(&self, record: &JobRecord) -> Attempt {
+        let mut current = None;
+        let attempt = self.generate_parts(record, &mut current).await;
+        if let (Attempt::Retry(reason), Some(lease)) = (&attempt, &current) {
+            tracing::warn!(job = %record.job.id, endpoint = %lease.url(), %reason, "inference server failed; trying another");
+            lease.failed();
+        }
+        attempt
+    }
+
+    async fn generate_parts(&self, record: &JobRecord, current: &mut Option<super::endpoints::Lease>) -> Attempt {
         let parts: Vec<_> = record.parts().cloned().collect();
         let planned: Vec<u32> = parts.iter().map(|p| p.steps.unwrap_or(20) * p.n_iter.unwrap_or(1).max(1)).collect();
         let mut images = Vec::new();
@@ -229,7 +239,9 @@ impl Dispatcher {
                 preview_every: self.policy.preview_every,
                 request_id: if i == 0 { record.job.id.clone() } else { format!("{}/{i}", record.job.id) },
             };
-            let mut client = self.client.clone();
+            let lease = self.endpoints.pick();
+            let mut client = lease.client();
+            *current = Some(lease);
             let mut stream = match tokio::time::timeout(self.policy.stall_timeout, client.generate(request)).await {
                 Ok(Ok(response)) => response.into_inner(),
                 // A full queue refuses before anything starts: the server is busy, not broken.

@@ -5,6 +5,7 @@
 //! caller's ownership and limits, so no handler reaches the store directly.
 
 pub mod dispatch;
+pub mod endpoints;
 pub mod events;
 pub mod models;
 pub mod outbox;

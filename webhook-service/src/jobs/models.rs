@@ -5,9 +5,11 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sdserve_proto::v1::inference_client::InferenceClient;
+use std::sync::Arc;
+
 use sdserve_proto::v1::{ListModelsRequest, ModelInfo};
-use tonic::transport::Channel;
+
+use super::endpoints::Endpoints;
 
 /// How long a model list is reused.
 const CACHE_TTL: Duration = Duration::from_secs(30);
@@ -16,14 +18,14 @@ const DEADLINE: Duration = Duration::from_secs(5);
 
 /// The inference servers' models, cached.
 pub struct ModelCatalog {
-    client: InferenceClient<Channel>,
+    endpoints: Arc<Endpoints>,
     cache: Mutex<Option<(Instant, Vec<ModelInfo>)>>,
 }
 
 impl ModelCatalog {
-    /// A catalog asking through `client`.
-    pub fn new(client: InferenceClient<Channel>) -> Self {
-        Self { client, cache: Mutex::new(None) }
+    /// A catalog asking one of `endpoints` (a healthy one when there is one).
+    pub fn new(endpoints: Arc<Endpoints>) -> Self {
+        Self { endpoints, cache: Mutex::new(None) }
     }
 
     /// The served models, the default first; an error says why the servers could not be asked.
@@ -40,7 +42,7 @@ impl ModelCatalog {
     pub async fn refresh(&self) -> Result<Vec<ModelInfo>, String> {
         let mut request = tonic::Request::new(ListModelsRequest {});
         request.set_timeout(DEADLINE);
-        let mut client = self.client.clone();
+        let mut client = self.endpoints.any_client();
         let models = match tokio::time::timeout(DEADLINE, client.list_models(request)).await {
             Ok(Ok(response)) => response.into_inner().models,
             Ok(Err(status)) => return Err(format!("the inference server cannot list its models: {}", status.message())),

@@ -17,6 +17,7 @@ mod diffute;
 mod ends;
 mod leonardo;
 mod runpod;
+mod scaleout;
 mod delivery;
 mod formats;
 mod restart;

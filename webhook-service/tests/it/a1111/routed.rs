@@ -12,6 +12,7 @@ use webhook_service::api::validate::UrlRules;
 use webhook_service::auth::Caller;
 use webhook_service::clock::Clock;
 use webhook_service::jobs::models::ModelCatalog;
+use webhook_service::delivery::ssrf::{AddressPolicy, GuardedResolver};
 use webhook_service::jobs::{JobService, JobSettings};
 use webhook_service::media::MediaSigner;
 use webhook_service::metrics::Metrics;
@@ -22,8 +23,17 @@ use super::{A1111, fake};
 /// A job service (no dispatcher: `route` only prepares generations) asking the fake for models.
 async fn state() -> HttpState {
     let (inference, _) = fake::start().await;
-    let client = sdserve_proto::v1::inference_client::InferenceClient::connect(format!("http://{inference}")).await.unwrap();
-    let settings = JobSettings { rules: UrlRules::default(), max_in_flight: 10, per_minute: 100, sync_wait: Duration::from_secs(5), generation_slots: 1, max_job_cost: u64::MAX, resolver: std::sync::Arc::new(webhook_service::delivery::ssrf::GuardedResolver::new(webhook_service::delivery::ssrf::AddressPolicy::new(Vec::new()), Default::default())) };
+    let endpoints = webhook_service::jobs::endpoints::Endpoints::new(&[format!("http://{inference}")]).unwrap();
+    let resolver = GuardedResolver::new(AddressPolicy::new(Vec::new()), Default::default());
+    let settings = JobSettings {
+        rules: UrlRules::default(),
+        max_in_flight: 10,
+        per_minute: 100,
+        sync_wait: Duration::from_secs(5),
+        generation_slots: 1,
+        max_job_cost: u64::MAX,
+        resolver: Arc::new(resolver),
+    };
     let jobs = JobService::new(
         Arc::new(SqliteStore::open_in_memory().unwrap()),
         Clock::manual(1_700_000_000_000),
@@ -31,7 +41,7 @@ async fn state() -> HttpState {
         Metrics::new(),
         Arc::new(Notify::new()),
         settings,
-        ModelCatalog::new(client),
+        ModelCatalog::new(endpoints),
     );
     HttpState { jobs }
 }

@@ -32,6 +32,8 @@ pub struct FakeInference {
     pub calls: AtomicUsize,
     /// The parameters of every Generate call received, in order.
     pub received: Mutex<Vec<pb::GenerationParams>>,
+    /// When set the server is "down": calls fail UNAVAILABLE and running streams break.
+    pub down: std::sync::atomic::AtomicBool,
 }
 
 /// The gRPC face of a shared [`FakeInference`].
@@ -48,6 +50,9 @@ impl Inference for FakeServer {
     type GenerateStream = Events;
 
     async fn generate(&self, request: Request<pb::GenerateRequest>) -> Result<Response<Events>, Status> {
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("the server is down"));
+        }
         let call = self.0.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let params = request.into_inner().params.unwrap_or_default();
         if params.prompt == "busy" && call <= 3 {
@@ -58,6 +63,7 @@ impl Inference for FakeServer {
             return Err(Status::invalid_argument("params.steps: must be between 1 and 150"));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let fake = self.0.clone();
         tokio::spawn(async move {
             let seed = params.seed.filter(|s| *s >= 0).unwrap_or(1234);
             let steps = params.steps.unwrap_or(20);
@@ -80,6 +86,10 @@ impl Inference for FakeServer {
             }
             if params.prompt == "slow" {
                 tokio::time::sleep(Duration::from_secs(3)).await;
+                if fake.down.load(Ordering::SeqCst) {
+                    let _ = tx.send(Err(Status::unavailable("the server went down"))).await;
+                    return;
+                }
             }
             if params.prompt == "fail" {
                 let failed = pb::Failed { code: "INTERNAL".into(), message: "out of memory".into() };
@@ -102,6 +112,9 @@ impl Inference for FakeServer {
     }
 
     async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("the server is down"));
+        }
         let model = pb::ModelInfo { name: "tiny-sd1".into(), variant: "sd1".into(), device: "cpu".into(), ..Default::default() };
         Ok(Response::new(pb::ListModelsResponse { models: vec![model] }))
     }
