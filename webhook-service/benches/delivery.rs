@@ -112,7 +112,14 @@ async fn phase(backlog: bool) -> Phase {
         client,
         Clock::system(),
         Metrics::new(),
-        WorkerConfig { concurrency: 64, lease: Duration::from_secs(30), retry: RetryPolicy::default(), signing_key: None },
+        WorkerConfig {
+            concurrency: 64,
+            lease: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            signing_key: None,
+            max_callback_bytes: 32 << 20,
+            media: webhook_service::media::MediaSigner::new(vec![7; 32], "http://127.0.0.1", Duration::from_secs(3600)),
+        },
         wake.clone(),
     );
     let stop = CancellationToken::new();

@@ -57,6 +57,9 @@ pub struct Config {
     /// Finished jobs (with their images and callbacks) are deleted this long after they
     /// finished, once their deliveries are settled; None keeps them forever.
     pub retain: Option<Duration>,
+    /// Largest callback body with its images embedded (RunPod, Cerebrium); above it the
+    /// callback carries the images' media URLs instead.
+    pub max_callback_bytes: usize,
     /// Most work one job may ask for, in pixel-steps (width × height × steps × images).
     pub max_job_cost: u64,
     /// Largest HTTP request body accepted, in bytes.
@@ -93,6 +96,7 @@ impl Default for Config {
             auth: AuthMode::Required,
             max_in_flight: 32,
             per_minute: 120,
+            max_callback_bytes: 32 * 1024 * 1024,
             retain: Some(Duration::from_secs(30 * 24 * 3600)),
             // 16 images of 1024×1024 at 60 steps.
             max_job_cost: 16 * 1024 * 1024 * 60,

@@ -82,6 +82,7 @@ pub async fn run(
         None => load_or_create_media_key(&config.database)?,
     };
     let media = media::MediaSigner::new(media_key, &public_url, config.media_ttl);
+    let media_for_callbacks = media.clone();
     let client = WebhookClient::new(&ClientConfig {
         connect_timeout: config.connect_timeout,
         timeout: config.timeout,
@@ -135,6 +136,8 @@ pub async fn run(
             lease: config.timeout + std::time::Duration::from_secs(5),
             retry: config.retry.clone(),
             signing_key,
+            max_callback_bytes: config.max_callback_bytes,
+            media: media_for_callbacks,
         },
         delivery_wake,
     );

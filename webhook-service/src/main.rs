@@ -172,6 +172,10 @@ struct ServeArgs {
     /// Submissions one key may make per minute, unless the key sets its own.
     #[arg(long, env = "SDSERVE_PER_MINUTE", default_value_t = 120)]
     per_minute: u32,
+    /// Largest callback body with its images embedded as base64 (RunPod, Cerebrium); above it
+    /// the callback carries the images' signed media URLs instead.
+    #[arg(long, env = "SDSERVE_MAX_CALLBACK_BYTES", default_value_t = 32 * 1024 * 1024)]
+    max_callback_bytes: usize,
     /// Days a finished job (its images, callbacks and their bodies) is kept before it is
     /// deleted, once its deliveries are settled; 0 keeps everything.
     #[arg(long, env = "SDSERVE_RETAIN_DAYS", default_value_t = 30)]
@@ -254,6 +258,7 @@ impl ServeArgs {
             per_minute: self.per_minute,
             body_limit: self.body_limit,
             max_job_cost: self.max_job_cost,
+            max_callback_bytes: self.max_callback_bytes,
             retain: (self.retain_days > 0).then(|| Duration::from_secs(self.retain_days * 24 * 3600)),
             sync_wait: duration("sync-wait", &self.sync_wait)?,
             dispatch: DispatchPolicy {

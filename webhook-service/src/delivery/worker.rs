@@ -13,6 +13,8 @@ use super::retry::RetryPolicy;
 use super::signing::SigningKey;
 use crate::clock::Clock;
 use crate::domain::{AttemptRecord, DeliveryTask, Format, NextStep};
+use crate::jobs::outbox::IMAGE_PLACEHOLDER;
+use crate::media::MediaSigner;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -31,6 +33,11 @@ pub struct WorkerConfig {
     pub retry: RetryPolicy,
     /// The service's Standard Webhooks key, used when a job has none of its own.
     pub signing_key: Option<SigningKey>,
+    /// Largest callback body with its images embedded; a larger one carries their media
+    /// URLs instead of their base64 (RunPod's and Cerebrium's shapes).
+    pub max_callback_bytes: usize,
+    /// Signs the media URLs used above the limit.
+    pub media: MediaSigner,
 }
 
 /// Everything an attempt needs, shared by the loop and its tasks.
@@ -123,8 +130,16 @@ impl Deliverer {
     }
 
     /// One attempt: prepare, send, record what happened.
-    async fn attempt(&self, task: DeliveryTask) {
+    async fn attempt(&self, mut task: DeliveryTask) {
         let at_ms = self.clock.now_ms();
+        task.payload = match self.assemble(&task, at_ms).await {
+            Ok(body) => body,
+            Err(err) => {
+                // The lease runs out and the delivery is attempted again: nothing is lost.
+                tracing::error!(delivery = %task.id, error = %err, "cannot read the images of a callback");
+                return;
+            }
+        };
         let headers = self.prepare(&task, at_ms);
         let started = Instant::now();
         let outcome = self.client.send(&task.url, &headers, task.payload.clone()).await;
@@ -141,6 +156,36 @@ impl Deliverer {
         }
         // The loop may be sleeping until this delivery's lease ran out; its retry is sooner.
         self.wake.notify_one();
+    }
+
+    /// The body to send: the stored one with its image placeholders replaced by the images'
+    /// base64, or by their media URLs when that would make it larger than the limit.
+    async fn assemble(&self, task: &DeliveryTask, at_ms: i64) -> Result<Vec<u8>, crate::store::StoreError> {
+        use base64::Engine;
+        let marker = format!("\"{IMAGE_PLACEHOLDER}");
+        let Ok(text) = std::str::from_utf8(&task.payload) else { return Ok(task.payload.clone()) };
+        if !text.contains(&marker) {
+            return Ok(task.payload.clone());
+        }
+        let images = self.store.list_images(&task.job_id).await?;
+        let inline_size: usize = text.len() + images.iter().map(|i| i.png.len().div_ceil(3) * 4).sum::<usize>();
+        let inline = inline_size <= self.config.max_callback_bytes;
+        if !inline {
+            tracing::warn!(delivery = %task.id, bytes = inline_size, limit = self.config.max_callback_bytes, "callback too large with its images; sending media URLs");
+        }
+        let mut body = text.to_owned();
+        for image in &images {
+            let placeholder = format!("\"{IMAGE_PLACEHOLDER}{}\"", image.index);
+            if !body.contains(&placeholder) {
+                continue;
+            }
+            let value = match inline {
+                true => base64::engine::general_purpose::STANDARD.encode(&image.png),
+                false => self.config.media.url(&task.job_id, image.index, at_ms),
+            };
+            body = body.replace(&placeholder, &format!("\"{value}\""));
+        }
+        Ok(body.into_bytes())
     }
 
     /// The request headers: content type, Standard Webhooks id/timestamp/signature, bearer

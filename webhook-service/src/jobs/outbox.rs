@@ -39,7 +39,8 @@ pub fn finish(record: &JobRecord, ending: Ending, media: &MediaSigner) -> JobFin
     let deliveries = match (&record.job.webhook.url, event) {
         (Some(url), Some(event)) if record.job.webhook.events.contains(&event) => {
             let payload = render(&finished, event, &ending.images, ending.finished_at_ms, media);
-            vec![NewDelivery { id: new_delivery_id(), event, url: url.clone(), payload: to_bytes(&payload) }]
+            let payload = defer_images(to_bytes(&payload), &ending.images);
+            vec![NewDelivery { id: new_delivery_id(), event, url: url.clone(), payload }]
         }
         _ => Vec::new(),
     };
@@ -53,6 +54,24 @@ pub fn finish(record: &JobRecord, ending: Ending, media: &MediaSigner) -> JobFin
         finished_at_ms: ending.finished_at_ms,
         deliveries,
     }
+}
+
+/// What a stored callback body holds in place of image `i`'s base64 (`"sdserve-image:i"`):
+/// the formats that embed images (RunPod, Cerebrium) are stored without them, so the image
+/// bytes are kept once (as image rows) and the delivery worker puts them back at send time.
+pub const IMAGE_PLACEHOLDER: &str = "sdserve-image:";
+
+/// Replaces every JSON string that is an image's base64 with its placeholder.
+fn defer_images(payload: Vec<u8>, images: &[StoredImage]) -> Vec<u8> {
+    use base64::Engine;
+    let Ok(mut text) = String::from_utf8(payload.clone()) else { return payload };
+    for image in images {
+        let encoded = format!("\"{}\"", base64::engine::general_purpose::STANDARD.encode(&image.png));
+        if text.contains(&encoded) {
+            text = text.replace(&encoded, &format!("\"{IMAGE_PLACEHOLDER}{}\"", image.index));
+        }
+    }
+    text.into_bytes()
 }
 
 /// The callback event a final status reports (a timeout is a failure); None for the others.

@@ -243,3 +243,29 @@ async fn failed_and_cancelled_jobs_are_delivered_when_asked_for() {
     assert!(record.error.contains("out of memory"), "{}", record.error);
     service.stop().await;
 }
+
+/// Callback shapes that embed images (RunPod, Cerebrium) are stored without them (the image
+/// rows hold the bytes once) and assembled at send time; above `max_callback_bytes` they carry
+/// the images' media URLs instead.
+#[tokio::test]
+async fn embedded_images_are_assembled_at_send_time_within_the_size_limit() {
+    use base64::Engine;
+    let receiver = Receiver::http().await;
+    for (limit, inline) in [(32 << 20, true), (1, false)] {
+        let service = start_with(|c| c.max_callback_bytes = limit).await;
+        let request = submit_request("a red fox", &receiver.url(&format!("/{limit}")), "runpod", "");
+        let job = service.jobs().await.submit_job(request).await.unwrap().into_inner().job_id;
+        let seen = receiver.wait_for(if inline { 1 } else { 2 }, Duration::from_secs(20)).await;
+        let body = seen.last().unwrap().json();
+        let image = body["output"]["images"][0].as_str().unwrap().to_owned();
+        match inline {
+            true => assert_eq!(base64::engine::general_purpose::STANDARD.decode(&image).unwrap(), support::inference::tiny_png()),
+            false => assert!(image.starts_with("http://") && image.contains(&format!("/media/{job}/0.png?")), "{image}"),
+        }
+        let db = rusqlite::Connection::open(service.dir.path().join("jobs.db")).unwrap();
+        let stored: Vec<u8> = db.query_row("SELECT payload FROM deliveries WHERE job_id = ?1", [&job], |r| r.get(0)).unwrap();
+        let stored = String::from_utf8(stored).unwrap();
+        assert!(stored.contains("\"sdserve-image:0\""), "the stored body keeps a placeholder: {stored:.300}");
+        service.stop().await;
+    }
+}
