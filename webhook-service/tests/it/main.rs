@@ -20,4 +20,6 @@ mod runpod;
 mod delivery;
 mod formats;
 mod restart;
+mod chaos;
+mod fuzz;
 mod sqlite_store;
