@@ -194,7 +194,7 @@ async fn check(client: &reqwest::Client, base: &str, route: &Route, body: Vec<u8
         }
         request.body(body).send()
     };
-    let shown = excerpt(&body);
+    let (shown, shown_len) = (excerpt(&body), body.len());
     let finding = |status: String, answer: String| {
         Outcome::Finding(format!("{} {} ({content_type:?}) answered {status}: {answer}\n  body: {shown}", route.method, route.path))
     };
@@ -203,7 +203,10 @@ async fn check(client: &reqwest::Client, base: &str, route: &Route, body: Vec<u8
         Err(first) => {
             let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
             match send(&fresh, body).await {
-                Ok(response) => (response, Some(format!("{} {}: {first:?}", route.method, route.path))),
+                Ok(response) => {
+                    let what = format!("{} {} ({content_type:?}, {} bytes, then {})", route.method, route.path, shown_len, response.status());
+                    (response, Some(format!("{what}: {first:?}")))
+                }
                 Err(e) => return finding("no answer twice (a panic drops the connection)".into(), format!("{first:?}; then {e:?}")),
             }
         }
@@ -300,4 +303,3 @@ async fn random_and_mutated_bodies_get_a_json_2xx_or_4xx_on_every_route() {
     assert_eq!(health.status(), 200, "the service is still alive");
     service.stop().await;
 }
-
