@@ -1,7 +1,9 @@
 //! Request-parser fuzzing: thousands of seeded random and mutated bodies sent to every HTTP
 //! route that takes one (native, RunPod, A1111, Cerebrium, Diffute, Leonardo). Every answer
-//! must be a 2xx or 4xx with a JSON body: no panic (a dropped connection), no 5xx.
-//! `SDSERVE_FUZZ_SEED` replays a run's bodies.
+//! must be a 2xx or 4xx with a JSON body: no panic (a dropped connection), no 5xx. A request
+//! that gets no answer is sent once more on a fresh connection (and the run prints it): only a
+//! request that fails twice is a finding. `SDSERVE_FUZZ_SEED` replays a run's bodies (the
+//! interleaving of the concurrent senders is not replayed).
 
 use crate::support;
 
