@@ -4,47 +4,12 @@
 use crate::support;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sdserve_proto::v1 as pb;
-use sdserve_proto::v1::jobs_client::JobsClient;
+use support::process::{command, connect, free_port};
 use support::receiver::{Receiver, Reply};
 use support::service::submit_request;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn spawn(db: &std::path::Path, grpc: u16, http: u16, inference: std::net::SocketAddr) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_webhook-service"))
-        .arg("serve")
-        .env("SDSERVE_GRPC_LISTEN", format!("127.0.0.1:{grpc}"))
-        .env("SDSERVE_HTTP_LISTEN", format!("127.0.0.1:{http}"))
-        .env("SDSERVE_DATABASE", format!("sqlite://{}", db.display()))
-        .env("SDSERVE_INFERENCE", format!("http://{inference}"))
-        .env("SDSERVE_ALLOW_HTTP", "true")
-        // Durability is under test here; keys are covered by `auth.rs`.
-        .env("SDSERVE_NO_AUTH", "true")
-        .env("SDSERVE_ALLOW_PRIVATE", "127.0.0.0/8")
-        .env("SDSERVE_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s")
-        .env("SDSERVE_TIMEOUT", "2s")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-async fn connect(grpc: u16) -> JobsClient<tonic::transport::Channel> {
-    for _ in 0..200 {
-        if let Ok(client) = JobsClient::connect(format!("http://127.0.0.1:{grpc}")).await {
-            return client;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("service did not start on port {grpc}");
-}
 
 #[tokio::test]
 async fn killed_with_deliveries_pending_then_restarted_delivers_all_with_original_ids() {
@@ -55,7 +20,7 @@ async fn killed_with_deliveries_pending_then_restarted_delivers_all_with_origina
     let db = dir.path().join("jobs.db");
     let (grpc, http) = (free_port(), free_port());
 
-    let mut first = spawn(&db, grpc, http, inference);
+    let mut first = command(&db, grpc, http, inference).spawn().unwrap();
     let mut client = connect(grpc).await;
     let mut jobs = Vec::new();
     for i in 0..5 {
@@ -73,7 +38,7 @@ async fn killed_with_deliveries_pending_then_restarted_delivers_all_with_origina
 
     receiver.set_default(Reply::status(200));
     let answered_before_switch = receiver.requests().len();
-    let mut second = spawn(&db, grpc, http, inference);
+    let mut second = command(&db, grpc, http, inference).spawn().unwrap();
     let mut client = connect(grpc).await;
     let mut delivered = BTreeSet::new();
     for job in jobs.iter().chain([&slow]) {

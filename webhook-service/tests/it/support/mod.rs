@@ -3,7 +3,9 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod inference;
+pub mod process;
 pub mod receiver;
+pub mod rng;
 pub mod service;
 
 /// A plain reqwest client for talking to the service under test. reqwest is built without a

@@ -102,6 +102,11 @@ pub struct Recorded {
     pub headers: Vec<(String, String)>,
     /// The full body.
     pub body: Vec<u8>,
+    /// The status the receiver chose to answer with; None when it dropped the connection or
+    /// never answered. (An answer can still fail to reach a client that went away.)
+    pub answered: Option<u16>,
+    /// When the whole request had been read.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -275,15 +280,18 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
             .map(|(n, v)| (n.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect(),
         body,
+        answered: None,
+        at: std::time::Instant::now(),
     };
-    let reply = {
-        let queued = state.queue.lock().unwrap().pop_front();
-        queued.unwrap_or_else(|| state.default.lock().unwrap().clone())
-    };
-    let total = {
+    // Replies are taken and requests recorded under one lock, so the n-th recorded request
+    // got the n-th reply even when requests arrive at once.
+    let (reply, total) = {
         let mut requests = state.requests.lock().unwrap();
-        requests.push(recorded);
-        requests.len()
+        let queued = state.queue.lock().unwrap().pop_front();
+        let reply = queued.unwrap_or_else(|| state.default.lock().unwrap().clone());
+        let answers = matches!(reply.action, Action::Respond | Action::Endless);
+        requests.push(Recorded { answered: answers.then_some(reply.status), ..recorded });
+        (reply, requests.len())
     };
     state.count.send_replace(total);
     tokio::time::sleep(reply.delay).await;
