@@ -6,6 +6,7 @@ use crate::support;
 use sdserve_proto::v1 as pb;
 use support::service::{Service, submit_request, test_config};
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 async fn service() -> Service {
     let (inference, _) = support::inference::start().await;
@@ -151,19 +152,8 @@ async fn http_api_answers_422_and_400_with_json_bodies() {
 #[tokio::test]
 async fn grpc_health_and_reflection_are_served() {
     let service = service().await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc)).unwrap().connect().await.unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     // Readiness is checked at start-up and every 5 s.
-    let mut status = None;
-    for _ in 0..100 {
-        let request = tonic_health::pb::HealthCheckRequest { service: "sdserve.v1.Jobs".into() };
-        status = health.check(request).await.ok().map(|r| r.into_inner().status());
-        if status == Some(tonic_health::pb::health_check_response::ServingStatus::Serving) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, Some(tonic_health::pb::health_check_response::ServingStatus::Serving));
+    assert_eq!(health_becomes(&service, ServingStatus::Serving).await, Some(ServingStatus::Serving));
     let metrics = reqwest_get(service.http, "/metrics").await;
     assert!(metrics.contains("sdserve_webhook_delivery_attempts_total"), "{metrics}");
     service.stop().await;
@@ -228,18 +218,7 @@ async fn readyz_tells_whether_the_store_and_the_inference_servers_answer() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!((body["ready"].clone(), body["checks"]["store"].clone()), (serde_json::json!(false), serde_json::json!("ok")));
     assert!(body["checks"]["inference"].as_str().unwrap().contains("inference server"), "{body}");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc)).unwrap().connect().await.unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let mut status = None;
-    for _ in 0..200 {
-        let request = tonic_health::pb::HealthCheckRequest { service: "sdserve.v1.Jobs".into() };
-        status = health.check(request).await.ok().map(|r| r.into_inner().status());
-        if status == Some(tonic_health::pb::health_check_response::ServingStatus::NotServing) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(status, Some(tonic_health::pb::health_check_response::ServingStatus::NotServing));
+    assert_eq!(health_becomes(&service, ServingStatus::NotServing).await, Some(ServingStatus::NotServing));
     service.stop().await;
 }
 
@@ -286,4 +265,21 @@ async fn watch_job_streams_until_the_job_ends() {
 
 async fn reqwest_get(addr: std::net::SocketAddr, path: &str) -> String {
     support::http().get(format!("http://{addr}{path}")).send().await.unwrap().text().await.unwrap()
+}
+
+/// Polls the Jobs service's gRPC health (10 s at most) until it reports `wanted`; returns the
+/// last status seen.
+async fn health_becomes(service: &Service, wanted: ServingStatus) -> Option<ServingStatus> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", service.grpc)).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut status = None;
+    for _ in 0..200 {
+        let request = tonic_health::pb::HealthCheckRequest { service: "sdserve.v1.Jobs".into() };
+        status = health.check(request).await.ok().map(|r| r.into_inner().status());
+        if status == Some(wanted) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    status
 }
