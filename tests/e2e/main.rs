@@ -8,6 +8,7 @@ mod harness;
 mod a1111;
 mod cerebrium;
 mod diffute;
+mod door;
 mod isolation;
 mod leonardo;
 mod reflection;

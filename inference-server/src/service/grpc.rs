@@ -65,7 +65,8 @@ impl Inference for InferenceApi {
                 device: m.pipeline.device.to_string(),
             })
             .collect();
-        Ok(Response::new(pb::ListModelsResponse { models }))
+        let sampler_names = crate::sampling::samplers::names::accepted_sampler_names();
+        Ok(Response::new(pb::ListModelsResponse { models, sampler_names }))
     }
 }
 

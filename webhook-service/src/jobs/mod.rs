@@ -269,6 +269,31 @@ impl JobService {
         }
     }
 
+    /// Refuses a job naming a sampler the inference servers do not accept (when they say which
+    /// they accept), so the caller hears it now rather than from a failed job.
+    async fn check_samplers(&self, job: &crate::domain::NewJob) -> Result<(), AcceptError> {
+        let named: Vec<&str> = std::iter::once(&job.params)
+            .chain(&job.extra_parts)
+            .map(|p| p.sampler_name.as_str())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if named.is_empty() {
+            return Ok(());
+        }
+        let accepted = match self.models.sampler_names().await {
+            Ok(accepted) if !accepted.is_empty() => accepted,
+            _ => return Ok(()),
+        };
+        match named.into_iter().find(|name| !accepted.iter().any(|a| a == name)) {
+            None => Ok(()),
+            Some(unknown) => Err(FieldError {
+                field: "params.sampler_name".into(),
+                rule: format!("unknown sampler {unknown:?}; accepted: {}", accepted.join(", ")),
+            }
+            .into()),
+        }
+    }
+
     /// Refuses a job naming a model no inference server serves. When the servers cannot be
     /// asked, the job is accepted: it is durable and runs (or fails, naming the model) later.
     async fn check_models(&self, job: &crate::domain::NewJob) -> Result<(), AcceptError> {
@@ -278,7 +303,7 @@ impl JobService {
             return Ok(());
         }
         let Ok(models) = self.models.list().await else { return Ok(()) };
-        for name in named {
+        for name in named.iter().copied() {
             if !models.iter().any(|m| m.name == name) {
                 let served: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
                 return Err(FieldError {
@@ -309,6 +334,7 @@ impl JobService {
             .into());
         }
         self.check_models(&job).await?;
+        self.check_samplers(&job).await?;
         if let Some(url) = &job.webhook.url {
             self.check_webhook_address(url).await?;
         }

@@ -136,7 +136,7 @@ impl Inference for Server {
     }
 
     async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
-        Ok(Response::new(pb::ListModelsResponse { models: models() }))
+        Ok(Response::new(pb::ListModelsResponse { models: models(), sampler_names: vec![] }))
     }
 }
 

@@ -116,7 +116,7 @@ impl Inference for FakeServer {
             return Err(Status::unavailable("the server is down"));
         }
         let model = pb::ModelInfo { name: "tiny-sd1".into(), variant: "sd1".into(), device: "cpu".into(), ..Default::default() };
-        Ok(Response::new(pb::ListModelsResponse { models: vec![model] }))
+        Ok(Response::new(pb::ListModelsResponse { models: vec![model], sampler_names: vec![] }))
     }
 }
 
