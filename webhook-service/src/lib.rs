@@ -142,7 +142,8 @@ pub async fn run(
         delivery_wake,
     );
     let inference_for_health = inference.clone();
-    let dispatcher = Dispatcher::new(jobs.clone(), inference, config.generation_concurrency, config.dispatch.clone());
+    let dispatcher = Dispatcher::new(jobs.clone(), inference, config.generation_concurrency, config.dispatch.clone())
+        .with_spool(jobs::spool::Spool::beside(&config.database));
 
     let stop = CancellationToken::new();
     tokio::spawn({

@@ -61,6 +61,7 @@ impl Default for DispatchPolicy {
 pub struct Dispatcher {
     jobs: Arc<JobService>,
     endpoints: Arc<Endpoints>,
+    spool: Option<super::spool::Spool>,
     concurrency: usize,
     policy: DispatchPolicy,
 }
@@ -81,11 +82,43 @@ impl Dispatcher {
     /// A dispatcher sending at most `concurrency` generations at once to `endpoints` (each
     /// to the least loaded healthy one), under `policy`'s deadlines.
     pub fn new(jobs: Arc<JobService>, endpoints: Arc<Endpoints>, concurrency: usize, policy: DispatchPolicy) -> Self {
-        Self { jobs, endpoints, concurrency: concurrency.max(1), policy }
+        Self { jobs, endpoints, spool: None, concurrency: concurrency.max(1), policy }
+    }
+
+    /// Keeps results that cannot be stored in `spool`, and stores the ones kept there at start.
+    pub fn with_spool(mut self, spool: super::spool::Spool) -> Self {
+        self.spool = Some(spool);
+        self
+    }
+
+    /// Stores the results an earlier process kept on disk, before anything is requeued.
+    async fn store_kept_results(&self) {
+        let Some(spool) = &self.spool else { return };
+        for (job_id, ending) in spool.kept() {
+            let record = match self.jobs.store.get_job(&job_id).await {
+                Ok(Some(record)) => record,
+                Ok(None) => {
+                    spool.forget(&job_id);
+                    continue;
+                }
+                Err(err) => {
+                    tracing::error!(job = %job_id, error = %err, "cannot read a job whose result was kept; trying at the next start");
+                    continue;
+                }
+            };
+            match self.jobs.end(&record, ending).await {
+                Ok(_) => {
+                    tracing::info!(job = %job_id, "stored a result kept on disk by the last run");
+                    spool.forget(&job_id);
+                }
+                Err(err) => tracing::error!(job = %job_id, error = %err, "cannot store a kept result; trying at the next start"),
+            }
+        }
     }
 
     /// Requeues jobs left running by an earlier process, then runs jobs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.store_kept_results().await;
         match self.jobs.store.requeue_running_jobs().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "requeued jobs interrupted by the last shutdown"),
@@ -366,8 +399,22 @@ impl Dispatcher {
                 latest = stored;
             }
             match self.jobs.end(&latest, ending.clone()).await {
-                Ok(_) => return Attempt::Ended,
+                Ok(_) => {
+                    if tries > 1
+                        && let Some(spool) = &self.spool
+                    {
+                        spool.forget(&record.job.id);
+                    }
+                    return Attempt::Ended;
+                }
                 Err(err) if tries < STORE_TRIES => {
+                    // Kept on disk from the first failure on: a restart now does not cost the
+                    // generation.
+                    if tries == 1
+                        && let Some(spool) = &self.spool
+                    {
+                        spool.keep(&record.job.id, &ending);
+                    }
                     tracing::warn!(job = %record.job.id, error = %err, retry_in = ?wait, "cannot store the result; keeping it and trying again");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(30));

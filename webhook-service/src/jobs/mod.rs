@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod events;
 pub mod models;
 pub mod outbox;
+pub mod spool;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -135,3 +135,44 @@ async fn a_held_write_lock_gives_503_with_retry_after_and_reads_still_answer() {
     db.execute_batch("ROLLBACK;").unwrap();
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_result_that_cannot_be_stored_survives_a_restart_without_generating_again() {
+    let (inference, fake) = support::inference::start().await;
+    let service = start(inference, DispatchPolicy { stall_timeout: Duration::from_secs(10), ..quick_policy() }).await;
+    let receiver = Receiver::http().await;
+    let db_path = service.dir.path().join("jobs.db");
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    for _ in 0..200 {
+        if db.prepare("SELECT 1 FROM images").is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    db.execute_batch("CREATE TRIGGER full_disk BEFORE INSERT ON images BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;")
+        .unwrap();
+    let request = submit_request("p", &receiver.url("/hook"), "standard", "");
+    let id = service.jobs().await.submit_job(request).await.unwrap().into_inner().job_id;
+    let kept = service.dir.path().join(format!("jobs.db.spool/{id}.json"));
+    for _ in 0..200 {
+        if kept.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(kept.exists(), "the result is kept on disk while the store refuses it");
+    assert_eq!(fake.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let dir = service.stop().await;
+
+    // The disk has room again; the next run stores the kept result and generates nothing.
+    db.execute_batch("DROP TRIGGER full_disk;").unwrap();
+    let (inference, fresh) = support::inference::start().await;
+    let config = webhook_service::Config { dispatch: quick_policy(), ..support::service::test_config(&dir, inference) };
+    let service = Service::start(config, dir).await;
+    let callback = receiver.wait_for(1, Duration::from_secs(30)).await.remove(0).json();
+    assert_eq!((callback["type"].as_str(), callback["data"]["job_id"].as_str()), (Some("job.completed"), Some(id.as_str())));
+    assert_eq!(fresh.calls.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing was generated again");
+    assert!(!kept.exists(), "the kept result is gone once stored");
+    service.stop().await;
+}
