@@ -12,17 +12,9 @@ pub(super) fn emu() -> Device {
     Device::parse(&spec).unwrap_or_else(|e| panic!("device under test {spec:?}: {e}"))
 }
 
-/// Deterministic values in [-1, 1).
+/// Deterministic values in [-1, 1): the kernel tests' generator.
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    super::ops::tests::random(n, seed, 1.0)
 }
 
 /// The same random tensor on the CPU and on the emulated GPU.

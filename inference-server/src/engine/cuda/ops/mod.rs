@@ -19,7 +19,7 @@ pub(crate) mod norm;
 pub(crate) mod reduce;
 
 #[cfg(all(test, feature = "cuda-emu"))]
-mod tests;
+pub(super) mod tests;
 
 use super::error::CudaError;
 use super::launch::LaunchCfg;

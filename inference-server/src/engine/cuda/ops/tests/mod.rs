@@ -99,7 +99,7 @@ impl Buf {
 }
 
 /// Reproducible pseudo-random values in [-scale, scale) (xorshift64).
-fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+pub(in crate::engine::cuda) fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
