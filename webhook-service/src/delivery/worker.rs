@@ -13,7 +13,7 @@ use super::retry::RetryPolicy;
 use super::signing::SigningKey;
 use crate::clock::Clock;
 use crate::domain::{AttemptRecord, DeliveryTask, Format, NextStep};
-use crate::jobs::outbox::IMAGE_PLACEHOLDER;
+use crate::jobs::outbox::image_placeholder;
 use crate::media::MediaSigner;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -162,9 +162,10 @@ impl Deliverer {
     /// base64, or by their media URLs when that would make it larger than the limit.
     async fn assemble(&self, task: &DeliveryTask, at_ms: i64) -> Result<Vec<u8>, crate::store::StoreError> {
         use base64::Engine;
-        let marker = format!("\"{IMAGE_PLACEHOLDER}");
         let Ok(text) = std::str::from_utf8(&task.payload) else { return Ok(task.payload.clone()) };
-        if !text.contains(&marker) {
+        // `"sdserve-image:<this delivery's id>:`, the start of every placeholder it holds.
+        let first = image_placeholder(&task.id, 0);
+        if !text.contains(first.trim_end_matches("0\"")) {
             return Ok(task.payload.clone());
         }
         let images = self.store.list_images(&task.job_id).await?;
@@ -175,7 +176,7 @@ impl Deliverer {
         }
         let mut body = text.to_owned();
         for image in &images {
-            let placeholder = format!("\"{IMAGE_PLACEHOLDER}{}\"", image.index);
+            let placeholder = image_placeholder(&task.id, image.index);
             if !body.contains(&placeholder) {
                 continue;
             }

@@ -39,8 +39,9 @@ pub fn finish(record: &JobRecord, ending: Ending, media: &MediaSigner) -> JobFin
     let deliveries = match (&record.job.webhook.url, event) {
         (Some(url), Some(event)) if record.job.webhook.events.contains(&event) => {
             let payload = render(&finished, event, &ending.images, ending.finished_at_ms, media);
-            let payload = defer_images(to_bytes(&payload), &ending.images);
-            vec![NewDelivery { id: new_delivery_id(), event, url: url.clone(), payload }]
+            let id = new_delivery_id();
+            let payload = defer_images(to_bytes(&payload), &ending.images, &id);
+            vec![NewDelivery { id, event, url: url.clone(), payload }]
         }
         _ => Vec::new(),
     };
@@ -56,19 +57,24 @@ pub fn finish(record: &JobRecord, ending: Ending, media: &MediaSigner) -> JobFin
     }
 }
 
-/// What a stored callback body holds in place of image `i`'s base64 (`"sdserve-image:i"`):
-/// the formats that embed images (RunPod, Cerebrium) are stored without them, so the image
-/// bytes are kept once (as image rows) and the delivery worker puts them back at send time.
-pub const IMAGE_PLACEHOLDER: &str = "sdserve-image:";
+/// The JSON string a stored callback body holds in place of image `index`'s base64
+/// (`"sdserve-image:<delivery id>:<index>"`): the formats that embed images (RunPod,
+/// Cerebrium) are stored without them, so the image bytes are kept once (as image rows) and
+/// the delivery worker puts them back at send time. The delivery id, made when the job
+/// finished, is what no caller can write into a request: a prompt shaped like a placeholder
+/// is never mistaken for one.
+pub fn image_placeholder(delivery_id: &str, index: u32) -> String {
+    format!("\"sdserve-image:{delivery_id}:{index}\"")
+}
 
 /// Replaces every JSON string that is an image's base64 with its placeholder.
-fn defer_images(payload: Vec<u8>, images: &[StoredImage]) -> Vec<u8> {
+fn defer_images(payload: Vec<u8>, images: &[StoredImage], delivery_id: &str) -> Vec<u8> {
     use base64::Engine;
     let Ok(mut text) = String::from_utf8(payload.clone()) else { return payload };
     for image in images {
         let encoded = format!("\"{}\"", base64::engine::general_purpose::STANDARD.encode(&image.png));
         if text.contains(&encoded) {
-            text = text.replace(&encoded, &format!("\"{IMAGE_PLACEHOLDER}{}\"", image.index));
+            text = text.replace(&encoded, &image_placeholder(delivery_id, image.index));
         }
     }
     text.into_bytes()

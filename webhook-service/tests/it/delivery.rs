@@ -253,19 +253,23 @@ async fn embedded_images_are_assembled_at_send_time_within_the_size_limit() {
     let receiver = Receiver::http().await;
     for (limit, inline) in [(32 << 20, true), (1, false)] {
         let service = start_with(|c| c.max_callback_bytes = limit).await;
-        let request = submit_request("a red fox", &receiver.url(&format!("/{limit}")), "runpod", "");
+        // A prompt shaped like an old-style placeholder is text, never an image.
+        let request = submit_request("sdserve-image:0", &receiver.url(&format!("/{limit}")), "runpod", "");
         let job = service.jobs().await.submit_job(request).await.unwrap().into_inner().job_id;
         let seen = receiver.wait_for(if inline { 1 } else { 2 }, Duration::from_secs(20)).await;
         let body = seen.last().unwrap().json();
         let image = body["output"]["images"][0].as_str().unwrap().to_owned();
+        assert_eq!(body["output"]["parameters"]["prompt"], "sdserve-image:0");
         match inline {
             true => assert_eq!(base64::engine::general_purpose::STANDARD.decode(&image).unwrap(), support::inference::tiny_png()),
             false => assert!(image.starts_with("http://") && image.contains(&format!("/media/{job}/0.png?")), "{image}"),
         }
         let db = rusqlite::Connection::open(service.dir.path().join("jobs.db")).unwrap();
-        let stored: Vec<u8> = db.query_row("SELECT payload FROM deliveries WHERE job_id = ?1", [&job], |r| r.get(0)).unwrap();
+        let (delivery, stored): (String, Vec<u8>) =
+            db.query_row("SELECT id, payload FROM deliveries WHERE job_id = ?1", [&job], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         let stored = String::from_utf8(stored).unwrap();
-        assert!(stored.contains("\"sdserve-image:0\""), "the stored body keeps a placeholder: {stored:.300}");
+        let placeholder = format!("\"sdserve-image:{delivery}:0\"");
+        assert!(stored.contains(&placeholder), "the stored body keeps a placeholder: {stored:.300}");
         service.stop().await;
     }
 }
