@@ -230,13 +230,26 @@ impl Dispatcher {
             .execution_timeout_ms
             .or_else(|| self.policy.default_execution_timeout.map(|d| d.as_millis() as u64));
         let Some(limit) = limit else { return std::future::pending().await };
-        // The start is known once the inference server says so; look again now and then.
+        // The start is known once the inference server says so: wait for the job's change
+        // notifications (the start sends one) rather than polling the store, with a slow
+        // re-read in case a notification was missed.
+        let mut changes = self.jobs.events.subscribe();
         let started = loop {
             match self.jobs.store.get_job(&record.job.id).await {
                 Ok(Some(latest)) if latest.started_at_ms.is_some() => break latest.started_at_ms.unwrap_or_default(),
                 Ok(Some(latest)) if latest.status.is_final() => return std::future::pending().await,
-                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                _ => {}
             }
+            let wait = async {
+                loop {
+                    match changes.recv().await {
+                        Ok(id) if id != record.job.id => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                        _ => return,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
         };
         let ends_at = started.saturating_add(i64::try_from(limit).unwrap_or(i64::MAX));
         let left = (ends_at - self.jobs.clock.now_ms()).max(0) as u64;
