@@ -33,15 +33,29 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { write_model: None, model: None, size: 512, steps: 20, device: "cpu".into() };
+    let mut args = Args {
+        write_model: None,
+        model: None,
+        size: 512,
+        steps: 20,
+        device: "cpu".into(),
+    };
     let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
             "write-model" => args.write_model = Some(PathBuf::from(value("write-model")?)),
             "--model" => args.model = Some(PathBuf::from(value("--model")?)),
-            "--size" => args.size = value("--size")?.parse().map_err(|e| format!("--size: {e}"))?,
-            "--steps" => args.steps = value("--steps")?.parse().map_err(|e| format!("--steps: {e}"))?,
+            "--size" => {
+                args.size = value("--size")?
+                    .parse()
+                    .map_err(|e| format!("--size: {e}"))?
+            }
+            "--steps" => {
+                args.steps = value("--steps")?
+                    .parse()
+                    .map_err(|e| format!("--steps: {e}"))?
+            }
             "--device" => args.device = value("--device")?,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -79,7 +93,8 @@ fn run(args: &Args) -> Result<(), String> {
         Some(dir) => dir.clone(),
         None => {
             let dir = tmp.path().join("sd15");
-            write_full_size_model(&dir, Variant::Sd1, StoredDType::F16).map_err(|e| e.to_string())?;
+            write_full_size_model(&dir, Variant::Sd1, StoredDType::F16)
+                .map_err(|e| e.to_string())?;
             dir
         }
     };
@@ -98,17 +113,32 @@ fn run(args: &Args) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
     let total = started.elapsed().as_secs_f64();
-    let step = median(marks.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect());
-    let first = marks.first().map_or(f64::NAN, |m| (*m - started).as_secs_f64());
+    let step = median(
+        marks
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64())
+            .collect(),
+    );
+    let first = marks
+        .first()
+        .map_or(f64::NAN, |m| (*m - started).as_secs_f64());
     let threads = rayon::current_num_threads();
-    let (w, h) = (generation.images.first().map_or(0, |i| i.width), generation.images.first().map_or(0, |i| i.height));
+    let (w, h) = (
+        generation.images.first().map_or(0, |i| i.width),
+        generation.images.first().map_or(0, |i| i.height),
+    );
     println!("| sdserve, SD 1.5 shapes, f16 weights, {threads} threads, {w}×{h} | seconds |");
     println!("|---|---|");
     println!("| load | {load:.2} |");
     println!("| prompt encoding (before the first step) | {first:.2} |");
     println!("| sampling step (median, guided batch of 2) | {step:.2} |");
     println!("| \"Euler a\", {} steps, total | {total:.2} |", args.steps);
-    for (key, value) in [("load_seconds", load), ("encode_seconds", first), ("step_seconds", step), ("total_seconds", total)] {
+    for (key, value) in [
+        ("load_seconds", load),
+        ("encode_seconds", first),
+        ("step_seconds", step),
+        ("total_seconds", total),
+    ] {
         println!("RESULT {key} {value}");
     }
     println!("RESULT threads {threads}");

@@ -49,21 +49,34 @@ fn main() {
     let config = sd15_config();
     let dir = tempfile::tempdir().expect("temp dir");
     let ids = vec![
-        Tokenizer::builtin().encode_padded("a photograph of an astronaut riding a horse on mars", SD1_PAD_ID),
+        Tokenizer::builtin().encode_padded(
+            "a photograph of an astronaut riding a horse on mars",
+            SD1_PAD_ID,
+        ),
         Tokenizer::builtin().encode_padded("", SD1_PAD_ID),
     ];
-    println!("| text encoder, SD 1.5 shape, batch 2 × 77, {threads} threads | median of {RUNS} | anon MiB after load | checkpoint MiB |");
+    println!(
+        "| text encoder, SD 1.5 shape, batch 2 × 77, {threads} threads | median of {RUNS} | anon MiB after load | checkpoint MiB |"
+    );
     println!("|---|---|---|---|");
     for (dtype, key) in [(StoredDType::F32, "f32"), (StoredDType::F16, "f16")] {
         let path = dir.path().join(format!("clip_{key}.safetensors"));
         {
             let tensors: Vec<OwnedTensor> = clip_params(&config)
                 .iter()
-                .map(|(name, shape)| OwnedTensor::from_f32(name.clone(), shape.clone(), &param_values(name, shape), dtype))
+                .map(|(name, shape)| {
+                    OwnedTensor::from_f32(
+                        name.clone(),
+                        shape.clone(),
+                        &param_values(name, shape),
+                        dtype,
+                    )
+                })
                 .collect();
             write_safetensors(&path, &tensors, &Default::default()).expect("write checkpoint");
         }
-        let file_mib = std::fs::metadata(&path).expect("checkpoint size").len() as f64 / (1 << 20) as f64;
+        let file_mib =
+            std::fs::metadata(&path).expect("checkpoint size").len() as f64 / (1 << 20) as f64;
         let before = anon_mib();
         let file = SafetensorsFile::open(&path).expect("open checkpoint");
         let weights = WeightSet::from_files(&[file]);
@@ -79,7 +92,10 @@ fn main() {
             .collect();
         times.sort_by(f64::total_cmp);
         let median = times[RUNS / 2];
-        println!("| ours, {key} weights | {:.1} ms | {loaded:.1} | {file_mib:.1} |", median * 1e3);
+        println!(
+            "| ours, {key} weights | {:.1} ms | {loaded:.1} | {file_mib:.1} |",
+            median * 1e3
+        );
         println!("RESULT clip_{key}_seconds {median}");
         println!("RESULT clip_{key}_anon_mib {loaded}");
         println!("RESULT clip_{key}_file_mib {file_mib}");

@@ -25,11 +25,14 @@ use std::process::Command;
 use std::time::Instant;
 
 use inference_server::engine::{Device, Tensor};
-use inference_server::model::testmodel::{param_values, published_configs, write_header_only_single_file};
+use inference_server::model::testmodel::{
+    param_values, published_configs, write_header_only_single_file,
+};
 use inference_server::model::unet::UNet;
 use inference_server::model::vae::Vae;
 use inference_server::model::weights::{
-    OwnedTensor, Param, SafetensorsFile, StoredDType, Variant, WeightSet, unet_params, vae_params, write_safetensors,
+    OwnedTensor, Param, SafetensorsFile, StoredDType, Variant, WeightSet, unet_params, vae_params,
+    write_safetensors,
 };
 
 /// A field of `/proc/self/status` in MiB (`VmHWM`, `RssAnon`, ...).
@@ -43,14 +46,25 @@ fn status_mib(field: &str) -> f64 {
 }
 
 fn runs() -> usize {
-    std::env::var("SDSERVE_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(3)
+    std::env::var("SDSERVE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3)
 }
 
 /// Writes `params` with random values as one f16 safetensors file; returns its size in MiB.
 fn write_f16(path: &Path, params: &[Param]) -> f64 {
     let tensors: Vec<OwnedTensor> = params
         .iter()
-        .map(|(name, shape)| OwnedTensor::from_f32(name.clone(), shape.clone(), &param_values(name, shape), StoredDType::F16))
+        .map(|(name, shape)| {
+            OwnedTensor::from_f32(
+                name.clone(),
+                shape.clone(),
+                &param_values(name, shape),
+                StoredDType::F16,
+            )
+        })
         .collect();
     write_safetensors(path, &tensors, &Default::default()).expect("write checkpoint");
     std::fs::metadata(path).expect("checkpoint size").len() as f64 / (1 << 20) as f64
@@ -87,19 +101,33 @@ fn child(model: &str, path: &Path) {
     let seconds = match model {
         "unet" => {
             let unet = UNet::load(&unet_config, &weights, &dev).expect("load UNet");
-            println!("RESULT unet_load_seconds {}", started.elapsed().as_secs_f64());
-            println!("RESULT unet_anon_after_load_mib {}", status_mib("RssAnon") - anon_before);
+            println!(
+                "RESULT unet_load_seconds {}",
+                started.elapsed().as_secs_f64()
+            );
+            println!(
+                "RESULT unet_anon_after_load_mib {}",
+                status_mib("RssAnon") - anon_before
+            );
             let latents = normals("latents", &[2, 4, 64, 64]);
             let context = normals("context", &[2, 77, 768]);
             time(|| {
-                let out = unet.forward(&latents, &[999.0, 999.0], &context).expect("UNet forward");
+                let out = unet
+                    .forward(&latents, &[999.0, 999.0], &context)
+                    .expect("UNet forward");
                 assert_eq!(out.dims(), [2, 4, 64, 64]);
             })
         }
         "vae" => {
             let vae = Vae::load(&vae_config, &weights, &dev).expect("load VAE");
-            println!("RESULT vae_load_seconds {}", started.elapsed().as_secs_f64());
-            println!("RESULT vae_anon_after_load_mib {}", status_mib("RssAnon") - anon_before);
+            println!(
+                "RESULT vae_load_seconds {}",
+                started.elapsed().as_secs_f64()
+            );
+            println!(
+                "RESULT vae_anon_after_load_mib {}",
+                status_mib("RssAnon") - anon_before
+            );
             let latents = normals("latents", &[1, 4, 64, 64]);
             time(|| {
                 let out = vae.decode(&latents).expect("VAE decode");
@@ -115,8 +143,16 @@ fn child(model: &str, path: &Path) {
 /// Runs this binary as `<model> <path>` and returns its `RESULT` lines as (key, value).
 fn run_child(model: &str, path: &Path) -> Vec<(String, f64)> {
     let exe = std::env::current_exe().expect("own path");
-    let out = Command::new(exe).arg(model).arg(path).output().expect("spawn child");
-    assert!(out.status.success(), "{model} phase failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(exe)
+        .arg(model)
+        .arg(path)
+        .output()
+        .expect("spawn child");
+    assert!(
+        out.status.success(),
+        "{model} phase failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -128,12 +164,19 @@ fn run_child(model: &str, path: &Path) -> Vec<(String, f64)> {
 
 fn main() {
     // `cargo bench` passes `--bench`; a child phase gets `<model> <path>`.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     if let [write, model, path] = args.as_slice() {
         // `write <unet|vae> <path>`: keep one checkpoint, e.g. to profile `<model> <path>` under perf.
         assert_eq!(write, "write", "usage: unet_vae write <unet|vae> <path>");
         let (_, unet_config, vae_config) = published_configs(Variant::Sd1);
-        let params = if model == "unet" { unet_params(&unet_config) } else { vae_params(&vae_config) };
+        let params = if model == "unet" {
+            unet_params(&unet_config)
+        } else {
+            vae_params(&vae_config)
+        };
         write_f16(Path::new(path), &params);
         return;
     }
@@ -142,8 +185,13 @@ fn main() {
             // For stable-diffusion.cpp (bench/sdcpp.py): a full-size SD 1.5 single file with the
             // original key names whose data section is a sparse run of zeros.
             let configs = published_configs(Variant::Sd1);
-            write_header_only_single_file(Path::new(path), Variant::Sd1, &configs, StoredDType::F16)
-                .expect("write single file");
+            write_header_only_single_file(
+                Path::new(path),
+                Variant::Sd1,
+                &configs,
+                StoredDType::F16,
+            )
+            .expect("write single file");
         } else {
             child(model, Path::new(path));
         }
@@ -153,17 +201,31 @@ fn main() {
     let (_, unet_config, vae_config) = published_configs(Variant::Sd1);
     let dir = tempfile::tempdir().expect("temp dir");
     let mut results = Vec::new();
-    for (model, params) in [("unet", unet_params(&unet_config)), ("vae", vae_params(&vae_config))] {
+    for (model, params) in [
+        ("unet", unet_params(&unet_config)),
+        ("vae", vae_params(&vae_config)),
+    ] {
         let path = dir.path().join(format!("{model}.safetensors"));
         let file_mib = write_f16(&path, &params);
         results.push((format!("{model}_file_mib"), file_mib));
         results.extend(run_child(model, &path));
         std::fs::remove_file(&path).expect("remove checkpoint");
     }
-    let get = |key: &str| results.iter().find(|(k, _)| k == key).map_or(f64::NAN, |(_, v)| *v);
-    println!("| SD 1.5 shapes, f16 weights (mmap), {threads} threads, median of {} | seconds | peak MiB (VmHWM) | anon MiB after load | checkpoint MiB |", runs());
+    let get = |key: &str| {
+        results
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(f64::NAN, |(_, v)| *v)
+    };
+    println!(
+        "| SD 1.5 shapes, f16 weights (mmap), {threads} threads, median of {} | seconds | peak MiB (VmHWM) | anon MiB after load | checkpoint MiB |",
+        runs()
+    );
     println!("|---|---|---|---|---|");
-    for (model, label) in [("unet", "UNet forward, batch 2, 4×64×64"), ("vae", "VAE decode, 1×4×64×64 → 512×512")] {
+    for (model, label) in [
+        ("unet", "UNet forward, batch 2, 4×64×64"),
+        ("vae", "VAE decode, 1×4×64×64 → 512×512"),
+    ] {
         println!(
             "| {label} | {:.2} | {:.0} | {:.0} | {:.0} |",
             get(&format!("{model}_seconds")),

@@ -12,7 +12,7 @@
 pub mod engine;
 pub mod model;
 pub mod nn;
-pub mod sampling;
 pub mod pipeline;
+pub mod sampling;
 pub mod service;
 pub mod util;

@@ -16,14 +16,20 @@ use clap::{Parser, Subcommand, ValueEnum};
 use inference_server::engine::Device;
 use inference_server::model::testmodel::write_test_model;
 use inference_server::model::weights::{Checkpoint, Layout, StoredDType, Variant};
-use inference_server::pipeline::png::generation_pngs;
 use inference_server::pipeline::images::decode_image_rgb;
-use inference_server::pipeline::{Img2ImgParams, Pipeline, Precision, Request, RunOptions, StepEvent, Txt2ImgParams};
+use inference_server::pipeline::png::generation_pngs;
+use inference_server::pipeline::{
+    Img2ImgParams, Pipeline, Precision, Request, RunOptions, StepEvent, Txt2ImgParams,
+};
 use inference_server::sampling::rng::GeneratorKind;
 use inference_server::service::{ModelSpec, ServiceConfig};
 
 #[derive(Parser)]
-#[command(name = "inference-server", version, about = "Stable Diffusion inference for sdserve")]
+#[command(
+    name = "inference-server",
+    version,
+    about = "Stable Diffusion inference for sdserve"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +45,12 @@ enum Command {
         /// A model to load, `PATH` or `PATH=NAME` (a diffusers folder or a single-file
         /// `.safetensors`). Repeat for several; the first is the default. In the environment,
         /// separate several with commas.
-        #[arg(long = "model", env = "SDSERVE_MODEL", required = true, value_delimiter = ',')]
+        #[arg(
+            long = "model",
+            env = "SDSERVE_MODEL",
+            required = true,
+            value_delimiter = ','
+        )]
         models: Vec<ModelSpec>,
         /// Device to run on: `cpu`, `cuda:N` (an NVIDIA GPU through the CUDA driver) or
         /// `cuda-emu` (the CUDA backend on the CPU; builds with `--features cuda-emu`).
@@ -105,7 +116,12 @@ struct GenerateArgs {
     #[arg(long, env = "SDSERVE_SCHEDULER")]
     scheduler: Option<String>,
     /// Classifier-free guidance scale (1..=30).
-    #[arg(long, env = "SDSERVE_CFG_SCALE", default_value_t = 7.0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        env = "SDSERVE_CFG_SCALE",
+        default_value_t = 7.0,
+        allow_negative_numbers = true
+    )]
     cfg_scale: f32,
     /// Width in pixels (multiple of 8, 64..=2048); default 512, or the init image's width.
     #[arg(long, env = "SDSERVE_WIDTH")]
@@ -140,7 +156,8 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let noise_source: GeneratorKind = args.rng.parse().map_err(|e| anyhow::anyhow!("rng: {e}"))?;
     let init = match &args.init_image {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             Some(decode_image_rgb(&bytes)?)
         }
         None => None,
@@ -162,12 +179,19 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         ..Txt2ImgParams::default()
     };
     let request = match init {
-        Some(init_image) => Request::Img2Img(Img2ImgParams { base: params, init_image, denoising_strength: args.denoising_strength }),
+        Some(init_image) => Request::Img2Img(Img2ImgParams {
+            base: params,
+            init_image,
+            denoising_strength: args.denoising_strength,
+        }),
         None => Request::Txt2Img(params),
     };
     request.validate()?;
-    let device = Device::parse(&args.device).with_context(|| format!("--device {}", args.device))?;
-    let precision = args.precision.unwrap_or_else(|| Precision::default_for(&device));
+    let device =
+        Device::parse(&args.device).with_context(|| format!("--device {}", args.device))?;
+    let precision = args
+        .precision
+        .unwrap_or_else(|| Precision::default_for(&device));
     let pipeline = Pipeline::load_with(&args.model, &device, precision)?;
     let mut report = |e: &StepEvent<'_>| {
         eprintln!("step {}/{}", e.step + 1, e.total);
@@ -177,7 +201,11 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let pngs = generation_pngs(&generation)?;
     let many = pngs.len() > 1;
     for (i, png) in pngs.iter().enumerate() {
-        let path = if many { numbered(&args.out, i + 1) } else { args.out.clone() };
+        let path = if many {
+            numbered(&args.out, i + 1)
+        } else {
+            args.out.clone()
+        };
         std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
         println!("{} seed {}", path.display(), generation.all_seeds[i]);
     }
@@ -186,8 +214,12 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
 
 /// `dir/name.png` → `dir/name-N.png`.
 fn numbered(out: &std::path::Path, n: usize) -> PathBuf {
-    let stem = out.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
-    let ext = out.extension().map_or_else(|| "png".into(), |s| s.to_string_lossy().into_owned());
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+    let ext = out
+        .extension()
+        .map_or_else(|| "png".into(), |s| s.to_string_lossy().into_owned());
     out.with_file_name(format!("{stem}-{n}.{ext}"))
 }
 
@@ -212,8 +244,19 @@ enum DTypeArg {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Serve { listen, models, device, precision, max_queue } => serve(listen, models, &device, precision, max_queue)?,
-        Command::MakeTestModel { out, variant, layout, dtype } => {
+        Command::Serve {
+            listen,
+            models,
+            device,
+            precision,
+            max_queue,
+        } => serve(listen, models, &device, precision, max_queue)?,
+        Command::MakeTestModel {
+            out,
+            variant,
+            layout,
+            dtype,
+        } => {
             let variant = match variant {
                 VariantArg::Sd1 => Variant::Sd1,
                 VariantArg::Sd2 => Variant::Sd2,
@@ -245,25 +288,57 @@ fn main() -> anyhow::Result<()> {
             let (clip, clip_w) = &checkpoint.text_encoder;
             let (unet, unet_w) = &checkpoint.unet;
             let (vae, vae_w) = &checkpoint.vae;
-            println!("text_encoder: {} tensors, {}", clip_w.len(), serde_json::to_string(clip)?);
-            println!("unet: {} tensors, {}", unet_w.len(), serde_json::to_string(unet)?);
-            println!("vae: {} tensors, {}", vae_w.len(), serde_json::to_string(vae)?);
+            println!(
+                "text_encoder: {} tensors, {}",
+                clip_w.len(),
+                serde_json::to_string(clip)?
+            );
+            println!(
+                "unet: {} tensors, {}",
+                unet_w.len(),
+                serde_json::to_string(unet)?
+            );
+            println!(
+                "vae: {} tensors, {}",
+                vae_w.len(),
+                serde_json::to_string(vae)?
+            );
         }
     }
     Ok(())
 }
 
 /// `serve`: logs to stderr (`RUST_LOG`, default `info`), runs until Ctrl-C or SIGTERM.
-fn serve(listen: SocketAddr, models: Vec<ModelSpec>, device: &str, precision: Option<Precision>, max_queue: usize) -> anyhow::Result<()> {
+fn serve(
+    listen: SocketAddr,
+    models: Vec<ModelSpec>,
+    device: &str,
+    precision: Option<Precision>,
+    max_queue: usize,
+) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let device = Device::parse(device).with_context(|| format!("--device {device}"))?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding --listen {listen}"))?;
-        inference_server::service::run(ServiceConfig { models, device, precision, max_queue }, listener, shutdown_signal()).await?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding --listen {listen}"))?;
+        inference_server::service::run(
+            ServiceConfig {
+                models,
+                device,
+                precision,
+                max_queue,
+            },
+            listener,
+            shutdown_signal(),
+        )
+        .await?;
         anyhow::Ok(())
     })
 }
@@ -273,7 +348,9 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

@@ -11,9 +11,16 @@ use crate::harness::Product;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webuiapi_against_both_services() {
     let python = std::env::var("SDSERVE_WEBUIAPI_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let importable = Command::new(&python).args(["-c", "import webuiapi"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let importable = Command::new(&python)
+        .args(["-c", "import webuiapi"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !importable {
-        assert!(std::env::var_os("CI").is_none(), "CI is set but {python:?} cannot import webuiapi (see .ci/run)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but {python:?} cannot import webuiapi (see .ci/run)"
+        );
         eprintln!("SKIPPED: {python:?} cannot import webuiapi; see .ci/run for the venv");
         return;
     }
@@ -24,7 +31,15 @@ async fn webuiapi_against_both_services() {
     let output = tokio::time::timeout(
         std::time::Duration::from_secs(300),
         tokio::process::Command::new(&python)
-            .args([script, "--host", "127.0.0.1", "--port", &port, "--steps", "3"])
+            .args([
+                script,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--steps",
+                "3",
+            ])
             .env("SDSERVE_API_KEY", &key)
             .kill_on_drop(true)
             .output(),
@@ -32,6 +47,13 @@ async fn webuiapi_against_both_services() {
     .await
     .expect("webuiapi_check.py finished within 300 s")
     .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success() && text.contains("every check passed"), "webuiapi_check.py:\n{text}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.contains("every check passed"),
+        "webuiapi_check.py:\n{text}"
+    );
 }

@@ -23,13 +23,21 @@ async fn seed_request_to_callback() {
     assert!(response.status().is_success(), "{}", response.status());
     let reply: Value = response.json().await.unwrap();
     let run_id = reply["run_id"].as_str().unwrap().to_owned();
-    assert_eq!(reply["message"], "We will return the images to the endpoint provided when the task is complete.");
+    assert_eq!(
+        reply["message"],
+        "We will return the images to the endpoint provided when the task is complete."
+    );
 
     let callback = product.receiver.callback("/cerebrium").await;
     let body = callback.body.as_object().unwrap();
     let mut keys: Vec<_> = body.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["message", "result", "run_id", "run_time_ms"], "{}", callback.body);
+    assert_eq!(
+        keys,
+        ["message", "result", "run_id", "run_time_ms"],
+        "{}",
+        callback.body
+    );
     assert_eq!(body["run_id"], run_id.as_str());
     assert_eq!(body["message"], "Successfully generated images");
     assert!(body["run_time_ms"].as_f64().unwrap() > 0.0);
@@ -39,5 +47,7 @@ async fn seed_request_to_callback() {
 
 fn base64_png(value: &Value) -> Vec<u8> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(value.as_str().expect("a base64 string")).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(value.as_str().expect("a base64 string"))
+        .unwrap()
 }

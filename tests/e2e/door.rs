@@ -15,21 +15,44 @@ async fn unknown_samplers_and_models_are_refused_at_submission() {
         let hook = product.receiver.url("/door");
         async move {
             let body = json!({"params": params, "webhook": {"url": hook, "format": "standard"}});
-            let response = http().post(url).bearer_auth(key).json(&body).send().await.unwrap();
-            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            let response = http()
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
         }
     };
     let (status, error) = submit(json!({"prompt": "p", "sampler_name": "Euler z"})).await;
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["error"]["field"], "params.sampler_name");
     let rule = error["error"]["rule"].as_str().unwrap();
-    assert!(rule.starts_with("unknown sampler \"Euler z\"; accepted: ") && rule.contains("DPM++ 2M Karras"), "{rule}");
+    assert!(
+        rule.starts_with("unknown sampler \"Euler z\"; accepted: ")
+            && rule.contains("DPM++ 2M Karras"),
+        "{rule}"
+    );
 
     // The native HTTP API takes A1111's fields: the model is `override_settings.sd_model_checkpoint`.
-    let (status, error) = submit(json!({"prompt": "p", "override_settings": {"sd_model_checkpoint": "sdxl"}})).await;
-    assert_eq!((status, error["error"]["field"].as_str()), (422, Some("params.model")), "{error}");
+    let (status, error) =
+        submit(json!({"prompt": "p", "override_settings": {"sd_model_checkpoint": "sdxl"}})).await;
+    assert_eq!(
+        (status, error["error"]["field"].as_str()),
+        (422, Some("params.model")),
+        "{error}"
+    );
 
-    for sampler in ["Euler a", "DPM++ 2M Karras", "EulerDiscreteScheduler", "EULER_DISCRETE"] {
+    for sampler in [
+        "Euler a",
+        "DPM++ 2M Karras",
+        "EulerDiscreteScheduler",
+        "EULER_DISCRETE",
+    ] {
         let model = json!({"sd_model_checkpoint": MODEL});
         let params = json!({"prompt": "p", "sampler_name": sampler, "override_settings": model, "steps": 1, "width": 64, "height": 64});
         let (status, answer) = submit(params).await;

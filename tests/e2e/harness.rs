@@ -44,7 +44,13 @@ impl Product {
     pub async fn start_with(tweak: impl FnOnce(&mut webhook_service::Config)) -> Product {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
-        let model = write_test_model(&dir.path().join("model"), Variant::Sd1, Layout::Diffusers, StoredDType::F32).unwrap();
+        let model = write_test_model(
+            &dir.path().join("model"),
+            Variant::Sd1,
+            Layout::Diffusers,
+            StoredDType::F32,
+        )
+        .unwrap();
         let (mut stops, mut waits) = (Vec::new(), Vec::new());
         for _ in 0..2 {
             let (tx, rx) = oneshot::channel::<()>();
@@ -56,13 +62,20 @@ impl Product {
         let inference_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let inference = inference_listener.local_addr().unwrap();
         let config = ServiceConfig {
-            models: vec![ModelSpec { path: model, name: Some(MODEL.into()) }],
+            models: vec![ModelSpec {
+                path: model,
+                name: Some(MODEL.into()),
+            }],
             device: Device::Cpu,
             precision: None,
             max_queue: inference_server::service::DEFAULT_MAX_QUEUE,
         };
         let wait_inference = waits.remove(0);
-        tokio::spawn(async move { inference_server::service::run(config, inference_listener, wait_inference).await.unwrap() });
+        tokio::spawn(async move {
+            inference_server::service::run(config, inference_listener, wait_inference)
+                .await
+                .unwrap()
+        });
 
         let database = dir.path().join("webhooks.db");
         let mut config = webhook_service::Config {
@@ -77,19 +90,38 @@ impl Product {
         tweak(&mut config);
         let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (grpc, http) = (grpc_listener.local_addr().unwrap(), http_listener.local_addr().unwrap());
+        let (grpc, http) = (
+            grpc_listener.local_addr().unwrap(),
+            http_listener.local_addr().unwrap(),
+        );
         let wait_webhooks = waits.remove(0);
-        tokio::spawn(async move { webhook_service::run(config, grpc_listener, http_listener, wait_webhooks).await.unwrap() });
+        tokio::spawn(async move {
+            webhook_service::run(config, grpc_listener, http_listener, wait_webhooks)
+                .await
+                .unwrap()
+        });
 
         let receiver = Receiver::start().await;
-        let product = Product { inference, grpc, http, receiver, database, _stops: stops, _dir: dir };
+        let product = Product {
+            inference,
+            grpc,
+            http,
+            receiver,
+            database,
+            _stops: stops,
+            _dir: dir,
+        };
         product.wait_ready().await;
         product
     }
 
     async fn wait_ready(&self) {
         for _ in 0..600 {
-            let healthy = http().get(self.url("/healthz")).send().await.is_ok_and(|r| r.status().is_success());
+            let healthy = http()
+                .get(self.url("/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
             let inference = tokio::net::TcpStream::connect(self.inference).await.is_ok();
             if healthy && inference {
                 return;
@@ -102,12 +134,20 @@ impl Product {
     /// An API key for a new caller, as `webhook-service keys create` makes one.
     pub async fn key(&self, spec: KeySpec) -> String {
         let store = webhook_service::store::sqlite::SqliteStore::open(&self.database).unwrap();
-        KeyRing::new(Arc::new(store), Clock::system(), AuthMode::Required).create(spec).await.unwrap().key
+        KeyRing::new(Arc::new(store), Clock::system(), AuthMode::Required)
+            .create(spec)
+            .await
+            .unwrap()
+            .key
     }
 
     /// A key with only a name.
     pub async fn named_key(&self, name: &str) -> String {
-        self.key(KeySpec { name: name.into(), ..KeySpec::default() }).await
+        self.key(KeySpec {
+            name: name.into(),
+            ..KeySpec::default()
+        })
+        .await
     }
 
     /// `http://<webhook-service>{path}`.
@@ -119,7 +159,10 @@ impl Product {
 /// A reqwest client (with the rustls provider installed).
 pub fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
 }
 
 /// One callback as received.
@@ -153,14 +196,20 @@ impl Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let record = seen.clone();
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
-            let record = record.clone();
-            async move {
-                let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                record.lock().unwrap().push(Callback { path: uri.path().to_owned(), headers, body });
-                "ok"
-            }
-        });
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let record = record.clone();
+                async move {
+                    let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    record.lock().unwrap().push(Callback {
+                        path: uri.path().to_owned(),
+                        headers,
+                        body,
+                    });
+                    "ok"
+                }
+            },
+        );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Receiver { addr, seen }
     }

@@ -32,17 +32,26 @@ const DELIVERIES: usize = 10_000;
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
 async fn receiver(arrivals: Arrivals, all_in: Arc<Notify>) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind receiver");
     let addr = listener.local_addr().expect("receiver address");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let (arrivals, all_in) = (arrivals.clone(), all_in.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let (arrivals, all_in) = (arrivals.clone(), all_in.clone());
                     async move {
-                        let id = req.headers().get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                        let id = req
+                            .headers()
+                            .get("webhook-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
                         let mut seen = arrivals.lock().expect("arrivals lock");
                         seen.entry(id).or_insert_with(Instant::now);
                         if seen.len() == DELIVERIES {
@@ -51,7 +60,9 @@ async fn receiver(arrivals: Arrivals, all_in: Arc<Notify>) -> std::net::SocketAd
                         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -95,7 +106,8 @@ struct Phase {
 /// without, it runs while jobs arrive, which measures enqueue-to-delivered latency.
 async fn phase(backlog: bool) -> Phase {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("bench.db")).expect("open store"));
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("bench.db")).expect("open store"));
     let arrivals: Arrivals = Arc::default();
     let all_in = Arc::new(Notify::new());
     let addr = receiver(arrivals.clone(), all_in.clone()).await;
@@ -118,13 +130,20 @@ async fn phase(backlog: bool) -> Phase {
             retry: RetryPolicy::default(),
             signing_key: None,
             max_callback_bytes: 32 << 20,
-            media: webhook_service::media::MediaSigner::new(vec![7; 32], "http://127.0.0.1", Duration::from_secs(3600)),
+            media: webhook_service::media::MediaSigner::new(
+                vec![7; 32],
+                "http://127.0.0.1",
+                Duration::from_secs(3600),
+            ),
         },
         wake.clone(),
     );
     let stop = CancellationToken::new();
     let mut worker = (!backlog).then(|| tokio::spawn(deliverer.clone().run(stop.clone())));
-    let payload = serde_json::to_vec(&serde_json::json!({"type": "job.completed", "data": {"job_id": "x", "images": []}})).expect("json");
+    let payload = serde_json::to_vec(
+        &serde_json::json!({"type": "job.completed", "data": {"job_id": "x", "images": []}}),
+    )
+    .expect("json");
 
     let started = Instant::now();
     let mut enqueued = HashMap::with_capacity(DELIVERIES);
@@ -141,7 +160,12 @@ async fn phase(backlog: bool) -> Phase {
             info_json: String::new(),
             started_at_ms: Some(0),
             finished_at_ms: Clock::system().now_ms(),
-            deliveries: vec![NewDelivery { id: delivery_id.clone(), event: EventKind::Completed, url: url.clone(), payload: payload.clone() }],
+            deliveries: vec![NewDelivery {
+                id: delivery_id.clone(),
+                event: EventKind::Completed,
+                url: url.clone(),
+                payload: payload.clone(),
+            }],
         };
         store.finish_job(finish).await.expect("finish job");
         enqueued.insert(delivery_id, Instant::now());
@@ -152,16 +176,28 @@ async fn phase(backlog: bool) -> Phase {
     if backlog {
         worker = Some(tokio::spawn(deliverer.run(stop.clone())));
     }
-    tokio::time::timeout(Duration::from_secs(600), all_in.notified()).await.expect("all deliveries within 10 minutes");
-    let total = if backlog { drain_from.elapsed() } else { started.elapsed() };
+    tokio::time::timeout(Duration::from_secs(600), all_in.notified())
+        .await
+        .expect("all deliveries within 10 minutes");
+    let total = if backlog {
+        drain_from.elapsed()
+    } else {
+        started.elapsed()
+    };
     stop.cancel();
     worker.expect("worker started").await.expect("worker");
 
     let arrivals = arrivals.lock().expect("arrivals lock");
-    let mut latencies: Vec<Duration> =
-        enqueued.iter().map(|(id, at)| arrivals[id].saturating_duration_since(*at)).collect();
+    let mut latencies: Vec<Duration> = enqueued
+        .iter()
+        .map(|(id, at)| arrivals[id].saturating_duration_since(*at))
+        .collect();
     latencies.sort();
-    Phase { enqueue, total, latencies }
+    Phase {
+        enqueue,
+        total,
+        latencies,
+    }
 }
 
 #[tokio::main]
@@ -174,16 +210,35 @@ async fn main() {
     println!("| metric | value |");
     println!("|---|---|");
     println!("| deliveries per phase | {DELIVERIES} |");
-    println!("| backlog: enqueue time (job + result + outbox row each) | {:.2} s |", drain.enqueue.as_secs_f64());
-    println!("| backlog: drain time, worker start to last delivered | {:.2} s |", drain.total.as_secs_f64());
+    println!(
+        "| backlog: enqueue time (job + result + outbox row each) | {:.2} s |",
+        drain.enqueue.as_secs_f64()
+    );
+    println!(
+        "| backlog: drain time, worker start to last delivered | {:.2} s |",
+        drain.total.as_secs_f64()
+    );
     println!("| backlog: deliveries/s | {drain_rate:.0} |");
-    println!("| streaming: first enqueue to last delivered | {:.2} s |", stream.total.as_secs_f64());
+    println!(
+        "| streaming: first enqueue to last delivered | {:.2} s |",
+        stream.total.as_secs_f64()
+    );
     println!("| streaming: deliveries/s (bounded by the enqueue rate) | {stream_rate:.0} |");
-    println!("| streaming: p50 enqueue→delivered | {:.1} ms |", ms(percentile(&stream.latencies, 0.50)));
-    println!("| streaming: p99 enqueue→delivered | {:.1} ms |", ms(percentile(&stream.latencies, 0.99)));
+    println!(
+        "| streaming: p50 enqueue→delivered | {:.1} ms |",
+        ms(percentile(&stream.latencies, 0.50))
+    );
+    println!(
+        "| streaming: p99 enqueue→delivered | {:.1} ms |",
+        ms(percentile(&stream.latencies, 0.99))
+    );
     println!(
         "| target | ≥ 2000 deliveries/s drained: {} ({:.2}× target) |",
-        if drain_rate >= 2000.0 { "met" } else { "NOT met" },
+        if drain_rate >= 2000.0 {
+            "met"
+        } else {
+            "NOT met"
+        },
         drain_rate / 2000.0
     );
 }

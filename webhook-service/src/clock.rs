@@ -24,7 +24,9 @@ impl Clock {
 
     /// A clock that stands still at `start_ms` until [`Clock::advance`] moves it.
     pub fn manual(start_ms: i64) -> Self {
-        Self { manual: Some(Arc::new(watch::channel(start_ms).0)) }
+        Self {
+            manual: Some(Arc::new(watch::channel(start_ms).0)),
+        }
     }
 
     /// Milliseconds since the Unix epoch.
@@ -82,7 +84,10 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!sleeper.is_finished(), "woke at 5000 for a 6000 deadline");
         clock.advance(Duration::from_secs(1));
-        tokio::time::timeout(Duration::from_secs(5), sleeper).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(clock.now_ms(), 6_000);
     }
 }

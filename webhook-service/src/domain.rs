@@ -145,7 +145,10 @@ named_enum! {
 impl JobStatus {
     /// True once the job can no longer change.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Canceled | Self::TimedOut)
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Canceled | Self::TimedOut
+        )
     }
 }
 
@@ -209,9 +212,28 @@ impl NewJob {
         let w = &self.webhook;
         field(w.url.as_deref().unwrap_or_default().as_bytes());
         field(w.format.as_str().as_bytes());
-        field(w.events.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(",").as_bytes());
-        field(w.secret.as_ref().map(|s| s.expose()).unwrap_or_default().as_bytes());
-        field(w.signing_secret.as_ref().map(|s| s.expose()).unwrap_or_default().as_bytes());
+        field(
+            w.events
+                .iter()
+                .map(|e| e.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+                .as_bytes(),
+        );
+        field(
+            w.secret
+                .as_ref()
+                .map(|s| s.expose())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        field(
+            w.signing_secret
+                .as_ref()
+                .map(|s| s.expose())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         field(self.vendor_context.to_string().as_bytes());
         field(&self.execution_timeout_ms.unwrap_or(0).to_le_bytes());
         hash.finalize().into()

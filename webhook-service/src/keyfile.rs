@@ -18,7 +18,10 @@ pub struct KeyFileError {
 impl KeyFileError {
     /// An error about the file at `path`.
     pub fn new(path: &Path, detail: impl Into<String>) -> Self {
-        Self { path: path.display().to_string(), detail: detail.into() }
+        Self {
+            path: path.display().to_string(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -33,7 +36,7 @@ pub fn beside(database: &Path, suffix: &str) -> PathBuf {
 /// it does not exist. Returns the path with the contents so callers can name it in errors.
 ///
 /// Two processes starting at once (the service and `keys create`) both end up with the
-/// winner's key: the loser's exclusive create fails and it reads the file instead.
+/// winner's key, whole: the loser's link fails and it reads the file instead.
 pub fn load_or_create(database: &Path, suffix: &str) -> Result<(PathBuf, Vec<u8>), KeyFileError> {
     let path = beside(database, suffix);
     match std::fs::read(&path) {
@@ -44,24 +47,37 @@ pub fn load_or_create(database: &Path, suffix: &str) -> Result<(PathBuf, Vec<u8>
         Err(_) => {}
     }
     let key: [u8; 32] = rand::random();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            file.write_all(&key)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| KeyFileError::new(&path, e.to_string()))?;
-            Ok((path, key.to_vec()))
-        }
-        // Another process created it between our read and our create: use its key.
+    // The key is written whole to a private temporary file and then hard-linked into place:
+    // the link appears atomically with all 32 bytes in it, so a process that loses the race
+    // never reads a file that exists but is still empty (which a create-then-write would show).
+    let temporary = beside(
+        database,
+        &format!("{suffix}.{:016x}.tmp", rand::random::<u64>()),
+    );
+    let written =
+        write_private(&temporary, &key).and_then(|()| std::fs::hard_link(&temporary, &path));
+    let _ = std::fs::remove_file(&temporary);
+    match written {
+        Ok(()) => Ok((path, key.to_vec())),
+        // Another process put its key there between our read and our link: use its key.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let contents = std::fs::read(&path).map_err(|e| KeyFileError::new(&path, e.to_string()))?;
+            let contents =
+                std::fs::read(&path).map_err(|e| KeyFileError::new(&path, e.to_string()))?;
             Ok((path, contents))
         }
         Err(e) => Err(KeyFileError::new(&path, e.to_string())),
     }
+}
+
+/// Creates `path` (owner-only) holding `contents`, synced to disk.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 #[cfg(test)]
@@ -82,6 +98,41 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
+        }
+    }
+
+    #[test]
+    fn racing_starts_all_get_the_winners_whole_key() {
+        // The service and `keys create` starting at once on a new database: every racer must
+        // read the same 32 bytes, never a file caught between its creation and its write.
+        for _ in 0..50 {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("jobs.db");
+            let barrier = std::sync::Barrier::new(6);
+            let keys: Vec<Vec<u8>> = std::thread::scope(|scope| {
+                let racers: Vec<_> = (0..6)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            barrier.wait();
+                            load_or_create(&db, ".race-key").unwrap().1
+                        })
+                    })
+                    .collect();
+                racers.into_iter().map(|r| r.join().unwrap()).collect()
+            });
+            assert!(
+                keys.iter().all(|k| k.len() == 32 && *k == keys[0]),
+                "racers read different keys: {keys:?}"
+            );
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                left,
+                vec![std::ffi::OsString::from("jobs.db.race-key")],
+                "temporary files are removed"
+            );
         }
     }
 }

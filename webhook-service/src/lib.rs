@@ -29,12 +29,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use auth::layer::AuthLayer;
+use auth::{AuthMode, KeyRing};
 pub use config::Config;
 use delivery::client::{ClientConfig, WebhookClient};
 use delivery::signing::SigningKey;
 use delivery::worker::{Deliverer, WorkerConfig};
-use auth::{AuthMode, KeyRing};
-use auth::layer::AuthLayer;
 use jobs::dispatch::Dispatcher;
 use jobs::models::ModelCatalog;
 use jobs::{JobService, JobSettings};
@@ -55,7 +55,6 @@ pub enum ServiceError {
     Server(String),
 }
 
-
 /// Runs the service on `grpc` and `http` until `shutdown` resolves, then stops taking
 /// requests, lets attempts in flight finish and returns. Nothing accepted is lost at any
 /// point: jobs and deliveries left unfinished resume at the next start.
@@ -65,8 +64,11 @@ pub async fn run(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let store: Arc<dyn store::Store> = Arc::new(open_store(&config.database, config.secrets_key.as_ref())?);
-    let http_addr = http.local_addr().map_err(|e| ServiceError::Server(e.to_string()))?;
+    let store: Arc<dyn store::Store> =
+        Arc::new(open_store(&config.database, config.secrets_key.as_ref())?);
+    let http_addr = http
+        .local_addr()
+        .map_err(|e| ServiceError::Server(e.to_string()))?;
     let public_url = config.public_url.clone().unwrap_or_else(|| {
         // A listener on all interfaces has no address a receiver could use; loopback at least
         // works on this machine, and the log says to set the real one.
@@ -94,13 +96,19 @@ pub async fn run(
     })
     .map_err(|e| ServiceError::Config(e.to_string()))?;
     let signing_key = match &config.signing_key {
-        Some(key) => Some(SigningKey::parse(key).map_err(|e| ServiceError::Config(format!("signing key: {e}")))?),
+        Some(key) => Some(
+            SigningKey::parse(key)
+                .map_err(|e| ServiceError::Config(format!("signing key: {e}")))?,
+        ),
         None => None,
     };
     let metrics = metrics::Metrics::new();
     let delivery_wake = Arc::new(Notify::new());
-    let inference = jobs::endpoints::Endpoints::new(&config.inference).map_err(ServiceError::Config)?;
-    let rules = api::validate::UrlRules { allow_http: config.allow_http };
+    let inference =
+        jobs::endpoints::Endpoints::new(&config.inference).map_err(ServiceError::Config)?;
+    let rules = api::validate::UrlRules {
+        allow_http: config.allow_http,
+    };
     let settings = JobSettings {
         rules,
         max_in_flight: config.max_in_flight,
@@ -122,9 +130,15 @@ pub async fn run(
         settings,
         ModelCatalog::new(inference.clone()),
     );
-    let keys = Arc::new(KeyRing::new(store.clone(), config.clock.clone(), config.auth));
+    let keys = Arc::new(KeyRing::new(
+        store.clone(),
+        config.clock.clone(),
+        config.auth,
+    ));
     if config.auth == AuthMode::Disabled {
-        tracing::warn!("authentication is OFF (--no-auth): every caller is anonymous and sees every anonymous job; use this for local development only");
+        tracing::warn!(
+            "authentication is OFF (--no-auth): every caller is anonymous and sees every anonymous job; use this for local development only"
+        );
     }
     let deliverer = Deliverer::new(
         store.clone(),
@@ -142,8 +156,13 @@ pub async fn run(
         delivery_wake,
     );
     let inference_for_health = inference.clone();
-    let dispatcher = Dispatcher::new(jobs.clone(), inference, config.generation_concurrency, config.dispatch.clone())
-        .with_spool(jobs::spool::Spool::beside(&config.database));
+    let dispatcher = Dispatcher::new(
+        jobs.clone(),
+        inference,
+        config.generation_concurrency,
+        config.dispatch.clone(),
+    )
+    .with_spool(jobs::spool::Spool::beside(&config.database));
 
     let stop = CancellationToken::new();
     tokio::spawn({
@@ -158,7 +177,12 @@ pub async fn run(
     workers.spawn(dispatcher.run(stop.clone()));
     workers.spawn(inference_for_health.check_health(stop.clone()));
     if let Some(retain) = config.retain {
-        workers.spawn(retention(store.clone(), config.clock.clone(), retain, stop.clone()));
+        workers.spawn(retention(
+            store.clone(),
+            config.clock.clone(),
+            retain,
+            stop.clone(),
+        ));
     }
     workers.close();
 
@@ -182,13 +206,24 @@ pub async fn run(
 
 /// Deletes finished jobs older than `retain` (whose deliveries are settled) at start-up and
 /// every hour, until `stop`.
-async fn retention(store: Arc<dyn store::Store>, clock: clock::Clock, retain: std::time::Duration, stop: CancellationToken) {
+async fn retention(
+    store: Arc<dyn store::Store>,
+    clock: clock::Clock,
+    retain: std::time::Duration,
+    stop: CancellationToken,
+) {
     loop {
         let cutoff = clock.now_ms() - i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
         match store.purge_finished(cutoff).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, ?retain, "retention: deleted finished jobs, their images and callbacks"),
-            Err(err) => tracing::warn!(error = %err, "retention: cannot delete old jobs; trying again in an hour"),
+            Ok(n) => tracing::info!(
+                jobs = n,
+                ?retain,
+                "retention: deleted finished jobs, their images and callbacks"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "retention: cannot delete old jobs; trying again in an hour")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
@@ -197,7 +232,10 @@ async fn retention(store: Arc<dyn store::Store>, clock: clock::Clock, retain: st
     }
 }
 
-type GrpcServe = (std::pin::Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send>>, Option<std::net::SocketAddr>);
+type GrpcServe = (
+    std::pin::Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send>>,
+    Option<std::net::SocketAddr>,
+);
 
 fn grpc_server(
     service: Arc<JobService>,
@@ -216,8 +254,16 @@ fn grpc_server(
             loop {
                 let ready = service.readiness().await.iter().all(|(_, r)| r.is_ok());
                 match ready {
-                    true => reporter.set_serving::<JobsServer<api::grpc::JobsApi>>().await,
-                    false => reporter.set_not_serving::<JobsServer<api::grpc::JobsApi>>().await,
+                    true => {
+                        reporter
+                            .set_serving::<JobsServer<api::grpc::JobsApi>>()
+                            .await
+                    }
+                    false => {
+                        reporter
+                            .set_not_serving::<JobsServer<api::grpc::JobsApi>>()
+                            .await
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
@@ -255,9 +301,13 @@ fn grpc_server(
 /// Reads the media key kept beside the database, creating it (owner-only) on first start so
 /// links in stored callbacks stay valid across restarts.
 fn load_or_create_media_key(database: &Path) -> Result<Vec<u8>, ServiceError> {
-    let (path, key) = keyfile::load_or_create(database, ".media-key").map_err(|e| ServiceError::Config(format!("media {e}")))?;
+    let (path, key) = keyfile::load_or_create(database, ".media-key")
+        .map_err(|e| ServiceError::Config(format!("media {e}")))?;
     if key.len() < 32 {
-        return Err(ServiceError::Config(format!("media key file {} is shorter than 32 bytes", path.display())));
+        return Err(ServiceError::Config(format!(
+            "media key file {} is shorter than 32 bytes",
+            path.display()
+        )));
     }
     Ok(key)
 }
@@ -266,10 +316,14 @@ fn load_or_create_media_key(database: &Path) -> Result<Vec<u8>, ServiceError> {
 /// `secrets_key` when given (`--secrets-key-file`), else the one kept beside the database
 /// (`<database>.secrets-key`, created owner-only on first start). `serve` and the `keys`
 /// commands both open it this way, so they read each other's secrets.
-pub fn open_store(database: &Path, secrets_key: Option<&SecretsKey>) -> Result<SqliteStore, ServiceError> {
+pub fn open_store(
+    database: &Path,
+    secrets_key: Option<&SecretsKey>,
+) -> Result<SqliteStore, ServiceError> {
     let key = match secrets_key {
         Some(key) => key.clone(),
-        None => SecretsKey::beside(database).map_err(|e| ServiceError::Config(format!("secrets {e}")))?,
+        None => SecretsKey::beside(database)
+            .map_err(|e| ServiceError::Config(format!("secrets {e}")))?,
     };
     Ok(SqliteStore::open_with(database, SecretBox::new(&key))?)
 }

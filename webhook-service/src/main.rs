@@ -11,13 +11,17 @@ use clap::{Parser, Subcommand};
 use webhook_service::Config;
 use webhook_service::auth::{AuthMode, KeyRing, KeySpec};
 use webhook_service::clock::Clock;
-use webhook_service::domain::{KeyLimits, KeyWebhook, Secret};
-use webhook_service::store::secrets::SecretsKey;
 use webhook_service::delivery::retry::{DEFAULT_SCHEDULE, RetryPolicy, Schedule};
+use webhook_service::domain::{KeyLimits, KeyWebhook, Secret};
 use webhook_service::jobs::dispatch::DispatchPolicy;
+use webhook_service::store::secrets::SecretsKey;
 
 #[derive(Parser)]
-#[command(name = "webhook-service", version, about = "Accepts image-generation jobs and delivers results as signed JSON webhooks")]
+#[command(
+    name = "webhook-service",
+    version,
+    about = "Accepts image-generation jobs and delivers results as signed JSON webhooks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,7 +51,11 @@ enum DeliveriesCommand {
         #[arg(long)]
         force: bool,
         /// Database, as sqlite://PATH.
-        #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
+        #[arg(
+            long,
+            env = "SDSERVE_DATABASE",
+            default_value = "sqlite://sdserve-webhooks.db"
+        )]
         database: String,
         /// The secrets key the service uses (default: `<database>.secrets-key`).
         #[arg(long, env = "SDSERVE_SECRETS_KEY_FILE")]
@@ -63,7 +71,11 @@ enum KeysCommand {
         #[arg(long)]
         name: String,
         /// Database, as sqlite://PATH.
-        #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
+        #[arg(
+            long,
+            env = "SDSERVE_DATABASE",
+            default_value = "sqlite://sdserve-webhooks.db"
+        )]
         database: String,
         /// File holding the secrets key the database's webhook secrets are sealed with (as
         /// `serve --secrets-key-file`; default: `<database>.secrets-key`).
@@ -85,7 +97,11 @@ enum KeysCommand {
     /// Lists keys: id, name, prefix, created, revoked.
     List {
         /// Database, as sqlite://PATH.
-        #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
+        #[arg(
+            long,
+            env = "SDSERVE_DATABASE",
+            default_value = "sqlite://sdserve-webhooks.db"
+        )]
         database: String,
         /// File holding the secrets key the database's webhook secrets are sealed with (as
         /// `serve --secrets-key-file`; default: `<database>.secrets-key`).
@@ -97,7 +113,11 @@ enum KeysCommand {
         /// The key's id (key_...) or name.
         key: String,
         /// Database, as sqlite://PATH.
-        #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
+        #[arg(
+            long,
+            env = "SDSERVE_DATABASE",
+            default_value = "sqlite://sdserve-webhooks.db"
+        )]
         database: String,
         /// File holding the secrets key the database's webhook secrets are sealed with (as
         /// `serve --secrets-key-file`; default: `<database>.secrets-key`).
@@ -115,10 +135,19 @@ struct ServeArgs {
     #[arg(long, env = "SDSERVE_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     http_listen: SocketAddr,
     /// Database, as sqlite://PATH (the file is created if missing).
-    #[arg(long, env = "SDSERVE_DATABASE", default_value = "sqlite://sdserve-webhooks.db")]
+    #[arg(
+        long,
+        env = "SDSERVE_DATABASE",
+        default_value = "sqlite://sdserve-webhooks.db"
+    )]
     database: String,
     /// Inference server endpoint; repeat to balance over several.
-    #[arg(long, env = "SDSERVE_INFERENCE", value_delimiter = ',', default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "SDSERVE_INFERENCE",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50051"
+    )]
     inference: Vec<String>,
     /// Public base URL of the HTTP API, used in media links (default: http://<http-listen>).
     #[arg(long, env = "SDSERVE_PUBLIC_URL")]
@@ -137,7 +166,12 @@ struct ServeArgs {
     ca_file: Option<PathBuf>,
     /// Standard Webhooks signing key (whsec_...) for jobs that bring none. Prefer
     /// --signing-key-file: a flag's value is visible to every user in `ps`.
-    #[arg(long, env = "SDSERVE_SIGNING_KEY", hide_env_values = true, conflicts_with = "signing_key_file")]
+    #[arg(
+        long,
+        env = "SDSERVE_SIGNING_KEY",
+        hide_env_values = true,
+        conflicts_with = "signing_key_file"
+    )]
     signing_key: Option<String>,
     /// File holding the Standard Webhooks signing key (whsec_...).
     #[arg(long, env = "SDSERVE_SIGNING_KEY_FILE")]
@@ -210,7 +244,9 @@ struct ServeArgs {
 
 /// The SQLite file of a `sqlite://PATH` database URL.
 fn database_path(url: &str) -> anyhow::Result<PathBuf> {
-    let path = url.strip_prefix("sqlite://").with_context(|| format!("--database must be sqlite://PATH, got {url:?}"))?;
+    let path = url
+        .strip_prefix("sqlite://")
+        .with_context(|| format!("--database must be sqlite://PATH, got {url:?}"))?;
     Ok(PathBuf::from(path))
 }
 
@@ -226,7 +262,9 @@ impl ServeArgs {
     fn config(&self) -> anyhow::Result<Config> {
         let database = database_path(&self.database)?;
         let ca_pem = match &self.ca_file {
-            Some(path) => Some(std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?),
+            Some(path) => {
+                Some(std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?)
+            }
             None => None,
         };
         let schedule: Schedule = self.retry_schedule.parse().context("--retry-schedule")?;
@@ -250,22 +288,33 @@ impl ServeArgs {
             secrets_key: secrets_key(self.secrets_key_file.as_deref())?,
             connect_timeout: duration("connect-timeout", &self.connect_timeout)?,
             timeout: duration("timeout", &self.timeout)?,
-            retry: RetryPolicy { delays: schedule.0, ..RetryPolicy::default() },
+            retry: RetryPolicy {
+                delays: schedule.0,
+                ..RetryPolicy::default()
+            },
             delivery_concurrency: self.delivery_concurrency,
             generation_concurrency: self.generation_concurrency,
-            auth: if self.no_auth { AuthMode::Disabled } else { AuthMode::Required },
+            auth: if self.no_auth {
+                AuthMode::Disabled
+            } else {
+                AuthMode::Required
+            },
             max_in_flight: self.max_in_flight,
             per_minute: self.per_minute,
             body_limit: self.body_limit,
             max_job_cost: self.max_job_cost,
             max_callback_bytes: self.max_callback_bytes,
-            retain: (self.retain_days > 0).then(|| Duration::from_secs(self.retain_days * 24 * 3600)),
+            retain: (self.retain_days > 0)
+                .then(|| Duration::from_secs(self.retain_days * 24 * 3600)),
             sync_wait: duration("sync-wait", &self.sync_wait)?,
             dispatch: DispatchPolicy {
                 queue_timeout: duration("queue-timeout", &self.queue_timeout)?,
                 stall_timeout: duration("stall-timeout", &self.stall_timeout)?,
                 max_attempts: self.dispatch_attempts.max(1),
-                default_execution_timeout: Some(duration("execution-timeout", &self.execution_timeout)?),
+                default_execution_timeout: Some(duration(
+                    "execution-timeout",
+                    &self.execution_timeout,
+                )?),
                 preview_every: self.preview_every,
             },
             ..Config::default()
@@ -300,13 +349,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -318,48 +368,107 @@ async fn shutdown_signal() {
 
 /// The key in `--secrets-key-file`, if given.
 fn secrets_key(file: Option<&std::path::Path>) -> anyhow::Result<Option<SecretsKey>> {
-    file.map(|path| SecretsKey::read_file(path).context("--secrets-key-file")).transpose()
+    file.map(|path| SecretsKey::read_file(path).context("--secrets-key-file"))
+        .transpose()
 }
 
 fn key_ring(database: &str, secrets_key_file: Option<&std::path::Path>) -> anyhow::Result<KeyRing> {
     let path = database_path(database)?;
     let store = webhook_service::open_store(&path, secrets_key(secrets_key_file)?.as_ref())
         .with_context(|| format!("opening {}", path.display()))?;
-    Ok(KeyRing::new(std::sync::Arc::new(store), Clock::system(), AuthMode::Required))
+    Ok(KeyRing::new(
+        std::sync::Arc::new(store),
+        Clock::system(),
+        AuthMode::Required,
+    ))
 }
 
 /// `keys create|list|revoke`. `create` prints only the key on stdout, so scripts can capture it.
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Create { name, database, secrets_key_file, max_in_flight, per_minute, webhook_url, webhook_api_key } => {
+        KeysCommand::Create {
+            name,
+            database,
+            secrets_key_file,
+            max_in_flight,
+            per_minute,
+            webhook_url,
+            webhook_api_key,
+        } => {
             if name.trim().is_empty() {
                 anyhow::bail!("--name must not be empty");
             }
             let webhook = match webhook_url {
                 Some(url) => {
-                    let parsed = url::Url::parse(&url).with_context(|| format!("--webhook-url {url:?} is not a URL"))?;
+                    let parsed = url::Url::parse(&url)
+                        .with_context(|| format!("--webhook-url {url:?} is not a URL"))?;
                     if parsed.scheme() != "https" {
                         anyhow::bail!("--webhook-url must use https (Leonardo requires it)");
                     }
-                    Some(KeyWebhook { url, secret: webhook_api_key.map(Secret::new) })
+                    Some(KeyWebhook {
+                        url,
+                        secret: webhook_api_key.map(Secret::new),
+                    })
                 }
                 None => None,
             };
-            let spec = KeySpec { name, limits: KeyLimits { max_in_flight, per_minute }, webhook };
-            let created = key_ring(&database, secrets_key_file.as_deref())?.create(spec).await?;
-            eprintln!("created key {} ({}); it is shown once, below", created.record.id, created.record.name);
+            let spec = KeySpec {
+                name,
+                limits: KeyLimits {
+                    max_in_flight,
+                    per_minute,
+                },
+                webhook,
+            };
+            let created = key_ring(&database, secrets_key_file.as_deref())?
+                .create(spec)
+                .await?;
+            eprintln!(
+                "created key {} ({}); it is shown once, below",
+                created.record.id, created.record.name
+            );
             println!("{}", created.key);
         }
-        KeysCommand::List { database, secrets_key_file } => {
-            println!("{:<38} {:<24} {:<12} {:<25} REVOKED", "ID", "NAME", "PREFIX", "CREATED");
-            for key in key_ring(&database, secrets_key_file.as_deref())?.list().await? {
-                let when = |ms: i64| time::OffsetDateTime::from_unix_timestamp(ms / 1000).map(|t| t.to_string()).unwrap_or_default();
-                let revoked = key.revoked_at_ms.map(when).unwrap_or_else(|| "-".to_owned());
-                println!("{:<38} {:<24} {:<12} {:<25} {}", key.id, key.name, key.prefix, when(key.created_at_ms), revoked);
+        KeysCommand::List {
+            database,
+            secrets_key_file,
+        } => {
+            println!(
+                "{:<38} {:<24} {:<12} {:<25} REVOKED",
+                "ID", "NAME", "PREFIX", "CREATED"
+            );
+            for key in key_ring(&database, secrets_key_file.as_deref())?
+                .list()
+                .await?
+            {
+                let when = |ms: i64| {
+                    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default()
+                };
+                let revoked = key
+                    .revoked_at_ms
+                    .map(when)
+                    .unwrap_or_else(|| "-".to_owned());
+                println!(
+                    "{:<38} {:<24} {:<12} {:<25} {}",
+                    key.id,
+                    key.name,
+                    key.prefix,
+                    when(key.created_at_ms),
+                    revoked
+                );
             }
         }
-        KeysCommand::Revoke { key, database, secrets_key_file } => {
-            if !key_ring(&database, secrets_key_file.as_deref())?.revoke(&key).await? {
+        KeysCommand::Revoke {
+            key,
+            database,
+            secrets_key_file,
+        } => {
+            if !key_ring(&database, secrets_key_file.as_deref())?
+                .revoke(&key)
+                .await?
+            {
                 anyhow::bail!("no active key has the id or name {key:?}");
             }
             eprintln!("revoked {key}");
@@ -371,16 +480,30 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
 /// `deliveries redeliver`: the operator's redelivery, which may override a 410 Gone mark.
 async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
     use webhook_service::store::{Redelivery, Store};
-    let DeliveriesCommand::Redeliver { id, force, database, secrets_key_file } = command;
+    let DeliveriesCommand::Redeliver {
+        id,
+        force,
+        database,
+        secrets_key_file,
+    } = command;
     let path = database_path(&database)?;
-    let store = webhook_service::open_store(&path, secrets_key(secrets_key_file.as_deref())?.as_ref())
-        .with_context(|| format!("opening {}", path.display()))?;
-    match store.redeliver(&id, Clock::system().now_ms(), force).await? {
+    let store =
+        webhook_service::open_store(&path, secrets_key(secrets_key_file.as_deref())?.as_ref())
+            .with_context(|| format!("opening {}", path.display()))?;
+    match store
+        .redeliver(&id, Clock::system().now_ms(), force)
+        .await?
+    {
         Redelivery::NotFound => anyhow::bail!("no delivery has the id {id:?}"),
         Redelivery::Gone(record) => {
-            anyhow::bail!("the receiver at {} answered 410 Gone; add --force to send anyway", record.url)
+            anyhow::bail!(
+                "the receiver at {} answered 410 Gone; add --force to send anyway",
+                record.url
+            )
         }
-        Redelivery::Redelivered(record) => eprintln!("delivery {} to {} is pending again", record.id, record.url),
+        Redelivery::Redelivered(record) => {
+            eprintln!("delivery {} to {} is pending again", record.id, record.url)
+        }
     }
     Ok(())
 }

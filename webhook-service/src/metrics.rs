@@ -51,18 +51,42 @@ impl Metrics {
         let attempt_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         let jobs_accepted = Counter::default();
         let jobs_finished = Counter::default();
-        registry.register("delivery_attempts", "Webhook delivery attempts made", attempts.clone());
-        registry.register("delivery_successes", "Attempts answered with 2xx", successes.clone());
-        registry.register("delivery_failures", "Attempts that failed", failures.clone());
-        registry.register("delivery_exhausted", "Deliveries whose retries ran out", exhausted.clone());
-        registry.register("delivery_gone", "Deliveries stopped by 410 Gone", gone.clone());
+        registry.register(
+            "delivery_attempts",
+            "Webhook delivery attempts made",
+            attempts.clone(),
+        );
+        registry.register(
+            "delivery_successes",
+            "Attempts answered with 2xx",
+            successes.clone(),
+        );
+        registry.register(
+            "delivery_failures",
+            "Attempts that failed",
+            failures.clone(),
+        );
+        registry.register(
+            "delivery_exhausted",
+            "Deliveries whose retries ran out",
+            exhausted.clone(),
+        );
+        registry.register(
+            "delivery_gone",
+            "Deliveries stopped by 410 Gone",
+            gone.clone(),
+        );
         registry.register(
             "delivery_attempt_seconds",
             "Duration of one delivery attempt",
             attempt_seconds.clone(),
         );
         registry.register("jobs_accepted", "Jobs accepted", jobs_accepted.clone());
-        registry.register("jobs_finished", "Jobs finished in any state", jobs_finished.clone());
+        registry.register(
+            "jobs_finished",
+            "Jobs finished in any state",
+            jobs_finished.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -90,7 +114,12 @@ impl Metrics {
     pub fn attempt(&self, seconds: f64, succeeded: bool) {
         self.inner.attempts.inc();
         self.inner.attempt_seconds.observe(seconds);
-        if succeeded { &self.inner.successes } else { &self.inner.failures }.inc();
+        if succeeded {
+            &self.inner.successes
+        } else {
+            &self.inner.failures
+        }
+        .inc();
     }
 
     /// Counts a delivery that ran out of attempts.

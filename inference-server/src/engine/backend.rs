@@ -8,8 +8,8 @@
 use super::dtype::DType;
 use super::error::Result;
 use super::op::{
-    AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom, PadGeom,
-    ReduceOp, StridedGeom, UnaryOp, View,
+    AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom,
+    PadGeom, ReduceOp, StridedGeom, UnaryOp, View,
 };
 
 use super::cpu::{CpuSlice, CpuStorage};
@@ -55,16 +55,41 @@ pub(crate) trait BackendStorage: Sized {
     fn matmul(&self, v: View, rhs: Arg<'_, Self>, g: &MatmulGeom) -> Result<Self>;
 
     /// `x · weightᵀ (+ bias)`; the weight and bias may be of another dtype than `x`.
-    fn linear(&self, v: View, weight: Arg<'_, Self>, bias: Option<Arg<'_, Self>>, g: LinearGeom) -> Result<Self>;
+    fn linear(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+        g: LinearGeom,
+    ) -> Result<Self>;
 
     /// NCHW 2-D convolution; the weight and bias may be of another dtype than `x`.
-    fn conv2d(&self, v: View, weight: Arg<'_, Self>, bias: Option<Arg<'_, Self>>, g: Conv2dGeom) -> Result<Self>;
+    fn conv2d(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+        g: Conv2dGeom,
+    ) -> Result<Self>;
 
     /// Layer norm over rows of `c` with affine weight and bias.
-    fn layer_norm(&self, v: View, weight: Arg<'_, Self>, bias: Arg<'_, Self>, c: usize, eps: f32) -> Result<Self>;
+    fn layer_norm(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Arg<'_, Self>,
+        c: usize,
+        eps: f32,
+    ) -> Result<Self>;
 
     /// Group norm (+ SiLU) with per-channel affine weight and bias.
-    fn group_norm(&self, v: View, weight: Arg<'_, Self>, bias: Arg<'_, Self>, g: GroupNormGeom) -> Result<Self>;
+    fn group_norm(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Arg<'_, Self>,
+        g: GroupNormGeom,
+    ) -> Result<Self>;
 
     /// Scaled dot-product attention of `q` (self) over `k`, `v`, all of one dtype, computed in
     /// tiles with an online softmax.

@@ -25,18 +25,32 @@ impl Device {
         if s == "cpu" {
             return Ok(Device::Cpu);
         }
-        let unavailable = |reason: String| EngineError::DeviceUnavailable { device: spec.to_string(), reason };
+        let unavailable = |reason: String| EngineError::DeviceUnavailable {
+            device: spec.to_string(),
+            reason,
+        };
         if s == "cuda-emu" {
             #[cfg(feature = "cuda-emu")]
             return Ok(Device::Cuda(CudaDevice::emulated()));
             #[cfg(not(feature = "cuda-emu"))]
             return Err(unavailable(
-                "this binary was built without the CUDA emulator (cargo feature `cuda-emu`)".to_string(),
+                "this binary was built without the CUDA emulator (cargo feature `cuda-emu`)"
+                    .to_string(),
             ));
         }
-        let ordinal = if s == "cuda" { Some("0") } else { s.strip_prefix("cuda:") };
-        match ordinal.and_then(|n| n.parse::<usize>().ok().filter(|_| n.bytes().all(|b| b.is_ascii_digit()))) {
-            Some(n) => CudaDevice::gpu(n).map(Device::Cuda).map_err(|e| unavailable(e.to_string())),
+        let ordinal = if s == "cuda" {
+            Some("0")
+        } else {
+            s.strip_prefix("cuda:")
+        };
+        match ordinal.and_then(|n| {
+            n.parse::<usize>()
+                .ok()
+                .filter(|_| n.bytes().all(|b| b.is_ascii_digit()))
+        }) {
+            Some(n) => CudaDevice::gpu(n)
+                .map(Device::Cuda)
+                .map_err(|e| unavailable(e.to_string())),
             None => Err(EngineError::UnknownDevice(spec.to_string())),
         }
     }

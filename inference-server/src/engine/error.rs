@@ -53,12 +53,18 @@ pub enum EngineError {
 impl EngineError {
     /// A shape error for `op`.
     pub(crate) fn shape(op: &'static str, msg: impl Into<String>) -> Self {
-        EngineError::Shape { op, msg: msg.into() }
+        EngineError::Shape {
+            op,
+            msg: msg.into(),
+        }
     }
 
     /// An invalid-argument error for `op`.
     pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
-        EngineError::Invalid { op, msg: msg.into() }
+        EngineError::Invalid {
+            op,
+            msg: msg.into(),
+        }
     }
 
     /// The op that failed, if the error came from an op.

@@ -24,7 +24,9 @@ impl Shape {
         self.0
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| EngineError::shape(op, format!("element count of shape {self} overflows")))
+            .ok_or_else(|| {
+                EngineError::shape(op, format!("element count of shape {self} overflows"))
+            })
     }
 
     /// The number of dimensions.
@@ -46,7 +48,10 @@ impl Shape {
         if dim >= self.rank() {
             return Err(EngineError::invalid(
                 op,
-                format!("dim {dim} out of range for rank {} shape {self}", self.rank()),
+                format!(
+                    "dim {dim} out of range for rank {} shape {self}",
+                    self.rank()
+                ),
             ));
         }
         Ok(())

@@ -7,8 +7,8 @@ use super::device::Device;
 use super::dtype::DType;
 use super::error::{EngineError, Result};
 use super::op::{
-    AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom, PadGeom,
-    ReduceOp, StridedGeom, UnaryOp, View,
+    AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom,
+    PadGeom, ReduceOp, StridedGeom, UnaryOp, View,
 };
 
 /// Immutable bytes shared with a tensor without copying, e.g. a window of an
@@ -31,7 +31,6 @@ impl SharedBytes for memmap2::Mmap {
         self
     }
 }
-
 
 /// Where a tensor's elements live: one variant per backend. Every `match` on a storage in the
 /// engine is in this file; each arm hands the op to that backend's [`BackendStorage`] impl.
@@ -76,7 +75,11 @@ fn cuda_args<'a>(op: &'static str, args: &[StorageArg<'a>]) -> Result<Vec<Arg<'a
 type Unwrap<'a, S> = fn(&'static str, &[StorageArg<'a>]) -> Result<Vec<Arg<'a, S>>>;
 
 /// Unwraps an optional argument with `f` (`cpu_args` or `cuda_args`).
-fn opt_arg<'a, S>(op: &'static str, arg: Option<StorageArg<'a>>, f: Unwrap<'a, S>) -> Result<Option<Arg<'a, S>>> {
+fn opt_arg<'a, S>(
+    op: &'static str,
+    arg: Option<StorageArg<'a>>,
+    f: Unwrap<'a, S>,
+) -> Result<Option<Arg<'a, S>>> {
     arg.map(|a| f(op, &[a]).map(|v| v[0])).transpose()
 }
 
@@ -138,11 +141,27 @@ impl Storage {
     }
 
     /// See [`BackendStorage::binary`].
-    pub(crate) fn binary(&self, v: View, rhs: StorageArg<'_>, op: BinaryOp, g: &BroadcastGeom) -> Result<Storage> {
+    pub(crate) fn binary(
+        &self,
+        v: View,
+        rhs: StorageArg<'_>,
+        op: BinaryOp,
+        g: &BroadcastGeom,
+    ) -> Result<Storage> {
         let name = op.kernel_name();
         match self {
-            Storage::Cpu(a) => Ok(Storage::Cpu(a.binary(v, cpu_args(name, &[rhs])?[0], op, g)?)),
-            Storage::Cuda(a) => Ok(Storage::Cuda(a.binary(v, cuda_args(name, &[rhs])?[0], op, g)?)),
+            Storage::Cpu(a) => Ok(Storage::Cpu(a.binary(
+                v,
+                cpu_args(name, &[rhs])?[0],
+                op,
+                g,
+            )?)),
+            Storage::Cuda(a) => Ok(Storage::Cuda(a.binary(
+                v,
+                cuda_args(name, &[rhs])?[0],
+                op,
+                g,
+            )?)),
         }
     }
 
@@ -173,8 +192,16 @@ impl Storage {
     /// See [`BackendStorage::matmul`].
     pub(crate) fn matmul(&self, v: View, rhs: StorageArg<'_>, g: &MatmulGeom) -> Result<Storage> {
         match self {
-            Storage::Cpu(a) => Ok(Storage::Cpu(a.matmul(v, cpu_args("matmul", &[rhs])?[0], g)?)),
-            Storage::Cuda(a) => Ok(Storage::Cuda(a.matmul(v, cuda_args("matmul", &[rhs])?[0], g)?)),
+            Storage::Cpu(a) => Ok(Storage::Cpu(a.matmul(
+                v,
+                cpu_args("matmul", &[rhs])?[0],
+                g,
+            )?)),
+            Storage::Cuda(a) => Ok(Storage::Cuda(a.matmul(
+                v,
+                cuda_args("matmul", &[rhs])?[0],
+                g,
+            )?)),
         }
     }
 
@@ -188,11 +215,17 @@ impl Storage {
     ) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => {
-                let (w, b) = (cpu_args("linear", &[weight])?[0], opt_arg("linear", bias, cpu_args)?);
+                let (w, b) = (
+                    cpu_args("linear", &[weight])?[0],
+                    opt_arg("linear", bias, cpu_args)?,
+                );
                 Ok(Storage::Cpu(s.linear(v, w, b, g)?))
             }
             Storage::Cuda(s) => {
-                let (w, b) = (cuda_args("linear", &[weight])?[0], opt_arg("linear", bias, cuda_args)?);
+                let (w, b) = (
+                    cuda_args("linear", &[weight])?[0],
+                    opt_arg("linear", bias, cuda_args)?,
+                );
                 Ok(Storage::Cuda(s.linear(v, w, b, g)?))
             }
         }
@@ -208,11 +241,17 @@ impl Storage {
     ) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => {
-                let (w, b) = (cpu_args("conv2d", &[weight])?[0], opt_arg("conv2d", bias, cpu_args)?);
+                let (w, b) = (
+                    cpu_args("conv2d", &[weight])?[0],
+                    opt_arg("conv2d", bias, cpu_args)?,
+                );
                 Ok(Storage::Cpu(s.conv2d(v, w, b, g)?))
             }
             Storage::Cuda(s) => {
-                let (w, b) = (cuda_args("conv2d", &[weight])?[0], opt_arg("conv2d", bias, cuda_args)?);
+                let (w, b) = (
+                    cuda_args("conv2d", &[weight])?[0],
+                    opt_arg("conv2d", bias, cuda_args)?,
+                );
                 Ok(Storage::Cuda(s.conv2d(v, w, b, g)?))
             }
         }
@@ -260,7 +299,13 @@ impl Storage {
     }
 
     /// See [`BackendStorage::attention`].
-    pub(crate) fn attention(&self, q: View, k: StorageArg<'_>, v: StorageArg<'_>, g: AttnGeom) -> Result<Storage> {
+    pub(crate) fn attention(
+        &self,
+        q: View,
+        k: StorageArg<'_>,
+        v: StorageArg<'_>,
+        g: AttnGeom,
+    ) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => {
                 let kv = cpu_args("attention", &[k, v])?;
@@ -274,7 +319,13 @@ impl Storage {
     }
 
     /// See [`BackendStorage::upsample_nearest2x`].
-    pub(crate) fn upsample_nearest2x(&self, v: View, planes: usize, h: usize, w: usize) -> Result<Storage> {
+    pub(crate) fn upsample_nearest2x(
+        &self,
+        v: View,
+        planes: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.upsample_nearest2x(v, planes, h, w)?)),
             Storage::Cuda(s) => Ok(Storage::Cuda(s.upsample_nearest2x(v, planes, h, w)?)),
@@ -298,14 +349,25 @@ impl Storage {
     }
 
     /// See [`BackendStorage::cat`]; the parts must share the first part's device.
-    pub(crate) fn cat(parts: &[StorageArg<'_>], mids: &[usize], outer: usize, inner: usize) -> Result<Storage> {
+    pub(crate) fn cat(
+        parts: &[StorageArg<'_>],
+        mids: &[usize],
+        outer: usize,
+        inner: usize,
+    ) -> Result<Storage> {
         match parts.first().map(|p| p.0) {
-            Some(Storage::Cpu(_)) | None => {
-                Ok(Storage::Cpu(CpuStorage::cat(&cpu_args("cat", parts)?, mids, outer, inner)?))
-            }
-            Some(Storage::Cuda(_)) => {
-                Ok(Storage::Cuda(CudaStorage::cat(&cuda_args("cat", parts)?, mids, outer, inner)?))
-            }
+            Some(Storage::Cpu(_)) | None => Ok(Storage::Cpu(CpuStorage::cat(
+                &cpu_args("cat", parts)?,
+                mids,
+                outer,
+                inner,
+            )?)),
+            Some(Storage::Cuda(_)) => Ok(Storage::Cuda(CudaStorage::cat(
+                &cuda_args("cat", parts)?,
+                mids,
+                outer,
+                inner,
+            )?)),
         }
     }
 

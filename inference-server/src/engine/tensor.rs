@@ -28,7 +28,13 @@ struct Inner {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor[{}, {}, {}]", self.shape(), self.dtype(), self.device())
+        write!(
+            f,
+            "Tensor[{}, {}, {}]",
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )
     }
 }
 
@@ -36,7 +42,10 @@ fn check_len(op: &'static str, len: usize, shape: &Shape) -> Result<()> {
     if len != shape.checked_elem_count(op)? {
         return Err(EngineError::shape(
             op,
-            format!("{len} elements do not fill shape {shape} ({} elements)", shape.elem_count()),
+            format!(
+                "{len} elements do not fill shape {shape} ({} elements)",
+                shape.elem_count()
+            ),
         ));
     }
     Ok(())
@@ -54,7 +63,13 @@ impl Tensor {
     pub(crate) fn from_storage(storage: Storage, shape: impl Into<Shape>) -> Tensor {
         let shape = shape.into();
         let (dtype, device) = (storage.dtype(), storage.device());
-        Tensor(Arc::new(Inner { storage: Arc::new(storage), offset: 0, shape, dtype, device }))
+        Tensor(Arc::new(Inner {
+            storage: Arc::new(storage),
+            offset: 0,
+            shape,
+            dtype,
+            device,
+        }))
     }
 
     /// Host elements put on `device` as a tensor of `shape` (length checked by the caller).
@@ -70,14 +85,22 @@ impl Tensor {
     }
 
     /// An f16 tensor owning `data`; `data.len()` must equal the shape's element count.
-    pub fn from_f16_vec(data: Vec<f16>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+    pub fn from_f16_vec(
+        data: Vec<f16>,
+        shape: impl Into<Shape>,
+        device: &Device,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         check_len("from_f16_vec", data.len(), &shape)?;
         Self::from_host(CpuStorage::F16(data), shape, device)
     }
 
     /// A bf16 tensor owning `data`; `data.len()` must equal the shape's element count.
-    pub fn from_bf16_vec(data: Vec<bf16>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
+    pub fn from_bf16_vec(
+        data: Vec<bf16>,
+        shape: impl Into<Shape>,
+        device: &Device,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         check_len("from_bf16_vec", data.len(), &shape)?;
         Self::from_host(CpuStorage::BF16(data), shape, device)
@@ -94,16 +117,24 @@ impl Tensor {
     ) -> Result<Tensor> {
         let shape = shape.into();
         let b = bytes.as_bytes();
-        let want = shape.checked_elem_count("from_shared_bytes")?.saturating_mul(dtype.size_in_bytes());
+        let want = shape
+            .checked_elem_count("from_shared_bytes")?
+            .saturating_mul(dtype.size_in_bytes());
         if b.len() != want {
             return Err(EngineError::shape(
                 "from_shared_bytes",
-                format!("{} bytes but shape {shape} of {dtype} needs {want}", b.len()),
+                format!(
+                    "{} bytes but shape {shape} of {dtype} needs {want}",
+                    b.len()
+                ),
             ));
         }
         let aligned = (b.as_ptr() as usize).is_multiple_of(dtype.size_in_bytes());
         let host = if aligned {
-            CpuStorage::Shared { bytes: bytes.clone(), dtype }
+            CpuStorage::Shared {
+                bytes: bytes.clone(),
+                dtype,
+            }
         } else {
             match dtype {
                 DType::F32 => CpuStorage::F32(copy_unaligned(b)),
@@ -165,7 +196,10 @@ impl Tensor {
 
     /// Where this tensor's elements sit in its storage.
     pub(crate) fn view_in_storage(&self) -> View {
-        View { start: self.0.offset, len: self.elem_count() }
+        View {
+            start: self.0.offset,
+            len: self.elem_count(),
+        }
     }
 
     /// This tensor as an op argument.
@@ -208,7 +242,11 @@ impl Tensor {
         match others.iter().find(|t| t.device() != self.device()) {
             Some(t) => Err(EngineError::invalid(
                 op,
-                format!("operands are on different devices ({} and {})", self.device(), t.device()),
+                format!(
+                    "operands are on different devices ({} and {})",
+                    self.device(),
+                    t.device()
+                ),
             )),
             None => Ok(()),
         }
@@ -220,7 +258,11 @@ impl Tensor {
         if shape.checked_elem_count("reshape")? != self.elem_count() {
             return Err(EngineError::shape(
                 "reshape",
-                format!("cannot reshape {} ({} elements) to {shape}", self.shape(), self.elem_count()),
+                format!(
+                    "cannot reshape {} ({} elements) to {shape}",
+                    self.shape(),
+                    self.elem_count()
+                ),
             ));
         }
         Ok(self.view(self.0.offset, shape))

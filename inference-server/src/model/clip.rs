@@ -72,10 +72,22 @@ impl ClipTextEncoder {
             device,
         )?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| EncoderLayer::load(config, weights, &format!("{PREFIX}.encoder.layers.{i}"), device))
+            .map(|i| {
+                EncoderLayer::load(
+                    config,
+                    weights,
+                    &format!("{PREFIX}.encoder.layers.{i}"),
+                    device,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let final_layer_norm =
-            LayerNorm::load(weights, &format!("{PREFIX}.final_layer_norm"), hidden, eps, device)?;
+        let final_layer_norm = LayerNorm::load(
+            weights,
+            &format!("{PREFIX}.final_layer_norm"),
+            hidden,
+            eps,
+            device,
+        )?;
         Ok(ClipTextEncoder {
             token_embedding,
             position_embedding,
@@ -99,23 +111,41 @@ impl ClipTextEncoder {
     pub fn forward(&self, ids: &[Vec<u32>], clip_skip: usize) -> Result<Tensor, ModelError> {
         let tokens = ids.first().map_or(0, Vec::len);
         if ids.is_empty() || tokens == 0 {
-            return Err(input("input_ids", "must hold at least one non-empty sequence".into()));
+            return Err(input(
+                "input_ids",
+                "must hold at least one non-empty sequence".into(),
+            ));
         }
         if let Some(i) = ids.iter().position(|seq| seq.len() != tokens) {
-            return Err(input("input_ids", format!("sequence {i} is not {tokens} tokens long like the first")));
+            return Err(input(
+                "input_ids",
+                format!("sequence {i} is not {tokens} tokens long like the first"),
+            ));
         }
         if tokens > self.max_positions {
-            return Err(input("input_ids", format!("at most {} tokens, got {tokens}", self.max_positions)));
+            return Err(input(
+                "input_ids",
+                format!("at most {} tokens, got {tokens}", self.max_positions),
+            ));
         }
         if clip_skip == 0 || clip_skip > self.layers.len() {
-            return Err(input("clip_skip", format!("must be between 1 and {}", self.layers.len())));
+            return Err(input(
+                "clip_skip",
+                format!("must be between 1 and {}", self.layers.len()),
+            ));
         }
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         // The embedding rows are the first activation: they take the activation dtype here
         // (f32 unless the weights were cast), whatever the checkpoint stores.
-        let embedded = self.token_embedding.index_select(&flat, 0)?.reshape((ids.len(), tokens, self.hidden))?;
+        let embedded = self.token_embedding.index_select(&flat, 0)?.reshape((
+            ids.len(),
+            tokens,
+            self.hidden,
+        ))?;
         let positions = self.position_embedding.narrow(0, 0, tokens)?;
-        let mut x = embedded.to_dtype(self.act)?.add(&positions.to_dtype(self.act)?)?;
+        let mut x = embedded
+            .to_dtype(self.act)?
+            .add(&positions.to_dtype(self.act)?)?;
         for layer in &self.layers[..self.layers.len() + 1 - clip_skip] {
             x = layer.forward(&x, self.heads, self.activation)?;
         }
@@ -132,24 +162,44 @@ impl EncoderLayer {
     ) -> Result<EncoderLayer, ModelError> {
         let (h, inner) = (config.hidden_size, config.intermediate_size);
         let eps = config.layer_norm_eps as f32;
-        let linear = |name: &str, i, o| Linear::load(weights, &format!("{prefix}.{name}"), i, o, true, device);
+        let linear = |name: &str, i, o| {
+            Linear::load(weights, &format!("{prefix}.{name}"), i, o, true, device)
+        };
         Ok(EncoderLayer {
-            layer_norm1: LayerNorm::load(weights, &format!("{prefix}.layer_norm1"), h, eps, device)?,
+            layer_norm1: LayerNorm::load(
+                weights,
+                &format!("{prefix}.layer_norm1"),
+                h,
+                eps,
+                device,
+            )?,
             q_proj: linear("self_attn.q_proj", h, h)?,
             k_proj: linear("self_attn.k_proj", h, h)?,
             v_proj: linear("self_attn.v_proj", h, h)?,
             out_proj: linear("self_attn.out_proj", h, h)?,
-            layer_norm2: LayerNorm::load(weights, &format!("{prefix}.layer_norm2"), h, eps, device)?,
+            layer_norm2: LayerNorm::load(
+                weights,
+                &format!("{prefix}.layer_norm2"),
+                h,
+                eps,
+                device,
+            )?,
             fc1: linear("mlp.fc1", h, inner)?,
             fc2: linear("mlp.fc2", inner, h)?,
         })
     }
 
-    fn forward(&self, x: &Tensor, heads: usize, activation: HiddenAct) -> Result<Tensor, ModelError> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        activation: HiddenAct,
+    ) -> Result<Tensor, ModelError> {
         let (batch, tokens, hidden) = (x.dims()[0], x.dims()[1], x.dims()[2]);
         let head_dim = hidden / heads;
         let split = |t: Tensor| -> Result<Tensor, ModelError> {
-            Ok(t.reshape((batch, tokens, heads, head_dim))?.permute(&[0, 2, 1, 3])?)
+            Ok(t.reshape((batch, tokens, heads, head_dim))?
+                .permute(&[0, 2, 1, 3])?)
         };
         let h = self.layer_norm1.forward(x)?;
         let q = split(self.q_proj.forward(&h)?)?;

@@ -3,8 +3,8 @@
 
 use crate::engine::EngineError;
 use crate::model::tokenizer::TokenizerError;
-use crate::nn::NnError;
 use crate::model::weights::WeightsError;
+use crate::nn::NnError;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]

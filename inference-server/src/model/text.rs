@@ -86,4 +86,3 @@ impl TextConditioner {
         self.encoder.forward(&ids, clip_skip)
     }
 }
-

@@ -34,7 +34,9 @@ impl Attention {
         if heads == 0 || head_dim == 0 {
             return Err(NnError::Input {
                 field: "attention_head_dim",
-                rule: format!("{prefix} needs at least one head of width >= 1, got {heads} × {head_dim}"),
+                rule: format!(
+                    "{prefix} needs at least one head of width >= 1, got {heads} × {head_dim}"
+                ),
             });
         }
         let inner = heads * head_dim;
@@ -57,13 +59,18 @@ impl Attention {
         if x.rank() != 3 || context.rank() != 3 {
             return Err(NnError::Input {
                 field: "attention input",
-                rule: format!("x and context must be [B, L, C], got {} and {}", x.shape(), context.shape()),
+                rule: format!(
+                    "x and context must be [B, L, C], got {} and {}",
+                    x.shape(),
+                    context.shape()
+                ),
             });
         }
         let split = |t: Tensor| -> Result<Tensor, NnError> {
             let d = t.dims();
             let (b, l) = (d[0], d[1]);
-            Ok(t.reshape((b, l, self.heads, self.head_dim))?.permute(&[0, 2, 1, 3])?)
+            Ok(t.reshape((b, l, self.heads, self.head_dim))?
+                .permute(&[0, 2, 1, 3])?)
         };
         let q = split(self.to_q.forward(x)?)?;
         let k = split(self.to_k.forward(context)?)?;
@@ -71,7 +78,9 @@ impl Attention {
         let scale = (self.head_dim as f32).powf(-0.5);
         let out = Tensor::attention(&q, &k, &v, scale, false)?;
         let (b, l) = (x.dims()[0], x.dims()[1]);
-        let out = out.permute(&[0, 2, 1, 3])?.reshape((b, l, self.heads * self.head_dim))?;
+        let out = out
+            .permute(&[0, 2, 1, 3])?
+            .reshape((b, l, self.heads * self.head_dim))?;
         self.to_out.forward(&out)
     }
 }

@@ -27,7 +27,11 @@ impl Conv2d {
         device: &Device,
     ) -> Result<Conv2d, NnError> {
         Ok(Conv2d {
-            weight: weights.get(&format!("{prefix}.weight"), &[out_ch, in_ch, kernel, kernel], device)?,
+            weight: weights.get(
+                &format!("{prefix}.weight"),
+                &[out_ch, in_ch, kernel, kernel],
+                device,
+            )?,
             bias: weights.get(&format!("{prefix}.bias"), &[out_ch], device)?,
             stride,
             padding,

@@ -15,9 +15,9 @@ mod sample;
 
 pub use attention::Attention;
 pub use conv::Conv2d;
+pub use error::NnError;
 pub use group_norm::GroupNorm;
 pub use linear::Linear;
-pub use error::NnError;
 pub use load::WeightSource;
 pub use norm::LayerNorm;
 pub use resnet::ResnetBlock2D;

@@ -58,10 +58,16 @@ impl ResnetBlock2D {
             }
             (None, None) => {}
             (Some(_), None) => {
-                return Err(NnError::Input { field: "temb", rule: "this resnet block needs a time embedding".into() });
+                return Err(NnError::Input {
+                    field: "temb",
+                    rule: "this resnet block needs a time embedding".into(),
+                });
             }
             (None, Some(_)) => {
-                return Err(NnError::Input { field: "temb", rule: "this resnet block has no time embedding".into() });
+                return Err(NnError::Input {
+                    field: "temb",
+                    rule: "this resnet block has no time embedding".into(),
+                });
             }
         }
         let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;

@@ -22,8 +22,20 @@ impl Downsample2D {
         padding: usize,
         device: &Device,
     ) -> Result<Downsample2D, NnError> {
-        let conv = Conv2d::load(weights, &format!("{prefix}.conv"), channels, channels, 3, 2, padding, device)?;
-        Ok(Downsample2D { conv, asymmetric_pad: padding == 0 })
+        let conv = Conv2d::load(
+            weights,
+            &format!("{prefix}.conv"),
+            channels,
+            channels,
+            3,
+            2,
+            padding,
+            device,
+        )?;
+        Ok(Downsample2D {
+            conv,
+            asymmetric_pad: padding == 0,
+        })
     }
 
     /// `[N, C, H, W]` → `[N, C, ⌈H/2⌉, ⌈W/2⌉]` (exactly half for even sides).
@@ -43,8 +55,24 @@ pub struct Upsample2D {
 
 impl Upsample2D {
     /// Loads `{prefix}.conv` (`channels → channels`, 3×3, stride 1, padding 1).
-    pub fn load(weights: &dyn WeightSource, prefix: &str, channels: usize, device: &Device) -> Result<Upsample2D, NnError> {
-        Ok(Upsample2D { conv: Conv2d::load(weights, &format!("{prefix}.conv"), channels, channels, 3, 1, 1, device)? })
+    pub fn load(
+        weights: &dyn WeightSource,
+        prefix: &str,
+        channels: usize,
+        device: &Device,
+    ) -> Result<Upsample2D, NnError> {
+        Ok(Upsample2D {
+            conv: Conv2d::load(
+                weights,
+                &format!("{prefix}.conv"),
+                channels,
+                channels,
+                3,
+                1,
+                1,
+                device,
+            )?,
+        })
     }
 
     /// `[N, C, H, W]` → `[N, C, 2H, 2W]`.

@@ -10,10 +10,10 @@
 //! multipliers 1, so [`emphasize`] is the identity).
 
 use crate::engine::{Device, Tensor};
+use crate::model::ModelError;
 use crate::model::text::TextConditioner;
 use crate::model::weights::Checkpoint;
-use crate::model::ModelError;
-use crate::pipeline::prompt::{emphasize, tokenize_line, ChunkOptions, PromptChunk};
+use crate::pipeline::prompt::{ChunkOptions, PromptChunk, emphasize, tokenize_line};
 
 /// The checkpoint's tokenizer and text encoder, turning prompt lines into contexts.
 #[derive(Debug)]
@@ -35,15 +35,20 @@ impl Conditioner {
     /// Loads the tokenizer and CLIP text encoder of `checkpoint` onto `device`.
     pub fn load(checkpoint: &Checkpoint, device: &Device) -> Result<Conditioner, ModelError> {
         let text = TextConditioner::load(checkpoint, device)?;
-        Ok(Conditioner { text, options: ChunkOptions::default() })
+        Ok(Conditioner {
+            text,
+            options: ChunkOptions::default(),
+        })
     }
 
     /// The chunks of each prompt line, padded with empty chunks to `min_chunks` and to the
     /// longest line's count.
     pub fn chunks(&self, prompts: &[&str], min_chunks: usize) -> Vec<Vec<PromptChunk>> {
         let tok = self.text.tokenizer();
-        let mut all: Vec<Vec<PromptChunk>> =
-            prompts.iter().map(|p| tokenize_line(tok, p, self.options).chunks).collect();
+        let mut all: Vec<Vec<PromptChunk>> = prompts
+            .iter()
+            .map(|p| tokenize_line(tok, p, self.options).chunks)
+            .collect();
         let n = all.iter().map(Vec::len).max().unwrap_or(1).max(min_chunks);
         for chunks in &mut all {
             chunks.resize(n, PromptChunk::empty(tok));
@@ -52,15 +57,25 @@ impl Conditioner {
     }
 
     /// Encodes chunked prompts (all with the same chunk count) to `[B, 77·chunks, hidden]`.
-    pub fn encode_chunks(&self, prompts: &[Vec<PromptChunk>], clip_skip: usize) -> Result<Tensor, ModelError> {
+    pub fn encode_chunks(
+        &self,
+        prompts: &[Vec<PromptChunk>],
+        clip_skip: usize,
+    ) -> Result<Tensor, ModelError> {
         let tok = self.text.tokenizer();
         let (eos, pad) = (tok.eos_id(), self.text.pad_id());
         let n = prompts.first().map_or(0, Vec::len);
         let mut per_chunk = Vec::with_capacity(n);
         for c in 0..n {
-            let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p[c].tokens_padded_with(eos, pad)).collect();
+            let ids: Vec<Vec<u32>> = prompts
+                .iter()
+                .map(|p| p[c].tokens_padded_with(eos, pad))
+                .collect();
             let z = self.text.encoder().forward(&ids, clip_skip)?;
-            let multipliers: Vec<f32> = prompts.iter().flat_map(|p| p[c].multipliers.iter().copied()).collect();
+            let multipliers: Vec<f32> = prompts
+                .iter()
+                .flat_map(|p| p[c].multipliers.iter().copied())
+                .collect();
             // emphasize restores the mean over the whole tensor: apply it per prompt, as A1111.
             let mut items = Vec::with_capacity(prompts.len());
             for (i, _) in prompts.iter().enumerate() {
@@ -77,7 +92,12 @@ impl Conditioner {
 
     /// Context for `prompts` and `negative_prompts` (same length), padded to a common chunk
     /// count so that both halves fit one UNet batch.
-    pub fn encode_pair(&self, prompts: &[&str], negative_prompts: &[&str], clip_skip: usize) -> Result<CondPair, ModelError> {
+    pub fn encode_pair(
+        &self,
+        prompts: &[&str],
+        negative_prompts: &[&str],
+        clip_skip: usize,
+    ) -> Result<CondPair, ModelError> {
         if prompts.is_empty() || prompts.len() != negative_prompts.len() {
             return Err(ModelError::Input {
                 field: "prompt",

@@ -17,18 +17,20 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use crate::engine::{Device, Tensor};
+use crate::model::ModelError;
 use crate::model::unet::UNet;
 use crate::model::vae::Vae;
 use crate::model::weights::Checkpoint;
-use crate::model::ModelError;
 use crate::pipeline::conditioning::Conditioner;
 use crate::pipeline::images::{approx_cheap, tensor_to_images};
 use crate::pipeline::params::{PipelineError, Request, RgbImage, Txt2ImgParams};
 use crate::pipeline::precision::Precision;
-use crate::sampling::rng::{batch_noise, resolve_seed, Generator, GeneratorKind};
-use crate::sampling::samplers::schedule::DiscreteSchedule;
+use crate::sampling::rng::{Generator, GeneratorKind, batch_noise, resolve_seed};
 use crate::sampling::samplers::k_samplers::EpsModel;
-use crate::sampling::samplers::{check_prediction, sample, Progress, Resolved, SamplerError, StepNoise};
+use crate::sampling::samplers::schedule::DiscreteSchedule;
+use crate::sampling::samplers::{
+    Progress, Resolved, SamplerError, StepNoise, check_prediction, sample,
+};
 use crate::sampling::{PredictionType, SchedulerConfig};
 
 /// A loaded checkpoint ready to generate.
@@ -91,14 +93,27 @@ impl Pipeline {
     }
 
     /// Opens and loads the checkpoint at `path` onto `device`, computing in `precision`.
-    pub fn load_with(path: &Path, device: &Device, precision: Precision) -> Result<Pipeline, PipelineError> {
+    pub fn load_with(
+        path: &Path,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Pipeline, PipelineError> {
         let mut checkpoint = Checkpoint::open(path).map_err(ModelError::from)?;
         precision.apply(&mut checkpoint, device);
         let conditioner = Conditioner::load(&checkpoint, device)?;
         let unet = UNet::load(&checkpoint.unet.0, &checkpoint.unet.1, device)?;
         let vae = Vae::load(&checkpoint.vae.0, &checkpoint.vae.1, device)?;
-        let name = path.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-        Ok(Pipeline { conditioner, unet, vae, scheduler: checkpoint.scheduler.clone(), device: device.clone(), name })
+        let name = path
+            .file_stem()
+            .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+        Ok(Pipeline {
+            conditioner,
+            unet,
+            vae,
+            scheduler: checkpoint.scheduler.clone(),
+            device: device.clone(),
+            name,
+        })
     }
 
     /// The model name reported in infotexts.
@@ -112,7 +127,12 @@ impl Pipeline {
     }
 
     /// Runs `request`: [`Pipeline::txt2img`] or [`Pipeline::img2img`].
-    pub fn generate(&self, request: &Request, options: RunOptions, events: Events<'_>) -> Result<Generation, PipelineError> {
+    pub fn generate(
+        &self,
+        request: &Request,
+        options: RunOptions,
+        events: Events<'_>,
+    ) -> Result<Generation, PipelineError> {
         match request {
             Request::Txt2Img(p) => self.txt2img(p, options, events),
             Request::Img2Img(p) => self.img2img(p, options, events),
@@ -120,7 +140,12 @@ impl Pipeline {
     }
 
     /// Runs txt2img. Parameters are validated before any model work.
-    pub fn txt2img(&self, params: &Txt2ImgParams, options: RunOptions, events: Events<'_>) -> Result<Generation, PipelineError> {
+    pub fn txt2img(
+        &self,
+        params: &Txt2ImgParams,
+        options: RunOptions,
+        events: Events<'_>,
+    ) -> Result<Generation, PipelineError> {
         self.txt2img_inner(params, options, None, events)
     }
 
@@ -151,20 +176,49 @@ impl Pipeline {
         events: Events<'_>,
     ) -> Result<Generation, PipelineError> {
         let resolved = params.validate()?;
-        let Setup { p, guided, ctx, mut out } = self.setup(params, resolved, None)?;
+        let Setup {
+            p,
+            guided,
+            ctx,
+            mut out,
+        } = self.setup(params, resolved, None)?;
         let (b, h, w) = (p.batch_size, p.height / 8, p.width / 8);
         for iteration in 0..p.n_iter {
             let seeds = BatchSeeds::new(&p, iteration);
-            let noise = batch_noise(p.noise_source, seeds.seed, seeds.subseed, p.subseed_strength, b, &[4, h, w])?;
+            let noise = batch_noise(
+                p.noise_source,
+                seeds.seed,
+                seeds.subseed,
+                p.subseed_strength,
+                b,
+                &[4, h, w],
+            )?;
             let mut rng = ItemNoise::new(p.noise_source, seeds.seeds.clone());
-            let run = Run { cfg: p.cfg_scale, guided, ctx: &ctx, batch: b, h, w, iteration };
-            let mut runner = |model: EpsModel<'_>, rng: &mut dyn StepNoise, progress: Progress<'_>| {
-                let rng: &mut dyn StepNoise = match step_noise.as_deref_mut() {
-                    Some(injected) => injected,
-                    None => rng,
-                };
-                sample(resolved, &self.scheduler, p.steps, model, &noise, rng, progress)
+            let run = Run {
+                cfg: p.cfg_scale,
+                guided,
+                ctx: &ctx,
+                batch: b,
+                h,
+                w,
+                iteration,
             };
+            let mut runner =
+                |model: EpsModel<'_>, rng: &mut dyn StepNoise, progress: Progress<'_>| {
+                    let rng: &mut dyn StepNoise = match step_noise.as_deref_mut() {
+                        Some(injected) => injected,
+                        None => rng,
+                    };
+                    sample(
+                        resolved,
+                        &self.scheduler,
+                        p.steps,
+                        model,
+                        &noise,
+                        rng,
+                        progress,
+                    )
+                };
             let latent = self.sample_batch(&run, &mut runner, &mut rng, options, &mut *events)?;
             self.decode_into(latent, &p, seeds, &mut out)?;
         }
@@ -180,14 +234,26 @@ impl Pipeline {
         resolved: Resolved,
         denoising_strength: Option<f32>,
     ) -> Result<Setup, PipelineError> {
-        check_prediction(resolved, self.scheduler.prediction_type)
-            .map_err(|e| PipelineError::Invalid { field: "sampler_name", rule: e.to_string() })?;
+        check_prediction(resolved, self.scheduler.prediction_type).map_err(|e| {
+            PipelineError::Invalid {
+                field: "sampler_name",
+                rule: e.to_string(),
+            }
+        })?;
         let mut p = params.clone();
         p.seed = resolve_seed(p.seed) as i64;
         p.subseed = resolve_seed(p.subseed) as i64;
-        let pair = self.conditioner.encode_pair(&[p.prompt.as_str()], &[p.negative_prompt.as_str()], p.clip_skip)?;
+        let pair = self.conditioner.encode_pair(
+            &[p.prompt.as_str()],
+            &[p.negative_prompt.as_str()],
+            p.clip_skip,
+        )?;
         let guided = uses_uncond(resolved, p.cfg_scale);
-        let one = if guided { Tensor::cat(&[&pair.uncond, &pair.cond], 0)? } else { pair.cond.clone() };
+        let one = if guided {
+            Tensor::cat(&[&pair.uncond, &pair.cond], 0)?
+        } else {
+            pair.cond.clone()
+        };
         let ctx = repeat_halves(&one, if guided { 2 } else { 1 }, p.batch_size)?;
         let out = Generation {
             params: p.clone(),
@@ -197,7 +263,12 @@ impl Pipeline {
             denoising_strength,
             model_name: self.name.clone(),
         };
-        Ok(Setup { p, guided, ctx, out })
+        Ok(Setup {
+            p,
+            guided,
+            ctx,
+            out,
+        })
     }
 
     /// Decodes one iteration's final latents and appends the images and their seeds to `out`.
@@ -211,9 +282,11 @@ impl Pipeline {
         let b = seeds.seeds.len();
         let x = Tensor::from_vec(latent, (b, 4, p.height / 8, p.width / 8), &self.device)?;
         let decoded = self.vae.decode_scaled(&x)?.to_vec_f32()?;
-        out.images.extend(tensor_to_images(&decoded, b, p.height, p.width));
+        out.images
+            .extend(tensor_to_images(&decoded, b, p.height, p.width));
         out.all_seeds.extend(seeds.seeds);
-        out.all_subseeds.extend((0..b as u64).map(|i| seeds.subseed.wrapping_add(i)));
+        out.all_subseeds
+            .extend((0..b as u64).map(|i| seeds.subseed.wrapping_add(i)));
         Ok(())
     }
 
@@ -232,16 +305,27 @@ impl Pipeline {
         let mut model = |x: &[f32], t: f64| -> Result<Vec<f32>, SamplerError> {
             let out = self.guided_eps(run, x, t).map_err(SamplerError::model)?;
             if options.preview {
-                *x0.borrow_mut() = Some(preview_x0(self.scheduler.prediction_type, schedule.t_to_sigma(t), x, &out));
+                *x0.borrow_mut() = Some(preview_x0(
+                    self.scheduler.prediction_type,
+                    schedule.t_to_sigma(t),
+                    x,
+                    &out,
+                ));
             }
             Ok(out)
         };
         let mut progress = |step: usize, total: usize| -> ControlFlow<()> {
-            let previews: Option<Vec<RgbImage>> = x0
-                .borrow()
-                .as_ref()
-                .map(|z| z.chunks(per).map(|item| approx_cheap(item, run.h, run.w)).collect());
-            events(&StepEvent { iteration: run.iteration, step, total, previews: previews.as_deref() })
+            let previews: Option<Vec<RgbImage>> = x0.borrow().as_ref().map(|z| {
+                z.chunks(per)
+                    .map(|item| approx_cheap(item, run.h, run.w))
+                    .collect()
+            });
+            events(&StepEvent {
+                iteration: run.iteration,
+                step,
+                total,
+                previews: previews.as_deref(),
+            })
         };
         Ok(runner(&mut model, rng, &mut progress)?)
     }
@@ -249,20 +333,34 @@ impl Pipeline {
     /// The guided prediction for a model-scaled batch `x` at timestep `t`.
     fn guided_eps(&self, run: &Run<'_>, x: &[f32], t: f64) -> Result<Vec<f32>, ModelError> {
         let xt = Tensor::from_vec(x.to_vec(), (run.batch, 4, run.h, run.w), &self.device)?;
-        let input = if run.guided { Tensor::cat(&[&xt, &xt], 0)? } else { xt };
-        let out = self.unet.forward(&input, &[t as f32], run.ctx)?.to_vec_f32()?;
+        let input = if run.guided {
+            Tensor::cat(&[&xt, &xt], 0)?
+        } else {
+            xt
+        };
+        let out = self
+            .unet
+            .forward(&input, &[t as f32], run.ctx)?
+            .to_vec_f32()?;
         if !run.guided {
             return Ok(out);
         }
         let (uncond, cond) = out.split_at(x.len());
         let cfg = run.cfg;
-        Ok(uncond.iter().zip(cond).map(|(u, c)| u + cfg * (c - u)).collect())
+        Ok(uncond
+            .iter()
+            .zip(cond)
+            .map(|(u, c)| u + cfg * (c - u))
+            .collect())
     }
 }
 
 /// A sampler call: guided model, step noise and progress in, final latent out.
-pub(crate) type Runner<'a> =
-    &'a mut dyn FnMut(EpsModel<'_>, &mut dyn StepNoise, Progress<'_>) -> Result<Vec<f32>, SamplerError>;
+pub(crate) type Runner<'a> = &'a mut dyn FnMut(
+    EpsModel<'_>,
+    &mut dyn StepNoise,
+    Progress<'_>,
+) -> Result<Vec<f32>, SamplerError>;
 
 /// What [`Pipeline::setup`] prepares for both txt2img and img2img.
 pub(crate) struct Setup {
@@ -291,8 +389,17 @@ impl BatchSeeds {
     /// The seeds of iteration `iteration` for parameters whose seeds are already resolved.
     pub(crate) fn new(p: &Txt2ImgParams, iteration: usize) -> BatchSeeds {
         let off = (iteration * p.batch_size) as u64;
-        let (seed, subseed) = ((p.seed as u64).wrapping_add(off), (p.subseed as u64).wrapping_add(off));
-        BatchSeeds { seed, subseed, seeds: (0..p.batch_size as u64).map(|i| seed.wrapping_add(i)).collect() }
+        let (seed, subseed) = (
+            (p.seed as u64).wrapping_add(off),
+            (p.subseed as u64).wrapping_add(off),
+        );
+        BatchSeeds {
+            seed,
+            subseed,
+            seeds: (0..p.batch_size as u64)
+                .map(|i| seed.wrapping_add(i))
+                .collect(),
+        }
     }
 }
 
@@ -314,7 +421,11 @@ fn preview_x0(prediction: PredictionType, sigma: f64, x: &[f32], out: &[f32]) ->
     let k = (1.0 + sigma * sigma).sqrt();
     match prediction {
         PredictionType::Epsilon => x.iter().zip(out).map(|(x, e)| x * k - sigma * e).collect(),
-        PredictionType::VPrediction => x.iter().zip(out).map(|(x, v)| (x - sigma * v) / k).collect(),
+        PredictionType::VPrediction => x
+            .iter()
+            .zip(out)
+            .map(|(x, v)| (x - sigma * v) / k)
+            .collect(),
         PredictionType::Sample => out.to_vec(),
     }
 }
@@ -328,7 +439,11 @@ fn uses_uncond(resolved: Resolved, cfg: f32) -> bool {
 }
 
 /// `[halves·1, S, D]` (e.g. `[uncond; cond]`) to `[halves·batch, S, D]`, each half repeated.
-fn repeat_halves(one: &Tensor, halves: usize, batch: usize) -> Result<Tensor, crate::engine::EngineError> {
+fn repeat_halves(
+    one: &Tensor,
+    halves: usize,
+    batch: usize,
+) -> Result<Tensor, crate::engine::EngineError> {
     let mut parts = Vec::with_capacity(halves * batch);
     for hlf in 0..halves {
         let part = one.narrow(0, hlf, 1)?;
@@ -358,20 +473,33 @@ pub(crate) struct ItemNoise {
 impl ItemNoise {
     pub(crate) fn new(source: GeneratorKind, seeds: Vec<u64>) -> Self {
         let generators = seeds.iter().map(|&s| Generator::new(source, s)).collect();
-        ItemNoise { source, seeds, calls: 0, generators, drawn: 0 }
+        ItemNoise {
+            source,
+            seeds,
+            calls: 0,
+            generators,
+            drawn: 0,
+        }
     }
 
     /// Draw `k` (0 = the initial latent's) of `per` values for every item, concatenated. Draws
     /// are meant to be taken in order; asking for an earlier one replays the generators.
     pub(crate) fn draw(&mut self, k: usize, per: usize) -> Vec<f32> {
         if k < self.drawn {
-            self.generators = self.seeds.iter().map(|&s| Generator::new(self.source, s)).collect();
+            self.generators = self
+                .seeds
+                .iter()
+                .map(|&s| Generator::new(self.source, s))
+                .collect();
             self.drawn = 0;
         }
         loop {
             // `per` is a validated latent size, far below the generators' element limit.
-            let draw: Vec<f32> =
-                self.generators.iter_mut().flat_map(|g| g.randn(&[per]).unwrap_or_else(|_| vec![0.0; per])).collect();
+            let draw: Vec<f32> = self
+                .generators
+                .iter_mut()
+                .flat_map(|g| g.randn(&[per]).unwrap_or_else(|_| vec![0.0; per]))
+                .collect();
             self.drawn += 1;
             if self.drawn > k {
                 return draw;

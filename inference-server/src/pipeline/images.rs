@@ -21,7 +21,12 @@ pub fn to_u8(x: f32) -> u8 {
 }
 
 /// Splits a decoded batch `[B, 3, H, W]` (values around [-1, 1]) into RGB images.
-pub fn tensor_to_images(decoded: &[f32], batch: usize, height: usize, width: usize) -> Vec<RgbImage> {
+pub fn tensor_to_images(
+    decoded: &[f32],
+    batch: usize,
+    height: usize,
+    width: usize,
+) -> Vec<RgbImage> {
     let plane = height * width;
     (0..batch)
         .map(|b| {
@@ -32,14 +37,21 @@ pub fn tensor_to_images(decoded: &[f32], batch: usize, height: usize, width: usi
                     data.push(to_u8(item[c * plane + p]));
                 }
             }
-            RgbImage { width, height, data }
+            RgbImage {
+                width,
+                height,
+                data,
+            }
         })
         .collect()
 }
 
 /// An RGB image as the VAE's input `[1, 3, H, W]` in [-1, 1] (`x/127.5 - 1`, as diffusers'
 /// `VaeImageProcessor` and A1111 do).
-pub fn image_to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor, crate::engine::EngineError> {
+pub fn image_to_tensor(
+    image: &RgbImage,
+    device: &Device,
+) -> Result<Tensor, crate::engine::EngineError> {
     let plane = image.width * image.height;
     let mut data = vec![0f32; 3 * plane];
     for p in 0..plane {
@@ -64,9 +76,16 @@ pub fn approx_cheap(latent: &[f32], height: usize, width: usize) -> RgbImage {
                 *acc += z * c;
             }
         }
-        data.extend(px.iter().map(|v| ((v * 0.5 + 0.5).clamp(0.0, 1.0) * 255.0) as u8));
+        data.extend(
+            px.iter()
+                .map(|v| ((v * 0.5 + 0.5).clamp(0.0, 1.0) * 255.0) as u8),
+        );
     }
-    RgbImage { width, height, data }
+    RgbImage {
+        width,
+        height,
+        data,
+    }
 }
 
 /// Largest init image side accepted, in pixels (a decompression-bomb guard; outputs are at most
@@ -81,28 +100,42 @@ pub fn decode_image_rgb(bytes: &[u8]) -> Result<RgbImage, crate::pipeline::Pipel
         field: "init_image",
         rule: format!("must be a PNG or JPEG image: {e}"),
     };
-    let mut reader =
-        image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(e.to_string()))?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_INIT_SIDE);
     limits.max_image_height = Some(MAX_INIT_SIDE);
     reader.limits(limits);
     let decoded = reader.decode().map_err(|e| bad(e.to_string()))?.into_rgb8();
     let (width, height) = (decoded.width() as usize, decoded.height() as usize);
-    Ok(RgbImage { width, height, data: decoded.into_raw() })
+    Ok(RgbImage {
+        width,
+        height,
+        data: decoded.into_raw(),
+    })
 }
 
 /// `image` at `width × height`: itself when it already has that size, otherwise resampled with
 /// Lanczos-3 exactly as PIL's `LANCZOS` (A1111's default resize mode "Just resize").
 /// Errors (naming `init_image`) when `image.data` does not hold its `width × height` pixels.
-pub fn resize_to(image: &RgbImage, width: usize, height: usize) -> Result<RgbImage, crate::pipeline::PipelineError> {
+pub fn resize_to(
+    image: &RgbImage,
+    width: usize,
+    height: usize,
+) -> Result<RgbImage, crate::pipeline::PipelineError> {
     if image.width == width && image.height == height {
         return Ok(image.clone());
     }
     if image.width == 0 || image.height == 0 || image.data.len() != image.width * image.height * 3 {
         return Err(crate::pipeline::PipelineError::Invalid {
             field: "init_image",
-            rule: format!("must hold {}x{} RGB pixels, got {} bytes", image.width, image.height, image.data.len()),
+            rule: format!(
+                "must hold {}x{} RGB pixels, got {} bytes",
+                image.width,
+                image.height,
+                image.data.len()
+            ),
         });
     }
     Ok(crate::pipeline::resize::lanczos_rgb(image, width, height))

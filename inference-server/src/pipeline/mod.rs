@@ -20,7 +20,6 @@
 //! DPM++ SDE Karras with injected step noise via [`Pipeline::txt2img_with_step_noise`]), all
 //! within 2/255 per pixel on the tiny SD 1.x model.
 
-pub mod prompt;
 pub mod conditioning;
 pub mod generate;
 pub mod images;
@@ -28,8 +27,9 @@ pub mod img2img;
 pub mod params;
 pub mod png;
 pub mod precision;
+pub mod prompt;
 mod resize;
 
-pub use params::{Img2ImgParams, PipelineError, Request, RgbImage, Txt2ImgParams};
 pub use generate::{Events, Generation, Pipeline, RunOptions, StepEvent};
+pub use params::{Img2ImgParams, PipelineError, Request, RgbImage, Txt2ImgParams};
 pub use precision::Precision;

@@ -4,7 +4,7 @@
 
 use crate::model::ModelError;
 use crate::sampling::rng::{GeneratorKind, RngError};
-use crate::sampling::samplers::{resolve, ModelFailure, Resolved, SamplerError};
+use crate::sampling::samplers::{ModelFailure, Resolved, SamplerError, resolve};
 
 /// Why a generation failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,10 @@ impl From<crate::engine::EngineError> for PipelineError {
 }
 
 fn invalid(field: &'static str, rule: impl Into<String>) -> PipelineError {
-    PipelineError::Invalid { field, rule: rule.into() }
+    PipelineError::Invalid {
+        field,
+        rule: rule.into(),
+    }
 }
 
 /// Text-to-image parameters (A1111 `/sdapi/v1/txt2img` names and defaults).
@@ -140,11 +143,19 @@ pub struct Img2ImgParams {
     pub denoising_strength: f32,
 }
 
-fn range<T: PartialOrd + std::fmt::Display>(field: &'static str, v: T, lo: T, hi: T) -> Result<(), PipelineError> {
+fn range<T: PartialOrd + std::fmt::Display>(
+    field: &'static str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), PipelineError> {
     if v >= lo && v <= hi {
         Ok(())
     } else {
-        Err(invalid(field, format!("must be between {lo} and {hi}, got {v}")))
+        Err(invalid(
+            field,
+            format!("must be between {lo} and {hi}, got {v}"),
+        ))
     }
 }
 
@@ -173,10 +184,16 @@ impl Txt2ImgParams {
         }
         range("subseed_strength", self.subseed_strength, 0.0, 1.0)?;
         if self.seed < -1 {
-            return Err(invalid("seed", format!("must be -1 (random) or >= 0, got {}", self.seed)));
+            return Err(invalid(
+                "seed",
+                format!("must be -1 (random) or >= 0, got {}", self.seed),
+            ));
         }
         if self.subseed < -1 {
-            return Err(invalid("subseed", format!("must be -1 (random) or >= 0, got {}", self.subseed)));
+            return Err(invalid(
+                "subseed",
+                format!("must be -1 (random) or >= 0, got {}", self.subseed),
+            ));
         }
         resolve(&self.sampler_name, self.scheduler.as_deref()).map_err(PipelineError::Sampler)
     }
@@ -192,7 +209,10 @@ impl Img2ImgParams {
         range("denoising_strength", self.denoising_strength, 0.0, 1.0)?;
         let img = &self.init_image;
         if img.width == 0 || img.height == 0 || img.data.len() != img.width * img.height * 3 {
-            return Err(invalid("init_image", "must be a non-empty image holding width*height RGB pixels"));
+            return Err(invalid(
+                "init_image",
+                "must be a non-empty image holding width*height RGB pixels",
+            ));
         }
         Ok(resolved)
     }

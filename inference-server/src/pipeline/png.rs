@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::pipeline::generate::Generation;
 use crate::pipeline::params::{PipelineError, RgbImage};
 use crate::sampling::rng::GeneratorKind;
-use crate::sampling::samplers::{resolve, Resolved, Schedule};
+use crate::sampling::samplers::{Resolved, Schedule, resolve};
 
 /// Python's `repr(float)` for the values A1111 prints (`7` → `"7.0"`, `7.5` → `"7.5"`).
 pub fn py_float(v: f32) -> String {
@@ -35,7 +35,13 @@ pub fn quote(text: &str) -> String {
 /// (`"DPM++ 2M Karras"`) is split into `("DPM++ 2M", "Karras")`; schedule spellings are
 /// canonicalised (`"karras"` → `"Karras"`); an empty schedule is `"Automatic"`.
 pub fn sampler_labels(sampler_name: &str, scheduler: Option<&str>) -> (String, String) {
-    let label = |s: Schedule| Schedule::ALL.iter().find(|(x, _)| *x == s).map_or("Automatic", |(_, n)| n[0]).to_string();
+    let label = |s: Schedule| {
+        Schedule::ALL
+            .iter()
+            .find(|(x, _)| *x == s)
+            .map_or("Automatic", |(_, n)| n[0])
+            .to_string()
+    };
     let requested = match Schedule::parse(scheduler) {
         Ok(s) => label(s),
         Err(_) => scheduler.unwrap_or("Automatic").to_string(),
@@ -51,8 +57,16 @@ pub fn sampler_labels(sampler_name: &str, scheduler: Option<&str>) -> (String, S
 /// The infotext of image `index` of `generation` (A1111's key order; `None` values omitted).
 pub fn infotext(generation: &Generation, index: usize) -> String {
     let p = &generation.params;
-    let seed = generation.all_seeds.get(index).copied().unwrap_or(p.seed as u64);
-    let subseed = generation.all_subseeds.get(index).copied().unwrap_or(p.subseed as u64);
+    let seed = generation
+        .all_seeds
+        .get(index)
+        .copied()
+        .unwrap_or(p.seed as u64);
+    let subseed = generation
+        .all_subseeds
+        .get(index)
+        .copied()
+        .unwrap_or(p.subseed as u64);
     let (sampler, schedule) = sampler_labels(&p.sampler_name, p.scheduler.as_deref());
     let mut kv: Vec<(&str, String)> = vec![
         ("Steps", p.steps.to_string()),
@@ -77,13 +91,18 @@ pub fn infotext(generation: &Generation, index: usize) -> String {
         kv.push(("RNG", "CPU".into()));
     }
     kv.push(("Version", "sdserve".into()));
-    let params: Vec<String> = kv.iter().map(|(k, v)| format!("{k}: {}", quote(v))).collect();
+    let params: Vec<String> = kv
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", quote(v)))
+        .collect();
     let negative = if p.negative_prompt.is_empty() {
         String::new()
     } else {
         format!("\nNegative prompt: {}", p.negative_prompt)
     };
-    format!("{}{negative}\n{}", p.prompt, params.join(", ")).trim().to_string()
+    format!("{}{negative}\n{}", p.prompt, params.join(", "))
+        .trim()
+        .to_string()
 }
 
 /// `json.dumps` of a string (ASCII only, non-ASCII as `\uXXXX`).
@@ -121,7 +140,12 @@ pub fn timestamp(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// The A1111 API's `info` JSON string for `generation`, with the keys of RunPod's callback
@@ -129,20 +153,34 @@ pub fn timestamp(secs: u64) -> String {
 pub fn info_json(generation: &Generation) -> String {
     let p = &generation.params;
     let n = generation.images.len().max(1);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let fields: Vec<(&str, String)> = vec![
         ("prompt", js(&p.prompt)),
         ("all_prompts", list((0..n).map(|_| js(&p.prompt)))),
         ("negative_prompt", js(&p.negative_prompt)),
-        ("all_negative_prompts", list((0..n).map(|_| js(&p.negative_prompt)))),
+        (
+            "all_negative_prompts",
+            list((0..n).map(|_| js(&p.negative_prompt))),
+        ),
         ("seed", p.seed.to_string()),
-        ("all_seeds", list(generation.all_seeds.iter().map(u64::to_string))),
+        (
+            "all_seeds",
+            list(generation.all_seeds.iter().map(u64::to_string)),
+        ),
         ("subseed", p.subseed.to_string()),
-        ("all_subseeds", list(generation.all_subseeds.iter().map(u64::to_string))),
+        (
+            "all_subseeds",
+            list(generation.all_subseeds.iter().map(u64::to_string)),
+        ),
         ("subseed_strength", format!("{}", p.subseed_strength)),
         ("width", p.width.to_string()),
         ("height", p.height.to_string()),
-        ("sampler_name", js(&sampler_labels(&p.sampler_name, p.scheduler.as_deref()).0)),
+        (
+            "sampler_name",
+            js(&sampler_labels(&p.sampler_name, p.scheduler.as_deref()).0),
+        ),
         ("cfg_scale", py_float(p.cfg_scale)),
         ("steps", p.steps.to_string()),
         ("batch_size", p.batch_size.to_string()),
@@ -151,17 +189,26 @@ pub fn info_json(generation: &Generation) -> String {
         ("sd_model_hash", "null".into()),
         ("seed_resize_from_w", "-1".into()),
         ("seed_resize_from_h", "-1".into()),
-        ("denoising_strength", format!("{}", generation.denoising_strength.unwrap_or(0.0))),
+        (
+            "denoising_strength",
+            format!("{}", generation.denoising_strength.unwrap_or(0.0)),
+        ),
         ("extra_generation_params", "{}".into()),
         ("index_of_first_image", "0".into()),
-        ("infotexts", list((0..generation.images.len()).map(|i| js(&infotext(generation, i))))),
+        (
+            "infotexts",
+            list((0..generation.images.len()).map(|i| js(&infotext(generation, i)))),
+        ),
         ("styles", list(p.styles.iter().map(|s| js(s)))),
         ("job_timestamp", js(&timestamp(now))),
         ("clip_skip", p.clip_skip.to_string()),
         ("is_using_inpainting_conditioning", "false".into()),
         ("version", js("sdserve")),
     ];
-    let body: Vec<String> = fields.iter().map(|(k, v)| format!("{}: {v}", js(k))).collect();
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}: {v}", js(k)))
+        .collect();
     format!("{{{}}}", body.join(", "))
 }
 
@@ -173,7 +220,9 @@ pub fn encode_png(image: &RgbImage, parameters: &str) -> Result<Vec<u8>, Pipelin
         return Err(PipelineError::Png("image too large".into()));
     };
     if image.data.len() != image.width * image.height * 3 {
-        return Err(PipelineError::Png("image data is not width*height*3 bytes".into()));
+        return Err(PipelineError::Png(
+            "image data is not width*height*3 bytes".into(),
+        ));
     }
     let mut out = Vec::new();
     {
@@ -181,9 +230,11 @@ pub fn encode_png(image: &RgbImage, parameters: &str) -> Result<Vec<u8>, Pipelin
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         if parameters.chars().all(|c| u32::from(c) <= 0xFF) {
-            enc.add_text_chunk("parameters".into(), parameters.into()).map_err(err)?;
+            enc.add_text_chunk("parameters".into(), parameters.into())
+                .map_err(err)?;
         } else {
-            enc.add_itxt_chunk("parameters".into(), parameters.into()).map_err(err)?;
+            enc.add_itxt_chunk("parameters".into(), parameters.into())
+                .map_err(err)?;
         }
         let mut writer = enc.write_header().map_err(err)?;
         writer.write_image_data(&image.data).map_err(err)?;

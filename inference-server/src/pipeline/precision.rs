@@ -71,7 +71,9 @@ impl FromStr for Precision {
             "f32" | "fp32" | "float32" => Ok(Precision::F32),
             "f16" | "fp16" | "float16" | "half" => Ok(Precision::F16),
             "bf16" | "bfloat16" => Ok(Precision::BF16),
-            other => Err(format!("unknown precision {other:?}: expected f32, f16 or bf16")),
+            other => Err(format!(
+                "unknown precision {other:?}: expected f32, f16 or bf16"
+            )),
         }
     }
 }

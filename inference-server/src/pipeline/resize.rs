@@ -22,7 +22,11 @@ fn sinc(x: f64) -> f64 {
 }
 
 fn lanczos(x: f64) -> f64 {
-    if (-SUPPORT..SUPPORT).contains(&x) { sinc(x) * sinc(x / SUPPORT) } else { 0.0 }
+    if (-SUPPORT..SUPPORT).contains(&x) {
+        sinc(x) * sinc(x / SUPPORT)
+    } else {
+        0.0
+    }
 }
 
 /// For each output index: the first input index and the fixed-point weights from there.
@@ -35,7 +39,9 @@ fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i64>)> {
             let center = (xx as f64 + 0.5) * scale;
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
             let xmax = (((center + support + 0.5) as i64).min(in_size as i64) as usize).max(xmin);
-            let w: Vec<f64> = (xmin..xmax).map(|x| lanczos((x as f64 - center + 0.5) / filter_scale)).collect();
+            let w: Vec<f64> = (xmin..xmax)
+                .map(|x| lanczos((x as f64 - center + 0.5) / filter_scale))
+                .collect();
             let total: f64 = w.iter().sum();
             let one = f64::from(1u32 << PRECISION_BITS);
             let fixed = w
@@ -88,13 +94,28 @@ pub(crate) fn lanczos_rgb(image: &RgbImage, width: usize, height: usize) -> RgbI
     } else {
         let at_src = |y: usize, x: usize| (y * w0 + x) * 3;
         let at_mid = |y: usize, x: usize| (y * width + x) * 3;
-        pass(&image.data, &mut mid, h0, &coefficients(w0, width), at_src, at_mid);
+        pass(
+            &image.data,
+            &mut mid,
+            h0,
+            &coefficients(w0, width),
+            at_src,
+            at_mid,
+        );
     }
     if height == h0 {
-        return RgbImage { width, height, data: mid };
+        return RgbImage {
+            width,
+            height,
+            data: mid,
+        };
     }
     let mut out = vec![0u8; width * height * 3];
     let at = |x: usize, y: usize| (y * width + x) * 3;
     pass(&mid, &mut out, width, &coefficients(h0, height), at, at);
-    RgbImage { width, height, data: out }
+    RgbImage {
+        width,
+        height,
+        data: out,
+    }
 }

@@ -103,13 +103,24 @@ impl SchedulerConfig {
             return bad("beta_start", "must be positive".into());
         }
         if !(self.beta_end > self.beta_start && self.beta_end < 1.0) {
-            return bad("beta_end", format!("must lie in (beta_start, 1), is {}", self.beta_end));
+            return bad(
+                "beta_end",
+                format!("must lie in (beta_start, 1), is {}", self.beta_end),
+            );
         }
         let one_of = |field, value: &str, allowed: &[&str]| match allowed.contains(&value) {
             true => Ok(()),
             false => bad(field, format!("`{value}` is not one of {allowed:?}")),
         };
-        one_of("beta_schedule", &self.beta_schedule, &["linear", "scaled_linear", "squaredcos_cap_v2"])?;
-        one_of("timestep_spacing", &self.timestep_spacing, &["leading", "trailing", "linspace"])
+        one_of(
+            "beta_schedule",
+            &self.beta_schedule,
+            &["linear", "scaled_linear", "squaredcos_cap_v2"],
+        )?;
+        one_of(
+            "timestep_spacing",
+            &self.timestep_spacing,
+            &["leading", "trailing", "linspace"],
+        )
     }
 }

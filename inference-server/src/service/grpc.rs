@@ -36,24 +36,42 @@ pub type GenerateStream = Pin<Box<dyn Stream<Item = Result<pb::GenerateEvent, St
 impl Inference for InferenceApi {
     type GenerateStream = GenerateStream;
 
-    async fn generate(&self, request: Request<pb::GenerateRequest>) -> Result<Response<GenerateStream>, Status> {
+    async fn generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<GenerateStream>, Status> {
         let request = request.into_inner();
         let wire = request.params.unwrap_or_default();
         let model = self.models.get(&wire.model).ok_or_else(|| {
-            Status::not_found(format!("params.model: no model named {:?} is loaded (loaded: {})", wire.model, self.models.names()))
+            Status::not_found(format!(
+                "params.model: no model named {:?} is loaded (loaded: {})",
+                wire.model,
+                self.models.names()
+            ))
         })?;
         // Decoding an init image is CPU work: keep it off the async runtime's threads.
         let request_params = tokio::task::spawn_blocking(move || to_params(&wire))
             .await
             .map_err(|e| Status::internal(format!("decoding the request failed: {e}")))??;
         request_params.validate().map_err(|e| invalid(&e))?;
-        let job = Job { model, request: request_params, preview_every: request.preview_every, request_id: request.request_id };
-        let events = self.queue.submit(job).map_err(|full| Status::resource_exhausted(full.to_string()))?;
+        let job = Job {
+            model,
+            request: request_params,
+            preview_every: request.preview_every,
+            request_id: request.request_id,
+        };
+        let events = self
+            .queue
+            .submit(job)
+            .map_err(|full| Status::resource_exhausted(full.to_string()))?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(events).map(|e| Ok(to_wire(e)));
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(
+        &self,
+        _: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let models = self
             .models
             .iter()
@@ -66,16 +84,25 @@ impl Inference for InferenceApi {
             })
             .collect();
         let sampler_names = crate::sampling::samplers::names::accepted_sampler_names();
-        Ok(Response::new(pb::ListModelsResponse { models, sampler_names }))
+        Ok(Response::new(pb::ListModelsResponse {
+            models,
+            sampler_names,
+        }))
     }
 }
 
 /// `INVALID_ARGUMENT` naming the parameter (`params.<field>: rule`).
 fn invalid(e: &PipelineError) -> Status {
     match e {
-        PipelineError::Invalid { field, rule } => Status::invalid_argument(format!("params.{field}: {rule}")),
+        PipelineError::Invalid { field, rule } => {
+            Status::invalid_argument(format!("params.{field}: {rule}"))
+        }
         PipelineError::Sampler(s) => {
-            let field = if s.to_string().contains("schedule") { "scheduler" } else { "sampler_name" };
+            let field = if s.to_string().contains("schedule") {
+                "scheduler"
+            } else {
+                "sampler_name"
+            };
             Status::invalid_argument(format!("params.{field}: {s}"))
         }
         other => Status::invalid_argument(format!("params: {other}")),
@@ -98,8 +125,14 @@ pub fn to_params(wire: &pb::GenerationParams) -> Result<GenRequest, Status> {
         return Ok(GenRequest::Txt2Img(base));
     }
     let init_image = decode_image_rgb(&wire.init_image).map_err(|e| invalid(&e))?;
-    let denoising_strength = wire.denoising_strength.unwrap_or(DEFAULT_DENOISING_STRENGTH);
-    Ok(GenRequest::Img2Img(Img2ImgParams { base, init_image, denoising_strength }))
+    let denoising_strength = wire
+        .denoising_strength
+        .unwrap_or(DEFAULT_DENOISING_STRENGTH);
+    Ok(GenRequest::Img2Img(Img2ImgParams {
+        base,
+        init_image,
+        denoising_strength,
+    }))
 }
 
 fn to_base(wire: &pb::GenerationParams) -> Txt2ImgParams {
@@ -116,8 +149,14 @@ fn to_base(wire: &pb::GenerationParams) -> Txt2ImgParams {
         cfg_scale: wire.cfg_scale.unwrap_or(defaults.cfg_scale),
         width: usize_or(wire.width, defaults.width),
         height: usize_or(wire.height, defaults.height),
-        sampler_name: if wire.sampler_name.trim().is_empty() { defaults.sampler_name } else { wire.sampler_name.clone() },
-        scheduler: Some(wire.scheduler.trim()).filter(|s| !s.is_empty()).map(str::to_owned),
+        sampler_name: if wire.sampler_name.trim().is_empty() {
+            defaults.sampler_name
+        } else {
+            wire.sampler_name.clone()
+        },
+        scheduler: Some(wire.scheduler.trim())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
         clip_skip: usize_or(wire.clip_skip, defaults.clip_skip),
         noise_source: defaults.noise_source,
         styles: wire.styles.clone(),
@@ -129,12 +168,35 @@ pub fn to_wire(event: JobEvent) -> pb::GenerateEvent {
     let event = match event {
         JobEvent::Queued { position } => Event::Queued(pb::Queued { position }),
         JobEvent::Started { model, seed } => Event::Started(pb::Started { model, seed }),
-        JobEvent::Progress { step, total, preview_png } => {
-            Event::Progress(pb::Progress { step, total, preview_png: preview_png.unwrap_or_default() })
-        }
-        JobEvent::Image { index, png, seed, infotext } => Event::Image(pb::GeneratedImage { index, png, seed, infotext }),
-        JobEvent::Completed { queued, execution, info_json } => Event::Completed(pb::Completed {
-            timings: Some(pb::Timings { queue_ms: queued.as_millis() as u64, execution_ms: execution.as_millis() as u64 }),
+        JobEvent::Progress {
+            step,
+            total,
+            preview_png,
+        } => Event::Progress(pb::Progress {
+            step,
+            total,
+            preview_png: preview_png.unwrap_or_default(),
+        }),
+        JobEvent::Image {
+            index,
+            png,
+            seed,
+            infotext,
+        } => Event::Image(pb::GeneratedImage {
+            index,
+            png,
+            seed,
+            infotext,
+        }),
+        JobEvent::Completed {
+            queued,
+            execution,
+            info_json,
+        } => Event::Completed(pb::Completed {
+            timings: Some(pb::Timings {
+                queue_ms: queued.as_millis() as u64,
+                execution_ms: execution.as_millis() as u64,
+            }),
             info_json,
         }),
         JobEvent::Failed { code, message } => Event::Failed(pb::Failed {

@@ -75,26 +75,35 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let ServiceConfig { models, device, precision, max_queue } = config;
+    let ServiceConfig {
+        models,
+        device,
+        precision,
+        max_queue,
+    } = config;
     let precision = precision.unwrap_or_else(|| Precision::default_for(&device));
     let load_device = device.clone();
-    let models = tokio::task::spawn_blocking(move || Models::load(&models, &load_device, precision))
-        .await
-        .map_err(|e| ServiceError::Server(format!("loading models: {e}")))??;
+    let models =
+        tokio::task::spawn_blocking(move || Models::load(&models, &load_device, precision))
+            .await
+            .map_err(|e| ServiceError::Server(format!("loading models: {e}")))??;
     let models = Arc::new(models);
     let queue = CloseOnDrop(Queue::start(max_queue));
     let api = grpc::InferenceApi::new(models.clone(), queue.0.clone());
     let inference = InferenceServer::new(api).max_encoding_message_size(MAX_MESSAGE);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<InferenceServer<grpc::InferenceApi>>().await;
+    health_reporter
+        .set_serving::<InferenceServer<grpc::InferenceApi>>()
+        .await;
     // Both reflection versions: grpcurl 1.8 (the packaged one) speaks only v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(sdserve_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_error = |e: tonic_reflection::server::Error| ServiceError::Server(format!("reflection: {e}"));
+    let reflection_error =
+        |e: tonic_reflection::server::Error| ServiceError::Server(format!("reflection: {e}"));
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
     let addr = listener.local_addr().ok();
@@ -104,7 +113,10 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(inference)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
         .await
         .map_err(|e| ServiceError::Server(format!("grpc: {e}")))?;
     drop(queue);

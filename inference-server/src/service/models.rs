@@ -35,7 +35,10 @@ impl FromStr for ModelSpec {
         if name == Some("") {
             return Err(format!("model {s:?}: the name after '=' is empty"));
         }
-        Ok(ModelSpec { path: PathBuf::from(path), name: name.map(str::to_owned) })
+        Ok(ModelSpec {
+            path: PathBuf::from(path),
+            name: name.map(str::to_owned),
+        })
     }
 }
 
@@ -61,26 +64,46 @@ pub struct Models {
 impl Models {
     /// Loads every model of `specs` onto `device` (blocking: seconds to minutes for real
     /// checkpoints). Fails on the first model that cannot be loaded, or on a repeated name.
-    pub fn load(specs: &[ModelSpec], device: &Device, precision: Precision) -> Result<Models, ServiceError> {
+    pub fn load(
+        specs: &[ModelSpec],
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Models, ServiceError> {
         if specs.is_empty() {
-            return Err(ServiceError::Config("at least one --model is required".into()));
+            return Err(ServiceError::Config(
+                "at least one --model is required".into(),
+            ));
         }
         let mut list: Vec<Arc<LoadedModel>> = Vec::with_capacity(specs.len());
         for spec in specs {
-            let fail = |e: String| ServiceError::Model { path: spec.path.clone(), message: e };
+            let fail = |e: String| ServiceError::Model {
+                path: spec.path.clone(),
+                message: e,
+            };
             let checkpoint = Checkpoint::open(&spec.path).map_err(|e| fail(e.to_string()))?;
             let variant = match checkpoint.variant {
                 Variant::Sd1 => "sd1",
                 Variant::Sd2 => "sd2",
             };
             drop(checkpoint);
-            let pipeline = Pipeline::load_with(&spec.path, device, precision).map_err(|e| fail(e.to_string()))?;
-            let name = spec.name.clone().unwrap_or_else(|| pipeline.name().to_owned());
+            let pipeline = Pipeline::load_with(&spec.path, device, precision)
+                .map_err(|e| fail(e.to_string()))?;
+            let name = spec
+                .name
+                .clone()
+                .unwrap_or_else(|| pipeline.name().to_owned());
             if list.iter().any(|m| m.name == name) {
-                return Err(ServiceError::Config(format!("two models are named {name:?}; name them with PATH=NAME")));
+                return Err(ServiceError::Config(format!(
+                    "two models are named {name:?}; name them with PATH=NAME"
+                )));
             }
             tracing::info!(model = %name, variant, path = %spec.path.display(), "model loaded");
-            list.push(Arc::new(LoadedModel { name, variant, path: spec.path.clone(), pipeline }));
+            list.push(Arc::new(LoadedModel {
+                name,
+                variant,
+                path: spec.path.clone(),
+                pipeline,
+            }));
         }
         Ok(Models { list })
     }
@@ -100,7 +123,11 @@ impl Models {
 
     /// The names of every model, comma-separated (for error messages).
     pub fn names(&self) -> String {
-        self.list.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+        self.list
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -111,7 +138,13 @@ mod tests {
     #[test]
     fn parses_path_and_name() {
         let spec: ModelSpec = "/m/tiny=fast".parse().unwrap();
-        assert_eq!(spec, ModelSpec { path: "/m/tiny".into(), name: Some("fast".into()) });
+        assert_eq!(
+            spec,
+            ModelSpec {
+                path: "/m/tiny".into(),
+                name: Some("fast".into())
+            }
+        );
         let spec: ModelSpec = "/m/tiny".parse().unwrap();
         assert_eq!(spec.name, None);
         assert!("=x".parse::<ModelSpec>().is_err());

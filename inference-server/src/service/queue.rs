@@ -49,7 +49,10 @@ pub enum FailureCode {
 fn out_of_memory(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if matches!(err.downcast_ref(), Some(crate::engine::EngineError::OutOfMemory { .. })) {
+        if matches!(
+            err.downcast_ref(),
+            Some(crate::engine::EngineError::OutOfMemory { .. })
+        ) {
             return true;
         }
         cur = err.source();
@@ -141,7 +144,9 @@ pub struct QueueFull {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -162,7 +167,10 @@ impl Queue {
     /// until [`Queue::close`]. At most `max_waiting` requests wait (besides the running one):
     /// a bounded queue keeps memory and waiting times bounded, and tells callers to come back.
     pub fn start(max_waiting: usize) -> Queue {
-        let shared = Arc::new(Shared { max_waiting: max_waiting.max(1), ..Shared::default() });
+        let shared = Arc::new(Shared {
+            max_waiting: max_waiting.max(1),
+            ..Shared::default()
+        });
         let worker = shared.clone();
         tokio::task::spawn_blocking(move || work(&worker));
         Queue { shared }
@@ -175,16 +183,27 @@ impl Queue {
         let mut state = self.shared.lock();
         if state.closed {
             let message = "the server is shutting down".to_owned();
-            let _ = tx.try_send(JobEvent::Failed { code: FailureCode::Internal, message });
+            let _ = tx.try_send(JobEvent::Failed {
+                code: FailureCode::Internal,
+                message,
+            });
             return Ok(rx);
         }
         state.pending.retain(|p| !p.events.is_closed());
         if state.pending.len() >= self.shared.max_waiting {
-            return Err(QueueFull { waiting: state.pending.len() });
+            return Err(QueueFull {
+                waiting: state.pending.len(),
+            });
         }
         let position = state.pending.len() + usize::from(state.busy);
-        let _ = tx.try_send(JobEvent::Queued { position: to_u32(position) });
-        state.pending.push_back(Pending { job, arrived: Instant::now(), events: tx });
+        let _ = tx.try_send(JobEvent::Queued {
+            position: to_u32(position),
+        });
+        state.pending.push_back(Pending {
+            job,
+            arrived: Instant::now(),
+            events: tx,
+        });
         drop(state);
         self.shared.wake.notify_one();
         Ok(rx)
@@ -215,7 +234,10 @@ fn work(shared: &Shared) {
                     announce_positions(&mut state);
                     break next;
                 }
-                state = shared.wake.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                state = shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
         };
         if !next.events.is_closed() {
@@ -229,7 +251,9 @@ fn work(shared: &Shared) {
 /// Runs one generation so that a panic in it fails that request only: the caller gets a
 /// `Failed` (INTERNAL) event naming the panic, and the worker goes on with the next request.
 fn isolated(events: mpsc::Sender<JobEvent>, generation: impl FnOnce()) {
-    let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(generation)) else { return };
+    let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(generation)) else {
+        return;
+    };
     let what = panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -237,7 +261,10 @@ fn isolated(events: mpsc::Sender<JobEvent>, generation: impl FnOnce()) {
         .unwrap_or_else(|| "a non-text panic".to_owned());
     tracing::error!(panic = %what, "a generation panicked; its request fails, the queue goes on");
     let message = format!("the generation failed unexpectedly (panic: {what})");
-    let _ = events.blocking_send(JobEvent::Failed { code: FailureCode::Internal, message });
+    let _ = events.blocking_send(JobEvent::Failed {
+        code: FailureCode::Internal,
+        message,
+    });
 }
 
 /// After the queue moved: forgets waiting requests whose caller has gone, and sends each of the
@@ -247,13 +274,19 @@ fn announce_positions(state: &mut State) {
     state.pending.retain(|p| !p.events.is_closed());
     let ahead = usize::from(state.busy);
     for (i, waiting) in state.pending.iter().enumerate() {
-        let _ = waiting.events.try_send(JobEvent::Queued { position: to_u32(ahead + i) });
+        let _ = waiting.events.try_send(JobEvent::Queued {
+            position: to_u32(ahead + i),
+        });
     }
 }
 
 /// Runs one request, sending its events; returns early when the caller has gone.
 fn run(pending: Pending) {
-    let Pending { job, arrived, events } = pending;
+    let Pending {
+        job,
+        arrived,
+        events,
+    } = pending;
     let start = Instant::now();
     let mut request = job.request;
     let base = request.base_mut();
@@ -262,7 +295,13 @@ fn run(pending: Pending) {
     let params = request.base().clone();
     let model = job.model;
     tracing::info!(request_id = %job.request_id, model = %model.name, seed = params.seed, "generation started");
-    if events.blocking_send(JobEvent::Started { model: model.name.clone(), seed: params.seed }).is_err() {
+    if events
+        .blocking_send(JobEvent::Started {
+            model: model.name.clone(),
+            seed: params.seed,
+        })
+        .is_err()
+    {
         return;
     }
     let n_iter = params.n_iter.max(1);
@@ -273,19 +312,31 @@ fn run(pending: Pending) {
             total.set(event.total * n_iter);
             let done = event.iteration * event.total + event.step;
             if done == 0 {
-                return if events.is_closed() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) };
+                return if events.is_closed() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                };
             }
             let preview_png = match event.previews.and_then(|p| p.first()) {
-                Some(image) if every > 0 && done.is_multiple_of(every) => encode_png(image, "").ok(),
+                Some(image) if every > 0 && done.is_multiple_of(every) => {
+                    encode_png(image, "").ok()
+                }
                 _ => None,
             };
-            let progress = JobEvent::Progress { step: to_u32(done), total: to_u32(total.get()), preview_png };
+            let progress = JobEvent::Progress {
+                step: to_u32(done),
+                total: to_u32(total.get()),
+                preview_png,
+            };
             match events.blocking_send(progress) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(_) => ControlFlow::Break(()),
             }
         };
-        model.pipeline.generate(&request, RunOptions { preview: every > 0 }, &mut on_step)
+        model
+            .pipeline
+            .generate(&request, RunOptions { preview: every > 0 }, &mut on_step)
     };
     let mut generation = match result {
         Ok(generation) => generation,
@@ -300,12 +351,19 @@ fn run(pending: Pending) {
                 _ => FailureCode::Internal,
             };
             tracing::warn!(request_id = %job.request_id, error = %e, "generation failed");
-            let _ = events.blocking_send(JobEvent::Failed { code, message: e.to_string() });
+            let _ = events.blocking_send(JobEvent::Failed {
+                code,
+                message: e.to_string(),
+            });
             return;
         }
     };
     let total = to_u32(total.get());
-    let last = JobEvent::Progress { step: total, total, preview_png: None };
+    let last = JobEvent::Progress {
+        step: total,
+        total,
+        preview_png: None,
+    };
     if events.blocking_send(last).is_err() {
         return;
     }
@@ -315,17 +373,32 @@ fn run(pending: Pending) {
         let png = match encode_png(image, &text) {
             Ok(png) => png,
             Err(e) => {
-                let _ = events.blocking_send(JobEvent::Failed { code: FailureCode::Internal, message: e.to_string() });
+                let _ = events.blocking_send(JobEvent::Failed {
+                    code: FailureCode::Internal,
+                    message: e.to_string(),
+                });
                 return;
             }
         };
-        let seed = generation.all_seeds.get(index).map_or(params.seed, |s| *s as i64);
-        let event = JobEvent::Image { index: to_u32(index), png, seed, infotext: text };
+        let seed = generation
+            .all_seeds
+            .get(index)
+            .map_or(params.seed, |s| *s as i64);
+        let event = JobEvent::Image {
+            index: to_u32(index),
+            png,
+            seed,
+            infotext: text,
+        };
         if events.blocking_send(event).is_err() {
             return;
         }
     }
-    let completed = JobEvent::Completed { queued: start - arrived, execution: start.elapsed(), info_json: info_json(&generation) };
+    let completed = JobEvent::Completed {
+        queued: start - arrived,
+        execution: start.elapsed(),
+        info_json: info_json(&generation),
+    };
     let _ = events.blocking_send(completed);
     tracing::info!(request_id = %job.request_id, ms = start.elapsed().as_millis() as u64, "generation completed");
 }
@@ -343,13 +416,19 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         isolated(tx.clone(), || panic!("index out of bounds"));
         match rx.try_recv() {
-            Ok(JobEvent::Failed { code: FailureCode::Internal, message }) => {
+            Ok(JobEvent::Failed {
+                code: FailureCode::Internal,
+                message,
+            }) => {
                 assert!(message.contains("index out of bounds"), "{message}");
             }
             other => panic!("expected a Failed event, got {other:?}"),
         }
         let mut ran = false;
         isolated(tx, || ran = true);
-        assert!(ran && rx.try_recv().is_err(), "a generation that does not panic sends nothing extra");
+        assert!(
+            ran && rx.try_recv().is_err(),
+            "a generation that does not panic sends nothing extra"
+        );
     }
 }

@@ -16,12 +16,30 @@ fn make_test_model_then_inspect() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("tiny.safetensors");
     let file = file.to_str().expect("utf-8 path");
-    let made = run(&["make-test-model", "--out", file, "--variant", "sd2", "--layout", "single-file", "--dtype", "f16"]);
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let made = run(&[
+        "make-test-model",
+        "--out",
+        file,
+        "--variant",
+        "sd2",
+        "--layout",
+        "single-file",
+        "--dtype",
+        "f16",
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
 
     let inspected = run(&["inspect", "--model", file]);
     let stdout = String::from_utf8_lossy(&inspected.stdout);
-    assert!(inspected.status.success(), "{}", String::from_utf8_lossy(&inspected.stderr));
+    assert!(
+        inspected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspected.stderr)
+    );
     assert!(stdout.contains("layout: SingleFile"), "{stdout}");
     assert!(stdout.contains("variant: Sd2"), "{stdout}");
     assert!(stdout.contains("\"hidden_act\":\"gelu\""), "{stdout}");
@@ -31,5 +49,8 @@ fn make_test_model_then_inspect() {
     let broken = run(&["inspect", "--model", file]);
     let stderr = String::from_utf8_lossy(&broken.stderr);
     assert!(!broken.status.success());
-    assert!(stderr.contains("truncated") || stderr.contains("tensor"), "{stderr}");
+    assert!(
+        stderr.contains("truncated") || stderr.contains("tensor"),
+        "{stderr}"
+    );
 }

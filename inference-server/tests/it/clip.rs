@@ -35,11 +35,20 @@ fn golden(variant: &str, dtype: &str) -> Golden {
     let prompts = serde_json::from_str(&meta.metadata().as_ref().expect("metadata")["prompts"])
         .expect("prompts list");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden tensors");
-    let ids: Vec<u32> = st.tensor("input_ids").expect("input_ids").data().chunks_exact(8)
-        .map(|c| u32::try_from(i64::from_le_bytes(c.try_into().expect("i64"))).expect("id fits u32"))
+    let ids: Vec<u32> = st
+        .tensor("input_ids")
+        .expect("input_ids")
+        .data()
+        .chunks_exact(8)
+        .map(|c| {
+            u32::try_from(i64::from_le_bytes(c.try_into().expect("i64"))).expect("id fits u32")
+        })
         .collect();
     let f32s = |name: &str| -> Vec<f32> {
-        st.tensor(name).expect(name).data().chunks_exact(4)
+        st.tensor(name)
+            .expect(name)
+            .data()
+            .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().expect("f32")))
             .collect()
     };
@@ -60,7 +69,12 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
             (worst, at) = (err, i);
         }
     }
-    assert!(worst <= TOLERANCE, "{what}: element {at} is {} vs {} (relative {worst:e})", got[at], want[at]);
+    assert!(
+        worst <= TOLERANCE,
+        "{what}: element {at} is {} vs {} (relative {worst:e})",
+        got[at],
+        want[at]
+    );
 }
 
 fn encoder(path: &Path, device: &Device) -> ClipTextEncoder {
@@ -75,32 +89,72 @@ fn matches_reference(variant: Variant, dtype: StoredDType, device: &Device) {
         Variant::Sd1 => ("sd1", SD1_PAD_ID),
         Variant::Sd2 => ("sd2", SD2_PAD_ID),
     };
-    let stored = if dtype == StoredDType::F16 { "f16" } else { "f32" };
+    let stored = if dtype == StoredDType::F16 {
+        "f16"
+    } else {
+        "f32"
+    };
     let golden = golden(name, stored);
     for (prompt, ids) in golden.prompts.iter().zip(&golden.ids) {
-        assert_eq!(&Tokenizer::builtin().encode_padded(prompt, pad), ids, "tokenizer: {prompt:?}");
+        assert_eq!(
+            &Tokenizer::builtin().encode_padded(prompt, pad),
+            ids,
+            "tokenizer: {prompt:?}"
+        );
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let folder = write_test_model(&dir.path().join("folder"), variant, Layout::Diffusers, dtype)
-        .expect("folder written");
-    let single = write_test_model(&dir.path().join("model.safetensors"), variant, Layout::SingleFile, dtype)
-        .expect("single file written");
+    let folder = write_test_model(
+        &dir.path().join("folder"),
+        variant,
+        Layout::Diffusers,
+        dtype,
+    )
+    .expect("folder written");
+    let single = write_test_model(
+        &dir.path().join("model.safetensors"),
+        variant,
+        Layout::SingleFile,
+        dtype,
+    )
+    .expect("single file written");
     let mut outputs = Vec::new();
     for path in [&folder, &single] {
         let encoder = encoder(path, device);
-        let last = encoder.forward(&golden.ids, 1).expect("forward").to_vec_f32().expect("read");
-        let penultimate = encoder.forward(&golden.ids, 2).expect("forward").to_vec_f32().expect("read");
+        let last = encoder
+            .forward(&golden.ids, 1)
+            .expect("forward")
+            .to_vec_f32()
+            .expect("read");
+        let penultimate = encoder
+            .forward(&golden.ids, 2)
+            .expect("forward")
+            .to_vec_f32()
+            .expect("read");
         let what = format!("{name} {stored} {}", path.display());
         assert_close(&last, &golden.last, &format!("{what} last_hidden_state"));
-        assert_close(&penultimate, &golden.penultimate, &format!("{what} clip skip 2"));
+        assert_close(
+            &penultimate,
+            &golden.penultimate,
+            &format!("{what} clip skip 2"),
+        );
         let conditioner = TextConditioner::load(&Checkpoint::open(path).expect("opens"), device)
             .expect("tokenizer and encoder load");
         let prompts: Vec<&str> = golden.prompts.iter().map(String::as_str).collect();
-        let from_text = conditioner.encode(&prompts, 1).expect("encode").to_vec_f32().expect("read");
-        assert!(from_text == last, "{what}: prompts through the checkpoint's tokenizer differ from the golden ids");
+        let from_text = conditioner
+            .encode(&prompts, 1)
+            .expect("encode")
+            .to_vec_f32()
+            .expect("read");
+        assert!(
+            from_text == last,
+            "{what}: prompts through the checkpoint's tokenizer differ from the golden ids"
+        );
         outputs.push((last, penultimate));
     }
-    assert!(outputs[0] == outputs[1], "{name}: folder and single file give different embeddings");
+    assert!(
+        outputs[0] == outputs[1],
+        "{name}: folder and single file give different embeddings"
+    );
 }
 
 test_device!(sd1_f32_matches_transformers);
@@ -126,19 +180,35 @@ fn sd2_f16_matches_transformers(device: &Device) {
 test_device!(bad_inputs_name_the_field);
 fn bad_inputs_name_the_field(device: &Device) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write_test_model(&dir.path().join("m"), Variant::Sd1, Layout::Diffusers, StoredDType::F32)
-        .expect("written");
+    let path = write_test_model(
+        &dir.path().join("m"),
+        Variant::Sd1,
+        Layout::Diffusers,
+        StoredDType::F32,
+    )
+    .expect("written");
     let encoder = encoder(&path, device);
     let ids = vec![Tokenizer::builtin().encode_padded("a cat", SD1_PAD_ID)];
     let field = |r: Result<_, ModelError>| match r {
         Err(ModelError::Input { field, .. }) => field,
-        other => panic!("expected an input error, got {:?}", other.map(|t: inference_server::engine::Tensor| t.dims().to_vec())),
+        other => panic!(
+            "expected an input error, got {:?}",
+            other.map(|t: inference_server::engine::Tensor| t.dims().to_vec())
+        ),
     };
     assert_eq!(field(encoder.forward(&ids, 0)), "clip_skip");
-    assert_eq!(field(encoder.forward(&ids, encoder.num_layers() + 1)), "clip_skip");
+    assert_eq!(
+        field(encoder.forward(&ids, encoder.num_layers() + 1)),
+        "clip_skip"
+    );
     assert_eq!(field(encoder.forward(&[vec![1; 78]], 1)), "input_ids");
-    assert_eq!(field(encoder.forward(&[vec![1; 77], vec![1; 76]], 1)), "input_ids");
+    assert_eq!(
+        field(encoder.forward(&[vec![1; 77], vec![1; 76]], 1)),
+        "input_ids"
+    );
     assert_eq!(field(encoder.forward(&[], 1)), "input_ids");
-    let err = encoder.forward(&[vec![49408; 77]], 1).expect_err("id past the vocabulary");
+    let err = encoder
+        .forward(&[vec![49408; 77]], 1)
+        .expect_err("id past the vocabulary");
     assert!(err.to_string().contains("49408"), "{err}");
 }

@@ -2,9 +2,8 @@
 //! odd-sized inputs. Tolerance: |got - want| <= 1e-5 · (1 + |want|) unless noted; half inputs are
 //! compared against the reference computed on the half-rounded values.
 
-
-use inference_server::engine::{DType, Device, EngineError, Tensor};
 use crate::support::*;
+use inference_server::engine::{DType, Device, EngineError, Tensor};
 
 fn sigmoid(v: f64) -> f64 {
     1.0 / (1.0 + (-v).exp())
@@ -16,27 +15,50 @@ fn layer_norm_over_last_dim(device: &Device) {
     let (x, xd) = rand_tensor(&mut rng, &[3, 7, 13], device);
     let (w, wd) = rand_tensor(&mut rng, &[13], device);
     let (b, _) = rand_tensor(&mut rng, &[13], device);
-    let got = x.layer_norm(&w, &b.to_dtype(DType::F16).unwrap(), 1e-5).unwrap();
+    let got = x
+        .layer_norm(&w, &b.to_dtype(DType::F16).unwrap(), 1e-5)
+        .unwrap();
     let bd: Vec<f64> = f64s(&b.to_dtype(DType::F16).unwrap().to_vec_f32().unwrap());
     let mut want = Vec::new();
     for row in f64s(&xd).chunks(13) {
         let mean = row.iter().sum::<f64>() / 13.0;
         let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 13.0;
-        want.extend(row.iter().enumerate().map(|(i, v)| (v - mean) / (var + 1e-5).sqrt() * wd[i] as f64 + bd[i]));
+        want.extend(
+            row.iter()
+                .enumerate()
+                .map(|(i, v)| (v - mean) / (var + 1e-5).sqrt() * wd[i] as f64 + bd[i]),
+        );
     }
     assert_close("layer_norm", &got.to_vec_f32().unwrap(), &want, 1e-5);
-    let err = x.layer_norm(&b, &w.narrow(0, 0, 12).unwrap(), 1e-5).unwrap_err();
-    assert_eq!(err.to_string(), "layer_norm: bias must have shape [13], got [12]");
+    let err = x
+        .layer_norm(&b, &w.narrow(0, 0, 12).unwrap(), 1e-5)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "layer_norm: bias must have shape [13], got [12]"
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
-fn group_norm_ref(x: &[f64], n: usize, c: usize, s: usize, g: usize, w: &[f64], b: &[f64], silu: bool) -> Vec<f64> {
+fn group_norm_ref(
+    x: &[f64],
+    n: usize,
+    c: usize,
+    s: usize,
+    g: usize,
+    w: &[f64],
+    b: &[f64],
+    silu: bool,
+) -> Vec<f64> {
     let cpg = c / g;
     let mut out = vec![0.0; x.len()];
     for ni in 0..n {
         for gi in 0..g {
             let idx = |ci: usize, si: usize| (ni * c + gi * cpg + ci) * s + si;
-            let vals: Vec<f64> = (0..cpg).flat_map(|ci| (0..s).map(move |si| (ci, si))).map(|(ci, si)| x[idx(ci, si)]).collect();
+            let vals: Vec<f64> = (0..cpg)
+                .flat_map(|ci| (0..s).map(move |si| (ci, si)))
+                .map(|(ci, si)| x[idx(ci, si)])
+                .collect();
             let mean = vals.iter().sum::<f64>() / vals.len() as f64;
             let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len() as f64;
             for ci in 0..cpg {
@@ -72,12 +94,32 @@ fn group_norm_with_and_without_silu(device: &Device) {
     // The activation dtype flows through: an f16 input gives an f16 result, computed in f32 and
     // rounded once, so it is within one f16 rounding (2^-11 relative) of the f64 reference.
     assert_eq!(got.dtype(), DType::F16);
-    let want = group_norm_ref(&f64s(&x.to_vec_f32().unwrap()), 3, 10, 2011, 5, &f64s(&wd), &f64s(&bd), true);
-    assert_close("group_norm [N, C, L]", &got.to_vec_f32().unwrap(), &want, 1e-3);
+    let want = group_norm_ref(
+        &f64s(&x.to_vec_f32().unwrap()),
+        3,
+        10,
+        2011,
+        5,
+        &f64s(&wd),
+        &f64s(&bd),
+        true,
+    );
+    assert_close(
+        "group_norm [N, C, L]",
+        &got.to_vec_f32().unwrap(),
+        &want,
+        1e-3,
+    );
 
     let err = x.group_norm(4, &w, &b, 1e-6, false).unwrap_err();
-    assert_eq!(err.to_string(), "group_norm: 4 groups do not divide 10 channels");
-    assert!(matches!(x.group_norm(0, &w, &b, 1e-6, false), Err(EngineError::Invalid { .. })));
+    assert_eq!(
+        err.to_string(),
+        "group_norm: 4 groups do not divide 10 channels"
+    );
+    assert!(matches!(
+        x.group_norm(0, &w, &b, 1e-6, false),
+        Err(EngineError::Invalid { .. })
+    ));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -141,8 +183,15 @@ fn conv2d_matches_naive_loops(device: &Device) {
         let bias = with_bias.then_some(&b);
         let got = x.conv2d(&w, bias, stride, pad).unwrap();
         let bd = f64s(&bd);
-        let (want, ho, wo) =
-            conv_ref(&f64s(&xd), &f64s(&wdata), with_bias.then_some(&bd[..]), (n, c, h, wd), (o, kh, kw), stride, pad);
+        let (want, ho, wo) = conv_ref(
+            &f64s(&xd),
+            &f64s(&wdata),
+            with_bias.then_some(&bd[..]),
+            (n, c, h, wd),
+            (o, kh, kw),
+            stride,
+            pad,
+        );
         assert_eq!(got.dims(), &[n, o, ho, wo]);
         let what = format!("conv2d {:?} k{kh}x{kw} s{stride} p{pad}", (n, c, h, wd));
         assert_close(&what, &got.to_vec_f32().unwrap(), &want, 1e-5);
@@ -160,7 +209,15 @@ fn conv2d_large_tiled_with_f16_weight(device: &Device) {
     let (b, bd) = rand_tensor(&mut rng, &[o], device);
     let got = x.conv2d(&w, Some(&b), 1, 1).unwrap();
     let wdata = f64s(&w.to_vec_f32().unwrap());
-    let (want, _, _) = conv_ref(&f64s(&xd), &wdata, Some(&f64s(&bd)), (n, c, h, wd), (o, 3, 3), 1, 1);
+    let (want, _, _) = conv_ref(
+        &f64s(&xd),
+        &wdata,
+        Some(&f64s(&bd)),
+        (n, c, h, wd),
+        (o, 3, 3),
+        1,
+        1,
+    );
     // 576-term sums: allow for f32 accumulation error.
     assert_close("conv2d large", &got.to_vec_f32().unwrap(), &want, 3e-5);
 }
@@ -178,15 +235,37 @@ fn conv2d_half_weight_converted_in_channel_blocks(device: &Device) {
     let w32 = w.to_dtype(DType::F32).unwrap();
     let same = x.conv2d(&w32, None, 2, 1).unwrap().to_vec_f32().unwrap();
     // Same values, but gemm may order the 10800-term sums differently for a smaller block.
-    assert_close("conv2d bf16 vs f32 weight", &got.to_vec_f32().unwrap(), &f64s(&same), 1e-5);
-    let (want, _, _) = conv_ref(&f64s(&xd), &f64s(&w32.to_vec_f32().unwrap()), None, (n, c, h, wd), (o, 3, 3), 2, 1);
+    assert_close(
+        "conv2d bf16 vs f32 weight",
+        &got.to_vec_f32().unwrap(),
+        &f64s(&same),
+        1e-5,
+    );
+    let (want, _, _) = conv_ref(
+        &f64s(&xd),
+        &f64s(&w32.to_vec_f32().unwrap()),
+        None,
+        (n, c, h, wd),
+        (o, 3, 3),
+        2,
+        1,
+    );
     // ~10^4-term sums of products in [-1, 1): f32 accumulation error up to ~1e-4 absolute.
-    assert_close("conv2d bf16 vs reference", &got.to_vec_f32().unwrap(), &want, 2e-4);
+    assert_close(
+        "conv2d bf16 vs reference",
+        &got.to_vec_f32().unwrap(),
+        &want,
+        2e-4,
+    );
     // A 1x1 conv with an f16 weight goes straight to gemm.
     let (w1, _) = rand_tensor(&mut rng, &[o, c, 1, 1], device);
     let w1 = w1.to_dtype(DType::F16).unwrap();
     let got = x.conv2d(&w1, None, 1, 0).unwrap().to_vec_f32().unwrap();
-    let same = x.conv2d(&w1.to_dtype(DType::F32).unwrap(), None, 1, 0).unwrap().to_vec_f32().unwrap();
+    let same = x
+        .conv2d(&w1.to_dtype(DType::F32).unwrap(), None, 1, 0)
+        .unwrap()
+        .to_vec_f32()
+        .unwrap();
     assert_close("conv2d 1x1 f16", &got, &f64s(&same), 1e-6);
 }
 
@@ -195,13 +274,32 @@ fn conv2d_errors_name_the_op(device: &Device) {
     let x = Tensor::zeros((1, 5, 9, 11), DType::F32, device).unwrap();
     let w = Tensor::zeros((4, 3, 3, 3), DType::F32, device).unwrap();
     let err = x.conv2d(&w, None, 1, 1).unwrap_err();
-    assert_eq!(err.to_string(), "conv2d: input has 5 channels but weight [4, 3, 3, 3] expects 3");
+    assert_eq!(
+        err.to_string(),
+        "conv2d: input has 5 channels but weight [4, 3, 3, 3] expects 3"
+    );
     let w = Tensor::zeros((4, 5, 3, 3), DType::F32, device).unwrap();
-    assert_eq!(x.conv2d(&w, None, 0, 1).unwrap_err().to_string(), "conv2d: stride must be >= 1");
-    let err = x.reshape((5, 9, 11)).unwrap().conv2d(&w, None, 1, 1).unwrap_err();
-    assert!(err.to_string().starts_with("conv2d: input must have rank 4"), "{err}");
+    assert_eq!(
+        x.conv2d(&w, None, 0, 1).unwrap_err().to_string(),
+        "conv2d: stride must be >= 1"
+    );
+    let err = x
+        .reshape((5, 9, 11))
+        .unwrap()
+        .conv2d(&w, None, 1, 1)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("conv2d: input must have rank 4"),
+        "{err}"
+    );
     let big = Tensor::zeros((4, 5, 13, 3), DType::F32, device).unwrap();
-    assert!(x.conv2d(&big, None, 1, 1).unwrap_err().to_string().starts_with("conv2d: kernel 13x3"));
+    assert!(
+        x.conv2d(&big, None, 1, 1)
+            .unwrap_err()
+            .to_string()
+            .starts_with("conv2d: kernel 13x3")
+    );
 }
 
 test_device!(upsample_nearest_doubles_h_and_w);
@@ -222,19 +320,37 @@ fn upsample_nearest_doubles_h_and_w(device: &Device) {
 
 /// Naive attention with an explicit score matrix, in f64.
 #[allow(clippy::too_many_arguments)]
-fn attention_ref(q: &[f64], k: &[f64], v: &[f64], bh: usize, lq: usize, lk: usize, d: usize, scale: f64, causal: bool) -> Vec<f64> {
+fn attention_ref(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    bh: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    scale: f64,
+    causal: bool,
+) -> Vec<f64> {
     let mut out = vec![0.0; bh * lq * d];
     for b in 0..bh {
         for i in 0..lq {
             let keys = if causal { (i + 1).min(lk) } else { lk };
             let s: Vec<f64> = (0..keys)
-                .map(|j| (0..d).map(|t| q[(b * lq + i) * d + t] * k[(b * lk + j) * d + t]).sum::<f64>() * scale)
+                .map(|j| {
+                    (0..d)
+                        .map(|t| q[(b * lq + i) * d + t] * k[(b * lk + j) * d + t])
+                        .sum::<f64>()
+                        * scale
+                })
                 .collect();
             let max = s.iter().cloned().fold(f64::MIN, f64::max);
             let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
             let sum: f64 = e.iter().sum();
             for t in 0..d {
-                out[(b * lq + i) * d + t] = (0..keys).map(|j| e[j] * v[(b * lk + j) * d + t]).sum::<f64>() / sum;
+                out[(b * lq + i) * d + t] = (0..keys)
+                    .map(|j| e[j] * v[(b * lk + j) * d + t])
+                    .sum::<f64>()
+                    / sum;
             }
         }
     }
@@ -254,7 +370,17 @@ fn attention_matches_naive_softmax_across_tiles(device: &Device) {
         for causal in [false, true] {
             let got = Tensor::attention(&q, &k, &v, scale, causal).unwrap();
             assert_eq!(got.dims(), &[b, h, lq, d]);
-            let want = attention_ref(&f64s(&qd), &f64s(&kd), &f64s(&vd), b * h, lq, lk, d, scale as f64, causal);
+            let want = attention_ref(
+                &f64s(&qd),
+                &f64s(&kd),
+                &f64s(&vd),
+                b * h,
+                lq,
+                lk,
+                d,
+                scale as f64,
+                causal,
+            );
             let what = format!("attention {:?} causal={causal}", (b, h, lq, lk, d));
             assert_close(&what, &got.to_vec_f32().unwrap(), &want, 1e-5);
         }
@@ -274,9 +400,24 @@ fn attention_with_half_inputs_and_errors(device: &Device) {
     assert_close("attention f16 q", &got.to_vec_f32().unwrap(), &want, 1e-5);
 
     let err = Tensor::attention(&q, &k, &v.narrow(2, 0, 64).unwrap(), 0.25, false).unwrap_err();
-    assert!(err.to_string().starts_with("attention: k [1, 2, 65, 16] and v [1, 2, 64, 16] differ"), "{err}");
-    let err = Tensor::attention(&q, &k.narrow(3, 0, 8).unwrap(), &v.narrow(3, 0, 8).unwrap(), 0.25, false).unwrap_err();
-    assert!(err.to_string().contains("must share batch, heads and head dim"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("attention: k [1, 2, 65, 16] and v [1, 2, 64, 16] differ"),
+        "{err}"
+    );
+    let err = Tensor::attention(
+        &q,
+        &k.narrow(3, 0, 8).unwrap(),
+        &v.narrow(3, 0, 8).unwrap(),
+        0.25,
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("must share batch, heads and head dim"),
+        "{err}"
+    );
     let err = Tensor::attention(&q.reshape((2, 33, 16)).unwrap(), &k, &v, 0.25, false).unwrap_err();
     assert_eq!(err.op(), Some("attention"));
 }

@@ -4,12 +4,11 @@
 //! against an f64 reference on inputs in [-1, 1); exact equality for pure data movement;
 //! half-precision inputs are compared against the reference computed on the half-rounded values.
 
-
 use std::sync::Arc;
 
+use crate::support::*;
 use half::{bf16, f16};
 use inference_server::engine::{DType, Device, EngineError, Shape, SharedBytes, Tensor};
-use crate::support::*;
 
 /// Row-major strides.
 fn strides(dims: &[usize]) -> Vec<usize> {
@@ -61,7 +60,13 @@ fn constructors_accessors_and_shape_conversions(device: &Device) {
     assert!(err.to_string().starts_with("from_vec: 5 elements"), "{err}");
 
     let err = Tensor::zeros((usize::MAX, 3), DType::F32, device).unwrap_err();
-    assert_eq!(err.to_string(), format!("zeros: element count of shape [{}, 3] overflows", usize::MAX));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "zeros: element count of shape [{}, 3] overflows",
+            usize::MAX
+        )
+    );
     fn send_sync<T: Send + Sync + Clone>() {}
     send_sync::<Tensor>();
 
@@ -77,14 +82,29 @@ fn device_parse() {
     // No GPU on the machines that run the tests: a GPU is a clear start-up error saying why,
     // never a panic from a missing library.
     let err = Device::parse("cuda:1").unwrap_err();
-    assert!(matches!(err, EngineError::DeviceUnavailable { ref device, .. } if device == "cuda:1"), "{err:?}");
+    assert!(
+        matches!(err, EngineError::DeviceUnavailable { ref device, .. } if device == "cuda:1"),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("NVIDIA driver") || msg.contains("no GPU with ordinal 1"), "{msg}");
-    assert!(matches!(Device::parse("cuda").unwrap_err(), EngineError::DeviceUnavailable { .. }));
+    assert!(
+        msg.contains("NVIDIA driver") || msg.contains("no GPU with ordinal 1"),
+        "{msg}"
+    );
+    assert!(matches!(
+        Device::parse("cuda").unwrap_err(),
+        EngineError::DeviceUnavailable { .. }
+    ));
     // The emulator parses in builds with the `cuda-emu` feature (this crate's tests).
     assert_eq!(Device::parse("cuda-emu").unwrap().to_string(), "cuda-emu");
-    assert!(matches!(Device::parse("tpu:0").unwrap_err(), EngineError::UnknownDevice(_)));
-    assert!(matches!(Device::parse("cuda:x").unwrap_err(), EngineError::UnknownDevice(_)));
+    assert!(matches!(
+        Device::parse("tpu:0").unwrap_err(),
+        EngineError::UnknownDevice(_)
+    ));
+    assert!(matches!(
+        Device::parse("cuda:x").unwrap_err(),
+        EngineError::UnknownDevice(_)
+    ));
 }
 
 test_device!(dtype_conversions_round_to_half);
@@ -98,10 +118,16 @@ fn dtype_conversions_round_to_half(device: &Device) {
     let b = h.to_dtype(DType::BF16).unwrap();
     let want_b: Vec<f32> = want.iter().map(|&x| bf16::from_f32(x).to_f32()).collect();
     assert_eq!(b.to_vec_f32().unwrap(), want_b);
-    assert_eq!(b.to_dtype(DType::F32).unwrap().to_vec_f32().unwrap(), want_b);
+    assert_eq!(
+        b.to_dtype(DType::F32).unwrap().to_vec_f32().unwrap(),
+        want_b
+    );
     // Large tensors convert in parallel chunks; same result.
     let big: Vec<f32> = rng.vec(100_003, -4.0, 4.0);
-    let bt = Tensor::from_vec(big.clone(), 100_003, device).unwrap().to_dtype(DType::F16).unwrap();
+    let bt = Tensor::from_vec(big.clone(), 100_003, device)
+        .unwrap()
+        .to_dtype(DType::F16)
+        .unwrap();
     let want: Vec<f32> = big.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
     assert_eq!(bt.to_vec_f32().unwrap(), want);
 }
@@ -130,7 +156,11 @@ fn from_shared_bytes_misaligned_is_copied_and_correct(device: &Device) {
     let raw: Vec<u8> = bytemuck::cast_slice(&vals).to_vec();
     let mut buf = vec![0u64; 8];
     bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[1..1 + raw.len()].copy_from_slice(&raw);
-    let src = Arc::new(OffsetBytes { buf, skip: 1, len: raw.len() });
+    let src = Arc::new(OffsetBytes {
+        buf,
+        skip: 1,
+        len: raw.len(),
+    });
     let src_ptr = src.as_bytes().as_ptr();
     let t = Tensor::from_shared_bytes(src, DType::F32, 13, device).unwrap();
     assert_ne!(t.storage_ptr(), Some(src_ptr));
@@ -141,13 +171,26 @@ fn from_shared_bytes_misaligned_is_copied_and_correct(device: &Device) {
     let raw: Vec<u8> = bytemuck::cast_slice(&hs).to_vec();
     let mut buf = vec![0u64; 8];
     bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[3..3 + raw.len()].copy_from_slice(&raw);
-    let t = Tensor::from_shared_bytes(Arc::new(OffsetBytes { buf, skip: 3, len: raw.len() }), DType::F16, 13, device)
-        .unwrap();
+    let t = Tensor::from_shared_bytes(
+        Arc::new(OffsetBytes {
+            buf,
+            skip: 3,
+            len: raw.len(),
+        }),
+        DType::F16,
+        13,
+        device,
+    )
+    .unwrap();
     assert_eq!(t.dtype(), DType::F16);
     assert_eq!(t.to_vec_f32().unwrap(), vals);
 
-    let err = Tensor::from_shared_bytes(Arc::new(F32Bytes(vals)), DType::F32, 12, device).unwrap_err();
-    assert!(err.to_string().starts_with("from_shared_bytes: 52 bytes"), "{err}");
+    let err =
+        Tensor::from_shared_bytes(Arc::new(F32Bytes(vals)), DType::F32, 12, device).unwrap_err();
+    assert!(
+        err.to_string().starts_with("from_shared_bytes: 52 bytes"),
+        "{err}"
+    );
 }
 
 test_device!(reshape_shares_storage_and_checks_count);
@@ -174,14 +217,25 @@ fn transpose_and_permute_match_index_mapping(device: &Device) {
     let got = p.to_vec_f32().unwrap();
     for (i, &g) in got.iter().enumerate() {
         let oi = unravel(i, &out_dims);
-        let src: usize = perm.iter().enumerate().map(|(o, &d)| oi[o] * in_strides[d]).sum();
+        let src: usize = perm
+            .iter()
+            .enumerate()
+            .map(|(o, &d)| oi[o] * in_strides[d])
+            .sum();
         assert_eq!(g, data[src]);
     }
     let tr = t.transpose(1, 2).unwrap();
     assert_eq!(tr.dims(), &[3, 7, 5, 2]);
     assert_eq!(tr.transpose(1, 2).unwrap().to_vec_f32().unwrap(), data);
     // Half tensors keep their dtype through layout ops.
-    assert_eq!(t.to_dtype(DType::F16).unwrap().transpose(0, 3).unwrap().dtype(), DType::F16);
+    assert_eq!(
+        t.to_dtype(DType::F16)
+            .unwrap()
+            .transpose(0, 3)
+            .unwrap()
+            .dtype(),
+        DType::F16
+    );
     assert_eq!(t.permute(&[0, 0, 1, 2]).unwrap_err().op(), Some("permute"));
     assert_eq!(t.transpose(0, 4).unwrap_err().op(), Some("transpose"));
 }
@@ -197,12 +251,20 @@ fn narrow_cat_index_select(device: &Device) {
         let idx = unravel(i, &[3, 3, 7]);
         assert_eq!(g, data[idx[0] * 35 + (idx[1] + 1) * 7 + idx[2]]);
     }
-    assert!(t.narrow(1, 4, 2).unwrap_err().to_string().starts_with("narrow: range"));
+    assert!(
+        t.narrow(1, 4, 2)
+            .unwrap_err()
+            .to_string()
+            .starts_with("narrow: range")
+    );
 
     // cat along the middle dim of pieces 2 + 3 recovers [3, 5, 7].
     let a = t.narrow(1, 0, 2).unwrap();
     let b = t.narrow(1, 2, 3).unwrap();
-    assert_eq!(Tensor::cat(&[&a, &b], 1).unwrap().to_vec_f32().unwrap(), data);
+    assert_eq!(
+        Tensor::cat(&[&a, &b], 1).unwrap().to_vec_f32().unwrap(),
+        data
+    );
     let c = Tensor::cat(&[&t, &t.to_dtype(DType::F16).unwrap()], 0).unwrap();
     assert_eq!(c.dims(), &[6, 5, 7]);
     assert_eq!(c.dtype(), DType::F32);
@@ -214,13 +276,24 @@ fn narrow_cat_index_select(device: &Device) {
     let ids = [3u32, 0, 10, 3];
     let e = w.index_select(&ids, 0).unwrap();
     assert_eq!(e.dims(), &[4, 5]);
-    let want: Vec<f32> = ids.iter().flat_map(|&i| wd[i as usize * 5..i as usize * 5 + 5].to_vec()).collect();
+    let want: Vec<f32> = ids
+        .iter()
+        .flat_map(|&i| wd[i as usize * 5..i as usize * 5 + 5].to_vec())
+        .collect();
     assert_eq!(e.to_vec_f32().unwrap(), want);
     let cols = w.index_select(&[4, 1], 1).unwrap().to_vec_f32().unwrap();
-    let want: Vec<f32> = (0..11).flat_map(|r| [wd[r * 5 + 4], wd[r * 5 + 1]]).collect();
+    let want: Vec<f32> = (0..11)
+        .flat_map(|r| [wd[r * 5 + 4], wd[r * 5 + 1]])
+        .collect();
     assert_eq!(cols, want);
     let err = w.index_select(&[2, 11], 0).unwrap_err();
-    assert!(matches!(err, EngineError::Invalid { op: "index_select", .. }));
+    assert!(matches!(
+        err,
+        EngineError::Invalid {
+            op: "index_select",
+            ..
+        }
+    ));
     assert!(err.to_string().contains("id 11 out of range"), "{err}");
 }
 
@@ -232,8 +305,12 @@ fn broadcast_binary_ops(device: &Device) {
     let b = b.to_dtype(DType::F16).unwrap();
     let bd: Vec<f32> = bd.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
     type Op = fn(f64, f64) -> f64;
-    let cases: [(&str, Op); 4] =
-        [("add", |x, y| x + y), ("sub", |x, y| x - y), ("mul", |x, y| x * y), ("div", |x, y| x / y)];
+    let cases: [(&str, Op); 4] = [
+        ("add", |x, y| x + y),
+        ("sub", |x, y| x - y),
+        ("mul", |x, y| x * y),
+        ("div", |x, y| x / y),
+    ];
     for (name, f) in cases {
         let got = match name {
             "add" => a.add(&b),
@@ -256,10 +333,18 @@ fn broadcast_binary_ops(device: &Device) {
     let (c, cd) = rand_tensor(&mut rng, &[301, 257], device);
     let (bias, biasd) = rand_tensor(&mut rng, &[257], device);
     let got = c.add(&bias).unwrap().to_vec_f32().unwrap();
-    let want: Vec<f64> = (0..301 * 257).map(|i| cd[i] as f64 + biasd[i % 257] as f64).collect();
+    let want: Vec<f64> = (0..301 * 257)
+        .map(|i| cd[i] as f64 + biasd[i % 257] as f64)
+        .collect();
     assert_close("large add", &got, &want, 1e-6);
-    let err = a.add(&Tensor::zeros((3, 2), DType::F32, device).unwrap()).unwrap_err();
-    assert!(err.to_string().starts_with("add: shapes [3, 1, 5] and [3, 2] do not broadcast"), "{err}");
+    let err = a
+        .add(&Tensor::zeros((3, 2), DType::F32, device).unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("add: shapes [3, 1, 5] and [3, 2] do not broadcast"),
+        "{err}"
+    );
 }
 
 /// erf by its Taylor series (accurate in f64 for |x| <= 4).
@@ -284,21 +369,37 @@ fn activations_and_affine(device: &Device) {
         let want: Vec<f64> = x.iter().map(|&v| f(v)).collect();
         assert_close(name, &got.to_vec_f32().unwrap(), &want, 1e-5);
     };
-    check("gelu", t.gelu().unwrap(), &|v| 0.5 * v * (1.0 + erf_ref(v / 2f64.sqrt())));
-    check("gelu_quick", t.gelu_quick().unwrap(), &|v| v * sig(1.702 * v));
+    check("gelu", t.gelu().unwrap(), &|v| {
+        0.5 * v * (1.0 + erf_ref(v / 2f64.sqrt()))
+    });
+    check("gelu_quick", t.gelu_quick().unwrap(), &|v| {
+        v * sig(1.702 * v)
+    });
     check("silu", t.silu().unwrap(), &|v| v * sig(v));
     check("affine", t.affine(0.3, -1.5).unwrap(), &|v| v * 0.3 - 1.5);
     check("exp", t.exp().unwrap(), &f64::exp);
-    check("clamp", t.clamp(-1.0, 2.5).unwrap(), &|v| v.clamp(-1.0, 2.5));
+    check("clamp", t.clamp(-1.0, 2.5).unwrap(), &|v| {
+        v.clamp(-1.0, 2.5)
+    });
     assert_eq!(t.clamp(1.0, -1.0).unwrap_err().op(), Some("clamp"));
     let f = Tensor::full(0.5, (2, 3), device).unwrap();
     assert_eq!(f.to_vec_f32().unwrap(), vec![0.5; 6]);
-    check("sqrt", t.affine(0.0, 2.0).unwrap().sqrt().unwrap(), &|_| 2f64.sqrt());
+    check("sqrt", t.affine(0.0, 2.0).unwrap().sqrt().unwrap(), &|_| {
+        2f64.sqrt()
+    });
     // Relative accuracy of gelu deep in the negative tail, where erf cancels.
-    let tail = Tensor::from_vec(vec![-4.0, -6.0], 2, device).unwrap().gelu().unwrap().to_vec_f32().unwrap();
+    let tail = Tensor::from_vec(vec![-4.0, -6.0], 2, device)
+        .unwrap()
+        .gelu()
+        .unwrap()
+        .to_vec_f32()
+        .unwrap();
     for (g, v) in tail.iter().zip([-4.0f64, -6.0]) {
         let want = 0.5 * v * libm_erfc_tail(-v / 2f64.sqrt());
-        assert!(((*g as f64 - want) / want).abs() < 1e-5, "gelu({v}) = {g}, want {want}");
+        assert!(
+            ((*g as f64 - want) / want).abs() < 1e-5,
+            "gelu({v}) = {g}, want {want}"
+        );
     }
 }
 
@@ -336,7 +437,9 @@ fn sum_and_mean_over_a_dim(device: &Device) {
     let (t, d) = rand_tensor(&mut rng, &[3, 5, 7], device);
     let s = t.sum_dim(1, false).unwrap();
     assert_eq!(s.dims(), &[3, 7]);
-    let want: Vec<f64> = (0..21).map(|i| (0..5).map(|j| d[(i / 7) * 35 + j * 7 + i % 7] as f64).sum()).collect();
+    let want: Vec<f64> = (0..21)
+        .map(|i| (0..5).map(|j| d[(i / 7) * 35 + j * 7 + i % 7] as f64).sum())
+        .collect();
     assert_close("sum_dim", &s.to_vec_f32().unwrap(), &want, 1e-6);
     let m = t.mean_dim(1, true).unwrap();
     assert_eq!(m.dims(), &[3, 1, 7]);
@@ -352,7 +455,12 @@ fn matmul_plain_batched_and_broadcast(device: &Device) {
     let (b, bd) = rand_tensor(&mut rng, &[13, 5], device);
     let got = a.matmul(&b).unwrap();
     assert_eq!(got.dims(), &[7, 5]);
-    assert_close("matmul", &got.to_vec_f32().unwrap(), &matmul_ref(&f64s(&ad), &f64s(&bd), 7, 13, 5), 1e-5);
+    assert_close(
+        "matmul",
+        &got.to_vec_f32().unwrap(),
+        &matmul_ref(&f64s(&ad), &f64s(&bd), 7, 13, 5),
+        1e-5,
+    );
 
     // Batch 3 on both sides.
     let (a, ad) = rand_tensor(&mut rng, &[3, 7, 13], device);
@@ -360,7 +468,13 @@ fn matmul_plain_batched_and_broadcast(device: &Device) {
     let got = a.matmul(&b).unwrap().to_vec_f32().unwrap();
     let mut want = Vec::new();
     for i in 0..3 {
-        want.extend(matmul_ref(&f64s(&ad[i * 91..(i + 1) * 91]), &f64s(&bd[i * 65..(i + 1) * 65]), 7, 13, 5));
+        want.extend(matmul_ref(
+            &f64s(&ad[i * 91..(i + 1) * 91]),
+            &f64s(&bd[i * 65..(i + 1) * 65]),
+            7,
+            13,
+            5,
+        ));
     }
     assert_close("batched matmul", &got, &want, 1e-5);
 
@@ -372,7 +486,13 @@ fn matmul_plain_batched_and_broadcast(device: &Device) {
     let mut want = Vec::new();
     for i in 0..3 {
         for j in 0..2 {
-            want.extend(matmul_ref(&f64s(&ad[i * 91..(i + 1) * 91]), &f64s(&bd[j * 65..(j + 1) * 65]), 7, 13, 5));
+            want.extend(matmul_ref(
+                &f64s(&ad[i * 91..(i + 1) * 91]),
+                &f64s(&bd[j * 65..(j + 1) * 65]),
+                7,
+                13,
+                5,
+            ));
         }
     }
     assert_close("broadcast matmul", &got.to_vec_f32().unwrap(), &want, 1e-5);
@@ -383,9 +503,20 @@ fn matmul_plain_batched_and_broadcast(device: &Device) {
     assert_eq!(got.dims(), &[2, 7, 5]);
     let mut want = Vec::new();
     for j in 0..2 {
-        want.extend(matmul_ref(&f64s(&ad), &f64s(&bd[j * 65..(j + 1) * 65]), 7, 13, 5));
+        want.extend(matmul_ref(
+            &f64s(&ad),
+            &f64s(&bd[j * 65..(j + 1) * 65]),
+            7,
+            13,
+            5,
+        ));
     }
-    assert_close("rank-2 x batch matmul", &got.to_vec_f32().unwrap(), &want, 1e-5);
+    assert_close(
+        "rank-2 x batch matmul",
+        &got.to_vec_f32().unwrap(),
+        &want,
+        1e-5,
+    );
 
     // Large enough for the multi-threaded gemm path, with an f16 operand.
     let (a, ad) = rand_tensor(&mut rng, &[131, 149], device);
@@ -393,17 +524,38 @@ fn matmul_plain_batched_and_broadcast(device: &Device) {
     let b = b.to_dtype(DType::F16).unwrap();
     let got = a.matmul(&b).unwrap().to_vec_f32().unwrap();
     let bd = f64s(&b.to_vec_f32().unwrap());
-    assert_close("large matmul", &got, &matmul_ref(&f64s(&ad), &bd, 131, 149, 67), 1e-5);
+    assert_close(
+        "large matmul",
+        &got,
+        &matmul_ref(&f64s(&ad), &bd, 131, 149, 67),
+        1e-5,
+    );
 
     let (c, _) = rand_tensor(&mut rng, &[4, 3], device);
     let err = c.matmul(&a).unwrap_err();
-    assert_eq!(err.to_string(), "matmul: inner dims 3 and 131 differ ([4, 3] x [131, 149])");
-    let err = a.matmul(&Tensor::zeros(5, DType::F32, device).unwrap()).unwrap_err();
-    assert!(err.to_string().starts_with("matmul: operands need rank >= 2"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "matmul: inner dims 3 and 131 differ ([4, 3] x [131, 149])"
+    );
+    let err = a
+        .matmul(&Tensor::zeros(5, DType::F32, device).unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("matmul: operands need rank >= 2"),
+        "{err}"
+    );
 }
 
 /// `x [rows, in] · w [out, in]ᵀ + b` in f64.
-fn linear_ref(x: &[f64], w: &[f64], b: Option<&[f64]>, rows: usize, n_in: usize, n_out: usize) -> Vec<f64> {
+fn linear_ref(
+    x: &[f64],
+    w: &[f64],
+    b: Option<&[f64]>,
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+) -> Vec<f64> {
     let mut out = vec![0.0; rows * n_out];
     for r in 0..rows {
         for o in 0..n_out {
@@ -425,11 +577,23 @@ fn linear_f32_with_bias_over_leading_dims(device: &Device) {
     let want = linear_ref(&f64s(&xd), &f64s(&wd), Some(&f64s(&bd)), 6, 13, 5);
     assert_close("linear", &got.to_vec_f32().unwrap(), &want, 1e-5);
     let want = linear_ref(&f64s(&xd), &f64s(&wd), None, 6, 13, 5);
-    assert_close("linear no bias", &x.linear(&w, None).unwrap().to_vec_f32().unwrap(), &want, 1e-5);
+    assert_close(
+        "linear no bias",
+        &x.linear(&w, None).unwrap().to_vec_f32().unwrap(),
+        &want,
+        1e-5,
+    );
 
-    let err = x.linear(&Tensor::zeros((5, 12), DType::F32, device).unwrap(), None).unwrap_err();
-    assert!(err.to_string().starts_with("linear: input features 13"), "{err}");
-    let err = x.linear(&w, Some(&Tensor::zeros(4, DType::F32, device).unwrap())).unwrap_err();
+    let err = x
+        .linear(&Tensor::zeros((5, 12), DType::F32, device).unwrap(), None)
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("linear: input features 13"),
+        "{err}"
+    );
+    let err = x
+        .linear(&w, Some(&Tensor::zeros(4, DType::F32, device).unwrap()))
+        .unwrap_err();
     assert_eq!(err.to_string(), "linear: bias must have shape [5], got [4]");
 }
 
@@ -447,7 +611,14 @@ fn linear_half_weights_match_their_f32_conversion(device: &Device) {
         let got = x.linear(&wh, Some(&b)).unwrap().to_vec_f32().unwrap();
         let same = x.linear(&wr, Some(&b)).unwrap().to_vec_f32().unwrap();
         assert_close(&format!("linear {dtype} vs f32"), &got, &f64s(&same), 1e-6);
-        let want = linear_ref(&f64s(&xd), &f64s(&wr.to_vec_f32().unwrap()), Some(&f64s(&bd)), rows, n_in, n_out);
+        let want = linear_ref(
+            &f64s(&xd),
+            &f64s(&wr.to_vec_f32().unwrap()),
+            Some(&f64s(&bd)),
+            rows,
+            n_in,
+            n_out,
+        );
         // k = 1031 terms of magnitude ~0.25 each: f32 accumulation error ~ eps·k·0.25 ≈ 2e-5.
         assert_close(&format!("linear {dtype} vs reference"), &got, &want, 5e-5);
     }
@@ -457,20 +628,36 @@ test_device!(linear_with_mmap_backed_f16_weight);
 fn linear_with_mmap_backed_f16_weight(device: &Device) {
     let mut rng = Rng::new(12);
     let (n_in, n_out) = (37, 29);
-    let w: Vec<f16> = rng.vec(n_in * n_out, -1.0, 1.0).into_iter().map(f16::from_f32).collect();
+    let w: Vec<f16> = rng
+        .vec(n_in * n_out, -1.0, 1.0)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
     let mut file = tempfile::tempfile().unwrap();
     // An 8-byte header like safetensors', then the weight.
     use std::io::Write;
     file.write_all(&[0u8; 8]).unwrap();
     file.write_all(bytemuck::cast_slice(&w)).unwrap();
     let map = Arc::new(unsafe { memmap2::Mmap::map(&file).unwrap() });
-    let slice = MmapSlice { map: map.clone(), start: 8, len: n_in * n_out * 2 };
+    let slice = MmapSlice {
+        map: map.clone(),
+        start: 8,
+        len: n_in * n_out * 2,
+    };
     let wt = Tensor::from_shared_bytes(Arc::new(slice), DType::F16, (n_out, n_in), device).unwrap();
-    assert_eq!(wt.storage_ptr(), matches!(device, Device::Cpu).then_some(map[8..].as_ptr()));
+    assert_eq!(
+        wt.storage_ptr(),
+        matches!(device, Device::Cpu).then_some(map[8..].as_ptr())
+    );
     let (x, xd) = rand_tensor(&mut rng, &[9, n_in], device);
     let got = x.linear(&wt, None).unwrap().to_vec_f32().unwrap();
     let wd: Vec<f64> = w.iter().map(|v| v.to_f64()).collect();
-    assert_close("mmap linear", &got, &linear_ref(&f64s(&xd), &wd, None, 9, n_in, n_out), 1e-5);
+    assert_close(
+        "mmap linear",
+        &got,
+        &linear_ref(&f64s(&xd), &wd, None, 9, n_in, n_out),
+        1e-5,
+    );
 }
 
 test_device!(geglu_chunk_squeeze_and_trig);
@@ -487,11 +674,21 @@ fn geglu_chunk_squeeze_and_trig(device: &Device) {
         })
         .collect();
     assert_close("geglu", &got.to_vec_f32().unwrap(), &want, 1e-5);
-    assert!(x.narrow(2, 0, 13).unwrap().geglu().unwrap_err().to_string().starts_with("geglu: last dim 13"));
+    assert!(
+        x.narrow(2, 0, 13)
+            .unwrap()
+            .geglu()
+            .unwrap_err()
+            .to_string()
+            .starts_with("geglu: last dim 13")
+    );
 
     let parts = x.chunk(2, 2).unwrap();
     assert_eq!(parts.len(), 2);
-    assert_eq!(parts[1].to_vec_f32().unwrap(), x.narrow(2, 7, 7).unwrap().to_vec_f32().unwrap());
+    assert_eq!(
+        parts[1].to_vec_f32().unwrap(),
+        x.narrow(2, 7, 7).unwrap().to_vec_f32().unwrap()
+    );
     assert_eq!(x.chunk(4, 2).unwrap_err().op(), Some("chunk"));
     let u = x.unsqueeze(1).unwrap();
     assert_eq!(u.dims(), &[3, 1, 5, 14]);
@@ -503,6 +700,16 @@ fn geglu_chunk_squeeze_and_trig(device: &Device) {
 
     let s = x.sin().unwrap().to_vec_f32().unwrap();
     let c = x.cos().unwrap().to_vec_f32().unwrap();
-    assert_close("sin", &s, &f64s(&xd).iter().map(|v| v.sin()).collect::<Vec<_>>(), 1e-6);
-    assert_close("cos", &c, &f64s(&xd).iter().map(|v| v.cos()).collect::<Vec<_>>(), 1e-6);
+    assert_close(
+        "sin",
+        &s,
+        &f64s(&xd).iter().map(|v| v.sin()).collect::<Vec<_>>(),
+        1e-6,
+    );
+    assert_close(
+        "cos",
+        &c,
+        &f64s(&xd).iter().map(|v| v.cos()).collect::<Vec<_>>(),
+        1e-6,
+    );
 }

@@ -19,8 +19,14 @@ fn pads_each_side_with_zeros(device: &Device) {
 test_device!(vae_downsampler_padding_and_no_padding);
 fn vae_downsampler_padding_and_no_padding(device: &Device) {
     let x = Tensor::from_vec(vec![1., 2., 3., 4.], (1, 1, 2, 2), device).unwrap();
-    assert_eq!(x.pad2d(0, 1, 0, 1).unwrap().to_vec_f32().unwrap(), vec![1., 2., 0., 3., 4., 0., 0., 0., 0.]);
-    assert_eq!(x.pad2d(0, 0, 0, 0).unwrap().to_vec_f32().unwrap(), vec![1., 2., 3., 4.]);
+    assert_eq!(
+        x.pad2d(0, 1, 0, 1).unwrap().to_vec_f32().unwrap(),
+        vec![1., 2., 0., 3., 4., 0., 0., 0., 0.]
+    );
+    assert_eq!(
+        x.pad2d(0, 0, 0, 0).unwrap().to_vec_f32().unwrap(),
+        vec![1., 2., 3., 4.]
+    );
     let empty = Tensor::zeros((2, 3, 0, 2), DType::F32, device).unwrap();
     assert_eq!(empty.pad2d(1, 1, 1, 1).unwrap().dims(), &[2, 3, 2, 4]);
 }
@@ -28,7 +34,10 @@ fn vae_downsampler_padding_and_no_padding(device: &Device) {
 test_device!(bad_inputs_are_errors);
 fn bad_inputs_are_errors(device: &Device) {
     let x = Tensor::zeros((2, 3), DType::F32, device).unwrap();
-    assert_eq!(x.pad2d(1, 1, 1, 1).unwrap_err().to_string(), "pad2d: input must have rank 4, got shape [2, 3]");
+    assert_eq!(
+        x.pad2d(1, 1, 1, 1).unwrap_err().to_string(),
+        "pad2d: input must have rank 4, got shape [2, 3]"
+    );
     let y = Tensor::zeros((1, 1, 1, 1), DType::F32, device).unwrap();
     assert!(y.pad2d(usize::MAX, 1, 0, 0).is_err());
 }

@@ -7,20 +7,30 @@ use inference_server::pipeline::images::{decode_image_rgb, resize_to};
 use inference_server::pipeline::{PipelineError, RgbImage};
 
 fn golden(name: &str) -> RgbImage {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/goldens")
+        .join(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     decode_image_rgb(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn max_diff(a: &RgbImage, b: &RgbImage) -> u8 {
     assert_eq!((a.width, a.height), (b.width, b.height));
-    a.data.iter().zip(&b.data).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+    a.data
+        .iter()
+        .zip(&b.data)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
 }
 
 #[test]
 fn png_decodes_to_its_rgb_pixels() {
     let src = golden("resize_src.png");
-    assert_eq!((src.width, src.height, src.data.len()), (50, 38, 50 * 38 * 3));
+    assert_eq!(
+        (src.width, src.height, src.data.len()),
+        (50, 38, 50 * 38 * 3)
+    );
     // The pattern: 4-pixel checks in red, a horizontal gradient in green.
     assert_eq!(&src.data[..3], &[0, 0, 255]);
     let px = |x: usize, y: usize| &src.data[(y * 50 + x) * 3..][..3];
@@ -53,12 +63,36 @@ fn jpeg_decodes_like_pil() {
 
 #[test]
 fn bad_images_name_the_field() {
-    for bytes in [&b""[..], b"not an image", &[0x89, b'P', b'N', b'G', 13, 10, 26, 10, 0, 0]] {
+    for bytes in [
+        &b""[..],
+        b"not an image",
+        &[0x89, b'P', b'N', b'G', 13, 10, 26, 10, 0, 0],
+    ] {
         let err = decode_image_rgb(bytes).expect_err("garbage");
-        assert!(matches!(&err, PipelineError::Invalid { field: "init_image", .. }), "{err:?}");
-        assert!(err.to_string().contains("must be a PNG or JPEG image"), "{err}");
+        assert!(
+            matches!(
+                &err,
+                PipelineError::Invalid {
+                    field: "init_image",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("must be a PNG or JPEG image"),
+            "{err}"
+        );
     }
-    let inconsistent = RgbImage { width: 10, height: 10, data: vec![0; 12] };
+    let inconsistent = RgbImage {
+        width: 10,
+        height: 10,
+        data: vec![0; 12],
+    };
     let err = resize_to(&inconsistent, 64, 64).expect_err("short data");
-    assert!(err.to_string().starts_with("init_image: must hold 10x10 RGB pixels"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("init_image: must hold 10x10 RGB pixels"),
+        "{err}"
+    );
 }

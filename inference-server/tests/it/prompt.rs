@@ -3,8 +3,8 @@
 use inference_server::engine::{Device, Tensor};
 use inference_server::model::tokenizer::Tokenizer;
 use inference_server::pipeline::prompt::{
-    apply_emphasis, emphasize, parse_prompt_attention, parse_prompt_parts, tokenize_line,
-    ChunkOptions, PromptChunk, PromptPart,
+    ChunkOptions, PromptChunk, PromptPart, apply_emphasis, emphasize, parse_prompt_attention,
+    parse_prompt_parts, tokenize_line,
 };
 use serde_json::Value;
 
@@ -33,7 +33,10 @@ fn attention_matches_a1111() {
             .collect();
         let got = parse_prompt_attention(prompt);
         let ok = got.len() == want.len()
-            && got.iter().zip(&want).all(|(g, w)| g.0 == w.0 && close(g.1, w.1));
+            && got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| g.0 == w.0 && close(g.1, w.1));
         if !ok {
             failures.push(format!("{prompt:?}: got {got:?}, want {want:?}"));
         }
@@ -49,7 +52,10 @@ fn chunks_match_a1111() {
     for case in cases.as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
         let backtrack = case["comma_padding_backtrack"].as_u64().unwrap() as usize;
-        let options = ChunkOptions { comma_padding_backtrack: backtrack, emphasis: true };
+        let options = ChunkOptions {
+            comma_padding_backtrack: backtrack,
+            emphasis: true,
+        };
         let got = tokenize_line(tok, prompt, options);
         let want: Vec<(Vec<u32>, Vec<f64>)> = case["chunks"]
             .as_array()
@@ -96,14 +102,23 @@ fn breaks_are_explicit() {
 #[test]
 fn bad_weights_stay_text() {
     // A1111 raises ValueError on these; here the colon is text and scanning goes on.
-    assert_eq!(parse_prompt_attention("(a:1..2)"), vec![("a:1..2".to_string(), 1.1)]);
-    assert_eq!(parse_prompt_attention("(a:.)"), vec![("a:.".to_string(), 1.1)]);
+    assert_eq!(
+        parse_prompt_attention("(a:1..2)"),
+        vec![("a:1..2".to_string(), 1.1)]
+    );
+    assert_eq!(
+        parse_prompt_attention("(a:.)"),
+        vec![("a:.".to_string(), 1.1)]
+    );
 }
 
 #[test]
 fn emphasis_off_is_one_piece() {
     let tok = Tokenizer::builtin();
-    let options = ChunkOptions { emphasis: false, ..ChunkOptions::default() };
+    let options = ChunkOptions {
+        emphasis: false,
+        ..ChunkOptions::default()
+    };
     let got = tokenize_line(tok, "(a) BREAK b", options);
     assert_eq!(got.chunks.len(), 1);
     assert!(got.chunks[0].multipliers.iter().all(|&m| m == 1.0));
@@ -126,7 +141,11 @@ fn emphasis_restores_mean(device: &Device) {
     let before: f64 = z.iter().map(|&v| f64::from(v)).sum::<f64>() / 12.0;
     let mults = [1.0, 1.5, 0.5];
     // A1111: z * m, then * (mean(z) / mean(z * m)).
-    let weighted: Vec<f32> = z.iter().enumerate().map(|(i, &v)| v * mults[i / 4]).collect();
+    let weighted: Vec<f32> = z
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| v * mults[i / 4])
+        .collect();
     let after: f64 = weighted.iter().map(|&v| f64::from(v)).sum::<f64>() / 12.0;
     apply_emphasis(&mut z, &mults).unwrap();
     for (g, w) in z.iter().zip(&weighted) {
@@ -149,7 +168,9 @@ fn emphasis_restores_mean(device: &Device) {
 #[test]
 fn random_prompts_never_panic() {
     let tok = Tokenizer::builtin();
-    let alphabet: Vec<char> = "()[]:\\ ,.+-0123456789aBREAKbreak\t\n猫🐱é_".chars().collect();
+    let alphabet: Vec<char> = "()[]:\\ ,.+-0123456789aBREAKbreak\t\n猫🐱é_"
+        .chars()
+        .collect();
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..300 {
         let mut s = String::new();
@@ -164,7 +185,12 @@ fn random_prompts_never_panic() {
         let parsed = parse_prompt_attention(&s);
         assert!(!parsed.is_empty());
         let chunks = tokenize_line(tok, &s, ChunkOptions::default());
-        assert!(chunks.chunks.iter().all(|c| c.tokens.len() == 77 && c.multipliers.len() == 77));
+        assert!(
+            chunks
+                .chunks
+                .iter()
+                .all(|c| c.tokens.len() == 77 && c.multipliers.len() == 77)
+        );
     }
 }
 

@@ -7,7 +7,8 @@
 //! subseed slerp (torch reduces in f32, we in f64) within 1e-5 absolute.
 
 use inference_server::sampling::rng::{
-    Generator, GeneratorKind, RANDOM_SEED_BOUND, RngError, batch_noise, image_noise, randn, resolve_seed,
+    Generator, GeneratorKind, RANDOM_SEED_BOUND, RngError, batch_noise, image_noise, randn,
+    resolve_seed,
 };
 use serde_json::Value;
 
@@ -235,9 +236,17 @@ fn consecutive_draws_continue_the_generator() {
     for case in sequences {
         let seed = case["seed"].as_u64().expect("seed");
         let mut generator = Generator::new(source(case), seed);
-        for (k, (size, want)) in shape(&case["sizes"]).into_iter().zip(case["draws"].as_array().expect("draws")).enumerate() {
+        for (k, (size, want)) in shape(&case["sizes"])
+            .into_iter()
+            .zip(case["draws"].as_array().expect("draws"))
+            .enumerate()
+        {
             let got = generator.randn(&[size]).expect("draw");
-            assert_bits(&got, &floats(want), &format!("{} seed {seed} draw {k} ({size})", case["source"]));
+            assert_bits(
+                &got,
+                &floats(want),
+                &format!("{} seed {seed} draw {k} ({size})", case["source"]),
+            );
         }
     }
 }

@@ -28,19 +28,43 @@ impl Server {
 
     async fn start_with_queue(max_queue: usize) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
-        let path = write_test_model(&dir.path().join("tiny-sd1"), Variant::Sd1, Layout::Diffusers, StoredDType::F32)?;
-        let config = ServiceConfig { models: vec![ModelSpec { path, name: Some("tiny".into()) }], device: Device::Cpu, precision: None, max_queue };
+        let path = write_test_model(
+            &dir.path().join("tiny-sd1"),
+            Variant::Sd1,
+            Layout::Diffusers,
+            StoredDType::F32,
+        )?;
+        let config = ServiceConfig {
+            models: vec![ModelSpec {
+                path,
+                name: Some("tiny".into()),
+            }],
+            device: Device::Cpu,
+            precision: None,
+            max_queue,
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(inference_server::service::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        Ok(Server { addr, stop: Some(stop), task, _dir: dir })
+        let task = tokio::spawn(inference_server::service::run(
+            config,
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Server {
+            addr,
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        })
     }
 
     async fn client(&self) -> anyhow::Result<InferenceClient<Channel>> {
-        Ok(InferenceClient::connect(format!("http://{}", self.addr)).await?.max_decoding_message_size(64 << 20))
+        Ok(InferenceClient::connect(format!("http://{}", self.addr))
+            .await?
+            .max_decoding_message_size(64 << 20))
     }
 
     async fn stop(mut self) -> anyhow::Result<()> {
@@ -71,8 +95,14 @@ fn request(steps: u32, seed: i64) -> pb::GenerateRequest {
 /// Every event of a stream until it ends.
 async fn collect(mut stream: tonic::Streaming<pb::GenerateEvent>) -> anyhow::Result<Vec<Event>> {
     let mut events = Vec::new();
-    while let Some(event) = tokio::time::timeout(Duration::from_secs(300), stream.message()).await?? {
-        events.push(event.event.ok_or_else(|| anyhow::anyhow!("event without a payload"))?);
+    while let Some(event) =
+        tokio::time::timeout(Duration::from_secs(300), stream.message()).await??
+    {
+        events.push(
+            event
+                .event
+                .ok_or_else(|| anyhow::anyhow!("event without a payload"))?,
+        );
     }
     Ok(events)
 }
@@ -80,11 +110,19 @@ async fn collect(mut stream: tonic::Streaming<pb::GenerateEvent>) -> anyhow::Res
 fn parameters_chunk(png_bytes: &[u8]) -> anyhow::Result<String> {
     let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
     let mut reader = decoder.read_info()?;
-    let mut buf = vec![0; reader.output_buffer_size().ok_or_else(|| anyhow::anyhow!("png too large"))?];
+    let mut buf = vec![
+        0;
+        reader
+            .output_buffer_size()
+            .ok_or_else(|| anyhow::anyhow!("png too large"))?
+    ];
     let frame = reader.next_frame(&mut buf)?;
     assert_eq!((frame.width, frame.height), (64, 64));
     let info = reader.info();
-    let text = info.uncompressed_latin1_text.iter().find(|c| c.keyword == "parameters");
+    let text = info
+        .uncompressed_latin1_text
+        .iter()
+        .find(|c| c.keyword == "parameters");
     Ok(text.map(|c| c.text.clone()).unwrap_or_default())
 }
 
@@ -94,14 +132,32 @@ async fn a_full_queue_refuses_with_resource_exhausted_and_serves_the_rest() -> a
     let mut client = server.client().await?;
     let mut running = client.generate(request(150, 1)).await?.into_inner();
     // Once it runs, one more request may wait; a third is refused at once.
-    while !matches!(running.message().await?.and_then(|e| e.event), Some(Event::Started(_))) {}
+    while !matches!(
+        running.message().await?.and_then(|e| e.event),
+        Some(Event::Started(_))
+    ) {}
     let waiting = client.generate(request(2, 2)).await?.into_inner();
-    let refused = client.generate(request(2, 3)).await.expect_err("a third request is refused");
-    assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
-    assert!(refused.message().contains("the queue is full"), "{}", refused.message());
+    let refused = client
+        .generate(request(2, 3))
+        .await
+        .expect_err("a third request is refused");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("the queue is full"),
+        "{}",
+        refused.message()
+    );
     drop(running); // cancels the long one; the waiting one then runs to its end
     let events = collect(waiting).await?;
-    assert!(matches!(events.last(), Some(Event::Completed(_))), "{:?}", events.last());
+    assert!(
+        matches!(events.last(), Some(Event::Completed(_))),
+        "{:?}",
+        events.last()
+    );
     server.stop().await
 }
 
@@ -112,7 +168,11 @@ async fn generate_streams_every_event_in_order() -> anyhow::Result<()> {
     let mut req = request(3, 42);
     req.preview_every = 1;
     let events = collect(client.generate(req).await?.into_inner()).await?;
-    assert!(matches!(events[0], Event::Queued(pb::Queued { position: 0 })), "{:?}", events[0]);
+    assert!(
+        matches!(events[0], Event::Queued(pb::Queued { position: 0 })),
+        "{:?}",
+        events[0]
+    );
     match &events[1] {
         Event::Started(s) => assert_eq!((s.model.as_str(), s.seed), ("tiny", 42)),
         other => panic!("expected started, got {other:?}"),
@@ -134,8 +194,14 @@ async fn generate_streams_every_event_in_order() -> anyhow::Result<()> {
             assert_eq!((image.index, image.seed), (0, 42));
             let text = parameters_chunk(&image.png)?;
             assert_eq!(text, image.infotext);
-            assert!(text.starts_with("a tiny red fox\nSteps: 3, Sampler: Euler"), "{text}");
-            assert!(text.contains("Seed: 42") && text.contains("Model: tiny"), "{text}");
+            assert!(
+                text.starts_with("a tiny red fox\nSteps: 3, Sampler: Euler"),
+                "{text}"
+            );
+            assert!(
+                text.contains("Seed: 42") && text.contains("Model: tiny"),
+                "{text}"
+            );
         }
         other => panic!("expected an image, got {other:?}"),
     }
@@ -167,16 +233,37 @@ async fn a_second_request_waits_its_turn() -> anyhow::Result<()> {
     }
     let second = client.generate(request(2, 2)).await?.into_inner();
     let third = client.generate(request(2, 3)).await?.into_inner();
-    let (first_rest, second_events, third_events) = tokio::join!(collect(first), collect(second), collect(third));
+    let (first_rest, second_events, third_events) =
+        tokio::join!(collect(first), collect(second), collect(third));
     let second_events = second_events?;
-    assert!(matches!(second_events[0], Event::Queued(pb::Queued { position: 1 })), "{:?}", second_events[0]);
-    assert!(matches!(second_events[1], Event::Started(_)), "{:?}", second_events[1]);
+    assert!(
+        matches!(second_events[0], Event::Queued(pb::Queued { position: 1 })),
+        "{:?}",
+        second_events[0]
+    );
+    assert!(
+        matches!(second_events[1], Event::Started(_)),
+        "{:?}",
+        second_events[1]
+    );
     assert!(matches!(second_events.last(), Some(Event::Completed(_))));
     // The third moves up when the second starts.
     let third_events = third_events?;
-    assert!(matches!(third_events[0], Event::Queued(pb::Queued { position: 2 })), "{:?}", third_events[0]);
-    assert!(matches!(third_events[1], Event::Queued(pb::Queued { position: 1 })), "{:?}", third_events[1]);
-    assert!(matches!(third_events[2], Event::Started(_)), "{:?}", third_events[2]);
+    assert!(
+        matches!(third_events[0], Event::Queued(pb::Queued { position: 2 })),
+        "{:?}",
+        third_events[0]
+    );
+    assert!(
+        matches!(third_events[1], Event::Queued(pb::Queued { position: 1 })),
+        "{:?}",
+        third_events[1]
+    );
+    assert!(
+        matches!(third_events[2], Event::Started(_)),
+        "{:?}",
+        third_events[2]
+    );
     assert!(matches!(third_events.last(), Some(Event::Completed(_))));
     assert!(matches!(first_rest?.last(), Some(Event::Completed(_))));
     server.stop().await
@@ -190,7 +277,11 @@ async fn bad_parameters_and_unknown_models_are_refused_by_name() -> anyhow::Resu
     if let Some(p) = req.params.as_mut() {
         p.width = Some(65);
     }
-    let status = client.generate(req).await.err().ok_or_else(|| anyhow::anyhow!("width 65 was accepted"))?;
+    let status = client
+        .generate(req)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("width 65 was accepted"))?;
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("width"), "{}", status.message());
 
@@ -198,15 +289,27 @@ async fn bad_parameters_and_unknown_models_are_refused_by_name() -> anyhow::Resu
     if let Some(p) = req.params.as_mut() {
         p.sampler_name = "Nonsense".into();
     }
-    let status = client.generate(req).await.err().ok_or_else(|| anyhow::anyhow!("bad sampler accepted"))?;
+    let status = client
+        .generate(req)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("bad sampler accepted"))?;
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(status.message().contains("sampler_name"), "{}", status.message());
+    assert!(
+        status.message().contains("sampler_name"),
+        "{}",
+        status.message()
+    );
 
     let mut req = request(2, 1);
     if let Some(p) = req.params.as_mut() {
         p.model = "missing".into();
     }
-    let status = client.generate(req).await.err().ok_or_else(|| anyhow::anyhow!("unknown model accepted"))?;
+    let status = client
+        .generate(req)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("unknown model accepted"))?;
     assert_eq!(status.code(), tonic::Code::NotFound);
     assert!(status.message().contains("model"), "{}", status.message());
     server.stop().await
@@ -216,7 +319,9 @@ async fn bad_parameters_and_unknown_models_are_refused_by_name() -> anyhow::Resu
 async fn img2img_from_a_jpeg_of_another_size() -> anyhow::Result<()> {
     let server = Server::start().await?;
     let mut client = server.client().await?;
-    let jpeg = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/resize_src.jpg"))?;
+    let jpeg = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/resize_src.jpg"),
+    )?;
     let mut req = request(4, 5);
     if let Some(p) = req.params.as_mut() {
         p.init_image = jpeg;
@@ -225,20 +330,43 @@ async fn img2img_from_a_jpeg_of_another_size() -> anyhow::Result<()> {
     let events = collect(client.generate(req).await?.into_inner()).await?;
     let image = events
         .iter()
-        .find_map(|e| if let Event::Image(i) = e { Some(i) } else { None })
+        .find_map(|e| {
+            if let Event::Image(i) = e {
+                Some(i)
+            } else {
+                None
+            }
+        })
         .ok_or_else(|| anyhow::anyhow!("no image in {events:?}"))?;
     // The 50x38 JPEG was resized to the requested 64x64 (parameters_chunk checks the size).
     let text = parameters_chunk(&image.png)?;
-    assert!(text.contains("Denoising strength: 0.5") && text.contains("Seed: 5"), "{text}");
-    assert!(matches!(events.last(), Some(Event::Completed(_))), "{:?}", events.last());
+    assert!(
+        text.contains("Denoising strength: 0.5") && text.contains("Seed: 5"),
+        "{text}"
+    );
+    assert!(
+        matches!(events.last(), Some(Event::Completed(_))),
+        "{:?}",
+        events.last()
+    );
 
     let mut req = request(4, 5);
     if let Some(p) = req.params.as_mut() {
         p.init_image = b"GIF89a not really".to_vec();
     }
-    let status = client.generate(req).await.err().ok_or_else(|| anyhow::anyhow!("a non-image init_image was accepted"))?;
+    let status = client
+        .generate(req)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a non-image init_image was accepted"))?;
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(status.message().starts_with("params.init_image: must be a PNG or JPEG image"), "{}", status.message());
+    assert!(
+        status
+            .message()
+            .starts_with("params.init_image: must be a PNG or JPEG image"),
+        "{}",
+        status.message()
+    );
     server.stop().await
 }
 
@@ -254,7 +382,9 @@ async fn dropping_the_stream_cancels_the_generation() -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         match stream.message().await? {
-            Some(pb::GenerateEvent { event: Some(Event::Progress(p)) }) if p.step >= 2 => break,
+            Some(pb::GenerateEvent {
+                event: Some(Event::Progress(p)),
+            }) if p.step >= 2 => break,
             Some(_) => {}
             None => anyhow::bail!("the long generation ended early"),
         }
@@ -263,9 +393,16 @@ async fn dropping_the_stream_cancels_the_generation() -> anyhow::Result<()> {
     drop(stream);
     let next = Instant::now();
     let events = collect(client.generate(request(2, 8)).await?.into_inner()).await?;
-    assert!(matches!(events.last(), Some(Event::Completed(_))), "{events:?}");
+    assert!(
+        matches!(events.last(), Some(Event::Completed(_))),
+        "{events:?}"
+    );
     // The cancelled one had 15,000 steps left: the next started within a few of its steps.
-    assert!(next.elapsed() < per_step * 20 + Duration::from_secs(10), "took {:?}", next.elapsed());
+    assert!(
+        next.elapsed() < per_step * 20 + Duration::from_secs(10),
+        "took {:?}",
+        next.elapsed()
+    );
     server.stop().await
 }
 
@@ -273,16 +410,34 @@ async fn dropping_the_stream_cancels_the_generation() -> anyhow::Result<()> {
 async fn lists_models_and_reports_health() -> anyhow::Result<()> {
     let server = Server::start().await?;
     let mut client = server.client().await?;
-    let models = client.list_models(pb::ListModelsRequest {}).await?.into_inner().models;
+    let models = client
+        .list_models(pb::ListModelsRequest {})
+        .await?
+        .into_inner()
+        .models;
     assert_eq!(models.len(), 1);
-    assert_eq!((models[0].name.as_str(), models[0].variant.as_str()), ("tiny", "sd1"));
+    assert_eq!(
+        (models[0].name.as_str(), models[0].variant.as_str()),
+        ("tiny", "sd1")
+    );
     assert!(models[0].path.ends_with("tiny-sd1"), "{}", models[0].path);
 
-    let channel = Channel::from_shared(format!("http://{}", server.addr))?.connect().await?;
+    let channel = Channel::from_shared(format!("http://{}", server.addr))?
+        .connect()
+        .await?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     for service in ["", "sdserve.v1.Inference"] {
-        let reply = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await?.into_inner();
-        assert_eq!(reply.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service:?}");
+        let reply = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(
+            reply.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
     }
     server.stop().await
 }

@@ -30,12 +30,17 @@ struct Golden {
 }
 
 fn golden(variant: &str, dtype: &str) -> Golden {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/goldens/unet_{variant}_{dtype}.safetensors"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/goldens/unet_{variant}_{dtype}.safetensors"));
     let bytes = std::fs::read(&path).expect("golden file");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden tensors");
     let get = |name: &str| -> (Vec<f32>, Vec<usize>) {
         let t = st.tensor(name).expect(name);
-        let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("f32"))).collect();
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("f32")))
+            .collect();
         (v, t.shape().to_vec())
     };
     Golden {
@@ -60,7 +65,12 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) -> f32 {
             (worst, at) = (err, i);
         }
     }
-    assert!(worst <= tol, "{what}: element {at} is {} vs {} (relative {worst:e})", got[at], want[at]);
+    assert!(
+        worst <= tol,
+        "{what}: element {at} is {} vs {} (relative {worst:e})",
+        got[at],
+        want[at]
+    );
     worst
 }
 
@@ -75,8 +85,19 @@ fn tensor((data, shape): &(Vec<f32>, Vec<usize>), device: &Device) -> Tensor {
 }
 
 fn names(variant: Variant, dtype: StoredDType) -> (&'static str, &'static str) {
-    let v = if variant == Variant::Sd2 { "sd2" } else { "sd1" };
-    (v, if dtype == StoredDType::F16 { "f16" } else { "f32" })
+    let v = if variant == Variant::Sd2 {
+        "sd2"
+    } else {
+        "sd1"
+    };
+    (
+        v,
+        if dtype == StoredDType::F16 {
+            "f16"
+        } else {
+            "f32"
+        },
+    )
 }
 
 /// Both layouts against the golden, and against each other bit for bit.
@@ -84,28 +105,76 @@ fn matches_reference(variant: Variant, dtype: StoredDType, device: &Device) {
     let (name, stored) = names(variant, dtype);
     let golden = golden(name, stored);
     let dir = tempfile::tempdir().expect("tempdir");
-    let folder = write_test_model(&dir.path().join("folder"), variant, Layout::Diffusers, dtype).expect("folder");
-    let single = write_test_model(&dir.path().join("m.safetensors"), variant, Layout::SingleFile, dtype).expect("file");
-    let (latents, context) = (tensor(&golden.latents, device), tensor(&golden.context, device));
+    let folder = write_test_model(
+        &dir.path().join("folder"),
+        variant,
+        Layout::Diffusers,
+        dtype,
+    )
+    .expect("folder");
+    let single = write_test_model(
+        &dir.path().join("m.safetensors"),
+        variant,
+        Layout::SingleFile,
+        dtype,
+    )
+    .expect("file");
+    let (latents, context) = (
+        tensor(&golden.latents, device),
+        tensor(&golden.context, device),
+    );
     let mut outputs = Vec::new();
     for path in [&folder, &single] {
         let unet = unet(path, device);
         let what = format!("{name} {stored} {}", path.display());
-        let out = unet.forward(&latents, &golden.timesteps, &context).expect("forward");
-        assert_eq!(out.dims(), golden.latents.1.as_slice(), "{what}: output shape");
+        let out = unet
+            .forward(&latents, &golden.timesteps, &context)
+            .expect("forward");
+        assert_eq!(
+            out.dims(),
+            golden.latents.1.as_slice(),
+            "{what}: output shape"
+        );
         let out = out.to_vec_f32().expect("read");
         let worst = assert_close(&out, &golden.sample, TOLERANCE, &format!("{what} sample"));
-        let one_t = unet.forward(&latents, &[500.0], &context).expect("forward").to_vec_f32().expect("read");
-        assert_close(&one_t, &golden.sample_t1, TOLERANCE, &format!("{what} single timestep"));
+        let one_t = unet
+            .forward(&latents, &[500.0], &context)
+            .expect("forward")
+            .to_vec_f32()
+            .expect("read");
+        assert_close(
+            &one_t,
+            &golden.sample_t1,
+            TOLERANCE,
+            &format!("{what} single timestep"),
+        );
         let first_context = context.narrow(0, 0, 1).expect("narrow");
-        let odd = unet.forward(&tensor(&golden.latents_odd, device), &[250.0], &first_context).expect("forward odd");
-        assert_eq!(odd.dims(), golden.latents_odd.1.as_slice(), "{what}: odd output shape");
+        let odd = unet
+            .forward(
+                &tensor(&golden.latents_odd, device),
+                &[250.0],
+                &first_context,
+            )
+            .expect("forward odd");
+        assert_eq!(
+            odd.dims(),
+            golden.latents_odd.1.as_slice(),
+            "{what}: odd output shape"
+        );
         let odd = odd.to_vec_f32().expect("read");
-        assert_close(&odd, &golden.sample_odd, TOLERANCE, &format!("{what} odd-sized latents"));
+        assert_close(
+            &odd,
+            &golden.sample_odd,
+            TOLERANCE,
+            &format!("{what} odd-sized latents"),
+        );
         eprintln!("{what}: worst relative error {worst:e}");
         outputs.push((out, one_t, odd));
     }
-    assert!(outputs[0] == outputs[1], "{name} {stored}: folder and single file give different predictions");
+    assert!(
+        outputs[0] == outputs[1],
+        "{name} {stored}: folder and single file give different predictions"
+    );
 }
 
 test_device!(sd1_f32_matches_diffusers);
@@ -133,7 +202,16 @@ fn timestep_embedding_by_hand() {
     // dim 4: half 2, frequencies exp(-ln(10000) · i / (2 - shift)).
     let f1 = (-(10000f64.ln()) / 2.0).exp(); // 0.01
     let e = sinusoidal_embedding(&[1.0, 0.0], 4, true, 0.0);
-    let want = [1f64.cos(), f1.cos(), 1f64.sin(), f1.sin(), 1.0, 1.0, 0.0, 0.0];
+    let want = [
+        1f64.cos(),
+        f1.cos(),
+        1f64.sin(),
+        f1.sin(),
+        1.0,
+        1.0,
+        0.0,
+        0.0,
+    ];
     for (g, w) in e.iter().zip(want) {
         assert!((f64::from(*g) - w).abs() < 1e-6, "{e:?} vs {want:?}");
     }
@@ -160,7 +238,13 @@ fn timestep_embedding_matches_diffusers() {
 
 fn sd1_folder() -> (tempfile::TempDir, Checkpoint) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write_test_model(&dir.path().join("m"), Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("model");
+    let path = write_test_model(
+        &dir.path().join("m"),
+        Variant::Sd1,
+        Layout::Diffusers,
+        StoredDType::F32,
+    )
+    .expect("model");
     let checkpoint = Checkpoint::open(&path).expect("opens");
     (dir, checkpoint)
 }
@@ -173,14 +257,19 @@ fn wrong_shaped_tensor_is_named(device: &Device) {
     wider_text.cross_attention_dim = 48;
     let err = UNet::load(&wider_text, weights, device).expect_err("context width does not fit");
     let msg = err.to_string();
-    assert!(msg.contains("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"), "{msg}");
+    assert!(
+        msg.contains("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"),
+        "{msg}"
+    );
     assert!(msg.contains("48"), "{msg}");
 }
 
 test_device!(wrong_shaped_tensor_in_a_file_is_named);
 fn wrong_shaped_tensor_in_a_file_is_named(device: &Device) {
     use inference_server::model::testmodel::{param_values, test_configs};
-    use inference_server::model::weights::{OwnedTensor, SafetensorsFile, WeightSet, unet_params, write_safetensors};
+    use inference_server::model::weights::{
+        OwnedTensor, SafetensorsFile, WeightSet, unet_params, write_safetensors,
+    };
     let (_, config, _) = test_configs(Variant::Sd2);
     let bad = "mid_block.attentions.0.proj_in.weight";
     let tensors: Vec<OwnedTensor> = unet_params(&config)
@@ -197,7 +286,9 @@ fn wrong_shaped_tensor_in_a_file_is_named(device: &Device) {
     let path = dir.path().join("unet.safetensors");
     write_safetensors(&path, &tensors, &Default::default()).expect("written");
     let weights = WeightSet::from_files(&[SafetensorsFile::open(&path).expect("opens")]);
-    let msg = UNet::load(&config, &weights, device).expect_err("wrong shape").to_string();
+    let msg = UNet::load(&config, &weights, device)
+        .expect_err("wrong shape")
+        .to_string();
     assert!(msg.contains(bad) && msg.contains("63"), "{msg}");
 }
 
@@ -212,19 +303,41 @@ fn batch_elements_are_independent(device: &Device) {
     // The server batches requests: one element alone must predict what it does in a batch.
     let g = golden("sd1", "f32");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write_test_model(&dir.path().join("m"), Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("model");
+    let path = write_test_model(
+        &dir.path().join("m"),
+        Variant::Sd1,
+        Layout::Diffusers,
+        StoredDType::F32,
+    )
+    .expect("model");
     let unet = unet(&path, device);
-    assert_eq!((unet.in_channels(), unet.out_channels(), unet.context_dim()), (4, 4, 32));
+    assert_eq!(
+        (unet.in_channels(), unet.out_channels(), unet.context_dim()),
+        (4, 4, 32)
+    );
     let (latents, context) = (tensor(&g.latents, device), tensor(&g.context, device));
-    let both = unet.forward(&latents, &g.timesteps, &context).expect("batch").to_vec_f32().expect("read");
+    let both = unet
+        .forward(&latents, &g.timesteps, &context)
+        .expect("batch")
+        .to_vec_f32()
+        .expect("read");
     let n = both.len() / 2;
     for i in 0..2 {
         let one = unet
-            .forward(&latents.narrow(0, i, 1).expect("narrow"), &g.timesteps[i..=i], &context.narrow(0, i, 1).expect("narrow"))
+            .forward(
+                &latents.narrow(0, i, 1).expect("narrow"),
+                &g.timesteps[i..=i],
+                &context.narrow(0, i, 1).expect("narrow"),
+            )
             .expect("single")
             .to_vec_f32()
             .expect("read");
-        assert_close(&one, &both[i * n..(i + 1) * n], 1e-5, &format!("element {i} alone"));
+        assert_close(
+            &one,
+            &both[i * n..(i + 1) * n],
+            1e-5,
+            &format!("element {i} alone"),
+        );
     }
 }
 
@@ -244,16 +357,28 @@ fn bad_configs_name_the_field(device: &Device) {
     assert!(rule.contains("SimpleCrossAttnDownBlock2D"), "{rule}");
     let mut c = config.clone();
     c.up_block_types[0] = "AttnUpBlock2D".into();
-    assert_eq!(field(UNet::load(&c, weights, device)).0, "unet.config.up_block_types");
+    assert_eq!(
+        field(UNet::load(&c, weights, device)).0,
+        "unet.config.up_block_types"
+    );
     let mut c = config.clone();
     c.up_block_types.pop();
-    assert_eq!(field(UNet::load(&c, weights, device)).0, "unet.config.up_block_types");
+    assert_eq!(
+        field(UNet::load(&c, weights, device)).0,
+        "unet.config.up_block_types"
+    );
     let mut c = config.clone();
     c.block_out_channels.clear();
-    assert_eq!(field(UNet::load(&c, weights, device)).0, "unet.config.block_out_channels");
+    assert_eq!(
+        field(UNet::load(&c, weights, device)).0,
+        "unet.config.block_out_channels"
+    );
     let mut c = config.clone();
     c.addition_embed_type = Some("text_time".into());
-    assert_eq!(field(UNet::load(&c, weights, device)).0, "unet.config.addition_embed_type");
+    assert_eq!(
+        field(UNet::load(&c, weights, device)).0,
+        "unet.config.addition_embed_type"
+    );
 }
 
 test_device!(bad_inputs_name_the_field);
@@ -262,24 +387,38 @@ fn bad_inputs_name_the_field(device: &Device) {
     let (config, weights) = &checkpoint.unet;
     let unet = UNet::load(config, weights, device).expect("loads");
     let dev = device;
-    let latents = Tensor::zeros((2, 4, 8, 8), inference_server::engine::DType::F32, dev).expect("zeros");
-    let context = Tensor::zeros((2, 77, 32), inference_server::engine::DType::F32, dev).expect("zeros");
+    let latents =
+        Tensor::zeros((2, 4, 8, 8), inference_server::engine::DType::F32, dev).expect("zeros");
+    let context =
+        Tensor::zeros((2, 77, 32), inference_server::engine::DType::F32, dev).expect("zeros");
     let field = |r: Result<Tensor, ModelError>| match r {
         Err(ModelError::Input { field, .. }) => field,
         Err(other) => panic!("expected an input error, got {other}"),
         Ok(t) => panic!("expected an input error, got {:?}", t.dims()),
     };
-    assert_eq!(field(unet.forward(&latents, &[1.0, 2.0, 3.0], &context)), "timesteps");
+    assert_eq!(
+        field(unet.forward(&latents, &[1.0, 2.0, 3.0], &context)),
+        "timesteps"
+    );
     assert_eq!(field(unet.forward(&latents, &[], &context)), "timesteps");
-    assert_eq!(field(unet.forward(&latents, &[f32::NAN], &context)), "timesteps");
-    let empty = Tensor::zeros((2, 4, 0, 8), inference_server::engine::DType::F32, dev).expect("zeros");
+    assert_eq!(
+        field(unet.forward(&latents, &[f32::NAN], &context)),
+        "timesteps"
+    );
+    let empty =
+        Tensor::zeros((2, 4, 0, 8), inference_server::engine::DType::F32, dev).expect("zeros");
     assert_eq!(field(unet.forward(&empty, &[1.0], &context)), "latents");
-    let three = Tensor::zeros((2, 3, 8, 8), inference_server::engine::DType::F32, dev).expect("zeros");
+    let three =
+        Tensor::zeros((2, 3, 8, 8), inference_server::engine::DType::F32, dev).expect("zeros");
     assert_eq!(field(unet.forward(&three, &[1.0], &context)), "latents");
-    assert_eq!(field(unet.forward(&latents.reshape((8, 64)).expect("r"), &[1.0], &context)), "latents");
+    assert_eq!(
+        field(unet.forward(&latents.reshape((8, 64)).expect("r"), &[1.0], &context)),
+        "latents"
+    );
     let one_ctx = context.narrow(0, 0, 1).expect("narrow");
     assert_eq!(field(unet.forward(&latents, &[1.0], &one_ctx)), "context");
-    let wide = Tensor::zeros((2, 77, 48), inference_server::engine::DType::F32, dev).expect("zeros");
+    let wide =
+        Tensor::zeros((2, 77, 48), inference_server::engine::DType::F32, dev).expect("zeros");
     assert_eq!(field(unet.forward(&latents, &[1.0], &wide)), "context");
 }
 
@@ -293,7 +432,9 @@ test_device!(full_size_sd15, #[ignore = "full-size: 1.7 GB of weights, run in re
 /// models (measured 1.0e-5 on 2026-11-23, despite 1280-wide GEMMs and 1024-token attention).
 fn full_size_sd15(device: &Device) {
     use inference_server::model::testmodel::{param_values, published_configs};
-    use inference_server::model::weights::{OwnedTensor, SafetensorsFile, WeightSet, unet_params, write_safetensors};
+    use inference_server::model::weights::{
+        OwnedTensor, SafetensorsFile, WeightSet, unet_params, write_safetensors,
+    };
     let Some(dir) = std::env::var_os("SDSERVE_UNET_FULL_DIR").map(std::path::PathBuf::from) else {
         eprintln!("set SDSERVE_UNET_FULL_DIR to run");
         return;
@@ -323,27 +464,54 @@ fn full_size_sd15(device: &Device) {
     let dev = device;
     // Standard normals: a 2-D "weight" with fan-in 1.
     let normals = |name: &str, n: usize| param_values(name, &[n, 1]);
-    let latents = Tensor::from_vec(normals("latents", 2 * 4 * 64 * 64), (2, 4, 64, 64), dev).expect("latents");
-    let context = Tensor::from_vec(normals("context", 2 * 77 * 768), (2, 77, 768), dev).expect("context");
+    let latents = Tensor::from_vec(normals("latents", 2 * 4 * 64 * 64), (2, 4, 64, 64), dev)
+        .expect("latents");
+    let context =
+        Tensor::from_vec(normals("context", 2 * 77 * 768), (2, 77, 768), dev).expect("context");
     let started = std::time::Instant::now();
-    let out = unet.forward(&latents, &[999.0, 1.0], &context).expect("forward");
+    let out = unet
+        .forward(&latents, &[999.0, 1.0], &context)
+        .expect("forward");
     eprintln!("forward batch 2 at 64x64: {:.2?}", started.elapsed());
-    assert!(out.to_vec_f32().expect("read").iter().all(|v| v.is_finite()));
+    assert!(
+        out.to_vec_f32()
+            .expect("read")
+            .iter()
+            .all(|v| v.is_finite())
+    );
 
     let golden_path = dir.join("full_golden.safetensors");
     let Ok(bytes) = std::fs::read(&golden_path) else {
-        eprintln!("no {} (run unet_goldens.py --full); parity not checked", golden_path.display());
+        eprintln!(
+            "no {} (run unet_goldens.py --full); parity not checked",
+            golden_path.display()
+        );
         return;
     };
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden tensors");
     let get = |name: &str| -> (Vec<f32>, Vec<usize>) {
         let t = st.tensor(name).expect(name);
-        let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("f32"))).collect();
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("f32")))
+            .collect();
         (v, t.shape().to_vec())
     };
     let started = std::time::Instant::now();
-    let out = unet.forward(&tensor(&get("latents"), device), &get("timesteps").0, &tensor(&get("context"), device)).expect("forward");
+    let out = unet
+        .forward(
+            &tensor(&get("latents"), device),
+            &get("timesteps").0,
+            &tensor(&get("context"), device),
+        )
+        .expect("forward");
     eprintln!("forward batch 1 at 32x32: {:.2?}", started.elapsed());
-    let worst = assert_close(&out.to_vec_f32().expect("read"), &get("sample").0, TOLERANCE, "full-size SD 1.5 UNet");
+    let worst = assert_close(
+        &out.to_vec_f32().expect("read"),
+        &get("sample").0,
+        TOLERANCE,
+        "full-size SD 1.5 UNet",
+    );
     eprintln!("full-size parity: worst relative error {worst:e}");
 }

@@ -31,15 +31,25 @@ struct Golden {
 }
 
 fn golden(variant: &str, dtype: &str, device: &Device) -> Golden {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/goldens/vae_{variant}_{dtype}.safetensors"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/goldens/vae_{variant}_{dtype}.safetensors"));
     let bytes = std::fs::read(&path).expect("golden file");
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).expect("golden header");
-    let scaling_factor = meta.metadata().as_ref().expect("metadata")["scaling_factor"].parse().expect("factor");
+    let scaling_factor = meta.metadata().as_ref().expect("metadata")["scaling_factor"]
+        .parse()
+        .expect("factor");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden tensors");
     let f32s = |name: &str| -> Vec<f32> {
-        st.tensor(name).expect(name).data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("f32"))).collect()
+        st.tensor(name)
+            .expect(name)
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("f32")))
+            .collect()
     };
-    let tensor = |name: &str| Tensor::from_vec(f32s(name), st.tensor(name).expect(name).shape(), device).expect(name);
+    let tensor = |name: &str| {
+        Tensor::from_vec(f32s(name), st.tensor(name).expect(name).shape(), device).expect(name)
+    };
     Golden {
         latents: tensor("latents"),
         decoded: f32s("decoded"),
@@ -59,7 +69,12 @@ fn assert_close(got: &[f32], want: &[f32], what: &str) {
             (worst, at) = (err, i);
         }
     }
-    assert!(worst <= TOLERANCE, "{what}: element {at} is {} vs {} (relative {worst:e})", got[at], want[at]);
+    assert!(
+        worst <= TOLERANCE,
+        "{what}: element {at} is {} vs {} (relative {worst:e})",
+        got[at],
+        want[at]
+    );
 }
 
 fn vae(path: &Path, device: &Device) -> Vae {
@@ -74,13 +89,32 @@ fn read(t: &Tensor) -> Vec<f32> {
 
 /// Both layouts against the golden, and against each other bit for bit.
 fn matches_reference(variant: Variant, dtype: StoredDType, device: &Device) {
-    let name = if variant == Variant::Sd1 { "sd1" } else { "sd2" };
-    let stored = if dtype == StoredDType::F16 { "f16" } else { "f32" };
+    let name = if variant == Variant::Sd1 {
+        "sd1"
+    } else {
+        "sd2"
+    };
+    let stored = if dtype == StoredDType::F16 {
+        "f16"
+    } else {
+        "f32"
+    };
     let golden = golden(name, stored, device);
     let dir = tempfile::tempdir().expect("tempdir");
-    let folder = write_test_model(&dir.path().join("folder"), variant, Layout::Diffusers, dtype).expect("folder");
-    let single =
-        write_test_model(&dir.path().join("model.safetensors"), variant, Layout::SingleFile, dtype).expect("single file");
+    let folder = write_test_model(
+        &dir.path().join("folder"),
+        variant,
+        Layout::Diffusers,
+        dtype,
+    )
+    .expect("folder");
+    let single = write_test_model(
+        &dir.path().join("model.safetensors"),
+        variant,
+        Layout::SingleFile,
+        dtype,
+    )
+    .expect("single file");
     let mut outputs = Vec::new();
     for path in [&folder, &single] {
         let vae = vae(path, device);
@@ -89,16 +123,26 @@ fn matches_reference(variant: Variant, dtype: StoredDType, device: &Device) {
         let decoded = vae.decode(&golden.latents).expect("decode");
         assert_eq!(decoded.dims(), &[1, 3, 64, 64]);
         assert_close(&read(&decoded), &golden.decoded, &format!("{what} decode"));
-        let scaled = golden.latents.affine(golden.scaling_factor, 0.0).expect("scale");
+        let scaled = golden
+            .latents
+            .affine(golden.scaling_factor, 0.0)
+            .expect("scale");
         let from_scaled = vae.decode_scaled(&scaled).expect("decode_scaled");
-        assert_close(&read(&from_scaled), &golden.decoded, &format!("{what} decode_scaled"));
+        assert_close(
+            &read(&from_scaled),
+            &golden.decoded,
+            &format!("{what} decode_scaled"),
+        );
         let (mean, logvar) = vae.encode(&golden.image).expect("encode");
         assert_eq!(mean.dims(), &[1, 4, 8, 8]);
         assert_close(&read(&mean), &golden.mean, &format!("{what} mean"));
         assert_close(&read(&logvar), &golden.logvar, &format!("{what} logvar"));
         outputs.push((read(&decoded), read(&mean), read(&logvar)));
     }
-    assert!(outputs[0] == outputs[1], "{name} {stored}: folder and single file give different outputs");
+    assert!(
+        outputs[0] == outputs[1],
+        "{name} {stored}: folder and single file give different outputs"
+    );
 }
 
 test_device!(sd1_f32_matches_diffusers);
@@ -124,7 +168,13 @@ fn sd2_f16_matches_diffusers(device: &Device) {
 test_device!(wrong_tensor_shape_is_named);
 fn wrong_tensor_shape_is_named(device: &Device) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let folder = write_test_model(&dir.path().join("m"), Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("model");
+    let folder = write_test_model(
+        &dir.path().join("m"),
+        Variant::Sd1,
+        Layout::Diffusers,
+        StoredDType::F32,
+    )
+    .expect("model");
     let file = folder.join("vae/diffusion_pytorch_model.safetensors");
     let bad = "decoder.up_blocks.1.resnets.0.conv1.weight";
     let tensors: Vec<OwnedTensor> = {
@@ -136,7 +186,12 @@ fn wrong_tensor_shape_is_named(device: &Device) {
                 if n == bad {
                     shape = vec![shape[0], shape[1] * 9, 1, 1];
                 }
-                OwnedTensor { name: n.to_string(), dtype: t.dtype, shape, data: t.data.bytes().to_vec() }
+                OwnedTensor {
+                    name: n.to_string(),
+                    dtype: t.dtype,
+                    shape,
+                    data: t.data.bytes().to_vec(),
+                }
             })
             .collect()
     };
@@ -152,7 +207,16 @@ fn wrong_tensor_shape_is_named(device: &Device) {
 test_device!(bad_inputs_name_the_field);
 fn bad_inputs_name_the_field(device: &Device) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let vae = vae(&write_test_model(&dir.path().join("m"), Variant::Sd1, Layout::Diffusers, StoredDType::F32).expect("model"), device);
+    let vae = vae(
+        &write_test_model(
+            &dir.path().join("m"),
+            Variant::Sd1,
+            Layout::Diffusers,
+            StoredDType::F32,
+        )
+        .expect("model"),
+        device,
+    );
     let field = |r: Result<Tensor, ModelError>| match r {
         Err(ModelError::Input { field, .. }) => field,
         other => panic!("expected an input error, got {other:?}"),
@@ -160,6 +224,12 @@ fn bad_inputs_name_the_field(device: &Device) {
     let zeros = |dims: &[usize]| Tensor::full(0.0, dims, device).expect("zeros");
     assert_eq!(field(vae.decode(&zeros(&[1, 3, 8, 8]))), "latents");
     assert_eq!(field(vae.decode_scaled(&zeros(&[4, 8, 8]))), "latents");
-    assert_eq!(field(vae.encode(&zeros(&[1, 4, 64, 64])).map(|(m, _)| m)), "image");
-    assert_eq!(field(vae.encode(&zeros(&[1, 3, 0, 64])).map(|(m, _)| m)), "image");
+    assert_eq!(
+        field(vae.encode(&zeros(&[1, 4, 64, 64])).map(|(m, _)| m)),
+        "image"
+    );
+    assert_eq!(
+        field(vae.encode(&zeros(&[1, 3, 0, 64])).map(|(m, _)| m)),
+        "image"
+    );
 }

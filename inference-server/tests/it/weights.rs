@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 use inference_server::model::testmodel::{
     published_configs, test_configs, write_header_only_single_file, write_test_model,
 };
-use inference_server::sampling::SchedulerConfig;
 use inference_server::model::tokenizer::{SD1_PAD_ID, SD2_PAD_ID, Tokenizer};
 use inference_server::model::weights::{
-    Checkpoint, Layout, OwnedTensor, Param, PerBlock, SafetensorsFile,
-    StoredDType, Variant, WeightSet, WeightsError, clip_params, unet_params, vae_params,
-    write_safetensors,
+    Checkpoint, Layout, OwnedTensor, Param, PerBlock, SafetensorsFile, StoredDType, Variant,
+    WeightSet, WeightsError, clip_params, unet_params, vae_params, write_safetensors,
 };
+use inference_server::sampling::SchedulerConfig;
 
 use Layout::{Diffusers, SingleFile};
 use StoredDType::{BF16, F16, F32};

@@ -29,7 +29,8 @@ use crate::auth::Caller;
 use crate::domain::JobStatus;
 
 /// What the asynchronous answer says (the seed's wording).
-const WEBHOOK_MESSAGE: &str = "We will return the images to the endpoint provided when the task is complete.";
+const WEBHOOK_MESSAGE: &str =
+    "We will return the images to the endpoint provided when the task is complete.";
 
 /// The Cerebrium routes.
 pub fn router() -> Router<HttpState> {
@@ -57,8 +58,14 @@ async fn predict(
     let served = state.jobs.models().await?;
     if !served.iter().any(|m| m.name == model) {
         let names: Vec<&str> = served.iter().map(|m| m.name.as_str()).collect();
-        let listed = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
-        return Err(ApiError::not_found(format!("no model {model:?} is served here; the models served are: {listed}")));
+        let listed = if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        };
+        return Err(ApiError::not_found(format!(
+            "no model {model:?} is served here; the models served are: {listed}"
+        )));
     }
     let Json(body) = body?;
     let mut params = body.payload.into_params("body")?;
@@ -74,12 +81,20 @@ async fn predict(
     };
     let inserted = state.jobs.accept(&caller, submission).await.map_err(|e| {
         // The model's inputs are the body's top-level fields.
-        ApiError::from(e).rename_field("webhook.url", "webhook_endpoint").rename_field("params", "body")
+        ApiError::from(e)
+            .rename_field("webhook.url", "webhook_endpoint")
+            .rename_field("params", "body")
     })?;
     if !synchronous {
-        return Ok((StatusCode::ACCEPTED, Json(json!({"run_id": inserted.id, "message": WEBHOOK_MESSAGE}))));
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"run_id": inserted.id, "message": WEBHOOK_MESSAGE})),
+        ));
     }
-    let record = state.jobs.wait(&caller, &inserted.id, state.jobs.sync_wait()).await?;
+    let record = state
+        .jobs
+        .wait(&caller, &inserted.id, state.jobs.sync_wait())
+        .await?;
     let status = match record.status {
         JobStatus::Completed => StatusCode::OK,
         JobStatus::Failed => StatusCode::INTERNAL_SERVER_ERROR,

@@ -52,8 +52,14 @@ const MAX_BATCH: u32 = 16;
 /// The Diffute routes.
 pub fn router() -> Router<HttpState> {
     Router::new()
-        .route("/{organization_id}/{project_id}/media/inference", put(inference))
-        .route("/{organization_id}/{project_id}/media/inference/{job_id}", get(manifest))
+        .route(
+            "/{organization_id}/{project_id}/media/inference",
+            put(inference),
+        )
+        .route(
+            "/{organization_id}/{project_id}/media/inference/{job_id}",
+            get(manifest),
+        )
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,11 +112,21 @@ async fn inference(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body?;
     if body.name.chars().count() > MAX_NAME_LEN {
-        return Err(ApiError::field("name", format!("must be at most {MAX_NAME_LEN} characters")));
+        return Err(ApiError::field(
+            "name",
+            format!("must be at most {MAX_NAME_LEN} characters"),
+        ));
     }
     let (model, used, warnings) = choose_model(&state.jobs, &body.pretrained_model_name).await;
-    let Plan { mut parts, part_prompt } = plan(&body.prompts, &model)?;
-    let prompts: Vec<Value> = body.prompts.iter().map(|p| json!({"name": p.name, "count": p.num_images})).collect();
+    let Plan {
+        mut parts,
+        part_prompt,
+    } = plan(&body.prompts, &model)?;
+    let prompts: Vec<Value> = body
+        .prompts
+        .iter()
+        .map(|p| json!({"name": p.name, "count": p.num_images}))
+        .collect();
     let mut context = json!({
         "organization_id": organization_id,
         "project_id": project_id,
@@ -133,15 +149,24 @@ async fn inference(
         ..Submission::default()
     };
     let inserted = state.jobs.accept(&caller, submission).await.map_err(|e| {
-        let mut error = ApiError::from(e).rename_field("webhook.url", "webhook").rename_field("webhook.secret", "secret");
+        let mut error = ApiError::from(e)
+            .rename_field("webhook.url", "webhook")
+            .rename_field("webhook.secret", "secret");
         // Parts were checked prompt by prompt above; name any later refusal the same way.
         error = error.rename_field("params", "prompts[0]");
         for (k, prompt) in part_prompt.iter().enumerate().skip(1) {
-            error = error.rename_field(&format!("extra_parts[{}]", k - 1), &format!("prompts[{prompt}]"));
+            error = error.rename_field(
+                &format!("extra_parts[{}]", k - 1),
+                &format!("prompts[{prompt}]"),
+            );
         }
         error
     })?;
-    let name = if body.name.is_empty() { inserted.id.clone() } else { body.name };
+    let name = if body.name.is_empty() {
+        inserted.id.clone()
+    } else {
+        body.name
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -167,13 +192,22 @@ async fn manifest(
         && context.get("organization_id").and_then(Value::as_str) == Some(organization_id.as_str())
         && context.get("project_id").and_then(Value::as_str) == Some(project_id.as_str());
     if !here {
-        return Err(ApiError::not_found(format!("no inference job {job_id:?} in {organization_id}/{project_id}")));
+        return Err(ApiError::not_found(format!(
+            "no inference job {job_id:?} in {organization_id}/{project_id}"
+        )));
     }
     if let Some(manifest) = state.jobs.outcome_json(&record).await? {
         return Ok((StatusCode::OK, Json(manifest)));
     }
-    let names: Vec<String> = prompt_counts(context).unwrap_or_default().into_iter().map(|(name, _)| name).collect();
-    let name = context.get("name").and_then(Value::as_str).unwrap_or(&record.job.id);
+    let names: Vec<String> = prompt_counts(context)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let name = context
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(&record.job.id);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({
@@ -206,15 +240,18 @@ async fn choose_model(jobs: &JobService, requested: &str) -> (String, Option<Str
         return (String::new(), default, Vec::new());
     }
     let last_segment = requested.rsplit('/').next().unwrap_or(requested);
-    if let Some(found) =
-        served.iter().find(|m| m.name.eq_ignore_ascii_case(requested) || m.name.eq_ignore_ascii_case(last_segment))
-    {
+    if let Some(found) = served.iter().find(|m| {
+        m.name.eq_ignore_ascii_case(requested) || m.name.eq_ignore_ascii_case(last_segment)
+    }) {
         return (found.name.clone(), Some(found.name.clone()), Vec::new());
     }
     let names: Vec<&str> = served.iter().map(|m| m.name.as_str()).collect();
     let warning = format!(
         "pretrained_model_name {requested:?} is not served here; the default model {} is used instead (served: {})",
-        default.as_deref().map_or_else(|| "of the inference server".to_owned(), |d| format!("{d:?}")),
+        default.as_deref().map_or_else(
+            || "of the inference server".to_owned(),
+            |d| format!("{d:?}")
+        ),
         names.join(", "),
     );
     (String::new(), default, vec![warning])
@@ -223,25 +260,49 @@ async fn choose_model(jobs: &JobService, requested: &str) -> (String, Option<Str
 /// Checks the prompts and turns them into generations, naming Diffute's fields in errors.
 fn plan(prompts: &[PromptBody], model: &str) -> Result<Plan, ApiError> {
     if prompts.is_empty() {
-        return Err(ApiError::field("prompts", "is required: a list of at least one prompt"));
+        return Err(ApiError::field(
+            "prompts",
+            "is required: a list of at least one prompt",
+        ));
     }
     if prompts.len() > MAX_PROMPTS {
-        return Err(ApiError::field("prompts", format!("must hold at most {MAX_PROMPTS} prompts, got {}", prompts.len())));
+        return Err(ApiError::field(
+            "prompts",
+            format!(
+                "must hold at most {MAX_PROMPTS} prompts, got {}",
+                prompts.len()
+            ),
+        ));
     }
-    let mut plan = Plan { parts: Vec::new(), part_prompt: Vec::new() };
+    let mut plan = Plan {
+        parts: Vec::new(),
+        part_prompt: Vec::new(),
+    };
     for (i, p) in prompts.iter().enumerate() {
         let field = |leaf: &str| format!("prompts[{i}].{leaf}");
         if p.name.is_empty() {
-            return Err(ApiError::field(field("name"), "is required: the manifest lists the prompt's images under it"));
+            return Err(ApiError::field(
+                field("name"),
+                "is required: the manifest lists the prompt's images under it",
+            ));
         }
         if p.name.chars().count() > MAX_NAME_LEN {
-            return Err(ApiError::field(field("name"), format!("must be at most {MAX_NAME_LEN} characters")));
+            return Err(ApiError::field(
+                field("name"),
+                format!("must be at most {MAX_NAME_LEN} characters"),
+            ));
         }
         if RESERVED_KEYS.contains(&p.name.as_str()) {
-            return Err(ApiError::field(field("name"), format!("must not be one of {RESERVED_KEYS:?}, the manifest's own keys")));
+            return Err(ApiError::field(
+                field("name"),
+                format!("must not be one of {RESERVED_KEYS:?}, the manifest's own keys"),
+            ));
         }
         if let Some(j) = prompts[..i].iter().position(|q| q.name == p.name) {
-            return Err(ApiError::field(field("name"), format!("must be unique; prompts[{j}] is also named {:?}", p.name)));
+            return Err(ApiError::field(
+                field("name"),
+                format!("must be unique; prompts[{j}] is also named {:?}", p.name),
+            ));
         }
         if p.prompt.trim().is_empty() {
             return Err(ApiError::field(field("prompt"), "is required"));
@@ -249,12 +310,19 @@ fn plan(prompts: &[PromptBody], model: &str) -> Result<Plan, ApiError> {
         if !(1..=MAX_IMAGES_PER_PROMPT).contains(&p.num_images) {
             return Err(ApiError::field(
                 field("num_images"),
-                format!("must be between 1 and {MAX_IMAGES_PER_PROMPT}, got {}", p.num_images),
+                format!(
+                    "must be between 1 and {MAX_IMAGES_PER_PROMPT}, got {}",
+                    p.num_images
+                ),
             ));
         }
         let style = p.style.trim();
         let base = GenerationParams {
-            prompt: if style.is_empty() { p.prompt.clone() } else { format!("{}, {style}", p.prompt) },
+            prompt: if style.is_empty() {
+                p.prompt.clone()
+            } else {
+                format!("{}, {style}", p.prompt)
+            },
             negative_prompt: p.negative.clone(),
             width: p.width,
             height: p.height,
@@ -262,11 +330,15 @@ fn plan(prompts: &[PromptBody], model: &str) -> Result<Plan, ApiError> {
             model: model.to_owned(),
             ..GenerationParams::default()
         };
-        validate::params(&base).map_err(|e| ApiError::field(field(diffute_leaf(&e.field)), e.rule))?;
+        validate::params(&base)
+            .map_err(|e| ApiError::field(field(diffute_leaf(&e.field)), e.rule))?;
         let mut left = p.num_images;
         while left > 0 {
             let batch = left.min(MAX_BATCH);
-            plan.parts.push(GenerationParams { batch_size: Some(batch), ..base.clone() });
+            plan.parts.push(GenerationParams {
+                batch_size: Some(batch),
+                ..base.clone()
+            });
             plan.part_prompt.push(i);
             left -= batch;
         }
@@ -301,13 +373,22 @@ mod tests {
 
     #[test]
     fn prompts_become_parts_in_order_with_the_style_appended() {
-        let plan = plan(&[prompt("a", 3), prompt("b", 20)], "tiny-sd1").ok().unwrap();
+        let plan = plan(&[prompt("a", 3), prompt("b", 20)], "tiny-sd1")
+            .ok()
+            .unwrap();
         let batches: Vec<_> = plan.parts.iter().map(|p| p.batch_size).collect();
         assert_eq!(batches, [Some(3), Some(16), Some(4)]);
         assert_eq!(plan.part_prompt, [0, 1, 1]);
-        assert_eq!(plan.parts[0].prompt, "a jungle, painting in the style of Henri Rousseau");
+        assert_eq!(
+            plan.parts[0].prompt,
+            "a jungle, painting in the style of Henri Rousseau"
+        );
         assert_eq!(plan.parts[0].negative_prompt, "blurry");
-        assert!(plan.parts.iter().all(|p| p.model == "tiny-sd1" && p.width == Some(768) && p.height == Some(1024)));
+        assert!(
+            plan.parts
+                .iter()
+                .all(|p| p.model == "tiny-sd1" && p.width == Some(768) && p.height == Some(1024))
+        );
     }
 
     #[test]
@@ -315,9 +396,16 @@ mod tests {
         let field = |prompts: &[PromptBody]| plan(prompts, "").err().unwrap().message().to_owned();
         let mut bad = prompt("b", 3);
         bad.width = Some(770);
-        assert!(field(&[prompt("a", 1), bad]).starts_with("prompts[1].width: must be a multiple of 8"));
-        assert!(field(&[prompt("a", 0)]).starts_with("prompts[0].num_images: must be between 1 and 100"));
-        assert!(field(&[prompt("a", 1), prompt("a", 1)]).starts_with("prompts[1].name: must be unique"));
+        assert!(
+            field(&[prompt("a", 1), bad]).starts_with("prompts[1].width: must be a multiple of 8")
+        );
+        assert!(
+            field(&[prompt("a", 0)])
+                .starts_with("prompts[0].num_images: must be between 1 and 100")
+        );
+        assert!(
+            field(&[prompt("a", 1), prompt("a", 1)]).starts_with("prompts[1].name: must be unique")
+        );
         assert!(field(&[prompt("job_id", 1)]).starts_with("prompts[0].name: must not be one of"));
         assert!(field(&[]).starts_with("prompts: is required"));
         assert_eq!(diffute_leaf("params.negative_prompt"), "negative");

@@ -28,7 +28,13 @@ pub struct ApiError {
 impl ApiError {
     /// An error with this status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, field: None, rule: None, message: message.into(), retry_after_s: None }
+        Self {
+            status,
+            field: None,
+            rule: None,
+            message: message.into(),
+            retry_after_s: None,
+        }
     }
 
     /// A 400 for a body that could not be read as the expected JSON.
@@ -43,7 +49,11 @@ impl ApiError {
 
     /// A 422 for `field` breaking `rule`.
     pub fn field(field: impl Into<String>, rule: impl Into<String>) -> Self {
-        FieldError { field: field.into(), rule: rule.into() }.into()
+        FieldError {
+            field: field.into(),
+            rule: rule.into(),
+        }
+        .into()
     }
 
     /// The HTTP status.
@@ -63,7 +73,9 @@ impl ApiError {
             let renamed = if field == from {
                 Some(to.to_owned())
             } else {
-                field.strip_prefix(&format!("{from}.")).map(|rest| format!("{to}.{rest}"))
+                field
+                    .strip_prefix(&format!("{from}."))
+                    .map(|rest| format!("{to}.{rest}"))
             };
             if let Some(renamed) = renamed {
                 self.message = self.message.replacen(field.as_str(), &renamed, 1);
@@ -106,12 +118,22 @@ impl From<JobError> for ApiError {
             JobError::Forbidden(message) => Self::new(StatusCode::FORBIDDEN, message),
             JobError::Unavailable(message) => Self::new(StatusCode::SERVICE_UNAVAILABLE, message),
             JobError::Conflict(message) => Self::new(StatusCode::CONFLICT, message),
-            JobError::Limited { message, retry_after_s } => {
-                Self { retry_after_s: Some(retry_after_s), ..Self::new(StatusCode::TOO_MANY_REQUESTS, message) }
-            }
+            JobError::Limited {
+                message,
+                retry_after_s,
+            } => Self {
+                retry_after_s: Some(retry_after_s),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, message)
+            },
             JobError::Store(err) => {
                 tracing::error!(error = %err, "store error");
-                Self { retry_after_s: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "the job store is unavailable; try again") }
+                Self {
+                    retry_after_s: Some(1),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the job store is unavailable; try again",
+                    )
+                }
             }
         }
     }
@@ -121,7 +143,10 @@ impl From<AcceptError> for ApiError {
     fn from(e: AcceptError) -> Self {
         match e {
             AcceptError::Invalid(field) => field.into(),
-            AcceptError::Limited { rule, retry_after_s } => Self {
+            AcceptError::Limited {
+                rule,
+                retry_after_s,
+            } => Self {
                 retry_after_s: Some(retry_after_s),
                 ..Self::new(StatusCode::TOO_MANY_REQUESTS, rule)
             },
@@ -139,20 +164,27 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Unavailable => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-            AuthError::Missing | AuthError::Invalid => Self::new(StatusCode::UNAUTHORIZED, e.to_string()),
+            AuthError::Missing | AuthError::Invalid => {
+                Self::new(StatusCode::UNAUTHORIZED, e.to_string())
+            }
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"field": self.field, "rule": self.rule, "message": self.message}});
+        let body =
+            json!({"error": {"field": self.field, "rule": self.rule, "message": self.message}});
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_s {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::validate::{FieldError, Submission};
 use super::convert;
+use super::validate::{FieldError, Submission};
 use crate::auth::{AuthError, Authenticated, Caller};
 use crate::jobs::{AcceptError, JobError, JobService};
 
@@ -44,13 +44,20 @@ impl From<FieldError> for Status {
 impl From<JobError> for Status {
     fn from(e: JobError) -> Self {
         match e {
-            JobError::NotFound(_) | JobError::DeliveryNotFound(_) => Status::not_found(e.to_string()),
+            JobError::NotFound(_) | JobError::DeliveryNotFound(_) => {
+                Status::not_found(e.to_string())
+            }
             JobError::Forbidden(message) => Status::permission_denied(message),
             JobError::Unavailable(message) => Status::unavailable(message),
             JobError::Conflict(message) => Status::failed_precondition(message),
-            JobError::Limited { message, retry_after_s } => {
+            JobError::Limited {
+                message,
+                retry_after_s,
+            } => {
                 let mut status = Status::resource_exhausted(message);
-                status.metadata_mut().insert("retry-after", retry_after_s.into());
+                status
+                    .metadata_mut()
+                    .insert("retry-after", retry_after_s.into());
                 status
             }
             JobError::Store(err) => {
@@ -65,13 +72,20 @@ impl From<AcceptError> for Status {
     fn from(e: AcceptError) -> Self {
         match e {
             AcceptError::Invalid(field) => field.into(),
-            AcceptError::Limited { rule, retry_after_s } => {
+            AcceptError::Limited {
+                rule,
+                retry_after_s,
+            } => {
                 let mut status = Status::with_error_details(
                     tonic::Code::ResourceExhausted,
                     rule,
-                    ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(retry_after_s))),
+                    ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(
+                        retry_after_s,
+                    ))),
                 );
-                status.metadata_mut().insert("retry-after", retry_after_s.into());
+                status
+                    .metadata_mut()
+                    .insert("retry-after", retry_after_s.into());
                 status
             }
             AcceptError::Conflict(..) => Status::already_exists(e.to_string()),
@@ -99,7 +113,11 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
 
 fn required_id<'a>(field: &str, id: &'a str) -> Result<&'a str, Status> {
     if id.is_empty() {
-        return Err(FieldError { field: field.to_owned(), rule: "is required".to_owned() }.into());
+        return Err(FieldError {
+            field: field.to_owned(),
+            rule: "is required".to_owned(),
+        }
+        .into());
     }
     Ok(id)
 }
@@ -108,16 +126,27 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JobEvent, Status>> + Sen
 
 #[tonic::async_trait]
 impl Jobs for JobsApi {
-    async fn submit_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        let missing = |field: &str| Status::from(FieldError { field: field.to_owned(), rule: "is required".to_owned() });
+        let missing = |field: &str| {
+            Status::from(FieldError {
+                field: field.to_owned(),
+                rule: "is required".to_owned(),
+            })
+        };
         let params = r.params.ok_or_else(|| missing("params"))?;
         let webhook = r.webhook.ok_or_else(|| missing("webhook"))?;
         let vendor_context = match r.vendor_context_json.as_str() {
             "" => serde_json::Value::Null,
             raw => serde_json::from_str(raw).map_err(|e| {
-                Status::from(FieldError { field: "vendor_context_json".into(), rule: format!("is not JSON ({e})") })
+                Status::from(FieldError {
+                    field: "vendor_context_json".into(),
+                    rule: format!("is not JSON ({e})"),
+                })
             })?,
         };
         let submission = Submission {
@@ -132,24 +161,40 @@ impl Jobs for JobsApi {
             ..Submission::default()
         };
         let inserted = self.jobs.accept(&caller, submission).await?;
-        Ok(Response::new(pb::SubmitJobResponse { job_id: inserted.id, deduplicated: inserted.deduplicated }))
+        Ok(Response::new(pb::SubmitJobResponse {
+            job_id: inserted.id,
+            deduplicated: inserted.deduplicated,
+        }))
     }
 
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let caller = caller(&request)?;
         let id = required_id("job_id", &request.get_ref().job_id)?;
-        Ok(Response::new(convert::job(&self.jobs.get(&caller, id).await?)))
+        Ok(Response::new(convert::job(
+            &self.jobs.get(&caller, id).await?,
+        )))
     }
 
-    async fn cancel_job(&self, request: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let caller = caller(&request)?;
         let id = required_id("job_id", &request.get_ref().job_id)?;
-        Ok(Response::new(convert::job(&self.jobs.cancel(&caller, id).await?)))
+        Ok(Response::new(convert::job(
+            &self.jobs.cancel(&caller, id).await?,
+        )))
     }
 
     type WatchJobStream = EventStream;
 
-    async fn watch_job(&self, request: Request<pb::WatchJobRequest>) -> Result<Response<EventStream>, Status> {
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<EventStream>, Status> {
         let caller = caller(&request)?;
         let id = required_id("job_id", &request.get_ref().job_id)?.to_owned();
         let mut changes = self.jobs.subscribe();
@@ -158,7 +203,13 @@ impl Jobs for JobsApi {
         let stream = async_stream(move |tx| async move {
             let mut last = convert::job(&first);
             let mut done = first.status.is_final();
-            if tx.send(Ok(pb::JobEvent { job: Some(last.clone()) })).await.is_err() {
+            if tx
+                .send(Ok(pb::JobEvent {
+                    job: Some(last.clone()),
+                }))
+                .await
+                .is_err()
+            {
                 return;
             }
             while !done {
@@ -194,10 +245,15 @@ impl Jobs for JobsApi {
         let caller = caller(&request)?;
         let id = required_id("job_id", &request.get_ref().job_id)?;
         let deliveries = self.jobs.deliveries(&caller, id).await?;
-        Ok(Response::new(pb::ListDeliveriesResponse { deliveries: deliveries.iter().map(convert::delivery).collect() }))
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: deliveries.iter().map(convert::delivery).collect(),
+        }))
     }
 
-    async fn redeliver(&self, request: Request<pb::RedeliverRequest>) -> Result<Response<pb::Delivery>, Status> {
+    async fn redeliver(
+        &self,
+        request: Request<pb::RedeliverRequest>,
+    ) -> Result<Response<pb::Delivery>, Status> {
         let caller = caller(&request)?;
         let id = required_id("delivery_id", &request.get_ref().delivery_id)?;
         let record = self.jobs.redeliver(&caller, id).await?;

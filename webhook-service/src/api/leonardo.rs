@@ -45,10 +45,37 @@ pub fn router() -> Router<HttpState> {
 
 /// Leonardo's `presetStyle` enum (`sd_generation_style`).
 const PRESET_STYLES: [&str; 31] = [
-    "ANIME", "BOKEH", "CINEMATIC", "CINEMATIC_CLOSEUP", "CREATIVE", "DYNAMIC", "ENVIRONMENT", "FASHION", "FILM",
-    "FOOD", "GENERAL", "HDR", "ILLUSTRATION", "LEONARDO", "LONG_EXPOSURE", "MACRO", "MINIMALISTIC", "MONOCHROME",
-    "MOODY", "NONE", "NEUTRAL", "PHOTOGRAPHY", "PORTRAIT", "RAYTRACED", "RENDER_3D", "RETRO", "SKETCH_BW",
-    "SKETCH_COLOR", "STOCK_PHOTO", "VIBRANT", "UNPROCESSED",
+    "ANIME",
+    "BOKEH",
+    "CINEMATIC",
+    "CINEMATIC_CLOSEUP",
+    "CREATIVE",
+    "DYNAMIC",
+    "ENVIRONMENT",
+    "FASHION",
+    "FILM",
+    "FOOD",
+    "GENERAL",
+    "HDR",
+    "ILLUSTRATION",
+    "LEONARDO",
+    "LONG_EXPOSURE",
+    "MACRO",
+    "MINIMALISTIC",
+    "MONOCHROME",
+    "MOODY",
+    "NONE",
+    "NEUTRAL",
+    "PHOTOGRAPHY",
+    "PORTRAIT",
+    "RAYTRACED",
+    "RENDER_3D",
+    "RETRO",
+    "SKETCH_BW",
+    "SKETCH_COLOR",
+    "STOCK_PHOTO",
+    "VIBRANT",
+    "UNPROCESSED",
 ];
 
 /// Leonardo's default `num_images`.
@@ -93,9 +120,17 @@ const FIELD_NAMES: [(&str, &str); 9] = [
     ("webhook.url", "webhookCallbackUrl"),
 ];
 
-fn range<T: PartialOrd + std::fmt::Display + Copy>(field: &str, value: Option<T>, min: T, max: T) -> Result<(), ApiError> {
+fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &str,
+    value: Option<T>,
+    min: T,
+    max: T,
+) -> Result<(), ApiError> {
     match value {
-        Some(v) if v < min || v > max => Err(ApiError::field(field, format!("must be between {min} and {max}, got {v}"))),
+        Some(v) if v < min || v > max => Err(ApiError::field(
+            field,
+            format!("must be between {min} and {max}, got {v}"),
+        )),
         _ => Ok(()),
     }
 }
@@ -114,24 +149,45 @@ fn check(body: &GenerationRequest) -> Result<(), ApiError> {
     range("num_images", body.num_images, 1, 8)?;
     let large = body.width.is_some_and(|w| w > 768) || body.height.is_some_and(|h| h > 768);
     if large && body.num_images.unwrap_or(DEFAULT_NUM_IMAGES) > 4 {
-        return Err(ApiError::field("num_images", "must be between 1 and 4 when width or height is over 768"));
+        return Err(ApiError::field(
+            "num_images",
+            "must be between 1 and 4 when width or height is over 768",
+        ));
     }
     range("guidance_scale", body.guidance_scale, 1.0, 20.0)?;
     range("num_inference_steps", body.num_inference_steps, 10, 60)?;
     if let Some(name) = &body.scheduler
         && !format::SCHEDULERS.contains(&name.as_str())
     {
-        return Err(ApiError::field("scheduler", format!("unknown scheduler {name:?}; one of {}", format::SCHEDULERS.join(", "))));
+        return Err(ApiError::field(
+            "scheduler",
+            format!(
+                "unknown scheduler {name:?}; one of {}",
+                format::SCHEDULERS.join(", ")
+            ),
+        ));
     }
     if let Some(style) = &body.preset_style
         && !PRESET_STYLES.contains(&style.as_str())
     {
-        return Err(ApiError::field("presetStyle", format!("unknown style {style:?}; one of {}", PRESET_STYLES.join(", "))));
+        return Err(ApiError::field(
+            "presetStyle",
+            format!(
+                "unknown style {style:?}; one of {}",
+                PRESET_STYLES.join(", ")
+            ),
+        ));
     }
     if body.tiling == Some(true) {
-        return Err(ApiError::field("tiling", "tiling images are not supported by this service; leave it false"));
+        return Err(ApiError::field(
+            "tiling",
+            "tiling images are not supported by this service; leave it false",
+        ));
     }
-    for (field, value) in [("init_image_id", &body.init_image_id), ("init_generation_image_id", &body.init_generation_image_id)] {
+    for (field, value) in [
+        ("init_image_id", &body.init_image_id),
+        ("init_generation_image_id", &body.init_generation_image_id),
+    ] {
         if value.as_deref().is_some_and(|v| !v.is_empty()) {
             return Err(ApiError::field(
                 field,
@@ -144,15 +200,31 @@ fn check(body: &GenerationRequest) -> Result<(), ApiError> {
 
 /// The served model `model_id` names (by name or by its Leonardo `modelId`), with its
 /// Leonardo `sdVersion`.
-async fn resolve_model(state: &HttpState, model_id: &str) -> Result<(String, Option<&'static str>), ApiError> {
+async fn resolve_model(
+    state: &HttpState,
+    model_id: &str,
+) -> Result<(String, Option<&'static str>), ApiError> {
     let models = state.jobs.models().await?;
     let wanted = model_id.trim().to_ascii_lowercase();
-    if let Some(model) = models.iter().find(|m| m.name == model_id || format::model_id(&m.name) == wanted) {
+    if let Some(model) = models
+        .iter()
+        .find(|m| m.name == model_id || format::model_id(&m.name) == wanted)
+    {
         return Ok((model.name.clone(), format::sd_version(&model.variant)));
     }
-    let served: Vec<String> = models.iter().map(|m| format!("{} ({})", m.name, format::model_id(&m.name))).collect();
-    let served = if served.is_empty() { "none".to_owned() } else { served.join(", ") };
-    Err(ApiError::field("modelId", format!("no model {model_id:?} is served here; served models: {served}")))
+    let served: Vec<String> = models
+        .iter()
+        .map(|m| format!("{} ({})", m.name, format::model_id(&m.name)))
+        .collect();
+    let served = if served.is_empty() {
+        "none".to_owned()
+    } else {
+        served.join(", ")
+    };
+    Err(ApiError::field(
+        "modelId",
+        format!("no model {model_id:?} is served here; served models: {served}"),
+    ))
 }
 
 /// Leonardo: create a generation; its result goes to the key's webhook, if it has one.
@@ -168,7 +240,10 @@ async fn create_generation(
         Some(id) => Some(resolve_model(&state, id).await?),
         None => None,
     };
-    let scheduler = body.scheduler.clone().unwrap_or_else(|| format::DEFAULT_SCHEDULER.to_owned());
+    let scheduler = body
+        .scheduler
+        .clone()
+        .unwrap_or_else(|| format::DEFAULT_SCHEDULER.to_owned());
     let params = GenerationParams {
         prompt: body.prompt.unwrap_or_default(),
         negative_prompt: body.negative_prompt.unwrap_or_default(),
@@ -180,8 +255,15 @@ async fn create_generation(
         height: body.height,
         // The inference server runs Leonardo's names as diffusers' classes; LEONARDO, a
         // scheduler of Leonardo's own, becomes the server's default sampler.
-        sampler_name: if scheduler == "LEONARDO" { String::new() } else { scheduler.clone() },
-        model: model.as_ref().map(|(name, _)| name.clone()).unwrap_or_default(),
+        sampler_name: if scheduler == "LEONARDO" {
+            String::new()
+        } else {
+            scheduler.clone()
+        },
+        model: model
+            .as_ref()
+            .map(|(name, _)| name.clone())
+            .unwrap_or_default(),
         ..GenerationParams::default()
     };
     let webhook = caller.webhook.clone();
@@ -196,7 +278,11 @@ async fn create_generation(
     let submission = Submission {
         params,
         url: webhook.as_ref().map(|w| w.url.clone()).unwrap_or_default(),
-        secret: webhook.as_ref().and_then(|w| w.secret.as_ref()).map(|s| s.expose().to_owned()).unwrap_or_default(),
+        secret: webhook
+            .as_ref()
+            .and_then(|w| w.secret.as_ref())
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default(),
         format: Format::Leonardo.to_string(),
         idempotency_key: idempotency_header(&headers),
         vendor_context: format::context(&context),
@@ -204,9 +290,15 @@ async fn create_generation(
         ..Submission::default()
     };
     let inserted = state.jobs.accept(&caller, submission).await.map_err(|e| {
-        FIELD_NAMES.iter().fold(ApiError::from(e), |error, (ours, theirs)| error.rename_field(ours, theirs))
+        FIELD_NAMES
+            .iter()
+            .fold(ApiError::from(e), |error, (ours, theirs)| {
+                error.rename_field(ours, theirs)
+            })
     })?;
-    Ok(Json(json!({"sdGenerationJob": {"generationId": inserted.id, "apiCreditCost": 0}})))
+    Ok(Json(
+        json!({"sdGenerationJob": {"generationId": inserted.id, "apiCreditCost": 0}}),
+    ))
 }
 
 /// Leonardo: one generation of the caller's, pending or finished.
@@ -223,18 +315,31 @@ async fn get_generation(
     let generation = match state.jobs.outcome_json(&record).await? {
         // A finished job: the generation exactly as its callback carries it.
         Some(mut callback) => callback["data"]["object"].take(),
-        None => format::generation(&record, &[], format::status(record.status), state.jobs.now_ms()),
+        None => format::generation(
+            &record,
+            &[],
+            format::status(record.status),
+            state.jobs.now_ms(),
+        ),
     };
-    Ok(Json(json!({"generations_by_pk": generation_by_pk(generation)})))
+    Ok(Json(
+        json!({"generations_by_pk": generation_by_pk(generation)}),
+    ))
 }
 
 /// The `generations_by_pk` object of `GET /generations/{id}` made from a [`format::generation`]:
 /// the images as `generated_images` with the fields Leonardo's GET adds (motion, variations:
 /// none here), `seed` as the number Leonardo's GET answers with, and no `apiKey`.
 fn generation_by_pk(mut generation: Value) -> Value {
-    let Some(object) = generation.as_object_mut() else { return generation };
+    let Some(object) = generation.as_object_mut() else {
+        return generation;
+    };
     object.remove("apiKey");
-    if let Some(seed) = object.get("seed").and_then(Value::as_str).and_then(|s| s.parse::<i64>().ok()) {
+    if let Some(seed) = object
+        .get("seed")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<i64>().ok())
+    {
         object.insert("seed".into(), json!(seed));
     }
     let images = match object.remove("images") {

@@ -41,9 +41,9 @@ pub fn router(state: HttpState, keys: Arc<KeyRing>, body_limit: usize) -> Router
         .merge(diffute::router())
         .merge(leonardo::router())
         .with_state(state)
-        .layer(axum::middleware::map_response(move |response: Response| async move {
-            name_body_limit(response, body_limit)
-        }))
+        .layer(axum::middleware::map_response(
+            move |response: Response| async move { name_body_limit(response, body_limit) },
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(AuthLayer::new(keys))
 }

@@ -63,7 +63,11 @@ async fn submit(
     body: Result<Json<SubmitBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(body) = body?;
-    let key = if body.idempotency_key.is_empty() { idempotency_header(&headers) } else { body.idempotency_key };
+    let key = if body.idempotency_key.is_empty() {
+        idempotency_header(&headers)
+    } else {
+        body.idempotency_key
+    };
     let submission = Submission {
         params: body.params.into_params("params")?,
         url: body.webhook.url,
@@ -80,14 +84,25 @@ async fn submit(
         .accept(&caller, submission)
         .await
         .map_err(|e| ApiError::from(e).rename_field("vendor_context_json", "vendor_context"))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"job_id": inserted.id, "deduplicated": inserted.deduplicated}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"job_id": inserted.id, "deduplicated": inserted.deduplicated})),
+    ))
 }
 
-async fn get_job(State(state): State<HttpState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_job(
+    State(state): State<HttpState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(job_json(&state.jobs.get(&caller, &id).await?)))
 }
 
-async fn cancel(State(state): State<HttpState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn cancel(
+    State(state): State<HttpState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(job_json(&state.jobs.cancel(&caller, &id).await?)))
 }
 
@@ -100,18 +115,39 @@ async fn image(
         .strip_suffix(".png")
         .unwrap_or(&file)
         .parse()
-        .map_err(|_| ApiError::not_found(format!("no image {file:?}; images are numbered from 0")))?;
+        .map_err(|_| {
+            ApiError::not_found(format!("no image {file:?}; images are numbered from 0"))
+        })?;
     let png = state.jobs.image(&caller, &id, index).await?;
-    Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=3600")], png).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        png,
+    )
+        .into_response())
 }
 
-async fn deliveries(State(state): State<HttpState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn deliveries(
+    State(state): State<HttpState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let list = state.jobs.deliveries(&caller, &id).await?;
-    Ok(Json(json!({"deliveries": list.iter().map(delivery_json).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"deliveries": list.iter().map(delivery_json).collect::<Vec<_>>()}),
+    ))
 }
 
-async fn redeliver(State(state): State<HttpState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(delivery_json(&state.jobs.redeliver(&caller, &id).await?)))
+async fn redeliver(
+    State(state): State<HttpState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(delivery_json(
+        &state.jobs.redeliver(&caller, &id).await?,
+    )))
 }
 
 /// The public JSON view of a job (no secrets).

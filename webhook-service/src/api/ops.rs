@@ -36,26 +36,50 @@ async fn media(
     query: Result<Query<MediaQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Ok(Query(q)) = query else {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "the link needs its expires and sig parameters"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the link needs its expires and sig parameters",
+        ));
     };
     let index: u32 = file
         .strip_suffix(".png")
         .and_then(|i| i.parse().ok())
         .ok_or_else(|| ApiError::not_found(format!("no image {file:?}")))?;
     let png = state.jobs.media(&job_id, index, q.expires, &q.sig).await?;
-    Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=3600")], png).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        png,
+    )
+        .into_response())
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.jobs.metrics_text())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.jobs.metrics_text(),
+    )
 }
 
 /// 200 when every component is ready, else 503; the body names each component's state.
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
     let checks = state.jobs.readiness().await;
     let ready = checks.iter().all(|(_, r)| r.is_ok());
-    let detail: Map<String, Value> =
-        checks.into_iter().map(|(name, r)| (name.to_owned(), json!(r.err().unwrap_or_else(|| "ok".to_owned())))).collect();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let detail: Map<String, Value> = checks
+        .into_iter()
+        .map(|(name, r)| {
+            (
+                name.to_owned(),
+                json!(r.err().unwrap_or_else(|| "ok".to_owned())),
+            )
+        })
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({"ready": ready, "checks": detail})))
 }

@@ -34,5 +34,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 /// The `Idempotency-Key` header, if any.
 pub fn idempotency_header(headers: &HeaderMap) -> String {
-    headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }

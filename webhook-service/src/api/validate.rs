@@ -36,7 +36,10 @@ pub struct FieldError {
 }
 
 fn refuse(field: &str, rule: impl Into<String>) -> FieldError {
-    FieldError { field: field.to_owned(), rule: rule.into() }
+    FieldError {
+        field: field.to_owned(),
+        rule: rule.into(),
+    }
 }
 
 /// A job as any API received it, before validation.
@@ -75,19 +78,33 @@ pub struct UrlRules {
 }
 
 /// Validates `s` into a job with id `id` accepted at `now_ms`.
-pub fn submission(s: Submission, rules: UrlRules, id: String, now_ms: i64) -> Result<NewJob, FieldError> {
+pub fn submission(
+    s: Submission,
+    rules: UrlRules,
+    id: String,
+    now_ms: i64,
+) -> Result<NewJob, FieldError> {
     params(&s.params)?;
     for (i, part) in s.extra_parts.iter().enumerate() {
-        params(part).map_err(|e| FieldError { field: e.field.replacen("params", &format!("extra_parts[{i}]"), 1), rule: e.rule })?;
+        params(part).map_err(|e| FieldError {
+            field: e.field.replacen("params", &format!("extra_parts[{i}]"), 1),
+            rule: e.rule,
+        })?;
     }
     let url = match s.url.as_str() {
         "" if s.webhook_optional => None,
         raw => Some(webhook_url(raw, rules)?),
     };
     if s.format.is_empty() {
-        return Err(refuse("webhook.format", format!("is required; one of {}", names(Format::ALL))));
+        return Err(refuse(
+            "webhook.format",
+            format!("is required; one of {}", names(Format::ALL)),
+        ));
     }
-    let format: Format = s.format.parse().map_err(|e: crate::domain::UnknownName| refuse("webhook.format", e.to_string()))?;
+    let format: Format = s
+        .format
+        .parse()
+        .map_err(|e: crate::domain::UnknownName| refuse("webhook.format", e.to_string()))?;
     let secret = optional_secret(&s.secret)?;
     let signing_secret = match s.signing_secret.as_str() {
         "" => None,
@@ -101,11 +118,18 @@ pub fn submission(s: Submission, rules: UrlRules, id: String, now_ms: i64) -> Re
     } else {
         s.events
             .iter()
-            .map(|e| e.parse().map_err(|e: crate::domain::UnknownName| refuse("webhook.events", e.to_string())))
+            .map(|e| {
+                e.parse().map_err(|e: crate::domain::UnknownName| {
+                    refuse("webhook.events", e.to_string())
+                })
+            })
             .collect::<Result<_, _>>()?
     };
     if s.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-        return Err(refuse("idempotency_key", format!("must be at most {MAX_IDEMPOTENCY_KEY_LEN} characters")));
+        return Err(refuse(
+            "idempotency_key",
+            format!("must be at most {MAX_IDEMPOTENCY_KEY_LEN} characters"),
+        ));
     }
     if !s.vendor_context.is_null() && !s.vendor_context.is_object() {
         return Err(refuse("vendor_context_json", "must be a JSON object"));
@@ -124,7 +148,13 @@ pub fn submission(s: Submission, rules: UrlRules, id: String, now_ms: i64) -> Re
         params: s.params,
         extra_parts: s.extra_parts,
         execution_timeout_ms: s.execution_timeout_ms,
-        webhook: WebhookTarget { url, secret, format, events, signing_secret },
+        webhook: WebhookTarget {
+            url,
+            secret,
+            format,
+            events,
+            signing_secret,
+        },
         idempotency_key: (!s.idempotency_key.is_empty()).then_some(s.idempotency_key),
         vendor_context: s.vendor_context,
         created_at_ms: now_ms,
@@ -132,7 +162,10 @@ pub fn submission(s: Submission, rules: UrlRules, id: String, now_ms: i64) -> Re
 }
 
 fn names<T: std::fmt::Display>(all: &[T]) -> String {
-    all.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    all.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Checks a webhook URL: absolute, https (or http when allowed), a host, no credentials.
@@ -142,20 +175,37 @@ pub fn webhook_url(raw: &str, rules: UrlRules) -> Result<String, FieldError> {
         return Err(refuse(FIELD, "is required"));
     }
     if raw.len() > MAX_URL_LEN {
-        return Err(refuse(FIELD, format!("must be at most {MAX_URL_LEN} characters")));
+        return Err(refuse(
+            FIELD,
+            format!("must be at most {MAX_URL_LEN} characters"),
+        ));
     }
-    let url = url::Url::parse(raw).map_err(|e| refuse(FIELD, format!("is not an absolute URL ({e})")))?;
+    let url =
+        url::Url::parse(raw).map_err(|e| refuse(FIELD, format!("is not an absolute URL ({e})")))?;
     match url.scheme() {
         "https" => {}
         "http" if rules.allow_http => {}
-        "http" => return Err(refuse(FIELD, "must use https (plain http is not enabled on this service)")),
-        other => return Err(refuse(FIELD, format!("scheme {other:?} is not allowed; use https"))),
+        "http" => {
+            return Err(refuse(
+                FIELD,
+                "must use https (plain http is not enabled on this service)",
+            ));
+        }
+        other => {
+            return Err(refuse(
+                FIELD,
+                format!("scheme {other:?} is not allowed; use https"),
+            ));
+        }
     }
     if url.host().is_none() {
         return Err(refuse(FIELD, "must name a host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(refuse(FIELD, "must not carry credentials; use webhook.secret"));
+        return Err(refuse(
+            FIELD,
+            "must not carry credentials; use webhook.secret",
+        ));
     }
     Ok(url.to_string())
 }
@@ -163,7 +213,10 @@ pub fn webhook_url(raw: &str, rules: UrlRules) -> Result<String, FieldError> {
 fn optional_secret(raw: &str) -> Result<Option<Secret>, FieldError> {
     const FIELD: &str = "webhook.secret";
     if raw.len() > MAX_SECRET_LEN {
-        return Err(refuse(FIELD, format!("must be at most {MAX_SECRET_LEN} bytes")));
+        return Err(refuse(
+            FIELD,
+            format!("must be at most {MAX_SECRET_LEN} bytes"),
+        ));
     }
     if !raw.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(refuse(FIELD, "must be visible ASCII without spaces"));
@@ -177,9 +230,14 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
     range: RangeInclusive<T>,
 ) -> Result<(), FieldError> {
     match value {
-        Some(v) if !range.contains(&v) => {
-            Err(refuse(field, format!("must be between {} and {}, got {v}", range.start(), range.end())))
-        }
+        Some(v) if !range.contains(&v) => Err(refuse(
+            field,
+            format!(
+                "must be between {} and {}, got {v}",
+                range.start(),
+                range.end()
+            ),
+        )),
         _ => Ok(()),
     }
 }
@@ -187,10 +245,16 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
 /// Checks generation parameters against the ranges documented in `common.proto`.
 pub fn params(p: &GenerationParams) -> Result<(), FieldError> {
     if p.prompt.len() > MAX_PROMPT_LEN {
-        return Err(refuse("params.prompt", format!("must be at most {MAX_PROMPT_LEN} bytes")));
+        return Err(refuse(
+            "params.prompt",
+            format!("must be at most {MAX_PROMPT_LEN} bytes"),
+        ));
     }
     if p.negative_prompt.len() > MAX_PROMPT_LEN {
-        return Err(refuse("params.negative_prompt", format!("must be at most {MAX_PROMPT_LEN} bytes")));
+        return Err(refuse(
+            "params.negative_prompt",
+            format!("must be at most {MAX_PROMPT_LEN} bytes"),
+        ));
     }
     in_range("params.seed", p.seed, -1..=i64::from(u32::MAX))?;
     in_range("params.subseed", p.subseed, -1..=i64::from(u32::MAX))?;
@@ -219,12 +283,20 @@ fn init_image(bytes: &[u8]) -> Result<(), FieldError> {
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| refuse(FIELD, format!("must be a PNG or JPEG image ({e})")))?;
-    if !matches!(reader.format(), Some(image::ImageFormat::Png | image::ImageFormat::Jpeg)) {
+    if !matches!(
+        reader.format(),
+        Some(image::ImageFormat::Png | image::ImageFormat::Jpeg)
+    ) {
         return Err(refuse(FIELD, "must be a PNG or JPEG image"));
     }
-    let (w, h) = reader.into_dimensions().map_err(|e| refuse(FIELD, format!("must be a PNG or JPEG image ({e})")))?;
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| refuse(FIELD, format!("must be a PNG or JPEG image ({e})")))?;
     if w > MAX_INIT_SIDE || h > MAX_INIT_SIDE {
-        return Err(refuse(FIELD, format!("is {w}×{h} pixels; at most {MAX_INIT_SIDE} pixels a side are accepted")));
+        return Err(refuse(
+            FIELD,
+            format!("is {w}×{h} pixels; at most {MAX_INIT_SIDE} pixels a side are accepted"),
+        ));
     }
     Ok(())
 }

@@ -27,7 +27,10 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, keys: self.keys.clone() }
+        AuthService {
+            inner,
+            keys: self.keys.clone(),
+        }
     }
 }
 

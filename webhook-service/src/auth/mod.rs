@@ -39,11 +39,21 @@ pub struct Caller {
 impl Caller {
     /// The caller of a service without authentication: owns the jobs with an empty owner.
     pub fn anonymous() -> Self {
-        Self { key_id: String::new(), name: "anonymous".to_owned(), limits: KeyLimits::default(), webhook: None }
+        Self {
+            key_id: String::new(),
+            name: "anonymous".to_owned(),
+            limits: KeyLimits::default(),
+            webhook: None,
+        }
     }
 
     fn from_record(record: ApiKeyRecord) -> Self {
-        Self { key_id: record.id, name: record.name, limits: record.limits, webhook: record.webhook }
+        Self {
+            key_id: record.id,
+            name: record.name,
+            limits: record.limits,
+            webhook: record.webhook,
+        }
     }
 }
 
@@ -51,7 +61,9 @@ impl Caller {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// The request carried no credential.
-    #[error("an API key is required: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`")]
+    #[error(
+        "an API key is required: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`"
+    )]
     Missing,
     /// The credential is not a known, active key.
     #[error("the API key is not valid or has been revoked")]
@@ -116,7 +128,12 @@ fn hash(key: &str) -> [u8; 32] {
 impl KeyRing {
     /// A key ring over `store`.
     pub fn new(store: Arc<dyn Store>, clock: Clock, mode: AuthMode) -> Self {
-        Self { store, clock, mode, cache: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            clock,
+            mode,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether keys are required.
@@ -127,7 +144,10 @@ impl KeyRing {
     /// Creates and stores a key; the returned value is the only copy of the key.
     pub async fn create(&self, spec: KeySpec) -> Result<CreatedKey, StoreError> {
         let secret: [u8; 32] = rand::random();
-        let key = format!("sds_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+        let key = format!(
+            "sds_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+        );
         let record = ApiKeyRecord {
             id: format!("key_{}", uuid::Uuid::now_v7().simple()),
             name: spec.name,
@@ -137,7 +157,12 @@ impl KeyRing {
             limits: spec.limits,
             webhook: spec.webhook,
         };
-        self.store.insert_key(NewApiKey { record: record.clone(), hash: hash(&key) }).await?;
+        self.store
+            .insert_key(NewApiKey {
+                record: record.clone(),
+                hash: hash(&key),
+            })
+            .await?;
         Ok(CreatedKey { key, record })
     }
 
@@ -148,8 +173,14 @@ impl KeyRing {
 
     /// Revokes a key by id or name; false if no active key has it.
     pub async fn revoke(&self, id_or_name: &str) -> Result<bool, StoreError> {
-        let revoked = self.store.revoke_key(id_or_name, self.clock.now_ms()).await?;
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        let revoked = self
+            .store
+            .revoke_key(id_or_name, self.clock.now_ms())
+            .await?;
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         Ok(revoked)
     }
 
@@ -158,9 +189,15 @@ impl KeyRing {
         if self.mode == AuthMode::Disabled {
             return Ok(Caller::anonymous());
         }
-        let credential = credential.filter(|c| !c.is_empty()).ok_or(AuthError::Missing)?;
+        let credential = credential
+            .filter(|c| !c.is_empty())
+            .ok_or(AuthError::Missing)?;
         let digest = hash(credential);
-        if let Some((at, cached)) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&digest)
+        if let Some((at, cached)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&digest)
             && at.elapsed() < CACHE_TTL
         {
             return cached.clone().ok_or(AuthError::Invalid);
@@ -169,7 +206,9 @@ impl KeyRing {
             tracing::error!(error = %err, "cannot read API keys");
             AuthError::Unavailable
         })?;
-        let caller = found.filter(|k| k.revoked_at_ms.is_none()).map(Caller::from_record);
+        let caller = found
+            .filter(|k| k.revoked_at_ms.is_none())
+            .map(Caller::from_record);
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() > 10_000 {
             cache.clear(); // bounded: unknown keys sent in a flood must not grow it forever

@@ -133,7 +133,10 @@ pub enum SendOutcome {
 
 impl SendOutcome {
     fn failed(kind: FailureKind, reason: impl Into<String>) -> Self {
-        Self::Failed { kind, reason: reason.into() }
+        Self::Failed {
+            kind,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -149,15 +152,23 @@ pub struct WebhookClient {
 }
 
 fn tls_config(extra_ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ClientError> {
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     if let Some(pem) = extra_ca_pem {
-        let certs: Vec<CertificateDer<'static>> =
-            rustls_pemfile::certs(&mut &pem[..]).collect::<Result<_, _>>().map_err(ClientError::CaPem)?;
+        let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &pem[..])
+            .collect::<Result<_, _>>()
+            .map_err(ClientError::CaPem)?;
         if certs.is_empty() {
             return Err(ClientError::CaPemEmpty);
         }
         for (i, cert) in certs.into_iter().enumerate() {
-            roots.add(cert).map_err(|source| ClientError::CaCertificate { index: i + 1, source })?;
+            roots
+                .add(cert)
+                .map_err(|source| ClientError::CaCertificate {
+                    index: i + 1,
+                    source,
+                })?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -197,7 +208,12 @@ impl WebhookClient {
     }
 
     /// POSTs `body` with `headers` to `url` and reports how it went.
-    pub async fn send(&self, url: &str, headers: &[(String, String)], body: Vec<u8>) -> SendOutcome {
+    pub async fn send(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> SendOutcome {
         let url = match self.admit(url) {
             Ok(url) => url,
             Err(outcome) => return outcome,
@@ -211,10 +227,16 @@ impl WebhookClient {
             Err(err) => return self.classify(err),
         };
         let status = response.status().as_u16();
-        let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         // An address only the private-address allowlist admits is an internal service: its
         // answer is not kept, so a caller cannot read internal services through ListDeliveries.
-        let blind = response.remote_addr().is_none_or(|addr| super::ssrf::classify(addr.ip()).is_some());
+        let blind = response
+            .remote_addr()
+            .is_none_or(|addr| super::ssrf::classify(addr.ip()).is_some());
         let mut kept = Vec::new();
         let mut read = 0usize;
         while read <= self.max_response_bytes {
@@ -232,7 +254,11 @@ impl WebhookClient {
             true => format!("({read} bytes; not kept: the receiver is at a private address)"),
             false => excerpt(&kept),
         };
-        SendOutcome::Response { status, retry_after, body_excerpt }
+        SendOutcome::Response {
+            status,
+            retry_after,
+            body_excerpt,
+        }
     }
 
     /// Parses the URL and applies the scheme and IP-literal rules the resolver cannot see.
@@ -259,7 +285,12 @@ impl WebhookClient {
             Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
             Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
             Some(url::Host::Domain(_)) => return Ok(parsed),
-            None => return Err(SendOutcome::failed(FailureKind::Refused, "invalid URL: no host")),
+            None => {
+                return Err(SendOutcome::failed(
+                    FailureKind::Refused,
+                    "invalid URL: no host",
+                ));
+            }
         };
         match self.policy.check(ip) {
             Ok(()) => Ok(parsed),
@@ -284,7 +315,10 @@ impl WebhookClient {
                 return SendOutcome::failed(kind, reason);
             }
             if let Some(tls) = rustls_error(e) {
-                return SendOutcome::failed(FailureKind::Tls, format!("TLS handshake failed: {tls}"));
+                return SendOutcome::failed(
+                    FailureKind::Tls,
+                    format!("TLS handshake failed: {tls}"),
+                );
             }
             source = e.source();
         }
@@ -298,7 +332,10 @@ impl WebhookClient {
         }
         let detail = innermost(&err);
         if err.is_connect() {
-            return SendOutcome::failed(FailureKind::Connect, format!("could not connect: {detail}"));
+            return SendOutcome::failed(
+                FailureKind::Connect,
+                format!("could not connect: {detail}"),
+            );
         }
         SendOutcome::failed(FailureKind::Other, format!("request failed: {detail}"))
     }
@@ -327,10 +364,15 @@ fn innermost(err: &(dyn StdError + 'static)) -> String {
 fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, SendOutcome> {
     let mut map = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| SendOutcome::failed(FailureKind::Other, format!("invalid header name {name:?}")))?;
-        let mut value = HeaderValue::from_str(value)
-            .map_err(|_| SendOutcome::failed(FailureKind::Other, format!("header {header} has an invalid value")))?;
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            SendOutcome::failed(FailureKind::Other, format!("invalid header name {name:?}"))
+        })?;
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
+            SendOutcome::failed(
+                FailureKind::Other,
+                format!("header {header} has an invalid value"),
+            )
+        })?;
         if header == reqwest::header::AUTHORIZATION {
             value.set_sensitive(true);
         }
@@ -346,7 +388,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// At most [`EXCERPT_BYTES`] bytes of `bytes` as lossy UTF-8, not splitting a trailing character.
@@ -374,10 +419,16 @@ mod tests {
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
         assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(300));
         let parsed = parse_retry_after(&later).unwrap();
-        assert!(parsed > Duration::from_secs(290) && parsed <= Duration::from_secs(300), "{parsed:?}");
+        assert!(
+            parsed > Duration::from_secs(290) && parsed <= Duration::from_secs(300),
+            "{parsed:?}"
+        );
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-5"), None);
         assert_eq!(parse_retry_after(""), None);
@@ -397,11 +448,18 @@ mod tests {
 
     #[test]
     fn bad_ca_bundles_are_named() {
-        let config = |pem: &[u8]| ClientConfig { extra_ca_pem: Some(pem.to_vec()), ..ClientConfig::default() };
-        let empty = WebhookClient::new(&config(b"not a pem")).unwrap_err().to_string();
+        let config = |pem: &[u8]| ClientConfig {
+            extra_ca_pem: Some(pem.to_vec()),
+            ..ClientConfig::default()
+        };
+        let empty = WebhookClient::new(&config(b"not a pem"))
+            .unwrap_err()
+            .to_string();
         assert!(empty.contains("no \"BEGIN CERTIFICATE\""), "{empty}");
         let garbage = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        let bad = WebhookClient::new(&config(garbage)).unwrap_err().to_string();
+        let bad = WebhookClient::new(&config(garbage))
+            .unwrap_err()
+            .to_string();
         assert!(bad.contains("certificate #1"), "{bad}");
         assert!(WebhookClient::new(&ClientConfig::default()).is_ok());
     }

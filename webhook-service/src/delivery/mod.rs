@@ -5,7 +5,7 @@
 //! [`ssrf`]) → classify the outcome and schedule the next attempt ([`retry`]).
 
 pub mod client;
+pub mod retry;
 pub mod signing;
 pub mod ssrf;
-pub mod retry;
 pub mod worker;

@@ -25,7 +25,10 @@ impl Default for RetryPolicy {
     /// 10 h and 10 h, each ±20%; `Retry-After` obeyed between 1 s and 6 h.
     fn default() -> Self {
         Self {
-            delays: DEFAULT_SCHEDULE.parse::<Schedule>().map(|s| s.0).unwrap_or_default(),
+            delays: DEFAULT_SCHEDULE
+                .parse::<Schedule>()
+                .map(|s| s.0)
+                .unwrap_or_default(),
             jitter: 0.2,
             retry_after_min: Duration::from_secs(1),
             retry_after_max: Duration::from_secs(6 * 3600),
@@ -45,7 +48,10 @@ impl RetryPolicy {
         now_ms: i64,
         retry_after: Option<Duration>,
     ) -> NextStep {
-        let Some(scheduled) = self.delays.get(attempts_in_round.saturating_sub(1) as usize) else {
+        let Some(scheduled) = self
+            .delays
+            .get(attempts_in_round.saturating_sub(1) as usize)
+        else {
             return NextStep::Exhausted;
         };
         let delay = match retry_after {
@@ -90,15 +96,25 @@ impl FromStr for Schedule {
         if s.trim().is_empty() {
             return Ok(Self(Vec::new()));
         }
-        s.split(',').map(|item| parse_duration(item.trim())).collect::<Result<_, _>>().map(Self)
+        s.split(',')
+            .map(|item| parse_duration(item.trim()))
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 }
 
 fn parse_duration(item: &str) -> Result<Duration, ScheduleError> {
-    let err = |rule| ScheduleError { item: item.to_owned(), rule };
-    let split = item.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| err("needs a unit: ms, s, m, h or d"))?;
+    let err = |rule| ScheduleError {
+        item: item.to_owned(),
+        rule,
+    };
+    let split = item
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| err("needs a unit: ms, s, m, h or d"))?;
     let (digits, unit) = item.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| err("must start with a whole number"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| err("must start with a whole number"))?;
     let ms_per = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -107,7 +123,9 @@ fn parse_duration(item: &str) -> Result<Duration, ScheduleError> {
         "d" => 86_400_000,
         _ => return Err(err("unit must be ms, s, m, h or d")),
     };
-    n.checked_mul(ms_per).map(Duration::from_millis).ok_or_else(|| err("too long"))
+    n.checked_mul(ms_per)
+        .map(Duration::from_millis)
+        .ok_or_else(|| err("too long"))
 }
 
 #[cfg(test)]
@@ -118,7 +136,11 @@ mod tests {
     fn default_schedule_spans_a_day_and_has_eight_attempts() {
         let policy = RetryPolicy::default();
         assert_eq!(policy.delays.len() + 1, 8);
-        assert!(policy.span() >= Duration::from_secs(24 * 3600), "{:?}", policy.span());
+        assert!(
+            policy.span() >= Duration::from_secs(24 * 3600),
+            "{:?}",
+            policy.span()
+        );
     }
 
     #[test]
@@ -130,14 +152,20 @@ mod tests {
                 let NextStep::RetryAt(at) = policy.after_failure(attempt, 0, None) else {
                     panic!("attempt {attempt} should be retried");
                 };
-                assert!(at >= base * 8 / 10 && at <= base * 12 / 10, "{at} vs {base}");
+                assert!(
+                    at >= base * 8 / 10 && at <= base * 12 / 10,
+                    "{at} vs {base}"
+                );
             }
         }
     }
 
     #[test]
     fn last_attempt_exhausts_the_schedule() {
-        assert_eq!(RetryPolicy::default().after_failure(8, 0, None), NextStep::Exhausted);
+        assert_eq!(
+            RetryPolicy::default().after_failure(8, 0, None),
+            NextStep::Exhausted
+        );
         assert_eq!(
             RetryPolicy::default().after_failure(8, 0, Some(Duration::from_secs(1))),
             NextStep::Exhausted
@@ -158,8 +186,17 @@ mod tests {
         let s: Schedule = "250ms, 5s,2m,1h,1d".parse().unwrap();
         assert_eq!(s.0[0], Duration::from_millis(250));
         assert_eq!(s.0[4], Duration::from_secs(86_400));
-        assert_eq!("5x".parse::<Schedule>().unwrap_err().rule, "unit must be ms, s, m, h or d");
-        assert_eq!("s".parse::<Schedule>().unwrap_err().rule, "must start with a whole number");
-        assert_eq!("5".parse::<Schedule>().unwrap_err().rule, "needs a unit: ms, s, m, h or d");
+        assert_eq!(
+            "5x".parse::<Schedule>().unwrap_err().rule,
+            "unit must be ms, s, m, h or d"
+        );
+        assert_eq!(
+            "s".parse::<Schedule>().unwrap_err().rule,
+            "must start with a whole number"
+        );
+        assert_eq!(
+            "5".parse::<Schedule>().unwrap_err().rule,
+            "needs a unit: ms, s, m, h or d"
+        );
     }
 }

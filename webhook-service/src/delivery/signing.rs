@@ -65,8 +65,13 @@ impl fmt::Debug for SigningKey {
 impl SigningKey {
     /// Parses `whsec_<base64>`, the key decoding to 24..=64 bytes.
     pub fn parse(text: &str) -> Result<SigningKey, SigningKeyError> {
-        let encoded = text.trim().strip_prefix(KEY_PREFIX).ok_or(SigningKeyError::MissingPrefix)?;
-        let bytes = STANDARD.decode(encoded).map_err(|_| SigningKeyError::NotBase64)?;
+        let encoded = text
+            .trim()
+            .strip_prefix(KEY_PREFIX)
+            .ok_or(SigningKeyError::MissingPrefix)?;
+        let bytes = STANDARD
+            .decode(encoded)
+            .map_err(|_| SigningKeyError::NotBase64)?;
         SigningKey::from_bytes(bytes)
     }
 
@@ -80,7 +85,9 @@ impl SigningKey {
 
     /// A fresh random key of [`GENERATED_KEY_BYTES`] bytes.
     pub fn generate() -> SigningKey {
-        SigningKey { bytes: rand::random::<[u8; GENERATED_KEY_BYTES]>().to_vec() }
+        SigningKey {
+            bytes: rand::random::<[u8; GENERATED_KEY_BYTES]>().to_vec(),
+        }
     }
 
     /// The key in its `whsec_<base64>` form, for handing to a receiver.
@@ -89,7 +96,8 @@ impl SigningKey {
     }
 
     fn mac(&self, msg_id: &str, timestamp_secs: i64, body: &[u8]) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.bytes).expect("HMAC accepts keys of any length");
+        let mut mac =
+            HmacSha256::new_from_slice(&self.bytes).expect("HMAC accepts keys of any length");
         mac.update(msg_id.as_bytes());
         mac.update(b".");
         mac.update(timestamp_secs.to_string().as_bytes());
@@ -100,17 +108,32 @@ impl SigningKey {
 
     /// The `webhook-signature` header value: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
     pub fn sign(&self, msg_id: &str, timestamp_secs: i64, body: &[u8]) -> String {
-        let tag = self.mac(msg_id, timestamp_secs, body).finalize().into_bytes();
+        let tag = self
+            .mac(msg_id, timestamp_secs, body)
+            .finalize()
+            .into_bytes();
         format!("v1,{}", STANDARD.encode(tag))
     }
 
     /// True if any `v1,` signature in `signature_header` (space-separated, as the spec allows
     /// during key rotation) matches. The comparison is constant-time.
-    pub fn verify(&self, msg_id: &str, timestamp_secs: i64, body: &[u8], signature_header: &str) -> bool {
+    pub fn verify(
+        &self,
+        msg_id: &str,
+        timestamp_secs: i64,
+        body: &[u8],
+        signature_header: &str,
+    ) -> bool {
         signature_header.split_ascii_whitespace().any(|entry| {
-            let Some(encoded) = entry.strip_prefix("v1,") else { return false };
-            let Ok(tag) = STANDARD.decode(encoded) else { return false };
-            self.mac(msg_id, timestamp_secs, body).verify_slice(&tag).is_ok()
+            let Some(encoded) = entry.strip_prefix("v1,") else {
+                return false;
+            };
+            let Ok(tag) = STANDARD.decode(encoded) else {
+                return false;
+            };
+            self.mac(msg_id, timestamp_secs, body)
+                .verify_slice(&tag)
+                .is_ok()
         })
     }
 }
@@ -139,21 +162,41 @@ mod tests {
         assert!(!key.verify(ID, TS + 1, BODY, EXPECTED));
         assert!(!key.verify("msg_other", TS, BODY, EXPECTED));
         assert!(!key.verify(ID, TS, b"{}", EXPECTED));
-        assert!(!key.verify(ID, TS, BODY, "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
+        assert!(!key.verify(
+            ID,
+            TS,
+            BODY,
+            "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        ));
         assert!(!key.verify(ID, TS, BODY, "v1,not base64!"));
         assert!(!SigningKey::generate().verify(ID, TS, BODY, EXPECTED));
     }
 
     #[test]
     fn rejects_bad_keys_without_echoing_them() {
-        assert_eq!(SigningKey::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), Err(SigningKeyError::MissingPrefix));
-        assert_eq!(SigningKey::parse("whsec_secret!!"), Err(SigningKeyError::NotBase64));
-        assert_eq!(SigningKey::parse("whsec_c2hvcnQ="), Err(SigningKeyError::BadLength(5)));
+        assert_eq!(
+            SigningKey::parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            Err(SigningKeyError::MissingPrefix)
+        );
+        assert_eq!(
+            SigningKey::parse("whsec_secret!!"),
+            Err(SigningKeyError::NotBase64)
+        );
+        assert_eq!(
+            SigningKey::parse("whsec_c2hvcnQ="),
+            Err(SigningKeyError::BadLength(5))
+        );
         let long = format!("whsec_{}", STANDARD.encode([7u8; 65]));
-        assert_eq!(SigningKey::parse(&long), Err(SigningKeyError::BadLength(65)));
+        assert_eq!(
+            SigningKey::parse(&long),
+            Err(SigningKeyError::BadLength(65))
+        );
         for bad in ["whsec_secret!!", "whsec_c2hvcnQ=", "nope-secret"] {
             let message = SigningKey::parse(bad).unwrap_err().to_string();
-            assert!(!message.contains(bad.trim_start_matches("whsec_")), "{message}");
+            assert!(
+                !message.contains(bad.trim_start_matches("whsec_")),
+                "{message}"
+            );
         }
         assert!(SigningKey::parse(&format!("whsec_{}", STANDARD.encode([7u8; 64]))).is_ok());
     }

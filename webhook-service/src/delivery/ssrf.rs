@@ -82,12 +82,20 @@ impl fmt::Display for AddressClass {
 }
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     u32::from(ip) & mask == u32::from(Ipv4Addr::from(net)) & mask
 }
 
 fn in_v6(ip: Ipv6Addr, net: [u16; 8], prefix: u32) -> bool {
-    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - prefix)
+    };
     u128::from(ip) & mask == u128::from(Ipv6Addr::from(net)) & mask
 }
 
@@ -111,7 +119,10 @@ fn classify_v4(ip: Ipv4Addr) -> Option<AddressClass> {
         ([255, 255, 255, 255], 32, Broadcast),
         ([240, 0, 0, 0], 4, Reserved),
     ];
-    TABLE.iter().find(|(net, prefix, _)| in_v4(ip, *net, *prefix)).map(|(_, _, class)| *class)
+    TABLE
+        .iter()
+        .find(|(net, prefix, _)| in_v4(ip, *net, *prefix))
+        .map(|(_, _, class)| *class)
 }
 
 fn classify_v6(ip: Ipv6Addr) -> Option<AddressClass> {
@@ -134,7 +145,10 @@ fn classify_v6(ip: Ipv6Addr) -> Option<AddressClass> {
         ([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10, SiteLocal),
         ([0xff00, 0, 0, 0, 0, 0, 0, 0], 8, Multicast),
     ];
-    TABLE.iter().find(|(net, prefix, _)| in_v6(ip, *net, *prefix)).map(|(_, _, class)| *class)
+    TABLE
+        .iter()
+        .find(|(net, prefix, _)| in_v6(ip, *net, *prefix))
+        .map(|(_, _, class)| *class)
 }
 
 /// The non-public class `ip` belongs to, or `None` for a public address.
@@ -174,10 +188,15 @@ impl AddressPolicy {
     pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
         let class = classify(ip);
         if class == Some(AddressClass::Ipv4Mapped) {
-            return Err(Refusal { addr: ip, class: AddressClass::Ipv4Mapped });
+            return Err(Refusal {
+                addr: ip,
+                class: AddressClass::Ipv4Mapped,
+            });
         }
         match class {
-            Some(class) if !self.allow.iter().any(|net| net.contains(&ip)) => Err(Refusal { addr: ip, class }),
+            Some(class) if !self.allow.iter().any(|net| net.contains(&ip)) => {
+                Err(Refusal { addr: ip, class })
+            }
             _ => Ok(()),
         }
     }
@@ -211,7 +230,11 @@ pub enum ResolveError {
 }
 
 fn list(refusals: &[Refusal]) -> String {
-    refusals.iter().map(Refusal::to_string).collect::<Vec<_>>().join(", ")
+    refusals
+        .iter()
+        .map(Refusal::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A `reqwest` resolver that looks names up (or takes them from a static override map) and
@@ -230,7 +253,10 @@ impl GuardedResolver {
     /// A resolver enforcing `policy`; names in `overrides` (case-insensitive) resolve to the
     /// given addresses without a DNS query — and those addresses are checked like any other.
     pub fn new(policy: AddressPolicy, overrides: HashMap<String, Vec<IpAddr>>) -> Self {
-        let overrides = overrides.into_iter().map(|(name, addrs)| (normalize(&name), addrs)).collect();
+        let overrides = overrides
+            .into_iter()
+            .map(|(name, addrs)| (normalize(&name), addrs))
+            .collect();
         Self { policy, overrides }
     }
 
@@ -246,7 +272,10 @@ impl GuardedResolver {
             Some(addrs) => addrs.clone(),
             None => tokio::net::lookup_host((key.as_str(), 0))
                 .await
-                .map_err(|source| ResolveError::Lookup { host: key.clone(), source })?
+                .map_err(|source| ResolveError::Lookup {
+                    host: key.clone(),
+                    source,
+                })?
                 .map(|addr| addr.ip())
                 .collect(),
         };
@@ -264,7 +293,10 @@ impl GuardedResolver {
             }
         }
         if admitted.is_empty() {
-            return Err(ResolveError::Refused { host: key, refusals });
+            return Err(ResolveError::Refused {
+                host: key,
+                refusals,
+            });
         }
         if !refusals.is_empty() {
             tracing::debug!(host = %key, refused = %list(&refusals), "dropped refused addresses");
@@ -279,7 +311,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let addrs = this.resolve_host(&host).await?;
-            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            let addrs: reqwest::dns::Addrs =
+                Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
         })
     }
@@ -291,7 +324,10 @@ mod tests {
     use AddressClass::*;
 
     fn class_of(ip: &str) -> Option<AddressClass> {
-        AddressPolicy::default().check(ip.parse().unwrap()).err().map(|r| r.class)
+        AddressPolicy::default()
+            .check(ip.parse().unwrap())
+            .err()
+            .map(|r| r.class)
     }
 
     #[test]
@@ -358,11 +394,37 @@ mod tests {
     #[test]
     fn admits_public_addresses_next_to_the_boundaries() {
         for ip in [
-            "8.8.8.8", "1.1.1.1", "9.255.255.255", "11.0.0.0", "100.63.255.255", "100.128.0.0", "126.255.255.255",
-            "128.0.0.0", "169.253.255.255", "172.15.255.255", "172.32.0.0", "192.0.1.255", "192.0.3.0",
-            "192.167.255.255", "192.169.0.0", "198.17.255.255", "198.20.0.0", "198.51.99.255", "203.0.112.255",
-            "223.255.255.255", "2606:4700:4700::1111", "2001:4860:4860::8888", "2001:db9::1", "64:ff9b:2::1",
-            "fbff::1", "fe7f::1", "2001:1::1", "2003::1", "3fff:1000::1", "192.88.98.255", "192.88.100.0",
+            "8.8.8.8",
+            "1.1.1.1",
+            "9.255.255.255",
+            "11.0.0.0",
+            "100.63.255.255",
+            "100.128.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "169.253.255.255",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.0.1.255",
+            "192.0.3.0",
+            "192.167.255.255",
+            "192.169.0.0",
+            "198.17.255.255",
+            "198.20.0.0",
+            "198.51.99.255",
+            "203.0.112.255",
+            "223.255.255.255",
+            "2606:4700:4700::1111",
+            "2001:4860:4860::8888",
+            "2001:db9::1",
+            "64:ff9b:2::1",
+            "fbff::1",
+            "fe7f::1",
+            "2001:1::1",
+            "2003::1",
+            "3fff:1000::1",
+            "192.88.98.255",
+            "192.88.100.0",
         ] {
             assert_eq!(class_of(ip), None, "{ip}");
         }
@@ -370,35 +432,74 @@ mod tests {
 
     #[test]
     fn allowlist_admits_its_subnets_only() {
-        let policy = AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap(), "10.20.0.0/16".parse().unwrap(), "fd00::/8".parse().unwrap()]);
+        let policy = AddressPolicy::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "10.20.0.0/16".parse().unwrap(),
+            "fd00::/8".parse().unwrap(),
+        ]);
         for ip in ["127.0.0.1", "127.1.2.3", "10.20.3.4", "fd00::5", "8.8.8.8"] {
             assert_eq!(policy.check(ip.parse().unwrap()), Ok(()), "{ip}");
         }
-        for (ip, class) in [("10.21.0.1", Private), ("::1", Loopback), ("192.168.0.1", Private), ("fc00::1", UniqueLocal)] {
-            assert_eq!(policy.check(ip.parse().unwrap()).unwrap_err().class, class, "{ip}");
+        for (ip, class) in [
+            ("10.21.0.1", Private),
+            ("::1", Loopback),
+            ("192.168.0.1", Private),
+            ("fc00::1", UniqueLocal),
+        ] {
+            assert_eq!(
+                policy.check(ip.parse().unwrap()).unwrap_err().class,
+                class,
+                "{ip}"
+            );
         }
     }
 
     #[test]
     fn ipv4_mapped_is_refused_even_when_allowlisted() {
-        let policy = AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap(), "::ffff:0:0/96".parse().unwrap()]);
-        let refusal = policy.check("::ffff:127.0.0.1".parse().unwrap()).unwrap_err();
+        let policy = AddressPolicy::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "::ffff:0:0/96".parse().unwrap(),
+        ]);
+        let refusal = policy
+            .check("::ffff:127.0.0.1".parse().unwrap())
+            .unwrap_err();
         assert_eq!(refusal.class, Ipv4Mapped);
-        assert_eq!(refusal.to_string(), "::ffff:127.0.0.1 (IPv4-mapped IPv6 address)");
+        assert_eq!(
+            refusal.to_string(),
+            "::ffff:127.0.0.1 (IPv4-mapped IPv6 address)"
+        );
     }
 
     #[tokio::test]
     async fn resolver_refuses_overridden_private_names_with_a_reason() {
         let overrides = HashMap::from([
-            ("Internal.Test".to_owned(), vec!["10.0.0.5".parse().unwrap()]),
-            ("mixed.test".to_owned(), vec!["10.0.0.5".parse().unwrap(), "93.184.216.34".parse().unwrap()]),
+            (
+                "Internal.Test".to_owned(),
+                vec!["10.0.0.5".parse().unwrap()],
+            ),
+            (
+                "mixed.test".to_owned(),
+                vec![
+                    "10.0.0.5".parse().unwrap(),
+                    "93.184.216.34".parse().unwrap(),
+                ],
+            ),
             ("empty.test".to_owned(), vec![]),
         ]);
         let resolver = GuardedResolver::new(AddressPolicy::default(), overrides);
         let err = resolver.resolve_host("internal.test.").await.unwrap_err();
-        assert_eq!(err.to_string(), "refused: internal.test resolves only to 10.0.0.5 (private address)");
-        assert_eq!(resolver.resolve_host("MIXED.test").await.unwrap(), vec!["93.184.216.34".parse::<IpAddr>().unwrap()]);
-        assert!(matches!(resolver.resolve_host("empty.test").await, Err(ResolveError::NoAddresses { .. })));
+        assert_eq!(
+            err.to_string(),
+            "refused: internal.test resolves only to 10.0.0.5 (private address)"
+        );
+        assert_eq!(
+            resolver.resolve_host("MIXED.test").await.unwrap(),
+            vec!["93.184.216.34".parse::<IpAddr>().unwrap()]
+        );
+        assert!(matches!(
+            resolver.resolve_host("empty.test").await,
+            Err(ResolveError::NoAddresses { .. })
+        ));
     }
 
     #[tokio::test]
@@ -406,7 +507,17 @@ mod tests {
         let resolver = GuardedResolver::new(AddressPolicy::default(), HashMap::new());
         let err = resolver.resolve_host("localhost").await.unwrap_err();
         assert!(err.to_string().contains("(loopback address)"), "{err}");
-        let allowed = GuardedResolver::new(AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]), HashMap::new());
-        assert!(allowed.resolve_host("localhost").await.unwrap().iter().all(|ip| ip.is_loopback() && ip.is_ipv4()));
+        let allowed = GuardedResolver::new(
+            AddressPolicy::new(vec!["127.0.0.0/8".parse().unwrap()]),
+            HashMap::new(),
+        );
+        assert!(
+            allowed
+                .resolve_host("localhost")
+                .await
+                .unwrap()
+                .iter()
+                .all(|ip| ip.is_loopback() && ip.is_ipv4())
+        );
     }
 }

@@ -60,7 +60,14 @@ impl Deliverer {
         config: WorkerConfig,
         wake: Arc<Notify>,
     ) -> Arc<Self> {
-        Arc::new(Self { store, client, clock, metrics, config, wake })
+        Arc::new(Self {
+            store,
+            client,
+            clock,
+            metrics,
+            config,
+            wake,
+        })
     }
 
     /// Runs until `shutdown`, then waits for the attempts in flight to be recorded.
@@ -77,7 +84,11 @@ impl Deliverer {
             }
             let now = self.clock.now_ms();
             let lease_ms = i64::try_from(self.config.lease.as_millis()).unwrap_or(i64::MAX);
-            let claimed = match self.store.claim_due_deliveries(now, now + lease_ms, free as u32).await {
+            let claimed = match self
+                .store
+                .claim_due_deliveries(now, now + lease_ms, free as u32)
+                .await
+            {
                 Ok(claimed) => claimed,
                 Err(err) => {
                     tracing::error!(error = %err, "cannot lease deliveries; retrying in 1 s");
@@ -89,7 +100,9 @@ impl Deliverer {
             };
             let full = claimed.len() == free;
             for task in claimed {
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
                 let this = self.clone();
                 tasks.spawn(async move {
                     this.attempt(task).await;
@@ -142,7 +155,10 @@ impl Deliverer {
         };
         let headers = self.prepare(&task, at_ms);
         let started = Instant::now();
-        let outcome = self.client.send(&task.url, &headers, task.payload.clone()).await;
+        let outcome = self
+            .client
+            .send(&task.url, &headers, task.payload.clone())
+            .await;
         let elapsed = started.elapsed();
         let record = self.handle(&task, at_ms, elapsed, outcome);
         tracing::info!(
@@ -160,16 +176,26 @@ impl Deliverer {
 
     /// The body to send: the stored one with its image placeholders replaced by the images'
     /// base64, or by their media URLs when that would make it larger than the limit.
-    async fn assemble(&self, task: &DeliveryTask, at_ms: i64) -> Result<Vec<u8>, crate::store::StoreError> {
+    async fn assemble(
+        &self,
+        task: &DeliveryTask,
+        at_ms: i64,
+    ) -> Result<Vec<u8>, crate::store::StoreError> {
         use base64::Engine;
-        let Ok(text) = std::str::from_utf8(&task.payload) else { return Ok(task.payload.clone()) };
+        let Ok(text) = std::str::from_utf8(&task.payload) else {
+            return Ok(task.payload.clone());
+        };
         // `"sdserve-image:<this delivery's id>:`, the start of every placeholder it holds.
         let first = image_placeholder(&task.id, 0);
         if !text.contains(first.trim_end_matches("0\"")) {
             return Ok(task.payload.clone());
         }
         let images = self.store.list_images(&task.job_id).await?;
-        let inline_size: usize = text.len() + images.iter().map(|i| i.png.len().div_ceil(3) * 4).sum::<usize>();
+        let inline_size: usize = text.len()
+            + images
+                .iter()
+                .map(|i| i.png.len().div_ceil(3) * 4)
+                .sum::<usize>();
         let inline = inline_size <= self.config.max_callback_bytes;
         if !inline {
             tracing::warn!(delivery = %task.id, bytes = inline_size, limit = self.config.max_callback_bytes, "callback too large with its images; sending media URLs");
@@ -198,15 +224,20 @@ impl Deliverer {
             ("webhook-id".to_owned(), task.id.clone()),
             ("webhook-timestamp".to_owned(), timestamp.to_string()),
         ];
-        let job_key = task.signing_secret.as_ref().and_then(|s| match SigningKey::parse(s.expose()) {
-            Ok(key) => Some(key),
-            Err(err) => {
-                tracing::warn!(delivery = %task.id, error = %err, "job signing key unusable");
-                None
+        let job_key = task.signing_secret.as_ref().and_then(|s| {
+            match SigningKey::parse(s.expose()) {
+                Ok(key) => Some(key),
+                Err(err) => {
+                    tracing::warn!(delivery = %task.id, error = %err, "job signing key unusable");
+                    None
+                }
             }
         });
         if let Some(key) = job_key.as_ref().or(self.config.signing_key.as_ref()) {
-            headers.push(("webhook-signature".to_owned(), key.sign(&task.id, timestamp, &task.payload)));
+            headers.push((
+                "webhook-signature".to_owned(),
+                key.sign(&task.id, timestamp, &task.payload),
+            ));
         }
         if let Some(secret) = &task.secret {
             let bearer = format!("Bearer {}", secret.expose());
@@ -221,20 +252,40 @@ impl Deliverer {
     }
 
     /// Turns the outcome into the attempt's record and the delivery's next state.
-    fn handle(&self, task: &DeliveryTask, at_ms: i64, elapsed: Duration, outcome: SendOutcome) -> AttemptRecord {
+    fn handle(
+        &self,
+        task: &DeliveryTask,
+        at_ms: i64,
+        elapsed: Duration,
+        outcome: SendOutcome,
+    ) -> AttemptRecord {
         let round = task.round_attempts + 1;
         let now = self.clock.now_ms();
         let (status_code, error, excerpt, next) = match outcome {
-            SendOutcome::Response { status, body_excerpt, .. } if (200..300).contains(&status) => {
+            SendOutcome::Response {
+                status,
+                body_excerpt,
+                ..
+            } if (200..300).contains(&status) => {
                 (Some(status), None, body_excerpt, NextStep::Succeeded)
             }
-            SendOutcome::Response { status: 410, body_excerpt, .. } => (
+            SendOutcome::Response {
+                status: 410,
+                body_excerpt,
+                ..
+            } => (
                 Some(410),
-                Some("receiver answered 410 Gone: endpoint marked gone, no more attempts".to_owned()),
+                Some(
+                    "receiver answered 410 Gone: endpoint marked gone, no more attempts".to_owned(),
+                ),
                 body_excerpt,
                 NextStep::Gone,
             ),
-            SendOutcome::Response { status, retry_after, body_excerpt } => {
+            SendOutcome::Response {
+                status,
+                retry_after,
+                body_excerpt,
+            } => {
                 let error = if (300..400).contains(&status) {
                     format!("receiver answered {status} (redirects are not followed)")
                 } else {
@@ -248,7 +299,8 @@ impl Deliverer {
                 (None, Some(format!("{kind}: {reason}")), String::new(), next)
             }
         };
-        self.metrics.attempt(elapsed.as_secs_f64(), next == NextStep::Succeeded);
+        self.metrics
+            .attempt(elapsed.as_secs_f64(), next == NextStep::Succeeded);
         match next {
             NextStep::Exhausted => self.metrics.exhausted(),
             NextStep::Gone => self.metrics.gone(),

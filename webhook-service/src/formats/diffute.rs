@@ -55,13 +55,20 @@ pub fn render(outcome: &JobOutcome<'_>) -> Value {
     }
     // The fixed keys win over a prompt that happens to be called "name" or "job_id" (the
     // Diffute API refuses such names; the native API does not check them).
-    body.insert("name".into(), json!(vendor_str(outcome, "name").unwrap_or(&job.id)));
+    body.insert(
+        "name".into(),
+        json!(vendor_str(outcome, "name").unwrap_or(&job.id)),
+    );
     body.insert("job_id".into(), json!(job.id));
     if outcome.event != EventKind::Completed {
-        let reason = outcome.record.error.as_deref().unwrap_or(match outcome.event {
-            EventKind::Canceled => "job cancelled",
-            _ => "job failed",
-        });
+        let reason = outcome
+            .record
+            .error
+            .as_deref()
+            .unwrap_or(match outcome.event {
+                EventKind::Canceled => "job cancelled",
+                _ => "job failed",
+            });
         body.insert("error".into(), json!(reason));
     }
     Value::Object(body)

@@ -27,8 +27,15 @@ use super::params::{Resolved, number};
 use crate::domain::{EventKind, JobOutcome, JobRecord, JobStatus, PublishedImage};
 
 /// Leonardo's scheduler enum (`sd_generation_schedulers`).
-pub const SCHEDULERS: [&str; 7] =
-    ["KLMS", "EULER_ANCESTRAL_DISCRETE", "EULER_DISCRETE", "DDIM", "DPM_SOLVER", "PNDM", "LEONARDO"];
+pub const SCHEDULERS: [&str; 7] = [
+    "KLMS",
+    "EULER_ANCESTRAL_DISCRETE",
+    "EULER_DISCRETE",
+    "DDIM",
+    "DPM_SOLVER",
+    "PNDM",
+    "LEONARDO",
+];
 
 /// The scheduler Leonardo uses when a request names none.
 pub const DEFAULT_SCHEDULER: &str = "EULER_DISCRETE";
@@ -43,7 +50,11 @@ pub fn render(outcome: &JobOutcome<'_>) -> Value {
         EventKind::Failed => "image_generation.failed",
         EventKind::Canceled => "image_generation.cancelled",
     };
-    let status = if outcome.event == EventKind::Completed { "COMPLETE" } else { "FAILED" };
+    let status = if outcome.event == EventKind::Completed {
+        "COMPLETE"
+    } else {
+        "FAILED"
+    };
     json!({
         "type": kind,
         "object": "generation",
@@ -107,7 +118,9 @@ fn derived_id(kind: &str, parts: &[&str]) -> String {
     let digest = hasher.finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 /// The id of image `index` of generation `job_id`.
@@ -148,10 +161,19 @@ pub fn sd_version(variant: &str) -> Option<&'static str> {
 
 /// The generation object shared by the callback and `GET /generations/{id}`: `status` is
 /// Leonardo's, `updated_ms` the time of the last change (or now, for a job still pending).
-pub fn generation(record: &JobRecord, images: &[PublishedImage<'_>], status: &str, updated_ms: i64) -> Value {
+pub fn generation(
+    record: &JobRecord,
+    images: &[PublishedImage<'_>],
+    status: &str,
+    updated_ms: i64,
+) -> Value {
     let job = &record.job;
     let r = Resolved::new(&job.params);
-    let ctx = job.vendor_context.get(CONTEXT_KEY).cloned().unwrap_or(Value::Null);
+    let ctx = job
+        .vendor_context
+        .get(CONTEXT_KEY)
+        .cloned()
+        .unwrap_or(Value::Null);
     let created = iso8601(job.created_at_ms);
     let updated = iso8601(record.finished_at_ms.unwrap_or(updated_ms));
     let public = ctx["public"].as_bool().unwrap_or(false);
@@ -162,7 +184,11 @@ pub fn generation(record: &JobRecord, images: &[PublishedImage<'_>], status: &st
         None => Value::Null,
     };
     let requested = ctx["scheduler"].as_str().filter(|s| SCHEDULERS.contains(s));
-    let model_name = if record.model.is_empty() { r.model } else { &record.model };
+    let model_name = if record.model.is_empty() {
+        r.model
+    } else {
+        &record.model
+    };
     let model_name = (!model_name.is_empty()).then_some(model_name);
     let version = match (&ctx["model"]["name"], &ctx["model"]["sdVersion"]) {
         (Value::String(name), version) if Some(name.as_str()) == model_name => version.clone(),
@@ -330,13 +356,22 @@ pub fn scheduler(sampler_name: &str) -> &'static str {
     }
     let lower = sampler_name.trim().to_ascii_lowercase();
     let mut base = lower.as_str();
-    for suffix in [" karras", " exponential", " sgm uniform", " uniform", " automatic"] {
+    for suffix in [
+        " karras",
+        " exponential",
+        " sgm uniform",
+        " uniform",
+        " automatic",
+    ] {
         base = base.strip_suffix(suffix).unwrap_or(base);
     }
     match base {
-        "" | "euler a" | "euler_a" | "euler ancestral" | "lcm" | "eulerancestraldiscretescheduler" => {
-            "EULER_ANCESTRAL_DISCRETE"
-        }
+        ""
+        | "euler a"
+        | "euler_a"
+        | "euler ancestral"
+        | "lcm"
+        | "eulerancestraldiscretescheduler" => "EULER_ANCESTRAL_DISCRETE",
         "euler" | "heun" | "eulerdiscretescheduler" => "EULER_DISCRETE",
         "lms" | "klms" | "lmsdiscretescheduler" => "KLMS",
         "ddim" | "ddimscheduler" => "DDIM",
@@ -352,13 +387,53 @@ mod tests {
 
     #[test]
     fn every_sampler_name_maps_to_a_member_of_the_enum() {
-        let a1111 = ["Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DDIM", "UniPC", "LCM", "PLMS"];
-        let diffusers = ["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler", "LMSDiscreteScheduler", "PNDMScheduler"];
-        let others = ["", "  ", "k_euler", "Restart", "DPM adaptive", "ünïcode", "EULER_DISCRETE ", "leonardo"];
-        for name in a1111.iter().chain(&diffusers).chain(&others).chain(&SCHEDULERS) {
+        let a1111 = [
+            "Euler a",
+            "Euler",
+            "LMS",
+            "Heun",
+            "DPM2",
+            "DPM2 a",
+            "DPM++ 2S a",
+            "DPM++ 2M",
+            "DPM++ SDE",
+            "DPM++ 2M SDE",
+            "DDIM",
+            "UniPC",
+            "LCM",
+            "PLMS",
+        ];
+        let diffusers = [
+            "EulerDiscreteScheduler",
+            "EulerAncestralDiscreteScheduler",
+            "DDIMScheduler",
+            "DPMSolverMultistepScheduler",
+            "LMSDiscreteScheduler",
+            "PNDMScheduler",
+        ];
+        let others = [
+            "",
+            "  ",
+            "k_euler",
+            "Restart",
+            "DPM adaptive",
+            "ünïcode",
+            "EULER_DISCRETE ",
+            "leonardo",
+        ];
+        for name in a1111
+            .iter()
+            .chain(&diffusers)
+            .chain(&others)
+            .chain(&SCHEDULERS)
+        {
             for suffix in ["", " Karras", " Exponential", " SGM Uniform"] {
                 let input = format!("{name}{suffix}");
-                assert!(SCHEDULERS.contains(&scheduler(&input)), "{input:?} → {}", scheduler(&input));
+                assert!(
+                    SCHEDULERS.contains(&scheduler(&input)),
+                    "{input:?} → {}",
+                    scheduler(&input)
+                );
             }
         }
         let expected = [
@@ -388,7 +463,11 @@ mod tests {
         assert_ne!(image_id(job, 0), image_id(job, 1));
         assert_ne!(user_id("key_a"), api_key_id("key_a"));
         assert_eq!(user_id(""), None);
-        for id in [image_id(job, 3), model_id("tiny-sd1"), user_id("key_a").unwrap()] {
+        for id in [
+            image_id(job, 3),
+            model_id("tiny-sd1"),
+            user_id("key_a").unwrap(),
+        ] {
             let parsed = uuid::Uuid::parse_str(&id).unwrap();
             assert_eq!(parsed.get_version_num(), 8, "{id}");
         }
@@ -396,8 +475,19 @@ mod tests {
 
     #[test]
     fn a_key_id_tells_when_the_key_was_created() {
-        let id = format!("key_{}", uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1_699_315_867, 274_000_000)).simple());
-        assert_eq!(key_created_ms(&id).map(iso8601).as_deref(), Some("2023-11-07T00:11:07.274Z"));
+        let id = format!(
+            "key_{}",
+            uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                1_699_315_867,
+                274_000_000
+            ))
+            .simple()
+        );
+        assert_eq!(
+            key_created_ms(&id).map(iso8601).as_deref(),
+            Some("2023-11-07T00:11:07.274Z")
+        );
         assert_eq!(key_created_ms("not-a-key"), None);
     }
 }

@@ -32,7 +32,9 @@ pub fn render(outcome: &JobOutcome<'_>) -> serde_json::Value {
 pub(crate) fn iso8601(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     let at = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let at = at.replace_nanosecond((ms.rem_euclid(1000) as u32) * 1_000_000).unwrap_or(at);
+    let at = at
+        .replace_nanosecond((ms.rem_euclid(1000) as u32) * 1_000_000)
+        .unwrap_or(at);
     let text = at.format(&Rfc3339).unwrap_or_default();
     // Rfc3339 drops a zero fraction; vendors always print three digits.
     match text.strip_suffix('Z') {
@@ -44,17 +46,30 @@ pub(crate) fn iso8601(ms: i64) -> String {
 /// The outcome's images as base64 PNG strings, in index order.
 pub(crate) fn base64_images(outcome: &JobOutcome<'_>) -> Vec<String> {
     let engine = base64::engine::general_purpose::STANDARD;
-    outcome.images.iter().map(|published| engine.encode(&published.image.png)).collect()
+    outcome
+        .images
+        .iter()
+        .map(|published| engine.encode(&published.image.png))
+        .collect()
 }
 
 /// The outcome's signed media URLs, in index order.
 pub(crate) fn image_urls(outcome: &JobOutcome<'_>) -> Vec<String> {
-    outcome.images.iter().map(|published| published.url.clone()).collect()
+    outcome
+        .images
+        .iter()
+        .map(|published| published.url.clone())
+        .collect()
 }
 
 /// A string field of the job's vendor context (request fields a vendor format echoes).
 pub(crate) fn vendor_str<'a>(outcome: &'a JobOutcome<'_>, key: &str) -> Option<&'a str> {
-    outcome.record.job.vendor_context.get(key).and_then(|v| v.as_str())
+    outcome
+        .record
+        .job
+        .vendor_context
+        .get(key)
+        .and_then(|v| v.as_str())
 }
 
 #[cfg(test)]

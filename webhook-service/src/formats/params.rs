@@ -65,7 +65,11 @@ impl<'a> Resolved<'a> {
             height: params.height.unwrap_or(512),
             sampler_name: non_empty(&params.sampler_name, "Euler a"),
             scheduler: non_empty(&params.scheduler, "Automatic"),
-            denoising_strength: params.denoising_strength.unwrap_or(if img2img { 0.75 } else { 0.0 }),
+            denoising_strength: params.denoising_strength.unwrap_or(if img2img {
+                0.75
+            } else {
+                0.0
+            }),
             img2img,
             clip_skip: params.clip_skip.unwrap_or(1),
             styles: &params.styles,
@@ -80,7 +84,11 @@ impl<'a> Resolved<'a> {
 
     /// The A1111 endpoint the parameters correspond to.
     pub fn endpoint(&self) -> &'static str {
-        if self.img2img { "/sdapi/v1/img2img" } else { "/sdapi/v1/txt2img" }
+        if self.img2img {
+            "/sdapi/v1/img2img"
+        } else {
+            "/sdapi/v1/txt2img"
+        }
     }
 
     /// The request fields a caller sends to A1111, as RunPod's worker echoes them in `input.payload`.
@@ -126,12 +134,24 @@ mod tests {
 
     #[test]
     fn unset_fields_take_the_documented_defaults() {
-        let params = GenerationParams { prompt: "a cat".into(), ..Default::default() };
+        let params = GenerationParams {
+            prompt: "a cat".into(),
+            ..Default::default()
+        };
         let r = Resolved::new(&params);
-        assert_eq!((r.seed, r.steps, r.width, r.height, r.batch_size, r.n_iter), (-1, 20, 512, 512, 1, 1));
-        assert_eq!((r.sampler_name, r.scheduler, r.cfg_scale, r.clip_skip), ("Euler a", "Automatic", 7.0, 1));
+        assert_eq!(
+            (r.seed, r.steps, r.width, r.height, r.batch_size, r.n_iter),
+            (-1, 20, 512, 512, 1, 1)
+        );
+        assert_eq!(
+            (r.sampler_name, r.scheduler, r.cfg_scale, r.clip_skip),
+            ("Euler a", "Automatic", 7.0, 1)
+        );
         assert_eq!(r.endpoint(), "/sdapi/v1/txt2img");
-        let img2img = GenerationParams { init_image: vec![1], ..Default::default() };
+        let img2img = GenerationParams {
+            init_image: vec![1],
+            ..Default::default()
+        };
         assert_eq!(Resolved::new(&img2img).denoising_strength, 0.75);
         assert_eq!(Resolved::new(&img2img).endpoint(), "/sdapi/v1/img2img");
     }

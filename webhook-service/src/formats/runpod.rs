@@ -8,8 +8,8 @@
 
 use serde_json::{Value, json};
 
-use super::params::{Resolved, number};
 use super::base64_images;
+use super::params::{Resolved, number};
 use crate::domain::{EventKind, JobOutcome, JobRecord, JobStatus, PublishedImage, StoredImage};
 
 /// The vendor-context key marking a job answered at once from an A1111 API call: its stored
@@ -38,7 +38,8 @@ pub fn render(outcome: &JobOutcome<'_>) -> Value {
         EventKind::Completed if is_api_answer(&job.vendor_context) => {
             // Stored by `JobService::answer` from a JSON value, so it parses back; anything
             // else is passed on as the string it is rather than dropped.
-            body["output"] = serde_json::from_str(outcome.info_json).unwrap_or_else(|_| json!(outcome.info_json));
+            body["output"] = serde_json::from_str(outcome.info_json)
+                .unwrap_or_else(|_| json!(outcome.info_json));
         }
         EventKind::Completed => {
             body["output"] = json!({
@@ -48,10 +49,16 @@ pub fn render(outcome: &JobOutcome<'_>) -> Value {
             });
         }
         EventKind::Failed | EventKind::Canceled => {
-            body["error"] = json!(outcome.record.error.as_deref().unwrap_or(match outcome.event {
-                EventKind::Canceled => "job cancelled",
-                _ => "job failed",
-            }));
+            body["error"] = json!(
+                outcome
+                    .record
+                    .error
+                    .as_deref()
+                    .unwrap_or(match outcome.event {
+                        EventKind::Canceled => "job cancelled",
+                        _ => "job failed",
+                    })
+            );
         }
     }
     body
@@ -71,7 +78,13 @@ pub fn finished_object(record: &JobRecord, images: &[StoredImage]) -> Option<Val
     let outcome = JobOutcome {
         record,
         event,
-        images: images.iter().map(|image| PublishedImage { image, url: String::new() }).collect(),
+        images: images
+            .iter()
+            .map(|image| PublishedImage {
+                image,
+                url: String::new(),
+            })
+            .collect(),
         info_json: &record.info_json,
         queue_ms: record.queue_ms(finished_at),
         execution_ms: record.execution_ms(finished_at),
@@ -82,7 +95,10 @@ pub fn finished_object(record: &JobRecord, images: &[StoredImage]) -> Option<Val
 
 /// Whether a job's vendor context marks it as an answered A1111 API call.
 pub fn is_api_answer(vendor_context: &Value) -> bool {
-    vendor_context.get(API_ANSWER).and_then(Value::as_bool).unwrap_or(false)
+    vendor_context
+        .get(API_ANSWER)
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 /// RunPod's name for a job status: `IN_QUEUE`, `IN_PROGRESS`, `COMPLETED`, `FAILED`,
@@ -187,5 +203,9 @@ fn override_settings(r: &Resolved<'_>) -> Value {
     if r.clip_skip != 1 {
         settings.insert("CLIP_stop_at_last_layers".into(), json!(r.clip_skip));
     }
-    if settings.is_empty() { Value::Null } else { Value::Object(settings) }
+    if settings.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(settings)
+    }
 }

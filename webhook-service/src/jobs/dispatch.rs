@@ -14,15 +14,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sdserve_proto::v1::generate_event::Event;
 use sdserve_proto::v1::GenerateRequest;
+use sdserve_proto::v1::generate_event::Event;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::JobService;
 use super::endpoints::Endpoints;
 use super::outbox::Ending;
-use super::JobService;
 use crate::domain::{JobRecord, JobStatus, StoredImage};
 
 /// Tries at storing a finished generation's result before the generation is given up.
@@ -81,8 +81,19 @@ enum Attempt {
 impl Dispatcher {
     /// A dispatcher sending at most `concurrency` generations at once to `endpoints` (each
     /// to the least loaded healthy one), under `policy`'s deadlines.
-    pub fn new(jobs: Arc<JobService>, endpoints: Arc<Endpoints>, concurrency: usize, policy: DispatchPolicy) -> Self {
-        Self { jobs, endpoints, spool: None, concurrency: concurrency.max(1), policy }
+    pub fn new(
+        jobs: Arc<JobService>,
+        endpoints: Arc<Endpoints>,
+        concurrency: usize,
+        policy: DispatchPolicy,
+    ) -> Self {
+        Self {
+            jobs,
+            endpoints,
+            spool: None,
+            concurrency: concurrency.max(1),
+            policy,
+        }
     }
 
     /// Keeps results that cannot be stored in `spool`, and stores the ones kept there at start.
@@ -111,7 +122,9 @@ impl Dispatcher {
                     tracing::info!(job = %job_id, "stored a result kept on disk by the last run");
                     spool.forget(&job_id);
                 }
-                Err(err) => tracing::error!(job = %job_id, error = %err, "cannot store a kept result; trying at the next start"),
+                Err(err) => {
+                    tracing::error!(job = %job_id, error = %err, "cannot store a kept result; trying at the next start")
+                }
             }
         }
     }
@@ -132,7 +145,11 @@ impl Dispatcher {
                 permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
-            let claimed = this.jobs.store.claim_next_job(this.jobs.clock.now_ms()).await;
+            let claimed = this
+                .jobs
+                .store
+                .claim_next_job(this.jobs.clock.now_ms())
+                .await;
             match claimed {
                 Ok(Some(record)) => {
                     this.jobs.events.changed(&record.job.id);
@@ -186,8 +203,19 @@ impl Dispatcher {
                     attempts -= 1;
                     let since = *busy_since.get_or_insert_with(tokio::time::Instant::now);
                     if since.elapsed() > self.policy.queue_timeout {
-                        let error = format!("the inference servers stayed busy for {:?}: {reason}", self.policy.queue_timeout);
-                        let _ = self.ending(&record, JobStatus::Failed, Some(error), Vec::new(), String::new()).await;
+                        let error = format!(
+                            "the inference servers stayed busy for {:?}: {reason}",
+                            self.policy.queue_timeout
+                        );
+                        let _ = self
+                            .ending(
+                                &record,
+                                JobStatus::Failed,
+                                Some(error),
+                                Vec::new(),
+                                String::new(),
+                            )
+                            .await;
                         break;
                     }
                     tracing::info!(job = %id, %reason, retry_in = ?backoff, "inference servers busy; waiting");
@@ -200,9 +228,17 @@ impl Dispatcher {
                 }
                 Attempt::Retry(reason) if attempts >= self.policy.max_attempts => {
                     tracing::error!(job = %id, %reason, attempts, "generation failed on every attempt; the job fails");
-                    let error = format!("the generation failed {attempts} times; the last time: {reason}");
-                    if let Attempt::Retry(reason) =
-                        self.ending(&record, JobStatus::Failed, Some(error), Vec::new(), String::new()).await
+                    let error =
+                        format!("the generation failed {attempts} times; the last time: {reason}");
+                    if let Attempt::Retry(reason) = self
+                        .ending(
+                            &record,
+                            JobStatus::Failed,
+                            Some(error),
+                            Vec::new(),
+                            String::new(),
+                        )
+                        .await
                     {
                         tracing::error!(job = %id, %reason, "cannot store the failure; the job is retried at the next start");
                     }
@@ -225,26 +261,35 @@ impl Dispatcher {
     /// Resolves when the job has run past its execution timeout (counted from its start),
     /// ending it as timed out; never resolves for a job without one.
     async fn timeout(&self, record: &JobRecord) -> Attempt {
-        let limit = record
-            .job
-            .execution_timeout_ms
-            .or_else(|| self.policy.default_execution_timeout.map(|d| d.as_millis() as u64));
-        let Some(limit) = limit else { return std::future::pending().await };
+        let limit = record.job.execution_timeout_ms.or_else(|| {
+            self.policy
+                .default_execution_timeout
+                .map(|d| d.as_millis() as u64)
+        });
+        let Some(limit) = limit else {
+            return std::future::pending().await;
+        };
         // The start is known once the inference server says so: wait for the job's change
         // notifications (the start sends one) rather than polling the store, with a slow
         // re-read in case a notification was missed.
         let mut changes = self.jobs.events.subscribe();
         let started = loop {
             match self.jobs.store.get_job(&record.job.id).await {
-                Ok(Some(latest)) if latest.started_at_ms.is_some() => break latest.started_at_ms.unwrap_or_default(),
-                Ok(Some(latest)) if latest.status.is_final() => return std::future::pending().await,
+                Ok(Some(latest)) if latest.started_at_ms.is_some() => {
+                    break latest.started_at_ms.unwrap_or_default();
+                }
+                Ok(Some(latest)) if latest.status.is_final() => {
+                    return std::future::pending().await;
+                }
                 _ => {}
             }
             let wait = async {
                 loop {
                     match changes.recv().await {
                         Ok(id) if id != record.job.id => continue,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
+                        }
                         _ => return,
                     }
                 }
@@ -255,7 +300,14 @@ impl Dispatcher {
         let left = (ends_at - self.jobs.clock.now_ms()).max(0) as u64;
         tokio::time::sleep(Duration::from_millis(left)).await;
         let error = format!("execution timed out after {limit} ms");
-        self.ending(record, JobStatus::TimedOut, Some(error), Vec::new(), String::new()).await
+        self.ending(
+            record,
+            JobStatus::TimedOut,
+            Some(error),
+            Vec::new(),
+            String::new(),
+        )
+        .await
     }
 
     /// Every part of the job, one `Generate` call each, start to end. A server whose call or
@@ -270,9 +322,16 @@ impl Dispatcher {
         attempt
     }
 
-    async fn generate_parts(&self, record: &JobRecord, current: &mut Option<super::endpoints::Lease>) -> Attempt {
+    async fn generate_parts(
+        &self,
+        record: &JobRecord,
+        current: &mut Option<super::endpoints::Lease>,
+    ) -> Attempt {
         let parts: Vec<_> = record.parts().cloned().collect();
-        let planned: Vec<u32> = parts.iter().map(|p| p.steps.unwrap_or(20) * p.n_iter.unwrap_or(1).max(1)).collect();
+        let planned: Vec<u32> = parts
+            .iter()
+            .map(|p| p.steps.unwrap_or(20) * p.n_iter.unwrap_or(1).max(1))
+            .collect();
         let mut images = Vec::new();
         let mut infos = Vec::new();
         let mut model = String::new();
@@ -283,23 +342,32 @@ impl Dispatcher {
             let request = GenerateRequest {
                 params: Some(params),
                 preview_every: self.policy.preview_every,
-                request_id: if i == 0 { record.job.id.clone() } else { format!("{}/{i}", record.job.id) },
+                request_id: if i == 0 {
+                    record.job.id.clone()
+                } else {
+                    format!("{}/{i}", record.job.id)
+                },
             };
             let lease = self.endpoints.pick();
             let mut client = lease.client();
             *current = Some(lease);
-            let mut stream = match tokio::time::timeout(self.policy.stall_timeout, client.generate(request)).await {
-                Ok(Ok(response)) => response.into_inner(),
-                // A full queue refuses before anything starts: the server is busy, not broken.
-                Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted => {
-                    return Attempt::Busy(status.message().to_owned());
-                }
-                Ok(Err(status)) => return self.rejected(record, status).await,
-                Err(_) => {
-                    let waited = self.policy.stall_timeout;
-                    return Attempt::Retry(format!("the inference server did not answer within {waited:?}"));
-                }
-            };
+            let mut stream =
+                match tokio::time::timeout(self.policy.stall_timeout, client.generate(request))
+                    .await
+                {
+                    Ok(Ok(response)) => response.into_inner(),
+                    // A full queue refuses before anything starts: the server is busy, not broken.
+                    Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted => {
+                        return Attempt::Busy(status.message().to_owned());
+                    }
+                    Ok(Err(status)) => return self.rejected(record, status).await,
+                    Err(_) => {
+                        let waited = self.policy.stall_timeout;
+                        return Attempt::Retry(format!(
+                            "the inference server did not answer within {waited:?}"
+                        ));
+                    }
+                };
             let mut part_total = planned[i];
             let mut started = false;
             loop {
@@ -311,13 +379,24 @@ impl Dispatcher {
                 };
                 let event = match tokio::time::timeout(deadline, stream.message()).await {
                     Ok(Ok(Some(message))) => message.event,
-                    Ok(Ok(None)) => return Attempt::Retry("the inference stream ended without a result".into()),
+                    Ok(Ok(None)) => {
+                        return Attempt::Retry("the inference stream ended without a result".into());
+                    }
                     Ok(Err(status)) => return self.rejected(record, status).await,
-                    Err(_) => return Attempt::Retry(format!("no event from the inference server for {deadline:?} {stage}")),
+                    Err(_) => {
+                        return Attempt::Retry(format!(
+                            "no event from the inference server for {deadline:?} {stage}"
+                        ));
+                    }
                 };
                 match event {
                     Some(Event::Queued(queued)) => {
-                        if let Err(err) = self.jobs.store.set_queue_position(&record.job.id, queued.position).await {
+                        if let Err(err) = self
+                            .jobs
+                            .store
+                            .set_queue_position(&record.job.id, queued.position)
+                            .await
+                        {
                             tracing::warn!(job = %record.job.id, error = %err, "cannot store the queue position");
                         }
                         self.jobs.events.changed(&record.job.id);
@@ -325,10 +404,21 @@ impl Dispatcher {
                     Some(Event::Started(start)) => {
                         started = true;
                         model = start.model;
-                        if let Err(err) = self.jobs.store.mark_started(&record.job.id, self.jobs.clock.now_ms()).await {
+                        if let Err(err) = self
+                            .jobs
+                            .store
+                            .mark_started(&record.job.id, self.jobs.clock.now_ms())
+                            .await
+                        {
                             tracing::warn!(job = %record.job.id, error = %err, "cannot store the start");
                         }
-                        self.progress(record, steps_before, steps_before + part_total + steps_after, &model).await;
+                        self.progress(
+                            record,
+                            steps_before,
+                            steps_before + part_total + steps_after,
+                            &model,
+                        )
+                        .await;
                     }
                     Some(Event::Progress(p)) => {
                         part_total = p.total;
@@ -336,7 +426,8 @@ impl Dispatcher {
                             self.jobs.set_preview(&record.job.id, p.preview_png);
                         }
                         let total = steps_before + p.total + steps_after;
-                        self.progress(record, steps_before + p.step, total, &model).await;
+                        self.progress(record, steps_before + p.step, total, &model)
+                            .await;
                     }
                     Some(Event::Image(image)) => images.push(StoredImage {
                         index: offset + image.index,
@@ -350,7 +441,15 @@ impl Dispatcher {
                     }
                     Some(Event::Failed(failed)) => {
                         let error = format!("{}: {}", failed.code, failed.message);
-                        return self.ending(record, JobStatus::Failed, Some(error), images, String::new()).await;
+                        return self
+                            .ending(
+                                record,
+                                JobStatus::Failed,
+                                Some(error),
+                                images,
+                                String::new(),
+                            )
+                            .await;
                     }
                     None => {}
                 }
@@ -361,31 +460,54 @@ impl Dispatcher {
             1 => infos.pop().unwrap_or_default(),
             // Several parts: a JSON array of each part's info object.
             _ => {
-                let parsed: Vec<serde_json::Value> =
-                    infos.iter().map(|i| serde_json::from_str(i).unwrap_or(serde_json::Value::Null)).collect();
+                let parsed: Vec<serde_json::Value> = infos
+                    .iter()
+                    .map(|i| serde_json::from_str(i).unwrap_or(serde_json::Value::Null))
+                    .collect();
                 serde_json::Value::Array(parsed).to_string()
             }
         };
-        self.ending(record, JobStatus::Completed, None, images, info_json).await
+        self.ending(record, JobStatus::Completed, None, images, info_json)
+            .await
     }
 
     /// A gRPC error: transient ones are retried, the rest fail the job.
     async fn rejected(&self, record: &JobRecord, status: tonic::Status) -> Attempt {
         use tonic::Code;
         match status.code() {
-            Code::Unavailable | Code::Unknown | Code::Internal | Code::ResourceExhausted
-            | Code::Aborted | Code::DeadlineExceeded | Code::Cancelled => {
+            Code::Unavailable
+            | Code::Unknown
+            | Code::Internal
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::DeadlineExceeded
+            | Code::Cancelled => {
                 Attempt::Retry(format!("{:?}: {}", status.code(), status.message()))
             }
             code => {
-                let error = format!("inference server refused the job ({code:?}): {}", status.message());
-                self.ending(record, JobStatus::Failed, Some(error), Vec::new(), String::new()).await
+                let error = format!(
+                    "inference server refused the job ({code:?}): {}",
+                    status.message()
+                );
+                self.ending(
+                    record,
+                    JobStatus::Failed,
+                    Some(error),
+                    Vec::new(),
+                    String::new(),
+                )
+                .await
             }
         }
     }
 
     async fn progress(&self, record: &JobRecord, step: u32, total: u32, model: &str) {
-        match self.jobs.store.set_progress(&record.job.id, step, total, model).await {
+        match self
+            .jobs
+            .store
+            .set_progress(&record.job.id, step, total, model)
+            .await
+        {
             Ok(()) => self.jobs.events.changed(&record.job.id),
             Err(err) => tracing::warn!(job = %record.job.id, error = %err, "cannot store progress"),
         }
@@ -399,7 +521,13 @@ impl Dispatcher {
         images: Vec<StoredImage>,
         info_json: String,
     ) -> Attempt {
-        let ending = Ending { status, error, images, info_json, finished_at_ms: self.jobs.clock.now_ms() };
+        let ending = Ending {
+            status,
+            error,
+            images,
+            info_json,
+            finished_at_ms: self.jobs.clock.now_ms(),
+        };
         // A store failure (a full disk, a held lock) is not a generation failure: the result
         // is kept here and storing it is retried, for about a minute, before the generation
         // itself is given up (and counted as one of the job's attempts).
@@ -432,7 +560,11 @@ impl Dispatcher {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(30));
                 }
-                Err(err) => return Attempt::Retry(format!("cannot store the result after {tries} tries: {err}")),
+                Err(err) => {
+                    return Attempt::Retry(format!(
+                        "cannot store the result after {tries} tries: {err}"
+                    ));
+                }
             }
         }
     }

@@ -55,13 +55,17 @@ impl Lease {
 
     /// Marks the server unhealthy until its next successful health check.
     pub fn failed(&self) {
-        self.endpoints.list[self.index].healthy.store(false, Ordering::Relaxed);
+        self.endpoints.list[self.index]
+            .healthy
+            .store(false, Ordering::Relaxed);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.endpoints.list[self.index].in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.endpoints.list[self.index]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -75,11 +79,20 @@ impl Endpoints {
             .iter()
             .map(|url| {
                 let channel = endpoint(url)?.connect_lazy();
-                let client = InferenceClient::new(channel).max_decoding_message_size(MAX_INFERENCE_MESSAGE);
-                Ok(State { url: url.clone(), client, in_flight: AtomicUsize::new(0), healthy: AtomicBool::new(true) })
+                let client =
+                    InferenceClient::new(channel).max_decoding_message_size(MAX_INFERENCE_MESSAGE);
+                Ok(State {
+                    url: url.clone(),
+                    client,
+                    in_flight: AtomicUsize::new(0),
+                    healthy: AtomicBool::new(true),
+                })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(Arc::new(Self { list, turn: AtomicUsize::new(0) }))
+        Ok(Arc::new(Self {
+            list,
+            turn: AtomicUsize::new(0),
+        }))
     }
 
     /// The healthy endpoint with the least generations in flight (any endpoint when none is
@@ -89,11 +102,21 @@ impl Endpoints {
         let start = self.turn.fetch_add(1, Ordering::Relaxed);
         let order = (0..n).map(|i| (start + i) % n);
         let load = |i: usize| self.list[i].in_flight.load(Ordering::Relaxed);
-        let healthy: Vec<usize> = order.clone().filter(|&i| self.list[i].healthy.load(Ordering::Relaxed)).collect();
-        let candidates = if healthy.is_empty() { order.collect() } else { healthy };
+        let healthy: Vec<usize> = order
+            .clone()
+            .filter(|&i| self.list[i].healthy.load(Ordering::Relaxed))
+            .collect();
+        let candidates = if healthy.is_empty() {
+            order.collect()
+        } else {
+            healthy
+        };
         let index = candidates.into_iter().min_by_key(|&i| load(i)).unwrap_or(0);
         self.list[index].in_flight.fetch_add(1, Ordering::Relaxed);
-        Lease { endpoints: self.clone(), index }
+        Lease {
+            endpoints: self.clone(),
+            index,
+        }
     }
 
     /// A client balanced over every endpoint, for calls that any server can answer.
@@ -109,11 +132,16 @@ impl Endpoints {
                 let mut request = tonic::Request::new(ListModelsRequest {});
                 request.set_timeout(CHECK_DEADLINE);
                 let mut client = state.client.clone();
-                let ok = matches!(tokio::time::timeout(CHECK_DEADLINE, client.list_models(request)).await, Ok(Ok(_)));
+                let ok = matches!(
+                    tokio::time::timeout(CHECK_DEADLINE, client.list_models(request)).await,
+                    Ok(Ok(_))
+                );
                 if state.healthy.swap(ok, Ordering::Relaxed) != ok {
                     match ok {
                         true => tracing::info!(endpoint = %state.url, "inference server is back"),
-                        false => tracing::warn!(endpoint = %state.url, "inference server does not answer; not sending it work"),
+                        false => {
+                            tracing::warn!(endpoint = %state.url, "inference server does not answer; not sending it work")
+                        }
                     }
                 }
             }
@@ -128,7 +156,8 @@ impl Endpoints {
 /// The channel settings of one inference server. Keepalive pings notice a server that hangs
 /// or a link that dies while a generation runs, where TCP alone could wait for hours.
 fn endpoint(url: &str) -> Result<Endpoint, String> {
-    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| format!("inference endpoint {url:?}: {e}"))?;
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("inference endpoint {url:?}: {e}"))?;
     Ok(endpoint
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(20))

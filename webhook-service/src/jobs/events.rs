@@ -11,7 +11,9 @@ pub struct JobEvents {
 
 impl Default for JobEvents {
     fn default() -> Self {
-        Self { tx: broadcast::channel(1024).0 }
+        Self {
+            tx: broadcast::channel(1024).0,
+        }
     }
 }
 

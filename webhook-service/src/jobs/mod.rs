@@ -77,7 +77,9 @@ pub enum AcceptError {
         retry_after_s: u64,
     },
     /// The idempotency key was used before for a different request.
-    #[error("idempotency_key: {0:?} was already used for a different request (job {1}); use a new key")]
+    #[error(
+        "idempotency_key: {0:?} was already used for a different request (job {1}); use a new key"
+    )]
     Conflict(String, String),
     /// Storing failed.
     #[error(transparent)]
@@ -195,7 +197,11 @@ impl JobService {
 
     /// Validates `submission`, checks the caller's limits, and stores the job owned by the
     /// caller (or finds its idempotent twin); wakes the dispatcher.
-    pub async fn accept(&self, caller: &Caller, submission: Submission) -> Result<Inserted, AcceptError> {
+    pub async fn accept(
+        &self,
+        caller: &Caller,
+        submission: Submission,
+    ) -> Result<Inserted, AcceptError> {
         let job = self.admit(caller, submission).await?;
         let key = job.idempotency_key.clone();
         let inserted = self.store.insert_job(job).await.map_err(JobError::from)?;
@@ -211,7 +217,12 @@ impl JobService {
     /// `GET /sdapi/v1/sd-models` sent through RunPod's `input.api`): it is completed with
     /// `answer` as its info JSON, and its callback (if it has a webhook) is queued, in one
     /// transaction.
-    pub async fn answer(&self, caller: &Caller, submission: Submission, answer: serde_json::Value) -> Result<Inserted, AcceptError> {
+    pub async fn answer(
+        &self,
+        caller: &Caller,
+        submission: Submission,
+        answer: serde_json::Value,
+    ) -> Result<Inserted, AcceptError> {
         let job = self.admit(caller, submission).await?;
         let now = self.clock.now_ms();
         let record = JobRecord {
@@ -238,7 +249,11 @@ impl JobService {
         let mut finish = outbox::finish(&record, ending, &self.media);
         finish.started_at_ms = Some(now);
         let key = job.idempotency_key.clone();
-        let inserted = self.store.insert_finished_job(job, finish).await.map_err(JobError::from)?;
+        let inserted = self
+            .store
+            .insert_finished_job(job, finish)
+            .await
+            .map_err(JobError::from)?;
         let inserted = same_request(inserted, key)?;
         if !inserted.deduplicated {
             self.metrics.job_accepted();
@@ -254,18 +269,45 @@ impl JobService {
     /// answer may change, and a rebinding name is caught there).
     async fn check_webhook_address(&self, url: &str) -> Result<(), AcceptError> {
         use crate::delivery::ssrf::ResolveError;
-        let Ok(parsed) = url::Url::parse(url) else { return Ok(()) };
+        let Ok(parsed) = url::Url::parse(url) else {
+            return Ok(());
+        };
         let refused = |reason: String| -> AcceptError {
-            FieldError { field: "webhook.url".into(), rule: format!("{reason}; this service does not call such addresses") }.into()
+            FieldError {
+                field: "webhook.url".into(),
+                rule: format!("{reason}; this service does not call such addresses"),
+            }
+            .into()
         };
         let host = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => return self.settings.resolver.policy().check(ip.into()).map_err(|r| refused(format!("is {r}"))),
-            Some(url::Host::Ipv6(ip)) => return self.settings.resolver.policy().check(ip.into()).map_err(|r| refused(format!("is {r}"))),
+            Some(url::Host::Ipv4(ip)) => {
+                return self
+                    .settings
+                    .resolver
+                    .policy()
+                    .check(ip.into())
+                    .map_err(|r| refused(format!("is {r}")));
+            }
+            Some(url::Host::Ipv6(ip)) => {
+                return self
+                    .settings
+                    .resolver
+                    .policy()
+                    .check(ip.into())
+                    .map_err(|r| refused(format!("is {r}")));
+            }
             Some(url::Host::Domain(host)) => host.to_owned(),
             None => return Ok(()),
         };
-        match tokio::time::timeout(Duration::from_secs(2), self.settings.resolver.resolve_host(&host)).await {
-            Ok(Err(e @ ResolveError::Refused { .. })) => Err(refused(e.to_string().trim_start_matches("refused: ").to_owned())),
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            self.settings.resolver.resolve_host(&host),
+        )
+        .await
+        {
+            Ok(Err(e @ ResolveError::Refused { .. })) => Err(refused(
+                e.to_string().trim_start_matches("refused: ").to_owned(),
+            )),
             _ => Ok(()),
         }
     }
@@ -285,11 +327,17 @@ impl JobService {
             Ok(accepted) if !accepted.is_empty() => accepted,
             _ => return Ok(()),
         };
-        match named.into_iter().find(|name| !accepted.iter().any(|a| a == name)) {
+        match named
+            .into_iter()
+            .find(|name| !accepted.iter().any(|a| a == name))
+        {
             None => Ok(()),
             Some(unknown) => Err(FieldError {
                 field: "params.sampler_name".into(),
-                rule: format!("unknown sampler {unknown:?}; accepted: {}", accepted.join(", ")),
+                rule: format!(
+                    "unknown sampler {unknown:?}; accepted: {}",
+                    accepted.join(", ")
+                ),
             }
             .into()),
         }
@@ -298,18 +346,26 @@ impl JobService {
     /// Refuses a job naming a model no inference server serves. When the servers cannot be
     /// asked, the job is accepted: it is durable and runs (or fails, naming the model) later.
     async fn check_models(&self, job: &crate::domain::NewJob) -> Result<(), AcceptError> {
-        let named: Vec<&str> =
-            std::iter::once(&job.params).chain(&job.extra_parts).map(|p| p.model.as_str()).filter(|m| !m.is_empty()).collect();
+        let named: Vec<&str> = std::iter::once(&job.params)
+            .chain(&job.extra_parts)
+            .map(|p| p.model.as_str())
+            .filter(|m| !m.is_empty())
+            .collect();
         if named.is_empty() {
             return Ok(());
         }
-        let Ok(models) = self.models.list().await else { return Ok(()) };
+        let Ok(models) = self.models.list().await else {
+            return Ok(());
+        };
         for name in named.iter().copied() {
             if !models.iter().any(|m| m.name == name) {
                 let served: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
                 return Err(FieldError {
                     field: "params.model".into(),
-                    rule: format!("no model {name:?} is served here; served models: {}", served.join(", ")),
+                    rule: format!(
+                        "no model {name:?} is served here; served models: {}",
+                        served.join(", ")
+                    ),
                 }
                 .into());
             }
@@ -318,11 +374,18 @@ impl JobService {
     }
 
     /// Validates a submission into a job owned by the caller, within the caller's limits.
-    async fn admit(&self, caller: &Caller, submission: Submission) -> Result<crate::domain::NewJob, AcceptError> {
+    async fn admit(
+        &self,
+        caller: &Caller,
+        submission: Submission,
+    ) -> Result<crate::domain::NewJob, AcceptError> {
         let now = self.clock.now_ms();
         let mut job = validate::submission(submission, self.settings.rules, new_job_id(), now)?;
         job.owner = caller.key_id.clone();
-        let total: u64 = std::iter::once(&job.params).chain(&job.extra_parts).map(cost).sum();
+        let total: u64 = std::iter::once(&job.params)
+            .chain(&job.extra_parts)
+            .map(cost)
+            .sum();
         if total > self.settings.max_job_cost {
             let limit = self.settings.max_job_cost;
             return Err(FieldError {
@@ -339,7 +402,10 @@ impl JobService {
         if let Some(url) = &job.webhook.url {
             self.check_webhook_address(url).await?;
         }
-        let max_in_flight = caller.limits.max_in_flight.unwrap_or(self.settings.max_in_flight);
+        let max_in_flight = caller
+            .limits
+            .max_in_flight
+            .unwrap_or(self.settings.max_in_flight);
         let in_flight: u64 = self
             .store
             .count_jobs(&caller.key_id)
@@ -351,7 +417,9 @@ impl JobService {
             .sum();
         if in_flight >= u64::from(max_in_flight) {
             return Err(AcceptError::Limited {
-                rule: format!("this key already has {in_flight} jobs queued or running; the limit is {max_in_flight}"),
+                rule: format!(
+                    "this key already has {in_flight} jobs queued or running; the limit is {max_in_flight}"
+                ),
                 retry_after_s: 5,
             });
         }
@@ -382,14 +450,28 @@ impl JobService {
     /// One image's PNG bytes.
     pub async fn image(&self, caller: &Caller, id: &str, index: u32) -> Result<Vec<u8>, JobError> {
         self.get(caller, id).await?;
-        self.store.get_image(id, index).await?.ok_or_else(|| JobError::NotFound(format!("{id}/{index}")))
+        self.store
+            .get_image(id, index)
+            .await?
+            .ok_or_else(|| JobError::NotFound(format!("{id}/{index}")))
     }
 
     /// An image through its signed media link: the signature, not a key, is the authority, so
     /// a webhook receiver can fetch the URLs its callback lists.
-    pub async fn media(&self, job_id: &str, index: u32, expires: i64, sig: &str) -> Result<Vec<u8>, JobError> {
-        self.media.verify(job_id, index, expires, sig, self.clock.now_ms()).map_err(|e| JobError::Forbidden(e.to_string()))?;
-        self.store.get_image(job_id, index).await?.ok_or_else(|| JobError::NotFound(format!("{job_id}/{index}")))
+    pub async fn media(
+        &self,
+        job_id: &str,
+        index: u32,
+        expires: i64,
+        sig: &str,
+    ) -> Result<Vec<u8>, JobError> {
+        self.media
+            .verify(job_id, index, expires, sig, self.clock.now_ms())
+            .map_err(|e| JobError::Forbidden(e.to_string()))?;
+        self.store
+            .get_image(job_id, index)
+            .await?
+            .ok_or_else(|| JobError::NotFound(format!("{job_id}/{index}")))
     }
 
     /// The caller's unfinished jobs, newest first.
@@ -405,7 +487,12 @@ impl JobService {
     /// The latest preview PNG of a running job of the caller's, if the inference server sent one.
     pub async fn preview(&self, caller: &Caller, id: &str) -> Result<Option<Vec<u8>>, JobError> {
         self.get(caller, id).await?;
-        Ok(self.previews.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned())
+        Ok(self
+            .previews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned())
     }
 
     /// The models the inference servers serve, the default first.
@@ -417,13 +504,20 @@ impl JobService {
     /// `sd_model_checkpoint`), used by its jobs that name none. Kept in memory per key: a
     /// restart forgets it, as A1111 forgets an unsaved setting.
     pub fn preferred_model(&self, caller: &Caller) -> Option<String> {
-        self.preferred_models.lock().unwrap_or_else(|p| p.into_inner()).get(&caller.key_id).cloned()
+        self.preferred_models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&caller.key_id)
+            .cloned()
     }
 
     /// Sets the caller's default model (a name [`JobService::models`] lists; the caller of this
     /// checks it).
     pub fn set_preferred_model(&self, caller: &Caller, model: &str) {
-        self.preferred_models.lock().unwrap_or_else(|p| p.into_inner()).insert(caller.key_id.clone(), model.to_owned());
+        self.preferred_models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(caller.key_id.clone(), model.to_owned());
     }
 
     /// Whether the service can do its work now: the store takes writes and the inference
@@ -436,7 +530,9 @@ impl JobService {
             Err(_) => Err(format!("no write lock within {limit:?}")),
         };
         let inference = match tokio::time::timeout(limit, self.models.refresh()).await {
-            Ok(Ok(models)) if models.is_empty() => Err("the inference servers serve no model".to_owned()),
+            Ok(Ok(models)) if models.is_empty() => {
+                Err("the inference servers serve no model".to_owned())
+            }
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer within {limit:?}")),
@@ -446,7 +542,12 @@ impl JobService {
 
     /// Waits until the caller's job has finished or `timeout` has passed, and returns it as it
     /// then is.
-    pub async fn wait(&self, caller: &Caller, id: &str, timeout: Duration) -> Result<JobRecord, JobError> {
+    pub async fn wait(
+        &self,
+        caller: &Caller,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<JobRecord, JobError> {
         let mut changes = self.events.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -459,7 +560,9 @@ impl JobService {
                     Err(_) => return self.get(caller, id).await,
                     Ok(Ok(changed)) if changed != id => continue,
                     Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
-                    Ok(Err(broadcast::error::RecvError::Closed)) => return self.get(caller, id).await,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => {
+                        return self.get(caller, id).await;
+                    }
                 }
             }
         }
@@ -472,7 +575,10 @@ impl JobService {
 
     /// The payload a finished job's callback carries (in its webhook format), for callers
     /// who poll or wait instead; None while the job has not finished.
-    pub async fn outcome_json(&self, record: &JobRecord) -> Result<Option<serde_json::Value>, JobError> {
+    pub async fn outcome_json(
+        &self,
+        record: &JobRecord,
+    ) -> Result<Option<serde_json::Value>, JobError> {
         if !record.status.is_final() {
             return Ok(None);
         }
@@ -508,7 +614,12 @@ impl JobService {
 
     /// Cancels every unfinished job of the caller's that is in `which` (queued only, or
     /// queued and running); returns how many were cancelled.
-    pub async fn cancel_all(&self, caller: &Caller, include_running: bool, reason: &str) -> Result<u64, JobError> {
+    pub async fn cancel_all(
+        &self,
+        caller: &Caller,
+        include_running: bool,
+        reason: &str,
+    ) -> Result<u64, JobError> {
         let mut cancelled = 0;
         for record in self.store.active_jobs(&caller.key_id, u32::MAX).await? {
             if include_running || record.status == JobStatus::Queued {
@@ -520,7 +631,11 @@ impl JobService {
     }
 
     /// The deliveries of a job of the caller's.
-    pub async fn deliveries(&self, caller: &Caller, job_id: &str) -> Result<Vec<DeliveryRecord>, JobError> {
+    pub async fn deliveries(
+        &self,
+        caller: &Caller,
+        job_id: &str,
+    ) -> Result<Vec<DeliveryRecord>, JobError> {
         self.get(caller, job_id).await?;
         Ok(self.store.list_deliveries(job_id).await?)
     }
@@ -529,14 +644,27 @@ impl JobService {
     /// webhook-id. Not to a receiver that answered 410 Gone (an operator can force that: the
     /// `deliveries redeliver --force` command), and at most once a minute per delivery, so
     /// redelivery cannot be used to replay freshly signed callbacks at will.
-    pub async fn redeliver(&self, caller: &Caller, delivery_id: &str) -> Result<DeliveryRecord, JobError> {
+    pub async fn redeliver(
+        &self,
+        caller: &Caller,
+        delivery_id: &str,
+    ) -> Result<DeliveryRecord, JobError> {
         let not_found = || JobError::DeliveryNotFound(delivery_id.to_owned());
-        let delivery = self.store.get_delivery(delivery_id).await?.ok_or_else(not_found)?;
-        self.get(caller, &delivery.job_id).await.map_err(|_| not_found())?;
+        let delivery = self
+            .store
+            .get_delivery(delivery_id)
+            .await?
+            .ok_or_else(not_found)?;
+        self.get(caller, &delivery.job_id)
+            .await
+            .map_err(|_| not_found())?;
         let now = self.clock.now_ms();
         if let Err(retry_after_s) = self.redeliveries.admit(delivery_id, 1, now) {
             let message = format!("delivery {delivery_id} was redelivered less than a minute ago");
-            return Err(JobError::Limited { message, retry_after_s });
+            return Err(JobError::Limited {
+                message,
+                retry_after_s,
+            });
         }
         match self.store.redeliver(delivery_id, now, false).await? {
             Redelivery::NotFound => Err(not_found()),
@@ -562,13 +690,19 @@ impl JobService {
             self.delivery_wake.notify_one();
             self.events.changed(&record.job.id);
         }
-        self.previews.lock().unwrap_or_else(|p| p.into_inner()).remove(&record.job.id);
+        self.previews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&record.job.id);
         Ok(written)
     }
 
     /// Keeps the latest preview of a running job.
     fn set_preview(&self, id: &str, png: Vec<u8>) {
-        self.previews.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), png);
+        self.previews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), png);
     }
 
     /// Registers a running generation so that [`JobService::cancel`] can stop it.
@@ -580,7 +714,10 @@ impl JobService {
 
     fn untrack(&self, id: &str) {
         self.lock_running().remove(id);
-        self.previews.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.previews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     fn running_token(&self, id: &str) -> Option<CancellationToken> {
@@ -589,6 +726,8 @@ impl JobService {
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
         // The map stays consistent even if a holder panicked: every operation is one call.
-        self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -25,7 +25,10 @@ pub struct ModelCatalog {
 impl ModelCatalog {
     /// A catalog asking one of `endpoints` (a healthy one when there is one).
     pub fn new(endpoints: Arc<Endpoints>) -> Self {
-        Self { endpoints, cache: Mutex::new(None) }
+        Self {
+            endpoints,
+            cache: Mutex::new(None),
+        }
     }
 
     /// The served models, the default first; an error says why the servers could not be asked.
@@ -39,7 +42,11 @@ impl ModelCatalog {
     }
 
     async fn catalog(&self) -> Result<ListModelsResponse, String> {
-        if let Some((at, catalog)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        if let Some((at, catalog)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
             && at.elapsed() < CACHE_TTL
         {
             return Ok(catalog.clone());
@@ -58,10 +65,20 @@ impl ModelCatalog {
         let mut client = self.endpoints.any_client();
         let catalog = match tokio::time::timeout(DEADLINE, client.list_models(request)).await {
             Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(format!("the inference server cannot list its models: {}", status.message())),
-            Err(_) => return Err(format!("the inference server did not list its models within {DEADLINE:?}")),
+            Ok(Err(status)) => {
+                return Err(format!(
+                    "the inference server cannot list its models: {}",
+                    status.message()
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "the inference server did not list its models within {DEADLINE:?}"
+                ));
+            }
         };
-        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), catalog.clone()));
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), catalog.clone()));
         Ok(catalog)
     }
 }

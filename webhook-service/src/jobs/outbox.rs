@@ -1,7 +1,8 @@
 //! Turns a finished job into the result and callbacks written in one transaction.
 
 use crate::domain::{
-    EventKind, JobFinish, JobOutcome, JobRecord, JobStatus, NewDelivery, PublishedImage, StoredImage,
+    EventKind, JobFinish, JobOutcome, JobRecord, JobStatus, NewDelivery, PublishedImage,
+    StoredImage,
 };
 use crate::formats;
 use crate::media::MediaSigner;
@@ -38,10 +39,21 @@ pub fn finish(record: &JobRecord, ending: Ending, media: &MediaSigner) -> JobFin
     finished.info_json = ending.info_json.clone();
     let deliveries = match (&record.job.webhook.url, event) {
         (Some(url), Some(event)) if record.job.webhook.events.contains(&event) => {
-            let payload = render(&finished, event, &ending.images, ending.finished_at_ms, media);
+            let payload = render(
+                &finished,
+                event,
+                &ending.images,
+                ending.finished_at_ms,
+                media,
+            );
             let id = new_delivery_id();
             let payload = defer_images(to_bytes(&payload), &ending.images, &id);
-            vec![NewDelivery { id, event, url: url.clone(), payload }]
+            vec![NewDelivery {
+                id,
+                event,
+                url: url.clone(),
+                payload,
+            }]
         }
         _ => Vec::new(),
     };
@@ -70,9 +82,14 @@ pub fn image_placeholder(delivery_id: &str, index: u32) -> String {
 /// Replaces every JSON string that is an image's base64 with its placeholder.
 fn defer_images(payload: Vec<u8>, images: &[StoredImage], delivery_id: &str) -> Vec<u8> {
     use base64::Engine;
-    let Ok(mut text) = String::from_utf8(payload.clone()) else { return payload };
+    let Ok(mut text) = String::from_utf8(payload.clone()) else {
+        return payload;
+    };
     for image in images {
-        let encoded = format!("\"{}\"", base64::engine::general_purpose::STANDARD.encode(&image.png));
+        let encoded = format!(
+            "\"{}\"",
+            base64::engine::general_purpose::STANDARD.encode(&image.png)
+        );
         if text.contains(&encoded) {
             text = text.replace(&encoded, &image_placeholder(delivery_id, image.index));
         }
@@ -92,14 +109,19 @@ pub fn event_of(status: JobStatus) -> Option<EventKind> {
 
 /// The payload of a finished job in its webhook format, as its callback carries it (media
 /// links signed now); None when the job has not finished.
-pub fn outcome_json(record: &JobRecord, images: &[StoredImage], media: &MediaSigner) -> Option<serde_json::Value> {
+pub fn outcome_json(
+    record: &JobRecord,
+    images: &[StoredImage],
+    media: &MediaSigner,
+) -> Option<serde_json::Value> {
     let event = event_of(record.status)?;
     let finished_at = record.finished_at_ms.unwrap_or(record.job.created_at_ms);
     Some(render(record, event, images, finished_at, media))
 }
 
 fn to_bytes(payload: &serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(payload).unwrap_or_else(|_| unreachable!("a serde_json::Value always serializes"))
+    serde_json::to_vec(payload)
+        .unwrap_or_else(|_| unreachable!("a serde_json::Value always serializes"))
 }
 
 fn render(
@@ -115,7 +137,10 @@ fn render(
         event,
         images: images
             .iter()
-            .map(|image| PublishedImage { image, url: media.url(&job.id, image.index, finished_at_ms) })
+            .map(|image| PublishedImage {
+                image,
+                url: media.url(&job.id, image.index, finished_at_ms),
+            })
             .collect(),
         info_json: &finished.info_json,
         queue_ms: finished.queue_ms(finished_at_ms),

@@ -28,19 +28,26 @@ impl Spool {
     pub fn beside(database: &Path) -> Spool {
         let mut dir = database.as_os_str().to_owned();
         dir.push(".spool");
-        Spool { dir: PathBuf::from(dir) }
+        Spool {
+            dir: PathBuf::from(dir),
+        }
     }
 
     fn file(&self, job_id: &str) -> Option<PathBuf> {
         // Job ids are UUIDs; anything else is not written (no path tricks).
-        let safe = !job_id.is_empty() && job_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let safe = !job_id.is_empty()
+            && job_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
         safe.then(|| self.dir.join(format!("{job_id}.json")))
     }
 
     /// Keeps `ending` of `job_id` on disk; false when it is not kept (over the limit, or the
     /// disk refused it too).
     pub fn keep(&self, job_id: &str, ending: &Ending) -> bool {
-        let Some(path) = self.file(job_id) else { return false };
+        let Some(path) = self.file(job_id) else {
+            return false;
+        };
         let engine = base64::engine::general_purpose::STANDARD;
         let body = json!({
             "status": ending.status.as_str(),
@@ -83,14 +90,24 @@ impl Spool {
 
     /// Every kept result: (job id, its ending). Unreadable files are skipped with a warning.
     pub fn kept(&self) -> Vec<(String, Ending)> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
         let mut kept = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            let Some(job_id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
+            let Some(job_id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
                 continue;
             };
-            match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).and_then(|v| ending(&v)) {
+            match std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .and_then(|v| ending(&v))
+            {
                 Some(ending) => kept.push((job_id.to_owned(), ending)),
                 None => tracing::warn!(file = %path.display(), "unreadable kept result; ignored"),
             }
@@ -100,7 +117,13 @@ impl Spool {
 
     fn used(&self) -> u64 {
         std::fs::read_dir(&self.dir)
-            .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
             .unwrap_or(0)
     }
 }
@@ -140,15 +163,30 @@ mod tests {
         let ending = Ending {
             status: JobStatus::Completed,
             error: None,
-            images: vec![StoredImage { index: 0, seed: 7, infotext: "a fox".into(), png: vec![0x89, b'P', 0, 255] }],
+            images: vec![StoredImage {
+                index: 0,
+                seed: 7,
+                infotext: "a fox".into(),
+                png: vec![0x89, b'P', 0, 255],
+            }],
             info_json: "{\"seed\":7}".into(),
             finished_at_ms: 1234,
         };
         assert!(spool.keep("01a22b2f-deba-76d7", &ending));
-        assert!(!spool.keep("../escape", &ending), "only id-shaped names are written");
+        assert!(
+            !spool.keep("../escape", &ending),
+            "only id-shaped names are written"
+        );
         let kept = spool.kept();
         assert_eq!(kept.len(), 1);
-        assert_eq!((kept[0].0.as_str(), kept[0].1.images.clone(), kept[0].1.finished_at_ms), ("01a22b2f-deba-76d7", ending.images, 1234));
+        assert_eq!(
+            (
+                kept[0].0.as_str(),
+                kept[0].1.images.clone(),
+                kept[0].1.finished_at_ms
+            ),
+            ("01a22b2f-deba-76d7", ending.images, 1234)
+        );
         spool.forget("01a22b2f-deba-76d7");
         assert!(spool.kept().is_empty());
     }

@@ -69,7 +69,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a job that is already finished (its ending written in the same transaction), so
     /// no dispatcher ever takes it; an idempotent twin is returned unchanged.
-    async fn insert_finished_job(&self, job: NewJob, finish: JobFinish) -> Result<Inserted, StoreError>;
+    async fn insert_finished_job(
+        &self,
+        job: NewJob,
+        finish: JobFinish,
+    ) -> Result<Inserted, StoreError>;
 
     /// A job by id.
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
@@ -161,7 +165,12 @@ pub trait Store: Send + Sync + 'static {
     /// Makes a delivery pending again, due at `now_ms`, with a fresh retry schedule and the
     /// same id. A delivery whose URL is marked gone (the receiver answered 410) is left alone
     /// unless `force`, which also clears the mark.
-    async fn redeliver(&self, delivery_id: &str, now_ms: i64, force: bool) -> Result<Redelivery, StoreError>;
+    async fn redeliver(
+        &self,
+        delivery_id: &str,
+        now_ms: i64,
+        force: bool,
+    ) -> Result<Redelivery, StoreError>;
 }
 
 /// What [`Store::redeliver`] did.

@@ -28,7 +28,9 @@ async fn start_with(adjust: impl FnOnce(&mut Config)) -> (Service, Arc<FakeInfer
 
 /// POSTs `body` to `path` with Cerebrium's bare `Authorization: <key>`.
 async fn post(service: &Service, path: &str, key: Option<&str>, body: &Value) -> (u16, Value) {
-    let mut request = support::http().post(format!("http://{}{path}", service.http)).json(body);
+    let mut request = support::http()
+        .post(format!("http://{}{path}", service.http))
+        .json(body);
     if let Some(key) = key {
         request = request.header("authorization", key);
     }
@@ -38,7 +40,9 @@ async fn post(service: &Service, path: &str, key: Option<&str>, body: &Value) ->
 }
 
 fn decode_png(b64: &Value) -> Vec<u8> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap()).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.as_str().unwrap())
+        .unwrap();
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     bytes
 }
@@ -52,11 +56,19 @@ async fn the_seed_request_with_a_webhook_answers_at_once_and_calls_back() {
     for path in ["/tiny-sd1/predict", "/cerebrium/tiny-sd1/predict"] {
         let (status, answer) = post(&service, path, Some(&key), &body).await;
         assert_eq!(status, 202, "{path}: {answer}");
-        assert_eq!(answer["message"], "We will return the images to the endpoint provided when the task is complete.");
+        assert_eq!(
+            answer["message"],
+            "We will return the images to the endpoint provided when the task is complete."
+        );
         assert_eq!(answer.as_object().unwrap().len(), 2, "{answer}");
         run_ids.push(answer["run_id"].as_str().unwrap().to_owned());
     }
-    let mut callbacks: Vec<Value> = receiver.wait_for(2, Duration::from_secs(20)).await.iter().map(|r| r.json()).collect();
+    let mut callbacks: Vec<Value> = receiver
+        .wait_for(2, Duration::from_secs(20))
+        .await
+        .iter()
+        .map(|r| r.json())
+        .collect();
     callbacks.sort_by_key(|c| run_ids.iter().position(|id| c["run_id"] == *id));
     for (callback, run_id) in callbacks.iter().zip(&run_ids) {
         assert_eq!(callback["run_id"], *run_id);
@@ -67,17 +79,31 @@ async fn the_seed_request_with_a_webhook_answers_at_once_and_calls_back() {
     }
     let received = fake.received.lock().unwrap().clone();
     assert_eq!(received.len(), 2);
-    assert!(received.iter().all(|p| p.prompt == SEED_PROMPT && p.model == "tiny-sd1"), "{received:?}");
+    assert!(
+        received
+            .iter()
+            .all(|p| p.prompt == SEED_PROMPT && p.model == "tiny-sd1"),
+        "{received:?}"
+    );
     service.stop().await;
 }
 
 #[tokio::test]
 async fn without_a_webhook_the_call_answers_with_the_result() {
     let (service, fake, key) = start_with(|_| {}).await;
-    let (status, answer) = post(&service, "/tiny-sd1/predict", Some(&key), &json!({"prompt": SEED_PROMPT, "batch_size": 2})).await;
+    let (status, answer) = post(
+        &service,
+        "/tiny-sd1/predict",
+        Some(&key),
+        &json!({"prompt": SEED_PROMPT, "batch_size": 2}),
+    )
+    .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["message"], "Successfully generated images");
-    assert!(answer["run_id"].is_string() && answer["run_time_ms"].is_f64(), "{answer}");
+    assert!(
+        answer["run_id"].is_string() && answer["run_time_ms"].is_f64(),
+        "{answer}"
+    );
     let images = answer["result"].as_array().unwrap();
     assert_eq!(images.len(), 2);
     images.iter().for_each(|i| {
@@ -86,21 +112,45 @@ async fn without_a_webhook_the_call_answers_with_the_result() {
     assert_eq!(fake.received.lock().unwrap()[0].model, "tiny-sd1");
 
     // A failed run: the callback-shaped body with the error, as a 500.
-    let (status, answer) = post(&service, "/cerebrium/tiny-sd1/predict", Some(&key), &json!({"prompt": "fail"})).await;
+    let (status, answer) = post(
+        &service,
+        "/cerebrium/tiny-sd1/predict",
+        Some(&key),
+        &json!({"prompt": "fail"}),
+    )
+    .await;
     assert_eq!(status, 500, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("out of memory"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("out of memory"),
+        "{answer}"
+    );
     assert_eq!(answer["message"], answer["error"]);
-    assert!(answer["result"].is_null() && answer["run_id"].is_string(), "{answer}");
+    assert!(
+        answer["result"].is_null() && answer["run_id"].is_string(),
+        "{answer}"
+    );
     service.stop().await;
 }
 
 #[tokio::test]
 async fn a_run_outlasting_the_wait_bound_is_202_with_its_run_id() {
     let (service, _, key) = start_with(|c| c.sync_wait = Duration::from_millis(500)).await;
-    let (status, answer) = post(&service, "/tiny-sd1/predict", Some(&key), &json!({"prompt": "slow"})).await;
+    let (status, answer) = post(
+        &service,
+        "/tiny-sd1/predict",
+        Some(&key),
+        &json!({"prompt": "slow"}),
+    )
+    .await;
     assert_eq!(status, 202, "{answer}");
     let run_id = answer["run_id"].as_str().unwrap();
-    assert!(answer["message"].as_str().unwrap().contains(&format!("/v1/jobs/{run_id}")), "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/v1/jobs/{run_id}")),
+        "{answer}"
+    );
     assert!(answer.get("result").is_none(), "{answer}");
     service.stop().await;
 }
@@ -109,11 +159,17 @@ async fn a_run_outlasting_the_wait_bound_is_202_with_its_run_id() {
 async fn unknown_models_missing_keys_and_bad_fields_are_refused() {
     let (service, fake, key) = start_with(|_| {}).await;
     let seed = json!({"prompt": SEED_PROMPT, "webhook_endpoint": "https://your-webhook-url.com"});
-    for path in ["/dreambooth-webhook/predict", "/cerebrium/dreambooth-webhook/predict"] {
+    for path in [
+        "/dreambooth-webhook/predict",
+        "/cerebrium/dreambooth-webhook/predict",
+    ] {
         let (status, answer) = post(&service, path, Some(&key), &seed).await;
         assert_eq!(status, 404, "{answer}");
         let message = answer["error"]["message"].as_str().unwrap();
-        assert!(message.contains("\"dreambooth-webhook\"") && message.contains("tiny-sd1"), "{message}");
+        assert!(
+            message.contains("\"dreambooth-webhook\"") && message.contains("tiny-sd1"),
+            "{message}"
+        );
     }
 
     let (status, answer) = post(&service, "/tiny-sd1/predict", None, &seed).await;
@@ -121,12 +177,27 @@ async fn unknown_models_missing_keys_and_bad_fields_are_refused() {
     let (status, _) = post(&service, "/tiny-sd1/predict", Some("sds_not-a-key"), &seed).await;
     assert_eq!(status, 401);
 
-    let (status, answer) = post(&service, "/tiny-sd1/predict", Some(&key), &json!({"prompt": "p", "width": 65})).await;
+    let (status, answer) = post(
+        &service,
+        "/tiny-sd1/predict",
+        Some(&key),
+        &json!({"prompt": "p", "width": 65}),
+    )
+    .await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["error"]["field"], "body.width");
-    let (status, answer) = post(&service, "/tiny-sd1/predict", Some(&key), &json!({"prompt": "p", "webhook_endpoint": "ftp://x/"})).await;
+    let (status, answer) = post(
+        &service,
+        "/tiny-sd1/predict",
+        Some(&key),
+        &json!({"prompt": "p", "webhook_endpoint": "ftp://x/"}),
+    )
+    .await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["error"]["field"], "webhook_endpoint");
-    assert!(fake.received.lock().unwrap().is_empty(), "a refused request reached the inference server");
+    assert!(
+        fake.received.lock().unwrap().is_empty(),
+        "a refused request reached the inference server"
+    );
     service.stop().await;
 }

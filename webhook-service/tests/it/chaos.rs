@@ -57,7 +57,11 @@ struct Target {
 
 impl Target {
     async fn start(&self) -> Running {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = command(&self.db, self.grpc, self.http, self.inference)
             .env("SDSERVE_SIGNING_KEY", SIGNING_KEY)
             .env("SDSERVE_PER_MINUTE", "100000")
@@ -71,7 +75,12 @@ impl Target {
     }
 
     /// `kill -9` (its time pushed onto `kills`), a seeded pause, a fresh process.
-    async fn kill_and_restart(&self, service: Running, rng: &mut Rng, kills: &mut Vec<Instant>) -> Running {
+    async fn kill_and_restart(
+        &self,
+        service: Running,
+        rng: &mut Rng,
+        kills: &mut Vec<Instant>,
+    ) -> Running {
         kills.push(Instant::now());
         service.kill9();
         tokio::time::sleep(Duration::from_millis(rng.range(50..600))).await;
@@ -122,19 +131,37 @@ async fn three_hundred_jobs_survive_kill_9_and_a_failing_receiver() {
     connect(target.grpc).await;
     let ledger = Arc::new(Ledger::default());
     let submitters: Vec<_> = (0..SUBMITTERS)
-        .map(|_| tokio::spawn(submit_jobs(ledger.clone(), rng.fork(), target.grpc, target.http, hook.clone())))
+        .map(|_| {
+            tokio::spawn(submit_jobs(
+                ledger.clone(),
+                rng.fork(),
+                target.grpc,
+                target.http,
+                hook.clone(),
+            ))
+        })
         .collect();
 
     // Kills while submissions are in flight, each once a seeded number of jobs is acknowledged.
-    let mut thresholds: Vec<usize> = (0..rng.range(3..6)).map(|_| rng.range(15..(JOBS as u64 - 15)) as usize).collect();
+    let mut thresholds: Vec<usize> = (0..rng.range(3..6))
+        .map(|_| rng.range(15..(JOBS as u64 - 15)) as usize)
+        .collect();
     thresholds.sort_unstable();
     let mut kills = Vec::new();
     for threshold in &thresholds {
         // A submitter that stopped early has panicked: awaiting it below says why.
         let stopped = || submitters.iter().any(|s| s.is_finished());
-        wait_until(Duration::from_secs(60), || ledger.acked_count() >= *threshold || stopped(), || {
-            format!("{} of {JOBS} jobs acknowledged, waiting for {threshold}\n{}", ledger.acked_count(), target.log_tail())
-        })
+        wait_until(
+            Duration::from_secs(60),
+            || ledger.acked_count() >= *threshold || stopped(),
+            || {
+                format!(
+                    "{} of {JOBS} jobs acknowledged, waiting for {threshold}\n{}",
+                    ledger.acked_count(),
+                    target.log_tail()
+                )
+            },
+        )
         .await;
         tokio::time::sleep(Duration::from_millis(rng.range(0..150))).await;
         service = target.kill_and_restart(service, &mut rng, &mut kills).await;
@@ -153,12 +180,31 @@ async fn three_hundred_jobs_survive_kill_9_and_a_failing_receiver() {
 
     let acked: BTreeMap<usize, String> = ledger.acked.lock().unwrap().clone();
     let acked_ids: BTreeSet<String> = acked.values().cloned().collect();
-    assert_eq!(acked.len(), JOBS, "every submission was acknowledged in the end");
-    assert_eq!(acked_ids.len(), JOBS, "one job per idempotency key: {acked:?}");
-    wait_until(Duration::from_secs(120), || acked_ids.is_subset(&jobs_with_2xx(&receiver.requests())), || {
-        let missing: Vec<_> = acked_ids.difference(&jobs_with_2xx(&receiver.requests())).cloned().collect();
-        format!("seed {seed}: {} acknowledged jobs never got a 2xx delivery: {missing:?}\n{}", missing.len(), target.log_tail())
-    })
+    assert_eq!(
+        acked.len(),
+        JOBS,
+        "every submission was acknowledged in the end"
+    );
+    assert_eq!(
+        acked_ids.len(),
+        JOBS,
+        "one job per idempotency key: {acked:?}"
+    );
+    wait_until(
+        Duration::from_secs(120),
+        || acked_ids.is_subset(&jobs_with_2xx(&receiver.requests())),
+        || {
+            let missing: Vec<_> = acked_ids
+                .difference(&jobs_with_2xx(&receiver.requests()))
+                .cloned()
+                .collect();
+            format!(
+                "seed {seed}: {} acknowledged jobs never got a 2xx delivery: {missing:?}\n{}",
+                missing.len(),
+                target.log_tail()
+            )
+        },
+    )
     .await;
 
     let requests = receiver.requests();
@@ -166,7 +212,11 @@ async fn three_hundred_jobs_survive_kill_9_and_a_failing_receiver() {
     check_service_view(target.grpc, &acked_ids, &report.webhook_id).await;
     drop(service);
     let log = std::fs::read_to_string(&target.log).unwrap_or_default();
-    assert!(!log.contains("panicked"), "the service panicked under chaos (seed {seed}):\n{}", target.log_tail());
+    assert!(
+        !log.contains("panicked"),
+        "the service panicked under chaos (seed {seed}):\n{}",
+        target.log_tail()
+    );
 
     println!(
         "chaos seed {seed}: {JOBS} jobs ({} gRPC, {} HTTP), {} kills ({kills_while_submitting} while submitting, \
@@ -199,7 +249,12 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool, why: impl F
 /// off by a kill (not JSON).
 fn job_of(request: &Recorded) -> Option<String> {
     let body: Value = serde_json::from_slice(&request.body).ok()?;
-    Some(body["data"]["job_id"].as_str().unwrap_or_else(|| panic!("no data.job_id in {}", request.text())).to_owned())
+    Some(
+        body["data"]["job_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no data.job_id in {}", request.text()))
+            .to_owned(),
+    )
 }
 
 fn is_2xx(request: &Recorded) -> bool {
@@ -208,7 +263,11 @@ fn is_2xx(request: &Recorded) -> bool {
 
 /// Jobs with at least one callback the receiver answered 2xx.
 fn jobs_with_2xx(requests: &[Recorded]) -> BTreeSet<String> {
-    requests.iter().filter(|r| is_2xx(r)).filter_map(job_of).collect()
+    requests
+        .iter()
+        .filter(|r| is_2xx(r))
+        .filter_map(job_of)
+        .collect()
 }
 
 /// What the receiver's log shows.
@@ -234,22 +293,53 @@ fn check_posts(requests: &[Recorded], acked: &BTreeSet<String>, kills: &[Instant
     let mut first_2xx: BTreeMap<String, (usize, Instant)> = BTreeMap::new();
     let (mut failed_replies, mut duplicates, mut cut_off) = (0, 0, 0);
     for (index, request) in requests.iter().enumerate() {
-        assert_eq!((request.method.as_str(), request.path.as_str()), ("POST", "/hook"));
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/hook")
+        );
         let Some(job) = job_of(request) else {
             cut_off += 1;
             continue;
         };
-        assert!(acked.contains(&job), "a callback for job {job}, which the service never acknowledged");
-        assert_eq!(request.json()["type"], "job.completed", "job {job} did not complete: {}", request.text());
-        let id = request.header("webhook-id").expect("webhook-id header").to_owned();
-        let timestamp: i64 = request.header("webhook-timestamp").expect("webhook-timestamp").parse().unwrap();
-        let signature = request.header("webhook-signature").expect("webhook-signature");
-        assert!(key.verify(&id, timestamp, &request.body, signature), "bad signature on {id} (job {job})");
-        ids_of_job.entry(job.clone()).or_default().insert(id.clone());
-        jobs_of_id.entry(id.clone()).or_default().insert(job.clone());
+        assert!(
+            acked.contains(&job),
+            "a callback for job {job}, which the service never acknowledged"
+        );
+        assert_eq!(
+            request.json()["type"],
+            "job.completed",
+            "job {job} did not complete: {}",
+            request.text()
+        );
+        let id = request
+            .header("webhook-id")
+            .expect("webhook-id header")
+            .to_owned();
+        let timestamp: i64 = request
+            .header("webhook-timestamp")
+            .expect("webhook-timestamp")
+            .parse()
+            .unwrap();
+        let signature = request
+            .header("webhook-signature")
+            .expect("webhook-signature");
+        assert!(
+            key.verify(&id, timestamp, &request.body, signature),
+            "bad signature on {id} (job {job})"
+        );
+        ids_of_job
+            .entry(job.clone())
+            .or_default()
+            .insert(id.clone());
+        jobs_of_id
+            .entry(id.clone())
+            .or_default()
+            .insert(job.clone());
         if let Some(&(first, answered_at)) = first_2xx.get(&job) {
             duplicates += 1;
-            let since = answered_at.checked_sub(Duration::from_secs(1)).unwrap_or(answered_at);
+            let since = answered_at
+                .checked_sub(Duration::from_secs(1))
+                .unwrap_or(answered_at);
             assert!(
                 kills.iter().any(|&k| since <= k && k <= request.at),
                 "job {job} ({id}) was POSTed again (request {index}) after a 2xx answer (request {first}) without a kill between"
@@ -262,28 +352,62 @@ fn check_posts(requests: &[Recorded], acked: &BTreeSet<String>, kills: &[Instant
         }
     }
     for (job, ids) in &ids_of_job {
-        assert_eq!(ids.len(), 1, "job {job} was delivered under several webhook-ids: {ids:?}");
+        assert_eq!(
+            ids.len(),
+            1,
+            "job {job} was delivered under several webhook-ids: {ids:?}"
+        );
     }
     for (id, jobs) in &jobs_of_id {
-        assert_eq!(jobs.len(), 1, "webhook-id {id} was used for several jobs: {jobs:?}");
+        assert_eq!(
+            jobs.len(),
+            1,
+            "webhook-id {id} was used for several jobs: {jobs:?}"
+        );
     }
-    let webhook_id = ids_of_job.into_iter().map(|(job, ids)| (job, ids.into_iter().next().unwrap())).collect();
-    PostReport { webhook_id, failed_replies, duplicates, cut_off }
+    let webhook_id = ids_of_job
+        .into_iter()
+        .map(|(job, ids)| (job, ids.into_iter().next().unwrap()))
+        .collect();
+    PostReport {
+        webhook_id,
+        failed_replies,
+        duplicates,
+        cut_off,
+    }
 }
 
 /// The service agrees: each job has one delivery, succeeded, under the id the receiver saw.
-async fn check_service_view(grpc: u16, acked: &BTreeSet<String>, webhook_id: &BTreeMap<String, String>) {
+async fn check_service_view(
+    grpc: u16,
+    acked: &BTreeSet<String>,
+    webhook_id: &BTreeMap<String, String>,
+) {
     let mut client = connect(grpc).await;
     for job in acked {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let request = pb::ListDeliveriesRequest { job_id: job.clone() };
-            let list = client.list_deliveries(request).await.unwrap().into_inner().deliveries;
+            let request = pb::ListDeliveriesRequest {
+                job_id: job.clone(),
+            };
+            let list = client
+                .list_deliveries(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .deliveries;
             if list.len() == 1 && list[0].status() == pb::DeliveryStatus::Succeeded {
-                assert_eq!(Some(&list[0].id), webhook_id.get(job), "job {job}'s delivery id");
+                assert_eq!(
+                    Some(&list[0].id),
+                    webhook_id.get(job),
+                    "job {job}'s delivery id"
+                );
                 break;
             }
-            assert!(Instant::now() < deadline, "job {job}'s deliveries never settled: {list:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "job {job}'s deliveries never settled: {list:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -315,7 +439,10 @@ async fn submit_jobs(ledger: Arc<Ledger>, mut rng: Rng, grpc: u16, http: u16, ho
             match answer {
                 Ok((id, deduplicated)) => {
                     if deduplicated {
-                        assert!(attempts > 1, "job {n}: a first submission answered deduplicated");
+                        assert!(
+                            attempts > 1,
+                            "job {n}: a first submission answered deduplicated"
+                        );
                         ledger.deduplicated.fetch_add(1, Ordering::SeqCst);
                     }
                     ledger.acked.lock().unwrap().insert(n, id);
@@ -323,8 +450,16 @@ async fn submit_jobs(ledger: Arc<Ledger>, mut rng: Rng, grpc: u16, http: u16, ho
                 }
                 Err(why) => {
                     ledger.lost_answers.fetch_add(1, Ordering::SeqCst);
-                    *ledger.errors.lock().unwrap().entry(why.clone()).or_default() += 1;
-                    assert!(Instant::now() < deadline, "job {n}: no answer within 60 s; last: {why}");
+                    *ledger
+                        .errors
+                        .lock()
+                        .unwrap()
+                        .entry(why.clone())
+                        .or_default() += 1;
+                    assert!(
+                        Instant::now() < deadline,
+                        "job {n}: no answer within 60 s; last: {why}"
+                    );
                     tokio::time::sleep(Duration::from_millis(rng.range(20..120))).await;
                 }
             }
@@ -336,8 +471,11 @@ async fn submit_jobs(ledger: Arc<Ledger>, mut rng: Rng, grpc: u16, http: u16, ho
 /// One gRPC submission: `Ok((job_id, deduplicated))`, or `Err(kind)` when the call got no
 /// answer from the service (it was killed or is starting). A refusal fails the test.
 async fn submit_grpc(port: u16, n: usize, key: &str, hook: &str) -> Result<(String, bool), String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
-    let channel = endpoint.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(10));
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+    let channel = endpoint
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10));
     let mut client = match channel.connect().await {
         Ok(channel) => sdserve_proto::v1::jobs_client::JobsClient::new(channel),
         Err(_) => return Err("grpc connect".into()),
@@ -362,14 +500,28 @@ fn gone(status: &tonic::Status) -> bool {
         // hyper/h2 errors of a connection reset mid-call surface as Internal.
         Code::Internal => {
             let text = format!("{status:?}").to_ascii_lowercase();
-            ["h2 protocol", "transport", "connection", "broken pipe", "reset"].iter().any(|w| text.contains(w))
+            [
+                "h2 protocol",
+                "transport",
+                "connection",
+                "broken pipe",
+                "reset",
+            ]
+            .iter()
+            .any(|w| text.contains(w))
         }
         _ => false,
     }
 }
 
 /// One HTTP `/v1/jobs` submission, as [`submit_grpc`].
-async fn submit_http(client: &reqwest::Client, port: u16, n: usize, key: &str, hook: &str) -> Result<(String, bool), String> {
+async fn submit_http(
+    client: &reqwest::Client,
+    port: u16,
+    n: usize,
+    key: &str,
+    hook: &str,
+) -> Result<(String, bool), String> {
     let body = json!({
         "params": {"prompt": format!("chaos {n}"), "steps": 4},
         "webhook": {"url": hook, "format": "standard"},
@@ -383,14 +535,28 @@ async fn submit_http(client: &reqwest::Client, port: u16, n: usize, key: &str, h
         .await;
     let response = match sent {
         Ok(response) => response,
-        Err(e) => return Err(format!("http {}", if e.is_connect() { "connect" } else { "request" })),
+        Err(e) => {
+            return Err(format!(
+                "http {}",
+                if e.is_connect() { "connect" } else { "request" }
+            ));
+        }
     };
     let status = response.status();
-    let Ok(text) = response.text().await else { return Err("http body".into()) };
+    let Ok(text) = response.text().await else {
+        return Err("http body".into());
+    };
     if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
         return Err("http 503".into());
     }
-    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "job {n}: HTTP submission refused: {text}");
+    assert_eq!(
+        status,
+        reqwest::StatusCode::ACCEPTED,
+        "job {n}: HTTP submission refused: {text}"
+    );
     let answer: Value = serde_json::from_str(&text).unwrap();
-    Ok((answer["job_id"].as_str().unwrap().to_owned(), answer["deduplicated"].as_bool().unwrap()))
+    Ok((
+        answer["job_id"].as_str().unwrap().to_owned(),
+        answer["deduplicated"].as_bool().unwrap(),
+    ))
 }

@@ -35,60 +35,147 @@ fn routes(hook: &str) -> Vec<Route> {
     let png = base64::engine::general_purpose::STANDARD.encode(support::inference::tiny_png());
     let txt2img = json!({"prompt": "a fox", "steps": 4, "width": 64, "height": 64, "sampler_name": "Euler a", "seed": 5, "batch_size": 1});
     let runpod_api = json!({"method": "POST", "endpoint": "/sdapi/v1/txt2img"});
-    let route = |method: Method, path, valid| Route { method, path, valid };
+    let route = |method: Method, path, valid| Route {
+        method,
+        path,
+        valid,
+    };
     vec![
-        route(Method::POST, "/v1/jobs", vec![
-            json!({"params": txt2img, "webhook": {"url": hook, "format": "standard", "events": ["completed"]}, "idempotency_key": "k"}),
-            json!({"params": {"prompt": "b", "steps": 3}, "webhook": {"url": hook, "secret": "tok", "format": "runpod"}}),
-        ]),
-        route(Method::POST, "/v2/ep-1/run", vec![
-            json!({"input": {"api": runpod_api, "payload": txt2img}, "webhook": hook}),
-            json!({"input": {"api": {"method": "GET", "endpoint": "/sdapi/v1/samplers"}, "payload": {}}, "webhook": hook}),
-        ]),
-        route(Method::POST, "/v2/ep-1/runsync", vec![
-            json!({"input": {"api": runpod_api, "payload": txt2img}, "policy": {"executionTimeout": 60000}}),
-        ]),
+        route(
+            Method::POST,
+            "/v1/jobs",
+            vec![
+                json!({"params": txt2img, "webhook": {"url": hook, "format": "standard", "events": ["completed"]}, "idempotency_key": "k"}),
+                json!({"params": {"prompt": "b", "steps": 3}, "webhook": {"url": hook, "secret": "tok", "format": "runpod"}}),
+            ],
+        ),
+        route(
+            Method::POST,
+            "/v2/ep-1/run",
+            vec![
+                json!({"input": {"api": runpod_api, "payload": txt2img}, "webhook": hook}),
+                json!({"input": {"api": {"method": "GET", "endpoint": "/sdapi/v1/samplers"}, "payload": {}}, "webhook": hook}),
+            ],
+        ),
+        route(
+            Method::POST,
+            "/v2/ep-1/runsync",
+            vec![
+                json!({"input": {"api": runpod_api, "payload": txt2img}, "policy": {"executionTimeout": 60000}}),
+            ],
+        ),
         route(Method::POST, "/sdapi/v1/txt2img", vec![txt2img.clone()]),
-        route(Method::POST, "/sdapi/v1/img2img", vec![
-            json!({"prompt": "a cat", "steps": 3, "init_images": [png], "denoising_strength": 0.5}),
-            json!({"prompt": "a cat", "steps": 3, "init_images": [format!("data:image/png;base64,{png}")]}),
-        ]),
-        route(Method::POST, "/sdapi/v1/options", vec![json!({"sd_model_checkpoint": "tiny-sd1"})]),
-        route(Method::POST, "/sdapi/v1/png-info", vec![json!({"image": format!("data:image/png;base64,{png}")})]),
-        route(Method::POST, "/tiny-sd1/predict", vec![
-            json!({"prompt": "a lighthouse", "webhook_endpoint": hook, "num_inference_steps": 4}),
-            json!({"prompt": "a lighthouse", "batch_size": 1, "num_inference_steps": 4}),
-        ]),
-        route(Method::PUT, "/org-1/proj-1/media/inference", vec![json!({
-            "prompts": [{"name": "Ansel_Adams", "prompt": "Yosemite", "num_images": 1, "height": 512, "width": 512, "style": "photo"}],
-            "webhook": hook, "secret": "s3cret", "pretrained_model_name": "stabilityai/stable-diffusion-xl-base-1.0", "name": "Houston",
-        })]),
-        route(Method::POST, "/api/rest/v1/generations", vec![
-            json!({"prompt": "a lighthouse", "num_images": 1, "num_inference_steps": 10, "width": 512, "height": 512, "seed": 7}),
-        ]),
+        route(
+            Method::POST,
+            "/sdapi/v1/img2img",
+            vec![
+                json!({"prompt": "a cat", "steps": 3, "init_images": [png], "denoising_strength": 0.5}),
+                json!({"prompt": "a cat", "steps": 3, "init_images": [format!("data:image/png;base64,{png}")]}),
+            ],
+        ),
+        route(
+            Method::POST,
+            "/sdapi/v1/options",
+            vec![json!({"sd_model_checkpoint": "tiny-sd1"})],
+        ),
+        route(
+            Method::POST,
+            "/sdapi/v1/png-info",
+            vec![json!({"image": format!("data:image/png;base64,{png}")})],
+        ),
+        route(
+            Method::POST,
+            "/tiny-sd1/predict",
+            vec![
+                json!({"prompt": "a lighthouse", "webhook_endpoint": hook, "num_inference_steps": 4}),
+                json!({"prompt": "a lighthouse", "batch_size": 1, "num_inference_steps": 4}),
+            ],
+        ),
+        route(
+            Method::PUT,
+            "/org-1/proj-1/media/inference",
+            vec![json!({
+                "prompts": [{"name": "Ansel_Adams", "prompt": "Yosemite", "num_images": 1, "height": 512, "width": 512, "style": "photo"}],
+                "webhook": hook, "secret": "s3cret", "pretrained_model_name": "stabilityai/stable-diffusion-xl-base-1.0", "name": "Houston",
+            })],
+        ),
+        route(
+            Method::POST,
+            "/api/rest/v1/generations",
+            vec![
+                json!({"prompt": "a lighthouse", "num_images": 1, "num_inference_steps": 10, "width": 512, "height": 512, "seed": 7}),
+            ],
+        ),
     ]
 }
 
 /// A value meant to trip a parser or validator: wrong types, extremes, odd strings, nesting.
 fn odd_value(rng: &mut Rng, depth: u32) -> Value {
     const STRINGS: &[&str] = &[
-        "", " ", "-1", "NaN", "null", "\u{0}", "💥\u{202e}", "../../etc/passwd", "http://127.0.0.1:1/x", "http://[::1]:1/",
-        "ftp://x/", "data:image/png;base64,", "data:image/png;base64,AAAA", "iVBORw0KGgo=", "Euler a", "tiny-sd1",
-        "/sdapi/v1/txt2img", "GET", "job.completed", "standard", "1e999", "\"}{",
+        "",
+        " ",
+        "-1",
+        "NaN",
+        "null",
+        "\u{0}",
+        "💥\u{202e}",
+        "../../etc/passwd",
+        "http://127.0.0.1:1/x",
+        "http://[::1]:1/",
+        "ftp://x/",
+        "data:image/png;base64,",
+        "data:image/png;base64,AAAA",
+        "iVBORw0KGgo=",
+        "Euler a",
+        "tiny-sd1",
+        "/sdapi/v1/txt2img",
+        "GET",
+        "job.completed",
+        "standard",
+        "1e999",
+        "\"}{",
     ];
     match rng.range(0..14) {
         0 => Value::Null,
         1 => json!(rng.chance(50)),
-        2 => json!(*rng.pick(&[0i64, -1, 1, 2, 7, 64, 150, 151, 4096, 65536, i32::MAX as i64, i64::MIN, i64::MAX])),
+        2 => json!(*rng.pick(&[
+            0i64,
+            -1,
+            1,
+            2,
+            7,
+            64,
+            150,
+            151,
+            4096,
+            65536,
+            i32::MAX as i64,
+            i64::MIN,
+            i64::MAX
+        ])),
         3 => json!(u64::MAX),
         4 => json!(*rng.pick(&[0.5f64, -0.0, 1e-300, 1e300, -1e300, 3.999, 7.5])),
         5 | 6 => json!(*rng.pick(STRINGS)),
         7 => json!("x".repeat(rng.range(0..20_000) as usize)),
-        8 => json!((0..rng.range(1..40)).map(|_| char::from_u32(rng.range(0..0x11000) as u32).unwrap_or('?')).collect::<String>()),
-        9 | 10 if depth < 3 => Value::Array((0..rng.range(0..4)).map(|_| odd_value(rng, depth + 1)).collect()),
+        8 => json!(
+            (0..rng.range(1..40))
+                .map(|_| char::from_u32(rng.range(0..0x11000) as u32).unwrap_or('?'))
+                .collect::<String>()
+        ),
+        9 | 10 if depth < 3 => Value::Array(
+            (0..rng.range(0..4))
+                .map(|_| odd_value(rng, depth + 1))
+                .collect(),
+        ),
         11 | 12 if depth < 3 => {
-            let keys = ["prompt", "steps", "url", "webhook", "input", "api", "payload", "image", "x", ""];
-            Value::Object((0..rng.range(0..4)).map(|_| (rng.pick(&keys).to_string(), odd_value(rng, depth + 1))).collect())
+            let keys = [
+                "prompt", "steps", "url", "webhook", "input", "api", "payload", "image", "x", "",
+            ];
+            Value::Object(
+                (0..rng.range(0..4))
+                    .map(|_| (rng.pick(&keys).to_string(), odd_value(rng, depth + 1)))
+                    .collect(),
+            )
         }
         _ => json!([]),
     }
@@ -97,8 +184,17 @@ fn odd_value(rng: &mut Rng, depth: u32) -> Value {
 /// JSON pointers to every node of `value`.
 fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
     match value {
-        Value::Object(map) => map.iter().for_each(|(k, v)| pointers(v, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out)),
-        Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| pointers(v, format!("{at}/{i}"), out)),
+        Value::Object(map) => map.iter().for_each(|(k, v)| {
+            pointers(
+                v,
+                format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                out,
+            )
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| pointers(v, format!("{at}/{i}"), out)),
         _ => {}
     }
     out.push(at);
@@ -112,7 +208,9 @@ fn mutate_json(rng: &mut Rng, valid: &Value) -> Value {
         pointers(&body, String::new(), &mut all);
         let at = rng.pick(&all).clone();
         let replacement = odd_value(rng, 0);
-        let Some(node) = body.pointer_mut(&at) else { continue };
+        let Some(node) = body.pointer_mut(&at) else {
+            continue;
+        };
         match node {
             Value::Object(map) if rng.chance(50) && !map.is_empty() => {
                 let key = map.keys().nth(rng.below(map.len())).unwrap().clone();
@@ -156,7 +254,9 @@ fn random_bytes(rng: &mut Rng) -> Vec<u8> {
     if rng.chance(50) {
         (0..len).map(|_| rng.range(0..256) as u8).collect()
     } else {
-        (0..len).map(|_| *rng.pick(b"{}[]\":,0123456789.-eEtruefalsnl \\\"ab")).collect()
+        (0..len)
+            .map(|_| *rng.pick(b"{}[]\":,0123456789.-eEtruefalsnl \\\"ab"))
+            .collect()
     }
 }
 
@@ -188,9 +288,17 @@ enum Outcome {
 /// Sends `body` on `client`'s pooled connections. A request that gets no answer is sent again
 /// on a fresh connection: a handler that panics drops that one too, while a keep-alive
 /// connection closing under a request (a race of HTTP/1.1 connection reuse) does not repeat.
-async fn check(client: &reqwest::Client, base: &str, route: &Route, body: Vec<u8>, content_type: Option<&str>) -> Outcome {
+async fn check(
+    client: &reqwest::Client,
+    base: &str,
+    route: &Route,
+    body: Vec<u8>,
+    content_type: Option<&str>,
+) -> Outcome {
     let send = |client: &reqwest::Client, body: Vec<u8>| {
-        let mut request = client.request(route.method.clone(), format!("{base}{}", route.path)).timeout(Duration::from_secs(30));
+        let mut request = client
+            .request(route.method.clone(), format!("{base}{}", route.path))
+            .timeout(Duration::from_secs(30));
         if let Some(content_type) = content_type {
             request = request.header("content-type", content_type);
         }
@@ -198,18 +306,35 @@ async fn check(client: &reqwest::Client, base: &str, route: &Route, body: Vec<u8
     };
     let (shown, shown_len) = (excerpt(&body), body.len());
     let finding = |status: String, answer: String| {
-        Outcome::Finding(format!("{} {} ({content_type:?}) answered {status}: {answer}\n  body: {shown}", route.method, route.path))
+        Outcome::Finding(format!(
+            "{} {} ({content_type:?}) answered {status}: {answer}\n  body: {shown}",
+            route.method, route.path
+        ))
     };
     let (response, retried) = match send(client, body.clone()).await {
         Ok(response) => (response, None),
         Err(first) => {
-            let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+            let fresh = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
             match send(&fresh, body).await {
                 Ok(response) => {
-                    let what = format!("{} {} ({content_type:?}, {} bytes, then {})", route.method, route.path, shown_len, response.status());
+                    let what = format!(
+                        "{} {} ({content_type:?}, {} bytes, then {})",
+                        route.method,
+                        route.path,
+                        shown_len,
+                        response.status()
+                    );
                     (response, Some(format!("{what}: {first:?}")))
                 }
-                Err(e) => return finding("no answer twice (a panic drops the connection)".into(), format!("{first:?}; then {e:?}")),
+                Err(e) => {
+                    return finding(
+                        "no answer twice (a panic drops the connection)".into(),
+                        format!("{first:?}; then {e:?}"),
+                    );
+                }
             }
         }
     };
@@ -217,7 +342,9 @@ async fn check(client: &reqwest::Client, base: &str, route: &Route, body: Vec<u8
     let answer = response.bytes().await.unwrap_or_default();
     let json = serde_json::from_slice::<Value>(&answer).is_ok();
     match retried {
-        _ if !(status.is_success() || status.is_client_error()) || !json => finding(status.to_string(), excerpt(&answer)),
+        _ if !(status.is_success() || status.is_client_error()) || !json => {
+            finding(status.to_string(), excerpt(&answer))
+        }
         Some(first) => Outcome::FineOnRetry(status.as_u16(), first),
         None => Outcome::Fine(status.as_u16()),
     }
@@ -243,9 +370,20 @@ async fn random_and_mutated_bodies_get_a_json_2xx_or_4xx_on_every_route() {
     // The starting points are accepted as they are: the mutations start from working requests.
     for route in routes.iter() {
         for valid in &route.valid {
-            let response = client.request(route.method.clone(), format!("{base}{}", route.path)).json(valid).send().await.unwrap();
+            let response = client
+                .request(route.method.clone(), format!("{base}{}", route.path))
+                .json(valid)
+                .send()
+                .await
+                .unwrap();
             let status = response.status();
-            assert!(status.is_success(), "{} {} refused its valid body ({status}): {}", route.method, route.path, response.text().await.unwrap());
+            assert!(
+                status.is_success(),
+                "{} {} refused its valid body ({status}): {}",
+                route.method,
+                route.path,
+                response.text().await.unwrap()
+            );
         }
     }
 
@@ -257,8 +395,10 @@ async fn random_and_mutated_bodies_get_a_json_2xx_or_4xx_on_every_route() {
     let statuses = Arc::new(Mutex::new(std::collections::BTreeMap::<u16, usize>::new()));
     let senders: Vec<_> = (0..SENDERS)
         .map(|_| {
-            let (mut rng, routes, sent, per_route) = (rng.fork(), routes.clone(), sent.clone(), per_route.clone());
-            let (findings, retried, statuses) = (findings.clone(), retried.clone(), statuses.clone());
+            let (mut rng, routes, sent, per_route) =
+                (rng.fork(), routes.clone(), sent.clone(), per_route.clone());
+            let (findings, retried, statuses) =
+                (findings.clone(), retried.clone(), statuses.clone());
             let (client, base) = (client.clone(), base.clone());
             tokio::spawn(async move {
                 while sent.fetch_add(1, Ordering::SeqCst) < BODIES && began.elapsed() < BUDGET {
@@ -271,7 +411,9 @@ async fn random_and_mutated_bodies_get_a_json_2xx_or_4xx_on_every_route() {
                     };
                     per_route.lock().unwrap()[index] += 1;
                     match check(&client, &base, &routes[index], body, content_type).await {
-                        Outcome::Fine(status) => *statuses.lock().unwrap().entry(status).or_default() += 1,
+                        Outcome::Fine(status) => {
+                            *statuses.lock().unwrap().entry(status).or_default() += 1
+                        }
                         Outcome::FineOnRetry(status, first) => {
                             *statuses.lock().unwrap().entry(status).or_default() += 1;
                             retried.lock().unwrap().push(first);
@@ -298,9 +440,17 @@ async fn random_and_mutated_bodies_get_a_json_2xx_or_4xx_on_every_route() {
     );
 
     let findings = findings.lock().unwrap().clone();
-    assert!(findings.is_empty(), "seed {seed}: {} of {total} answers were not a JSON 2xx/4xx; first ones:\n{}", findings.len(), findings[..findings.len().min(10)].join("\n"));
+    assert!(
+        findings.is_empty(),
+        "seed {seed}: {} of {total} answers were not a JSON 2xx/4xx; first ones:\n{}",
+        findings.len(),
+        findings[..findings.len().min(10)].join("\n")
+    );
     assert!(total >= 1000, "only {total} bodies sent within {BUDGET:?}");
-    assert!(per_route.iter().all(|&n| n >= 20), "every route gets bodies: {per_route:?}");
+    assert!(
+        per_route.iter().all(|&n| n >= 20),
+        "every route gets bodies: {per_route:?}"
+    );
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200, "the service is still alive");
     service.stop().await;

@@ -24,14 +24,43 @@ async fn killed_with_deliveries_pending_then_restarted_delivers_all_with_origina
     let mut client = connect(grpc).await;
     let mut jobs = Vec::new();
     for i in 0..5 {
-        let request = submit_request(&format!("prompt {i}"), &receiver.url("/hook"), "standard", "");
-        jobs.push(client.submit_job(request).await.unwrap().into_inner().job_id);
+        let request = submit_request(
+            &format!("prompt {i}"),
+            &receiver.url("/hook"),
+            "standard",
+            "",
+        );
+        jobs.push(
+            client
+                .submit_job(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .job_id,
+        );
     }
     // One job is still generating when the process dies.
-    let slow = client.submit_job(submit_request("slow", &receiver.url("/hook"), "standard", "")).await.unwrap().into_inner().job_id;
+    let slow = client
+        .submit_job(submit_request(
+            "slow",
+            &receiver.url("/hook"),
+            "standard",
+            "",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
     let seen = receiver.wait_for(5, Duration::from_secs(20)).await;
-    let before: BTreeSet<String> = seen.iter().filter_map(|r| r.header("webhook-id").map(str::to_owned)).collect();
-    assert_eq!(before.len(), 5, "each finished job's delivery was attempted");
+    let before: BTreeSet<String> = seen
+        .iter()
+        .filter_map(|r| r.header("webhook-id").map(str::to_owned))
+        .collect();
+    assert_eq!(
+        before.len(),
+        5,
+        "each finished job's delivery was attempted"
+    );
     first.kill().unwrap();
     first.wait().unwrap();
     let calls_before_restart = fake.calls.load(std::sync::atomic::Ordering::SeqCst);
@@ -48,15 +77,24 @@ async fn killed_with_deliveries_pending_then_restarted_delivers_all_with_origina
         .await;
         delivered.insert(list[0].id.clone());
     }
-    assert!(before.is_subset(&delivered), "original ids {before:?} not all in {delivered:?}");
+    assert!(
+        before.is_subset(&delivered),
+        "original ids {before:?} not all in {delivered:?}"
+    );
     let ok_ids: BTreeSet<String> = receiver
         .requests()
         .iter()
         .skip(answered_before_switch)
         .filter_map(|r| r.header("webhook-id").map(str::to_owned))
         .collect();
-    assert_eq!(ok_ids, delivered, "after the restart the receiver got every delivery, and only those");
-    assert!(fake.calls.load(std::sync::atomic::Ordering::SeqCst) > calls_before_restart, "the interrupted job was generated again");
+    assert_eq!(
+        ok_ids, delivered,
+        "after the restart the receiver got every delivery, and only those"
+    );
+    assert!(
+        fake.calls.load(std::sync::atomic::Ordering::SeqCst) > calls_before_restart,
+        "the interrupted job was generated again"
+    );
     second.kill().unwrap();
     second.wait().unwrap();
 }

@@ -29,7 +29,12 @@ async fn env_with(sync_wait: Duration) -> Env {
     config.sync_wait = sync_wait;
     let service = Service::start(config, dir).await;
     let key = service.create_key("runpod-caller").await;
-    Env { service, fake, key, http: support::http() }
+    Env {
+        service,
+        fake,
+        key,
+        http: support::http(),
+    }
 }
 
 async fn env() -> Env {
@@ -39,7 +44,10 @@ async fn env() -> Env {
 /// The seed's request (`tests/fixtures/seeds/runpod_request.json`: seed 000 with `False` →
 /// `false`), sending its callback to `webhook` or, with None, without a `webhook`.
 fn seed_request(webhook: Option<&str>) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seeds/runpod_request.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/seeds/runpod_request.json"
+    );
     let mut request: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     match webhook {
         Some(url) => request["webhook"] = json!(url),
@@ -67,14 +75,22 @@ impl Env {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder, key: &str) -> (StatusCode, Value) {
-        let response = request.header("authorization", format!("Bearer {key}")).send().await.unwrap();
+        let response = request
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+            .await
+            .unwrap();
         let status = response.status();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+        )
     }
 
     async fn post_as(&self, key: &str, path: &str, body: &Value) -> (StatusCode, Value) {
-        self.send(self.http.post(self.url(path)).json(body), key).await
+        self.send(self.http.post(self.url(path)).json(body), key)
+            .await
     }
 
     async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
@@ -106,14 +122,22 @@ impl Env {
             if body["status"] == wanted {
                 return body;
             }
-            assert!(Instant::now() < deadline, "job {id} never reached {wanted}: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never reached {wanted}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
 
 fn keys(object: &Value) -> Vec<&str> {
-    let mut keys: Vec<&str> = object.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = object
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
     keys
 }
@@ -125,7 +149,14 @@ async fn the_seed_request_runs_end_to_end_and_calls_back_as_documented() {
     let hook = receiver.url("/runpod-hook");
     let request = seed_request(Some(&hook));
     // RunPod's own header: the key with no scheme.
-    let response = env.http.post(env.url("/run")).header("authorization", &env.key).json(&request).send().await.unwrap();
+    let response = env
+        .http
+        .post(env.url("/run"))
+        .header("authorization", &env.key)
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let accepted: Value = response.json().await.unwrap();
     assert_eq!(keys(&accepted), ["id", "status"]);
@@ -137,23 +168,62 @@ async fn the_seed_request_runs_end_to_end_and_calls_back_as_documented() {
     assert_eq!(callback.method, "POST");
     assert_eq!(callback.path, "/runpod-hook");
     assert_eq!(callback.header("content-type"), Some("application/json"));
-    assert!(callback.header("webhook-id").is_some_and(|v| v.starts_with("msg_")), "{:?}", callback.headers);
-    assert!(callback.header("webhook-signature").is_some_and(|v| v.starts_with("v1,")), "{:?}", callback.headers);
-    assert_eq!(callback.header("authorization"), None, "no secret was given, so none is sent");
-    assert!(!callback.text().contains(&env.key), "the API key must never reach a callback");
+    assert!(
+        callback
+            .header("webhook-id")
+            .is_some_and(|v| v.starts_with("msg_")),
+        "{:?}",
+        callback.headers
+    );
+    assert!(
+        callback
+            .header("webhook-signature")
+            .is_some_and(|v| v.starts_with("v1,")),
+        "{:?}",
+        callback.headers
+    );
+    assert_eq!(
+        callback.header("authorization"),
+        None,
+        "no secret was given, so none is sent"
+    );
+    assert!(
+        !callback.text().contains(&env.key),
+        "the API key must never reach a callback"
+    );
 
     let body = callback.json();
-    assert_eq!(keys(&body), ["delayTime", "executionTime", "id", "input", "output", "status", "webhook"]);
+    assert_eq!(
+        keys(&body),
+        [
+            "delayTime",
+            "executionTime",
+            "id",
+            "input",
+            "output",
+            "status",
+            "webhook"
+        ]
+    );
     assert_eq!(body["id"], id);
     assert_eq!(body["status"], "COMPLETED");
     assert_eq!(body["webhook"], hook);
-    assert_eq!(body["input"], request["input"], "the callback echoes the request's input");
-    assert!(body["delayTime"].is_u64() && body["executionTime"].is_u64(), "{body}");
+    assert_eq!(
+        body["input"], request["input"],
+        "the callback echoes the request's input"
+    );
+    assert!(
+        body["delayTime"].is_u64() && body["executionTime"].is_u64(),
+        "{body}"
+    );
     let output = &body["output"];
     assert_eq!(keys(output), ["images", "info", "parameters"]);
-    let image = base64::engine::general_purpose::STANDARD.decode(output["images"][0].as_str().unwrap()).unwrap();
+    let image = base64::engine::general_purpose::STANDARD
+        .decode(output["images"][0].as_str().unwrap())
+        .unwrap();
     assert_eq!(image, tiny_png());
-    let info: Value = serde_json::from_str(output["info"].as_str().expect("info is a JSON string")).unwrap();
+    let info: Value =
+        serde_json::from_str(output["info"].as_str().expect("info is a JSON string")).unwrap();
     assert_eq!(info["prompt"], "an astronaut riding a horse");
     assert_eq!(output["parameters"]["sampler_name"], "DPM++ SDE Karras");
     assert_eq!(output["parameters"]["steps"], 30);
@@ -176,7 +246,9 @@ async fn the_seed_request_without_a_webhook_is_polled_to_its_output() {
     assert_eq!(done["output"]["images"].as_array().unwrap().len(), 1);
     assert!(done["output"]["info"].is_string(), "{done}");
     // Without `input.api` the input is txt2img's payload, as RunPod's A1111 worker takes it.
-    let id = env.run(&json!({"input": {"prompt": "a red fox", "steps": 3}})).await;
+    let id = env
+        .run(&json!({"input": {"prompt": "a red fox", "steps": 3}}))
+        .await;
     let done = env.status_until(&id, "COMPLETED").await;
     assert_eq!(done["output"]["parameters"]["prompt"], "a red fox");
     env.service.stop().await;
@@ -185,7 +257,9 @@ async fn the_seed_request_without_a_webhook_is_polled_to_its_output() {
 #[tokio::test]
 async fn runsync_answers_with_the_output_within_the_bound() {
     let env = env().await;
-    let (code, body) = env.post("/runsync", &txt2img("a lighthouse", json!({}))).await;
+    let (code, body) = env
+        .post("/runsync", &txt2img("a lighthouse", json!({})))
+        .await;
     assert_eq!(code, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "COMPLETED", "{body}");
     assert!(body["id"].is_string());
@@ -197,8 +271,14 @@ async fn runsync_answers_with_the_output_within_the_bound() {
 async fn runsync_answers_the_status_so_far_when_the_wait_is_short() {
     let env = env().await;
     let started = Instant::now();
-    let (code, body) = env.post("/runsync?wait=300", &txt2img("slow", json!({}))).await;
-    assert!(started.elapsed() < Duration::from_millis(2500), "waited {:?}", started.elapsed());
+    let (code, body) = env
+        .post("/runsync?wait=300", &txt2img("slow", json!({})))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "waited {:?}",
+        started.elapsed()
+    );
     assert_eq!(code, StatusCode::OK, "{body}");
     let status = body["status"].as_str().unwrap();
     assert!(status == "IN_PROGRESS" || status == "IN_QUEUE", "{body}");
@@ -213,11 +293,22 @@ async fn runsync_answers_the_status_so_far_when_the_wait_is_short() {
 async fn runsync_never_waits_past_the_service_bound() {
     let env = env_with(Duration::from_millis(400)).await;
     let started = Instant::now();
-    let (code, body) = env.post("/runsync?wait=60000", &txt2img("slow", json!({}))).await;
-    assert!(started.elapsed() < Duration::from_millis(2500), "waited {:?}", started.elapsed());
+    let (code, body) = env
+        .post("/runsync?wait=60000", &txt2img("slow", json!({})))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "waited {:?}",
+        started.elapsed()
+    );
     assert_eq!(code, StatusCode::OK, "{body}");
-    assert!(body["status"] == "IN_PROGRESS" || body["status"] == "IN_QUEUE", "{body}");
-    let (code, body) = env.post("/runsync?wait=soon", &txt2img("a", json!({}))).await;
+    assert!(
+        body["status"] == "IN_PROGRESS" || body["status"] == "IN_QUEUE",
+        "{body}"
+    );
+    let (code, body) = env
+        .post("/runsync?wait=soon", &txt2img("a", json!({})))
+        .await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
     env.service.stop().await;
 }
@@ -230,11 +321,17 @@ async fn status_and_stream_show_every_state() {
     let second = env.run(&txt2img("slow", json!({}))).await;
     let running = env.status_until(&first, "IN_PROGRESS").await;
     env.status_until(&second, "IN_PROGRESS").await;
-    assert_eq!(keys(&running), ["delayTime", "executionTime", "id", "status"]);
+    assert_eq!(
+        keys(&running),
+        ["delayTime", "executionTime", "id", "status"]
+    );
     let third = env.run(&txt2img("third", json!({}))).await;
     let (_, queued) = env.get(&format!("/status/{third}")).await;
     assert_eq!(queued["status"], "IN_QUEUE", "{queued}");
-    assert_eq!(keys(&queued), ["delayTime", "executionTime", "id", "status"]);
+    assert_eq!(
+        keys(&queued),
+        ["delayTime", "executionTime", "id", "status"]
+    );
     assert_eq!(queued["executionTime"], 0);
     let (_, stream) = env.get(&format!("/stream/{third}")).await;
     assert_eq!(stream, json!({"status": "IN_QUEUE", "stream": []}));
@@ -245,19 +342,31 @@ async fn status_and_stream_show_every_state() {
         let (code, stream) = env.get(&format!("/stream/{first}")).await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(stream["status"], "IN_PROGRESS", "{stream}");
-        if stream["stream"][0]["output"]["state"]["sampling_step"] == 4 || Instant::now() > deadline {
+        if stream["stream"][0]["output"]["state"]["sampling_step"] == 4 || Instant::now() > deadline
+        {
             break stream;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let progress = &stream["stream"][0]["output"];
-    assert_eq!(progress["state"], json!({"sampling_step": 4, "sampling_steps": 4}), "{stream}");
+    assert_eq!(
+        progress["state"],
+        json!({"sampling_step": 4, "sampling_steps": 4}),
+        "{stream}"
+    );
     assert_eq!(progress["progress"], 1.0);
-    assert_eq!(progress["current_image"], Value::Null, "the fake sends no previews");
+    assert_eq!(
+        progress["current_image"],
+        Value::Null,
+        "the fake sends no previews"
+    );
 
     let done = env.status_until(&first, "COMPLETED").await;
     let (_, stream) = env.get(&format!("/stream/{first}")).await;
-    assert_eq!(stream, json!({"status": "COMPLETED", "stream": [{"output": done["output"]}]}));
+    assert_eq!(
+        stream,
+        json!({"status": "COMPLETED", "stream": [{"output": done["output"]}]})
+    );
     // POST works as GET does, as RunPod accepts both.
     let (code, posted) = env.post(&format!("/status/{first}"), &json!({})).await;
     assert_eq!(code, StatusCode::OK);
@@ -266,7 +375,10 @@ async fn status_and_stream_show_every_state() {
 
     let failing = env.run(&txt2img("fail", json!({}))).await;
     let failed = env.status_until(&failing, "FAILED").await;
-    assert!(failed["error"].as_str().unwrap().contains("out of memory"), "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("out of memory"),
+        "{failed}"
+    );
     assert!(failed.get("output").is_none(), "{failed}");
     let (_, stream) = env.get(&format!("/stream/{failing}")).await;
     assert_eq!(stream["status"], "FAILED");
@@ -287,7 +399,10 @@ async fn cancel_ends_a_job_as_cancelled_and_leaves_an_ended_one_alone() {
     assert!(status["error"].is_string(), "{status}");
     // It stays cancelled: the generation that was stopped never completes it.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(env.get(&format!("/status/{id}")).await.1["status"], "CANCELLED");
+    assert_eq!(
+        env.get(&format!("/status/{id}")).await.1["status"],
+        "CANCELLED"
+    );
 
     let done = env.run(&txt2img("quick", json!({}))).await;
     env.status_until(&done, "COMPLETED").await;
@@ -308,11 +423,18 @@ async fn health_counts_the_callers_jobs_and_purge_queue_removes_the_waiting_ones
             "workers": {"idle": 2, "running": 0},
         })
     );
-    let running: Vec<String> = [env.run(&txt2img("slow", json!({}))).await, env.run(&txt2img("slow", json!({}))).await].into();
+    let running: Vec<String> = [
+        env.run(&txt2img("slow", json!({}))).await,
+        env.run(&txt2img("slow", json!({}))).await,
+    ]
+    .into();
     for id in &running {
         env.status_until(id, "IN_PROGRESS").await;
     }
-    let waiting = [env.run(&txt2img("w1", json!({}))).await, env.run(&txt2img("w2", json!({}))).await];
+    let waiting = [
+        env.run(&txt2img("w1", json!({}))).await,
+        env.run(&txt2img("w2", json!({}))).await,
+    ];
     let (_, health) = env.get("/health").await;
     assert_eq!(health["jobs"]["inProgress"], 2, "{health}");
     assert_eq!(health["jobs"]["inQueue"], 2, "{health}");
@@ -322,7 +444,10 @@ async fn health_counts_the_callers_jobs_and_purge_queue_removes_the_waiting_ones
     assert_eq!(code, StatusCode::OK);
     assert_eq!(purged, json!({"removed": 2, "status": "completed"}));
     for id in &waiting {
-        assert_eq!(env.get(&format!("/status/{id}")).await.1["status"], "CANCELLED");
+        assert_eq!(
+            env.get(&format!("/status/{id}")).await.1["status"],
+            "CANCELLED"
+        );
     }
     for id in &running {
         env.status_until(id, "COMPLETED").await;
@@ -330,7 +455,10 @@ async fn health_counts_the_callers_jobs_and_purge_queue_removes_the_waiting_ones
     let failing = env.run(&txt2img("fail", json!({}))).await;
     env.status_until(&failing, "FAILED").await;
     let (_, health) = env.get("/health").await;
-    assert_eq!(health["jobs"], json!({"completed": 2, "failed": 1, "inProgress": 0, "inQueue": 0, "retried": 0}));
+    assert_eq!(
+        health["jobs"],
+        json!({"completed": 2, "failed": 1, "inProgress": 0, "inQueue": 0, "retried": 0})
+    );
 
     // Another key's counts are its own.
     let other = env.service.create_key("someone-else").await;
@@ -343,17 +471,31 @@ async fn health_counts_the_callers_jobs_and_purge_queue_removes_the_waiting_ones
 async fn an_execution_timeout_ends_the_job_as_timed_out() {
     let env = env().await;
     let receiver = Receiver::http().await;
-    let body = txt2img("slow", json!({"webhook": receiver.url("/t"), "policy": {"executionTimeout": 1000, "ttl": 86400000}}));
+    let body = txt2img(
+        "slow",
+        json!({"webhook": receiver.url("/t"), "policy": {"executionTimeout": 1000, "ttl": 86400000}}),
+    );
     let id = env.run(&body).await;
     let callback = receiver.wait_for(1, Duration::from_secs(30)).await[0].json();
     assert_eq!(callback["id"], id);
     assert_eq!(callback["status"], "TIMED_OUT", "{callback}");
-    assert!(callback["error"].as_str().unwrap().contains("timed out after 1000 ms"), "{callback}");
+    assert!(
+        callback["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out after 1000 ms"),
+        "{callback}"
+    );
     assert!(callback.get("output").is_none());
     let (_, status) = env.get(&format!("/status/{id}")).await;
     assert_eq!(status, callback);
 
-    let (code, refused) = env.post("/run", &txt2img("a", json!({"policy": {"executionTimeout": 10}}))).await;
+    let (code, refused) = env
+        .post(
+            "/run",
+            &txt2img("a", json!({"policy": {"executionTimeout": 10}})),
+        )
+        .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(refused["error"]["field"], "policy.executionTimeout");
     env.service.stop().await;
@@ -375,8 +517,14 @@ async fn input_api_get_endpoints_are_answered_without_a_generation() {
     let (_, status) = env.get(&format!("/status/{id}")).await;
     assert_eq!(status["status"], "COMPLETED");
     assert_eq!(status["input"], body["input"]);
-    assert!(status["output"].is_array() || status["output"].is_object(), "{status}");
-    assert!(status["output"].get("images").is_none(), "an API answer, not a generation: {status}");
+    assert!(
+        status["output"].is_array() || status["output"].is_object(),
+        "{status}"
+    );
+    assert!(
+        status["output"].get("images").is_none(),
+        "an API answer, not a generation: {status}"
+    );
     let callback = receiver.wait_for(1, Duration::from_secs(30)).await[0].json();
     assert_eq!(callback, status);
 
@@ -386,7 +534,11 @@ async fn input_api_get_endpoints_are_answered_without_a_generation() {
     assert_eq!(code, StatusCode::OK, "{samplers}");
     assert_eq!(samplers["status"], "COMPLETED");
     assert!(samplers["output"].is_array(), "{samplers}");
-    assert_eq!(env.fake.calls.load(Ordering::SeqCst), 0, "no generation ran");
+    assert_eq!(
+        env.fake.calls.load(Ordering::SeqCst),
+        0,
+        "no generation ran"
+    );
     env.service.stop().await;
 }
 
@@ -406,11 +558,21 @@ async fn an_unknown_endpoint_is_refused_naming_the_field_and_generates_nothing()
     bad_steps["input"]["payload"]["steps"] = json!(0);
     let (code, refused) = env.post("/run", &bad_steps).await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(refused["error"]["field"], "input.payload.steps", "{refused}");
-    let (code, refused) = env.post("/run", &txt2img("a", json!({"webhook": "ftp://hooks.example.com/"}))).await;
+    assert_eq!(
+        refused["error"]["field"], "input.payload.steps",
+        "{refused}"
+    );
+    let (code, refused) = env
+        .post(
+            "/run",
+            &txt2img("a", json!({"webhook": "ftp://hooks.example.com/"})),
+        )
+        .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(refused["error"]["field"], "webhook", "{refused}");
-    let (code, refused) = env.post("/run", &json!({"webhook": "http://127.0.0.1:9/x"})).await;
+    let (code, refused) = env
+        .post("/run", &json!({"webhook": "http://127.0.0.1:9/x"}))
+        .await;
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(refused["error"]["field"], "input", "{refused}");
     assert_eq!(env.fake.calls.load(Ordering::SeqCst), 0);
@@ -424,7 +586,9 @@ async fn jobs_are_their_owners_alone() {
     let other = env.service.create_key("intruder").await;
     let (code, _) = env.get_as(&other, &format!("/status/{id}")).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
-    let (code, _) = env.post_as(&other, &format!("/cancel/{id}"), &json!({})).await;
+    let (code, _) = env
+        .post_as(&other, &format!("/cancel/{id}"), &json!({}))
+        .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     let (code, _) = env.get_as(&other, &format!("/stream/{id}")).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
@@ -432,9 +596,20 @@ async fn jobs_are_their_owners_alone() {
     assert_eq!(purged["removed"], 0);
 
     // Without a key: 401 on every route.
-    for (method, path) in [("POST", "/run".to_owned()), ("GET", format!("/status/{id}")), ("GET", "/health".to_owned())] {
-        let request = env.http.request(method.parse().unwrap(), env.url(&path)).json(&txt2img("a", json!({})));
-        assert_eq!(request.send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+    for (method, path) in [
+        ("POST", "/run".to_owned()),
+        ("GET", format!("/status/{id}")),
+        ("GET", "/health".to_owned()),
+    ] {
+        let request = env
+            .http
+            .request(method.parse().unwrap(), env.url(&path))
+            .json(&txt2img("a", json!({})));
+        assert_eq!(
+            request.send().await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path}"
+        );
     }
     // The owner's job went on untouched.
     env.status_until(&id, "COMPLETED").await;

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::fastmath;
-use super::gemm::{sgemm, Mat, Par};
+use super::gemm::{Mat, Par, sgemm};
 pub(crate) use crate::engine::op::AttnGeom;
 
 /// Query rows per task. With [`BK`], the score tile is 128 KiB (fits L2) and each gemm call is
@@ -20,16 +20,21 @@ pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], g: AttnGeom) -> Vec<f32
     if out.is_empty() || g.lk == 0 {
         return out;
     }
-    out.par_chunks_mut(g.lq * d).enumerate().for_each(|(b, out_b)| {
-        let qb = &q[b * g.lq * d..(b + 1) * g.lq * d];
-        let kb = &k[b * g.lk * d..(b + 1) * g.lk * d];
-        let vb = &v[b * g.lk * d..(b + 1) * g.lk * d];
-        out_b.par_chunks_mut(BQ * d).enumerate().for_each(|(t, acc)| {
-            let q0 = t * BQ;
-            let bq = acc.len() / d;
-            tile(&qb[q0 * d..(q0 + bq) * d], kb, vb, q0, acc, g);
+    out.par_chunks_mut(g.lq * d)
+        .enumerate()
+        .for_each(|(b, out_b)| {
+            let qb = &q[b * g.lq * d..(b + 1) * g.lq * d];
+            let kb = &k[b * g.lk * d..(b + 1) * g.lk * d];
+            let vb = &v[b * g.lk * d..(b + 1) * g.lk * d];
+            out_b
+                .par_chunks_mut(BQ * d)
+                .enumerate()
+                .for_each(|(t, acc)| {
+                    let q0 = t * BQ;
+                    let bq = acc.len() / d;
+                    tile(&qb[q0 * d..(q0 + bq) * d], kb, vb, q0, acc, g);
+                });
         });
-    });
     out
 }
 
@@ -38,7 +43,10 @@ fn tile(q: &[f32], k: &[f32], v: &[f32], q0: usize, acc: &mut [f32], g: AttnGeom
     let d = g.d;
     let bq = q.len() / d;
     // Scores come out in base 2 (`q · scale · log2 e`), so the softmax needs only `2^x`.
-    let qs: Vec<f32> = q.iter().map(|&x| x * g.scale * std::f32::consts::LOG2_E).collect();
+    let qs: Vec<f32> = q
+        .iter()
+        .map(|&x| x * g.scale * std::f32::consts::LOG2_E)
+        .collect();
     let mut m = vec![f32::NEG_INFINITY; bq];
     let mut l = vec![0f32; bq];
     let mut s = vec![0f32; bq * BK];
@@ -50,11 +58,25 @@ fn tile(q: &[f32], k: &[f32], v: &[f32], q0: usize, acc: &mut [f32], g: AttnGeom
         let bk = BK.min(g.lk - k0);
         let s = &mut s[..bq * bk];
         let kt = &k[k0 * d..(k0 + bk) * d];
-        sgemm(bq, bk, d, Mat::rows(&qs, d), Mat::rows_t(kt, d), s, bk, false, Par::Serial);
+        sgemm(
+            bq,
+            bk,
+            d,
+            Mat::rows(&qs, d),
+            Mat::rows_t(kt, d),
+            s,
+            bk,
+            false,
+            Par::Serial,
+        );
         for i in 0..bq {
             let row = &mut s[i * bk..(i + 1) * bk];
             // Keys visible to query q0 + i within this tile.
-            let visible = if g.causal { (q0 + i + 1).saturating_sub(k0).min(bk) } else { bk };
+            let visible = if g.causal {
+                (q0 + i + 1).saturating_sub(k0).min(bk)
+            } else {
+                bk
+            };
             let new_m = m[i].max(fastmath::max(&row[..visible]));
             if new_m == f32::NEG_INFINITY {
                 row.fill(0.0);
@@ -72,7 +94,17 @@ fn tile(q: &[f32], k: &[f32], v: &[f32], q0: usize, acc: &mut [f32], g: AttnGeom
             }
         }
         let vt = &v[k0 * d..(k0 + bk) * d];
-        sgemm(bq, d, bk, Mat::rows(s, bk), Mat::rows(vt, d), acc, d, true, Par::Serial);
+        sgemm(
+            bq,
+            d,
+            bk,
+            Mat::rows(s, bk),
+            Mat::rows(vt, d),
+            acc,
+            d,
+            true,
+            Par::Serial,
+        );
         k0 += bk;
     }
     for i in 0..bq {

@@ -9,8 +9,8 @@ use crate::engine::backend::{Arg, BackendStorage};
 use crate::engine::dtype::DType;
 use crate::engine::error::Result;
 use crate::engine::op::{
-    AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom, PadGeom,
-    ReduceOp, StridedGeom, UnaryOp, View,
+    AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom,
+    PadGeom, ReduceOp, StridedGeom, UnaryOp, View,
 };
 
 /// Runs a generic kernel on whichever typed slice `$s` is, producing a storage of the same dtype.
@@ -76,7 +76,13 @@ impl BackendStorage for CpuStorage {
         })
     }
 
-    fn binary(&self, v: View, rhs: Arg<'_, Self>, op: BinaryOp, g: &BroadcastGeom) -> Result<CpuStorage> {
+    fn binary(
+        &self,
+        v: View,
+        rhs: Arg<'_, Self>,
+        op: BinaryOp,
+        g: &BroadcastGeom,
+    ) -> Result<CpuStorage> {
         let b = f32_of(rhs)?;
         let (dims, ls, rs) = (&g.dims, &g.lhs_strides, &g.rhs_strides);
         self.map_f32(v, |a| match op {
@@ -108,34 +114,71 @@ impl BackendStorage for CpuStorage {
         self.map_f32(v, |a| matmul::matmul(a, &b, g))
     }
 
-    fn linear(&self, v: View, weight: Arg<'_, Self>, bias: Option<Arg<'_, Self>>, g: LinearGeom) -> Result<CpuStorage> {
+    fn linear(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+        g: LinearGeom,
+    ) -> Result<CpuStorage> {
         let w = weight.0.view(weight.1)?;
         let bias = bias.map(f32_of).transpose()?;
         self.map_f32(v, |x| matmul::linear(x, w, bias.as_deref(), g))
     }
 
-    fn conv2d(&self, v: View, weight: Arg<'_, Self>, bias: Option<Arg<'_, Self>>, g: Conv2dGeom) -> Result<CpuStorage> {
+    fn conv2d(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+        g: Conv2dGeom,
+    ) -> Result<CpuStorage> {
         let w = weight.0.view(weight.1)?;
         let bias = bias.map(f32_of).transpose()?;
         self.map_f32(v, |x| conv::conv2d(x, w, bias.as_deref(), g))
     }
 
-    fn layer_norm(&self, v: View, weight: Arg<'_, Self>, bias: Arg<'_, Self>, c: usize, eps: f32) -> Result<CpuStorage> {
+    fn layer_norm(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Arg<'_, Self>,
+        c: usize,
+        eps: f32,
+    ) -> Result<CpuStorage> {
         let (w, b) = (f32_of(weight)?, f32_of(bias)?);
         self.map_f32(v, |x| norm::layer_norm(x, c, &w, &b, eps))
     }
 
-    fn group_norm(&self, v: View, weight: Arg<'_, Self>, bias: Arg<'_, Self>, g: GroupNormGeom) -> Result<CpuStorage> {
+    fn group_norm(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Arg<'_, Self>,
+        g: GroupNormGeom,
+    ) -> Result<CpuStorage> {
         let (w, b) = (f32_of(weight)?, f32_of(bias)?);
         self.map_f32(v, |x| norm::group_norm(x, &w, &b, g))
     }
 
-    fn attention(&self, q: View, k: Arg<'_, Self>, v: Arg<'_, Self>, g: AttnGeom) -> Result<CpuStorage> {
+    fn attention(
+        &self,
+        q: View,
+        k: Arg<'_, Self>,
+        v: Arg<'_, Self>,
+        g: AttnGeom,
+    ) -> Result<CpuStorage> {
         let (k, v) = (f32_of(k)?, f32_of(v)?);
         self.map_f32(q, |q| attention::attention(q, &k, &v, g))
     }
 
-    fn upsample_nearest2x(&self, v: View, _planes: usize, h: usize, w: usize) -> Result<CpuStorage> {
+    fn upsample_nearest2x(
+        &self,
+        v: View,
+        _planes: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<CpuStorage> {
         self.map_f32(v, |x| conv::upsample_nearest2x(x, h, w))
     }
 
@@ -144,11 +187,21 @@ impl BackendStorage for CpuStorage {
     }
 
     fn strided_copy(&self, g: &StridedGeom) -> Result<CpuStorage> {
-        Ok(same_dtype!(self.slice()?, |s| layout::strided_copy(s, g.start, &g.dims, &g.strides)))
+        Ok(same_dtype!(self.slice()?, |s| layout::strided_copy(
+            s, g.start, &g.dims, &g.strides
+        )))
     }
 
-    fn cat(parts: &[Arg<'_, Self>], mids: &[usize], outer: usize, inner: usize) -> Result<CpuStorage> {
-        let slices = parts.iter().map(|(s, v)| s.view(*v)).collect::<Result<Vec<_>>>()?;
+    fn cat(
+        parts: &[Arg<'_, Self>],
+        mids: &[usize],
+        outer: usize,
+        inner: usize,
+    ) -> Result<CpuStorage> {
+        let slices = parts
+            .iter()
+            .map(|(s, v)| s.view(*v))
+            .collect::<Result<Vec<_>>>()?;
         macro_rules! cat_as {
             ($variant:ident) => {{
                 let typed: Vec<_> = slices
@@ -156,7 +209,10 @@ impl BackendStorage for CpuStorage {
                     .zip(mids)
                     .map(|(s, &mid)| match s {
                         CpuSlice::$variant(v) => Ok((*v, mid)),
-                        _ => Err(crate::engine::error::EngineError::invalid("cat", "parts differ in dtype")),
+                        _ => Err(crate::engine::error::EngineError::invalid(
+                            "cat",
+                            "parts differ in dtype",
+                        )),
                     })
                     .collect::<Result<_>>()?;
                 CpuStorage::$variant(layout::cat(&typed, outer, inner))
@@ -170,6 +226,8 @@ impl BackendStorage for CpuStorage {
     }
 
     fn index_select(&self, v: View, ids: &[u32], g: AxisGeom) -> Result<CpuStorage> {
-        Ok(same_dtype!(self.view(v)?, |s| layout::index_select(s, g.outer, g.mid, g.inner, ids)))
+        Ok(same_dtype!(self.view(v)?, |s| layout::index_select(
+            s, g.outer, g.mid, g.inner, ids
+        )))
     }
 }

@@ -2,8 +2,8 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, Mat, Par};
 use super::PAR_MIN_WORK;
+use super::gemm::{Mat, Par, sgemm};
 use super::storage::CpuSlice;
 pub(crate) use crate::engine::op::Conv2dGeom;
 
@@ -38,7 +38,17 @@ fn weight_product(
     scratch: &mut Vec<f32>,
 ) {
     if let CpuSlice::F32(w) = weight {
-        sgemm(o, p, k, Mat::rows(w, k), rhs, dst, dst_rs, accumulate, Par::Auto);
+        sgemm(
+            o,
+            p,
+            k,
+            Mat::rows(w, k),
+            rhs,
+            dst,
+            dst_rs,
+            accumulate,
+            Par::Auto,
+        );
         return;
     }
     let block = (WEIGHT_SCRATCH / k.max(1)).clamp(8, o.max(8)).min(o);
@@ -48,14 +58,29 @@ fn weight_product(
         let ob = block.min(o - o0);
         let s = &mut scratch[..ob * k];
         weight.convert_range_par(o0 * k, s);
-        sgemm(ob, p, k, Mat::rows(s, k), rhs, &mut dst[o0 * dst_rs..], dst_rs, accumulate, Par::Auto);
+        sgemm(
+            ob,
+            p,
+            k,
+            Mat::rows(s, k),
+            rhs,
+            &mut dst[o0 * dst_rs..],
+            dst_rs,
+            accumulate,
+            Par::Auto,
+        );
         o0 += ob;
     }
 }
 
 /// NCHW conv: `x [n, c, h, w]`, `weight [o, c·kh·kw]` (row-major, any dtype), optional `bias [o]`.
 /// Returns `[n, o, ho, wo]`.
-pub(crate) fn conv2d(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: Conv2dGeom) -> Vec<f32> {
+pub(crate) fn conv2d(
+    x: &[f32],
+    weight: CpuSlice<'_>,
+    bias: Option<&[f32]>,
+    g: Conv2dGeom,
+) -> Vec<f32> {
     let spatial_out = g.ho * g.wo;
     let k = g.c * g.kh * g.kw;
     let mut out = vec![0f32; g.n * g.o * spatial_out];
@@ -80,11 +105,28 @@ pub(crate) fn conv2d(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: C
     let mut scratch = Vec::new();
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
     let tile = (COLS_MAX / k.max(1)).max(TILE_MIN).min(spatial_out);
-    let mut cols = if pointwise { Vec::new() } else { vec![0f32; k * tile] };
-    for (xn, on) in x.chunks(g.c * g.h * g.w).zip(out.chunks_mut(g.o * spatial_out)) {
+    let mut cols = if pointwise {
+        Vec::new()
+    } else {
+        vec![0f32; k * tile]
+    };
+    for (xn, on) in x
+        .chunks(g.c * g.h * g.w)
+        .zip(out.chunks_mut(g.o * spatial_out))
+    {
         if pointwise {
             let rhs = Mat::rows(xn, spatial_out);
-            weight_product(weight, g.o, k, rhs, spatial_out, on, spatial_out, accumulate, &mut scratch);
+            weight_product(
+                weight,
+                g.o,
+                k,
+                rhs,
+                spatial_out,
+                on,
+                spatial_out,
+                accumulate,
+                &mut scratch,
+            );
             continue;
         }
         let mut p0 = 0;
@@ -93,7 +135,17 @@ pub(crate) fn conv2d(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: C
             let cols = &mut cols[..k * p];
             im2col(xn, g, p0, p, cols);
             let rhs = Mat::rows(cols, p);
-            weight_product(weight, g.o, k, rhs, p, &mut on[p0..], spatial_out, accumulate, &mut scratch);
+            weight_product(
+                weight,
+                g.o,
+                k,
+                rhs,
+                p,
+                &mut on[p0..],
+                spatial_out,
+                accumulate,
+                &mut scratch,
+            );
             p0 += p;
         }
     }
@@ -110,7 +162,10 @@ fn im2col(xn: &[f32], g: Conv2dGeom, p0: usize, p: usize, cols: &mut [f32]) {
         let plane = &xn[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         // Output columns whose input column `ox * stride + kj - pad` lies inside the image.
         let ox_lo = g.pad.saturating_sub(kj).div_ceil(g.stride).min(g.wo);
-        let ox_hi = (g.w + g.pad).saturating_sub(kj).div_ceil(g.stride).clamp(ox_lo, g.wo);
+        let ox_hi = (g.w + g.pad)
+            .saturating_sub(kj)
+            .div_ceil(g.stride)
+            .clamp(ox_lo, g.wo);
         let mut j = 0;
         while j < p {
             let pos = p0 + j;

@@ -13,7 +13,9 @@ pub(crate) fn unary_map(src: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> 
         }
     };
     if src.len() >= PAR_MIN_WORK {
-        out.par_chunks_mut(PAR_MIN_WORK / 2).zip(src.par_chunks(PAR_MIN_WORK / 2)).for_each(run);
+        out.par_chunks_mut(PAR_MIN_WORK / 2)
+            .zip(src.par_chunks(PAR_MIN_WORK / 2))
+            .for_each(run);
     } else {
         run((&mut out, src));
     }
@@ -30,13 +32,10 @@ fn erfc(x: f64) -> f64 {
                 + t * (0.096_784_18
                     + t * (-0.186_288_06
                         + t * (0.278_868_07
-                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let ans = t * poly.exp();
-    if x >= 0.0 {
-        ans
-    } else {
-        2.0 - ans
-    }
+    if x >= 0.0 { ans } else { 2.0 - ans }
 }
 
 /// Exact GELU: `x · Φ(x) = 0.5 x erfc(-x / √2)`.
@@ -83,7 +82,11 @@ pub(crate) fn binary_broadcast(
         }
         match (l_last, r_last) {
             (1, 1) => {
-                for ((o, &a), &b) in dst.iter_mut().zip(&lhs[lb..lb + row_len]).zip(&rhs[rb..rb + row_len]) {
+                for ((o, &a), &b) in dst
+                    .iter_mut()
+                    .zip(&lhs[lb..lb + row_len])
+                    .zip(&rhs[rb..rb + row_len])
+                {
                     *o = op(a, b);
                 }
             }
@@ -108,11 +111,13 @@ pub(crate) fn binary_broadcast(
     };
     let rows_per_chunk = (PAR_MIN_WORK / row_len).max(1);
     if total >= PAR_MIN_WORK {
-        out.par_chunks_mut(rows_per_chunk * row_len).enumerate().for_each(|(ci, chunk)| {
-            for (r, dst) in chunk.chunks_mut(row_len).enumerate() {
-                row(ci * rows_per_chunk + r, dst);
-            }
-        });
+        out.par_chunks_mut(rows_per_chunk * row_len)
+            .enumerate()
+            .for_each(|(ci, chunk)| {
+                for (r, dst) in chunk.chunks_mut(row_len).enumerate() {
+                    row(ci * rows_per_chunk + r, dst);
+                }
+            });
     } else {
         for (r, dst) in out.chunks_mut(row_len).enumerate() {
             row(r, dst);
@@ -122,7 +127,11 @@ pub(crate) fn binary_broadcast(
 }
 
 /// Applies `f` to each row of length `row_len` (`src` rows → `out` rows), in parallel when large.
-pub(crate) fn map_rows(src: &[f32], row_len: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+pub(crate) fn map_rows(
+    src: &[f32],
+    row_len: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
     let mut out = vec![0f32; src.len()];
     if row_len == 0 {
         return out;
@@ -135,7 +144,9 @@ pub(crate) fn map_rows(src: &[f32], row_len: usize, f: impl Fn(&[f32], &mut [f32
         }
     };
     if src.len() >= PAR_MIN_WORK {
-        out.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(run);
+        out.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(run);
     } else {
         run((&mut out, src));
     }
@@ -158,7 +169,13 @@ pub(crate) fn softmax_row(src: &[f32], dst: &mut [f32]) {
 }
 
 /// Sums the middle axis of an `outer × d × inner` array, accumulating in f64.
-pub(crate) fn sum_middle(src: &[f32], outer: usize, d: usize, inner: usize, scale: f64) -> Vec<f32> {
+pub(crate) fn sum_middle(
+    src: &[f32],
+    outer: usize,
+    d: usize,
+    inner: usize,
+    scale: f64,
+) -> Vec<f32> {
     let mut out = vec![0f32; outer * inner];
     let mut acc = vec![0f64; inner];
     for o in 0..outer {
@@ -192,7 +209,9 @@ pub(crate) fn geglu(src: &[f32], half: usize) -> Vec<f32> {
         }
     };
     if out.len() >= PAR_MIN_WORK {
-        out.par_chunks_mut(rows_per_chunk * half).zip(src.par_chunks(rows_per_chunk * 2 * half)).for_each(run);
+        out.par_chunks_mut(rows_per_chunk * half)
+            .zip(src.par_chunks(rows_per_chunk * 2 * half))
+            .for_each(run);
     } else {
         run((&mut out, src));
     }

@@ -56,7 +56,11 @@ fn max_impl(row: &[f32]) -> f32 {
             *l = if x > *l { x } else { *l };
         }
     }
-    chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |a, &x| if x > a { x } else { a })
+    chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |a, &x| if x > a { x } else { a })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -101,14 +105,19 @@ mod tests {
         let mut x = -126.0f32;
         while x <= 127.0 {
             let (got, want) = (exp2(x), (x as f64).exp2());
-            assert!(((got as f64 - want) / want).abs() < 2.5e-7, "2^{x}: {got} vs {want}");
+            assert!(
+                ((got as f64 - want) / want).abs() < 2.5e-7,
+                "2^{x}: {got} vs {want}"
+            );
             x += 0.013;
         }
     }
 
     #[test]
     fn row_helpers_match_scalar_loops() {
-        let mut row: Vec<f32> = (0..37).map(|i| ((i * 7919) % 101) as f32 * 0.17 - 9.0).collect();
+        let mut row: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 101) as f32 * 0.17 - 9.0)
+            .collect();
         let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         assert_eq!(max(&row), m);
         let want: Vec<f64> = row.iter().map(|&x| ((x - m) as f64).exp2()).collect();

@@ -13,12 +13,20 @@ pub(crate) struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A row-major matrix with `cols` columns.
     pub(crate) fn rows(data: &'a [f32], cols: usize) -> Self {
-        Mat { data, rs: cols, cs: 1 }
+        Mat {
+            data,
+            rs: cols,
+            cs: 1,
+        }
     }
 
     /// The transpose of a row-major matrix with `cols` columns (so element (i, j) is `data[j * cols + i]`).
     pub(crate) fn rows_t(data: &'a [f32], cols: usize) -> Self {
-        Mat { data, rs: 1, cs: cols }
+        Mat {
+            data,
+            rs: 1,
+            cs: cols,
+        }
     }
 }
 
@@ -57,7 +65,10 @@ pub(crate) fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(max_index(m, n, dst_rs, 1) < dst.len(), "sgemm: dst view out of bounds");
+    assert!(
+        max_index(m, n, dst_rs, 1) < dst.len(),
+        "sgemm: dst view out of bounds"
+    );
     if k == 0 {
         if !accumulate {
             for i in 0..m {
@@ -66,8 +77,14 @@ pub(crate) fn sgemm(
         }
         return;
     }
-    assert!(max_index(m, k, lhs.rs, lhs.cs) < lhs.data.len(), "sgemm: lhs view out of bounds");
-    assert!(max_index(k, n, rhs.rs, rhs.cs) < rhs.data.len(), "sgemm: rhs view out of bounds");
+    assert!(
+        max_index(m, k, lhs.rs, lhs.cs) < lhs.data.len(),
+        "sgemm: lhs view out of bounds"
+    );
+    assert!(
+        max_index(k, n, rhs.rs, rhs.cs) < rhs.data.len(),
+        "sgemm: rhs view out of bounds"
+    );
     let parallelism = if par == Par::Auto && m * n * k >= PAR_GEMM_MIN {
         Parallelism::Rayon(rayon::current_num_threads().max(1))
     } else {

@@ -44,11 +44,13 @@ pub(crate) fn strided_copy<T: Copy + Default + Send + Sync>(
     };
     let rows_per_chunk = (PAR_MIN_WORK / row_len.max(1)).max(1);
     if total >= PAR_MIN_WORK {
-        out.par_chunks_mut(rows_per_chunk * row_len).enumerate().for_each(|(ci, chunk)| {
-            for (r, dst) in chunk.chunks_mut(row_len).enumerate() {
-                copy_row(ci * rows_per_chunk + r, dst);
-            }
-        });
+        out.par_chunks_mut(rows_per_chunk * row_len)
+            .enumerate()
+            .for_each(|(ci, chunk)| {
+                for (r, dst) in chunk.chunks_mut(row_len).enumerate() {
+                    copy_row(ci * rows_per_chunk + r, dst);
+                }
+            });
     } else {
         for (r, dst) in out.chunks_mut(row_len).enumerate() {
             copy_row(r, dst);
@@ -71,7 +73,13 @@ pub(crate) fn cat<T: Copy>(parts: &[(&[T], usize)], outer: usize, inner: usize) 
 }
 
 /// Gathers `ids` along the middle axis of an `outer × d × inner` array. Ids are pre-checked.
-pub(crate) fn index_select<T: Copy>(src: &[T], outer: usize, d: usize, inner: usize, ids: &[u32]) -> Vec<T> {
+pub(crate) fn index_select<T: Copy>(
+    src: &[T],
+    outer: usize,
+    d: usize,
+    inner: usize,
+    ids: &[u32],
+) -> Vec<T> {
     let mut out = Vec::with_capacity(outer * ids.len() * inner);
     for o in 0..outer {
         for &id in ids {
@@ -88,7 +96,11 @@ pub(crate) fn pad2d<T: Copy + Default>(src: &[T], g: PadGeom) -> Vec<T> {
     let (ho, wo) = (h + g.top + g.bottom, w + g.left + g.right);
     let mut out = vec![T::default(); g.planes * ho * wo];
     if h > 0 && w > 0 {
-        for (plane, dst) in src.chunks_exact(h * w).zip(out.chunks_exact_mut(ho * wo)).take(g.planes) {
+        for (plane, dst) in src
+            .chunks_exact(h * w)
+            .zip(out.chunks_exact_mut(ho * wo))
+            .take(g.planes)
+        {
             for (row, line) in plane.chunks_exact(w).enumerate() {
                 let at = (row + g.top) * wo + g.left;
                 dst[at..at + w].copy_from_slice(line);

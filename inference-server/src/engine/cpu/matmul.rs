@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, Mat, Par};
+use super::gemm::{Mat, Par, sgemm};
 use super::storage::CpuSlice;
 use crate::engine::op::{LinearGeom, MatmulGeom};
 
@@ -26,9 +26,13 @@ pub(crate) fn matmul(a: &[f32], b: &[f32], g: &MatmulGeom) -> Vec<f32> {
     };
     if m * n > 0 {
         if batch > 1 && m * n * k < BATCH_PAR_BELOW {
-            out.par_chunks_mut(m * n).enumerate().for_each(|x| one(x, Par::Serial));
+            out.par_chunks_mut(m * n)
+                .enumerate()
+                .for_each(|x| one(x, Par::Serial));
         } else {
-            out.chunks_mut(m * n).enumerate().for_each(|x| one(x, Par::Auto));
+            out.chunks_mut(m * n)
+                .enumerate()
+                .for_each(|x| one(x, Par::Auto));
         }
     }
     out
@@ -36,7 +40,12 @@ pub(crate) fn matmul(a: &[f32], b: &[f32], g: &MatmulGeom) -> Vec<f32> {
 
 /// `x [rows, n_in] · weight [n_out, n_in]ᵀ + bias`. A half-precision weight (also mmap-backed)
 /// is converted to f32 a block of rows at a time into a bounded scratch buffer.
-pub(crate) fn linear(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: LinearGeom) -> Vec<f32> {
+pub(crate) fn linear(
+    x: &[f32],
+    weight: CpuSlice<'_>,
+    bias: Option<&[f32]>,
+    g: LinearGeom,
+) -> Vec<f32> {
     let (rows, n_in, n_out) = (g.rows, g.n_in, g.n_out);
     let mut out = vec![0f32; rows * n_out];
     if let Some(b) = bias {
@@ -47,7 +56,17 @@ pub(crate) fn linear(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: L
     let acc = bias.is_some();
     let lhs = Mat::rows(x, n_in);
     match weight {
-        CpuSlice::F32(w) => sgemm(rows, n_out, n_in, lhs, Mat::rows_t(w, n_in), &mut out, n_out, acc, Par::Auto),
+        CpuSlice::F32(w) => sgemm(
+            rows,
+            n_out,
+            n_in,
+            lhs,
+            Mat::rows_t(w, n_in),
+            &mut out,
+            n_out,
+            acc,
+            Par::Auto,
+        ),
         w => {
             let block = (LINEAR_SCRATCH / n_in.max(1)).clamp(16, n_out.max(16));
             let mut scratch = vec![0f32; block.min(n_out) * n_in];
@@ -56,7 +75,17 @@ pub(crate) fn linear(x: &[f32], weight: CpuSlice<'_>, bias: Option<&[f32]>, g: L
                 let ob = block.min(n_out - o0);
                 let s = &mut scratch[..ob * n_in];
                 w.convert_range_par(o0 * n_in, s);
-                sgemm(rows, ob, n_in, lhs, Mat::rows_t(s, n_in), &mut out[o0..], n_out, acc, Par::Auto);
+                sgemm(
+                    rows,
+                    ob,
+                    n_in,
+                    lhs,
+                    Mat::rows_t(s, n_in),
+                    &mut out[o0..],
+                    n_out,
+                    acc,
+                    Par::Auto,
+                );
                 o0 += ob;
             }
         }

@@ -2,8 +2,8 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::silu;
 use super::PAR_MIN_WORK;
+use super::elementwise::silu;
 use crate::engine::op::GroupNormGeom;
 
 /// Mean and biased variance of `xs`, accumulated in f64.
@@ -28,7 +28,13 @@ pub(crate) fn layer_norm(x: &[f32], c: usize, w: &[f32], b: &[f32], eps: f32) ->
 /// Group norm of `x` as `n × c × spatial`, `groups` dividing `c`, per-channel affine `w`, `b`,
 /// then SiLU when `g.silu`.
 pub(crate) fn group_norm(x: &[f32], w: &[f32], b: &[f32], g: GroupNormGeom) -> Vec<f32> {
-    let GroupNormGeom { c, spatial, groups, eps, silu: with_silu } = g;
+    let GroupNormGeom {
+        c,
+        spatial,
+        groups,
+        eps,
+        silu: with_silu,
+    } = g;
     let cpg = c / groups;
     let block = cpg * spatial;
     let mut out = vec![0f32; x.len()];
@@ -52,9 +58,15 @@ pub(crate) fn group_norm(x: &[f32], w: &[f32], b: &[f32], g: GroupNormGeom) -> V
         }
     };
     if x.len() >= PAR_MIN_WORK {
-        out.par_chunks_mut(block).zip(x.par_chunks(block)).enumerate().for_each(run);
+        out.par_chunks_mut(block)
+            .zip(x.par_chunks(block))
+            .enumerate()
+            .for_each(run);
     } else {
-        out.chunks_mut(block).zip(x.chunks(block)).enumerate().for_each(run);
+        out.chunks_mut(block)
+            .zip(x.chunks(block))
+            .enumerate()
+            .for_each(run);
     }
     out
 }

@@ -17,7 +17,10 @@ pub(crate) enum CpuStorage {
     F16(Vec<f16>),
     BF16(Vec<bf16>),
     /// Bytes checked at construction to be aligned for `dtype` and a whole number of elements.
-    Shared { bytes: Arc<dyn SharedBytes>, dtype: DType },
+    Shared {
+        bytes: Arc<dyn SharedBytes>,
+        dtype: DType,
+    },
 }
 
 /// A typed view of (part of) a CPU storage.
@@ -66,7 +69,10 @@ impl CpuStorage {
             CpuStorage::Shared { bytes, dtype } => {
                 let b = bytes.as_bytes();
                 let bad = |e: bytemuck::PodCastError| {
-                    EngineError::invalid("storage", format!("shared bytes no longer castable to {dtype}: {e:?}"))
+                    EngineError::invalid(
+                        "storage",
+                        format!("shared bytes no longer castable to {dtype}: {e:?}"),
+                    )
                 };
                 match dtype {
                     DType::F32 => CpuSlice::F32(bytemuck::try_cast_slice(b).map_err(bad)?),
@@ -83,7 +89,10 @@ impl<'a> CpuSlice<'a> {
     pub(crate) fn sub(self, start: usize, len: usize) -> Result<CpuSlice<'a>> {
         let n = self.len();
         if start + len > n {
-            return Err(EngineError::invalid("storage", format!("view {start}+{len} exceeds storage of {n}")));
+            return Err(EngineError::invalid(
+                "storage",
+                format!("view {start}+{len} exceeds storage of {n}"),
+            ));
         }
         Ok(match self {
             CpuSlice::F32(s) => CpuSlice::F32(&s[start..start + len]),
@@ -135,7 +144,9 @@ impl<'a> CpuSlice<'a> {
             return self.convert_range(start, dst);
         }
         let chunk = PAR_CONVERT_MIN / 4;
-        dst.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| self.convert_range(start + i * chunk, d));
+        dst.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, d)| self.convert_range(start + i * chunk, d));
     }
 
     /// The view as f32: borrowed when already f32, converted (in parallel if large) otherwise.

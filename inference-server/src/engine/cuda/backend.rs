@@ -5,15 +5,15 @@
 use super::device::Gemm;
 use super::error::CudaError;
 use super::ops::{attention as attn, conv, elementwise as ew, layout, norm, reduce};
-use super::storage::{engine_err, CudaStorage};
+use super::storage::{CudaStorage, engine_err};
+use crate::engine::DType;
 use crate::engine::backend::{Arg, BackendStorage};
 use crate::engine::cpu::{CpuSlice, CpuStorage};
 use crate::engine::error::Result;
 use crate::engine::op::{
-    AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom, PadGeom,
-    ReduceOp, StridedGeom, UnaryOp, View,
+    AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom,
+    PadGeom, ReduceOp, StridedGeom, UnaryOp, View,
 };
-use crate::engine::DType;
 
 use super::device::CudaDevice;
 
@@ -30,7 +30,12 @@ fn on<T>(op: &'static str, f: impl FnOnce() -> std::result::Result<T, CudaError>
 
 impl CudaStorage {
     /// A fresh output of `n` elements in this storage's dtype, filled by `f(out_ptr)`.
-    fn produce(&self, op: &'static str, n: usize, f: impl FnOnce(u64) -> std::result::Result<(), CudaError>) -> Result<CudaStorage> {
+    fn produce(
+        &self,
+        op: &'static str,
+        n: usize,
+        f: impl FnOnce(u64) -> std::result::Result<(), CudaError>,
+    ) -> Result<CudaStorage> {
         on(op, || {
             let out = CudaStorage::alloc(self.dev(), n, self.dtype())?;
             f(out.base())?;
@@ -41,31 +46,63 @@ impl CudaStorage {
     /// Attention for head sizes beyond the fused kernels' (the VAE's single 512-wide head):
     /// scores by GEMM, a softmax, then a GEMM with `v`. Holds one `lq × lk` score matrix per
     /// batch·head, which the VAE (one head, 4096² scores at 512×512) affords.
-    fn attention_unfused(&self, q: View, k: Arg<'_, Self>, v: Arg<'_, Self>, g: AttnGeom) -> Result<CudaStorage> {
+    fn attention_unfused(
+        &self,
+        q: View,
+        k: Arg<'_, Self>,
+        v: Arg<'_, Self>,
+        g: AttnGeom,
+    ) -> Result<CudaStorage> {
         if g.causal {
             return Err(engine_err(
                 "attention",
-                CudaError::Unsupported(format!("causal attention with head size {} > {}", g.d, attn::MAX_HEAD_DIM)),
+                CudaError::Unsupported(format!(
+                    "causal attention with head size {} > {}",
+                    g.d,
+                    attn::MAX_HEAD_DIM
+                )),
             ));
         }
         let (dt, rt) = (self.dtype(), self.dev().rt());
         self.produce("attention", q.len, |out| {
             let scores = CudaStorage::alloc(self.dev(), g.bh * g.lq * g.lk, dt)?;
             let base = Gemm {
-                dtype: dt, m: g.lq, n: g.lk, k: g.d,
-                a: self.ptr(q), lda: g.d, stride_a: g.lq * g.d, trans_a: false,
-                b: k.0.ptr(k.1), ldb: g.d, stride_b: g.lk * g.d, trans_b: true,
-                c: scores.base(), ldc: g.lk, stride_c: g.lq * g.lk, batch: g.bh, accumulate: false,
+                dtype: dt,
+                m: g.lq,
+                n: g.lk,
+                k: g.d,
+                a: self.ptr(q),
+                lda: g.d,
+                stride_a: g.lq * g.d,
+                trans_a: false,
+                b: k.0.ptr(k.1),
+                ldb: g.d,
+                stride_b: g.lk * g.d,
+                trans_b: true,
+                c: scores.base(),
+                ldc: g.lk,
+                stride_c: g.lq * g.lk,
+                batch: g.bh,
+                accumulate: false,
             };
             self.gemm(base)?;
             let n = g.bh * g.lq * g.lk;
             ew::affine(rt, dt, scores.base(), scores.base(), n, g.scale, 0.0)?;
             reduce::softmax_last(rt, dt, scores.base(), scores.base(), g.bh * g.lq, g.lk)?;
             self.gemm(Gemm {
-                m: g.lq, n: g.d, k: g.lk,
-                a: scores.base(), lda: g.lk, stride_a: g.lq * g.lk,
-                b: v.0.ptr(v.1), ldb: g.d, stride_b: g.lk * g.d, trans_b: false,
-                c: out, ldc: g.d, stride_c: g.lq * g.d,
+                m: g.lq,
+                n: g.d,
+                k: g.lk,
+                a: scores.base(),
+                lda: g.lk,
+                stride_a: g.lq * g.lk,
+                b: v.0.ptr(v.1),
+                ldb: g.d,
+                stride_b: g.lk * g.d,
+                trans_b: false,
+                c: out,
+                ldc: g.d,
+                stride_c: g.lq * g.d,
                 ..base
             })
         })
@@ -105,11 +142,27 @@ impl BackendStorage for CudaStorage {
         })
     }
 
-    fn binary(&self, v: View, rhs: Arg<'_, Self>, op: BinaryOp, g: &BroadcastGeom) -> Result<CudaStorage> {
+    fn binary(
+        &self,
+        v: View,
+        rhs: Arg<'_, Self>,
+        op: BinaryOp,
+        g: &BroadcastGeom,
+    ) -> Result<CudaStorage> {
         let n = g.dims.iter().product();
         self.produce(op.kernel_name(), n, |out| {
             let (a, b) = (self.ptr(v), rhs.0.ptr(rhs.1));
-            ew::binary(self.dev().rt(), op.kernel_name(), self.dtype(), a, b, out, &g.dims, &g.lhs_strides, &g.rhs_strides)
+            ew::binary(
+                self.dev().rt(),
+                op.kernel_name(),
+                self.dtype(),
+                a,
+                b,
+                out,
+                &g.dims,
+                &g.lhs_strides,
+                &g.rhs_strides,
+            )
         })
     }
 
@@ -119,7 +172,16 @@ impl BackendStorage for CudaStorage {
             ReduceOp::Mean => 1.0 / g.mid.max(1) as f32,
         };
         self.produce("reduce", g.outer * g.inner, |out| {
-            reduce::sum_middle(self.dev().rt(), self.dtype(), self.ptr(v), out, g.outer, g.mid, g.inner, scale)
+            reduce::sum_middle(
+                self.dev().rt(),
+                self.dtype(),
+                self.ptr(v),
+                out,
+                g.outer,
+                g.mid,
+                g.inner,
+                scale,
+            )
         })
     }
 
@@ -132,31 +194,36 @@ impl BackendStorage for CudaStorage {
 
     fn geglu(&self, v: View, half: usize) -> Result<CudaStorage> {
         let rows = if half == 0 { 0 } else { v.len / (2 * half) };
-        self.produce("geglu", rows * half, |out| ew::geglu(self.dev().rt(), self.dtype(), self.ptr(v), out, rows, half))
+        self.produce("geglu", rows * half, |out| {
+            ew::geglu(self.dev().rt(), self.dtype(), self.ptr(v), out, rows, half)
+        })
     }
 
     fn matmul(&self, v: View, rhs: Arg<'_, Self>, g: &MatmulGeom) -> Result<CudaStorage> {
         let (m, k, n, batch) = (g.m, g.k, g.n, g.batch());
         self.produce("matmul", batch * m * n, |out| {
-            let one = |a_idx: usize, b_idx: usize, c_idx: usize, count: usize, sa: usize, sb: usize| Gemm {
-                dtype: self.dtype(),
-                m,
-                n,
-                k,
-                a: self.ptr(v) + (a_idx * m * k * self.dtype().size_in_bytes()) as u64,
-                lda: k,
-                stride_a: sa,
-                trans_a: false,
-                b: rhs.0.ptr(rhs.1) + (b_idx * k * n * self.dtype().size_in_bytes()) as u64,
-                ldb: n,
-                stride_b: sb,
-                trans_b: false,
-                c: out + (c_idx * m * n * self.dtype().size_in_bytes()) as u64,
-                ldc: n,
-                stride_c: m * n,
-                batch: count,
-                accumulate: false,
-            };
+            let one =
+                |a_idx: usize, b_idx: usize, c_idx: usize, count: usize, sa: usize, sb: usize| {
+                    Gemm {
+                        dtype: self.dtype(),
+                        m,
+                        n,
+                        k,
+                        a: self.ptr(v) + (a_idx * m * k * self.dtype().size_in_bytes()) as u64,
+                        lda: k,
+                        stride_a: sa,
+                        trans_a: false,
+                        b: rhs.0.ptr(rhs.1) + (b_idx * k * n * self.dtype().size_in_bytes()) as u64,
+                        ldb: n,
+                        stride_b: sb,
+                        trans_b: false,
+                        c: out + (c_idx * m * n * self.dtype().size_in_bytes()) as u64,
+                        ldc: n,
+                        stride_c: m * n,
+                        batch: count,
+                        accumulate: false,
+                    }
+                };
             // One strided-batched call when each operand's matrices are evenly spaced (the
             // usual case: equal or fully broadcast batches); otherwise one call per product.
             let (a1, b1) = if batch > 1 { g.locate(1) } else { (0, 0) };
@@ -170,7 +237,13 @@ impl BackendStorage for CudaStorage {
         })
     }
 
-    fn linear(&self, v: View, weight: Arg<'_, Self>, bias: Option<Arg<'_, Self>>, g: LinearGeom) -> Result<CudaStorage> {
+    fn linear(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+        g: LinearGeom,
+    ) -> Result<CudaStorage> {
         let dt = self.dtype();
         self.produce("linear", g.rows * g.n_out, |out| {
             let (w, wv) = weight.0.as_dtype(weight.1, dt)?;
@@ -196,13 +269,29 @@ impl BackendStorage for CudaStorage {
             if let Some((b, bv)) = bias {
                 let (b, bv) = b.as_dtype(bv, dt)?;
                 let dims = [g.rows, g.n_out];
-                ew::binary(self.dev().rt(), "add", dt, out, b.ptr(bv), out, &dims, &[g.n_out, 1], &[0, 1])?;
+                ew::binary(
+                    self.dev().rt(),
+                    "add",
+                    dt,
+                    out,
+                    b.ptr(bv),
+                    out,
+                    &dims,
+                    &[g.n_out, 1],
+                    &[0, 1],
+                )?;
             }
             Ok(())
         })
     }
 
-    fn conv2d(&self, v: View, weight: Arg<'_, Self>, bias: Option<Arg<'_, Self>>, g: Conv2dGeom) -> Result<CudaStorage> {
+    fn conv2d(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Option<Arg<'_, Self>>,
+        g: Conv2dGeom,
+    ) -> Result<CudaStorage> {
         let (dt, l) = (self.dtype(), self.dev().rt());
         let esz = dt.size_in_bytes() as u64;
         let spatial = g.ho * g.wo;
@@ -211,21 +300,42 @@ impl BackendStorage for CudaStorage {
             let (w, wv) = weight.0.as_dtype(weight.1, dt)?;
             let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
             let tile = (COLS_MAX / kdim.max(1)).max(TILE_MIN).min(spatial).max(1);
-            let cols = if pointwise { None } else { Some(CudaStorage::alloc(self.dev(), kdim * tile, dt)?) };
-            let u = |x: usize| u32::try_from(x).map_err(|_| CudaError::Unsupported(format!("conv2d: size {x} exceeds 32 bits")));
+            let cols = if pointwise {
+                None
+            } else {
+                Some(CudaStorage::alloc(self.dev(), kdim * tile, dt)?)
+            };
+            let u = |x: usize| {
+                u32::try_from(x).map_err(|_| {
+                    CudaError::Unsupported(format!("conv2d: size {x} exceeds 32 bits"))
+                })
+            };
             for img in 0..g.n {
                 let x_img = self.ptr(v) + (img * g.c * g.h * g.w) as u64 * esz;
                 let out_img = out + (img * g.o * spatial) as u64 * esz;
                 let mut p0 = 0;
                 while p0 < spatial {
-                    let p = if pointwise { spatial } else { tile.min(spatial - p0) };
+                    let p = if pointwise {
+                        spatial
+                    } else {
+                        tile.min(spatial - p0)
+                    };
                     let (b_ptr, ldb) = match &cols {
                         None => (x_img, spatial),
                         Some(cols) => {
                             let geom = conv::Im2colGeom {
-                                c: u(g.c)?, h: u(g.h)?, w: u(g.w)?, kh: u(g.kh)?, kw: u(g.kw)?,
-                                stride: u(g.stride)?, pad: u(g.pad)?, ho: u(g.ho)?, wo: u(g.wo)?,
-                                p0: u(p0)?, p: u(p)?, unused: 0,
+                                c: u(g.c)?,
+                                h: u(g.h)?,
+                                w: u(g.w)?,
+                                kh: u(g.kh)?,
+                                kw: u(g.kw)?,
+                                stride: u(g.stride)?,
+                                pad: u(g.pad)?,
+                                ho: u(g.ho)?,
+                                wo: u(g.wo)?,
+                                p0: u(p0)?,
+                                p: u(p)?,
+                                unused: 0,
                             };
                             conv::im2col(l, dt, x_img, cols.base(), geom)?;
                             (cols.base(), p)
@@ -261,64 +371,157 @@ impl BackendStorage for CudaStorage {
         })
     }
 
-    fn layer_norm(&self, v: View, weight: Arg<'_, Self>, bias: Arg<'_, Self>, c: usize, eps: f32) -> Result<CudaStorage> {
+    fn layer_norm(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Arg<'_, Self>,
+        c: usize,
+        eps: f32,
+    ) -> Result<CudaStorage> {
         let rows = v.len.checked_div(c).unwrap_or(0);
         self.produce("layer_norm", v.len, |out| {
             let (w, wv) = weight.0.as_dtype(weight.1, DType::F32)?;
             let (b, bv) = bias.0.as_dtype(bias.1, DType::F32)?;
-            norm::layer_norm(self.dev().rt(), self.dtype(), self.ptr(v), out, w.ptr(wv), b.ptr(bv), rows, c, eps)
+            norm::layer_norm(
+                self.dev().rt(),
+                self.dtype(),
+                self.ptr(v),
+                out,
+                w.ptr(wv),
+                b.ptr(bv),
+                rows,
+                c,
+                eps,
+            )
         })
     }
 
-    fn group_norm(&self, v: View, weight: Arg<'_, Self>, bias: Arg<'_, Self>, g: GroupNormGeom) -> Result<CudaStorage> {
+    fn group_norm(
+        &self,
+        v: View,
+        weight: Arg<'_, Self>,
+        bias: Arg<'_, Self>,
+        g: GroupNormGeom,
+    ) -> Result<CudaStorage> {
         let per_sample = g.c * g.spatial;
         let n = v.len.checked_div(per_sample).unwrap_or(0);
         self.produce("group_norm", v.len, |out| {
             let (w, wv) = weight.0.as_dtype(weight.1, DType::F32)?;
             let (b, bv) = bias.0.as_dtype(bias.1, DType::F32)?;
-            let geom =
-                norm::GroupNormGeom { n, c: g.c, spatial: g.spatial, groups: g.groups, eps: g.eps, silu: g.silu };
-            norm::group_norm(self.dev().rt(), self.dtype(), self.ptr(v), out, w.ptr(wv), b.ptr(bv), geom)
+            let geom = norm::GroupNormGeom {
+                n,
+                c: g.c,
+                spatial: g.spatial,
+                groups: g.groups,
+                eps: g.eps,
+                silu: g.silu,
+            };
+            norm::group_norm(
+                self.dev().rt(),
+                self.dtype(),
+                self.ptr(v),
+                out,
+                w.ptr(wv),
+                b.ptr(bv),
+                geom,
+            )
         })
     }
 
-    fn attention(&self, q: View, k: Arg<'_, Self>, v: Arg<'_, Self>, g: AttnGeom) -> Result<CudaStorage> {
+    fn attention(
+        &self,
+        q: View,
+        k: Arg<'_, Self>,
+        v: Arg<'_, Self>,
+        g: AttnGeom,
+    ) -> Result<CudaStorage> {
         let rt = self.dev().rt();
         if g.d > attn::MAX_HEAD_DIM {
             return self.attention_unfused(q, k, v, g);
         }
         self.produce("attention", q.len, |out| {
-            attn::attention(rt, self.dtype(), self.ptr(q), k.0.ptr(k.1), v.0.ptr(v.1), out, g, rt.tensor_cores())
+            attn::attention(
+                rt,
+                self.dtype(),
+                self.ptr(q),
+                k.0.ptr(k.1),
+                v.0.ptr(v.1),
+                out,
+                g,
+                rt.tensor_cores(),
+            )
         })
     }
 
-    fn upsample_nearest2x(&self, v: View, planes: usize, h: usize, w: usize) -> Result<CudaStorage> {
+    fn upsample_nearest2x(
+        &self,
+        v: View,
+        planes: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<CudaStorage> {
         self.produce("upsample_nearest2x", v.len * 4, |out| {
-            layout::upsample_nearest2x(self.dev().rt(), self.dtype(), self.ptr(v), out, planes, h, w)
+            layout::upsample_nearest2x(
+                self.dev().rt(),
+                self.dtype(),
+                self.ptr(v),
+                out,
+                planes,
+                h,
+                w,
+            )
         })
     }
 
     fn pad2d(&self, v: View, g: PadGeom) -> Result<CudaStorage> {
         let n = g.planes * (g.h + g.top + g.bottom) * (g.w + g.left + g.right);
-        self.produce("pad2d", n, |out| layout::pad2d(self.dev().rt(), self.dtype(), self.ptr(v), out, g))
+        self.produce("pad2d", n, |out| {
+            layout::pad2d(self.dev().rt(), self.dtype(), self.ptr(v), out, g)
+        })
     }
 
     fn strided_copy(&self, g: &StridedGeom) -> Result<CudaStorage> {
         let n = g.dims.iter().product();
         self.produce("strided_copy", n, |out| {
-            layout::strided_copy(self.dev().rt(), self.dtype(), self.base(), out, g.start, &g.dims, &g.strides)
+            layout::strided_copy(
+                self.dev().rt(),
+                self.dtype(),
+                self.base(),
+                out,
+                g.start,
+                &g.dims,
+                &g.strides,
+            )
         })
     }
 
-    fn cat(parts: &[Arg<'_, Self>], mids: &[usize], outer: usize, inner: usize) -> Result<CudaStorage> {
+    fn cat(
+        parts: &[Arg<'_, Self>],
+        mids: &[usize],
+        outer: usize,
+        inner: usize,
+    ) -> Result<CudaStorage> {
         let Some((first, _)) = parts.first() else {
-            return Err(engine_err("cat", CudaError::Unsupported("cat of no parts".into())));
+            return Err(engine_err(
+                "cat",
+                CudaError::Unsupported("cat of no parts".into()),
+            ));
         };
         let total: usize = mids.iter().sum();
         first.produce("cat", outer * total * inner, |out| {
             let mut col = 0;
             for ((s, v), &mid) in parts.iter().zip(mids) {
-                layout::copy_block(s.dev().rt(), s.dtype(), s.ptr(*v), out, col * inner, outer, mid * inner, total * inner)?;
+                layout::copy_block(
+                    s.dev().rt(),
+                    s.dtype(),
+                    s.ptr(*v),
+                    out,
+                    col * inner,
+                    outer,
+                    mid * inner,
+                    total * inner,
+                )?;
                 col += mid;
             }
             Ok(())
@@ -328,8 +531,20 @@ impl BackendStorage for CudaStorage {
     fn index_select(&self, v: View, ids: &[u32], g: AxisGeom) -> Result<CudaStorage> {
         self.produce("index_select", g.outer * ids.len() * g.inner, |out| {
             let dev_ids = CudaStorage::alloc(self.dev(), ids.len().max(1) * 2, DType::F16)?;
-            self.dev().rt().htod(dev_ids.base(), bytemuck::cast_slice(ids))?;
-            layout::index_select(self.dev().rt(), self.dtype(), self.ptr(v), dev_ids.base(), out, g.outer, g.mid, g.inner, ids.len())
+            self.dev()
+                .rt()
+                .htod(dev_ids.base(), bytemuck::cast_slice(ids))?;
+            layout::index_select(
+                self.dev().rt(),
+                self.dtype(),
+                self.ptr(v),
+                dev_ids.base(),
+                out,
+                g.outer,
+                g.mid,
+                g.inner,
+                ids.len(),
+            )
         })
     }
 }

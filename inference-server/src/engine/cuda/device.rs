@@ -96,7 +96,11 @@ pub struct CudaDevice(Arc<Inner>);
 impl CudaDevice {
     /// Wraps a runtime under a display name (`cuda:0`, `cuda-emu`).
     pub(crate) fn new(label: String, rt: Box<dyn Runtime>) -> CudaDevice {
-        CudaDevice(Arc::new(Inner { label, rt, pool: Mutex::new(Pool::default()) }))
+        CudaDevice(Arc::new(Inner {
+            label,
+            rt,
+            pool: Mutex::new(Pool::default()),
+        }))
     }
 
     /// The device's name as the user spelled it.
@@ -137,7 +141,11 @@ impl CudaDevice {
                 Err(e) => return Err(e),
             },
         };
-        Ok(DeviceBuffer { ptr, bytes, dev: self.clone() })
+        Ok(DeviceBuffer {
+            ptr,
+            bytes,
+            dev: self.clone(),
+        })
     }
 
     /// Returns every pooled buffer to the driver.
@@ -169,14 +177,20 @@ impl CudaDevice {
     #[cfg(feature = "cuda-emu")]
     pub(crate) fn emulated() -> CudaDevice {
         static EMU: OnceLock<CudaDevice> = OnceLock::new();
-        EMU.get_or_init(|| CudaDevice::new("cuda-emu".into(), Box::new(super::emu_runtime::EmuRuntime))).clone()
+        EMU.get_or_init(|| {
+            CudaDevice::new("cuda-emu".into(), Box::new(super::emu_runtime::EmuRuntime))
+        })
+        .clone()
     }
 
     /// The process-wide handle of GPU `ordinal`, created (driver loaded, kernels compiled or
     /// read from the cache) on first use.
     pub(crate) fn gpu(ordinal: usize) -> Result<CudaDevice, CudaError> {
         static GPUS: OnceLock<Mutex<HashMap<usize, CudaDevice>>> = OnceLock::new();
-        let mut gpus = GPUS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        let mut gpus = GPUS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(d) = gpus.get(&ordinal) {
             return Ok(d.clone());
         }

@@ -31,7 +31,10 @@ fn close(what: &str, cpu: &Tensor, gpu: &Tensor, tol: f32) {
     assert_eq!(gpu.device(), &emu(), "{what}: result left the device");
     let (a, b) = (cpu.to_vec_f32().unwrap(), gpu.to_vec_f32().unwrap());
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!((x - y).abs() <= tol * x.abs().max(1.0), "{what}: element {i}: cpu {x}, cuda-emu {y}");
+        assert!(
+            (x - y).abs() <= tol * x.abs().max(1.0),
+            "{what}: element {i}: cpu {x}, cuda-emu {y}"
+        );
     }
 }
 
@@ -41,22 +44,75 @@ fn elementwise_reduce_and_layout_ops_match_the_cpu() {
     let (cb, gb) = pair(&[37, 1], 2);
     close("silu", &c.silu().unwrap(), &g.silu().unwrap(), 1e-5);
     close("gelu", &c.gelu().unwrap(), &g.gelu().unwrap(), 1e-5);
-    close("affine", &c.affine(1.5, -0.25).unwrap(), &g.affine(1.5, -0.25).unwrap(), 1e-5);
-    close("clamp", &c.clamp(-0.5, 0.25).unwrap(), &g.clamp(-0.5, 0.25).unwrap(), 0.0);
-    close("mul broadcast", &c.mul(&cb).unwrap(), &g.mul(&gb).unwrap(), 1e-6);
-    close("sub broadcast", &cb.sub(&c).unwrap(), &gb.sub(&g).unwrap(), 1e-6);
-    close("softmax", &c.softmax_last_dim().unwrap(), &g.softmax_last_dim().unwrap(), 1e-5);
-    close("mean_dim", &c.mean_dim(1, true).unwrap(), &g.mean_dim(1, true).unwrap(), 1e-5);
-    close("permute", &c.permute(&[2, 0, 1]).unwrap(), &g.permute(&[2, 0, 1]).unwrap(), 0.0);
-    close("narrow", &c.narrow(1, 5, 17).unwrap(), &g.narrow(1, 5, 17).unwrap(), 0.0);
-    let (cc, gc) = (Tensor::cat(&[&c, &c.narrow(2, 0, 3).unwrap()], 2).unwrap(), Tensor::cat(&[&g, &g.narrow(2, 0, 3).unwrap()], 2).unwrap());
+    close(
+        "affine",
+        &c.affine(1.5, -0.25).unwrap(),
+        &g.affine(1.5, -0.25).unwrap(),
+        1e-5,
+    );
+    close(
+        "clamp",
+        &c.clamp(-0.5, 0.25).unwrap(),
+        &g.clamp(-0.5, 0.25).unwrap(),
+        0.0,
+    );
+    close(
+        "mul broadcast",
+        &c.mul(&cb).unwrap(),
+        &g.mul(&gb).unwrap(),
+        1e-6,
+    );
+    close(
+        "sub broadcast",
+        &cb.sub(&c).unwrap(),
+        &gb.sub(&g).unwrap(),
+        1e-6,
+    );
+    close(
+        "softmax",
+        &c.softmax_last_dim().unwrap(),
+        &g.softmax_last_dim().unwrap(),
+        1e-5,
+    );
+    close(
+        "mean_dim",
+        &c.mean_dim(1, true).unwrap(),
+        &g.mean_dim(1, true).unwrap(),
+        1e-5,
+    );
+    close(
+        "permute",
+        &c.permute(&[2, 0, 1]).unwrap(),
+        &g.permute(&[2, 0, 1]).unwrap(),
+        0.0,
+    );
+    close(
+        "narrow",
+        &c.narrow(1, 5, 17).unwrap(),
+        &g.narrow(1, 5, 17).unwrap(),
+        0.0,
+    );
+    let (cc, gc) = (
+        Tensor::cat(&[&c, &c.narrow(2, 0, 3).unwrap()], 2).unwrap(),
+        Tensor::cat(&[&g, &g.narrow(2, 0, 3).unwrap()], 2).unwrap(),
+    );
     close("cat", &cc, &gc, 0.0);
-    close("index_select", &c.index_select(&[4, 0, 36, 4], 1).unwrap(), &g.index_select(&[4, 0, 36, 4], 1).unwrap(), 0.0);
+    close(
+        "index_select",
+        &c.index_select(&[4, 0, 36, 4], 1).unwrap(),
+        &g.index_select(&[4, 0, 36, 4], 1).unwrap(),
+        0.0,
+    );
     let (c2, g2) = pair(&[5, 2 * 45], 3);
     close("geglu", &c2.geglu().unwrap(), &g2.geglu().unwrap(), 1e-5);
     let h = g.to_dtype(DType::F16).unwrap();
     assert_eq!(h.dtype(), DType::F16);
-    close("to_dtype round trip", &c.to_dtype(DType::F16).unwrap(), &h, 0.0);
+    close(
+        "to_dtype round trip",
+        &c.to_dtype(DType::F16).unwrap(),
+        &h,
+        0.0,
+    );
 }
 
 #[test]
@@ -64,31 +120,78 @@ fn nn_ops_match_the_cpu() {
     let (x, gx) = pair(&[2, 12, 9, 11], 4);
     let (w, gw) = pair(&[12], 5);
     let (b, gb) = pair(&[12], 6);
-    close("group_norm+silu", &x.group_norm(4, &w, &b, 1e-5, true).unwrap(), &gx.group_norm(4, &gw, &gb, 1e-5, true).unwrap(), 1e-5);
+    close(
+        "group_norm+silu",
+        &x.group_norm(4, &w, &b, 1e-5, true).unwrap(),
+        &gx.group_norm(4, &gw, &gb, 1e-5, true).unwrap(),
+        1e-5,
+    );
     let (cw, gcw) = pair(&[7, 12, 3, 3], 7);
     let cw16 = cw.to_dtype(DType::F16).unwrap();
     let (cbias, gcbias) = pair(&[7], 8);
     for (stride, pad) in [(1, 1), (2, 0)] {
         let want = x.conv2d(&cw16, Some(&cbias), stride, pad).unwrap();
-        let got = gx.conv2d(&gcw.to_dtype(DType::F16).unwrap(), Some(&gcbias), stride, pad).unwrap();
+        let got = gx
+            .conv2d(
+                &gcw.to_dtype(DType::F16).unwrap(),
+                Some(&gcbias),
+                stride,
+                pad,
+            )
+            .unwrap();
         close("conv2d", &want, &got, 1e-5);
     }
     let (pw, gpw) = pair(&[5, 12, 1, 1], 9);
-    close("conv2d 1x1", &x.conv2d(&pw, None, 1, 0).unwrap(), &gx.conv2d(&gpw, None, 1, 0).unwrap(), 1e-5);
-    close("upsample", &x.upsample_nearest2x().unwrap(), &gx.upsample_nearest2x().unwrap(), 0.0);
-    close("pad2d", &x.pad2d(0, 1, 0, 1).unwrap(), &gx.pad2d(0, 1, 0, 1).unwrap(), 0.0);
+    close(
+        "conv2d 1x1",
+        &x.conv2d(&pw, None, 1, 0).unwrap(),
+        &gx.conv2d(&gpw, None, 1, 0).unwrap(),
+        1e-5,
+    );
+    close(
+        "upsample",
+        &x.upsample_nearest2x().unwrap(),
+        &gx.upsample_nearest2x().unwrap(),
+        0.0,
+    );
+    close(
+        "pad2d",
+        &x.pad2d(0, 1, 0, 1).unwrap(),
+        &gx.pad2d(0, 1, 0, 1).unwrap(),
+        0.0,
+    );
     let (t, gt) = pair(&[3, 19, 40], 10);
     let (lw, glw) = pair(&[33, 40], 11);
     let (lb, glb) = pair(&[33], 12);
-    close("linear", &t.linear(&lw, Some(&lb)).unwrap(), &gt.linear(&glw, Some(&glb)).unwrap(), 1e-5);
+    close(
+        "linear",
+        &t.linear(&lw, Some(&lb)).unwrap(),
+        &gt.linear(&glw, Some(&glb)).unwrap(),
+        1e-5,
+    );
     let (nw, gnw) = pair(&[40], 13);
     let (nb, gnb) = pair(&[40], 14);
-    close("layer_norm", &t.layer_norm(&nw, &nb, 1e-5).unwrap(), &gt.layer_norm(&gnw, &gnb, 1e-5).unwrap(), 1e-5);
+    close(
+        "layer_norm",
+        &t.layer_norm(&nw, &nb, 1e-5).unwrap(),
+        &gt.layer_norm(&gnw, &gnb, 1e-5).unwrap(),
+        1e-5,
+    );
     let (m, gm) = pair(&[3, 40, 17], 15);
-    close("matmul batched", &t.matmul(&m).unwrap(), &gt.matmul(&gm).unwrap(), 1e-5);
+    close(
+        "matmul batched",
+        &t.matmul(&m).unwrap(),
+        &gt.matmul(&gm).unwrap(),
+        1e-5,
+    );
     let (a, ga) = pair(&[2, 1, 19, 40], 16);
     let (bm, gbm) = pair(&[1, 3, 40, 17], 17);
-    close("matmul broadcast", &a.matmul(&bm).unwrap(), &ga.matmul(&gbm).unwrap(), 1e-5);
+    close(
+        "matmul broadcast",
+        &a.matmul(&bm).unwrap(),
+        &ga.matmul(&gbm).unwrap(),
+        1e-5,
+    );
 }
 
 #[test]
@@ -97,17 +200,35 @@ fn attention_matches_the_cpu_fused_and_unfused() {
         let (q, gq) = pair(&[2, 3, 37, d], 20);
         let (k, gk) = pair(&[2, 3, 45, d], 21);
         let (v, gv) = pair(&[2, 3, 45, d], 22);
-        let (lk, glk) = if causal { (q.clone(), gq.clone()) } else { (k, gk) };
-        let (lv, glv) = if causal { (q.clone(), gq.clone()) } else { (v, gv) };
+        let (lk, glk) = if causal {
+            (q.clone(), gq.clone())
+        } else {
+            (k, gk)
+        };
+        let (lv, glv) = if causal {
+            (q.clone(), gq.clone())
+        } else {
+            (v, gv)
+        };
         let scale = 1.0 / (d as f32).sqrt();
         let want = Tensor::attention(&q, &lk, &lv, scale, causal).unwrap();
         let got = Tensor::attention(&gq, &glk, &glv, scale, causal).unwrap();
-        close(&format!("attention d={d} causal={causal}"), &want, &got, 1e-5);
+        close(
+            &format!("attention d={d} causal={causal}"),
+            &want,
+            &got,
+            1e-5,
+        );
         // f16 takes the tensor-core (mma.sync) kernel: within f16 rounding of the f32 result.
         if d <= 160 {
             let h = |t: &Tensor| t.to_dtype(DType::F16).unwrap();
             let got16 = Tensor::attention(&h(&gq), &h(&glk), &h(&glv), scale, causal).unwrap();
-            close(&format!("attention f16 d={d}"), &want.to_dtype(DType::F16).unwrap(), &got16, 4e-3);
+            close(
+                &format!("attention f16 d={d}"),
+                &want.to_dtype(DType::F16).unwrap(),
+                &got16,
+                4e-3,
+            );
         }
     }
 }
@@ -116,5 +237,8 @@ fn attention_matches_the_cpu_fused_and_unfused() {
 fn operands_on_two_devices_are_an_error_naming_them() {
     let (c, g) = pair(&[4, 4], 30);
     let err = c.add(&g).unwrap_err();
-    assert_eq!(err.to_string(), format!("add: operands are on different devices (cpu and {})", emu()));
+    assert_eq!(
+        err.to_string(),
+        format!("add: operands are on different devices (cpu and {})", emu())
+    );
 }

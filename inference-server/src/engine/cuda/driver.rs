@@ -9,7 +9,7 @@
 //! launches before it, so the copies back to the host see finished results.
 
 use std::collections::HashMap;
-use std::ffi::{c_void, CString};
+use std::ffi::{CString, c_void};
 use std::sync::Mutex;
 
 use cudarc::cublas::{result as blas, sys as blas_sys};
@@ -41,12 +41,21 @@ fn driver_err(call: &str, e: drv::DriverError) -> CudaError {
     if e.0 == drv_sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
         return CudaError::OutOfMemory { bytes: 0 };
     }
-    let name = e.error_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("{:?}", e.0));
-    CudaError::Driver { call: call.into(), message: name }
+    let name = e
+        .error_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| format!("{:?}", e.0));
+    CudaError::Driver {
+        call: call.into(),
+        message: name,
+    }
 }
 
 fn blas_err(call: &str, e: blas::CublasError) -> CudaError {
-    CudaError::Driver { call: call.into(), message: format!("{:?}", e.0) }
+    CudaError::Driver {
+        call: call.into(),
+        message: format!("{:?}", e.0),
+    }
 }
 
 impl DriverRuntime {
@@ -72,20 +81,29 @@ impl DriverRuntime {
         use drv_sys::CUdevice_attribute as A;
         // SAFETY: `dev` came from cuDeviceGet.
         let (ctx, sm) = unsafe {
-            let ctx = drv::primary_ctx::retain(dev).map_err(|e| driver_err("cuDevicePrimaryCtxRetain", e))?;
+            let ctx = drv::primary_ctx::retain(dev)
+                .map_err(|e| driver_err("cuDevicePrimaryCtxRetain", e))?;
             drv::ctx::set_current(ctx).map_err(|e| driver_err("cuCtxSetCurrent", e))?;
-            let major = drv::device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
-                .map_err(|e| driver_err("cuDeviceGetAttribute", e))?;
-            let minor = drv::device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
-                .map_err(|e| driver_err("cuDeviceGetAttribute", e))?;
+            let major =
+                drv::device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)
+                    .map_err(|e| driver_err("cuDeviceGetAttribute", e))?;
+            let minor =
+                drv::device::get_attribute(dev, A::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)
+                    .map_err(|e| driver_err("cuDeviceGetAttribute", e))?;
             (ctx, (major, minor))
         };
         let arch = format!("sm_{}{}", sm.0, sm.1);
-        let cache = KernelCache::new(KernelCache::default_dir().unwrap_or_else(|| std::env::temp_dir().join("sdserve-kernels")));
+        let cache = KernelCache::new(
+            KernelCache::default_dir()
+                .unwrap_or_else(|| std::env::temp_dir().join("sdserve-kernels")),
+        );
         let mut modules = Vec::new();
         for (family, _) in nvrtc::kernel_sources() {
             let (ptx, _cached) = cache.get_or_compile(family, &arch)?;
-            let image = CString::new(ptx).map_err(|_| CudaError::Nvrtc { file: family.to_string(), log: "PTX holds a NUL byte".into() })?;
+            let image = CString::new(ptx).map_err(|_| CudaError::Nvrtc {
+                file: family.to_string(),
+                log: "PTX holds a NUL byte".into(),
+            })?;
             // SAFETY: the context is current; `image` is a NUL-terminated PTX text.
             let module = unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }
                 .map_err(|e| driver_err("cuModuleLoadData", e))?;
@@ -99,7 +117,14 @@ impl DriverRuntime {
             });
         }
         let blas = blas::create_handle().map_err(|e| blas_err("cublasCreate", e))?;
-        Ok(DriverRuntime { ctx, modules, functions: Mutex::default(), function_handles: Mutex::default(), blas, sm })
+        Ok(DriverRuntime {
+            ctx,
+            modules,
+            functions: Mutex::default(),
+            function_handles: Mutex::default(),
+            blas,
+            sm,
+        })
     }
 
     fn make_current(&self) -> Result<(), CudaError> {
@@ -110,11 +135,15 @@ impl DriverRuntime {
     /// The kernel `name`, looked up in the modules once and cached.
     fn function(&self, name: &str) -> Result<drv_sys::CUfunction, CudaError> {
         let mut index = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        let mut handles = self.function_handles.lock().unwrap_or_else(|p| p.into_inner());
+        let mut handles = self
+            .function_handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(&i) = index.get(name) {
             return Ok(handles[i]);
         }
-        let cname = CString::new(name).map_err(|_| CudaError::UnknownKernel { name: name.into() })?;
+        let cname =
+            CString::new(name).map_err(|_| CudaError::UnknownKernel { name: name.into() })?;
         for &m in &self.modules {
             // SAFETY: the module is loaded for the runtime's lifetime.
             if let Ok(f) = unsafe { drv::module::get_function(m, cname.clone()) } {
@@ -128,7 +157,12 @@ impl DriverRuntime {
 }
 
 impl Launcher for DriverRuntime {
-    fn launch(&self, kernel: &str, cfg: LaunchCfg, params: &mut [*mut c_void]) -> Result<(), CudaError> {
+    fn launch(
+        &self,
+        kernel: &str,
+        cfg: LaunchCfg,
+        params: &mut [*mut c_void],
+    ) -> Result<(), CudaError> {
         self.make_current()?;
         let f = self.function(kernel)?;
         let [gx, gy, gz] = cfg.grid;
@@ -136,7 +170,14 @@ impl Launcher for DriverRuntime {
         // SAFETY: `f` is a loaded kernel; the ops wrappers pack `params` to its signature and
         // size every buffer for the launch (see `Launcher`).
         unsafe {
-            drv::launch_kernel(f, (gx, gy, gz), (bx, by, bz), cfg.shared_mem_bytes, std::ptr::null_mut(), params)
+            drv::launch_kernel(
+                f,
+                (gx, gy, gz),
+                (bx, by, bz),
+                cfg.shared_mem_bytes,
+                std::ptr::null_mut(),
+                params,
+            )
         }
         .map_err(|e| driver_err(&format!("cuLaunchKernel({kernel})"), e))
     }
@@ -147,7 +188,9 @@ impl Runtime for DriverRuntime {
         self.make_current()?;
         // SAFETY: the context is current.
         unsafe { drv::malloc_sync(bytes) }.map_err(|e| match driver_err("cuMemAlloc", e) {
-            CudaError::OutOfMemory { .. } => CudaError::OutOfMemory { bytes: bytes as u64 },
+            CudaError::OutOfMemory { .. } => CudaError::OutOfMemory {
+                bytes: bytes as u64,
+            },
             other => other,
         })
     }
@@ -181,7 +224,9 @@ impl Runtime for DriverRuntime {
         };
         let (alpha, beta) = (1f32, if g.accumulate { 1f32 } else { 0f32 });
         let int = |v: usize, what: &str| {
-            i32::try_from(v).map_err(|_| CudaError::Unsupported(format!("gemm: {what} = {v} exceeds cuBLAS's int")))
+            i32::try_from(v).map_err(|_| {
+                CudaError::Unsupported(format!("gemm: {what} = {v} exceeds cuBLAS's int"))
+            })
         };
         // cuBLAS is column-major: a row-major C = A·B is the column-major Cᵀ = Bᵀ·Aᵀ, so B goes
         // first, and a row-major matrix read as column-major is already its transpose.

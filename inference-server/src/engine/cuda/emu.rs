@@ -56,8 +56,12 @@ pub(crate) enum Schedule {
 impl Schedule {
     /// One of each order, for tests that run a kernel under all of them.
     #[cfg(test)]
-    pub(crate) const ALL: [Schedule; 4] =
-        [Schedule::Fifo, Schedule::LowFirst, Schedule::HighFirst, Schedule::Random(0x5d5e_2026)];
+    pub(crate) const ALL: [Schedule; 4] = [
+        Schedule::Fifo,
+        Schedule::LowFirst,
+        Schedule::HighFirst,
+        Schedule::Random(0x5d5e_2026),
+    ];
 }
 
 /// Chooses the thread order for the emulator launches made from the calling OS thread (each
@@ -80,8 +84,14 @@ pub(crate) fn set_schedule(schedule: Schedule) {
 /// pointers are host addresses passed as `u64`, and the buffers behind them must be large
 /// enough for every access the launch makes (as on a GPU, the kernel trusts them). The number
 /// of params is checked against the kernel's signature.
-pub(crate) fn launch(kernel: &str, cfg: LaunchCfg, params: &mut [*mut c_void]) -> Result<(), CudaError> {
-    let unknown = || CudaError::UnknownKernel { name: kernel.to_owned() };
+pub(crate) fn launch(
+    kernel: &str,
+    cfg: LaunchCfg,
+    params: &mut [*mut c_void],
+) -> Result<(), CudaError> {
+    let unknown = || CudaError::UnknownKernel {
+        name: kernel.to_owned(),
+    };
     let name = CString::new(kernel).map_err(|_| unknown())?;
     // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
     let arity = unsafe { sdemu_kernel_arity(name.as_ptr()) };
@@ -91,10 +101,17 @@ pub(crate) fn launch(kernel: &str, cfg: LaunchCfg, params: &mut [*mut c_void]) -
     if arity as usize != params.len() {
         return Err(CudaError::EmuLaunch {
             kernel: kernel.to_owned(),
-            message: format!("the kernel takes {arity} parameters, the launch passed {}", params.len()),
+            message: format!(
+                "the kernel takes {arity} parameters, the launch passed {}",
+                params.len()
+            ),
         });
     }
-    let c = SdemuCfg { grid: cfg.grid, block: cfg.block, shared_mem_bytes: cfg.shared_mem_bytes };
+    let c = SdemuCfg {
+        grid: cfg.grid,
+        block: cfg.block,
+        shared_mem_bytes: cfg.shared_mem_bytes,
+    };
     // SAFETY: `name` and `c` outlive the call and `params` holds exactly as many argument
     // pointers as the kernel declares (checked above). What the arguments point at is the
     // caller's contract, documented above and on `Launcher`.
@@ -102,7 +119,10 @@ pub(crate) fn launch(kernel: &str, cfg: LaunchCfg, params: &mut [*mut c_void]) -
     match rc {
         0 => Ok(()),
         ERR_UNKNOWN_KERNEL => Err(unknown()),
-        _ => Err(CudaError::EmuLaunch { kernel: kernel.to_owned(), message: last_error() }),
+        _ => Err(CudaError::EmuLaunch {
+            kernel: kernel.to_owned(),
+            message: last_error(),
+        }),
     }
 }
 
@@ -110,5 +130,7 @@ pub(crate) fn launch(kernel: &str, cfg: LaunchCfg, params: &mut [*mut c_void]) -
 fn last_error() -> String {
     // SAFETY: the runtime returns a pointer to a thread-local NUL-terminated string that stays
     // valid until this thread's next launch; it is copied at once.
-    unsafe { CStr::from_ptr(sdemu_last_error()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(sdemu_last_error()) }
+        .to_string_lossy()
+        .into_owned()
 }

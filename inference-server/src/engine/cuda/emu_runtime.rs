@@ -2,7 +2,7 @@
 //! address), kernels run through the CUDA-on-CPU emulator, and GEMM — cuBLAS on a GPU — runs on
 //! the CPU backend's gemm. Everything above this file is the code path a GPU runs.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ffi::c_void;
 
 use half::{bf16, f16};
@@ -10,8 +10,8 @@ use half::{bf16, f16};
 use super::device::{Gemm, Runtime};
 use super::error::CudaError;
 use super::launch::{LaunchCfg, Launcher};
-use crate::engine::cpu::gemm::{sgemm, Mat, Par};
 use crate::engine::DType;
+use crate::engine::cpu::gemm::{Mat, Par, sgemm};
 
 /// Alignment of emulated allocations, as `cudaMalloc` guarantees (at least 256 bytes).
 const ALIGN: usize = 256;
@@ -20,7 +20,12 @@ const ALIGN: usize = 256;
 pub(crate) struct EmuRuntime;
 
 impl Launcher for EmuRuntime {
-    fn launch(&self, kernel: &str, cfg: LaunchCfg, params: &mut [*mut c_void]) -> Result<(), CudaError> {
+    fn launch(
+        &self,
+        kernel: &str,
+        cfg: LaunchCfg,
+        params: &mut [*mut c_void],
+    ) -> Result<(), CudaError> {
         super::emu::launch(kernel, cfg, params)
     }
 }
@@ -34,8 +39,14 @@ unsafe fn read_f32(dtype: DType, ptr: u64, start: usize, len: usize) -> Vec<f32>
     unsafe {
         match dtype {
             DType::F32 => std::slice::from_raw_parts((ptr as *const f32).add(start), len).to_vec(),
-            DType::F16 => std::slice::from_raw_parts((ptr as *const f16).add(start), len).iter().map(|x| x.to_f32()).collect(),
-            DType::BF16 => std::slice::from_raw_parts((ptr as *const bf16).add(start), len).iter().map(|x| x.to_f32()).collect(),
+            DType::F16 => std::slice::from_raw_parts((ptr as *const f16).add(start), len)
+                .iter()
+                .map(|x| x.to_f32())
+                .collect(),
+            DType::BF16 => std::slice::from_raw_parts((ptr as *const bf16).add(start), len)
+                .iter()
+                .map(|x| x.to_f32())
+                .collect(),
         }
     }
 }
@@ -48,14 +59,19 @@ unsafe fn write_f32(dtype: DType, ptr: u64, start: usize, src: &[f32]) {
     // SAFETY: the caller guarantees the range is inside one live allocation.
     unsafe {
         match dtype {
-            DType::F32 => std::slice::from_raw_parts_mut((ptr as *mut f32).add(start), src.len()).copy_from_slice(src),
+            DType::F32 => std::slice::from_raw_parts_mut((ptr as *mut f32).add(start), src.len())
+                .copy_from_slice(src),
             DType::F16 => {
                 let d = std::slice::from_raw_parts_mut((ptr as *mut f16).add(start), src.len());
-                d.iter_mut().zip(src).for_each(|(d, &s)| *d = f16::from_f32(s));
+                d.iter_mut()
+                    .zip(src)
+                    .for_each(|(d, &s)| *d = f16::from_f32(s));
             }
             DType::BF16 => {
                 let d = std::slice::from_raw_parts_mut((ptr as *mut bf16).add(start), src.len());
-                d.iter_mut().zip(src).for_each(|(d, &s)| *d = bf16::from_f32(s));
+                d.iter_mut()
+                    .zip(src)
+                    .for_each(|(d, &s)| *d = bf16::from_f32(s));
             }
         }
     }
@@ -63,16 +79,25 @@ unsafe fn write_f32(dtype: DType, ptr: u64, start: usize, src: &[f32]) {
 
 /// Elements spanned by a `rows × cols` matrix with rows `ld` apart.
 fn span(rows: usize, cols: usize, ld: usize) -> usize {
-    if rows == 0 || cols == 0 { 0 } else { (rows - 1) * ld + cols }
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * ld + cols
+    }
 }
 
 impl Runtime for EmuRuntime {
     fn alloc(&self, bytes: usize) -> Result<u64, CudaError> {
-        let layout = Layout::from_size_align(bytes.max(1), ALIGN).map_err(|_| CudaError::OutOfMemory { bytes: bytes as u64 })?;
+        let layout =
+            Layout::from_size_align(bytes.max(1), ALIGN).map_err(|_| CudaError::OutOfMemory {
+                bytes: bytes as u64,
+            })?;
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { alloc_zeroed(layout) };
         if p.is_null() {
-            return Err(CudaError::OutOfMemory { bytes: bytes as u64 });
+            return Err(CudaError::OutOfMemory {
+                bytes: bytes as u64,
+            });
         }
         Ok(p as u64)
     }
@@ -108,10 +133,44 @@ impl Runtime for EmuRuntime {
                     read_f32(g.dtype, g.c, i * g.stride_c, span(g.m, g.n, g.ldc)),
                 )
             };
-            let lhs = if g.trans_a { Mat { data: &a, rs: 1, cs: g.lda } } else { Mat { data: &a, rs: g.lda, cs: 1 } };
-            let rhs = if g.trans_b { Mat { data: &b, rs: 1, cs: g.ldb } } else { Mat { data: &b, rs: g.ldb, cs: 1 } };
+            let lhs = if g.trans_a {
+                Mat {
+                    data: &a,
+                    rs: 1,
+                    cs: g.lda,
+                }
+            } else {
+                Mat {
+                    data: &a,
+                    rs: g.lda,
+                    cs: 1,
+                }
+            };
+            let rhs = if g.trans_b {
+                Mat {
+                    data: &b,
+                    rs: 1,
+                    cs: g.ldb,
+                }
+            } else {
+                Mat {
+                    data: &b,
+                    rs: g.ldb,
+                    cs: 1,
+                }
+            };
             // C is read whole (with the gaps between its rows) so they are written back as they were.
-            sgemm(g.m, g.n, g.k, lhs, rhs, &mut c, g.ldc, g.accumulate, Par::Auto);
+            sgemm(
+                g.m,
+                g.n,
+                g.k,
+                lhs,
+                rhs,
+                &mut c,
+                g.ldc,
+                g.accumulate,
+                Par::Auto,
+            );
             // SAFETY: as above.
             unsafe { write_f32(g.dtype, g.c, i * g.stride_c, &c) };
         }

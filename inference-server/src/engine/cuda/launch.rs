@@ -23,7 +23,11 @@ pub(crate) struct LaunchCfg {
 impl LaunchCfg {
     /// A launch of `grid` blocks of `block` threads, without dynamic shared memory.
     pub(crate) const fn new(grid: [u32; 3], block: [u32; 3]) -> Self {
-        Self { grid, block, shared_mem_bytes: 0 }
+        Self {
+            grid,
+            block,
+            shared_mem_bytes: 0,
+        }
     }
 
     /// A 1-D launch with at least `n_threads_total` threads in blocks of `block` threads (the
@@ -33,12 +37,18 @@ impl LaunchCfg {
     pub(crate) fn linear(n_threads_total: usize, block: u32) -> Self {
         let block = block.max(1);
         let blocks = (n_threads_total as u64).div_ceil(u64::from(block)).max(1);
-        Self::new([u32::try_from(blocks).unwrap_or(u32::MAX), 1, 1], [block, 1, 1])
+        Self::new(
+            [u32::try_from(blocks).unwrap_or(u32::MAX), 1, 1],
+            [block, 1, 1],
+        )
     }
 
     /// The same launch with `bytes` of dynamic shared memory per block.
     pub(crate) const fn with_shared_mem(self, bytes: u32) -> Self {
-        Self { shared_mem_bytes: bytes, ..self }
+        Self {
+            shared_mem_bytes: bytes,
+            ..self
+        }
     }
 
     /// Threads in one block.
@@ -56,7 +66,12 @@ impl LaunchCfg {
 /// pointers to buffers large enough for the launch: the kernel trusts them, as on a GPU.
 pub(crate) trait Launcher: Send + Sync {
     /// Runs `kernel` with `cfg` and waits for it; errors name the kernel.
-    fn launch(&self, kernel: &str, cfg: LaunchCfg, params: &mut [*mut c_void]) -> Result<(), CudaError>;
+    fn launch(
+        &self,
+        kernel: &str,
+        cfg: LaunchCfg,
+        params: &mut [*mut c_void],
+    ) -> Result<(), CudaError>;
 }
 
 /// The CUDA-on-CPU emulator as a [`Launcher`]: kernels compiled from the same `.cu` sources
@@ -68,7 +83,12 @@ pub(crate) struct EmuLauncher;
 
 #[cfg(feature = "cuda-emu")]
 impl Launcher for EmuLauncher {
-    fn launch(&self, kernel: &str, cfg: LaunchCfg, params: &mut [*mut c_void]) -> Result<(), CudaError> {
+    fn launch(
+        &self,
+        kernel: &str,
+        cfg: LaunchCfg,
+        params: &mut [*mut c_void],
+    ) -> Result<(), CudaError> {
         super::emu::launch(kernel, cfg, params)
     }
 }
@@ -82,7 +102,15 @@ mod tests {
         assert_eq!(LaunchCfg::linear(1000, 256).grid, [4, 1, 1]);
         assert_eq!(LaunchCfg::linear(1024, 256).grid, [4, 1, 1]);
         assert_eq!(LaunchCfg::linear(0, 256).grid, [1, 1, 1]);
-        assert_eq!(LaunchCfg::linear(10, 256).with_shared_mem(64).shared_mem_bytes, 64);
-        assert_eq!(LaunchCfg::new([2, 3, 1], [32, 4, 2]).threads_per_block(), 256);
+        assert_eq!(
+            LaunchCfg::linear(10, 256)
+                .with_shared_mem(64)
+                .shared_mem_bytes,
+            64
+        );
+        assert_eq!(
+            LaunchCfg::new([2, 3, 1], [32, 4, 2]).threads_per_block(),
+            256
+        );
     }
 }

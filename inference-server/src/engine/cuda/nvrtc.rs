@@ -9,7 +9,6 @@
 // Until the CUDA backend (storage, dispatch) calls these, only the tests do: no dead-code
 // warnings in the library build meanwhile. Remove once the backend is wired in.
 
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -68,7 +67,10 @@ pub(crate) fn nvrtc_version() -> Result<(i32, i32), CudaError> {
     // SAFETY: the library is present (checked above); both pointers are valid for writes.
     let rc = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
     if rc != cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
-        return Err(CudaError::Nvrtc { file: "(nvrtcVersion)".into(), log: format!("{rc:?}") });
+        return Err(CudaError::Nvrtc {
+            file: "(nvrtcVersion)".into(),
+            log: format!("{rc:?}"),
+        });
     }
     Ok((major, minor))
 }
@@ -76,9 +78,14 @@ pub(crate) fn nvrtc_version() -> Result<(i32, i32), CudaError> {
 /// The virtual architecture NVRTC compiles PTX for: `sm_86` and `compute_86` both give
 /// `compute_86` (PTX is JIT-compiled by the driver for the exact GPU when loaded).
 fn virtual_arch(arch: &str) -> Result<String, CudaError> {
-    let digits = arch.strip_prefix("sm_").or_else(|| arch.strip_prefix("compute_")).unwrap_or(arch);
+    let digits = arch
+        .strip_prefix("sm_")
+        .or_else(|| arch.strip_prefix("compute_"))
+        .unwrap_or(arch);
     if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(CudaError::Unsupported(format!("GPU architecture `{arch}` (expected sm_NN or compute_NN)")));
+        return Err(CudaError::Unsupported(format!(
+            "GPU architecture `{arch}` (expected sm_NN or compute_NN)"
+        )));
     }
     Ok(format!("compute_{digits}"))
 }
@@ -86,7 +93,11 @@ fn virtual_arch(arch: &str) -> Result<String, CudaError> {
 /// The NVRTC options every family is compiled with. `--use_fast_math` is passed verbatim:
 /// cudarc's `use_fast_math` field only emits `--fmad=true`.
 fn nvrtc_options(arch: &str) -> Result<Vec<String>, CudaError> {
-    Ok(vec![format!("--gpu-architecture={}", virtual_arch(arch)?), "--use_fast_math".into(), "-std=c++17".into()])
+    Ok(vec![
+        format!("--gpu-architecture={}", virtual_arch(arch)?),
+        "--use_fast_math".into(),
+        "-std=c++17".into(),
+    ])
 }
 
 /// Compiles `family` for `arch` (`sm_NN` or `compute_NN`) and returns the PTX text; a compile
@@ -95,14 +106,28 @@ pub(crate) fn compile(family: &str, arch: &str) -> Result<String, CudaError> {
     let src = ptx_source(family)?;
     let options = nvrtc_options(arch)?;
     nvrtc_present()?;
-    let opts = cudarc::nvrtc::CompileOptions { options, name: Some(format!("{family}.cu")), ..Default::default() };
+    let opts = cudarc::nvrtc::CompileOptions {
+        options,
+        name: Some(format!("{family}.cu")),
+        ..Default::default()
+    };
     let file = format!("{family}.cu");
     match cudarc::nvrtc::compile_ptx_with_opts(src, opts) {
         Ok(ptx) => Ok(ptx.to_src()),
         Err(cudarc::nvrtc::CompileError::CompileError { log, options, .. }) => {
-            Err(CudaError::Nvrtc { file, log: format!("{}\n(options: {})", log.to_string_lossy(), options.join(" ")) })
+            Err(CudaError::Nvrtc {
+                file,
+                log: format!(
+                    "{}\n(options: {})",
+                    log.to_string_lossy(),
+                    options.join(" ")
+                ),
+            })
         }
-        Err(e) => Err(CudaError::Nvrtc { file, log: e.to_string() }),
+        Err(e) => Err(CudaError::Nvrtc {
+            file,
+            log: e.to_string(),
+        }),
     }
 }
 
@@ -139,7 +164,9 @@ impl KernelCache {
     pub(crate) fn default_dir() -> Option<PathBuf> {
         let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
             Some(x) => PathBuf::from(x),
-            None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache"),
+            None => {
+                PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache")
+            }
         };
         Some(base.join("sdserve").join("kernels"))
     }
@@ -148,14 +175,22 @@ impl KernelCache {
     pub(crate) fn path_for(&self, family: &str, arch: &str) -> Result<PathBuf, CudaError> {
         let (major, minor) = nvrtc_version()?;
         let options = nvrtc_options(arch)?.join(" ");
-        let key = stable_hash(&[&ptx_source(family)?, &options, &format!("nvrtc {major}.{minor}")]);
+        let key = stable_hash(&[
+            &ptx_source(family)?,
+            &options,
+            &format!("nvrtc {major}.{minor}"),
+        ]);
         Ok(self.dir.join(format!("{family}-{key}.ptx")))
     }
 
     /// `family`'s PTX for `arch`, from the cache or compiled (and then stored); the flag says
     /// whether it came from the cache. A cache that cannot be written is not an error: the PTX
     /// is returned anyway.
-    pub(crate) fn get_or_compile(&self, family: &str, arch: &str) -> Result<(String, bool), CudaError> {
+    pub(crate) fn get_or_compile(
+        &self,
+        family: &str,
+        arch: &str,
+    ) -> Result<(String, bool), CudaError> {
         let path = self.path_for(family, arch)?;
         if let Ok(ptx) = std::fs::read_to_string(&path) {
             return Ok((ptx, true));
@@ -177,7 +212,9 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
         ".{}.{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("kernel"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("kernel"),
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));

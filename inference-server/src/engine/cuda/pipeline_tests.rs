@@ -10,7 +10,9 @@ use std::ops::ControlFlow;
 use crate::engine::Device;
 use crate::model::testmodel::write_test_model;
 use crate::model::weights::{Layout, StoredDType, Variant};
-use crate::pipeline::{Generation, Img2ImgParams, Pipeline, Precision, RgbImage, RunOptions, StepEvent, Txt2ImgParams};
+use crate::pipeline::{
+    Generation, Img2ImgParams, Pipeline, Precision, RgbImage, RunOptions, StepEvent, Txt2ImgParams,
+};
 
 fn params(sampler: &str) -> Txt2ImgParams {
     Txt2ImgParams {
@@ -50,16 +52,31 @@ fn txt2img_and_img2img_on_cuda_emu_match_the_cpu_within_2_of_255() {
         let emu = Pipeline::load_with(&path, &super::device_tests::emu(), Precision::F32).unwrap();
         for sampler in ["Euler a", "DPM++ 2M Karras"] {
             let p = params(sampler);
-            let want = cpu.txt2img(&p, RunOptions::default(), &mut no_events).unwrap();
-            let got = emu.txt2img(&p, RunOptions::default(), &mut no_events).unwrap();
+            let want = cpu
+                .txt2img(&p, RunOptions::default(), &mut no_events)
+                .unwrap();
+            let got = emu
+                .txt2img(&p, RunOptions::default(), &mut no_events)
+                .unwrap();
             let d = max_diff(&want, &got);
             eprintln!("txt2img {sampler} {dtype:?}: max pixel difference {d}");
-            assert!(d <= 2, "txt2img {sampler} {dtype:?}: max pixel difference {d} > 2");
+            assert!(
+                d <= 2,
+                "txt2img {sampler} {dtype:?}: max pixel difference {d} > 2"
+            );
         }
         let init = want_image(&cpu);
-        let p = Img2ImgParams { base: params("Euler"), init_image: init, denoising_strength: 0.6 };
-        let want = cpu.img2img(&p, RunOptions::default(), &mut no_events).unwrap();
-        let got = emu.img2img(&p, RunOptions::default(), &mut no_events).unwrap();
+        let p = Img2ImgParams {
+            base: params("Euler"),
+            init_image: init,
+            denoising_strength: 0.6,
+        };
+        let want = cpu
+            .img2img(&p, RunOptions::default(), &mut no_events)
+            .unwrap();
+        let got = emu
+            .img2img(&p, RunOptions::default(), &mut no_events)
+            .unwrap();
         let d = max_diff(&want, &got);
         eprintln!("img2img {dtype:?}: max pixel difference {d}");
         assert!(d <= 2, "img2img {dtype:?}: max pixel difference {d} > 2");
@@ -68,8 +85,14 @@ fn txt2img_and_img2img_on_cuda_emu_match_the_cpu_within_2_of_255() {
 
 /// An init image: the CPU's own txt2img result at another seed.
 fn want_image(cpu: &Pipeline) -> RgbImage {
-    let p = Txt2ImgParams { seed: 99, ..params("Euler") };
-    cpu.txt2img(&p, RunOptions::default(), &mut no_events).unwrap().images.remove(0)
+    let p = Txt2ImgParams {
+        seed: 99,
+        ..params("Euler")
+    };
+    cpu.txt2img(&p, RunOptions::default(), &mut no_events)
+        .unwrap()
+        .images
+        .remove(0)
 }
 
 #[test]
@@ -82,10 +105,17 @@ fn txt2img_in_f16_on_cuda_emu_stays_near_the_f32_cpu_result() {
     assert_eq!(emu.unet.act_dtype(), crate::engine::DType::F16);
     for sampler in ["Euler a", "DPM++ 2M Karras"] {
         let p = params(sampler);
-        let want = cpu.txt2img(&p, RunOptions::default(), &mut no_events).unwrap();
-        let got = emu.txt2img(&p, RunOptions::default(), &mut no_events).unwrap();
+        let want = cpu
+            .txt2img(&p, RunOptions::default(), &mut no_events)
+            .unwrap();
+        let got = emu
+            .txt2img(&p, RunOptions::default(), &mut no_events)
+            .unwrap();
         let d = max_diff(&want, &got);
         eprintln!("txt2img {sampler} f16 on cuda-emu vs f32 CPU: max pixel difference {d}");
-        assert!(d <= 4, "txt2img {sampler} f16: max pixel difference {d} > 4");
+        assert!(
+            d <= 4,
+            "txt2img {sampler} f16: max pixel difference {d} > 4"
+        );
     }
 }

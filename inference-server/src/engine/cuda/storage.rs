@@ -6,10 +6,10 @@ use std::sync::Arc;
 use super::device::{CudaDevice, DeviceBuffer};
 use super::error::CudaError;
 use super::ops;
+use crate::engine::DType;
 use crate::engine::cpu::CpuStorage;
 use crate::engine::error::{EngineError, Result as EngineResult};
 use crate::engine::op::View;
-use crate::engine::DType;
 
 /// Elements of one dtype in device memory. Cloning shares the allocation.
 #[derive(Clone)]
@@ -23,14 +23,24 @@ pub(crate) struct CudaStorage {
 pub(crate) fn engine_err(op: &'static str, e: CudaError) -> EngineError {
     match e {
         CudaError::OutOfMemory { bytes } => EngineError::OutOfMemory { op, bytes },
-        other => EngineError::Backend { op, msg: other.to_string() },
+        other => EngineError::Backend {
+            op,
+            msg: other.to_string(),
+        },
     }
 }
 
 impl CudaStorage {
     /// Uninitialised room for `n` elements of `dtype` on `dev`.
-    pub(crate) fn alloc(dev: &CudaDevice, n: usize, dtype: DType) -> Result<CudaStorage, CudaError> {
-        Ok(CudaStorage { buf: Arc::new(dev.alloc(n * dtype.size_in_bytes())?), dtype })
+    pub(crate) fn alloc(
+        dev: &CudaDevice,
+        n: usize,
+        dtype: DType,
+    ) -> Result<CudaStorage, CudaError> {
+        Ok(CudaStorage {
+            buf: Arc::new(dev.alloc(n * dtype.size_in_bytes())?),
+            dtype,
+        })
     }
 
     /// The element type.
@@ -54,17 +64,25 @@ impl CudaStorage {
     }
 
     /// Copies host elements of `host` to a new device storage.
-    pub(crate) fn upload_slice(dev: &CudaDevice, host: crate::engine::cpu::CpuSlice<'_>) -> Result<CudaStorage, CudaError> {
+    pub(crate) fn upload_slice(
+        dev: &CudaDevice,
+        host: crate::engine::cpu::CpuSlice<'_>,
+    ) -> Result<CudaStorage, CudaError> {
         let dtype = host.dtype();
         let out = CudaStorage::alloc(dev, host.len(), dtype)?;
         // SAFETY: the slice's bytes are its elements.
-        let bytes = unsafe { std::slice::from_raw_parts(host.as_ptr(), host.len() * dtype.size_in_bytes()) };
+        let bytes = unsafe {
+            std::slice::from_raw_parts(host.as_ptr(), host.len() * dtype.size_in_bytes())
+        };
         dev.rt().htod(out.base(), bytes)?;
         Ok(out)
     }
 
     /// [`CudaStorage::upload_slice`] with the error as the engine reports it.
-    pub(crate) fn upload_host(dev: &CudaDevice, host: crate::engine::cpu::CpuSlice<'_>) -> EngineResult<CudaStorage> {
+    pub(crate) fn upload_host(
+        dev: &CudaDevice,
+        host: crate::engine::cpu::CpuSlice<'_>,
+    ) -> EngineResult<CudaStorage> {
         Self::upload_slice(dev, host).map_err(|e| engine_err("upload", e))
     }
 
@@ -85,7 +103,20 @@ impl CudaStorage {
             return Ok((self.clone(), v));
         }
         let out = CudaStorage::alloc(self.dev(), v.len, dtype)?;
-        ops::layout::cast(self.dev().rt(), self.dtype, dtype, self.ptr(v), out.base(), v.len)?;
-        Ok((out, View { start: 0, len: v.len }))
+        ops::layout::cast(
+            self.dev().rt(),
+            self.dtype,
+            dtype,
+            self.ptr(v),
+            out.base(),
+            v.len,
+        )?;
+        Ok((
+            out,
+            View {
+                start: 0,
+                len: v.len,
+            },
+        ))
     }
 }

@@ -14,13 +14,21 @@ pub(crate) fn promote(a: DType, b: DType) -> DType {
 
 /// `tensors` converted to their common dtype (see [`promote`]); clones when they already agree.
 pub(crate) fn promoted(tensors: &[&Tensor]) -> Result<Vec<Tensor>> {
-    let dtype = tensors.iter().map(|t| t.dtype()).reduce(promote).unwrap_or(DType::F32);
+    let dtype = tensors
+        .iter()
+        .map(|t| t.dtype())
+        .reduce(promote)
+        .unwrap_or(DType::F32);
     tensors.iter().map(|t| t.to_dtype(dtype)).collect()
 }
 
 /// The numpy broadcast of two shapes (right-aligned), with each input's strides over it
 /// (0 on broadcast dims).
-pub(crate) fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+pub(crate) fn broadcast(
+    op: &'static str,
+    a: &[usize],
+    b: &[usize],
+) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
     let rank = a.len().max(b.len()).max(1);
     let pad = |d: &[usize]| -> Vec<usize> {
         let mut v = vec![1; rank - d.len()];
@@ -35,7 +43,10 @@ pub(crate) fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<(V
             (1, y) => y,
             (x, 1) => x,
             _ => {
-                return Err(EngineError::shape(op, format!("shapes {a:?} and {b:?} do not broadcast")));
+                return Err(EngineError::shape(
+                    op,
+                    format!("shapes {a:?} and {b:?} do not broadcast"),
+                ));
             }
         });
     }
@@ -57,11 +68,19 @@ impl Tensor {
         let name = op.kernel_name();
         self.same_device(name, &[rhs])?;
         let (dims, lhs_strides, rhs_strides) = broadcast(name, self.dims(), rhs.dims())?;
-        let g = BroadcastGeom { dims, lhs_strides, rhs_strides };
+        let g = BroadcastGeom {
+            dims,
+            lhs_strides,
+            rhs_strides,
+        };
         let [a, b]: [Tensor; 2] = promoted(&[self, rhs])?.try_into().expect("two operands");
         let storage = a.storage().binary(a.view_in_storage(), b.arg(), op, &g)?;
         // A rank-0 pair broadcasts as [1]; give the result back its scalar shape.
-        let dims = if self.rank() == 0 && rhs.rank() == 0 { Vec::new() } else { g.dims };
+        let dims = if self.rank() == 0 && rhs.rank() == 0 {
+            Vec::new()
+        } else {
+            g.dims
+        };
         Ok(Tensor::from_storage(storage, dims))
     }
 
@@ -116,7 +135,10 @@ impl Tensor {
             return Err(EngineError::shape("geglu", "needs rank >= 1, got a scalar"));
         };
         if !c.is_multiple_of(2) {
-            return Err(EngineError::shape("geglu", format!("last dim {c} of {} is not even", self.shape())));
+            return Err(EngineError::shape(
+                "geglu",
+                format!("last dim {c} of {} is not even", self.shape()),
+            ));
         }
         let storage = self.storage().geglu(self.view_in_storage(), c / 2)?;
         let mut dims = self.dims().to_vec();
@@ -127,7 +149,10 @@ impl Tensor {
     /// Clamps every element into `[min, max]`.
     pub fn clamp(&self, min: f32, max: f32) -> Result<Tensor> {
         if min.is_nan() || max.is_nan() || min > max {
-            return Err(EngineError::invalid("clamp", format!("bounds [{min}, {max}] are not an interval")));
+            return Err(EngineError::invalid(
+                "clamp",
+                format!("bounds [{min}, {max}] are not an interval"),
+            ));
         }
         self.unary(UnaryOp::Clamp { min, max })
     }
@@ -155,16 +180,27 @@ impl Tensor {
     /// Numerically stable softmax over the last dim.
     pub fn softmax_last_dim(&self) -> Result<Tensor> {
         let Some(&c) = self.dims().last() else {
-            return Err(EngineError::shape("softmax_last_dim", "needs rank >= 1, got a scalar"));
+            return Err(EngineError::shape(
+                "softmax_last_dim",
+                "needs rank >= 1, got a scalar",
+            ));
         };
         let storage = self.storage().softmax_last_dim(self.view_in_storage(), c)?;
         Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 
-    fn reduce(&self, name: &'static str, dim: usize, keepdim: bool, op: ReduceOp) -> Result<Tensor> {
+    fn reduce(
+        &self,
+        name: &'static str,
+        dim: usize,
+        keepdim: bool,
+        op: ReduceOp,
+    ) -> Result<Tensor> {
         self.shape().check_dim(name, dim)?;
         let (outer, mid, inner) = self.shape().split_at_dim(dim);
-        let storage = self.storage().reduce(self.view_in_storage(), op, AxisGeom { outer, mid, inner })?;
+        let storage =
+            self.storage()
+                .reduce(self.view_in_storage(), op, AxisGeom { outer, mid, inner })?;
         let mut dims = self.dims().to_vec();
         if keepdim {
             dims[dim] = 1;

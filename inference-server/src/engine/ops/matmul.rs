@@ -14,7 +14,11 @@ impl Tensor {
         if ad.len() < 2 || bd.len() < 2 {
             return Err(EngineError::shape(
                 "matmul",
-                format!("operands need rank >= 2, got {} and {}", self.shape(), rhs.shape()),
+                format!(
+                    "operands need rank >= 2, got {} and {}",
+                    self.shape(),
+                    rhs.shape()
+                ),
             ));
         }
         let (m, k) = (ad[ad.len() - 2], ad[ad.len() - 1]);
@@ -22,7 +26,11 @@ impl Tensor {
         if k != k2 {
             return Err(EngineError::shape(
                 "matmul",
-                format!("inner dims {k} and {k2} differ ({} x {})", self.shape(), rhs.shape()),
+                format!(
+                    "inner dims {k} and {k2} differ ({} x {})",
+                    self.shape(),
+                    rhs.shape()
+                ),
             ));
         }
         let (a_batch, b_batch) = (&ad[..ad.len() - 2], &bd[..bd.len() - 2]);
@@ -32,7 +40,14 @@ impl Tensor {
             broadcast("matmul", a_batch, b_batch)?
         };
         self.same_device("matmul", &[rhs])?;
-        let g = MatmulGeom { batch_dims, lhs_batch_strides: a_str, rhs_batch_strides: b_str, m, k, n };
+        let g = MatmulGeom {
+            batch_dims,
+            lhs_batch_strides: a_str,
+            rhs_batch_strides: b_str,
+            m,
+            k,
+            n,
+        };
         let [a, b]: [Tensor; 2] = promoted(&[self, rhs])?.try_into().expect("two operands");
         let storage = a.storage().matmul(a.view_in_storage(), b.arg(), &g)?;
         let mut dims = g.batch_dims;
@@ -46,16 +61,25 @@ impl Tensor {
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let wd = weight.dims();
         if wd.len() != 2 {
-            return Err(EngineError::shape("linear", format!("weight must be [out, in], got {}", weight.shape())));
+            return Err(EngineError::shape(
+                "linear",
+                format!("weight must be [out, in], got {}", weight.shape()),
+            ));
         }
         let (n_out, n_in) = (wd[0], wd[1]);
         let Some(&x_in) = self.dims().last() else {
-            return Err(EngineError::shape("linear", "input must have rank >= 1, got a scalar"));
+            return Err(EngineError::shape(
+                "linear",
+                "input must have rank >= 1, got a scalar",
+            ));
         };
         if x_in != n_in {
             return Err(EngineError::shape(
                 "linear",
-                format!("input features {x_in} (shape {}) differ from weight in-features {n_in}", self.shape()),
+                format!(
+                    "input features {x_in} (shape {}) differ from weight in-features {n_in}",
+                    self.shape()
+                ),
             ));
         }
         if let Some(b) = bias {
@@ -65,7 +89,12 @@ impl Tensor {
         let others: Vec<&Tensor> = std::iter::once(weight).chain(bias).collect();
         self.same_device("linear", &others)?;
         let g = LinearGeom { rows, n_in, n_out };
-        let storage = self.storage().linear(self.view_in_storage(), weight.arg(), bias.map(Tensor::arg), g)?;
+        let storage = self.storage().linear(
+            self.view_in_storage(),
+            weight.arg(),
+            bias.map(Tensor::arg),
+            g,
+        )?;
         let mut dims = self.dims().to_vec();
         *dims.last_mut().expect("rank checked >= 1") = n_out;
         Ok(Tensor::from_storage(storage, dims))

@@ -13,7 +13,10 @@ use super::tensor::Tensor;
 /// Checks that `t` has rank `rank` for `op`.
 pub(crate) fn expect_rank(op: &'static str, what: &str, t: &Tensor, rank: usize) -> Result<()> {
     if t.rank() != rank {
-        return Err(EngineError::shape(op, format!("{what} must have rank {rank}, got shape {}", t.shape())));
+        return Err(EngineError::shape(
+            op,
+            format!("{what} must have rank {rank}, got shape {}", t.shape()),
+        ));
     }
     Ok(())
 }
@@ -21,7 +24,10 @@ pub(crate) fn expect_rank(op: &'static str, what: &str, t: &Tensor, rank: usize)
 /// Checks that `t` is a vector of length `len` for `op`.
 pub(crate) fn expect_vec(op: &'static str, what: &str, t: &Tensor, len: usize) -> Result<()> {
     if t.dims() != [len] {
-        return Err(EngineError::shape(op, format!("{what} must have shape [{len}], got {}", t.shape())));
+        return Err(EngineError::shape(
+            op,
+            format!("{what} must have shape [{len}], got {}", t.shape()),
+        ));
     }
     Ok(())
 }

@@ -10,31 +10,57 @@ impl Tensor {
     /// Layer norm over the last dim with affine `weight`, `bias` (both `[C]`), fused.
     pub fn layer_norm(&self, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
         let Some(&c) = self.dims().last() else {
-            return Err(EngineError::shape("layer_norm", "input must have rank >= 1, got a scalar"));
+            return Err(EngineError::shape(
+                "layer_norm",
+                "input must have rank >= 1, got a scalar",
+            ));
         };
         expect_vec("layer_norm", "weight", weight, c)?;
         expect_vec("layer_norm", "bias", bias, c)?;
         self.same_device("layer_norm", &[weight, bias])?;
-        let storage = self.storage().layer_norm(self.view_in_storage(), weight.arg(), bias.arg(), c, eps)?;
+        let storage =
+            self.storage()
+                .layer_norm(self.view_in_storage(), weight.arg(), bias.arg(), c, eps)?;
         Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 
     /// Group norm of `[N, C, ...]` (e.g. `[N, C, H, W]` or `[N, C, L]`) over `groups` channel groups,
     /// per-channel affine `weight`, `bias` (`[C]`), then SiLU when `silu` — one fused pass.
-    pub fn group_norm(&self, groups: usize, weight: &Tensor, bias: &Tensor, eps: f32, silu: bool) -> Result<Tensor> {
+    pub fn group_norm(
+        &self,
+        groups: usize,
+        weight: &Tensor,
+        bias: &Tensor,
+        eps: f32,
+        silu: bool,
+    ) -> Result<Tensor> {
         if self.rank() < 2 {
-            return Err(EngineError::shape("group_norm", format!("input must be [N, C, ...], got {}", self.shape())));
+            return Err(EngineError::shape(
+                "group_norm",
+                format!("input must be [N, C, ...], got {}", self.shape()),
+            ));
         }
         let c = self.dims()[1];
         if groups == 0 || !c.is_multiple_of(groups) {
-            return Err(EngineError::invalid("group_norm", format!("{groups} groups do not divide {c} channels")));
+            return Err(EngineError::invalid(
+                "group_norm",
+                format!("{groups} groups do not divide {c} channels"),
+            ));
         }
         expect_vec("group_norm", "weight", weight, c)?;
         expect_vec("group_norm", "bias", bias, c)?;
         self.same_device("group_norm", &[weight, bias])?;
         let spatial: usize = self.dims()[2..].iter().product();
-        let g = GroupNormGeom { c, spatial, groups, eps, silu };
-        let storage = self.storage().group_norm(self.view_in_storage(), weight.arg(), bias.arg(), g)?;
+        let g = GroupNormGeom {
+            c,
+            spatial,
+            groups,
+            eps,
+            silu,
+        };
+        let storage =
+            self.storage()
+                .group_norm(self.view_in_storage(), weight.arg(), bias.arg(), g)?;
         Ok(Tensor::from_storage(storage, self.shape().clone()))
     }
 
@@ -42,7 +68,13 @@ impl Tensor {
     /// padding on both axes. Tiled im2col + gemm; 1×1 stride-1 convs go straight to gemm. A
     /// half-precision weight is converted to f32 in bounded blocks of output channels. Returns
     /// the input's dtype.
-    pub fn conv2d(&self, weight: &Tensor, bias: Option<&Tensor>, stride: usize, padding: usize) -> Result<Tensor> {
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Tensor> {
         expect_rank("conv2d", "input", self, 4)?;
         expect_rank("conv2d", "weight", weight, 4)?;
         let (x, w) = (self.dims(), weight.dims());
@@ -51,7 +83,10 @@ impl Tensor {
         if wc != c {
             return Err(EngineError::shape(
                 "conv2d",
-                format!("input has {c} channels but weight {} expects {wc}", weight.shape()),
+                format!(
+                    "input has {c} channels but weight {} expects {wc}",
+                    weight.shape()
+                ),
             ));
         }
         if stride == 0 {
@@ -82,7 +117,12 @@ impl Tensor {
         };
         let others: Vec<&Tensor> = std::iter::once(weight).chain(bias).collect();
         self.same_device("conv2d", &others)?;
-        let storage = self.storage().conv2d(self.view_in_storage(), weight.arg(), bias.map(Tensor::arg), g)?;
+        let storage = self.storage().conv2d(
+            self.view_in_storage(),
+            weight.arg(),
+            bias.map(Tensor::arg),
+            g,
+        )?;
         Ok(Tensor::from_storage(storage, (n, o, g.ho, g.wo)))
     }
 
@@ -90,30 +130,57 @@ impl Tensor {
     pub fn upsample_nearest2x(&self) -> Result<Tensor> {
         expect_rank("upsample_nearest2x", "input", self, 4)?;
         let d = self.dims();
-        let storage = self.storage().upsample_nearest2x(self.view_in_storage(), d[0] * d[1], d[2], d[3])?;
-        Ok(Tensor::from_storage(storage, (d[0], d[1], 2 * d[2], 2 * d[3])))
+        let storage =
+            self.storage()
+                .upsample_nearest2x(self.view_in_storage(), d[0] * d[1], d[2], d[3])?;
+        Ok(Tensor::from_storage(
+            storage,
+            (d[0], d[1], 2 * d[2], 2 * d[3]),
+        ))
     }
 
     /// Scaled dot-product attention: `q [B, H, Lq, D]`, `k`, `v [B, H, Lk, D]` → `[B, H, Lq, D]`.
     /// Tiled with an online softmax (no `Lq × Lk` matrix); with `causal`, query `i` sees keys `j <= i`.
-    pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f32, causal: bool) -> Result<Tensor> {
+    pub fn attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        scale: f32,
+        causal: bool,
+    ) -> Result<Tensor> {
         for (what, t) in [("q", q), ("k", k), ("v", v)] {
             expect_rank("attention", what, t, 4)?;
         }
         let (qd, kd, vd) = (q.dims(), k.dims(), v.dims());
         if kd != vd {
-            return Err(EngineError::shape("attention", format!("k {} and v {} differ", k.shape(), v.shape())));
+            return Err(EngineError::shape(
+                "attention",
+                format!("k {} and v {} differ", k.shape(), v.shape()),
+            ));
         }
         if qd[0] != kd[0] || qd[1] != kd[1] || qd[3] != kd[3] {
             return Err(EngineError::shape(
                 "attention",
-                format!("q {} and k {} must share batch, heads and head dim", q.shape(), k.shape()),
+                format!(
+                    "q {} and k {} must share batch, heads and head dim",
+                    q.shape(),
+                    k.shape()
+                ),
             ));
         }
-        let g = AttnGeom { bh: qd[0] * qd[1], lq: qd[2], lk: kd[2], d: qd[3], scale, causal };
+        let g = AttnGeom {
+            bh: qd[0] * qd[1],
+            lq: qd[2],
+            lk: kd[2],
+            d: qd[3],
+            scale,
+            causal,
+        };
         q.same_device("attention", &[k, v])?;
         let [q2, k, v]: [Tensor; 3] = promoted(&[q, k, v])?.try_into().expect("three operands");
-        let storage = q2.storage().attention(q2.view_in_storage(), k.arg(), v.arg(), g)?;
+        let storage = q2
+            .storage()
+            .attention(q2.view_in_storage(), k.arg(), v.arg(), g)?;
         Ok(Tensor::from_storage(storage, q.shape().clone()))
     }
 }

@@ -14,13 +14,28 @@ impl Tensor {
         expect_rank("pad2d", "input", self, 4)?;
         let d = self.dims();
         let (planes, h, w) = (d[0] * d[1], d[2], d[3]);
-        let grow = |size: usize, a: usize, b: usize| size.checked_add(a).and_then(|s| s.checked_add(b));
+        let grow =
+            |size: usize, a: usize, b: usize| size.checked_add(a).and_then(|s| s.checked_add(b));
         let (Some(ho), Some(wo)) = (grow(h, top, bottom), grow(w, left, right)) else {
-            return Err(EngineError::invalid("pad2d", format!("padding overflows shape {}", self.shape())));
+            return Err(EngineError::invalid(
+                "pad2d",
+                format!("padding overflows shape {}", self.shape()),
+            ));
         };
         let out_shape = Shape::from((d[0], d[1], ho, wo));
         out_shape.checked_elem_count("pad2d")?;
-        let g = PadGeom { planes, h, w, left, right, top, bottom };
-        Ok(Tensor::from_storage(self.storage().pad2d(self.view_in_storage(), g)?, out_shape))
+        let g = PadGeom {
+            planes,
+            h,
+            w,
+            left,
+            right,
+            top,
+            bottom,
+        };
+        Ok(Tensor::from_storage(
+            self.storage().pad2d(self.view_in_storage(), g)?,
+            out_shape,
+        ))
     }
 }

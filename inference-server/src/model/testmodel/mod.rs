@@ -17,15 +17,13 @@ use serde_json::json;
 pub use full::{published_configs, write_header_only_single_file};
 pub use rng::param_values;
 
-use crate::model::weights::config::{
-    ClipTextConfig, HiddenAct, PerBlock, UNetConfig, VaeConfig,
-};
-use crate::sampling::SchedulerConfig;
+use crate::model::weights::config::{ClipTextConfig, HiddenAct, PerBlock, UNetConfig, VaeConfig};
 use crate::model::weights::single_file as sf;
 use crate::model::weights::{
     CONFIG_METADATA_KEY, Layout, OwnedTensor, Param, StoredDType, Variant, WeightsError,
     clip_params, unet_params, vae_params, write_safetensors,
 };
+use crate::sampling::SchedulerConfig;
 
 /// The configs of the tiny model of `variant`.
 pub fn test_configs(variant: Variant) -> (ClipTextConfig, UNetConfig, VaeConfig) {
@@ -132,7 +130,11 @@ fn torch_dtype(dtype: StoredDType) -> &'static str {
 /// Writes a diffusers folder of `variant` with the published (full-size) configs of
 /// [`published_configs`] and the same deterministic pseudo-random weights as the tiny model,
 /// stored as `dtype`; for benchmarks (SD 1.5 at f16 is about 2 GB). Returns `out`.
-pub fn write_full_size_model(out: &Path, variant: Variant, dtype: StoredDType) -> Result<PathBuf, WeightsError> {
+pub fn write_full_size_model(
+    out: &Path,
+    variant: Variant,
+    dtype: StoredDType,
+) -> Result<PathBuf, WeightsError> {
     write_diffusers_with(out, variant, dtype, published_configs(variant))?;
     Ok(out.to_path_buf())
 }

@@ -22,12 +22,44 @@ pub(crate) struct BlockParams {
 }
 
 impl BlockParams {
-    fn resnet(&self, ws: &WeightSet, p: &str, cin: usize, cout: usize, dev: &Device) -> Result<ResnetBlock2D, ModelError> {
-        Ok(ResnetBlock2D::load(ws, p, cin, cout, Some(self.temb), self.groups, self.eps, dev)?)
+    fn resnet(
+        &self,
+        ws: &WeightSet,
+        p: &str,
+        cin: usize,
+        cout: usize,
+        dev: &Device,
+    ) -> Result<ResnetBlock2D, ModelError> {
+        Ok(ResnetBlock2D::load(
+            ws,
+            p,
+            cin,
+            cout,
+            Some(self.temb),
+            self.groups,
+            self.eps,
+            dev,
+        )?)
     }
 
-    fn transformer(&self, ws: &WeightSet, p: &str, c: usize, heads: usize, dev: &Device) -> Result<Transformer2D, ModelError> {
-        Transformer2D::load(ws, p, c, self.context_dim, heads, self.groups, self.linear_projection, dev)
+    fn transformer(
+        &self,
+        ws: &WeightSet,
+        p: &str,
+        c: usize,
+        heads: usize,
+        dev: &Device,
+    ) -> Result<Transformer2D, ModelError> {
+        Transformer2D::load(
+            ws,
+            p,
+            c,
+            self.context_dim,
+            heads,
+            self.groups,
+            self.linear_projection,
+            dev,
+        )
     }
 }
 
@@ -73,21 +105,49 @@ impl DownBlock {
         let mut resnets = Vec::with_capacity(layers);
         let mut attentions = Vec::new();
         for j in 0..layers {
-            resnets.push(bp.resnet(ws, &format!("{p}.resnets.{j}"), if j == 0 { cin } else { cout }, cout, dev)?);
+            resnets.push(bp.resnet(
+                ws,
+                &format!("{p}.resnets.{j}"),
+                if j == 0 { cin } else { cout },
+                cout,
+                dev,
+            )?);
             if let Some(h) = heads {
-                attentions.push(bp.transformer(ws, &format!("{p}.attentions.{j}"), cout, h, dev)?);
+                attentions.push(bp.transformer(
+                    ws,
+                    &format!("{p}.attentions.{j}"),
+                    cout,
+                    h,
+                    dev,
+                )?);
             }
         }
         let downsampler = match last {
             true => None,
-            false => Some(Downsample2D::load(ws, &format!("{p}.downsamplers.0"), cout, 1, dev)?),
+            false => Some(Downsample2D::load(
+                ws,
+                &format!("{p}.downsamplers.0"),
+                cout,
+                1,
+                dev,
+            )?),
         };
-        Ok(DownBlock { resnets, attentions, downsampler })
+        Ok(DownBlock {
+            resnets,
+            attentions,
+            downsampler,
+        })
     }
 
     /// Runs the level on `x`, pushing each resnet's (or transformer's) output and the
     /// downsampled map onto `skips`.
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor, skips: &mut Vec<Tensor>) -> Result<Tensor, ModelError> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+        skips: &mut Vec<Tensor>,
+    ) -> Result<Tensor, ModelError> {
         let mut x = x.clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
             x = resnet_then_attention(resnet, self.attentions.get(i), &x, temb, context)?;
@@ -111,7 +171,13 @@ pub(crate) struct MidBlock {
 
 impl MidBlock {
     /// Loads `mid_block.*` for `channels` channels and `heads` heads.
-    pub fn load(ws: &WeightSet, bp: &BlockParams, channels: usize, heads: usize, dev: &Device) -> Result<MidBlock, ModelError> {
+    pub fn load(
+        ws: &WeightSet,
+        bp: &BlockParams,
+        channels: usize,
+        heads: usize,
+        dev: &Device,
+    ) -> Result<MidBlock, ModelError> {
         Ok(MidBlock {
             resnet0: bp.resnet(ws, "mid_block.resnets.0", channels, channels, dev)?,
             attention: bp.transformer(ws, "mid_block.attentions.0", channels, heads, dev)?,
@@ -120,7 +186,12 @@ impl MidBlock {
     }
 
     /// Runs the mid block.
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor, ModelError> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+    ) -> Result<Tensor, ModelError> {
         let x = resnet_then_attention(&self.resnet0, Some(&self.attention), x, temb, context)?;
         Ok(self.resnet1.forward(&x, Some(temb))?)
     }
@@ -160,19 +231,40 @@ impl UpBlock {
             let res_in = if j == 0 { prev } else { cout };
             resnets.push(bp.resnet(ws, &format!("{p}.resnets.{j}"), res_in + skip, cout, dev)?);
             if let Some(h) = heads {
-                attentions.push(bp.transformer(ws, &format!("{p}.attentions.{j}"), cout, h, dev)?);
+                attentions.push(bp.transformer(
+                    ws,
+                    &format!("{p}.attentions.{j}"),
+                    cout,
+                    h,
+                    dev,
+                )?);
             }
         }
         let upsampler = match last {
             true => None,
-            false => Some(ResizingUpsample::load(ws, &format!("{p}.upsamplers.0"), cout, dev)?),
+            false => Some(ResizingUpsample::load(
+                ws,
+                &format!("{p}.upsamplers.0"),
+                cout,
+                dev,
+            )?),
         };
-        Ok(UpBlock { resnets, attentions, upsampler })
+        Ok(UpBlock {
+            resnets,
+            attentions,
+            upsampler,
+        })
     }
 
     /// Runs the level, popping one skip map per resnet; the upsampler resizes to the skip map
     /// left on top (2× unless a side was odd on the way down).
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor, skips: &mut Vec<Tensor>) -> Result<Tensor, ModelError> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+        skips: &mut Vec<Tensor>,
+    ) -> Result<Tensor, ModelError> {
         let mut x = x.clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().ok_or_else(|| ModelError::Input {

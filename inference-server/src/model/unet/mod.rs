@@ -52,13 +52,21 @@ fn config_error(field: &'static str, rule: String) -> ModelError {
 }
 
 /// Whether each level has cross-attention, from its block type.
-fn attention_levels(types: &[String], field: &'static str, with: &str, without: &str) -> Result<Vec<bool>, ModelError> {
+fn attention_levels(
+    types: &[String],
+    field: &'static str,
+    with: &str,
+    without: &str,
+) -> Result<Vec<bool>, ModelError> {
     types
         .iter()
         .map(|t| match t.as_str() {
             t if t == with => Ok(true),
             t if t == without => Ok(false),
-            other => Err(config_error(field, format!("unknown block type {other:?} (expected {with} or {without})"))),
+            other => Err(config_error(
+                field,
+                format!("unknown block type {other:?} (expected {with} or {without})"),
+            )),
         })
         .collect()
 }
@@ -66,11 +74,18 @@ fn attention_levels(types: &[String], field: &'static str, with: &str, without: 
 impl UNet {
     /// Loads every tensor `config` calls for (diffusers names) from `weights`; a missing or
     /// mis-shaped tensor is an error naming it, an unsupported config one naming its field.
-    pub fn load(config: &UNetConfig, weights: &WeightSet, device: &Device) -> Result<UNet, ModelError> {
+    pub fn load(
+        config: &UNetConfig,
+        weights: &WeightSet,
+        device: &Device,
+    ) -> Result<UNet, ModelError> {
         let ch = &config.block_out_channels;
         let n = ch.len();
         if n == 0 || ch.contains(&0) {
-            return Err(config_error("unet.config.block_out_channels", "must list at least one non-zero width".into()));
+            return Err(config_error(
+                "unet.config.block_out_channels",
+                "must list at least one non-zero width".into(),
+            ));
         }
         let down_attn = attention_levels(
             &config.down_block_types,
@@ -84,26 +99,51 @@ impl UNet {
             "CrossAttnUpBlock2D",
             "UpBlock2D",
         )?;
-        for (field, len) in [("unet.config.down_block_types", down_attn.len()), ("unet.config.up_block_types", up_attn.len())] {
+        for (field, len) in [
+            ("unet.config.down_block_types", down_attn.len()),
+            ("unet.config.up_block_types", up_attn.len()),
+        ] {
             if len != n {
-                return Err(config_error(field, format!("{len} entries for {n} block_out_channels")));
+                return Err(config_error(
+                    field,
+                    format!("{len} entries for {n} block_out_channels"),
+                ));
             }
         }
         if config.layers_per_block == 0 {
-            return Err(config_error("unet.config.layers_per_block", "must be at least 1".into()));
+            return Err(config_error(
+                "unet.config.layers_per_block",
+                "must be at least 1".into(),
+            ));
         }
-        if config.transformer_layers_per_block.as_ref().is_some_and(|t| (0..n).any(|i| t.get(i) != Some(1))) {
-            return Err(config_error("unet.config.transformer_layers_per_block", "only 1 is supported (SD 1.x / 2.x)".into()));
+        if config
+            .transformer_layers_per_block
+            .as_ref()
+            .is_some_and(|t| (0..n).any(|i| t.get(i) != Some(1)))
+        {
+            return Err(config_error(
+                "unet.config.transformer_layers_per_block",
+                "only 1 is supported (SD 1.x / 2.x)".into(),
+            ));
         }
         if let Some(t) = &config.addition_embed_type {
-            return Err(config_error("unet.config.addition_embed_type", format!("{t:?} is not supported")));
+            return Err(config_error(
+                "unet.config.addition_embed_type",
+                format!("{t:?} is not supported"),
+            ));
         }
         if let Some(t) = &config.class_embed_type {
-            return Err(config_error("unet.config.class_embed_type", format!("{t:?} is not supported")));
+            return Err(config_error(
+                "unet.config.class_embed_type",
+                format!("{t:?} is not supported"),
+            ));
         }
         let heads = |level: usize| {
             config.heads(level).ok_or_else(|| {
-                config_error("unet.config.attention_head_dim", format!("no head count for block {level}"))
+                config_error(
+                    "unet.config.attention_head_dim",
+                    format!("no head count for block {level}"),
+                )
             })
         };
         let (b0, temb) = (ch[0], 4 * ch[0]);
@@ -118,13 +158,30 @@ impl UNet {
         };
         let ws = weights;
         let conv_in = Conv2d::load(ws, "conv_in", config.in_channels, b0, 3, 1, 1, device)?;
-        let time = TimestepEmbedding::load(ws, b0, temb, config.flip_sin_to_cos, config.freq_shift, device)?;
+        let time = TimestepEmbedding::load(
+            ws,
+            b0,
+            temb,
+            config.flip_sin_to_cos,
+            config.freq_shift,
+            device,
+        )?;
 
         let mut down = Vec::with_capacity(n);
         let mut cin = b0;
         for (i, &cout) in ch.iter().enumerate() {
             let h = if down_attn[i] { Some(heads(i)?) } else { None };
-            down.push(DownBlock::load(ws, &bp, i, cin, cout, config.layers_per_block, h, i + 1 == n, device)?);
+            down.push(DownBlock::load(
+                ws,
+                &bp,
+                i,
+                cin,
+                cout,
+                config.layers_per_block,
+                h,
+                i + 1 == n,
+                device,
+            )?);
             cin = cout;
         }
         let mid = MidBlock::load(ws, &bp, ch[n - 1], heads(n - 1)?, device)?;
@@ -133,8 +190,23 @@ impl UNet {
         for i in 0..n {
             let cout = ch[n - 1 - i];
             let skip_in = ch[n - 1 - (i + 1).min(n - 1)];
-            let h = if up_attn[i] { Some(heads(n - 1 - i)?) } else { None };
-            up.push(UpBlock::load(ws, &bp, i, prev, cout, skip_in, config.layers_per_block, h, i + 1 == n, device)?);
+            let h = if up_attn[i] {
+                Some(heads(n - 1 - i)?)
+            } else {
+                None
+            };
+            up.push(UpBlock::load(
+                ws,
+                &bp,
+                i,
+                prev,
+                cout,
+                skip_in,
+                config.layers_per_block,
+                h,
+                i + 1 == n,
+                device,
+            )?);
             prev = cout;
         }
         Ok(UNet {
@@ -176,14 +248,26 @@ impl UNet {
     /// Predicts the noise of `latents` `[B, in_channels, h, w]` at `timesteps` (one value for
     /// the whole batch, or one per batch element) given text embeddings `context`
     /// `[B, S, cross_attention_dim]`; returns `[B, out_channels, h, w]`.
-    pub fn forward(&self, latents: &Tensor, timesteps: &[f32], context: &Tensor) -> Result<Tensor, ModelError> {
+    pub fn forward(
+        &self,
+        latents: &Tensor,
+        timesteps: &[f32],
+        context: &Tensor,
+    ) -> Result<Tensor, ModelError> {
         let [b, c, h, w] = *latents.dims() else {
-            return Err(config_error("latents", format!("must be [B, C, H, W], got {}", latents.shape())));
+            return Err(config_error(
+                "latents",
+                format!("must be [B, C, H, W], got {}", latents.shape()),
+            ));
         };
         if b == 0 || c != self.in_channels || h == 0 || w == 0 {
             return Err(config_error(
                 "latents",
-                format!("must be [B>0, {}, H>0, W>0], got {}", self.in_channels, latents.shape()),
+                format!(
+                    "must be [B>0, {}, H>0, W>0], got {}",
+                    self.in_channels,
+                    latents.shape()
+                ),
             ));
         }
         match *context.dims() {
@@ -191,20 +275,32 @@ impl UNet {
             _ => {
                 return Err(config_error(
                     "context",
-                    format!("must be [{b}, S, {}] text embeddings, got {}", self.context_dim, context.shape()),
+                    format!(
+                        "must be [{b}, S, {}] text embeddings, got {}",
+                        self.context_dim,
+                        context.shape()
+                    ),
                 ));
             }
         }
         let per_batch: Vec<f32> = match timesteps.len() {
             1 => vec![timesteps[0]; b],
             len if len == b => timesteps.to_vec(),
-            len => return Err(config_error("timesteps", format!("{len} values for a batch of {b} (give 1 or {b})"))),
+            len => {
+                return Err(config_error(
+                    "timesteps",
+                    format!("{len} values for a batch of {b} (give 1 or {b})"),
+                ));
+            }
         };
         if let Some(t) = per_batch.iter().find(|t| !t.is_finite()) {
             return Err(config_error("timesteps", format!("{t} is not finite")));
         }
         // Everything inside runs in the activation dtype; the samplers get f32 back.
-        let temb = self.time.forward(&per_batch, &self.device)?.to_dtype(self.act)?;
+        let temb = self
+            .time
+            .forward(&per_batch, &self.device)?
+            .to_dtype(self.act)?;
         let context = &context.to_dtype(self.act)?;
         let mut x = self.conv_in.forward(&latents.to_dtype(self.act)?)?;
         let mut skips = vec![x.clone()];

@@ -20,7 +20,13 @@ enum Projection {
 }
 
 impl Projection {
-    fn load(ws: &WeightSet, prefix: &str, c: usize, linear: bool, device: &Device) -> Result<Projection, ModelError> {
+    fn load(
+        ws: &WeightSet,
+        prefix: &str,
+        c: usize,
+        linear: bool,
+        device: &Device,
+    ) -> Result<Projection, ModelError> {
         Ok(match linear {
             true => Projection::Linear(Linear::load(ws, prefix, c, c, true, device)?),
             false => Projection::Conv(Conv2d::load(ws, prefix, c, c, 1, 1, 0, device)?),
@@ -53,11 +59,36 @@ impl BasicTransformerBlock {
         let norm = |n: &str| LayerNorm::load(ws, &format!("{p}.{n}"), dim, LAYER_NORM_EPS, device);
         Ok(BasicTransformerBlock {
             norm1: norm("norm1")?,
-            attn1: Attention::load(ws, &format!("{p}.attn1"), dim, None, heads, head_dim, false, device)?,
+            attn1: Attention::load(
+                ws,
+                &format!("{p}.attn1"),
+                dim,
+                None,
+                heads,
+                head_dim,
+                false,
+                device,
+            )?,
             norm2: norm("norm2")?,
-            attn2: Attention::load(ws, &format!("{p}.attn2"), dim, Some(context_dim), heads, head_dim, false, device)?,
+            attn2: Attention::load(
+                ws,
+                &format!("{p}.attn2"),
+                dim,
+                Some(context_dim),
+                heads,
+                head_dim,
+                false,
+                device,
+            )?,
             norm3: norm("norm3")?,
-            ff_in: Linear::load(ws, &format!("{p}.ff.net.0.proj"), dim, 8 * dim, true, device)?,
+            ff_in: Linear::load(
+                ws,
+                &format!("{p}.ff.net.0.proj"),
+                dim,
+                8 * dim,
+                true,
+                device,
+            )?,
             ff_out: Linear::load(ws, &format!("{p}.ff.net.2"), 4 * dim, dim, true, device)?,
         })
     }
@@ -65,7 +96,11 @@ impl BasicTransformerBlock {
     /// `x` is `[B, L, C]`, `context` `[B, S, Cctx]`.
     fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor, ModelError> {
         let x = x.add(&self.attn1.forward(&self.norm1.forward(x)?, None)?)?;
-        let x = x.add(&self.attn2.forward(&self.norm2.forward(&x)?, Some(context))?)?;
+        let x = x.add(
+            &self
+                .attn2
+                .forward(&self.norm2.forward(&x)?, Some(context))?,
+        )?;
         // GEGLU as diffusers: `hidden, gate = proj(x).chunk(2)`; `hidden * gelu(gate)`.
         let h = self.ff_in.forward(&self.norm3.forward(&x)?)?.geglu()?;
         Ok(x.add(&self.ff_out.forward(&h)?)?)
@@ -102,8 +137,21 @@ impl Transformer2D {
             });
         }
         Ok(Transformer2D {
-            norm: GroupNorm::load(ws, &format!("{prefix}.norm"), groups, channels, GROUP_NORM_EPS, device)?,
-            proj_in: Projection::load(ws, &format!("{prefix}.proj_in"), channels, linear_projection, device)?,
+            norm: GroupNorm::load(
+                ws,
+                &format!("{prefix}.norm"),
+                groups,
+                channels,
+                GROUP_NORM_EPS,
+                device,
+            )?,
+            proj_in: Projection::load(
+                ws,
+                &format!("{prefix}.proj_in"),
+                channels,
+                linear_projection,
+                device,
+            )?,
             block: BasicTransformerBlock::load(
                 ws,
                 &format!("{prefix}.transformer_blocks.0"),
@@ -112,7 +160,13 @@ impl Transformer2D {
                 heads,
                 device,
             )?,
-            proj_out: Projection::load(ws, &format!("{prefix}.proj_out"), channels, linear_projection, device)?,
+            proj_out: Projection::load(
+                ws,
+                &format!("{prefix}.proj_out"),
+                channels,
+                linear_projection,
+                device,
+            )?,
         })
     }
 
@@ -143,6 +197,9 @@ impl Transformer2D {
 pub(crate) fn dims4(x: &Tensor) -> Result<(usize, usize, usize, usize), ModelError> {
     match *x.dims() {
         [b, c, h, w] => Ok((b, c, h, w)),
-        _ => Err(ModelError::Input { field: "hidden_states", rule: format!("must be [B, C, H, W], got {}", x.shape()) }),
+        _ => Err(ModelError::Input {
+            field: "hidden_states",
+            rule: format!("must be [B, C, H, W], got {}", x.shape()),
+        }),
     }
 }

@@ -31,15 +31,36 @@ fn nearest_source(dst: usize, input: usize, output: usize) -> u32 {
 
 impl ResizingUpsample {
     /// Loads `{prefix}.conv` (`channels → channels`).
-    pub fn load(ws: &WeightSet, prefix: &str, channels: usize, device: &Device) -> Result<ResizingUpsample, ModelError> {
-        Ok(ResizingUpsample { conv: Conv2d::load(ws, &format!("{prefix}.conv"), channels, channels, 3, 1, 1, device)? })
+    pub fn load(
+        ws: &WeightSet,
+        prefix: &str,
+        channels: usize,
+        device: &Device,
+    ) -> Result<ResizingUpsample, ModelError> {
+        Ok(ResizingUpsample {
+            conv: Conv2d::load(
+                ws,
+                &format!("{prefix}.conv"),
+                channels,
+                channels,
+                3,
+                1,
+                1,
+                device,
+            )?,
+        })
     }
 
     /// Resizes `x [N, C, H, W]` to `[N, C, size.0, size.1]` (nearest), then convolves.
     pub fn forward(&self, x: &Tensor, size: (usize, usize)) -> Result<Tensor, ModelError> {
         let (h, w) = match *x.dims() {
             [_, _, h, w] if h > 0 && w > 0 => (h, w),
-            _ => return Err(ModelError::Input { field: "latents", rule: format!("cannot upsample {}", x.shape()) }),
+            _ => {
+                return Err(ModelError::Input {
+                    field: "latents",
+                    rule: format!("cannot upsample {}", x.shape()),
+                });
+            }
         };
         let resized = if size == (2 * h, 2 * w) {
             x.upsample_nearest2x()?

@@ -27,11 +27,24 @@ pub(super) struct Decoder {
 
 impl Decoder {
     /// Loads every `decoder.*` tensor `config` calls for.
-    pub(super) fn load(config: &VaeConfig, weights: &WeightSet, device: &Device) -> Result<Decoder, ModelError> {
+    pub(super) fn load(
+        config: &VaeConfig,
+        weights: &WeightSet,
+        device: &Device,
+    ) -> Result<Decoder, ModelError> {
         let ch = &config.block_out_channels;
         let groups = config.norm_num_groups;
         let (first, top) = (ch[0], ch[ch.len() - 1]);
-        let conv_in = Conv2d::load(weights, "decoder.conv_in", config.latent_channels, top, 3, 1, 1, device)?;
+        let conv_in = Conv2d::load(
+            weights,
+            "decoder.conv_in",
+            config.latent_channels,
+            top,
+            3,
+            1,
+            1,
+            device,
+        )?;
         let mid_block = MidBlock::load(weights, "decoder.mid_block", top, groups, device)?;
         let mut up_blocks = Vec::with_capacity(ch.len());
         let mut prev = top;
@@ -40,7 +53,16 @@ impl Decoder {
             let resnets = (0..=config.layers_per_block)
                 .map(|j| {
                     let inp = if j == 0 { prev } else { out };
-                    ResnetBlock2D::load(weights, &format!("{prefix}.resnets.{j}"), inp, out, None, groups, super::EPS, device)
+                    ResnetBlock2D::load(
+                        weights,
+                        &format!("{prefix}.resnets.{j}"),
+                        inp,
+                        out,
+                        None,
+                        groups,
+                        super::EPS,
+                        device,
+                    )
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let upsampler = (i + 1 < ch.len())
@@ -53,8 +75,24 @@ impl Decoder {
             conv_in,
             mid_block,
             up_blocks,
-            conv_norm_out: GroupNorm::load(weights, "decoder.conv_norm_out", groups, first, super::EPS, device)?,
-            conv_out: Conv2d::load(weights, "decoder.conv_out", first, config.out_channels, 3, 1, 1, device)?,
+            conv_norm_out: GroupNorm::load(
+                weights,
+                "decoder.conv_norm_out",
+                groups,
+                first,
+                super::EPS,
+                device,
+            )?,
+            conv_out: Conv2d::load(
+                weights,
+                "decoder.conv_out",
+                first,
+                config.out_channels,
+                3,
+                1,
+                1,
+                device,
+            )?,
         })
     }
 
@@ -70,6 +108,8 @@ impl Decoder {
                 x = up.forward(&x)?;
             }
         }
-        Ok(self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)?)
+        Ok(self
+            .conv_out
+            .forward(&self.conv_norm_out.forward_silu(&x)?)?)
     }
 }

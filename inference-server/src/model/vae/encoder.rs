@@ -26,11 +26,24 @@ pub(super) struct Encoder {
 
 impl Encoder {
     /// Loads every `encoder.*` tensor `config` calls for.
-    pub(super) fn load(config: &VaeConfig, weights: &WeightSet, device: &Device) -> Result<Encoder, ModelError> {
+    pub(super) fn load(
+        config: &VaeConfig,
+        weights: &WeightSet,
+        device: &Device,
+    ) -> Result<Encoder, ModelError> {
         let ch = &config.block_out_channels;
         let groups = config.norm_num_groups;
         let (first, top) = (ch[0], ch[ch.len() - 1]);
-        let conv_in = Conv2d::load(weights, "encoder.conv_in", config.in_channels, first, 3, 1, 1, device)?;
+        let conv_in = Conv2d::load(
+            weights,
+            "encoder.conv_in",
+            config.in_channels,
+            first,
+            3,
+            1,
+            1,
+            device,
+        )?;
         let mut down_blocks = Vec::with_capacity(ch.len());
         let mut cin = first;
         for (i, &cout) in ch.iter().enumerate() {
@@ -38,21 +51,57 @@ impl Encoder {
             let resnets = (0..config.layers_per_block)
                 .map(|j| {
                     let inp = if j == 0 { cin } else { cout };
-                    ResnetBlock2D::load(weights, &format!("{prefix}.resnets.{j}"), inp, cout, None, groups, super::EPS, device)
+                    ResnetBlock2D::load(
+                        weights,
+                        &format!("{prefix}.resnets.{j}"),
+                        inp,
+                        cout,
+                        None,
+                        groups,
+                        super::EPS,
+                        device,
+                    )
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let downsampler = (i + 1 < ch.len())
-                .then(|| Downsample2D::load(weights, &format!("{prefix}.downsamplers.0"), cout, 0, device))
+                .then(|| {
+                    Downsample2D::load(
+                        weights,
+                        &format!("{prefix}.downsamplers.0"),
+                        cout,
+                        0,
+                        device,
+                    )
+                })
                 .transpose()?;
-            down_blocks.push(DownBlock { resnets, downsampler });
+            down_blocks.push(DownBlock {
+                resnets,
+                downsampler,
+            });
             cin = cout;
         }
         Ok(Encoder {
             conv_in,
             down_blocks,
             mid_block: MidBlock::load(weights, "encoder.mid_block", top, groups, device)?,
-            conv_norm_out: GroupNorm::load(weights, "encoder.conv_norm_out", groups, top, super::EPS, device)?,
-            conv_out: Conv2d::load(weights, "encoder.conv_out", top, 2 * config.latent_channels, 3, 1, 1, device)?,
+            conv_norm_out: GroupNorm::load(
+                weights,
+                "encoder.conv_norm_out",
+                groups,
+                top,
+                super::EPS,
+                device,
+            )?,
+            conv_out: Conv2d::load(
+                weights,
+                "encoder.conv_out",
+                top,
+                2 * config.latent_channels,
+                3,
+                1,
+                1,
+                device,
+            )?,
         })
     }
 
@@ -68,6 +117,8 @@ impl Encoder {
             }
         }
         let x = self.mid_block.forward(&x)?;
-        Ok(self.conv_out.forward(&self.conv_norm_out.forward_silu(&x)?)?)
+        Ok(self
+            .conv_out
+            .forward(&self.conv_norm_out.forward_silu(&x)?)?)
     }
 }

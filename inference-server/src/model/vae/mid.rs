@@ -14,18 +14,38 @@ struct SpatialAttention {
 }
 
 impl SpatialAttention {
-    fn load(weights: &WeightSet, prefix: &str, channels: usize, groups: usize, device: &Device) -> Result<Self, ModelError> {
+    fn load(
+        weights: &WeightSet,
+        prefix: &str,
+        channels: usize,
+        groups: usize,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
         Ok(SpatialAttention {
-            group_norm: GroupNorm::load(weights, &format!("{prefix}.group_norm"), groups, channels, super::EPS, device)?,
+            group_norm: GroupNorm::load(
+                weights,
+                &format!("{prefix}.group_norm"),
+                groups,
+                channels,
+                super::EPS,
+                device,
+            )?,
             attention: Attention::load(weights, prefix, channels, None, 1, channels, true, device)?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         let &[n, c, h, w] = x.dims() else {
-            return Err(ModelError::Input { field: "vae mid block input", rule: format!("must be [N, C, H, W], got {}", x.shape()) });
+            return Err(ModelError::Input {
+                field: "vae mid block input",
+                rule: format!("must be [N, C, H, W], got {}", x.shape()),
+            });
         };
-        let seq = self.group_norm.forward(x)?.reshape((n, c, h * w))?.transpose(1, 2)?;
+        let seq = self
+            .group_norm
+            .forward(x)?
+            .reshape((n, c, h * w))?
+            .transpose(1, 2)?;
         let out = self.attention.forward(&seq, None)?;
         let out = out.transpose(1, 2)?.reshape((n, c, h, w))?;
         Ok(out.add(x)?)
@@ -42,13 +62,34 @@ pub(super) struct MidBlock {
 
 impl MidBlock {
     /// Loads `{prefix}.resnets.{0,1}` and `{prefix}.attentions.0`.
-    pub(super) fn load(weights: &WeightSet, prefix: &str, channels: usize, groups: usize, device: &Device) -> Result<Self, ModelError> {
+    pub(super) fn load(
+        weights: &WeightSet,
+        prefix: &str,
+        channels: usize,
+        groups: usize,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
         let resnet = |i: usize| {
-            ResnetBlock2D::load(weights, &format!("{prefix}.resnets.{i}"), channels, channels, None, groups, super::EPS, device)
+            ResnetBlock2D::load(
+                weights,
+                &format!("{prefix}.resnets.{i}"),
+                channels,
+                channels,
+                None,
+                groups,
+                super::EPS,
+                device,
+            )
         };
         Ok(MidBlock {
             resnet0: resnet(0)?,
-            attention: SpatialAttention::load(weights, &format!("{prefix}.attentions.0"), channels, groups, device)?,
+            attention: SpatialAttention::load(
+                weights,
+                &format!("{prefix}.attentions.0"),
+                channels,
+                groups,
+                device,
+            )?,
             resnet1: resnet(1)?,
         })
     }

@@ -47,13 +47,28 @@ pub struct Vae {
 impl Vae {
     /// Loads every tensor `config` calls for (diffusers key names) from `weights`; a missing or
     /// mis-shaped tensor is an error naming it.
-    pub fn load(config: &VaeConfig, weights: &WeightSet, device: &Device) -> Result<Vae, ModelError> {
-        let bad = |field, rule: &str| Err(ModelError::Input { field, rule: rule.into() });
+    pub fn load(
+        config: &VaeConfig,
+        weights: &WeightSet,
+        device: &Device,
+    ) -> Result<Vae, ModelError> {
+        let bad = |field, rule: &str| {
+            Err(ModelError::Input {
+                field,
+                rule: rule.into(),
+            })
+        };
         if config.block_out_channels.is_empty() || config.block_out_channels.contains(&0) {
-            return bad("vae.config.block_out_channels", "must list at least one non-zero width");
+            return bad(
+                "vae.config.block_out_channels",
+                "must list at least one non-zero width",
+            );
         }
         if config.latent_channels == 0 || config.in_channels == 0 || config.out_channels == 0 {
-            return bad("vae.config.latent_channels", "channel counts must be non-zero");
+            return bad(
+                "vae.config.latent_channels",
+                "channel counts must be non-zero",
+            );
         }
         if !(config.scaling_factor.is_finite() && config.scaling_factor > 0.0) {
             return bad("vae.config.scaling_factor", "must be a positive number");
@@ -102,7 +117,10 @@ impl Vae {
     /// `vae.encode(x).latent_dist.mean` / `.logvar`, the latter clamped to [-30, 20]).
     pub fn encode(&self, image: &Tensor) -> Result<(Tensor, Tensor), ModelError> {
         check_nchw("image", image, self.in_channels)?;
-        let moments = self.quant_conv.forward(&self.encoder.forward(&image.to_dtype(self.act)?)?)?.to_dtype(DType::F32)?;
+        let moments = self
+            .quant_conv
+            .forward(&self.encoder.forward(&image.to_dtype(self.act)?)?)?
+            .to_dtype(DType::F32)?;
         let mean = moments.narrow(1, 0, self.latent_channels)?;
         let logvar = moments.narrow(1, self.latent_channels, self.latent_channels)?;
         Ok((mean, logvar.clamp(LOGVAR_RANGE.0, LOGVAR_RANGE.1)?))
@@ -114,7 +132,10 @@ fn check_nchw(field: &'static str, t: &Tensor, channels: usize) -> Result<(), Mo
         &[b, c, h, w] if b > 0 && c == channels && h > 0 && w > 0 => Ok(()),
         _ => Err(ModelError::Input {
             field,
-            rule: format!("must be [B, {channels}, H, W] with B, H, W >= 1, got {}", t.shape()),
+            rule: format!(
+                "must be [B, {channels}, H, W] with B, H, W >= 1, got {}",
+                t.shape()
+            ),
         }),
     }
 }

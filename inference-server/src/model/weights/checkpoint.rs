@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use super::config::{ClipTextConfig, UNetConfig, VaeConfig};
-use crate::sampling::SchedulerConfig;
 use super::params::{Param, clip_params, unet_params, vae_params};
 use super::single_file::{self as sf, Source};
 use super::{RawTensor, SafetensorsFile, WeightsError};
 use super::{diffusers, infer, validate};
+use crate::sampling::SchedulerConfig;
 
 /// Metadata key of single files that carry their diffusers configs (the test models do).
 pub const CONFIG_METADATA_KEY: &str = "sdserve.config";

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use super::config::{ClipTextConfig, HiddenAct, UNetConfig, VaeConfig};
-use crate::sampling::SchedulerConfig;
 use super::{Checkpoint, Layout, SafetensorsFile, Variant, WeightSet, WeightsError, validate};
+use crate::sampling::SchedulerConfig;
 
 /// The safetensors files holding the weights `stem` of component folder `dir`.
 fn weight_files(dir: &Path, stem: &str) -> Result<Vec<PathBuf>, WeightsError> {

@@ -67,7 +67,10 @@ impl PromptPart {
 /// assert!((parsed[1].1 - 1.1).abs() < 1e-6);
 /// ```
 pub fn parse_prompt_attention(text: &str) -> Vec<(String, f32)> {
-    parse_f64(text).into_iter().map(|(t, w)| (t, w as f32)).collect()
+    parse_f64(text)
+        .into_iter()
+        .map(|(t, w)| (t, w as f32))
+        .collect()
 }
 
 /// [`parse_prompt_attention`] with breaks as [`PromptPart::Break`]. As in A1111's
@@ -80,7 +83,10 @@ pub fn parse_prompt_parts(text: &str) -> Vec<PromptPart> {
             if text == "BREAK" && weight == -1.0 {
                 PromptPart::Break
             } else {
-                PromptPart::Text { text, weight: weight as f32 }
+                PromptPart::Text {
+                    text,
+                    weight: weight as f32,
+                }
             }
         })
         .collect()
@@ -116,7 +122,9 @@ fn is_py_word(c: char) -> bool {
 
 /// Length in bytes of the prefix of `s` made of characters satisfying `f`.
 fn prefix_len(s: &str, f: impl Fn(char) -> bool) -> usize {
-    s.char_indices().find(|&(_, c)| !f(c)).map_or(s.len(), |(i, _)| i)
+    s.char_indices()
+        .find(|&(_, c)| !f(c))
+        .map_or(s.len(), |(i, _)| i)
 }
 
 /// The `:w)` alternative at the start of `s` (which starts with `:`): byte length of the
@@ -146,13 +154,21 @@ fn next_token(s: &str) -> (Token<'_>, usize) {
     };
     match first {
         '\\' => match chars.next() {
-            Some(c @ ('(' | ')' | '[' | ']' | '\\')) => (Token::Escaped(&s[1..1 + c.len_utf8()]), 2),
+            Some(c @ ('(' | ')' | '[' | ']' | '\\')) => {
+                (Token::Escaped(&s[1..1 + c.len_utf8()]), 2)
+            }
             _ => (Token::Escaped(""), 1),
         },
         '(' => (Token::OpenRound, 1),
         '[' => (Token::OpenSquare, 1),
         ':' => match match_weight(s) {
-            Some((len, a, b)) => (Token::Weight { whole: &s[..len], weight: &s[a..b] }, len),
+            Some((len, a, b)) => (
+                Token::Weight {
+                    whole: &s[..len],
+                    weight: &s[a..b],
+                },
+                len,
+            ),
             None => (Token::Text(":"), 1),
         },
         ')' => (Token::CloseRound, 1),

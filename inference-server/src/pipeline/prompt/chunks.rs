@@ -9,8 +9,8 @@
 //! move to the next chunk. `BREAK` closes the current chunk (even an empty one). The last
 //! chunk is padded with EOS (multiplier 1.0); a prompt with no tokens is one padded chunk.
 
-use super::attention::{parse_prompt_parts, PromptPart};
-use crate::model::tokenizer::{Tokenizer, CONTEXT_LENGTH};
+use super::attention::{PromptPart, parse_prompt_parts};
+use crate::model::tokenizer::{CONTEXT_LENGTH, Tokenizer};
 
 /// Prompt tokens per chunk (the 77 of CLIP minus BOS and EOS).
 pub const CHUNK_LENGTH: usize = CONTEXT_LENGTH - 2;
@@ -31,7 +31,10 @@ pub struct ChunkOptions {
 
 impl Default for ChunkOptions {
     fn default() -> Self {
-        ChunkOptions { comma_padding_backtrack: DEFAULT_COMMA_PADDING_BACKTRACK, emphasis: true }
+        ChunkOptions {
+            comma_padding_backtrack: DEFAULT_COMMA_PADDING_BACKTRACK,
+            emphasis: true,
+        }
     }
 }
 
@@ -50,7 +53,10 @@ impl PromptChunk {
     pub fn empty(tokenizer: &Tokenizer) -> PromptChunk {
         let mut tokens = vec![tokenizer.eos_id(); CONTEXT_LENGTH];
         tokens[0] = tokenizer.bos_id();
-        PromptChunk { tokens, multipliers: vec![1.0; CONTEXT_LENGTH] }
+        PromptChunk {
+            tokens,
+            multipliers: vec![1.0; CONTEXT_LENGTH],
+        }
     }
 
     /// The ids with everything after the first EOS replaced by `pad_id` (SD 2 pads with id 0,
@@ -79,7 +85,10 @@ pub fn tokenize_line(tokenizer: &Tokenizer, line: &str, options: ChunkOptions) -
     let parts = if options.emphasis {
         parse_prompt_parts(line)
     } else {
-        vec![PromptPart::Text { text: line.to_string(), weight: 1.0 }]
+        vec![PromptPart::Text {
+            text: line.to_string(),
+            weight: 1.0,
+        }]
     };
     tokenize_parts(tokenizer, &parts, options)
 }
@@ -132,7 +141,10 @@ pub fn tokenize_parts(
     if !builder.tokens.is_empty() || builder.chunks.is_empty() {
         builder.next_chunk(true);
     }
-    TokenizedPrompt { chunks: builder.chunks, token_count: builder.token_count }
+    TokenizedPrompt {
+        chunks: builder.chunks,
+        token_count: builder.token_count,
+    }
 }
 
 /// The state of `tokenize_line`.
@@ -150,7 +162,11 @@ struct Builder {
 impl Builder {
     /// A1111's `next_chunk`: pads, wraps in BOS/EOS and starts an empty chunk.
     fn next_chunk(&mut self, is_last: bool) {
-        self.token_count += if is_last { self.tokens.len() } else { CHUNK_LENGTH };
+        self.token_count += if is_last {
+            self.tokens.len()
+        } else {
+            CHUNK_LENGTH
+        };
         let mut tokens = Vec::with_capacity(CONTEXT_LENGTH);
         tokens.push(self.bos);
         tokens.append(&mut self.tokens);
@@ -161,6 +177,9 @@ impl Builder {
         multipliers.append(&mut self.multipliers);
         multipliers.resize(CONTEXT_LENGTH, 1.0);
         self.last_comma = None;
-        self.chunks.push(PromptChunk { tokens, multipliers });
+        self.chunks.push(PromptChunk {
+            tokens,
+            multipliers,
+        });
     }
 }

@@ -17,9 +17,9 @@ mod attention;
 mod chunks;
 mod reweight;
 
-pub use attention::{parse_prompt_attention, parse_prompt_parts, PromptPart, BREAK_WEIGHT};
+pub use attention::{BREAK_WEIGHT, PromptPart, parse_prompt_attention, parse_prompt_parts};
 pub use chunks::{
-    tokenize_line, tokenize_parts, ChunkOptions, PromptChunk, TokenizedPrompt, CHUNK_LENGTH,
-    DEFAULT_COMMA_PADDING_BACKTRACK,
+    CHUNK_LENGTH, ChunkOptions, DEFAULT_COMMA_PADDING_BACKTRACK, PromptChunk, TokenizedPrompt,
+    tokenize_line, tokenize_parts,
 };
 pub use reweight::{apply_emphasis, emphasize};

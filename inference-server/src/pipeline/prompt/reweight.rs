@@ -34,7 +34,11 @@ pub fn apply_emphasis(z: &mut [f32], multipliers: &[f32]) -> Result<()> {
     if multipliers.is_empty() || !z.len().is_multiple_of(multipliers.len()) {
         return Err(EngineError::shape(
             "emphasis",
-            format!("{} values do not split into {} tokens", z.len(), multipliers.len()),
+            format!(
+                "{} values do not split into {} tokens",
+                z.len(),
+                multipliers.len()
+            ),
         ));
     }
     let channels = z.len() / multipliers.len();
@@ -61,7 +65,10 @@ pub fn emphasize(z: &Tensor, multipliers: &[f32]) -> Result<Tensor> {
     if dims.len() < 2 || rows != multipliers.len() {
         return Err(EngineError::shape(
             "emphasis",
-            format!("shape {dims:?} does not match {} multipliers", multipliers.len()),
+            format!(
+                "shape {dims:?} does not match {} multipliers",
+                multipliers.len()
+            ),
         ));
     }
     let mut data = z.to_vec_f32()?;

@@ -133,7 +133,9 @@ impl Generator {
     /// A fresh generator for `seed`.
     pub fn new(source: GeneratorKind, seed: u64) -> Generator {
         match source {
-            GeneratorKind::TorchCpu => Generator::TorchCpu(Box::new(torch_cpu::TorchCpuGenerator::new(seed))),
+            GeneratorKind::TorchCpu => {
+                Generator::TorchCpu(Box::new(torch_cpu::TorchCpuGenerator::new(seed)))
+            }
             GeneratorKind::Philox => Generator::Philox { seed, offset: 0 },
         }
     }

@@ -41,7 +41,10 @@ pub struct TorchCpuGenerator {
 impl TorchCpuGenerator {
     /// `torch.Generator().manual_seed(seed)` (only the low 32 bits of `seed` count).
     pub fn new(seed: u64) -> TorchCpuGenerator {
-        TorchCpuGenerator { rng: Mt19937::new(seed), next_normal: None }
+        TorchCpuGenerator {
+            rng: Mt19937::new(seed),
+            next_normal: None,
+        }
     }
 
     /// The next `torch.randn(n, generator=self)`.

@@ -40,7 +40,11 @@ impl BrownianNoise {
     /// A path on `[sigma_min, sigma_max]` (k-diffusion: the smallest positive and the largest
     /// sigma of the schedule). Queries outside the interval are clamped to it.
     pub fn new(seed: u64, sigma_min: f64, sigma_max: f64) -> Self {
-        let (t0, t1) = if sigma_min <= sigma_max { (sigma_min, sigma_max) } else { (sigma_max, sigma_min) };
+        let (t0, t1) = if sigma_min <= sigma_max {
+            (sigma_min, sigma_max)
+        } else {
+            (sigma_max, sigma_min)
+        };
         BrownianNoise { seed, t0, t1 }
     }
 
@@ -50,7 +54,10 @@ impl BrownianNoise {
         let (mut a, mut b) = (self.t0, self.t1);
         let scale = (b - a).sqrt();
         let mut wa = vec![0.0; len];
-        let mut wb: Vec<f64> = normals(self.seed, 1, len).into_iter().map(|z| z * scale).collect();
+        let mut wb: Vec<f64> = normals(self.seed, 1, len)
+            .into_iter()
+            .map(|z| z * scale)
+            .collect();
         let mut node = 1u64;
         for _ in 0..DEPTH {
             if t == a {
@@ -61,8 +68,17 @@ impl BrownianNoise {
             }
             let m = 0.5 * (a + b);
             let sd = (0.25 * (b - a)).sqrt();
-            let z = normals(self.seed, node.wrapping_mul(2).wrapping_add(1) ^ (1 << 63), len);
-            let wm: Vec<f64> = wa.iter().zip(&wb).zip(&z).map(|((x, y), z)| 0.5 * (x + y) + sd * z).collect();
+            let z = normals(
+                self.seed,
+                node.wrapping_mul(2).wrapping_add(1) ^ (1 << 63),
+                len,
+            );
+            let wm: Vec<f64> = wa
+                .iter()
+                .zip(&wb)
+                .zip(&z)
+                .map(|((x, y), z)| 0.5 * (x + y) + sd * z)
+                .collect();
             if t < m {
                 b = m;
                 wb = wm;
@@ -80,7 +96,10 @@ impl BrownianNoise {
 
 impl StepNoise for BrownianNoise {
     fn noise(&mut self, sigma: f64, sigma_next: f64, len: usize) -> Vec<f32> {
-        let (lo, hi) = (sigma.min(sigma_next).clamp(self.t0, self.t1), sigma.max(sigma_next).clamp(self.t0, self.t1));
+        let (lo, hi) = (
+            sigma.min(sigma_next).clamp(self.t0, self.t1),
+            sigma.max(sigma_next).clamp(self.t0, self.t1),
+        );
         if hi <= lo {
             return vec![0.0; len];
         }
@@ -88,6 +107,9 @@ impl StepNoise for BrownianNoise {
         // k-diffusion's sign: the increment in the direction of travel (sigma → sigma_next).
         let sign = if sigma_next < sigma { -1.0 } else { 1.0 };
         let norm = sign / (hi - lo).sqrt();
-        w_hi.iter().zip(&w_lo).map(|(h, l)| ((h - l) * norm) as f32).collect()
+        w_hi.iter()
+            .zip(&w_lo)
+            .map(|(h, l)| ((h - l) * norm) as f32)
+            .collect()
     }
 }

@@ -51,7 +51,11 @@ fn interp(x: f64, ys: &[f64]) -> f64 {
 
 /// The leading / trailing / linspace timesteps shared by Euler and DDIM (`steps` values,
 /// descending, before `steps_offset` for `linspace`/`trailing`).
-fn spaced(config: &SchedulerConfig, steps: usize, round_linspace: bool) -> Result<Vec<f64>, SamplerError> {
+fn spaced(
+    config: &SchedulerConfig,
+    steps: usize,
+    round_linspace: bool,
+) -> Result<Vec<f64>, SamplerError> {
     let n = config.num_train_timesteps;
     Ok(match config.timestep_spacing.as_str() {
         "linspace" => {
@@ -64,13 +68,22 @@ fn spaced(config: &SchedulerConfig, steps: usize, round_linspace: bool) -> Resul
         }
         "leading" => {
             let ratio = n / steps;
-            (0..steps).rev().map(|i| (i * ratio + config.steps_offset) as f64).collect()
+            (0..steps)
+                .rev()
+                .map(|i| (i * ratio + config.steps_offset) as f64)
+                .collect()
         }
         "trailing" => {
             let ratio = n as f64 / steps as f64;
-            (0..steps).map(|i| round(n as f64 - i as f64 * ratio) - 1.0).collect()
+            (0..steps)
+                .map(|i| round(n as f64 - i as f64 * ratio) - 1.0)
+                .collect()
         }
-        other => return Err(SamplerError::Invalid(format!("unknown timestep_spacing {other:?}"))),
+        other => {
+            return Err(SamplerError::Invalid(format!(
+                "unknown timestep_spacing {other:?}"
+            )));
+        }
     })
 }
 
@@ -96,7 +109,11 @@ pub fn set_timesteps(
         init_noise_sigma: 1.0,
         schedule: schedule.clone(),
         step_ratio: n / steps,
-        final_alpha_cumprod: if config.set_alpha_to_one { 1.0 } else { schedule.alphas_cumprod[0] },
+        final_alpha_cumprod: if config.set_alpha_to_one {
+            1.0
+        } else {
+            schedule.alphas_cumprod[0]
+        },
         prediction_type: config.prediction_type,
     };
     match scheduler {
@@ -136,21 +153,29 @@ pub fn set_timesteps(
         DiffusersScheduler::DpmSolverMultistep => {
             let t: Vec<f64> = match config.timestep_spacing.as_str() {
                 "linspace" => {
-                    let mut t: Vec<f64> =
-                        linspace(0.0, (n - 1) as f64, steps + 1).into_iter().map(round).collect();
+                    let mut t: Vec<f64> = linspace(0.0, (n - 1) as f64, steps + 1)
+                        .into_iter()
+                        .map(round)
+                        .collect();
                     t.reverse();
                     t.truncate(steps);
                     t
                 }
                 "leading" => {
                     let ratio = n / (steps + 1);
-                    (1..=steps).rev().map(|i| (i * ratio + config.steps_offset) as f64).collect()
+                    (1..=steps)
+                        .rev()
+                        .map(|i| (i * ratio + config.steps_offset) as f64)
+                        .collect()
                 }
                 _ => spaced(config, steps, false)?,
             };
             let (t, mut sigmas) = if karras {
                 let s = karras_no_zero(steps, schedule.sigma_min(), schedule.sigma_max(), 7.0);
-                (s.iter().map(|&s| round(schedule.sigma_to_t(s))).collect(), s)
+                (
+                    s.iter().map(|&s| round(schedule.sigma_to_t(s))).collect(),
+                    s,
+                )
             } else {
                 let s = t.iter().map(|&t| interp(t, &schedule.sigmas)).collect();
                 (t, s)

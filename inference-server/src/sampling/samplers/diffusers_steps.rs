@@ -9,7 +9,7 @@ use super::k_more::lms_coeff;
 use super::k_samplers::{EpsModel, ancestral_step};
 use super::names::DiffusersScheduler;
 use super::prediction::{unsupported, x0_eps};
-use super::{StepNoise, Progress, SamplerError, lin2, tick};
+use super::{Progress, SamplerError, StepNoise, lin2, tick};
 use crate::sampling::PredictionType;
 
 /// Runs `plan` from unit noise `noise` to the final latent.
@@ -21,7 +21,10 @@ pub fn run(
     progress: Progress<'_>,
 ) -> Result<Vec<f32>, SamplerError> {
     let (mut model, mut progress) = (model, progress);
-    let mut x: Vec<f32> = noise.iter().map(|v| v * plan.init_noise_sigma as f32).collect();
+    let mut x: Vec<f32> = noise
+        .iter()
+        .map(|v| v * plan.init_noise_sigma as f32)
+        .collect();
     let n = plan.timesteps.len();
     let pt = plan.prediction_type;
     let mut outputs: Vec<Vec<f32>> = vec![];
@@ -33,13 +36,21 @@ pub fn run(
             DiffusersScheduler::EulerDiscrete | DiffusersScheduler::EulerAncestralDiscrete => {
                 let (s, s_next) = (plan.sigmas[i], plan.sigmas[i + 1]);
                 let x0 = sigma_x0(&mut model, &x, s, t, pt, plan.scheduler)?;
-                let d: Vec<f32> = x.iter().zip(&x0).map(|(x, x0)| (x - x0) / s as f32).collect();
+                let d: Vec<f32> = x
+                    .iter()
+                    .zip(&x0)
+                    .map(|(x, x0)| (x - x0) / s as f32)
+                    .collect();
                 if plan.scheduler == DiffusersScheduler::EulerDiscrete {
                     x = lin2(1.0, &x, s_next - s, &d);
                 } else {
                     let (down, up) = ancestral_step(s, s_next, 1.0);
                     x = lin2(1.0, &x, down - s, &d);
-                    let z = rng.noise(t, plan.timesteps.get(i + 1).copied().unwrap_or(0.0), x.len());
+                    let z = rng.noise(
+                        t,
+                        plan.timesteps.get(i + 1).copied().unwrap_or(0.0),
+                        x.len(),
+                    );
                     x = lin2(1.0, &x, up, &z);
                 }
             }
@@ -48,7 +59,11 @@ pub fn run(
                 let ac = &plan.schedule.alphas_cumprod;
                 let a_t = ac[t as usize];
                 let prev = t as i64 - plan.step_ratio as i64;
-                let a_prev = if prev >= 0 { ac[prev as usize] } else { plan.final_alpha_cumprod };
+                let a_prev = if prev >= 0 {
+                    ac[prev as usize]
+                } else {
+                    plan.final_alpha_cumprod
+                };
                 let (x0, eps) = x0_eps(pt, &x, &out, a_t.sqrt(), (1.0 - a_t).sqrt());
                 x = lin2(a_prev.sqrt(), &x0, (1.0 - a_prev).sqrt(), &eps);
             }
@@ -86,7 +101,12 @@ pub fn run(
             DiffusersScheduler::LmsDiscrete => {
                 let s = plan.sigmas[i];
                 let x0 = sigma_x0(&mut model, &x, s, t, pt, plan.scheduler)?;
-                outputs.push(x.iter().zip(&x0).map(|(x, x0)| (x - x0) / s as f32).collect());
+                outputs.push(
+                    x.iter()
+                        .zip(&x0)
+                        .map(|(x, x0)| (x - x0) / s as f32)
+                        .collect(),
+                );
                 if outputs.len() > 4 {
                     outputs.remove(0);
                 }
@@ -131,7 +151,11 @@ fn sigma_x0(
 fn call(model: &mut EpsModel<'_>, x: &[f32], t: f64) -> Result<Vec<f32>, SamplerError> {
     let out = model(x, t)?;
     if out.len() != x.len() {
-        return Err(SamplerError::model(format!("model returned {} values for {}", out.len(), x.len())));
+        return Err(SamplerError::model(format!(
+            "model returned {} values for {}",
+            out.len(),
+            x.len()
+        )));
     }
     Ok(out)
 }
@@ -145,7 +169,13 @@ struct Plms {
 }
 
 impl Plms {
-    fn step(&mut self, plan: &DiffusersPlan, out: &[f32], t: i64, x: &[f32]) -> Result<Vec<f32>, SamplerError> {
+    fn step(
+        &mut self,
+        plan: &DiffusersPlan,
+        out: &[f32],
+        t: i64,
+        x: &[f32],
+    ) -> Result<Vec<f32>, SamplerError> {
         let ratio = plan.step_ratio as i64;
         let (mut t, mut prev_t) = (t, t - ratio);
         if self.counter != 1 {
@@ -160,7 +190,15 @@ impl Plms {
         let e = &self.ets;
         let n = e.len();
         let comb = |cs: &[f32], div: f32| -> Vec<f32> {
-            (0..out.len()).map(|k| cs.iter().enumerate().map(|(j, c)| c * e[n - 1 - j][k]).sum::<f32>() / div).collect()
+            (0..out.len())
+                .map(|k| {
+                    cs.iter()
+                        .enumerate()
+                        .map(|(j, c)| c * e[n - 1 - j][k])
+                        .sum::<f32>()
+                        / div
+                })
+                .collect()
         };
         let mut sample = x.to_vec();
         let eps = if n == 1 && self.counter == 0 {
@@ -179,14 +217,28 @@ impl Plms {
         self.counter += 1;
         let ac = &plan.schedule.alphas_cumprod;
         let a_t = ac[t as usize];
-        let a_prev = if prev_t >= 0 { ac[prev_t as usize] } else { plan.final_alpha_cumprod };
+        let a_prev = if prev_t >= 0 {
+            ac[prev_t as usize]
+        } else {
+            plan.final_alpha_cumprod
+        };
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
         let eps = match plan.prediction_type {
             PredictionType::Epsilon => eps,
             PredictionType::VPrediction => lin2(a_t.sqrt(), &eps, b_t.sqrt(), &sample),
-            PredictionType::Sample => return Err(unsupported(plan.scheduler.class_name(), plan.prediction_type)),
+            PredictionType::Sample => {
+                return Err(unsupported(
+                    plan.scheduler.class_name(),
+                    plan.prediction_type,
+                ));
+            }
         };
         let denom = a_t * b_prev.sqrt() + (a_t * b_t * a_prev).sqrt();
-        Ok(lin2((a_prev / a_t).sqrt(), &sample, -(a_prev - a_t) / denom, &eps))
+        Ok(lin2(
+            (a_prev / a_t).sqrt(),
+            &sample,
+            -(a_prev - a_t) / denom,
+            &eps,
+        ))
     }
 }

@@ -2,10 +2,16 @@
 //! Same conventions as [`super::k_samplers`].
 
 use super::k_samplers::{Denoiser, add_noise, ancestral_step, denoise, to_d};
-use super::{StepNoise, Progress, SamplerError, lin2, tick};
+use super::{Progress, SamplerError, StepNoise, lin2, tick};
 
 /// Adds `scale ×` the source's noise for the step `sigma → next` to `x`.
-fn noisy(x: &mut [f32], noise: &mut dyn StepNoise, sigma: f64, next: f64, scale: f64) -> Result<(), SamplerError> {
+fn noisy(
+    x: &mut [f32],
+    noise: &mut dyn StepNoise,
+    sigma: f64,
+    next: f64,
+    scale: f64,
+) -> Result<(), SamplerError> {
     let z = noise.noise(sigma, next, x.len());
     add_noise(x, &z, scale)
 }
@@ -15,7 +21,10 @@ fn noisy(x: &mut [f32], noise: &mut dyn StepNoise, sigma: f64, next: f64, scale:
 /// `quad` agrees to rounding).
 pub fn lms_coeff(order: usize, t: &[f64], i: usize, j: usize) -> f64 {
     let f = |tau: f64| {
-        (0..order).filter(|&k| k != j).map(|k| (tau - t[i - k]) / (t[i - j] - t[i - k])).product::<f64>()
+        (0..order)
+            .filter(|&k| k != j)
+            .map(|k| (tau - t[i - k]) / (t[i - j] - t[i - k]))
+            .product::<f64>()
     };
     let (a, b) = (t[i], t[i + 1]);
     let (m, r) = ((a + b) / 2.0, (b - a) / 2.0);
@@ -24,7 +33,12 @@ pub fn lms_coeff(order: usize, t: &[f64], i: usize, j: usize) -> f64 {
 }
 
 /// `sample_lms` (order 4).
-pub fn lms(model: Denoiser<'_>, mut x: Vec<f32>, sigmas: &[f64], progress: Progress<'_>) -> Result<Vec<f32>, SamplerError> {
+pub fn lms(
+    model: Denoiser<'_>,
+    mut x: Vec<f32>,
+    sigmas: &[f64],
+    progress: Progress<'_>,
+) -> Result<Vec<f32>, SamplerError> {
     let (mut model, mut progress) = (model, progress);
     let n = sigmas.len() - 1;
     let order = 4;
@@ -37,7 +51,9 @@ pub fn lms(model: Denoiser<'_>, mut x: Vec<f32>, sigmas: &[f64], progress: Progr
             ds.remove(0);
         }
         let cur = (i + 1).min(order);
-        let coeffs: Vec<f32> = (0..cur).map(|j| lms_coeff(cur, sigmas, i, j) as f32).collect();
+        let coeffs: Vec<f32> = (0..cur)
+            .map(|j| lms_coeff(cur, sigmas, i, j) as f32)
+            .collect();
         // x + sum(coeff_j * ds[-1 - j]), summed left to right as Python's `sum`.
         let mut acc = vec![0.0f32; x.len()];
         for (c, d) in coeffs.iter().zip(ds.iter().rev()) {
@@ -49,7 +65,12 @@ pub fn lms(model: Denoiser<'_>, mut x: Vec<f32>, sigmas: &[f64], progress: Progr
 }
 
 /// `sample_dpm_2` (no churn). A1111 feeds it sigmas with the next-to-last one discarded.
-pub fn dpm_2(model: Denoiser<'_>, mut x: Vec<f32>, sigmas: &[f64], progress: Progress<'_>) -> Result<Vec<f32>, SamplerError> {
+pub fn dpm_2(
+    model: Denoiser<'_>,
+    mut x: Vec<f32>,
+    sigmas: &[f64],
+    progress: Progress<'_>,
+) -> Result<Vec<f32>, SamplerError> {
     let (mut model, mut progress) = (model, progress);
     let n = sigmas.len() - 1;
     for i in 0..n {
@@ -159,7 +180,13 @@ pub fn dpmpp_2m_sde(
                 let diff = lin2(1.0, &den, -1.0, old);
                 x = lin2(1.0, &x, 0.5 * c / r, &diff);
             }
-            noisy(&mut x, noise, sigmas[i], sigmas[i + 1], sigmas[i + 1] * c.sqrt())?;
+            noisy(
+                &mut x,
+                noise,
+                sigmas[i],
+                sigmas[i + 1],
+                sigmas[i + 1] * c.sqrt(),
+            )?;
         }
         old = Some(den);
         h_last = h;

@@ -6,7 +6,7 @@
 //! A1111's DDIM ([`ddim_a1111`]) works on timesteps and calls the eps model directly.
 
 use super::schedule::DiscreteSchedule;
-use super::{StepNoise, Progress, SamplerError, lin2, tick};
+use super::{Progress, SamplerError, StepNoise, lin2, tick};
 
 /// A denoiser: `(x, sigma) -> predicted x0`.
 pub type Denoiser<'a> = &'a mut dyn FnMut(&[f32], f64) -> Result<Vec<f32>, SamplerError>;
@@ -46,11 +46,18 @@ fn check_len(v: &[f32], len: usize) -> Result<(), SamplerError> {
     if v.len() == len {
         Ok(())
     } else {
-        Err(SamplerError::model(format!("model returned {} values for a {len}-value latent", v.len())))
+        Err(SamplerError::model(format!(
+            "model returned {} values for a {len}-value latent",
+            v.len()
+        )))
     }
 }
 
-pub(super) fn denoise(model: &mut Denoiser<'_>, x: &[f32], sigma: f64) -> Result<Vec<f32>, SamplerError> {
+pub(super) fn denoise(
+    model: &mut Denoiser<'_>,
+    x: &[f32],
+    sigma: f64,
+) -> Result<Vec<f32>, SamplerError> {
     let d = model(x, sigma)?;
     check_len(&d, x.len())?;
     Ok(d)
@@ -73,14 +80,20 @@ pub fn ancestral_step(sigma_from: f64, sigma_to: f64, eta: f64) -> (f64, f64) {
         return (sigma_to, 0.0);
     }
     let up = sigma_to.min(
-        eta * (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to) / (sigma_from * sigma_from)).sqrt(),
+        eta * (sigma_to * sigma_to * (sigma_from * sigma_from - sigma_to * sigma_to)
+            / (sigma_from * sigma_from))
+            .sqrt(),
     );
     ((sigma_to * sigma_to - up * up).sqrt(), up)
 }
 
 pub(super) fn add_noise(x: &mut [f32], noise: &[f32], scale: f64) -> Result<(), SamplerError> {
     if noise.len() != x.len() {
-        return Err(SamplerError::model(format!("noise source gave {} values for {}", noise.len(), x.len())));
+        return Err(SamplerError::model(format!(
+            "noise source gave {} values for {}",
+            noise.len(),
+            x.len()
+        )));
     }
     let s = scale as f32;
     x.iter_mut().zip(noise).for_each(|(x, n)| *x += n * s);
@@ -88,7 +101,12 @@ pub(super) fn add_noise(x: &mut [f32], noise: &[f32], scale: f64) -> Result<(), 
 }
 
 /// `sample_euler` (no churn).
-pub fn euler(model: Denoiser<'_>, mut x: Vec<f32>, sigmas: &[f64], progress: Progress<'_>) -> Result<Vec<f32>, SamplerError> {
+pub fn euler(
+    model: Denoiser<'_>,
+    mut x: Vec<f32>,
+    sigmas: &[f64],
+    progress: Progress<'_>,
+) -> Result<Vec<f32>, SamplerError> {
     let mut model = model;
     let mut progress = progress;
     let n = sigmas.len() - 1;
@@ -126,7 +144,12 @@ pub fn euler_ancestral(
 }
 
 /// `sample_heun` (no churn).
-pub fn heun(model: Denoiser<'_>, mut x: Vec<f32>, sigmas: &[f64], progress: Progress<'_>) -> Result<Vec<f32>, SamplerError> {
+pub fn heun(
+    model: Denoiser<'_>,
+    mut x: Vec<f32>,
+    sigmas: &[f64],
+    progress: Progress<'_>,
+) -> Result<Vec<f32>, SamplerError> {
     let (mut model, mut progress) = (model, progress);
     let n = sigmas.len() - 1;
     for i in 0..n {
@@ -158,7 +181,12 @@ fn sigma_fn(t: f64) -> f64 {
 }
 
 /// `sample_dpmpp_2m`.
-pub fn dpmpp_2m(model: Denoiser<'_>, mut x: Vec<f32>, sigmas: &[f64], progress: Progress<'_>) -> Result<Vec<f32>, SamplerError> {
+pub fn dpmpp_2m(
+    model: Denoiser<'_>,
+    mut x: Vec<f32>,
+    sigmas: &[f64],
+    progress: Progress<'_>,
+) -> Result<Vec<f32>, SamplerError> {
     let (mut model, mut progress) = (model, progress);
     let n = sigmas.len() - 1;
     let mut old: Option<Vec<f32>> = None;
@@ -227,7 +255,10 @@ pub fn dpmpp_sde(
 /// (A1111 runs `len - 1` model calls over them, ending at `ᾱ` of the first timestep.)
 pub fn a1111_ddim_timesteps(num_train_timesteps: usize, steps: usize) -> Vec<usize> {
     let stride = (num_train_timesteps / steps.max(1)).max(1);
-    (0..num_train_timesteps).step_by(stride).map(|t| (t + 1).min(num_train_timesteps - 1)).collect()
+    (0..num_train_timesteps)
+        .step_by(stride)
+        .map(|t| (t + 1).min(num_train_timesteps - 1))
+        .collect()
 }
 
 /// A1111's `ddim` (eta 0) on the eps model: `x` is unit noise (not scaled by a sigma).

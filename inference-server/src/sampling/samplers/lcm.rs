@@ -7,7 +7,7 @@
 
 use super::k_samplers::{Denoiser, EpsModel};
 use super::schedule::{DiscreteSchedule, linspace};
-use super::{StepNoise, Progress, SamplerError, lin2, tick};
+use super::{Progress, SamplerError, StepNoise, lin2, tick};
 
 /// LCM's 50-level schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,13 +25,18 @@ impl LcmSchedule {
         let original = 50;
         let skip = t / original;
         if skip == 0 {
-            return Err(SamplerError::Invalid(format!("LCM needs at least {original} training timesteps")));
+            return Err(SamplerError::Invalid(format!(
+                "LCM needs at least {original} training timesteps"
+            )));
         }
         let mut ac = vec![0.0; original];
         for x in 0..original {
             ac[original - 1 - x] = full.alphas_cumprod[t - 1 - x * skip];
         }
-        Ok(LcmSchedule { levels: DiscreteSchedule::from_alphas_cumprod(ac), skip_steps: skip })
+        Ok(LcmSchedule {
+            levels: DiscreteSchedule::from_alphas_cumprod(ac),
+            skip_steps: skip,
+        })
     }
 
     /// Nearest kept level (in log sigma) as a training timestep: `idx * skip + skip - 1`.
@@ -57,7 +62,10 @@ impl LcmSchedule {
     pub fn sigmas(&self, n: usize) -> Vec<f64> {
         let start = self.sigma_to_t(self.levels.sigma_max());
         let end = self.sigma_to_t(self.levels.sigma_min());
-        let mut out: Vec<f64> = linspace(start, end, n).into_iter().map(|t| self.t_to_sigma(t)).collect();
+        let mut out: Vec<f64> = linspace(start, end, n)
+            .into_iter()
+            .map(|t| self.t_to_sigma(t))
+            .collect();
         out.push(0.0);
         out
     }
@@ -65,13 +73,22 @@ impl LcmSchedule {
     /// `LCMCompVisDenoiser.forward`: eps denoising at the quantized timestep, then
     /// `c_out · x0 + c_skip · x` with `st = 10 · t`, `c_skip = 0.25 / (st² + 0.25)`,
     /// `c_out = st / sqrt(st² + 0.25)`.
-    pub fn denoise(&self, model: &mut EpsModel<'_>, x: &[f32], sigma: f64) -> Result<Vec<f32>, SamplerError> {
+    pub fn denoise(
+        &self,
+        model: &mut EpsModel<'_>,
+        x: &[f32],
+        sigma: f64,
+    ) -> Result<Vec<f32>, SamplerError> {
         let c_in = 1.0 / (sigma * sigma + 1.0).sqrt();
         let scaled: Vec<f32> = x.iter().map(|v| v * c_in as f32).collect();
         let t = self.sigma_to_t(sigma);
         let eps = model(&scaled, t)?;
         if eps.len() != x.len() {
-            return Err(SamplerError::model(format!("model returned {} values for {}", eps.len(), x.len())));
+            return Err(SamplerError::model(format!(
+                "model returned {} values for {}",
+                eps.len(),
+                x.len()
+            )));
         }
         let x0 = lin2(1.0, x, -sigma, &eps);
         let st = t * 10.0;
@@ -97,7 +114,11 @@ pub fn sample_lcm(
         if sigmas[i + 1] > 0.0 {
             let z = noise.noise(sigmas[i], sigmas[i + 1], x.len());
             if z.len() != x.len() {
-                return Err(SamplerError::model(format!("noise source gave {} values for {}", z.len(), x.len())));
+                return Err(SamplerError::model(format!(
+                    "noise source gave {} values for {}",
+                    z.len(),
+                    x.len()
+                )));
             }
             x = lin2(1.0, &x, sigmas[i + 1], &z);
         }

@@ -37,9 +37,9 @@ pub mod unipc;
 use std::ops::ControlFlow;
 
 pub use brownian::BrownianNoise;
-pub use replay::ReplayNoise;
 pub use names::{DiffusersScheduler, KSampler, Resolved, Schedule, resolve};
 pub use prediction::check_prediction;
+pub use replay::ReplayNoise;
 pub use run::{Start, levels, sample, sample_from};
 
 use crate::sampling::PredictionType;
@@ -96,7 +96,9 @@ pub enum SamplerError {
 
 impl SamplerError {
     /// [`SamplerError::Model`] for `error` (the model's error, or a message).
-    pub fn model(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> SamplerError {
+    pub fn model(
+        error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> SamplerError {
         SamplerError::Model(ModelFailure(error.into()))
     }
 }
@@ -130,7 +132,11 @@ impl<F: FnMut(f64, f64, usize) -> Vec<f32>> StepNoise for F {
 }
 
 /// Calls `progress` and turns `Break` into [`SamplerError::Cancelled`].
-pub(crate) fn tick(progress: &mut Progress<'_>, step: usize, total: usize) -> Result<(), SamplerError> {
+pub(crate) fn tick(
+    progress: &mut Progress<'_>,
+    step: usize,
+    total: usize,
+) -> Result<(), SamplerError> {
     match progress(step, total) {
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(()) => Err(SamplerError::Cancelled),

@@ -67,7 +67,10 @@ impl KSampler {
 
     /// The A1111 name.
     pub fn name(self) -> &'static str {
-        KSampler::ALL.iter().find(|(s, _)| *s == self).map_or("", |(_, n)| n)
+        KSampler::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("", |(_, n)| n)
     }
 
     /// The schedule A1111's `"Automatic"` means for this sampler (its `scheduler` option).
@@ -118,23 +121,37 @@ impl Schedule {
         (Schedule::Uniform, &["Uniform", "uniform"]),
         (Schedule::Karras, &["Karras", "karras"]),
         (Schedule::Exponential, &["Exponential", "exponential"]),
-        (Schedule::SgmUniform, &["SGM Uniform", "sgm_uniform", "SGMUniform"]),
+        (
+            Schedule::SgmUniform,
+            &["SGM Uniform", "sgm_uniform", "SGMUniform"],
+        ),
     ];
 
     /// Parses a schedule name; `None` or `""` is `Automatic`.
     pub fn parse(name: Option<&str>) -> Result<Schedule, SamplerError> {
-        let Some(name) = name.filter(|n| !n.is_empty()) else { return Ok(Schedule::Automatic) };
-        Schedule::ALL.iter().find(|(_, names)| names.contains(&name)).map(|(s, _)| *s).ok_or_else(
-            || SamplerError::UnknownSchedule {
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return Ok(Schedule::Automatic);
+        };
+        Schedule::ALL
+            .iter()
+            .find(|(_, names)| names.contains(&name))
+            .map(|(s, _)| *s)
+            .ok_or_else(|| SamplerError::UnknownSchedule {
                 name: name.to_string(),
-                accepted: Schedule::ALL.iter().map(|(_, n)| n[0].to_string()).collect(),
-            },
-        )
+                accepted: Schedule::ALL
+                    .iter()
+                    .map(|(_, n)| n[0].to_string())
+                    .collect(),
+            })
     }
 
     /// This schedule, with `Automatic` replaced by `sampler`'s default.
     pub fn resolve(self, sampler: KSampler) -> Schedule {
-        if self == Schedule::Automatic { sampler.default_schedule() } else { self }
+        if self == Schedule::Automatic {
+            sampler.default_schedule()
+        } else {
+            self
+        }
     }
 }
 
@@ -159,22 +176,34 @@ impl DiffusersScheduler {
     /// Every class with its diffusers class name.
     pub const ALL: [(DiffusersScheduler, &'static str); 6] = [
         (DiffusersScheduler::EulerDiscrete, "EulerDiscreteScheduler"),
-        (DiffusersScheduler::EulerAncestralDiscrete, "EulerAncestralDiscreteScheduler"),
+        (
+            DiffusersScheduler::EulerAncestralDiscrete,
+            "EulerAncestralDiscreteScheduler",
+        ),
         (DiffusersScheduler::Ddim, "DDIMScheduler"),
-        (DiffusersScheduler::DpmSolverMultistep, "DPMSolverMultistepScheduler"),
+        (
+            DiffusersScheduler::DpmSolverMultistep,
+            "DPMSolverMultistepScheduler",
+        ),
         (DiffusersScheduler::LmsDiscrete, "LMSDiscreteScheduler"),
         (DiffusersScheduler::Pndm, "PNDMScheduler"),
     ];
 
     /// The diffusers class name (`EulerDiscreteScheduler`, ...).
     pub fn class_name(self) -> &'static str {
-        DiffusersScheduler::ALL.iter().find(|(s, _)| *s == self).map_or("", |(_, n)| n)
+        DiffusersScheduler::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("", |(_, n)| n)
     }
 
     /// Leonardo's scheduler names (`DDIM` is taken by A1111's and not listed here).
     pub const LEONARDO: [(DiffusersScheduler, &'static str); 5] = [
         (DiffusersScheduler::EulerDiscrete, "EULER_DISCRETE"),
-        (DiffusersScheduler::EulerAncestralDiscrete, "EULER_ANCESTRAL_DISCRETE"),
+        (
+            DiffusersScheduler::EulerAncestralDiscrete,
+            "EULER_ANCESTRAL_DISCRETE",
+        ),
         (DiffusersScheduler::DpmSolverMultistep, "DPM_SOLVER"),
         (DiffusersScheduler::LmsDiscrete, "KLMS"),
         (DiffusersScheduler::Pndm, "PNDM"),
@@ -213,7 +242,11 @@ pub fn accepted_sampler_names() -> Vec<String> {
         }
     }
     out.extend(DiffusersScheduler::ALL.iter().map(|(_, n)| n.to_string()));
-    out.extend(DiffusersScheduler::LEONARDO.iter().map(|(_, n)| n.to_string()));
+    out.extend(
+        DiffusersScheduler::LEONARDO
+            .iter()
+            .map(|(_, n)| n.to_string()),
+    );
     out
 }
 
@@ -228,17 +261,28 @@ pub fn resolve(sampler: &str, schedule: Option<&str>) -> Result<Resolved, Sample
         name: sampler.to_string(),
         accepted: accepted_sampler_names(),
     };
-    let diffusers = DiffusersScheduler::ALL.iter().chain(DiffusersScheduler::LEONARDO.iter());
+    let diffusers = DiffusersScheduler::ALL
+        .iter()
+        .chain(DiffusersScheduler::LEONARDO.iter());
     if let Some((d, _)) = diffusers.clone().find(|(_, n)| *n == sampler) {
         let karras = match schedule_arg {
             Schedule::Automatic => false,
-            Schedule::Karras if !matches!(d, DiffusersScheduler::Ddim | DiffusersScheduler::Pndm) => true,
-            other => return Err(SamplerError::UnsupportedSchedule {
-                sampler: sampler.to_string(),
-                schedule: format!("{other:?}"),
-            }),
+            Schedule::Karras
+                if !matches!(d, DiffusersScheduler::Ddim | DiffusersScheduler::Pndm) =>
+            {
+                true
+            }
+            other => {
+                return Err(SamplerError::UnsupportedSchedule {
+                    sampler: sampler.to_string(),
+                    schedule: format!("{other:?}"),
+                });
+            }
         };
-        return Ok(Resolved::Diffusers { scheduler: *d, karras });
+        return Ok(Resolved::Diffusers {
+            scheduler: *d,
+            karras,
+        });
     }
     // Exact A1111 name, then a legacy "<name> <schedule>" form.
     let (base, sched) = match KSampler::ALL.iter().find(|(_, n)| *n == sampler) {
@@ -249,7 +293,10 @@ pub fn resolve(sampler: &str, schedule: Option<&str>) -> Result<Resolved, Sample
             .flat_map(|(sch, names)| names.iter().map(move |n| (*sch, *n)))
             .find_map(|(sch, suffix)| {
                 let prefix = sampler.strip_suffix(suffix)?.strip_suffix(' ')?;
-                KSampler::ALL.iter().find(|(_, n)| *n == prefix).map(|(s, _)| (*s, sch))
+                KSampler::ALL
+                    .iter()
+                    .find(|(_, n)| *n == prefix)
+                    .map(|(s, _)| (*s, sch))
             })
             .ok_or_else(unknown)?,
     };
@@ -259,5 +306,8 @@ pub fn resolve(sampler: &str, schedule: Option<&str>) -> Result<Resolved, Sample
             schedule: format!("{sched:?}"),
         });
     }
-    Ok(Resolved::A1111 { sampler: base, schedule: sched.resolve(base) })
+    Ok(Resolved::A1111 {
+        sampler: base,
+        schedule: sched.resolve(base),
+    })
 }

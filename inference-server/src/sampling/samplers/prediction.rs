@@ -20,13 +20,19 @@ pub fn supports(resolved: Resolved, prediction: PredictionType) -> bool {
         (Resolved::A1111 { .. }, PredictionType::Sample) => false,
         (Resolved::Diffusers { .. }, PredictionType::VPrediction) => true,
         (Resolved::Diffusers { scheduler, .. }, PredictionType::Sample) => {
-            matches!(scheduler, DiffusersScheduler::Ddim | DiffusersScheduler::DpmSolverMultistep)
+            matches!(
+                scheduler,
+                DiffusersScheduler::Ddim | DiffusersScheduler::DpmSolverMultistep
+            )
         }
     }
 }
 
 /// [`SamplerError::UnsupportedPrediction`] unless `resolved` [`supports`] `prediction`.
-pub fn check_prediction(resolved: Resolved, prediction: PredictionType) -> Result<(), SamplerError> {
+pub fn check_prediction(
+    resolved: Resolved,
+    prediction: PredictionType,
+) -> Result<(), SamplerError> {
     match supports(resolved, prediction) {
         true => Ok(()),
         false => {
@@ -41,11 +47,20 @@ pub fn check_prediction(resolved: Resolved, prediction: PredictionType) -> Resul
 
 /// The error for `sampler` (by name) given a model that predicts `prediction`.
 pub(super) fn unsupported(sampler: &str, prediction: PredictionType) -> SamplerError {
-    SamplerError::UnsupportedPrediction { prediction, sampler: sampler.into() }
+    SamplerError::UnsupportedPrediction {
+        prediction,
+        sampler: sampler.into(),
+    }
 }
 
 /// `(x0, eps)` from a model output `out` for `x = alpha·x0 + sigma·eps` (VP form).
-pub fn x0_eps(prediction: PredictionType, x: &[f32], out: &[f32], alpha: f64, sigma: f64) -> (Vec<f32>, Vec<f32>) {
+pub fn x0_eps(
+    prediction: PredictionType,
+    x: &[f32],
+    out: &[f32],
+    alpha: f64,
+    sigma: f64,
+) -> (Vec<f32>, Vec<f32>) {
     match prediction {
         PredictionType::Epsilon => (lin2(1.0 / alpha, x, -sigma / alpha, out), out.to_vec()),
         PredictionType::VPrediction => (lin2(alpha, x, -sigma, out), lin2(sigma, x, alpha, out)),

@@ -21,7 +21,10 @@ pub struct ReplayNoise {
 impl ReplayNoise {
     /// Replays `draws` in order.
     pub fn new(draws: Vec<Vec<f32>>) -> Self {
-        ReplayNoise { draws, ..ReplayNoise::default() }
+        ReplayNoise {
+            draws,
+            ..ReplayNoise::default()
+        }
     }
 
     /// The `(sigma, sigma_next)` of every call so far, in order.
@@ -52,4 +55,3 @@ impl StepNoise for ReplayNoise {
         out
     }
 }
-

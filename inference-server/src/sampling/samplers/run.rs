@@ -10,41 +10,58 @@
 
 use super::diffusers::{DiffusersPlan, set_timesteps};
 use super::k_samplers::{self, Denoiser, EpsDenoiser, EpsModel};
+use super::lcm::{self, LcmSchedule};
 use super::names::{DiffusersScheduler, KSampler, Resolved};
 use super::prediction::check_prediction;
 use super::schedule::DiscreteSchedule;
-use super::lcm::{self, LcmSchedule};
 use super::unipc::{self, VpSchedule};
-use super::{StepNoise, Progress, SamplerError, diffusers_steps, k_more};
+use super::{Progress, SamplerError, StepNoise, diffusers_steps, k_more};
 use crate::sampling::{PredictionType, SchedulerConfig};
 
 /// The noise levels a run steps through: A1111 sigmas (`steps + 1`, ending in 0) for
 /// sigma samplers and LCM, A1111 DDIM's timesteps, UniPC's model timesteps (`n + 1`, from 999
 /// to 0), or diffusers' timesteps. Useful to size a
 /// Brownian noise source (`sigma_min` = smallest positive, `sigma_max` = first).
-pub fn levels(resolved: Resolved, config: &SchedulerConfig, steps: usize) -> Result<Vec<f64>, SamplerError> {
+pub fn levels(
+    resolved: Resolved,
+    config: &SchedulerConfig,
+    steps: usize,
+) -> Result<Vec<f64>, SamplerError> {
     match resolved {
         Resolved::A1111 { sampler, schedule } if !sampler.is_timestep_sampler() => {
             DiscreteSchedule::new(config)?.a1111_sigmas(sampler, schedule, steps)
         }
-        Resolved::A1111 { sampler: KSampler::Lcm, .. } => {
-            Ok(LcmSchedule::new(&DiscreteSchedule::new(config)?)?.sigmas(steps))
-        }
-        Resolved::A1111 { sampler: KSampler::UniPc, .. } => {
-            let n = k_samplers::a1111_ddim_timesteps(config.num_train_timesteps, steps.max(1)).len();
+        Resolved::A1111 {
+            sampler: KSampler::Lcm,
+            ..
+        } => Ok(LcmSchedule::new(&DiscreteSchedule::new(config)?)?.sigmas(steps)),
+        Resolved::A1111 {
+            sampler: KSampler::UniPc,
+            ..
+        } => {
+            let n =
+                k_samplers::a1111_ddim_timesteps(config.num_train_timesteps, steps.max(1)).len();
             let vp = VpSchedule::new(&DiscreteSchedule::new(config)?);
             let t0 = 1.0 / vp.total_n() as f64;
-            Ok(vp.time_uniform(n).into_iter().map(|t| (t - t0) * 1000.0).collect())
+            Ok(vp
+                .time_uniform(n)
+                .into_iter()
+                .map(|t| (t - t0) * 1000.0)
+                .collect())
         }
-        Resolved::A1111 { sampler: KSampler::Ddim, .. } => Ok(k_samplers::a1111_ddim_timesteps(
-            config.num_train_timesteps,
-            steps.max(1),
-        )
-        .into_iter()
-        .map(|t| t as f64)
-        .collect()),
+        Resolved::A1111 {
+            sampler: KSampler::Ddim,
+            ..
+        } => Ok(
+            k_samplers::a1111_ddim_timesteps(config.num_train_timesteps, steps.max(1))
+                .into_iter()
+                .map(|t| t as f64)
+                .collect(),
+        ),
         Resolved::A1111 { sampler, .. } => Err(SamplerError::NotImplemented(sampler.name().into())),
-        Resolved::Diffusers { scheduler, karras } => Ok(set_timesteps(scheduler, config, steps, karras)?.timesteps),
+        Resolved::Diffusers { scheduler, karras } => {
+            Ok(set_timesteps(scheduler, config, steps, karras)?.timesteps)
+        }
     }
 }
 
@@ -75,7 +92,15 @@ pub fn sample(
     rng: &mut dyn StepNoise,
     progress: Progress<'_>,
 ) -> Result<Vec<f32>, SamplerError> {
-    sample_from(resolved, config, steps, Start::Noise(noise), model, rng, progress)
+    sample_from(
+        resolved,
+        config,
+        steps,
+        Start::Noise(noise),
+        model,
+        rng,
+        progress,
+    )
 }
 
 /// Runs `resolved` for `steps` steps from `start` and returns the final latent (to be divided
@@ -102,7 +127,11 @@ pub fn sample_from(
             let mut plan = set_timesteps(scheduler, config, steps, karras)?;
             return match start {
                 Start::Noise(noise) => diffusers_steps::run(&plan, model, noise, rng, progress),
-                Start::Image { init, noise, strength } => {
+                Start::Image {
+                    init,
+                    noise,
+                    strength,
+                } => {
                     let x = diffusers_img2img_start(&mut plan, steps, strength, init, noise);
                     diffusers_steps::run(&plan, model, &x, rng, progress)
                 }
@@ -114,22 +143,49 @@ pub fn sample_from(
     let discrete = DiscreteSchedule::new(config)?;
     if sampler.is_timestep_sampler() {
         let Start::Noise(noise) = start else {
-            return Err(SamplerError::NotImplemented(format!("img2img with {}", sampler.name())));
+            return Err(SamplerError::NotImplemented(format!(
+                "img2img with {}",
+                sampler.name()
+            )));
         };
-        return timestep_sampler(sampler, &discrete, config, steps, v_prediction, model, noise, rng, progress);
+        return timestep_sampler(
+            sampler,
+            &discrete,
+            config,
+            steps,
+            v_prediction,
+            model,
+            noise,
+            rng,
+            progress,
+        );
     }
     let sigmas = discrete.a1111_sigmas(sampler, schedule, steps)?;
     let (x, sigmas): (Vec<f32>, &[f64]) = match start {
-        Start::Noise(noise) => (noise.iter().map(|v| v * sigmas[0] as f32).collect(), &sigmas),
-        Start::Image { init, noise, strength } => {
+        Start::Noise(noise) => (
+            noise.iter().map(|v| v * sigmas[0] as f32).collect(),
+            &sigmas,
+        ),
+        Start::Image {
+            init,
+            noise,
+            strength,
+        } => {
             let t_enc = (strength.min(0.999) * steps as f32) as usize;
             let first = (steps.saturating_sub(t_enc + 1)).min(sigmas.len().saturating_sub(2));
             let sched = &sigmas[first..];
             let s0 = sched[0] as f32;
-            (init.iter().zip(noise).map(|(x, n)| x + n * s0).collect(), sched)
+            (
+                init.iter().zip(noise).map(|(x, n)| x + n * s0).collect(),
+                sched,
+            )
         }
     };
-    let mut den = EpsDenoiser { schedule: &discrete, model, v_prediction };
+    let mut den = EpsDenoiser {
+        schedule: &discrete,
+        model,
+        v_prediction,
+    };
     let mut d = |x: &[f32], s: f64| den.denoise(x, s);
     sigma_sampler(sampler, &mut d, x, sigmas, rng, progress)
 }
@@ -193,13 +249,21 @@ fn sigma_sampler(
         KSampler::Dpm2Ancestral => k_more::dpm_2_ancestral(d, x, s, rng, progress),
         KSampler::DpmPp2SAncestral => k_more::dpmpp_2s_ancestral(d, x, s, rng, progress),
         KSampler::DpmPp2MSde => k_more::dpmpp_2m_sde(d, x, s, rng, progress),
-        KSampler::Ddim | KSampler::UniPc | KSampler::Lcm => Err(SamplerError::NotImplemented(sampler.name().into())),
+        KSampler::Ddim | KSampler::UniPc | KSampler::Lcm => {
+            Err(SamplerError::NotImplemented(sampler.name().into()))
+        }
     }
 }
 
 /// Trims `plan` to the last `min(int(steps·strength), steps)` steps and returns the noised
 /// init latent, divided by `init_noise_sigma` (which [`diffusers_steps::run`] multiplies in).
-fn diffusers_img2img_start(plan: &mut DiffusersPlan, steps: usize, strength: f32, init: &[f32], noise: &[f32]) -> Vec<f32> {
+fn diffusers_img2img_start(
+    plan: &mut DiffusersPlan,
+    steps: usize,
+    strength: f32,
+    init: &[f32],
+    noise: &[f32],
+) -> Vec<f32> {
     let keep = ((steps as f32 * strength) as usize).min(steps);
     let start = steps - keep;
     plan.timesteps.drain(..start);
@@ -207,7 +271,9 @@ fn diffusers_img2img_start(plan: &mut DiffusersPlan, steps: usize, strength: f32
         plan.sigmas.drain(..start);
     }
     let x: Vec<f32> = match plan.scheduler {
-        DiffusersScheduler::EulerDiscrete | DiffusersScheduler::EulerAncestralDiscrete | DiffusersScheduler::LmsDiscrete => {
+        DiffusersScheduler::EulerDiscrete
+        | DiffusersScheduler::EulerAncestralDiscrete
+        | DiffusersScheduler::LmsDiscrete => {
             let s = plan.sigmas[0] as f32;
             init.iter().zip(noise).map(|(x, n)| x + n * s).collect()
         }
@@ -215,7 +281,10 @@ fn diffusers_img2img_start(plan: &mut DiffusersPlan, steps: usize, strength: f32
             let s = plan.sigmas[0];
             let a = 1.0 / (s * s + 1.0).sqrt();
             let (a, sa) = (a as f32, (a * s) as f32);
-            init.iter().zip(noise).map(|(x, n)| a * x + sa * n).collect()
+            init.iter()
+                .zip(noise)
+                .map(|(x, n)| a * x + sa * n)
+                .collect()
         }
         _ => {
             let t = plan.timesteps[0] as usize;

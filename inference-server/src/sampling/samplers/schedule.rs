@@ -17,21 +17,33 @@ use crate::sampling::SchedulerConfig;
 pub fn alphas_cumprod(config: &SchedulerConfig) -> Result<Vec<f64>, SamplerError> {
     let n = config.num_train_timesteps;
     if n < 2 {
-        return Err(SamplerError::Invalid(format!("num_train_timesteps {n} < 2")));
+        return Err(SamplerError::Invalid(format!(
+            "num_train_timesteps {n} < 2"
+        )));
     }
     let lin = |a: f64, b: f64, i: usize| a + (b - a) * i as f64 / (n - 1) as f64;
     let betas: Vec<f64> = match config.beta_schedule.as_str() {
-        "linear" => (0..n).map(|i| lin(config.beta_start, config.beta_end, i)).collect(),
+        "linear" => (0..n)
+            .map(|i| lin(config.beta_start, config.beta_end, i))
+            .collect(),
         "scaled_linear" => (0..n)
             .map(|i| lin(config.beta_start.sqrt(), config.beta_end.sqrt(), i).powi(2))
             .collect(),
         "squaredcos_cap_v2" => {
-            let f = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+            let f = |t: f64| {
+                ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                    .cos()
+                    .powi(2)
+            };
             (0..n)
                 .map(|i| (1.0 - f((i + 1) as f64 / n as f64) / f(i as f64 / n as f64)).min(0.999))
                 .collect()
         }
-        other => return Err(SamplerError::Invalid(format!("unknown beta_schedule {other:?}"))),
+        other => {
+            return Err(SamplerError::Invalid(format!(
+                "unknown beta_schedule {other:?}"
+            )));
+        }
     };
     let mut acc = 1.0;
     Ok(betas
@@ -62,9 +74,16 @@ impl DiscreteSchedule {
 
     /// The schedule of given `ᾱ_t`.
     pub fn from_alphas_cumprod(alphas_cumprod: Vec<f64>) -> Self {
-        let sigmas: Vec<f64> = alphas_cumprod.iter().map(|a| ((1.0 - a) / a).sqrt()).collect();
+        let sigmas: Vec<f64> = alphas_cumprod
+            .iter()
+            .map(|a| ((1.0 - a) / a).sqrt())
+            .collect();
         let log_sigmas = sigmas.iter().map(|s| s.ln()).collect();
-        DiscreteSchedule { alphas_cumprod, sigmas, log_sigmas }
+        DiscreteSchedule {
+            alphas_cumprod,
+            sigmas,
+            log_sigmas,
+        }
     }
 
     /// Smallest training sigma (`sigmas[0]`).
@@ -83,7 +102,11 @@ impl DiscreteSchedule {
         let ls = &self.log_sigmas;
         let log_sigma = sigma.max(1e-10).ln();
         // Last index whose log sigma is <= log_sigma (0 if none), at most len-2.
-        let low = ls.iter().rposition(|&l| log_sigma - l >= 0.0).unwrap_or(0).min(ls.len() - 2);
+        let low = ls
+            .iter()
+            .rposition(|&l| log_sigma - l >= 0.0)
+            .unwrap_or(0)
+            .min(ls.len() - 2);
         let (lo, hi) = (ls[low], ls[low + 1]);
         let w = ((lo - log_sigma) / (lo - hi)).clamp(0.0, 1.0);
         (1.0 - w) * low as f64 + w * (low + 1) as f64
@@ -99,7 +122,10 @@ impl DiscreteSchedule {
     /// k-diffusion `get_sigmas(n)`: `t_to_sigma(linspace(T-1, 0, n))` then a final 0.
     pub fn uniform(&self, n: usize) -> Vec<f64> {
         let t_max = (self.sigmas.len() - 1) as f64;
-        let mut out: Vec<f64> = linspace(t_max, 0.0, n).into_iter().map(|t| self.t_to_sigma(t)).collect();
+        let mut out: Vec<f64> = linspace(t_max, 0.0, n)
+            .into_iter()
+            .map(|t| self.t_to_sigma(t))
+            .collect();
         out.push(0.0);
         out
     }
@@ -109,8 +135,10 @@ impl DiscreteSchedule {
     pub fn sgm_uniform(&self, n: usize) -> Vec<f64> {
         let start = self.sigma_to_t(self.sigma_max());
         let end = self.sigma_to_t(self.sigma_min());
-        let mut out: Vec<f64> =
-            linspace(start, end, n + 1)[..n].iter().map(|&t| self.t_to_sigma(t)).collect();
+        let mut out: Vec<f64> = linspace(start, end, n + 1)[..n]
+            .iter()
+            .map(|&t| self.t_to_sigma(t))
+            .collect();
         out.push(0.0);
         out
     }
@@ -118,7 +146,12 @@ impl DiscreteSchedule {
     /// The sigmas A1111 samples `sampler` at for `steps` steps with `schedule`
     /// (`n + 1` values ending in 0; `Automatic` resolved per sampler; DPM2's extra step
     /// with the next-to-last sigma discarded).
-    pub fn a1111_sigmas(&self, sampler: KSampler, schedule: Schedule, steps: usize) -> Result<Vec<f64>, SamplerError> {
+    pub fn a1111_sigmas(
+        &self,
+        sampler: KSampler,
+        schedule: Schedule,
+        steps: usize,
+    ) -> Result<Vec<f64>, SamplerError> {
         if steps == 0 {
             return Err(SamplerError::Invalid("steps must be at least 1".into()));
         }
@@ -144,7 +177,9 @@ pub fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
     match n {
         0 => vec![],
         1 => vec![a],
-        _ => (0..n).map(|i| a + (b - a) * i as f64 / (n - 1) as f64).collect(),
+        _ => (0..n)
+            .map(|i| a + (b - a) * i as f64 / (n - 1) as f64)
+            .collect(),
     }
 }
 
@@ -158,13 +193,18 @@ pub fn karras(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f64> {
 /// [`karras`] without the final 0 (diffusers' `_convert_to_karras`).
 pub fn karras_no_zero(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f64> {
     let (min_r, max_r) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-    linspace(0.0, 1.0, n).into_iter().map(|r| (max_r + r * (min_r - max_r)).powf(rho)).collect()
+    linspace(0.0, 1.0, n)
+        .into_iter()
+        .map(|r| (max_r + r * (min_r - max_r)).powf(rho))
+        .collect()
 }
 
 /// Sigmas uniform in log sigma from `sigma_max` to `sigma_min`, then a final 0.
 pub fn exponential(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f64> {
-    let mut out: Vec<f64> =
-        linspace(sigma_max.ln(), sigma_min.ln(), n).into_iter().map(f64::exp).collect();
+    let mut out: Vec<f64> = linspace(sigma_max.ln(), sigma_min.ln(), n)
+        .into_iter()
+        .map(f64::exp)
+        .collect();
     out.push(0.0);
     out
 }

@@ -19,7 +19,9 @@ pub struct VpSchedule {
 impl VpSchedule {
     /// From the training schedule (`log α = 0.5 ln ᾱ`).
     pub fn new(s: &DiscreteSchedule) -> Self {
-        VpSchedule { log_alpha: s.alphas_cumprod.iter().map(|a| 0.5 * a.ln()).collect() }
+        VpSchedule {
+            log_alpha: s.alphas_cumprod.iter().map(|a| 0.5 * a.ln()).collect(),
+        }
     }
 
     /// `N`.
@@ -59,13 +61,18 @@ impl VpSchedule {
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
     let n = b.len();
     for c in 0..n {
-        let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap_or(c);
+        let p = (c..n)
+            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
+            .unwrap_or(c);
         a.swap(c, p);
         b.swap(c, p);
         for r in c + 1..n {
             let f = a[r][c] / a[c][c];
             let pivot = a[c].clone();
-            a[r][c..].iter_mut().zip(&pivot[c..]).for_each(|(x, p)| *x -= f * p);
+            a[r][c..]
+                .iter_mut()
+                .zip(&pivot[c..])
+                .for_each(|(x, p)| *x -= f * p);
             b[r] -= f * b[c];
         }
     }
@@ -87,7 +94,11 @@ impl UniPc<'_, '_> {
         let n = self.vp.total_n() as f64;
         let eps = (self.model)(x, (t - 1.0 / n) * 1000.0)?;
         if eps.len() != x.len() {
-            return Err(SamplerError::model(format!("model returned {} values for {}", eps.len(), x.len())));
+            return Err(SamplerError::model(format!(
+                "model returned {} values for {}",
+                eps.len(),
+                x.len()
+            )));
         }
         let (a, s, _) = self.vp.coeffs(t);
         Ok(lin2(1.0 / a, x, -s / a, &eps))
@@ -125,7 +136,11 @@ impl UniPc<'_, '_> {
         let mut r = vec![];
         let mut b = vec![];
         for i in 1..=order {
-            r.push(rks.iter().map(|rk| rk.powi(i as i32 - 1)).collect::<Vec<f64>>());
+            r.push(
+                rks.iter()
+                    .map(|rk| rk.powi(i as i32 - 1))
+                    .collect::<Vec<f64>>(),
+            );
             b.push(h_phi_k * fact / b_h);
             fact *= (i + 1) as f64;
             h_phi_k = h_phi_k / hh - 1.0 / fact;
@@ -144,7 +159,10 @@ impl UniPc<'_, '_> {
             let rhos_p = if order == 2 {
                 vec![0.5]
             } else {
-                let sub: Vec<Vec<f64>> = r[..order - 1].iter().map(|row| row[..order - 1].to_vec()).collect();
+                let sub: Vec<Vec<f64>> = r[..order - 1]
+                    .iter()
+                    .map(|row| row[..order - 1].to_vec())
+                    .collect();
                 solve(sub, b[..order - 1].to_vec())
             };
             let pred_res = weighted(&rhos_p, vec![0.0; x.len()]);
@@ -173,7 +191,9 @@ pub fn unipc_a1111(
 ) -> Result<Vec<f32>, SamplerError> {
     let order = 3;
     if steps < order {
-        return Err(SamplerError::Invalid(format!("UniPC needs at least {order} steps, got {steps}")));
+        return Err(SamplerError::Invalid(format!(
+            "UniPC needs at least {order} steps, got {steps}"
+        )));
     }
     let mut progress = progress;
     let vp = VpSchedule::new(schedule);

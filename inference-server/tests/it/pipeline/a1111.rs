@@ -21,7 +21,10 @@ fn parity_with_a1111_k_diffusion(device: &Device) {
         ("Euler", "pipeline_a1111_euler.png"),
     ];
     for (sampler, golden) in cases {
-        let d = max_diff(&run(&params(sampler), device).images[0].data, &read_golden(golden));
+        let d = max_diff(
+            &run(&params(sampler), device).images[0].data,
+            &read_golden(golden),
+        );
         eprintln!("A1111 {sampler}: max pixel difference {d}");
         assert!(d <= 2, "A1111 {sampler}: max pixel difference {d} > 2");
     }
@@ -31,9 +34,19 @@ test_device!(euler_a_continues_the_philox_and_odd_sized_generators);
 /// Ancestral noise continues the image's generator: with the "NV" (Philox) source, and at a
 /// latent size (4×9×9) that is not a multiple of 16 values with the CPU source.
 fn euler_a_continues_the_philox_and_odd_sized_generators(device: &Device) {
-    let nv = Txt2ImgParams { noise_source: Rng::Philox, ..params("Euler a") };
-    let odd = Txt2ImgParams { width: 72, height: 72, ..params("Euler a") };
-    for (what, p, golden) in [("NV", nv, "pipeline_a1111_euler_a_nv.png"), ("72x72", odd, "pipeline_a1111_euler_a_72.png")] {
+    let nv = Txt2ImgParams {
+        noise_source: Rng::Philox,
+        ..params("Euler a")
+    };
+    let odd = Txt2ImgParams {
+        width: 72,
+        height: 72,
+        ..params("Euler a")
+    };
+    for (what, p, golden) in [
+        ("NV", nv, "pipeline_a1111_euler_a_nv.png"),
+        ("72x72", odd, "pipeline_a1111_euler_a_72.png"),
+    ] {
         let d = max_diff(&run(&p, device).images[0].data, &read_golden(golden));
         eprintln!("A1111 Euler a {what}: max pixel difference {d}");
         assert!(d <= 2, "A1111 Euler a {what}: max pixel difference {d} > 2");
@@ -43,17 +56,29 @@ fn euler_a_continues_the_philox_and_odd_sized_generators(device: &Device) {
 /// The injected step noise: `noise.NN` (`[1, 4, 8, 8]`, call order) and `sigma_pairs`
 /// (`[n, 2]`: each call's sigma and sigma_next) from `pipeline_a1111_dpmpp_sde_karras_noise.safetensors`.
 fn sde_noise() -> (Vec<Vec<f32>>, Vec<(f64, f64)>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/goldens/pipeline_a1111_dpmpp_sde_karras_noise.safetensors");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/goldens/pipeline_a1111_dpmpp_sde_karras_noise.safetensors");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse noise goldens");
     let floats = |name: &str| -> Vec<f32> {
         let view = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        view.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     };
-    let mut names: Vec<String> = st.names().into_iter().filter(|n| n.starts_with("noise.")).map(str::to_string).collect();
+    let mut names: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with("noise."))
+        .map(str::to_string)
+        .collect();
     names.sort();
     let draws = names.iter().map(|n| floats(n)).collect();
-    let pairs = floats("sigma_pairs").chunks_exact(2).map(|p| (f64::from(p[0]), f64::from(p[1]))).collect();
+    let pairs = floats("sigma_pairs")
+        .chunks_exact(2)
+        .map(|p| (f64::from(p[0]), f64::from(p[1])))
+        .collect();
     (draws, pairs)
 }
 
@@ -69,21 +94,42 @@ fn dpmpp_sde_karras_with_injected_noise_matches_k_diffusion(device: &Device) {
     let p = params("DPM++ SDE Karras");
     let mut replay = ReplayNoise::new(draws);
     let ours = pipeline(device)
-        .txt2img_with_step_noise(&p, RunOptions::default(), &mut replay, &mut |_: &StepEvent<'_>| ControlFlow::Continue(()))
+        .txt2img_with_step_noise(
+            &p,
+            RunOptions::default(),
+            &mut replay,
+            &mut |_: &StepEvent<'_>| ControlFlow::Continue(()),
+        )
         .expect("generate");
-    assert_eq!((replay.remaining(), replay.mismatches()), (0, 0), "every stored draw used once, at full size");
+    assert_eq!(
+        (replay.remaining(), replay.mismatches()),
+        (0, 0),
+        "every stored draw used once, at full size"
+    );
     assert_eq!(replay.calls().len(), pairs.len());
     for (i, (got, want)) in replay.calls().iter().zip(&pairs).enumerate() {
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
-        assert!(close(got.0, want.0) && close(got.1, want.1), "call {i}: sigmas {got:?} vs k-diffusion {want:?}");
+        assert!(
+            close(got.0, want.0) && close(got.1, want.1),
+            "call {i}: sigmas {got:?} vs k-diffusion {want:?}"
+        );
     }
-    let d = max_diff(&ours.images[0].data, &read_golden("pipeline_a1111_dpmpp_sde_karras.png"));
+    let d = max_diff(
+        &ours.images[0].data,
+        &read_golden("pipeline_a1111_dpmpp_sde_karras.png"),
+    );
     eprintln!("A1111 DPM++ SDE Karras (injected noise): max pixel difference {d}");
-    assert!(d <= 2, "A1111 DPM++ SDE Karras: max pixel difference {d} > 2");
+    assert!(
+        d <= 2,
+        "A1111 DPM++ SDE Karras: max pixel difference {d} > 2"
+    );
 
     let a = run(&p, device);
     assert_eq!(a.images, run(&p, device).images, "deterministic for a seed");
-    assert_ne!(a.images, ours.images, "the injected noise replaced the default step noise");
+    assert_ne!(
+        a.images, ours.images,
+        "the injected noise replaced the default step noise"
+    );
 }
 
 #[test]

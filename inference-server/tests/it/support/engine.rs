@@ -47,7 +47,10 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g as f64 - w).abs();
-        assert!(err <= tol * (1.0 + w.abs()), "{what}: element {i}: got {g}, want {w} (err {err:e}, tol {tol:e})");
+        assert!(
+            err <= tol * (1.0 + w.abs()),
+            "{what}: element {i}: got {g}, want {w} (err {err:e}, tol {tol:e})"
+        );
     }
 }
 

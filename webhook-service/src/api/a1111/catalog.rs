@@ -28,19 +28,71 @@ const DISCARD: (&str, &str) = ("discard_next_to_last_sigma", "True");
 /// The samplers the inference server runs, in A1111's order (A1111's others, such as
 /// `DPM fast` or `Restart`, are not implemented there and so not listed).
 const SAMPLERS: [Sampler; 13] = [
-    Sampler { name: "DPM++ 2M", aliases: &["k_dpmpp_2m"], options: &[KARRAS] },
-    Sampler { name: "DPM++ SDE", aliases: &["k_dpmpp_sde"], options: &[KARRAS, SECOND_ORDER, BROWNIAN] },
-    Sampler { name: "DPM++ 2M SDE", aliases: &["k_dpmpp_2m_sde"], options: &[("scheduler", "exponential"), BROWNIAN] },
-    Sampler { name: "DPM++ 2S a", aliases: &["k_dpmpp_2s_a"], options: &[KARRAS, ENSD, SECOND_ORDER] },
-    Sampler { name: "Euler a", aliases: &["k_euler_a", "k_euler_ancestral"], options: &[ENSD] },
-    Sampler { name: "Euler", aliases: &["k_euler"], options: &[] },
-    Sampler { name: "LMS", aliases: &["k_lms"], options: &[] },
-    Sampler { name: "Heun", aliases: &["k_heun"], options: &[SECOND_ORDER] },
-    Sampler { name: "DPM2", aliases: &["k_dpm_2"], options: &[KARRAS, DISCARD, SECOND_ORDER] },
-    Sampler { name: "DPM2 a", aliases: &["k_dpm_2_a"], options: &[KARRAS, DISCARD, ENSD, SECOND_ORDER] },
-    Sampler { name: "DDIM", aliases: &["ddim"], options: &[] },
-    Sampler { name: "UniPC", aliases: &["unipc"], options: &[] },
-    Sampler { name: "LCM", aliases: &["k_lcm"], options: &[] },
+    Sampler {
+        name: "DPM++ 2M",
+        aliases: &["k_dpmpp_2m"],
+        options: &[KARRAS],
+    },
+    Sampler {
+        name: "DPM++ SDE",
+        aliases: &["k_dpmpp_sde"],
+        options: &[KARRAS, SECOND_ORDER, BROWNIAN],
+    },
+    Sampler {
+        name: "DPM++ 2M SDE",
+        aliases: &["k_dpmpp_2m_sde"],
+        options: &[("scheduler", "exponential"), BROWNIAN],
+    },
+    Sampler {
+        name: "DPM++ 2S a",
+        aliases: &["k_dpmpp_2s_a"],
+        options: &[KARRAS, ENSD, SECOND_ORDER],
+    },
+    Sampler {
+        name: "Euler a",
+        aliases: &["k_euler_a", "k_euler_ancestral"],
+        options: &[ENSD],
+    },
+    Sampler {
+        name: "Euler",
+        aliases: &["k_euler"],
+        options: &[],
+    },
+    Sampler {
+        name: "LMS",
+        aliases: &["k_lms"],
+        options: &[],
+    },
+    Sampler {
+        name: "Heun",
+        aliases: &["k_heun"],
+        options: &[SECOND_ORDER],
+    },
+    Sampler {
+        name: "DPM2",
+        aliases: &["k_dpm_2"],
+        options: &[KARRAS, DISCARD, SECOND_ORDER],
+    },
+    Sampler {
+        name: "DPM2 a",
+        aliases: &["k_dpm_2_a"],
+        options: &[KARRAS, DISCARD, ENSD, SECOND_ORDER],
+    },
+    Sampler {
+        name: "DDIM",
+        aliases: &["ddim"],
+        options: &[],
+    },
+    Sampler {
+        name: "UniPC",
+        aliases: &["unipc"],
+        options: &[],
+    },
+    Sampler {
+        name: "LCM",
+        aliases: &["k_lcm"],
+        options: &[],
+    },
 ];
 
 /// One A1111 schedule type (`modules/sd_schedulers.py`).
@@ -54,11 +106,41 @@ struct Schedule {
 
 /// The schedule types the inference server implements, in A1111's order.
 const SCHEDULES: [Schedule; 5] = [
-    Schedule { name: "automatic", label: "Automatic", aliases: None, default_rho: -1.0, need_inner_model: false },
-    Schedule { name: "uniform", label: "Uniform", aliases: None, default_rho: -1.0, need_inner_model: true },
-    Schedule { name: "karras", label: "Karras", aliases: None, default_rho: 7.0, need_inner_model: false },
-    Schedule { name: "exponential", label: "Exponential", aliases: None, default_rho: -1.0, need_inner_model: false },
-    Schedule { name: "sgm_uniform", label: "SGM Uniform", aliases: Some(&["SGMUniform"]), default_rho: -1.0, need_inner_model: true },
+    Schedule {
+        name: "automatic",
+        label: "Automatic",
+        aliases: None,
+        default_rho: -1.0,
+        need_inner_model: false,
+    },
+    Schedule {
+        name: "uniform",
+        label: "Uniform",
+        aliases: None,
+        default_rho: -1.0,
+        need_inner_model: true,
+    },
+    Schedule {
+        name: "karras",
+        label: "Karras",
+        aliases: None,
+        default_rho: 7.0,
+        need_inner_model: false,
+    },
+    Schedule {
+        name: "exponential",
+        label: "Exponential",
+        aliases: None,
+        default_rho: -1.0,
+        need_inner_model: false,
+    },
+    Schedule {
+        name: "sgm_uniform",
+        label: "SGM Uniform",
+        aliases: Some(&["SGMUniform"]),
+        default_rho: -1.0,
+        need_inner_model: true,
+    },
 ];
 
 /// `GET /sdapi/v1/samplers`: `[{name, aliases, options}]`.
@@ -66,7 +148,11 @@ pub fn samplers() -> Value {
     let list: Vec<Value> = SAMPLERS
         .iter()
         .map(|s| {
-            let options: Map<String, Value> = s.options.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+            let options: Map<String, Value> = s
+                .options
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                .collect();
             json!({"name": s.name, "aliases": s.aliases, "options": options})
         })
         .collect();
@@ -94,25 +180,50 @@ pub fn schedulers() -> Value {
 /// aliases; any other name is returned unchanged for the inference server to judge (it also
 /// takes `"DPM++ 2M Karras"`-style names and diffusers class names).
 pub fn canonical_sampler(name: &str) -> &str {
-    SAMPLERS.iter().find(|s| s.aliases.contains(&name)).map_or(name, |s| s.name)
+    SAMPLERS
+        .iter()
+        .find(|s| s.aliases.contains(&name))
+        .map_or(name, |s| s.name)
 }
 
 /// A model's A1111 title: `name [hash]`, or the name when the hash is not known (as A1111
 /// titles a checkpoint without a short hash).
 pub fn title(model: &ModelInfo) -> String {
-    if model.hash.is_empty() { model.name.clone() } else { format!("{} [{}]", model.name, model.hash) }
+    if model.hash.is_empty() {
+        model.name.clone()
+    } else {
+        format!("{} [{}]", model.name, model.hash)
+    }
 }
 
 /// The served model a client's `sd_model_checkpoint` means: its title, its name, its name with
 /// another bracketed hash, or its file name (with or without extension).
 pub fn find_model<'a>(models: &'a [ModelInfo], asked: &str) -> Option<&'a ModelInfo> {
     let asked = asked.trim();
-    let bare = asked.rsplit_once(" [").filter(|(_, rest)| rest.ends_with(']')).map_or(asked, |(name, _)| name);
-    let file = |m: &ModelInfo| std::path::Path::new(&m.path).file_name().map(|f| f.to_string_lossy().into_owned());
-    let stem = |m: &ModelInfo| std::path::Path::new(&m.path).file_stem().map(|f| f.to_string_lossy().into_owned());
-    models.iter().find(|m| title(m) == asked || m.name == asked).or_else(|| {
-        models.iter().find(|m| m.name == bare || file(m).as_deref() == Some(bare) || stem(m).as_deref() == Some(bare))
-    })
+    let bare = asked
+        .rsplit_once(" [")
+        .filter(|(_, rest)| rest.ends_with(']'))
+        .map_or(asked, |(name, _)| name);
+    let file = |m: &ModelInfo| {
+        std::path::Path::new(&m.path)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+    };
+    let stem = |m: &ModelInfo| {
+        std::path::Path::new(&m.path)
+            .file_stem()
+            .map(|f| f.to_string_lossy().into_owned())
+    };
+    models
+        .iter()
+        .find(|m| title(m) == asked || m.name == asked)
+        .or_else(|| {
+            models.iter().find(|m| {
+                m.name == bare
+                    || file(m).as_deref() == Some(bare)
+                    || stem(m).as_deref() == Some(bare)
+            })
+        })
 }
 
 /// The list of served titles, for error messages.
@@ -176,7 +287,10 @@ fn fixed_options() -> Map<String, Value> {
 pub async fn get_options(state: &HttpState, caller: &Caller) -> Result<Value, ApiError> {
     let model = current_model(state, caller).await?;
     let mut options = Map::new();
-    options.insert("sd_model_checkpoint".into(), json!(model.as_ref().map(title).unwrap_or_default()));
+    options.insert(
+        "sd_model_checkpoint".into(),
+        json!(model.as_ref().map(title).unwrap_or_default()),
+    );
     options.insert("sd_checkpoint_hash".into(), Value::Null);
     options.extend(fixed_options());
     Ok(Value::Object(options))
@@ -185,9 +299,17 @@ pub async fn get_options(state: &HttpState, caller: &Caller) -> Result<Value, Ap
 /// `POST /sdapi/v1/options`: `sd_model_checkpoint` switches the caller's default model (kept
 /// in memory, per key); other options are accepted when they keep the value this service
 /// reports and refused otherwise, naming the option. Answers `null`, as A1111 does.
-pub async fn set_options(state: &HttpState, caller: &Caller, body: Value, field: &str) -> Result<Value, ApiError> {
+pub async fn set_options(
+    state: &HttpState,
+    caller: &Caller,
+    body: Value,
+    field: &str,
+) -> Result<Value, ApiError> {
     let Value::Object(body) = body else {
-        return Err(ApiError::field(field, "must be a JSON object of option names and values"));
+        return Err(ApiError::field(
+            field,
+            "must be a JSON object of option names and values",
+        ));
     };
     let fixed = fixed_options();
     for (key, value) in &body {
@@ -197,17 +319,31 @@ pub async fn set_options(state: &HttpState, caller: &Caller, body: Value, field:
         match fixed.get(key) {
             Some(current) if current == value => {}
             Some(current) => {
-                return Err(ApiError::field(format!("{field}.{key}"), format!("this service cannot change this option; it is {current}")));
+                return Err(ApiError::field(
+                    format!("{field}.{key}"),
+                    format!("this service cannot change this option; it is {current}"),
+                ));
             }
-            None => return Err(ApiError::field(format!("{field}.{key}"), "is not an option this service has")),
+            None => {
+                return Err(ApiError::field(
+                    format!("{field}.{key}"),
+                    "is not an option this service has",
+                ));
+            }
         }
     }
     if let Some(asked) = body.get("sd_model_checkpoint") {
         let field = format!("{field}.sd_model_checkpoint");
-        let asked = asked.as_str().ok_or_else(|| ApiError::field(&field, "must be a model title or name"))?;
+        let asked = asked
+            .as_str()
+            .ok_or_else(|| ApiError::field(&field, "must be a model title or name"))?;
         let models = state.jobs.models().await?;
-        let model = find_model(&models, asked)
-            .ok_or_else(|| ApiError::field(&field, format!("no model {asked:?} is served ({})", served(&models))))?;
+        let model = find_model(&models, asked).ok_or_else(|| {
+            ApiError::field(
+                &field,
+                format!("no model {asked:?} is served ({})", served(&models)),
+            )
+        })?;
         state.jobs.set_preferred_model(caller, &model.name);
     }
     Ok(Value::Null)
@@ -219,25 +355,41 @@ mod tests {
 
     /// The inference server's sampler and schedule tables: this test fails when a name listed
     /// here is one it does not implement, or when it implements one not listed here.
-    const NAMES_RS: &str = include_str!("../../../../inference-server/src/sampling/samplers/names.rs");
+    const NAMES_RS: &str =
+        include_str!("../../../../inference-server/src/sampling/samplers/names.rs");
 
     /// The quoted names in the lines of `NAMES_RS` between `start` and the closing `];`.
     fn table(start: &str) -> Vec<Vec<String>> {
-        let from = NAMES_RS.find(start).unwrap_or_else(|| panic!("{start:?} is not in names.rs"));
+        let from = NAMES_RS
+            .find(start)
+            .unwrap_or_else(|| panic!("{start:?} is not in names.rs"));
         let body = &NAMES_RS[from..];
         let body = &body[..body.find("];").expect("the table ends")];
         body.lines()
             .skip(1)
-            .map(|line| line.split('"').skip(1).step_by(2).map(str::to_owned).collect::<Vec<_>>())
+            .map(|line| {
+                line.split('"')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
             .filter(|names| !names.is_empty())
             .collect()
     }
 
     #[test]
     fn samplers_are_exactly_the_inference_servers() {
-        let mut theirs: Vec<String> = table("pub const ALL: [(KSampler, &'static str)").into_iter().map(|n| n[0].clone()).collect();
+        let mut theirs: Vec<String> = table("pub const ALL: [(KSampler, &'static str)")
+            .into_iter()
+            .map(|n| n[0].clone())
+            .collect();
         let mut ours: Vec<String> = SAMPLERS.iter().map(|s| s.name.to_owned()).collect();
-        assert_eq!(theirs.len(), 13, "the KSampler table was not read: {theirs:?}");
+        assert_eq!(
+            theirs.len(),
+            13,
+            "the KSampler table was not read: {theirs:?}"
+        );
         theirs.sort();
         ours.sort();
         assert_eq!(ours, theirs);
@@ -249,9 +401,16 @@ mod tests {
         assert_eq!(theirs.len(), SCHEDULES.len(), "{theirs:?}");
         for (ours, names) in SCHEDULES.iter().zip(&theirs) {
             assert_eq!(ours.label, names[0], "labels in the same order");
-            assert!(names.contains(&ours.name.to_owned()), "{} is accepted as {names:?}", ours.name);
+            assert!(
+                names.contains(&ours.name.to_owned()),
+                "{} is accepted as {names:?}",
+                ours.name
+            );
             for alias in ours.aliases.unwrap_or_default() {
-                assert!(names.contains(&(*alias).to_owned()), "alias {alias} is accepted as {names:?}");
+                assert!(
+                    names.contains(&(*alias).to_owned()),
+                    "alias {alias} is accepted as {names:?}"
+                );
             }
         }
     }
@@ -266,7 +425,11 @@ mod tests {
                 "DPM++ 2M SDE" => Some("exponential"),
                 _ => None,
             };
-            let listed = s.options.iter().find(|(k, _)| *k == "scheduler").map(|(_, v)| *v);
+            let listed = s
+                .options
+                .iter()
+                .find(|(k, _)| *k == "scheduler")
+                .map(|(_, v)| *v);
             assert_eq!(listed, expected, "{}", s.name);
         }
     }
@@ -274,13 +437,35 @@ mod tests {
     #[test]
     fn models_are_found_by_title_name_or_file() {
         let models = vec![
-            ModelInfo { name: "sd15".into(), path: "/m/v1-5-pruned.safetensors".into(), hash: "6ce0161689".into(), ..Default::default() },
-            ModelInfo { name: "tiny".into(), path: "/m/tiny".into(), ..Default::default() },
+            ModelInfo {
+                name: "sd15".into(),
+                path: "/m/v1-5-pruned.safetensors".into(),
+                hash: "6ce0161689".into(),
+                ..Default::default()
+            },
+            ModelInfo {
+                name: "tiny".into(),
+                path: "/m/tiny".into(),
+                ..Default::default()
+            },
         ];
-        for asked in ["sd15 [6ce0161689]", "sd15", "sd15 [0000000000]", "v1-5-pruned.safetensors", "v1-5-pruned"] {
-            assert_eq!(find_model(&models, asked).map(|m| m.name.as_str()), Some("sd15"), "{asked}");
+        for asked in [
+            "sd15 [6ce0161689]",
+            "sd15",
+            "sd15 [0000000000]",
+            "v1-5-pruned.safetensors",
+            "v1-5-pruned",
+        ] {
+            assert_eq!(
+                find_model(&models, asked).map(|m| m.name.as_str()),
+                Some("sd15"),
+                "{asked}"
+            );
         }
-        assert_eq!(find_model(&models, "tiny").map(|m| m.name.as_str()), Some("tiny"));
+        assert_eq!(
+            find_model(&models, "tiny").map(|m| m.name.as_str()),
+            Some("tiny")
+        );
         assert!(find_model(&models, "sdxl").is_none());
         assert_eq!(title(&models[1]), "tiny");
         assert_eq!(canonical_sampler("k_euler_a"), "Euler a");

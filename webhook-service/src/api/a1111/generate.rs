@@ -110,12 +110,24 @@ fn refuse_unsupported(kind: Kind, body: &Map<String, Value>, field: &str) -> Res
         Some(_) => true,
     };
     let rules: &[(&str, &str)] = match kind {
-        Kind::Txt2Img => &[("enable_hr", "hires fix is not supported by this service; send false or leave it out")],
-        Kind::Img2Img => &[("mask", "inpainting masks are not supported by this service; leave it out")],
+        Kind::Txt2Img => &[(
+            "enable_hr",
+            "hires fix is not supported by this service; send false or leave it out",
+        )],
+        Kind::Img2Img => &[(
+            "mask",
+            "inpainting masks are not supported by this service; leave it out",
+        )],
     };
     let common = [
-        ("script_name", "scripts are not supported by this service; send null or leave it out"),
-        ("alwayson_scripts", "extensions' scripts are not supported by this service; send {} or leave it out"),
+        (
+            "script_name",
+            "scripts are not supported by this service; send null or leave it out",
+        ),
+        (
+            "alwayson_scripts",
+            "extensions' scripts are not supported by this service; send {} or leave it out",
+        ),
     ];
     for (key, rule) in rules.iter().chain(common.iter()) {
         if set(key) {
@@ -128,17 +140,31 @@ fn refuse_unsupported(kind: Kind, body: &Map<String, Value>, field: &str) -> Res
 /// Reads an A1111 `kind` request for `caller`: checks it, applies A1111's defaults and resolves
 /// the model (`override_settings.sd_model_checkpoint`, else the caller's `options` choice) to a
 /// served name. `field` names the body in errors (`body`, `input.payload`).
-pub async fn prepare(state: &HttpState, caller: &Caller, kind: Kind, body: Value, field: &str) -> Result<Prepared, ApiError> {
+pub async fn prepare(
+    state: &HttpState,
+    caller: &Caller,
+    kind: Kind,
+    body: Value,
+    field: &str,
+) -> Result<Prepared, ApiError> {
     let Value::Object(request) = body else {
-        return Err(ApiError::field(field, "must be a JSON object of A1111 request fields"));
+        return Err(ApiError::field(
+            field,
+            "must be a JSON object of A1111 request fields",
+        ));
     };
     refuse_unsupported(kind, &request, field)?;
     let parameters = parameters(kind, &request);
     let mut payload: A1111Payload = serde_json::from_value(Value::Object(request))
         .map_err(|e| ApiError::bad_body(format!("{field}: {e}")))?;
     payload.steps.get_or_insert(DEFAULT_STEPS);
-    let sampler = payload.sampler_name.take().or(payload.sampler_index.take()).filter(|s| !s.is_empty());
-    payload.sampler_name = Some(catalog::canonical_sampler(sampler.as_deref().unwrap_or(DEFAULT_SAMPLER)).to_owned());
+    let sampler = payload
+        .sampler_name
+        .take()
+        .or(payload.sampler_index.take())
+        .filter(|s| !s.is_empty());
+    payload.sampler_name =
+        Some(catalog::canonical_sampler(sampler.as_deref().unwrap_or(DEFAULT_SAMPLER)).to_owned());
     match kind {
         Kind::Txt2Img => {
             // A1111's txt2img has no init images, and uses denoising only for hires fix.
@@ -146,7 +172,10 @@ pub async fn prepare(state: &HttpState, caller: &Caller, kind: Kind, body: Value
             payload.denoising_strength = None;
         }
         Kind::Img2Img if payload.init_images.is_empty() => {
-            return Err(ApiError::field(format!("{field}.init_images"), "img2img needs one image (base64 or a data URL)"));
+            return Err(ApiError::field(
+                format!("{field}.init_images"),
+                "img2img needs one image (base64 or a data URL)",
+            ));
         }
         Kind::Img2Img => {
             payload.denoising_strength.get_or_insert(DEFAULT_DENOISING);
@@ -159,7 +188,10 @@ pub async fn prepare(state: &HttpState, caller: &Caller, kind: Kind, body: Value
             let model = catalog::find_model(&models, asked).ok_or_else(|| {
                 ApiError::field(
                     format!("{field}.override_settings.sd_model_checkpoint"),
-                    format!("no model {asked:?} is served ({})", catalog::served(&models)),
+                    format!(
+                        "no model {asked:?} is served ({})",
+                        catalog::served(&models)
+                    ),
                 )
             })?;
             overrides.insert("sd_model_checkpoint".into(), json!(model.name));
@@ -171,10 +203,16 @@ pub async fn prepare(state: &HttpState, caller: &Caller, kind: Kind, body: Value
         }
         Some(Value::String(_)) => {}
         Some(_) => {
-            return Err(ApiError::field(format!("{field}.override_settings.sd_model_checkpoint"), "must be a model title or name"));
+            return Err(ApiError::field(
+                format!("{field}.override_settings.sd_model_checkpoint"),
+                "must be a model title or name",
+            ));
         }
     }
-    Ok(Prepared { payload, parameters })
+    Ok(Prepared {
+        payload,
+        parameters,
+    })
 }
 
 /// Runs an A1111 `kind` request for `caller` and answers as A1111 does:
@@ -184,13 +222,34 @@ pub async fn prepare(state: &HttpState, caller: &Caller, kind: Kind, body: Value
 /// running then is answered 504 naming it (it keeps running: its result stays readable at
 /// `/v1/jobs/{id}`); a failed job is answered 422 when the inference server refused the request,
 /// 500 otherwise, and an interrupted one 409, each with the reason.
-pub async fn generate(state: &HttpState, caller: &Caller, kind: Kind, body: Value) -> Result<Value, ApiError> {
+pub async fn generate(
+    state: &HttpState,
+    caller: &Caller,
+    kind: Kind,
+    body: Value,
+) -> Result<Value, ApiError> {
     const FIELD: &str = "body";
     let prepared = prepare(state, caller, kind, body, FIELD).await?;
-    let rename = |e: ApiError| e.rename_field("params.init_image", "body.init_images[0]").rename_field("params", FIELD);
-    let params = prepared.payload.into_params(FIELD).map_err(|e| rename(e.into()))?;
-    let submission = Submission { params, format: "standard".into(), webhook_optional: true, ..Submission::default() };
-    let id = state.jobs.accept(caller, submission).await.map_err(|e| rename(e.into()))?.id;
+    let rename = |e: ApiError| {
+        e.rename_field("params.init_image", "body.init_images[0]")
+            .rename_field("params", FIELD)
+    };
+    let params = prepared
+        .payload
+        .into_params(FIELD)
+        .map_err(|e| rename(e.into()))?;
+    let submission = Submission {
+        params,
+        format: "standard".into(),
+        webhook_optional: true,
+        ..Submission::default()
+    };
+    let id = state
+        .jobs
+        .accept(caller, submission)
+        .await
+        .map_err(|e| rename(e.into()))?
+        .id;
     let record = state.jobs.wait(caller, &id, state.jobs.sync_wait()).await?;
     let reason = record.error.clone().unwrap_or_default();
     match record.status {
@@ -199,19 +258,30 @@ pub async fn generate(state: &HttpState, caller: &Caller, kind: Kind, body: Valu
             let waited = state.jobs.sync_wait().as_secs();
             return Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
-                format!("job {id} did not finish within {waited} s; it keeps running: GET /v1/jobs/{id} for its result"),
+                format!(
+                    "job {id} did not finish within {waited} s; it keeps running: GET /v1/jobs/{id} for its result"
+                ),
             ));
         }
         // The dispatcher words a request the inference server refused (an unknown sampler, a
         // model it does not serve) this way; that is the caller's to fix.
         JobStatus::Failed if reason.starts_with("inference server refused the job") => {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("job {id} failed: {reason}")));
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("job {id} failed: {reason}"),
+            ));
         }
         JobStatus::Failed | JobStatus::TimedOut => {
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("job {id} failed: {reason}")));
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("job {id} failed: {reason}"),
+            ));
         }
         JobStatus::Canceled => {
-            return Err(ApiError::new(StatusCode::CONFLICT, format!("job {id} was interrupted: {reason}")));
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("job {id} was interrupted: {reason}"),
+            ));
         }
     }
     let images: Vec<String> = state
@@ -221,7 +291,11 @@ pub async fn generate(state: &HttpState, caller: &Caller, kind: Kind, body: Valu
         .iter()
         .map(|image| base64::engine::general_purpose::STANDARD.encode(&image.png))
         .collect();
-    let info = if record.info_json.is_empty() { "{}".to_owned() } else { record.info_json };
+    let info = if record.info_json.is_empty() {
+        "{}".to_owned()
+    } else {
+        record.info_json
+    };
     Ok(json!({"images": images, "parameters": prepared.parameters, "info": info}))
 }
 
@@ -259,18 +333,46 @@ mod tests {
         }
         assert!(p.get("not_an_a1111_field").is_none());
         let img = parameters(Kind::Img2Img, &object(json!({"init_images": ["AAAA"]})));
-        assert_eq!((img["init_images"].clone(), img["denoising_strength"].clone(), img["steps"].clone()), (Value::Null, json!(0.75), json!(50)));
+        assert_eq!(
+            (
+                img["init_images"].clone(),
+                img["denoising_strength"].clone(),
+                img["steps"].clone()
+            ),
+            (Value::Null, json!(0.75), json!(50))
+        );
         assert!(img.get("enable_hr").is_none());
-        let kept = parameters(Kind::Img2Img, &object(json!({"init_images": ["AAAA"], "include_init_images": true})));
+        let kept = parameters(
+            Kind::Img2Img,
+            &object(json!({"init_images": ["AAAA"], "include_init_images": true})),
+        );
         assert_eq!(kept["init_images"], json!(["AAAA"]));
     }
 
     #[test]
     fn unsupported_features_are_refused_by_name() {
-        let refused = |kind, body: Value| refuse_unsupported(kind, &object(body), "body").err().map(|e| e.message().to_owned());
-        assert!(refused(Kind::Txt2Img, json!({"enable_hr": true})).unwrap().starts_with("body.enable_hr:"));
-        assert!(refused(Kind::Img2Img, json!({"mask": "AAAA"})).unwrap().starts_with("body.mask:"));
-        assert!(refused(Kind::Txt2Img, json!({"alwayson_scripts": {"ControlNet": {"args": []}}})).is_some());
+        let refused = |kind, body: Value| {
+            refuse_unsupported(kind, &object(body), "body")
+                .err()
+                .map(|e| e.message().to_owned())
+        };
+        assert!(
+            refused(Kind::Txt2Img, json!({"enable_hr": true}))
+                .unwrap()
+                .starts_with("body.enable_hr:")
+        );
+        assert!(
+            refused(Kind::Img2Img, json!({"mask": "AAAA"}))
+                .unwrap()
+                .starts_with("body.mask:")
+        );
+        assert!(
+            refused(
+                Kind::Txt2Img,
+                json!({"alwayson_scripts": {"ControlNet": {"args": []}}})
+            )
+            .is_some()
+        );
         assert!(refused(Kind::Txt2Img, json!({"enable_hr": false, "alwayson_scripts": {}, "script_name": null, "mask": null})).is_none());
     }
 }

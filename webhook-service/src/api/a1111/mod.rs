@@ -72,11 +72,18 @@ pub async fn route(
     let path = path.trim_end_matches('/');
     let flag = |name: &str| {
         payload.get(name).and_then(Value::as_bool).unwrap_or(false)
-            || query.split('&').any(|kv| kv.split_once('=').is_some_and(|(k, v)| k == name && progress::truthy(v)))
+            || query.split('&').any(|kv| {
+                kv.split_once('=')
+                    .is_some_and(|(k, v)| k == name && progress::truthy(v))
+            })
     };
     let answer = match (method.to_ascii_uppercase().as_str(), path) {
         ("POST", "/sdapi/v1/txt2img" | "/sdapi/v1/img2img") => {
-            let kind = if path.ends_with("txt2img") { Kind::Txt2Img } else { Kind::Img2Img };
+            let kind = if path.ends_with("txt2img") {
+                Kind::Txt2Img
+            } else {
+                Kind::Img2Img
+            };
             let prepared = generate::prepare(state, caller, kind, payload, FIELD).await?;
             return Ok(Routed::Generate(Box::new(prepared.payload)));
         }
@@ -84,8 +91,12 @@ pub async fn route(
         ("GET", "/sdapi/v1/schedulers") => catalog::schedulers(),
         ("GET", "/sdapi/v1/sd-models") => catalog::sd_models(state).await?,
         ("GET", "/sdapi/v1/options") => catalog::get_options(state, caller).await?,
-        ("POST", "/sdapi/v1/options") => catalog::set_options(state, caller, payload, FIELD).await?,
-        ("GET", "/sdapi/v1/progress") => progress::progress(state, caller, flag("skip_current_image")).await?,
+        ("POST", "/sdapi/v1/options") => {
+            catalog::set_options(state, caller, payload, FIELD).await?
+        }
+        ("GET", "/sdapi/v1/progress") => {
+            progress::progress(state, caller, flag("skip_current_image")).await?
+        }
         ("POST", "/sdapi/v1/interrupt") => progress::interrupt(state, caller).await?,
         ("POST", "/sdapi/v1/png-info") => pnginfo::png_info(&payload, FIELD)?,
         ("GET", "/sdapi/v1/scripts") => scripts_json(),
@@ -113,7 +124,9 @@ async fn txt2img(
     caller: Caller,
     request: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(generate::generate(&state, &caller, Kind::Txt2Img, body(request)?).await?))
+    Ok(Json(
+        generate::generate(&state, &caller, Kind::Txt2Img, body(request)?).await?,
+    ))
 }
 
 async fn img2img(
@@ -121,7 +134,9 @@ async fn img2img(
     caller: Caller,
     request: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(generate::generate(&state, &caller, Kind::Img2Img, body(request)?).await?))
+    Ok(Json(
+        generate::generate(&state, &caller, Kind::Img2Img, body(request)?).await?,
+    ))
 }
 
 async fn samplers(_caller: Caller) -> Json<Value> {
@@ -132,11 +147,17 @@ async fn schedulers(_caller: Caller) -> Json<Value> {
     Json(catalog::schedulers())
 }
 
-async fn sd_models(State(state): State<HttpState>, _caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn sd_models(
+    State(state): State<HttpState>,
+    _caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(catalog::sd_models(&state).await?))
 }
 
-async fn get_options(State(state): State<HttpState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn get_options(
+    State(state): State<HttpState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(catalog::get_options(&state, &caller).await?))
 }
 
@@ -145,7 +166,9 @@ async fn set_options(
     caller: Caller,
     request: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(catalog::set_options(&state, &caller, body(request)?, "body").await?))
+    Ok(Json(
+        catalog::set_options(&state, &caller, body(request)?, "body").await?,
+    ))
 }
 
 async fn progress_route(
@@ -154,15 +177,23 @@ async fn progress_route(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query?;
-    let skip = query.get("skip_current_image").is_some_and(|v| progress::truthy(v));
+    let skip = query
+        .get("skip_current_image")
+        .is_some_and(|v| progress::truthy(v));
     Ok(Json(progress::progress(&state, &caller, skip).await?))
 }
 
-async fn interrupt(State(state): State<HttpState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn interrupt(
+    State(state): State<HttpState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(progress::interrupt(&state, &caller).await?))
 }
 
-async fn png_info(_caller: Caller, request: Result<Json<Value>, JsonRejection>) -> Result<Json<Value>, ApiError> {
+async fn png_info(
+    _caller: Caller,
+    request: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(pnginfo::png_info(&body(request)?, "body")?))
 }
 

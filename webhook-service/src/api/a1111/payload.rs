@@ -54,18 +54,28 @@ impl A1111Payload {
     /// Converts to the protobuf parameters; `field` prefixes error paths (e.g. `input.payload`).
     pub fn into_params(self, field: &str) -> Result<GenerationParams, FieldError> {
         let overrides = self.override_settings.unwrap_or_default();
-        let model = overrides.get("sd_model_checkpoint").and_then(|v| v.as_str()).unwrap_or_default();
+        let model = overrides
+            .get("sd_model_checkpoint")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
         let clip_skip = self.clip_skip.or_else(|| {
-            overrides.get("CLIP_stop_at_last_layers").and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok())
+            overrides
+                .get("CLIP_stop_at_last_layers")
+                .and_then(|v| v.as_u64())
+                .and_then(|v| u32::try_from(v).ok())
         });
         let init_image = match self.init_images.first() {
             None => Vec::new(),
             Some(data) => {
-                let b64 = data.split_once(";base64,").map_or(data.as_str(), |(_, b)| b);
-                base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| FieldError {
-                    field: format!("{field}.init_images[0]"),
-                    rule: format!("must be base64 image data ({e})"),
-                })?
+                let b64 = data
+                    .split_once(";base64,")
+                    .map_or(data.as_str(), |(_, b)| b);
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|e| FieldError {
+                        field: format!("{field}.init_images[0]"),
+                        rule: format!("must be base64 image data ({e})"),
+                    })?
             }
         };
         Ok(GenerationParams {

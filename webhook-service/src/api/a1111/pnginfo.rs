@@ -15,7 +15,12 @@ pub fn png_info(body: &Value, field: &str) -> Result<Value, ApiError> {
     let data = match body.get("image") {
         Some(Value::String(s)) => s.trim(),
         None | Some(Value::Null) => "",
-        Some(_) => return Err(ApiError::field(image_field, "must be a base64 PNG or a data URL")),
+        Some(_) => {
+            return Err(ApiError::field(
+                image_field,
+                "must be a base64 PNG or a data URL",
+            ));
+        }
     };
     if data.is_empty() {
         // A1111 answers an empty image with an empty info.
@@ -25,7 +30,8 @@ pub fn png_info(body: &Value, field: &str) -> Result<Value, ApiError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| ApiError::field(&image_field, format!("must be base64 image data ({e})")))?;
-    let mut items = text_chunks(&bytes).map_err(|e| ApiError::field(&image_field, format!("must be a PNG image ({e})")))?;
+    let mut items = text_chunks(&bytes)
+        .map_err(|e| ApiError::field(&image_field, format!("must be a PNG image ({e})")))?;
     let info = match items.remove("parameters") {
         Some(Value::String(text)) => text,
         _ => String::new(),
@@ -65,7 +71,10 @@ fn param_at(line: &str, at: usize) -> Option<(String, String, usize)> {
         return None;
     }
     let key_end = key_start
-        + line[key_start..].char_indices().find(|(_, c)| !(word(*c) || matches!(c, ' ' | '-' | '/'))).map_or(line.len() - key_start, |(n, _)| n);
+        + line[key_start..]
+            .char_indices()
+            .find(|(_, c)| !(word(*c) || matches!(c, ' ' | '-' | '/')))
+            .map_or(line.len() - key_start, |(n, _)| n);
     if line[key_start..key_end].chars().count() < 2 || bytes.get(key_end) != Some(&b':') {
         return None;
     }
@@ -82,8 +91,16 @@ fn param_at(line: &str, at: usize) -> Option<(String, String, usize)> {
                 b'"' if j > v + 1 => {
                     let after = j + 1;
                     if after == bytes.len() || bytes[after] == b',' {
-                        let next = if after == bytes.len() { after } else { after + 1 };
-                        return Some((line[key_start..key_end].to_owned(), line[v..after].to_owned(), next));
+                        let next = if after == bytes.len() {
+                            after
+                        } else {
+                            after + 1
+                        };
+                        return Some((
+                            line[key_start..key_end].to_owned(),
+                            line[v..after].to_owned(),
+                            next,
+                        ));
                     }
                     break;
                 }
@@ -94,7 +111,11 @@ fn param_at(line: &str, at: usize) -> Option<(String, String, usize)> {
     }
     let end = line[v..].find(',').map_or(line.len(), |n| v + n);
     let next = if end == line.len() { end } else { end + 1 };
-    Some((line[key_start..key_end].to_owned(), line[v..end].to_owned(), next))
+    Some((
+        line[key_start..key_end].to_owned(),
+        line[v..end].to_owned(),
+        next,
+    ))
 }
 
 /// Every `key: value` of a line, as `re_param.findall` returns them.
@@ -133,7 +154,11 @@ pub fn parse_infotext(text: &str) -> Value {
             in_negative = true;
             line = rest.trim();
         }
-        let target = if in_negative { &mut negative } else { &mut prompt };
+        let target = if in_negative {
+            &mut negative
+        } else {
+            &mut prompt
+        };
         if !target.is_empty() {
             target.push('\n');
         }
@@ -152,7 +177,12 @@ pub fn parse_infotext(text: &str) -> Value {
             value
         };
         match value.split_once('x') {
-            Some((w, h)) if !w.is_empty() && !h.is_empty() && w.bytes().all(|b| b.is_ascii_digit()) && h.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((w, h))
+                if !w.is_empty()
+                    && !h.is_empty()
+                    && w.bytes().all(|b| b.is_ascii_digit())
+                    && h.bytes().all(|b| b.is_ascii_digit()) =>
+            {
                 res.insert(format!("{key}-1"), json!(w));
                 res.insert(format!("{key}-2"), json!(h));
             }
@@ -162,13 +192,28 @@ pub fn parse_infotext(text: &str) -> Value {
         }
     }
     let defaults = json!([
-        ["Clip skip", "1"], ["Hires resize-1", 0], ["Hires resize-2", 0], ["Hires sampler", "Use same sampler"],
-        ["Hires schedule type", "Use same scheduler"], ["Hires checkpoint", "Use same checkpoint"],
-        ["Hires prompt", ""], ["Hires negative prompt", ""], ["Mask mode", "Inpaint masked"],
-        ["Masked content", "original"], ["Inpaint area", "Whole picture"], ["Masked area padding", 32],
-        ["RNG", "GPU"], ["Schedule type", "Automatic"], ["Schedule max sigma", 0], ["Schedule min sigma", 0],
-        ["Schedule rho", 0], ["VAE Encoder", "Full"], ["VAE Decoder", "Full"], ["FP8 weight", "Disable"],
-        ["Emphasis", "Original"], ["Refiner switch by sampling steps", false],
+        ["Clip skip", "1"],
+        ["Hires resize-1", 0],
+        ["Hires resize-2", 0],
+        ["Hires sampler", "Use same sampler"],
+        ["Hires schedule type", "Use same scheduler"],
+        ["Hires checkpoint", "Use same checkpoint"],
+        ["Hires prompt", ""],
+        ["Hires negative prompt", ""],
+        ["Mask mode", "Inpaint masked"],
+        ["Masked content", "original"],
+        ["Inpaint area", "Whole picture"],
+        ["Masked area padding", 32],
+        ["RNG", "GPU"],
+        ["Schedule type", "Automatic"],
+        ["Schedule max sigma", 0],
+        ["Schedule min sigma", 0],
+        ["Schedule rho", 0],
+        ["VAE Encoder", "Full"],
+        ["VAE Decoder", "Full"],
+        ["FP8 weight", "Disable"],
+        ["Emphasis", "Original"],
+        ["Refiner switch by sampling steps", false],
     ]);
     for pair in defaults.as_array().into_iter().flatten() {
         if let (Some(key), Some(value)) = (pair[0].as_str(), pair.get(1)) {
@@ -188,10 +233,27 @@ mod tests {
         let p = parse_infotext(text);
         assert_eq!(p["Prompt"], "an astronaut, riding a horse");
         assert_eq!(p["Negative prompt"], "blurry");
-        assert_eq!((p["Steps"].clone(), p["Sampler"].clone(), p["CFG scale"].clone()), (json!("30"), json!("DPM++ SDE"), json!("7.0")));
-        assert_eq!((p["Size-1"].clone(), p["Size-2"].clone(), p["Seed"].clone()), (json!("512"), json!("768"), json!("476701233")));
+        assert_eq!(
+            (
+                p["Steps"].clone(),
+                p["Sampler"].clone(),
+                p["CFG scale"].clone()
+            ),
+            (json!("30"), json!("DPM++ SDE"), json!("7.0"))
+        );
+        assert_eq!(
+            (p["Size-1"].clone(), p["Size-2"].clone(), p["Seed"].clone()),
+            (json!("512"), json!("768"), json!("476701233"))
+        );
         assert_eq!(p["Lora hashes"], "a: 1, b: 2");
-        assert_eq!((p["Schedule type"].clone(), p["Clip skip"].clone(), p["Version"].clone()), (json!("Karras"), json!("1"), json!("1.5.1")));
+        assert_eq!(
+            (
+                p["Schedule type"].clone(),
+                p["Clip skip"].clone(),
+                p["Version"].clone()
+            ),
+            (json!("Karras"), json!("1"), json!("1.5.1"))
+        );
         assert!(p.get("Size").is_none());
     }
 

@@ -28,7 +28,10 @@ pub fn router() -> Router<HttpState> {
     Router::new()
         .route("/v2/{endpoint}/run", post(run))
         .route("/v2/{endpoint}/runsync", post(runsync))
-        .route("/v2/{endpoint}/status/{id}", get(job_status).post(job_status))
+        .route(
+            "/v2/{endpoint}/status/{id}",
+            get(job_status).post(job_status),
+        )
         .route("/v2/{endpoint}/cancel/{id}", post(cancel))
         .route("/v2/{endpoint}/health", get(health))
         .route("/v2/{endpoint}/purge-queue", post(purge_queue))
@@ -74,42 +77,71 @@ async fn runsync(
     let Query(query) = query?;
     let Json(body) = body?;
     let bound = state.jobs.sync_wait();
-    let wait = query.wait.map_or(bound, |ms| bound.min(std::time::Duration::from_millis(ms)));
+    let wait = query
+        .wait
+        .map_or(bound, |ms| bound.min(std::time::Duration::from_millis(ms)));
     let started = request::submit(&state, &caller, &headers, body).await?;
     let record = state.jobs.wait(&caller, &started.inserted.id, wait).await?;
     Ok(Json(status::job(&state, &caller, &record).await?))
 }
 
 /// `/status/{id}` (GET or POST): the job's status object.
-async fn job_status(State(state): State<HttpState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn job_status(
+    State(state): State<HttpState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let record = state.jobs.get(&caller, &id).await?;
     Ok(Json(status::job(&state, &caller, &record).await?))
 }
 
 /// `/cancel/{id}`: cancels the job unless it has ended; answers its status then.
-async fn cancel(State(state): State<HttpState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn cancel(
+    State(state): State<HttpState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let record = state.jobs.cancel(&caller, &id).await?;
-    Ok(Json(json!({"id": record.job.id, "status": status_name(record.status)})))
+    Ok(Json(
+        json!({"id": record.job.id, "status": status_name(record.status)}),
+    ))
 }
 
 /// `/health`: the caller's job counts and the workers (see [`status::health`]).
-async fn health(State(state): State<HttpState>, caller: Caller, Path(_): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn health(
+    State(state): State<HttpState>,
+    caller: Caller,
+    Path(_): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let counts = state.jobs.counts(&caller).await?;
     Ok(Json(status::health(&counts, state.jobs.generation_slots())))
 }
 
 /// `/purge-queue`: cancels the caller's jobs that have not started (running ones go on).
-async fn purge_queue(State(state): State<HttpState>, caller: Caller, Path(_): Path<String>) -> Result<Json<Value>, ApiError> {
-    let removed = state.jobs.cancel_all(&caller, false, "removed from the queue by /purge-queue").await?;
+async fn purge_queue(
+    State(state): State<HttpState>,
+    caller: Caller,
+    Path(_): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let removed = state
+        .jobs
+        .cancel_all(&caller, false, "removed from the queue by /purge-queue")
+        .await?;
     Ok(Json(json!({"removed": removed, "status": "completed"})))
 }
 
 /// `/stream/{id}`: the job in RunPod's stream shape (see [`status::stream`]).
-async fn stream(State(state): State<HttpState>, caller: Caller, Path((_, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn stream(
+    State(state): State<HttpState>,
+    caller: Caller,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let record = state.jobs.get(&caller, &id).await?;
     let preview = match record.status {
         crate::domain::JobStatus::Running => state.jobs.preview(&caller, &id).await?,
         _ => None,
     };
-    Ok(Json(status::stream(&state, &caller, &record, preview.as_deref()).await?))
+    Ok(Json(
+        status::stream(&state, &caller, &record, preview.as_deref()).await?,
+    ))
 }

@@ -44,9 +44,21 @@ pub(super) struct Started {
 /// Reads `body`, routes its `input.api` and stores the job for `caller`: a generation is
 /// queued, any other A1111 call is stored already answered (its callback, if `webhook` was
 /// given, queued at once).
-pub(super) async fn submit(state: &HttpState, caller: &Caller, headers: &HeaderMap, body: Value) -> Result<Started, ApiError> {
+pub(super) async fn submit(
+    state: &HttpState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Value,
+) -> Result<Started, ApiError> {
     let request = read(body)?;
-    let routed = a1111::route(state, caller, &request.method, &request.endpoint, request.payload).await?;
+    let routed = a1111::route(
+        state,
+        caller,
+        &request.method,
+        &request.endpoint,
+        request.payload,
+    )
+    .await?;
     let mut submission = Submission {
         url: request.webhook,
         format: "runpod".into(),
@@ -66,13 +78,19 @@ pub(super) async fn submit(state: &HttpState, caller: &Caller, headers: &HeaderM
             (state.jobs.answer(caller, submission, answer).await, true)
         }
     };
-    let inserted = inserted.map_err(|e| ApiError::from(e).rename_field("params", "input.payload").rename_field("webhook.url", "webhook"))?;
+    let inserted = inserted.map_err(|e| {
+        ApiError::from(e)
+            .rename_field("params", "input.payload")
+            .rename_field("webhook.url", "webhook")
+    })?;
     Ok(Started { inserted, answered })
 }
 
 fn read(body: Value) -> Result<RunRequest, ApiError> {
     let Value::Object(mut body) = body else {
-        return Err(ApiError::bad_body("the body must be a JSON object: {\"input\": {...}}"));
+        return Err(ApiError::bad_body(
+            "the body must be a JSON object: {\"input\": {...}}",
+        ));
     };
     let webhook = match body.remove("webhook") {
         None | Some(Value::Null) => String::new(),
@@ -81,13 +99,26 @@ fn read(body: Value) -> Result<RunRequest, ApiError> {
     };
     let input = match body.remove("input") {
         Some(Value::Object(input)) => input,
-        None | Some(Value::Null) => return Err(ApiError::field("input", "is required: {\"api\": {...}, \"payload\": {...}}")),
+        None | Some(Value::Null) => {
+            return Err(ApiError::field(
+                "input",
+                "is required: {\"api\": {...}, \"payload\": {...}}",
+            ));
+        }
         Some(_) => return Err(ApiError::field("input", "must be a JSON object")),
     };
     let (method, endpoint) = match input.get("api") {
         None | Some(Value::Null) => ("POST".to_owned(), DEFAULT_ENDPOINT.to_owned()),
-        Some(Value::Object(api)) => (text(api, "method", "input.api.method")?, text(api, "endpoint", "input.api.endpoint")?),
-        Some(_) => return Err(ApiError::field("input.api", "must be an object {\"method\", \"endpoint\"}")),
+        Some(Value::Object(api)) => (
+            text(api, "method", "input.api.method")?,
+            text(api, "endpoint", "input.api.endpoint")?,
+        ),
+        Some(_) => {
+            return Err(ApiError::field(
+                "input.api",
+                "must be an object {\"method\", \"endpoint\"}",
+            ));
+        }
     };
     let payload = match input.get("payload") {
         Some(Value::Object(_)) => input["payload"].clone(),
@@ -96,13 +127,22 @@ fn read(body: Value) -> Result<RunRequest, ApiError> {
         Some(_) => return Err(ApiError::field("input.payload", "must be a JSON object")),
     };
     let execution_timeout_ms = policy(body.remove("policy"))?;
-    Ok(RunRequest { webhook, input, method, endpoint, payload, execution_timeout_ms })
+    Ok(RunRequest {
+        webhook,
+        input,
+        method,
+        endpoint,
+        payload,
+        execution_timeout_ms,
+    })
 }
 
 fn text(object: &Map<String, Value>, key: &str, field: &str) -> Result<String, ApiError> {
     match object.get(key) {
         Some(Value::String(value)) if !value.trim().is_empty() => Ok(value.trim().to_owned()),
-        Some(Value::String(_)) | None | Some(Value::Null) => Err(ApiError::field(field, "is required")),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            Err(ApiError::field(field, "is required"))
+        }
         Some(_) => Err(ApiError::field(field, "must be a string")),
     }
 }
@@ -117,10 +157,12 @@ fn policy(policy: Option<Value>) -> Result<Option<u64>, ApiError> {
     };
     let ms = |key: &str| match policy.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| ApiError::field(format!("policy.{key}"), format!("must be a whole number of milliseconds, got {value}"))),
+        Some(value) => value.as_u64().map(Some).ok_or_else(|| {
+            ApiError::field(
+                format!("policy.{key}"),
+                format!("must be a whole number of milliseconds, got {value}"),
+            )
+        }),
     };
     ms("ttl")?;
     ms("executionTimeout")
@@ -137,8 +179,14 @@ mod tests {
             "input": {"api": {"method": "POST", "endpoint": "/sdapi/v1/txt2img"}, "payload": {"prompt": "a", "restore_faces": false}},
         });
         let request = read(body).unwrap();
-        assert_eq!((request.method.as_str(), request.endpoint.as_str()), ("POST", "/sdapi/v1/txt2img"));
-        assert_eq!(request.payload, json!({"prompt": "a", "restore_faces": false}));
+        assert_eq!(
+            (request.method.as_str(), request.endpoint.as_str()),
+            ("POST", "/sdapi/v1/txt2img")
+        );
+        assert_eq!(
+            request.payload,
+            json!({"prompt": "a", "restore_faces": false})
+        );
         assert_eq!(request.webhook, "https://76e6-45-222-21-223.ngrok.io/");
         assert_eq!(request.execution_timeout_ms, None);
     }
@@ -154,23 +202,44 @@ mod tests {
 
     #[test]
     fn policy_and_shapes_are_checked_by_field() {
-        let request = read(json!({"input": {}, "policy": {"executionTimeout": 5000, "ttl": 60000}})).unwrap();
+        let request =
+            read(json!({"input": {}, "policy": {"executionTimeout": 5000, "ttl": 60000}})).unwrap();
         assert_eq!(request.execution_timeout_ms, Some(5000));
         for (body, field) in [
-            (json!({"input": {}, "policy": {"executionTimeout": "soon"}}), "policy.executionTimeout"),
+            (
+                json!({"input": {}, "policy": {"executionTimeout": "soon"}}),
+                "policy.executionTimeout",
+            ),
             (json!({"input": {}, "policy": {"ttl": -1}}), "policy.ttl"),
             (json!({"input": {}, "policy": 3}), "policy"),
             (json!({"webhook": 3, "input": {}}), "webhook"),
             (json!({}), "input"),
-            (json!({"input": {"api": {"endpoint": "/sdapi/v1/txt2img"}}}), "input.api.method"),
-            (json!({"input": {"api": {"method": "GET"}}}), "input.api.endpoint"),
+            (
+                json!({"input": {"api": {"endpoint": "/sdapi/v1/txt2img"}}}),
+                "input.api.method",
+            ),
+            (
+                json!({"input": {"api": {"method": "GET"}}}),
+                "input.api.endpoint",
+            ),
             (json!({"input": {"api": "txt2img"}}), "input.api"),
             (json!({"input": {"payload": []}}), "input.payload"),
         ] {
             let error = read(body.clone()).unwrap_err();
-            assert_eq!(error.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-            assert!(error.message().starts_with(&format!("{field}: ")), "{body}: {}", error.message());
+            assert_eq!(
+                error.status(),
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "{body}"
+            );
+            assert!(
+                error.message().starts_with(&format!("{field}: ")),
+                "{body}: {}",
+                error.message()
+            );
         }
-        assert_eq!(read(json!([1])).unwrap_err().status(), axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(
+            read(json!([1])).unwrap_err().status(),
+            axum::http::StatusCode::BAD_REQUEST
+        );
     }
 }

@@ -12,7 +12,11 @@ use crate::formats::runpod::{finished_object, status_name};
 /// The job status object `/status` and `/runsync` answer with. A finished job's is the object
 /// its callback carries (`output` or `error`, `input`, `webhook`); an unfinished one's is
 /// `{"id", "status", "delayTime", "executionTime"}` with the times so far.
-pub(super) async fn job(state: &HttpState, caller: &Caller, record: &JobRecord) -> Result<Value, ApiError> {
+pub(super) async fn job(
+    state: &HttpState,
+    caller: &Caller,
+    record: &JobRecord,
+) -> Result<Value, ApiError> {
     let finished = if record.job.webhook.format == Format::Runpod {
         state.jobs.outcome_json(record).await?
     } else if record.status.is_final() {
@@ -40,7 +44,13 @@ pub(super) async fn job(state: &HttpState, caller: &Caller, record: &JobRecord) 
 /// run); `workers.running` is how many of the caller's jobs are generating (one slot each),
 /// `workers.idle` the slots left over.
 pub(super) fn health(counts: &[(JobStatus, u64)], slots: usize) -> Value {
-    let count = |wanted: &[JobStatus]| -> u64 { counts.iter().filter(|(s, _)| wanted.contains(s)).map(|(_, n)| n).sum() };
+    let count = |wanted: &[JobStatus]| -> u64 {
+        counts
+            .iter()
+            .filter(|(s, _)| wanted.contains(s))
+            .map(|(_, n)| n)
+            .sum()
+    };
     let running = count(&[JobStatus::Running]);
     json!({
         "jobs": {
@@ -63,13 +73,22 @@ pub(super) fn health(counts: &[(JobStatus, u64)], slots: usize) -> Value {
 /// `sampling_steps`, `current_image` the latest preview as base64 PNG or null); completed, one
 /// entry with the job's `output`; failed, cancelled or timed out, `stream` is empty and
 /// `error` says why.
-pub(super) async fn stream(state: &HttpState, caller: &Caller, record: &JobRecord, preview: Option<&[u8]>) -> Result<Value, ApiError> {
+pub(super) async fn stream(
+    state: &HttpState,
+    caller: &Caller,
+    record: &JobRecord,
+    preview: Option<&[u8]>,
+) -> Result<Value, ApiError> {
     let status = status_name(record.status);
     Ok(match record.status {
         JobStatus::Queued => json!({"status": status, "stream": []}),
         JobStatus::Running => {
             let (step, total) = (record.progress_step, record.progress_total);
-            let progress = if total == 0 { 0.0 } else { f64::from(step) / f64::from(total) };
+            let progress = if total == 0 {
+                0.0
+            } else {
+                f64::from(step) / f64::from(total)
+            };
             let image = preview.map(|png| base64::engine::general_purpose::STANDARD.encode(png));
             let output = json!({
                 "progress": progress,
@@ -110,6 +129,9 @@ mod tests {
                 "workers": {"idle": 1, "running": 1},
             })
         );
-        assert_eq!(super::health(&[], 2)["workers"], json!({"idle": 2, "running": 0}));
+        assert_eq!(
+            super::health(&[], 2)["workers"],
+            json!({"idle": 2, "running": 0})
+        );
     }
 }

@@ -8,12 +8,11 @@ use super::rows::{
     step_columns, task_from_row,
 };
 use crate::domain::{AttemptRecord, DeliveryRecord, DeliveryStatus, DeliveryTask, NextStep};
-use crate::store::{Redelivery, StoreError};
 use crate::store::secrets::SecretBox;
+use crate::store::{Redelivery, StoreError};
 
 /// `last_error` of a delivery moved to `gone` because its URL had answered 410 before.
-pub(super) const GONE_ERROR: &str =
-    "the endpoint answered 410 Gone to an earlier delivery; an operator can send it again with `webhook-service deliveries redeliver <id> --force`";
+pub(super) const GONE_ERROR: &str = "the endpoint answered 410 Gone to an earlier delivery; an operator can send it again with `webhook-service deliveries redeliver <id> --force`";
 
 /// First moves every pending or sending delivery whose URL is in `gone_endpoints` to `gone`
 /// (with [`GONE_ERROR`]); then leases until `lease_until_ms` up to `limit` deliveries that are
@@ -212,7 +211,9 @@ pub(super) fn redeliver(
     force: bool,
 ) -> Result<Redelivery, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let Some(current) = get(&tx, id)? else { return Ok(Redelivery::NotFound) };
+    let Some(current) = get(&tx, id)? else {
+        return Ok(Redelivery::NotFound);
+    };
     let gone = tx
         .prepare_cached("SELECT 1 FROM gone_endpoints WHERE url = ?1")?
         .query_row([&current.url], |_| Ok(()))
@@ -231,7 +232,9 @@ pub(super) fn redeliver(
             |row| row.get(0),
         )
         .optional()?;
-    let Some(url) = url else { return Ok(Redelivery::NotFound) };
+    let Some(url) = url else {
+        return Ok(Redelivery::NotFound);
+    };
     tx.prepare_cached("DELETE FROM gone_endpoints WHERE url = ?1")?
         .execute([url])?;
     let record = get(&tx, id)?;

@@ -4,7 +4,10 @@
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::rows::{IMAGE_COLUMNS, JOB_COLUMNS, col, encode_events, encode_parts, image_from_row, job_from_row, seal};
+use super::rows::{
+    IMAGE_COLUMNS, JOB_COLUMNS, col, encode_events, encode_parts, image_from_row, job_from_row,
+    seal,
+};
 use crate::domain::{DeliveryStatus, JobFinish, JobRecord, JobStatus, NewJob, StoredImage};
 use crate::store::secrets::SecretBox;
 use crate::store::{Inserted, StoreError};
@@ -12,7 +15,11 @@ use crate::store::{Inserted, StoreError};
 /// Inserts a queued job. An idempotency key already in use makes the insert do nothing (the
 /// UNIQUE constraint decides, inside the transaction, so concurrent writers cannot both win)
 /// and the earlier job's id is returned instead. Its secrets are stored sealed with `secrets`.
-pub(super) fn insert_job(conn: &mut Connection, secrets: &SecretBox, job: &NewJob) -> Result<Inserted, StoreError> {
+pub(super) fn insert_job(
+    conn: &mut Connection,
+    secrets: &SecretBox,
+    job: &NewJob,
+) -> Result<Inserted, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let inserted = insert_job_in(&tx, secrets, job)?;
     tx.commit()?;
@@ -37,17 +44,34 @@ pub(super) fn insert_finished_job(
     Ok(inserted)
 }
 
-fn insert_job_in(tx: &rusqlite::Transaction<'_>, secrets: &SecretBox, job: &NewJob) -> Result<Inserted, StoreError> {
+fn insert_job_in(
+    tx: &rusqlite::Transaction<'_>,
+    secrets: &SecretBox,
+    job: &NewJob,
+) -> Result<Inserted, StoreError> {
     let vendor_context =
         serde_json::to_string(&job.vendor_context).map_err(|e| StoreError::Corrupt {
             what: "jobs.vendor_context",
             detail: format!("cannot encode: {e}"),
         })?;
     let webhook = &job.webhook;
-    let scoped_key = job.idempotency_key.as_deref().map(|key| scope_key(&job.owner, key));
+    let scoped_key = job
+        .idempotency_key
+        .as_deref()
+        .map(|key| scope_key(&job.owner, key));
     let fingerprint = job.fingerprint();
-    let webhook_secret = seal(webhook.secret.as_ref(), "jobs.webhook_secret", &job.id, secrets)?;
-    let signing_secret = seal(webhook.signing_secret.as_ref(), "jobs.signing_secret", &job.id, secrets)?;
+    let webhook_secret = seal(
+        webhook.secret.as_ref(),
+        "jobs.webhook_secret",
+        &job.id,
+        secrets,
+    )?;
+    let signing_secret = seal(
+        webhook.signing_secret.as_ref(),
+        "jobs.signing_secret",
+        &job.id,
+        secrets,
+    )?;
     let added = tx
         .prepare_cached(
             "INSERT INTO jobs (id, idempotency_key, params, webhook_url, webhook_secret, \
@@ -70,7 +94,8 @@ fn insert_job_in(tx: &rusqlite::Transaction<'_>, secrets: &SecretBox, job: &NewJ
             job.created_at_ms,
             job.owner,
             encode_parts(&job.extra_parts),
-            job.execution_timeout_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            job.execution_timeout_ms
+                .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
             fingerprint.as_slice(),
         ])?;
     let inserted = if added == 1 {
@@ -104,10 +129,16 @@ pub(super) fn unscope_key(stored: &str) -> &str {
 }
 
 /// A job by id.
-pub(super) fn get_job(conn: &Connection, secrets: &SecretBox, id: &str) -> Result<Option<JobRecord>, StoreError> {
+pub(super) fn get_job(
+    conn: &Connection,
+    secrets: &SecretBox,
+    id: &str,
+) -> Result<Option<JobRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
     let mut rows = stmt.query([id])?;
-    rows.next()?.map(|row| job_from_row(row, secrets)).transpose()
+    rows.next()?
+        .map(|row| job_from_row(row, secrets))
+        .transpose()
 }
 
 /// Marks the oldest undispatched queued job (by `created_at`, then insertion order) dispatched
@@ -149,7 +180,11 @@ pub(super) fn requeue_running_jobs(conn: &Connection) -> Result<u64, StoreError>
 }
 
 /// Records the inference server's queue position of a queued job.
-pub(super) fn set_queue_position(conn: &Connection, job_id: &str, position: u32) -> Result<(), StoreError> {
+pub(super) fn set_queue_position(
+    conn: &Connection,
+    job_id: &str,
+    position: u32,
+) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE jobs SET queue_position = ?2 WHERE id = ?1 AND status = 'queued'")?
         .execute(params![job_id, position])?;
     Ok(())
@@ -185,16 +220,23 @@ pub(super) fn active_jobs(
 }
 
 /// Jobs of `owner` per status.
-pub(super) fn count_jobs(conn: &Connection, owner: &str) -> Result<Vec<(JobStatus, u64)>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM jobs WHERE owner = ?1 GROUP BY status")?;
+pub(super) fn count_jobs(
+    conn: &Connection,
+    owner: &str,
+) -> Result<Vec<(JobStatus, u64)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT status, COUNT(*) FROM jobs WHERE owner = ?1 GROUP BY status")?;
     let mut rows = stmt.query([owner])?;
     let mut counts = Vec::new();
     while let Some(row) = rows.next()? {
         let status: String = col(row, 0, "jobs.status")?;
-        let status = status.parse().map_err(|e: crate::domain::UnknownName| StoreError::Corrupt {
-            what: "jobs.status",
-            detail: e.to_string(),
-        })?;
+        let status =
+            status
+                .parse()
+                .map_err(|e: crate::domain::UnknownName| StoreError::Corrupt {
+                    what: "jobs.status",
+                    detail: e.to_string(),
+                })?;
         let n: i64 = col(row, 1, "jobs.status")?;
         counts.push((status, n.max(0) as u64));
     }

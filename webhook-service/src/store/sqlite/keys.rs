@@ -8,12 +8,16 @@ use crate::domain::{ApiKeyRecord, KeyLimits, KeyWebhook, NewApiKey};
 use crate::store::StoreError;
 use crate::store::secrets::SecretBox;
 
-const KEY_COLUMNS: &str =
-    "id, name, prefix, created_at, revoked_at, max_in_flight, per_minute, webhook_url, webhook_secret";
+const KEY_COLUMNS: &str = "id, name, prefix, created_at, revoked_at, max_in_flight, per_minute, webhook_url, webhook_secret";
 
 fn limit(row: &Row<'_>, index: usize, what: &'static str) -> Result<Option<u32>, StoreError> {
     col::<Option<i64>>(row, index, what)?
-        .map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt { what, detail: format!("value {v} is out of range") }))
+        .map(|v| {
+            u32::try_from(v).map_err(|_| StoreError::Corrupt {
+                what,
+                detail: format!("value {v} is out of range"),
+            })
+        })
         .transpose()
 }
 
@@ -31,14 +35,26 @@ fn key_from_row(row: &Row<'_>, secrets: &SecretBox) -> Result<ApiKeyRecord, Stor
             max_in_flight: limit(row, 5, "api_keys.max_in_flight")?,
             per_minute: limit(row, 6, "api_keys.per_minute")?,
         },
-        webhook: webhook_url.map(|url| KeyWebhook { url, secret: webhook_secret }),
+        webhook: webhook_url.map(|url| KeyWebhook {
+            url,
+            secret: webhook_secret,
+        }),
     })
 }
 
 /// Stores a key; a duplicate id or hash is a database error.
-pub(super) fn insert(conn: &Connection, secrets: &SecretBox, key: &NewApiKey) -> Result<(), StoreError> {
+pub(super) fn insert(
+    conn: &Connection,
+    secrets: &SecretBox,
+    key: &NewApiKey,
+) -> Result<(), StoreError> {
     let r = &key.record;
-    let webhook_secret = seal(r.webhook.as_ref().and_then(|w| w.secret.as_ref()), "api_keys.webhook_secret", &r.id, secrets)?;
+    let webhook_secret = seal(
+        r.webhook.as_ref().and_then(|w| w.secret.as_ref()),
+        "api_keys.webhook_secret",
+        &r.id,
+        secrets,
+    )?;
     conn.prepare_cached(
         "INSERT INTO api_keys (id, name, hash, prefix, created_at, revoked_at, max_in_flight, \
          per_minute, webhook_url, webhook_secret) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -59,15 +75,28 @@ pub(super) fn insert(conn: &Connection, secrets: &SecretBox, key: &NewApiKey) ->
 }
 
 /// The key with this hash.
-pub(super) fn find(conn: &Connection, secrets: &SecretBox, hash: &[u8; 32]) -> Result<Option<ApiKeyRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?1"))?;
+pub(super) fn find(
+    conn: &Connection,
+    secrets: &SecretBox,
+    hash: &[u8; 32],
+) -> Result<Option<ApiKeyRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?1"
+    ))?;
     let mut rows = stmt.query([hash.as_slice()])?;
-    rows.next()?.map(|row| key_from_row(row, secrets)).transpose()
+    rows.next()?
+        .map(|row| key_from_row(row, secrets))
+        .transpose()
 }
 
 /// Every key, oldest first.
-pub(super) fn list(conn: &Connection, secrets: &SecretBox) -> Result<Vec<ApiKeyRecord>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, rowid"))?;
+pub(super) fn list(
+    conn: &Connection,
+    secrets: &SecretBox,
+) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at, rowid"
+    ))?;
     let mut rows = stmt.query([])?;
     let mut keys = Vec::new();
     while let Some(row) = rows.next()? {

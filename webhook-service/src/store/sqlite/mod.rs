@@ -91,7 +91,8 @@ impl SqliteStore {
     /// (`<path>.secrets-key`, created on first use), as the service does when no
     /// `--secrets-key-file` is given. See [`SqliteStore::open_with`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let key = SecretsKey::beside(path).map_err(|e| open_error(&path.display().to_string(), e.to_string()))?;
+        let key = SecretsKey::beside(path)
+            .map_err(|e| open_error(&path.display().to_string(), e.to_string()))?;
         Self::open_with(path, SecretBox::new(&key))
     }
 
@@ -108,9 +109,13 @@ impl SqliteStore {
         // Opened after the migrations, which they must not race with.
         let readers = (0..READERS)
             .map(|_| {
-                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let reader = Connection::open_with_flags(path, flags).map_err(|e| open_error(&location, e.to_string()))?;
-                reader.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(&location, e.to_string()))?;
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let reader = Connection::open_with_flags(path, flags)
+                    .map_err(|e| open_error(&location, e.to_string()))?;
+                reader
+                    .busy_timeout(BUSY_TIMEOUT)
+                    .map_err(|e| open_error(&location, e.to_string()))?;
                 reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 Ok(Mutex::new(reader))
             })
@@ -125,10 +130,20 @@ impl SqliteStore {
         let location = ":memory:".to_owned();
         let conn =
             Connection::open_in_memory().map_err(|e| open_error(&location, e.to_string()))?;
-        Self::init(conn, location, false, SecretBox::new(&SecretsKey::generate()))
+        Self::init(
+            conn,
+            location,
+            false,
+            SecretBox::new(&SecretsKey::generate()),
+        )
     }
 
-    fn init(mut conn: Connection, location: String, file: bool, secrets: SecretBox) -> Result<Self, StoreError> {
+    fn init(
+        mut conn: Connection,
+        location: String,
+        file: bool,
+        secrets: SecretBox,
+    ) -> Result<Self, StoreError> {
         configure(&conn, file).map_err(|e| open_error(&location, e))?;
         migrate::migrate(&mut conn).map_err(|e| open_error(&location, e))?;
         reseal::check_key(&conn, &secrets)?;
@@ -183,13 +198,19 @@ impl SqliteStore {
             return self.call_sealed(move |c, s| f(c, s)).await;
         }
         let (readers, secrets) = (Arc::clone(&self.readers), Arc::clone(&self.secrets));
-        let first = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let first = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         bounded(tokio::task::spawn_blocking(move || {
             // Take a free reader if there is one, else wait for this call's turn.
             let n = readers.len();
             let conn = (0..n)
                 .find_map(|i| readers[(first + i) % n].try_lock().ok())
-                .unwrap_or_else(|| readers[first % n].lock().unwrap_or_else(PoisonError::into_inner));
+                .unwrap_or_else(|| {
+                    readers[first % n]
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                });
             f(&conn, &secrets)
         }))
         .await
@@ -201,7 +222,9 @@ impl SqliteStore {
 async fn bounded<T>(call: tokio::task::JoinHandle<Result<T, StoreError>>) -> Result<T, StoreError> {
     match tokio::time::timeout(CALL_DEADLINE, call).await {
         Ok(joined) => joined.map_err(|e| StoreError::Task(e.to_string()))?,
-        Err(_) => Err(StoreError::Busy(format!("the database did not answer within {CALL_DEADLINE:?}"))),
+        Err(_) => Err(StoreError::Busy(format!(
+            "the database did not answer within {CALL_DEADLINE:?}"
+        ))),
     }
 }
 
@@ -253,12 +276,18 @@ impl Store for SqliteStore {
     /// and the earlier job's id comes back with `deduplicated: true`; the UNIQUE constraint
     /// decides inside the transaction, so this is race-free.
     async fn insert_job(&self, job: NewJob) -> Result<Inserted, StoreError> {
-        self.call_sealed(move |c, s| jobs::insert_job(c, s, &job)).await
+        self.call_sealed(move |c, s| jobs::insert_job(c, s, &job))
+            .await
     }
 
     /// Inserts the job and writes its ending in one transaction.
-    async fn insert_finished_job(&self, job: NewJob, finish: JobFinish) -> Result<Inserted, StoreError> {
-        self.call_sealed(move |c, s| jobs::insert_finished_job(c, s, &job, &finish)).await
+    async fn insert_finished_job(
+        &self,
+        job: NewJob,
+        finish: JobFinish,
+    ) -> Result<Inserted, StoreError> {
+        self.call_sealed(move |c, s| jobs::insert_finished_job(c, s, &job, &finish))
+            .await
     }
 
     /// A job by id, with its image count.
@@ -270,7 +299,8 @@ impl Store for SqliteStore {
     /// Marks the oldest undispatched queued job (by `created_at`, then insertion order)
     /// dispatched at `now_ms` and returns it; None if there is none.
     async fn claim_next_job(&self, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
-        self.call_sealed(move |c, s| jobs::claim_next_job(c, s, now_ms)).await
+        self.call_sealed(move |c, s| jobs::claim_next_job(c, s, now_ms))
+            .await
     }
 
     /// Moves every dispatched or running job back to queued, clearing `dispatched_at`,
@@ -282,19 +312,22 @@ impl Store for SqliteStore {
     /// Sets `queue_position` of a queued job.
     async fn set_queue_position(&self, job_id: &str, position: u32) -> Result<(), StoreError> {
         let job_id = job_id.to_owned();
-        self.call(move |c| jobs::set_queue_position(c, &job_id, position)).await
+        self.call(move |c| jobs::set_queue_position(c, &job_id, position))
+            .await
     }
 
     /// Queued → running at `now_ms`; a running job keeps its first `started_at`.
     async fn mark_started(&self, job_id: &str, now_ms: i64) -> Result<(), StoreError> {
         let job_id = job_id.to_owned();
-        self.call(move |c| jobs::mark_started(c, &job_id, now_ms)).await
+        self.call(move |c| jobs::mark_started(c, &job_id, now_ms))
+            .await
     }
 
     /// Queued and running jobs of `owner`, newest first.
     async fn active_jobs(&self, owner: &str, limit: u32) -> Result<Vec<JobRecord>, StoreError> {
         let owner = owner.to_owned();
-        self.read(move |c, s| jobs::active_jobs(c, s, &owner, limit)).await
+        self.read(move |c, s| jobs::active_jobs(c, s, &owner, limit))
+            .await
     }
 
     /// `owner`'s jobs per status.
@@ -364,7 +397,8 @@ impl Store for SqliteStore {
     /// A stored image's PNG bytes; None if there is no such image.
     async fn get_image(&self, job_id: &str, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
         let job_id = job_id.to_owned();
-        self.read(move |c, _| jobs::get_image(c, &job_id, index)).await
+        self.read(move |c, _| jobs::get_image(c, &job_id, index))
+            .await
     }
 
     /// A job's images by index.
@@ -403,7 +437,8 @@ impl Store for SqliteStore {
             .push((attempt, done));
         let pending = Arc::clone(&self.pending_attempts);
         self.call(move |c| {
-            let queued = std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
+            let queued =
+                std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
             if queued.is_empty() {
                 return Ok(());
             }
@@ -422,9 +457,9 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await?;
-        result
-            .await
-            .map_err(|_| StoreError::Task("the batch holding this attempt was dropped".to_owned()))?
+        result.await.map_err(|_| {
+            StoreError::Task("the batch holding this attempt was dropped".to_owned())
+        })?
     }
 
     /// The minimum of pending deliveries' `next_attempt_at` and sending ones' `lease_until`.
@@ -447,8 +482,14 @@ impl Store for SqliteStore {
     /// Sets the delivery pending, due at `now_ms`, with `round_attempts = 0` and no lease,
     /// keeping its id and history; a delivery to a gone URL only when `force`, which removes
     /// the URL from the gone list.
-    async fn redeliver(&self, delivery_id: &str, now_ms: i64, force: bool) -> Result<Redelivery, StoreError> {
+    async fn redeliver(
+        &self,
+        delivery_id: &str,
+        now_ms: i64,
+        force: bool,
+    ) -> Result<Redelivery, StoreError> {
         let id = delivery_id.to_owned();
-        self.call(move |c| deliveries::redeliver(c, &id, now_ms, force)).await
+        self.call(move |c| deliveries::redeliver(c, &id, now_ms, force))
+            .await
     }
 }

@@ -38,7 +38,11 @@ pub(super) fn check_key(conn: &Connection, secrets: &SecretBox) -> Result<(), St
 /// rest) and returns how many there were. When there were some, the old clear bytes are
 /// overwritten (`secure_delete` for this transaction) and, for a file, the WAL is checkpointed
 /// and truncated so no copy of them stays in `-wal`.
-pub(super) fn seal_clear_values(conn: &mut Connection, secrets: &SecretBox, file: bool) -> Result<usize, StoreError> {
+pub(super) fn seal_clear_values(
+    conn: &mut Connection,
+    secrets: &SecretBox,
+    file: bool,
+) -> Result<usize, StoreError> {
     let clear_count = |conn: &Connection| -> Result<i64, StoreError> {
         let mut total = 0;
         for (table, column, _) in SEALED_COLUMNS {

@@ -35,15 +35,24 @@ struct Parts {
 
 /// Encodes `jobs.extra_parts`: NULL for none.
 pub(super) fn encode_parts(parts: &[GenerationParams]) -> Option<Vec<u8>> {
-    (!parts.is_empty()).then(|| Parts { items: parts.to_vec() }.encode_to_vec())
+    (!parts.is_empty()).then(|| {
+        Parts {
+            items: parts.to_vec(),
+        }
+        .encode_to_vec()
+    })
 }
 
 fn decode_parts(bytes: Option<Vec<u8>>) -> Result<Vec<GenerationParams>, StoreError> {
-    let Some(bytes) = bytes else { return Ok(Vec::new()) };
-    Parts::decode(bytes.as_slice()).map(|p| p.items).map_err(|e| StoreError::Corrupt {
-        what: "jobs.extra_parts",
-        detail: format!("not a list of GenerationParams: {e}"),
-    })
+    let Some(bytes) = bytes else {
+        return Ok(Vec::new());
+    };
+    Parts::decode(bytes.as_slice())
+        .map(|p| p.items)
+        .map_err(|e| StoreError::Corrupt {
+            what: "jobs.extra_parts",
+            detail: format!("not a list of GenerationParams: {e}"),
+        })
 }
 
 /// Reads a job selected with [`JOB_COLUMNS`], opening its secrets with `secrets`.
@@ -67,7 +76,9 @@ pub(super) fn job_from_row(row: &Row<'_>, secrets: &SecretBox) -> Result<JobReco
             owner: col(row, 18, "jobs.owner")?,
             extra_parts: decode_parts(col(row, 19, "jobs.extra_parts")?)?,
             execution_timeout_ms: col::<Option<i64>>(row, 20, "jobs.execution_timeout_ms")?
-                .map(|ms| u64::try_from(ms).map_err(|_| out_of_range("jobs.execution_timeout_ms", ms)))
+                .map(|ms| {
+                    u64::try_from(ms).map_err(|_| out_of_range("jobs.execution_timeout_ms", ms))
+                })
                 .transpose()?,
             webhook: WebhookTarget {
                 url: Some(col::<String>(row, 3, "jobs.webhook_url")?).filter(|url| !url.is_empty()),
@@ -135,7 +146,10 @@ pub(super) const TASK_COLUMNS: &str = "d.id, d.job_id, d.url, d.payload, j.webho
      j.signing_secret, d.attempts_made, d.round_attempts, j.format";
 
 /// Reads a leased delivery selected with [`TASK_COLUMNS`], opening its job's secrets.
-pub(super) fn task_from_row(row: &Row<'_>, secrets: &SecretBox) -> Result<DeliveryTask, StoreError> {
+pub(super) fn task_from_row(
+    row: &Row<'_>,
+    secrets: &SecretBox,
+) -> Result<DeliveryTask, StoreError> {
     let job_id: String = col(row, 1, "deliveries.job_id")?;
     Ok(DeliveryTask {
         id: col(row, 0, "deliveries.id")?,
@@ -283,7 +297,9 @@ pub(super) fn seal(
     row_id: &str,
     secrets: &SecretBox,
 ) -> Result<Option<String>, StoreError> {
-    secret.map(|s| secrets.seal(what, row_id, s.expose())).transpose()
+    secret
+        .map(|s| secrets.seal(what, row_id, s.expose()))
+        .transpose()
 }
 
 /// Reads an enumeration stored as its name.

@@ -27,7 +27,13 @@ pub fn models() -> Vec<pb::ModelInfo> {
             hash: "abc1234567".into(),
             device: "cpu".into(),
         },
-        pb::ModelInfo { name: "other-sd2".into(), variant: "sd2".into(), path: "/models/other-sd2".into(), hash: String::new(), device: "cpu".into() },
+        pb::ModelInfo {
+            name: "other-sd2".into(),
+            variant: "sd2".into(),
+            path: "/models/other-sd2".into(),
+            hash: String::new(),
+            device: "cpu".into(),
+        },
     ]
 }
 
@@ -39,13 +45,19 @@ pub fn png_with_text(size: u32, chunks: &[(&str, &str)]) -> Vec<u8> {
     encoder.set_depth(png::BitDepth::Eight);
     for (key, text) in chunks {
         if text.chars().all(|c| u32::from(c) <= 0xFF) {
-            encoder.add_text_chunk((*key).into(), (*text).into()).unwrap();
+            encoder
+                .add_text_chunk((*key).into(), (*text).into())
+                .unwrap();
         } else {
-            encoder.add_itxt_chunk((*key).into(), (*text).into()).unwrap();
+            encoder
+                .add_itxt_chunk((*key).into(), (*text).into())
+                .unwrap();
         }
     }
     let mut writer = encoder.write_header().unwrap();
-    writer.write_image_data(&vec![128; (size * size * 3) as usize]).unwrap();
+    writer
+        .write_image_data(&vec![128; (size * size * 3) as usize])
+        .unwrap();
     writer.finish().unwrap();
     out
 }
@@ -60,7 +72,12 @@ pub struct Fake {
 impl Fake {
     /// The parameters of the last `Generate` call.
     pub fn last(&self) -> pb::GenerationParams {
-        self.seen.lock().unwrap().last().cloned().expect("a Generate call")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a Generate call")
     }
 }
 
@@ -74,7 +91,11 @@ fn event(e: Event) -> Result<pb::GenerateEvent, Status> {
 
 /// The A1111 infotext of one image, as the real server writes it.
 fn infotext(p: &pb::GenerationParams, seed: i64, model: &str) -> String {
-    let negative = if p.negative_prompt.is_empty() { String::new() } else { format!("\nNegative prompt: {}", p.negative_prompt) };
+    let negative = if p.negative_prompt.is_empty() {
+        String::new()
+    } else {
+        format!("\nNegative prompt: {}", p.negative_prompt)
+    };
     format!(
         "{}{negative}\nSteps: {}, Sampler: {}, Schedule type: Automatic, CFG scale: 7.0, Seed: {seed}, Size: {}x{}, Model: {model}, Version: sdserve",
         p.prompt,
@@ -89,16 +110,27 @@ fn infotext(p: &pb::GenerationParams, seed: i64, model: &str) -> String {
 impl Inference for Server {
     type GenerateStream = Events;
 
-    async fn generate(&self, request: Request<pb::GenerateRequest>) -> Result<Response<Events>, Status> {
+    async fn generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<Events>, Status> {
         let request = request.into_inner();
         let params = request.params.unwrap_or_default();
         self.0.seen.lock().unwrap().push(params.clone());
         if params.prompt == "reject" {
-            return Err(Status::invalid_argument("params.sampler_name: unknown sampler \"Nope\""));
+            return Err(Status::invalid_argument(
+                "params.sampler_name: unknown sampler \"Nope\"",
+            ));
         }
-        let model = if params.model.is_empty() { "tiny-sd1".to_owned() } else { params.model.clone() };
+        let model = if params.model.is_empty() {
+            "tiny-sd1".to_owned()
+        } else {
+            params.model.clone()
+        };
         if !models().iter().any(|m| m.name == model) {
-            return Err(Status::not_found(format!("params.model: no model named {model:?} is loaded")));
+            return Err(Status::not_found(format!(
+                "params.model: no model named {model:?} is loaded"
+            )));
         }
         let preview_every = request.preview_every;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
@@ -106,42 +138,84 @@ impl Inference for Server {
             let seed = params.seed.filter(|s| *s >= 0).unwrap_or(1234);
             let steps = params.steps.unwrap_or(20);
             let hold = params.prompt == "hold";
-            let _ = tx.send(event(Event::Started(pb::Started { model: model.clone(), seed }))).await;
+            let _ = tx
+                .send(event(Event::Started(pb::Started {
+                    model: model.clone(),
+                    seed,
+                })))
+                .await;
             for step in 1..=if hold { steps.min(5) } else { steps } {
                 let preview = preview_every > 0 && step % preview_every == 0;
-                let preview_png = if preview { png_with_text(8, &[]) } else { Vec::new() };
-                let _ = tx.send(event(Event::Progress(pb::Progress { step, total: steps, preview_png }))).await;
+                let preview_png = if preview {
+                    png_with_text(8, &[])
+                } else {
+                    Vec::new()
+                };
+                let _ = tx
+                    .send(event(Event::Progress(pb::Progress {
+                        step,
+                        total: steps,
+                        preview_png,
+                    })))
+                    .await;
             }
             if hold {
                 let _ = tokio::time::timeout(Duration::from_secs(30), tx.closed()).await;
                 return;
             }
             if params.prompt == "fail" {
-                let failed = pb::Failed { code: "INTERNAL".into(), message: "out of memory".into() };
+                let failed = pb::Failed {
+                    code: "INTERNAL".into(),
+                    message: "out of memory".into(),
+                };
                 let _ = tx.send(event(Event::Failed(failed))).await;
                 return;
             }
             let count = params.batch_size.unwrap_or(1) * params.n_iter.unwrap_or(1);
-            let infotexts: Vec<String> = (0..count).map(|i| infotext(&params, seed + i64::from(i), &model)).collect();
+            let infotexts: Vec<String> = (0..count)
+                .map(|i| infotext(&params, seed + i64::from(i), &model))
+                .collect();
             for (i, text) in infotexts.iter().enumerate() {
                 let png = png_with_text(8, &[("parameters", text)]);
-                let image = pb::GeneratedImage { index: i as u32, png, seed: seed + i as i64, infotext: text.clone() };
+                let image = pb::GeneratedImage {
+                    index: i as u32,
+                    png,
+                    seed: seed + i as i64,
+                    infotext: text.clone(),
+                };
                 let _ = tx.send(event(Event::Image(image))).await;
             }
             let info = serde_json::json!({"prompt": params.prompt, "seed": seed, "steps": steps, "infotexts": infotexts});
-            let done = pb::Completed { timings: Some(pb::Timings { queue_ms: 1, execution_ms: 2 }), info_json: info.to_string() };
+            let done = pb::Completed {
+                timings: Some(pb::Timings {
+                    queue_ms: 1,
+                    execution_ms: 2,
+                }),
+                info_json: info.to_string(),
+            };
             let _ = tx.send(event(Event::Completed(done))).await;
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
-        Ok(Response::new(pb::ListModelsResponse { models: models(), sampler_names: vec![] }))
+    async fn list_models(
+        &self,
+        _: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        Ok(Response::new(pb::ListModelsResponse {
+            models: models(),
+            sampler_names: vec![],
+        }))
     }
 }
 
 /// Starts the fake on 127.0.0.1:0; it runs until the test's runtime ends.
 pub async fn start() -> (SocketAddr, Arc<Fake>) {
     let fake = Arc::new(Fake::default());
-    (crate::support::inference::serve(Server(fake.clone())).await, fake)
+    (
+        crate::support::inference::serve(Server(fake.clone())).await,
+        fake,
+    )
 }

@@ -28,7 +28,11 @@ fn has_webuiapi(python: &str) -> bool {
 
 /// Runs `command` to its end or `LIMIT` (then kills it); exit success and the output.
 fn run_bounded(mut command: Command) -> (bool, String) {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start python");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
     let started = Instant::now();
     loop {
         if child.try_wait().expect("poll python").is_some() {
@@ -41,7 +45,11 @@ fn run_bounded(mut command: Command) -> (bool, String) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let output = child.wait_with_output().expect("python output");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     (output.status.success(), text)
 }
 
@@ -53,7 +61,9 @@ async fn webuiapi_works_unchanged_against_the_service() {
         if std::env::var_os("CI").is_some() {
             panic!("CI is set but {python:?} cannot import webuiapi; {hint}");
         }
-        eprintln!("SKIPPED webuiapi_works_unchanged_against_the_service: {python:?} cannot import webuiapi ({hint})");
+        eprintln!(
+            "SKIPPED webuiapi_works_unchanged_against_the_service: {python:?} cannot import webuiapi ({hint})"
+        );
         return;
     }
     let a = A1111::start().await;
@@ -61,10 +71,22 @@ async fn webuiapi_works_unchanged_against_the_service() {
     let mut command = Command::new(&python);
     command
         .arg(script)
-        .args(["--host", "127.0.0.1", "--port", &a.service.http.port().to_string(), "--steps", "3"])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &a.service.http.port().to_string(),
+            "--steps",
+            "3",
+        ])
         .env("SDSERVE_API_KEY", &a.key);
-    let (ok, output) = tokio::task::spawn_blocking(move || run_bounded(command)).await.unwrap();
+    let (ok, output) = tokio::task::spawn_blocking(move || run_bounded(command))
+        .await
+        .unwrap();
     assert!(ok, "scripts/webuiapi_check.py failed:\n{output}");
     assert!(output.contains("every check passed"), "{output}");
-    assert!(a.fake.seen.lock().unwrap().len() >= 3, "txt2img, img2img and txt2img after switching the model ran");
+    assert!(
+        a.fake.seen.lock().unwrap().len() >= 3,
+        "txt2img, img2img and txt2img after switching the model ran"
+    );
 }

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -49,18 +49,25 @@ fn event(e: Event) -> Result<pb::GenerateEvent, Status> {
 impl Inference for FakeServer {
     type GenerateStream = Events;
 
-    async fn generate(&self, request: Request<pb::GenerateRequest>) -> Result<Response<Events>, Status> {
+    async fn generate(
+        &self,
+        request: Request<pb::GenerateRequest>,
+    ) -> Result<Response<Events>, Status> {
         if self.0.down.load(Ordering::SeqCst) {
             return Err(Status::unavailable("the server is down"));
         }
         let call = self.0.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let params = request.into_inner().params.unwrap_or_default();
         if params.prompt == "busy" && call <= 3 {
-            return Err(Status::resource_exhausted("the queue is full: 64 requests are waiting (--max-queue); try again later"));
+            return Err(Status::resource_exhausted(
+                "the queue is full: 64 requests are waiting (--max-queue); try again later",
+            ));
         }
         self.0.received.lock().unwrap().push(params.clone());
         if params.prompt == "reject" {
-            return Err(Status::invalid_argument("params.steps: must be between 1 and 150"));
+            return Err(Status::invalid_argument(
+                "params.steps: must be between 1 and 150",
+            ));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let fake = self.0.clone();
@@ -68,55 +75,111 @@ impl Inference for FakeServer {
             let seed = params.seed.filter(|s| *s >= 0).unwrap_or(1234);
             let steps = params.steps.unwrap_or(20);
             let queued = params.prompt == "queued";
-            let _ = tx.send(event(Event::Queued(pb::Queued { position: if queued { 2 } else { 0 } }))).await;
+            let _ = tx
+                .send(event(Event::Queued(pb::Queued {
+                    position: if queued { 2 } else { 0 },
+                })))
+                .await;
             if queued {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            let _ = tx.send(event(Event::Started(pb::Started { model: "tiny-sd1".into(), seed }))).await;
+            let _ = tx
+                .send(event(Event::Started(pb::Started {
+                    model: "tiny-sd1".into(),
+                    seed,
+                })))
+                .await;
             if queued {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             if params.prompt == "hang" {
-                let _ = tx.send(event(Event::Progress(pb::Progress { step: 1, total: steps, preview_png: vec![] }))).await;
+                let _ = tx
+                    .send(event(Event::Progress(pb::Progress {
+                        step: 1,
+                        total: steps,
+                        preview_png: vec![],
+                    })))
+                    .await;
                 tx.closed().await; // silent until the caller gives up
                 return;
             }
             for step in 1..=steps {
-                let _ = tx.send(event(Event::Progress(pb::Progress { step, total: steps, preview_png: vec![] }))).await;
+                let _ = tx
+                    .send(event(Event::Progress(pb::Progress {
+                        step,
+                        total: steps,
+                        preview_png: vec![],
+                    })))
+                    .await;
             }
             if params.prompt == "slow" {
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 if fake.down.load(Ordering::SeqCst) {
-                    let _ = tx.send(Err(Status::unavailable("the server went down"))).await;
+                    let _ = tx
+                        .send(Err(Status::unavailable("the server went down")))
+                        .await;
                     return;
                 }
             }
             if params.prompt == "fail" {
-                let failed = pb::Failed { code: "INTERNAL".into(), message: "out of memory".into() };
+                let failed = pb::Failed {
+                    code: "INTERNAL".into(),
+                    message: "out of memory".into(),
+                };
                 let _ = tx.send(event(Event::Failed(failed))).await;
                 return;
             }
             let count = params.batch_size.unwrap_or(1);
             let infotexts: Vec<String> = (0..count)
-                .map(|i| format!("{}\nSteps: {steps}, Seed: {}, Model: tiny-sd1", params.prompt, seed + i64::from(i)))
+                .map(|i| {
+                    format!(
+                        "{}\nSteps: {steps}, Seed: {}, Model: tiny-sd1",
+                        params.prompt,
+                        seed + i64::from(i)
+                    )
+                })
                 .collect();
             for (i, infotext) in infotexts.iter().enumerate() {
-                let image = pb::GeneratedImage { index: i as u32, png: tiny_png(), seed: seed + i as i64, infotext: infotext.clone() };
+                let image = pb::GeneratedImage {
+                    index: i as u32,
+                    png: tiny_png(),
+                    seed: seed + i as i64,
+                    infotext: infotext.clone(),
+                };
                 let _ = tx.send(event(Event::Image(image))).await;
             }
             let info = serde_json::json!({"prompt": params.prompt, "seed": seed, "all_seeds": (0..count).map(|i| seed + i64::from(i)).collect::<Vec<_>>(), "infotexts": infotexts});
-            let done = pb::Completed { timings: Some(pb::Timings { queue_ms: 1, execution_ms: 2 }), info_json: info.to_string() };
+            let done = pb::Completed {
+                timings: Some(pb::Timings {
+                    queue_ms: 1,
+                    execution_ms: 2,
+                }),
+                info_json: info.to_string(),
+            };
             let _ = tx.send(event(Event::Completed(done))).await;
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(
+        &self,
+        _: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
         if self.0.down.load(Ordering::SeqCst) {
             return Err(Status::unavailable("the server is down"));
         }
-        let model = pb::ModelInfo { name: "tiny-sd1".into(), variant: "sd1".into(), device: "cpu".into(), ..Default::default() };
-        Ok(Response::new(pb::ListModelsResponse { models: vec![model], sampler_names: vec![] }))
+        let model = pb::ModelInfo {
+            name: "tiny-sd1".into(),
+            variant: "sd1".into(),
+            device: "cpu".into(),
+            ..Default::default()
+        };
+        Ok(Response::new(pb::ListModelsResponse {
+            models: vec![model],
+            sampler_names: vec![],
+        }))
     }
 }
 

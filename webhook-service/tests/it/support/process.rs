@@ -12,7 +12,11 @@ use tonic::transport::Channel;
 /// A loopback port free at the time of asking (the child binds it by number, so a restart can
 /// listen where its clients already point).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `webhook-service serve` on `grpc`/`http` with its database at `db`, generating on
@@ -31,7 +35,10 @@ pub fn command(db: &Path, grpc: u16, http: u16, inference: SocketAddr) -> Comman
         // Durability is under test here; keys are covered by `auth.rs`.
         .env("SDSERVE_NO_AUTH", "true")
         .env("SDSERVE_ALLOW_PRIVATE", "127.0.0.0/8")
-        .env("SDSERVE_RETRY_SCHEDULE", "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s")
+        .env(
+            "SDSERVE_RETRY_SCHEDULE",
+            "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,1s",
+        )
         .env("SDSERVE_TIMEOUT", "2s")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -49,7 +49,13 @@ enum Action {
 impl Reply {
     /// An empty-bodied answer with `status`.
     pub fn status(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: Vec::new(), delay: Duration::ZERO, action: Action::Respond }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            delay: Duration::ZERO,
+            action: Action::Respond,
+        }
     }
 
     /// 200 with body `ok`.
@@ -59,17 +65,26 @@ impl Reply {
 
     /// Records the request and then never answers (the connection stays open).
     pub fn hang() -> Self {
-        Self { action: Action::Hang, ..Self::status(200) }
+        Self {
+            action: Action::Hang,
+            ..Self::status(200)
+        }
     }
 
     /// Records the request and then closes the connection without an answer.
     pub fn drop_connection() -> Self {
-        Self { action: Action::Drop, ..Self::status(200) }
+        Self {
+            action: Action::Drop,
+            ..Self::status(200)
+        }
     }
 
     /// `status` with a body that never ends (a stream of `z`s).
     pub fn endless_body(status: u16) -> Self {
-        Self { action: Action::Endless, ..Self::status(status) }
+        Self {
+            action: Action::Endless,
+            ..Self::status(status)
+        }
     }
 
     /// Adds a response header.
@@ -113,7 +128,10 @@ impl Recorded {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as UTF-8 (lossy).
@@ -123,7 +141,8 @@ impl Recorded {
 
     /// The body parsed as JSON; panics if it is not.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -164,7 +183,9 @@ impl Receiver {
     }
 
     async fn start(ca_pem: Option<String>, tls: Option<TlsAcceptor>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
         let state = Arc::new(State {
             queue: Mutex::new(VecDeque::new()),
@@ -174,7 +195,13 @@ impl Receiver {
             connections: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, tls.clone(), state.clone()));
-        Self { addr, tls: tls.is_some(), ca_pem, state, task }
+        Self {
+            addr,
+            tls: tls.is_some(),
+            ca_pem,
+            state,
+            task,
+        }
     }
 
     /// The listening address.
@@ -194,7 +221,10 @@ impl Receiver {
 
     /// The PEM of the CA that signed an HTTPS receiver's certificate; panics for HTTP.
     pub fn ca_pem(&self) -> Vec<u8> {
-        self.ca_pem.clone().expect("ca_pem() is for Receiver::https()").into_bytes()
+        self.ca_pem
+            .clone()
+            .expect("ca_pem() is for Receiver::https()")
+            .into_bytes()
     }
 
     /// Queues `reply`: requests take queued replies in order, then the default.
@@ -220,8 +250,14 @@ impl Receiver {
     /// Waits until at least `n` requests arrived and returns them all; panics after `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
         let mut count = self.state.count.subscribe();
-        if tokio::time::timeout(timeout, count.wait_for(|c| *c >= n)).await.is_err() {
-            panic!("receiver: expected {n} requests within {timeout:?}, got {}", self.requests().len());
+        if tokio::time::timeout(timeout, count.wait_for(|c| *c >= n))
+            .await
+            .is_err()
+        {
+            panic!(
+                "receiver: expected {n} requests within {timeout:?}, got {}",
+                self.requests().len()
+            );
         }
         self.requests()
     }
@@ -246,11 +282,17 @@ async fn serve(stream: TcpStream, tls: Option<TlsAcceptor>, state: Arc<State>) {
     let service = service_fn(move |req| handle(req, state.clone()));
     match tls {
         None => {
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         }
         Some(acceptor) => {
-            let Ok(stream) = acceptor.accept(stream).await else { return };
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let Ok(stream) = acceptor.accept(stream).await else {
+                return;
+            };
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         }
     }
 }
@@ -270,14 +312,27 @@ type Body = BoxBody<Bytes, std::convert::Infallible>;
 
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Body>, Dropped> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
     let recorded = Recorded {
         method: parts.method.to_string(),
-        path: parts.uri.path_and_query().map(ToString::to_string).unwrap_or_else(|| "/".into()),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "/".into()),
         headers: parts
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_ascii_lowercase(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body,
         answered: None,
@@ -290,7 +345,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         let queued = state.queue.lock().unwrap().pop_front();
         let reply = queued.unwrap_or_else(|| state.default.lock().unwrap().clone());
         let answers = matches!(reply.action, Action::Respond | Action::Endless);
-        requests.push(Recorded { answered: answers.then_some(reply.status), ..recorded });
+        requests.push(Recorded {
+            answered: answers.then_some(reply.status),
+            ..recorded
+        });
         (reply, requests.len())
     };
     state.count.send_replace(total);
@@ -301,7 +359,10 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         Action::Drop => return Err(Dropped),
         Action::Endless => {
             let chunk = Bytes::from(vec![b'z'; 16 * 1024]);
-            StreamBody::new(futures::stream::repeat_with(move || Ok(Frame::data(chunk.clone())))).boxed()
+            StreamBody::new(futures::stream::repeat_with(move || {
+                Ok(Frame::data(chunk.clone()))
+            }))
+            .boxed()
         }
     };
     let mut response = Response::builder().status(reply.status);
@@ -315,15 +376,25 @@ fn tls_server_config() -> (String, rustls::ServerConfig) {
     let ca_key = rcgen::KeyPair::generate().expect("CA key");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "sdserve test CA");
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sdserve test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
     let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
 
     let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
     let mut leaf_params =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
-    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
-    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).expect("leaf certificate");
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("leaf params");
+    leaf_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let leaf = leaf_params
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .expect("leaf certificate");
 
     let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone()];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));

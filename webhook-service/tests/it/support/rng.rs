@@ -51,8 +51,14 @@ impl Rng {
 /// Printed, so a failing run can be replayed.
 pub fn seed(var: &str) -> u64 {
     let seed = match std::env::var(var) {
-        Ok(value) => value.trim().parse().unwrap_or_else(|e| panic!("{var}={value:?} is not a u64 seed: {e}")),
-        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+        Ok(value) => value
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{var}={value:?} is not a u64 seed: {e}")),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
     };
     println!("{var}={seed}");
     seed

@@ -47,15 +47,49 @@ impl Service {
         let (grpc_addr, http_addr) = (grpc.local_addr().unwrap(), http.local_addr().unwrap());
         let clock = config.clock.clone();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(webhook_service::run(config, grpc, http, async move {
+        let mut task = tokio::spawn(webhook_service::run(config, grpc, http, async move {
             let _ = stopped.await;
         }));
-        Service { grpc: grpc_addr, http: http_addr, clock, stop: Some(stop), task, dir }
+        // Wait until it answers, so a service that failed to start fails the test here with
+        // its own error instead of as a refused connection somewhere later.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        let client = super::http();
+        loop {
+            if task.is_finished() {
+                panic!(
+                    "webhook-service stopped while starting: {:?}",
+                    (&mut task).await
+                );
+            }
+            if client
+                .get(format!("http://{http_addr}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "webhook-service did not answer /healthz within 15 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Service {
+            grpc: grpc_addr,
+            http: http_addr,
+            clock,
+            stop: Some(stop),
+            task,
+            dir,
+        }
     }
 
     /// A gRPC client of the Jobs service.
     pub async fn jobs(&self) -> JobsClient<Channel> {
-        JobsClient::connect(format!("http://{}", self.grpc)).await.unwrap()
+        JobsClient::connect(format!("http://{}", self.grpc))
+            .await
+            .unwrap()
     }
 
     /// Graceful shutdown; returns the database directory for a restart.
@@ -71,8 +105,17 @@ impl Service {
 /// A submission of `prompt` to `url` in `format` with a bearer `secret`.
 pub fn submit_request(prompt: &str, url: &str, format: &str, secret: &str) -> pb::SubmitJobRequest {
     pb::SubmitJobRequest {
-        params: Some(pb::GenerationParams { prompt: prompt.into(), steps: Some(4), ..Default::default() }),
-        webhook: Some(pb::Webhook { url: url.into(), secret: secret.into(), format: format.into(), ..Default::default() }),
+        params: Some(pb::GenerationParams {
+            prompt: prompt.into(),
+            steps: Some(4),
+            ..Default::default()
+        }),
+        webhook: Some(pb::Webhook {
+            url: url.into(),
+            secret: secret.into(),
+            format: format.into(),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -86,7 +129,9 @@ pub async fn wait_deliveries(
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let list = client
-            .list_deliveries(pb::ListDeliveriesRequest { job_id: job_id.into() })
+            .list_deliveries(pb::ListDeliveriesRequest {
+                job_id: job_id.into(),
+            })
             .await
             .unwrap()
             .into_inner()
@@ -94,7 +139,10 @@ pub async fn wait_deliveries(
         if done(&list) {
             return list;
         }
-        assert!(tokio::time::Instant::now() < deadline, "deliveries never reached the expected state: {list:#?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries never reached the expected state: {list:#?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -103,7 +151,14 @@ impl Service {
     /// Creates an API key in the service's database (as `webhook-service keys create` does)
     /// and returns it.
     pub async fn create_key(&self, name: &str) -> String {
-        create_key_in(&self.dir.path().join("jobs.db"), webhook_service::auth::KeySpec { name: name.into(), ..Default::default() }).await
+        create_key_in(
+            &self.dir.path().join("jobs.db"),
+            webhook_service::auth::KeySpec {
+                name: name.into(),
+                ..Default::default()
+            },
+        )
+        .await
     }
 }
 
@@ -120,13 +175,18 @@ pub async fn create_key_in(path: &std::path::Path, spec: webhook_service::auth::
 
 /// A config like [`test_config`] with API keys required.
 pub fn test_config_with_auth(dir: &tempfile::TempDir, inference: SocketAddr) -> Config {
-    Config { auth: webhook_service::auth::AuthMode::Required, ..test_config(dir, inference) }
+    Config {
+        auth: webhook_service::auth::AuthMode::Required,
+        ..test_config(dir, inference)
+    }
 }
 
 /// A gRPC request carrying `key` as `authorization: Bearer`.
 pub fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
     request
 }
 
@@ -139,12 +199,25 @@ pub async fn wait_deliveries_with_key(
 ) -> Vec<pb::Delivery> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let request = with_key(pb::ListDeliveriesRequest { job_id: job_id.into() }, key);
-        let list = client.list_deliveries(request).await.unwrap().into_inner().deliveries;
+        let request = with_key(
+            pb::ListDeliveriesRequest {
+                job_id: job_id.into(),
+            },
+            key,
+        );
+        let list = client
+            .list_deliveries(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .deliveries;
         if done(&list) {
             return list;
         }
-        assert!(tokio::time::Instant::now() < deadline, "deliveries never reached the expected state: {list:#?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "deliveries never reached the expected state: {list:#?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

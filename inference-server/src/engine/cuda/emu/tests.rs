@@ -48,10 +48,17 @@ fn block_reduction_with_shared_memory_and_a_partial_last_block() {
     for schedule in Schedule::ALL {
         set_schedule(schedule);
         let out = vec![0f32; 4];
-        run!("selftest_block_sum_f32", LaunchCfg::linear(n, 256); dev(&x), dev(&out), n as i32).unwrap();
+        run!("selftest_block_sum_f32", LaunchCfg::linear(n, 256); dev(&x), dev(&out), n as i32)
+            .unwrap();
         for (b, &got) in out.iter().enumerate() {
-            let want: f64 = x[b * 256..((b + 1) * 256).min(n)].iter().map(|&v| f64::from(v)).sum();
-            assert!((f64::from(got) - want).abs() < 1e-4, "{schedule:?} block {b}: {got} vs {want}");
+            let want: f64 = x[b * 256..((b + 1) * 256).min(n)]
+                .iter()
+                .map(|&v| f64::from(v))
+                .sum();
+            assert!(
+                (f64::from(got) - want).abs() < 1e-4,
+                "{schedule:?} block {b}: {got} vs {want}"
+            );
         }
     }
 }
@@ -69,9 +76,20 @@ fn warp_shuffles_and_ballot() {
         for w in 0..8 {
             let lanes = &x[(w * 32).min(n)..((w + 1) * 32).min(n)];
             let want: f32 = lanes.iter().sum();
-            let ballot = lanes.iter().enumerate().fold(0u32, |m, (l, &v)| if v > 0.0 { m | 1 << l } else { m });
-            assert!((sums[2 * w] - want).abs() < 1e-5, "{schedule:?} warp {w} down: {} vs {want}", sums[2 * w]);
-            assert!((sums[2 * w + 1] - want).abs() < 1e-5, "{schedule:?} warp {w} xor: {} vs {want}", sums[2 * w + 1]);
+            let ballot = lanes
+                .iter()
+                .enumerate()
+                .fold(0u32, |m, (l, &v)| if v > 0.0 { m | 1 << l } else { m });
+            assert!(
+                (sums[2 * w] - want).abs() < 1e-5,
+                "{schedule:?} warp {w} down: {} vs {want}",
+                sums[2 * w]
+            );
+            assert!(
+                (sums[2 * w + 1] - want).abs() < 1e-5,
+                "{schedule:?} warp {w} xor: {} vs {want}",
+                sums[2 * w + 1]
+            );
             assert_eq!(positives[w], ballot, "{schedule:?} warp {w} ballot");
         }
     }
@@ -84,10 +102,15 @@ fn dynamic_shared_memory_sized_by_the_launch() {
     for schedule in Schedule::ALL {
         set_schedule(schedule);
         let y = vec![0f32; x.len()];
-        let cfg = LaunchCfg::new([blocks as u32, 1, 1], [block as u32, 1, 1]).with_shared_mem(4 * block as u32);
+        let cfg = LaunchCfg::new([blocks as u32, 1, 1], [block as u32, 1, 1])
+            .with_shared_mem(4 * block as u32);
         run!("selftest_dyn_reverse_f32", cfg; dev(&x), dev(&y)).unwrap();
         for (i, &got) in y.iter().enumerate() {
-            assert_eq!(got, x[i / block * block + block - 1 - i % block], "{schedule:?} element {i}");
+            assert_eq!(
+                got,
+                x[i / block * block + block - 1 - i % block],
+                "{schedule:?} element {i}"
+            );
         }
     }
 }
@@ -100,12 +123,17 @@ fn missing_syncthreads_is_caught_under_some_schedule() {
         set_schedule(schedule);
         let y = vec![0f32; x.len()];
         run!("selftest_missing_sync_f32", LaunchCfg::linear(512, 256); dev(&x), dev(&y)).unwrap();
-        let wrong = (0..512).filter(|&i| y[i] != x[i / 256 * 256 + 255 - i % 256]).count();
+        let wrong = (0..512)
+            .filter(|&i| y[i] != x[i / 256 * 256 + 255 - i % 256])
+            .count();
         if wrong > 0 {
             caught.push(schedule);
         }
     }
-    assert!(!caught.is_empty(), "no schedule exposed the missing __syncthreads");
+    assert!(
+        !caught.is_empty(),
+        "no schedule exposed the missing __syncthreads"
+    );
 }
 
 #[test]
@@ -115,7 +143,12 @@ fn shared_memory_is_poisoned_before_every_block() {
     run!("selftest_read_unwritten_shared", cfg; dev(&out)).unwrap();
     for (i, &v) in out.iter().enumerate() {
         let (block, t) = (i / 128, (i % 128 / 2) as u32);
-        assert_eq!(v, if block == 0 { t } else { u32::MAX }, "block {block} thread {t} ({})", ["static", "dynamic"][i % 2]);
+        assert_eq!(
+            v,
+            if block == 0 { t } else { u32::MAX },
+            "block {block} thread {t} ({})",
+            ["static", "dynamic"][i % 2]
+        );
     }
 }
 
@@ -124,15 +157,21 @@ fn half_a_warp_skipping_a_shuffle_is_a_deadlock_error() {
     for schedule in Schedule::ALL {
         set_schedule(schedule);
         let out = vec![0f32; 64];
-        let msg = emu_message(run!("selftest_half_warp_skips_shfl", LaunchCfg::linear(64, 64); dev(&out)));
-        assert!(msg.contains("deadlock") && msg.contains("__shfl_xor_sync"), "{schedule:?}: {msg}");
+        let msg = emu_message(
+            run!("selftest_half_warp_skips_shfl", LaunchCfg::linear(64, 64); dev(&out)),
+        );
+        assert!(
+            msg.contains("deadlock") && msg.contains("__shfl_xor_sync"),
+            "{schedule:?}: {msg}"
+        );
     }
 }
 
 #[test]
 fn shuffle_reading_an_exited_lane_is_an_error() {
     let out = vec![0f32; 64];
-    let msg = emu_message(run!("selftest_shfl_reads_exited_lane", LaunchCfg::linear(64, 64); dev(&out)));
+    let msg =
+        emu_message(run!("selftest_shfl_reads_exited_lane", LaunchCfg::linear(64, 64); dev(&out)));
     assert!(msg.contains("not active"), "{msg}");
 }
 
@@ -140,22 +179,31 @@ fn shuffle_reading_an_exited_lane_is_an_error() {
 fn cpp_exception_becomes_an_error_and_the_emulator_keeps_working() {
     let out = vec![0i32; 1024];
     let msg = emu_message(run!("selftest_throws", LaunchCfg::linear(1024, 256); dev(&out)));
-    assert!(msg.contains("selftest exception from thread 3") && msg.contains("block (1,0,0)"), "{msg}");
+    assert!(
+        msg.contains("selftest exception from thread 3") && msg.contains("block (1,0,0)"),
+        "{msg}"
+    );
     let x = vec![1f32; 256];
     let sum = vec![0f32; 1];
-    run!("selftest_block_sum_f32", LaunchCfg::linear(256, 256); dev(&x), dev(&sum), 256i32).unwrap();
+    run!("selftest_block_sum_f32", LaunchCfg::linear(256, 256); dev(&x), dev(&sum), 256i32)
+        .unwrap();
     assert_eq!(sum[0], 256.0);
 }
 
 #[test]
 fn unknown_kernels_bad_arity_and_bad_configurations_are_clear_errors() {
     let err = run!("no_such_kernel_f32", LaunchCfg::linear(1, 1);).unwrap_err();
-    assert!(matches!(&err, CudaError::UnknownKernel { name } if name == "no_such_kernel_f32"), "{err:?}");
+    assert!(
+        matches!(&err, CudaError::UnknownKernel { name } if name == "no_such_kernel_f32"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("no_such_kernel_f32"));
     let msg = emu_message(run!("selftest_block_sum_f32", LaunchCfg::linear(1, 256); 0u64));
     assert!(msg.contains("takes 3 parameters"), "{msg}");
     let x = vec![0f32; 4];
-    let msg = emu_message(run!("selftest_block_sum_f32", LaunchCfg::linear(1, 2048); dev(&x), dev(&x), 1i32));
+    let msg = emu_message(
+        run!("selftest_block_sum_f32", LaunchCfg::linear(1, 2048); dev(&x), dev(&x), 1i32),
+    );
     assert!(msg.contains("more than 1024"), "{msg}");
 }
 
@@ -174,20 +222,30 @@ fn rounding_inputs(widen: impl Fn(u16) -> f32) -> Vec<f32> {
         let (a, b) = (widen(bits), widen(bits.wrapping_add(1)));
         v.push(a);
         if a.is_finite() && b.is_finite() && (a < 0.0) == (b < 0.0) {
-            let mid = f32::from_bits(((u64::from(a.to_bits()) + u64::from(b.to_bits())) / 2) as u32);
-            v.extend([mid, f32::from_bits(mid.to_bits() - 1), f32::from_bits(mid.to_bits() + 1)]);
+            let mid =
+                f32::from_bits(((u64::from(a.to_bits()) + u64::from(b.to_bits())) / 2) as u32);
+            v.extend([
+                mid,
+                f32::from_bits(mid.to_bits() - 1),
+                f32::from_bits(mid.to_bits() + 1),
+            ]);
         }
     }
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..200_000 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         v.push(f32::from_bits((seed >> 32) as u32));
     }
     v
 }
 
 fn assert_same_or_both_nan(got: f32, want: f32, what: &str) {
-    assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{what}: {got:e} vs {want:e}");
+    assert!(
+        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+        "{what}: {got:e} vs {want:e}"
+    );
 }
 
 #[test]
@@ -201,7 +259,10 @@ fn f16_conversions_match_the_half_crate_on_every_bit_pattern() {
     let narrow: Vec<f16> = convert("selftest_convert_f32_f16", &inputs);
     for (&x, got) in inputs.iter().zip(&narrow) {
         let want = f16::from_f32(x);
-        assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "f32 {x:e} -> f16: {got} vs {want}");
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "f32 {x:e} -> f16: {got} vs {want}"
+        );
     }
 }
 
@@ -210,13 +271,20 @@ fn bf16_conversions_match_the_half_crate_on_every_bit_pattern() {
     let all: Vec<bf16> = (0..=u16::MAX).map(bf16::from_bits).collect();
     let wide: Vec<f32> = convert("selftest_convert_bf16_f32", &all);
     for (h, &got) in all.iter().zip(&wide) {
-        assert_same_or_both_nan(got, h.to_f32(), &format!("bf16 {:#06x} -> f32", h.to_bits()));
+        assert_same_or_both_nan(
+            got,
+            h.to_f32(),
+            &format!("bf16 {:#06x} -> f32", h.to_bits()),
+        );
     }
     let inputs = rounding_inputs(|b| bf16::from_bits(b).to_f32());
     let narrow: Vec<bf16> = convert("selftest_convert_f32_bf16", &inputs);
     for (&x, got) in inputs.iter().zip(&narrow) {
         let want = bf16::from_f32(x);
-        assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "f32 {x:e} -> bf16: {got} vs {want}");
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "f32 {x:e} -> bf16: {got} vs {want}"
+        );
     }
 }
 
@@ -227,22 +295,43 @@ fn packed_f16x2_puts_lo_in_the_low_half() {
     run!("selftest_pack_f16x2", LaunchCfg::linear(300, 128); dev(&x), dev(&packed), dev(&back), 300i32).unwrap();
     for k in 0..300 {
         let (lo, hi) = (f16::from_f32(x[2 * k]), f16::from_f32(x[2 * k + 1]));
-        assert_eq!(packed[k], u32::from(lo.to_bits()) | u32::from(hi.to_bits()) << 16, "pair {k}");
-        assert_eq!((back[2 * k], back[2 * k + 1]), (lo.to_f32(), hi.to_f32()), "pair {k}");
+        assert_eq!(
+            packed[k],
+            u32::from(lo.to_bits()) | u32::from(hi.to_bits()) << 16,
+            "pair {k}"
+        );
+        assert_eq!(
+            (back[2 * k], back[2 * k + 1]),
+            (lo.to_f32(), hi.to_f32()),
+            "pair {k}"
+        );
     }
 }
 
 /// GroupNorm + SiLU on the host in f64: the oracle for the self-test kernel.
-fn groupnorm_silu(x: &[f32], n: usize, c: usize, hw: usize, groups: usize, gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+fn groupnorm_silu(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    groups: usize,
+    gamma: &[f32],
+    beta: &[f32],
+) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
     let len = c / groups * hw;
     for chunk in 0..n * groups {
         let s = &x[chunk * len..(chunk + 1) * len];
         let mean = s.iter().map(|&v| f64::from(v)).sum::<f64>() / len as f64;
-        let var = s.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / len as f64;
+        let var = s
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / len as f64;
         for (i, &v) in s.iter().enumerate() {
             let ch = (chunk % groups) * (c / groups) + i / hw;
-            let t = (f64::from(v) - mean) / (var + 1e-5).sqrt() * f64::from(gamma[ch]) + f64::from(beta[ch]);
+            let t = (f64::from(v) - mean) / (var + 1e-5).sqrt() * f64::from(gamma[ch])
+                + f64::from(beta[ch]);
             y[chunk * len + i] = (t / (1.0 + (-t).exp())) as f32;
         }
     }
@@ -260,8 +349,15 @@ fn check_groupnorm(n: usize, c: usize, hw: usize, groups: usize) -> std::time::D
         .unwrap();
     let took = start.elapsed();
     let want = groupnorm_silu(&x, n, c, hw, groups, &gamma, &beta);
-    let worst = y.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(worst < 1e-4, "GroupNorm+SiLU {n}x{c}x{hw}: max abs error {worst}");
+    let worst = y
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst < 1e-4,
+        "GroupNorm+SiLU {n}x{c}x{hw}: max abs error {worst}"
+    );
     took
 }
 

@@ -34,12 +34,22 @@ pub(crate) fn attention(
         return Ok(());
     }
     if a.d > MAX_HEAD_DIM {
-        return Err(unsupported("attention", format!("head size {} > {MAX_HEAD_DIM}", a.d)));
+        return Err(unsupported(
+            "attention",
+            format!("head size {} > {MAX_HEAD_DIM}", a.d),
+        ));
     }
     if a.bh > 65_535 {
-        return Err(unsupported("attention", format!("{} batch×heads exceed the grid's y limit 65535", a.bh)));
+        return Err(unsupported(
+            "attention",
+            format!("{} batch×heads exceed the grid's y limit 65535", a.bh),
+        ));
     }
-    let (lq, lk, d) = (u32_arg("attention", "lq", a.lq)?, u32_arg("attention", "lk", a.lk)?, a.d as u32);
+    let (lq, lk, d) = (
+        u32_arg("attention", "lq", a.lq)?,
+        u32_arg("attention", "lk", a.lk)?,
+        a.d as u32,
+    );
     // The kernels index a head's rows in 64 bits but positions in 32: bh · lq · d must fit u64
     // (it does, it is allocated) and lq + tile must not wrap.
     u32_arg("attention", "lq + tile", a.lq + MMA_BQ)?;
@@ -49,6 +59,10 @@ pub(crate) fn attention(
     } else {
         (format!("attention_{dtype}"), PLAIN_BQ)
     };
-    let cfg = LaunchCfg { grid: [a.lq.div_ceil(bq) as u32, a.bh as u32, 1], block: [BLOCK, 1, 1], shared_mem_bytes: 0 };
+    let cfg = LaunchCfg {
+        grid: [a.lq.div_ceil(bq) as u32, a.bh as u32, 1],
+        block: [BLOCK, 1, 1],
+        shared_mem_bytes: 0,
+    };
     launch!(l, kernel, cfg; q, k, v, out, lq, lk, d, a.scale, a.causal as i32)
 }

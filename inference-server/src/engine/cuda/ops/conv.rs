@@ -38,7 +38,13 @@ pub(crate) struct Im2colGeom {
 }
 
 /// Fills `cols` (`c·kh·kw × g.p`) from one image `x` (`c × h × w`).
-pub(crate) fn im2col(l: &dyn Launcher, dtype: DType, x: u64, cols: u64, g: Im2colGeom) -> Result<(), CudaError> {
+pub(crate) fn im2col(
+    l: &dyn Launcher,
+    dtype: DType,
+    x: u64,
+    cols: u64,
+    g: Im2colGeom,
+) -> Result<(), CudaError> {
     let n = g.c as usize * g.kh as usize * g.kw as usize * g.p as usize;
     if n == 0 {
         return Ok(());
@@ -50,7 +56,10 @@ pub(crate) fn im2col(l: &dyn Launcher, dtype: DType, x: u64, cols: u64, g: Im2co
         || reach >= u32::MAX as u64
         || (g.c as u64 * g.kh as u64 * g.kw as u64) > u32::MAX as u64
     {
-        return Err(unsupported("im2col", format!("tile {g:?} outside the output or the 32-bit index")));
+        return Err(unsupported(
+            "im2col",
+            format!("tile {g:?} outside the output or the 32-bit index"),
+        ));
     }
     launch!(l, format!("im2col_{dtype}"), cfg_1d(n); x, cols, g)
 }

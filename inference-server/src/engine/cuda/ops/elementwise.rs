@@ -11,7 +11,14 @@ pub(crate) const MAX_RANK: usize = 6;
 
 /// `y = op(x)` over `n` elements; `op` is a unary kernel base name: `silu`, `gelu` (exact, via
 /// erf), `gelu_quick`, `sin`, `cos`, `exp` or `sqrt`. `y` may equal `x`.
-pub(crate) fn unary(l: &dyn Launcher, op: &str, dtype: DType, x: u64, y: u64, n: usize) -> Result<(), CudaError> {
+pub(crate) fn unary(
+    l: &dyn Launcher,
+    op: &str,
+    dtype: DType,
+    x: u64,
+    y: u64,
+    n: usize,
+) -> Result<(), CudaError> {
     if n == 0 {
         return Ok(());
     }
@@ -81,7 +88,11 @@ pub(crate) fn merge_dims(dims: &[usize], strides: &[&[usize]]) -> (Vec<usize>, V
             continue;
         }
         // Dim i folds into the previous kept dim p when, for every list, stride[p] = stride[i] * d.
-        let foldable = !md.is_empty() && strides.iter().zip(&ms).all(|(s, m)| m[m.len() - 1] == s[i] * d);
+        let foldable = !md.is_empty()
+            && strides
+                .iter()
+                .zip(&ms)
+                .all(|(s, m)| m[m.len() - 1] == s[i] * d);
         if foldable {
             *md.last_mut().expect("non-empty") *= d;
             for (s, m) in strides.iter().zip(ms.iter_mut()) {
@@ -118,15 +129,30 @@ pub(crate) fn binary(
         return Ok(());
     }
     let contig = contiguous_strides(dims);
-    let is_contig = |s: &[usize]| dims.iter().zip(s).zip(&contig).all(|((&d, &s), &c)| d == 1 || s == c);
+    let is_contig = |s: &[usize]| {
+        dims.iter()
+            .zip(s)
+            .zip(&contig)
+            .all(|((&d, &s), &c)| d == 1 || s == c)
+    };
     if is_contig(a_strides) && is_contig(b_strides) {
         return launch!(l, format!("{op}_contig_{dtype}"), cfg_1d(n); a, b, out, n as u64);
     }
     let (md, ms) = merge_dims(dims, &[&contig, a_strides, b_strides]);
     if md.len() > MAX_RANK {
-        return Err(unsupported(op, format!("broadcast over {} non-mergeable dims (max {MAX_RANK})", md.len())));
+        return Err(unsupported(
+            op,
+            format!(
+                "broadcast over {} non-mergeable dims (max {MAX_RANK})",
+                md.len()
+            ),
+        ));
     }
-    let mut g = BcastGeom { n: n as u64, dims: [1; MAX_RANK], ..Default::default() };
+    let mut g = BcastGeom {
+        n: n as u64,
+        dims: [1; MAX_RANK],
+        ..Default::default()
+    };
     let pad = MAX_RANK - md.len();
     for (i, &d) in md.iter().enumerate() {
         g.dims[pad + i] = u32_arg(op, "dim", d)?;

@@ -23,13 +23,22 @@ pub(crate) fn upsample_nearest2x(
         return Ok(());
     }
     // The kernel computes 2h and 2w in 32 bits.
-    let (h32, w32) = (u32_arg("upsample", "2h", 2 * h)? / 2, u32_arg("upsample", "2w", 2 * w)? / 2);
+    let (h32, w32) = (
+        u32_arg("upsample", "2h", 2 * h)? / 2,
+        u32_arg("upsample", "2w", 2 * w)? / 2,
+    );
     launch!(l, format!("upsample_nearest2x_{dtype}"), cfg_1d(n); x, out, planes as u64, h32, w32)
 }
 
 /// `planes × h × w` → `planes × (top + h + bottom) × (left + w + right)`, zeros outside, as
 /// `torch.nn.functional.pad(x, (left, right, top, bottom))`.
-pub(crate) fn pad2d(l: &dyn Launcher, dtype: DType, x: u64, out: u64, p: PadGeom) -> Result<(), CudaError> {
+pub(crate) fn pad2d(
+    l: &dyn Launcher,
+    dtype: DType,
+    x: u64,
+    out: u64,
+    p: PadGeom,
+) -> Result<(), CudaError> {
     let (planes, h, w) = (p.planes, p.h, p.w);
     let (oh, ow) = (p.top + h + p.bottom, p.left + w + p.right);
     let n = planes * oh * ow;
@@ -75,9 +84,17 @@ pub(crate) fn strided_copy(
     let contig = contiguous_strides(dims);
     let (md, ms) = merge_dims(dims, &[&contig, strides]);
     if md.len() > MAX_RANK {
-        return Err(unsupported("strided_copy", format!("view of {} non-mergeable dims (max {MAX_RANK})", md.len())));
+        return Err(unsupported(
+            "strided_copy",
+            format!("view of {} non-mergeable dims (max {MAX_RANK})", md.len()),
+        ));
     }
-    let mut g = StridedGeom { n: n as u64, offset: offset as u64, dims: [1; MAX_RANK], ..Default::default() };
+    let mut g = StridedGeom {
+        n: n as u64,
+        offset: offset as u64,
+        dims: [1; MAX_RANK],
+        ..Default::default()
+    };
     let pad = MAX_RANK - md.len();
     for (i, &d) in md.iter().enumerate() {
         g.dims[pad + i] = u32_arg("strided_copy", "dim", d)?;
@@ -125,13 +142,23 @@ pub(crate) fn index_select(
     if n == 0 {
         return Ok(());
     }
-    let (d32, k32) = (u32_arg("index_select", "d", d)?, u32_arg("index_select", "ids", n_ids)?);
+    let (d32, k32) = (
+        u32_arg("index_select", "d", d)?,
+        u32_arg("index_select", "ids", n_ids)?,
+    );
     launch!(l, format!("index_select_{dtype}"), cfg_1d(n); src, ids, out, outer as u64, d32, inner as u64, k32)
 }
 
 /// Converts `n` elements of `from` at `x` into `to` at `y` (round to nearest even when
 /// narrowing). Any pair, identity included.
-pub(crate) fn cast(l: &dyn Launcher, from: DType, to: DType, x: u64, y: u64, n: usize) -> Result<(), CudaError> {
+pub(crate) fn cast(
+    l: &dyn Launcher,
+    from: DType,
+    to: DType,
+    x: u64,
+    y: u64,
+    n: usize,
+) -> Result<(), CudaError> {
     if n == 0 {
         return Ok(());
     }

@@ -10,7 +10,6 @@
 // Until the CUDA backend (storage, dispatch) calls these, only the tests do: no dead-code
 // warnings in the library build meanwhile. Remove once the backend is wired in.
 
-
 pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
@@ -33,13 +32,22 @@ const MAX_BLOCKS_1D: u64 = 1 << 16;
 /// Launch configuration of a 1-D grid-stride kernel over `n` elements (`n > 0`).
 fn cfg_1d(n: usize) -> LaunchCfg {
     let blocks = (n as u64).div_ceil(BLOCK_1D as u64).clamp(1, MAX_BLOCKS_1D) as u32;
-    LaunchCfg { grid: [blocks, 1, 1], block: [BLOCK_1D, 1, 1], shared_mem_bytes: 0 }
+    LaunchCfg {
+        grid: [blocks, 1, 1],
+        block: [BLOCK_1D, 1, 1],
+        shared_mem_bytes: 0,
+    }
 }
 
 /// `v` as a kernel's `unsigned int` argument, or an error naming the op and the argument: a
 /// truncated size would make the kernel index the wrong elements.
 fn u32_arg(op: &str, what: &str, v: usize) -> Result<u32, CudaError> {
-    u32::try_from(v).map_err(|_| unsupported(op, format!("{what} = {v} exceeds the kernel's 32-bit index")))
+    u32::try_from(v).map_err(|_| {
+        unsupported(
+            op,
+            format!("{what} = {v} exceeds the kernel's 32-bit index"),
+        )
+    })
 }
 
 /// A launch the kernels cannot do (the engine should have chosen another path).

@@ -30,11 +30,18 @@ pub(crate) fn layer_norm(
         return Ok(());
     }
     if rows > MAX_GRID_X {
-        return Err(unsupported("layer_norm", format!("{rows} rows exceed the grid")));
+        return Err(unsupported(
+            "layer_norm",
+            format!("{rows} rows exceed the grid"),
+        ));
     }
     let c32 = u32_arg("layer_norm", "c", c)?;
     let block = (c32.next_power_of_two()).clamp(32, NORM_BLOCK);
-    let cfg = LaunchCfg { grid: [rows as u32, 1, 1], block: [block, 1, 1], shared_mem_bytes: 0 };
+    let cfg = LaunchCfg {
+        grid: [rows as u32, 1, 1],
+        block: [block, 1, 1],
+        shared_mem_bytes: 0,
+    };
     launch!(l, format!("layer_norm_{dtype}"), cfg; x, out, w, b, rows as u32, c32, eps)
 }
 
@@ -71,13 +78,20 @@ pub(crate) fn group_norm(
         return Ok(());
     }
     if blocks > MAX_GRID_X || !g.c.is_multiple_of(g.groups) {
-        return Err(unsupported("group_norm", format!("{} samples × {} groups of {} channels", g.n, g.groups, g.c)));
+        return Err(unsupported(
+            "group_norm",
+            format!("{} samples × {} groups of {} channels", g.n, g.groups, g.c),
+        ));
     }
     let (c32, sp32, g32) = (
         u32_arg("group_norm", "c", g.c)?,
         u32_arg("group_norm", "spatial", g.spatial)?,
         u32_arg("group_norm", "groups", g.groups)?,
     );
-    let cfg = LaunchCfg { grid: [blocks as u32, 1, 1], block: [NORM_BLOCK, 1, 1], shared_mem_bytes: 0 };
+    let cfg = LaunchCfg {
+        grid: [blocks as u32, 1, 1],
+        block: [NORM_BLOCK, 1, 1],
+        shared_mem_bytes: 0,
+    };
     launch!(l, format!("group_norm_{dtype}"), cfg; x, out, w, b, c32, sp32, g32, g.eps, g.silu as i32)
 }

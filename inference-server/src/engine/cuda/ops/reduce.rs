@@ -36,9 +36,16 @@ pub(crate) fn sum_middle(
     let bx = (inner.next_power_of_two() as u32).min(32);
     let by = SUM_BLOCK / bx;
     if outer32 > 65_535 {
-        return Err(super::unsupported("sum_middle", format!("outer = {outer} exceeds the grid's y limit 65535")));
+        return Err(super::unsupported(
+            "sum_middle",
+            format!("outer = {outer} exceeds the grid's y limit 65535"),
+        ));
     }
-    let cfg = LaunchCfg { grid: [inner32.div_ceil(bx), outer32, 1], block: [bx, by, 1], shared_mem_bytes: 0 };
+    let cfg = LaunchCfg {
+        grid: [inner32.div_ceil(bx), outer32, 1],
+        block: [bx, by, 1],
+        shared_mem_bytes: 0,
+    };
     launch!(l, format!("sum_middle_{dtype}"), cfg; x, out, outer32, d32, inner32, scale)
 }
 
@@ -59,8 +66,15 @@ pub(crate) fn softmax_last(
     // A warp for CLIP's 77-wide rows, up to 1024 threads for long rows; a multiple of 32.
     let block = (cols32.div_ceil(4).next_power_of_two()).clamp(32, SOFTMAX_MAX_BLOCK);
     if rows32 > i32::MAX as u32 {
-        return Err(super::unsupported("softmax_last", format!("rows = {rows} exceeds the grid's x limit")));
+        return Err(super::unsupported(
+            "softmax_last",
+            format!("rows = {rows} exceeds the grid's x limit"),
+        ));
     }
-    let cfg = LaunchCfg { grid: [rows32, 1, 1], block: [block, 1, 1], shared_mem_bytes: 0 };
+    let cfg = LaunchCfg {
+        grid: [rows32, 1, 1],
+        block: [block, 1, 1],
+        shared_mem_bytes: 0,
+    };
     launch!(l, format!("softmax_last_{dtype}"), cfg; x, out, rows32, cols32)
 }

@@ -2,8 +2,8 @@
 
 use super::fixtures::*;
 use crate::domain::{DeliveryStatus, NextStep};
-use crate::store::{Redelivery, Store};
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Redelivery, Store};
 
 #[tokio::test]
 async fn leases_expire_and_the_same_delivery_is_claimed_again() {
@@ -154,14 +154,21 @@ async fn gone_marks_the_url_and_redeliver_clears_it() {
     assert!(d2.last_error.unwrap().contains("410 Gone"));
 
     // Not forced: the gone mark holds and nothing changes.
-    let Redelivery::Gone(kept) = store.redeliver("d2", 7000, false).await.unwrap() else { panic!("not refused") };
+    let Redelivery::Gone(kept) = store.redeliver("d2", 7000, false).await.unwrap() else {
+        panic!("not refused")
+    };
     assert_eq!(kept.status, DeliveryStatus::Gone);
-    let Redelivery::Redelivered(again) = store.redeliver("d2", 7000, true).await.unwrap() else { panic!("not redelivered") };
+    let Redelivery::Redelivered(again) = store.redeliver("d2", 7000, true).await.unwrap() else {
+        panic!("not redelivered")
+    };
     assert_eq!(
         (again.id.as_str(), again.status, again.next_attempt_at_ms),
         ("d2", DeliveryStatus::Pending, Some(7000))
     );
-    assert!(matches!(store.redeliver("missing", 7000, true).await.unwrap(), Redelivery::NotFound));
+    assert!(matches!(
+        store.redeliver("missing", 7000, true).await.unwrap(),
+        Redelivery::NotFound
+    ));
     let task = store
         .claim_due_deliveries(7000, 9000, 10)
         .await
@@ -227,7 +234,10 @@ async fn concurrent_attempts_commit_together_and_a_bad_one_spoils_none() {
     );
     d1.unwrap();
     d2.unwrap();
-    assert!(unknown.is_err(), "an attempt for an unknown delivery is refused");
+    assert!(
+        unknown.is_err(),
+        "an attempt for an unknown delivery is refused"
+    );
     assert_eq!(status(&store, "d1").await, DeliveryStatus::Succeeded);
     assert_eq!(status(&store, "d2").await, DeliveryStatus::Pending);
     let d2 = store.get_delivery("d2").await.unwrap().unwrap();

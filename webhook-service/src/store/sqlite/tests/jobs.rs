@@ -70,16 +70,31 @@ async fn queue_is_claimed_oldest_first_and_requeued() {
         (JobStatus::Queued, Some(500), None)
     );
     store.set_queue_position("early", 3).await.unwrap();
-    assert_eq!(store.get_job("early").await.unwrap().unwrap().queue_position, Some(3));
+    assert_eq!(
+        store
+            .get_job("early")
+            .await
+            .unwrap()
+            .unwrap()
+            .queue_position,
+        Some(3)
+    );
     store.mark_started("early", 550).await.unwrap();
     let started = store.get_job("early").await.unwrap().unwrap();
     assert_eq!(
-        (started.status, started.started_at_ms, started.queue_position),
+        (
+            started.status,
+            started.started_at_ms,
+            started.queue_position
+        ),
         (JobStatus::Running, Some(550), None)
     );
     // A later part's start keeps the first.
     store.mark_started("early", 580).await.unwrap();
-    assert_eq!(store.get_job("early").await.unwrap().unwrap().started_at_ms, Some(550));
+    assert_eq!(
+        store.get_job("early").await.unwrap().unwrap().started_at_ms,
+        Some(550)
+    );
     assert_eq!(
         store.claim_next_job(501).await.unwrap().unwrap().job.id,
         "middle"
@@ -168,7 +183,11 @@ async fn a_new_database_file_is_private_to_its_owner() {
     let store = SqliteStore::open(&path).unwrap();
     store.insert_job(job("j1", None, 1)).await.unwrap();
     for file in ["jobs.db", "jobs.db-wal"] {
-        let mode = std::fs::metadata(dir.path().join(file)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{file} is {mode:o}");
     }
 }
@@ -182,18 +201,35 @@ async fn retention_purges_old_settled_jobs_with_their_images_and_deliveries() {
     let at = |id: &str| if id == "recent" { 9_000 } else { 1_000 };
     for id in ["old-settled", "old-pending", "recent"] {
         let delivery = delivery(&format!("d-{id}"), URL);
-        store.finish_job(finish(id, at(id), vec![delivery])).await.unwrap();
+        store
+            .finish_job(finish(id, at(id), vec![delivery]))
+            .await
+            .unwrap();
     }
     // The old job's delivery succeeded; the other old one's is still being retried.
     store.claim_due_deliveries(1_000, 2_000, 10).await.unwrap();
-    store.record_attempt(attempt("d-old-settled", 1, 1_000, NextStep::Succeeded)).await.unwrap();
-    store.record_attempt(attempt("d-old-pending", 1, 1_000, NextStep::RetryAt(50_000))).await.unwrap();
+    store
+        .record_attempt(attempt("d-old-settled", 1, 1_000, NextStep::Succeeded))
+        .await
+        .unwrap();
+    store
+        .record_attempt(attempt(
+            "d-old-pending",
+            1,
+            1_000,
+            NextStep::RetryAt(50_000),
+        ))
+        .await
+        .unwrap();
 
     assert_eq!(store.purge_finished(5_000).await.unwrap(), 1);
     assert!(store.get_job("old-settled").await.unwrap().is_none());
     assert!(store.list_images("old-settled").await.unwrap().is_empty());
     assert!(store.get_delivery("d-old-settled").await.unwrap().is_none());
-    assert!(store.get_job("old-pending").await.unwrap().is_some(), "a job whose callback is still retried stays");
+    assert!(
+        store.get_job("old-pending").await.unwrap().is_some(),
+        "a job whose callback is still retried stays"
+    );
     assert!(store.get_job("recent").await.unwrap().is_some());
 }
 
@@ -205,10 +241,16 @@ async fn reads_do_not_wait_for_a_held_write_lock() {
     store.insert_job(job("j1", None, 1)).await.unwrap();
     // Another process holds the write lock (an open write transaction).
     let other = rusqlite::Connection::open(&path).unwrap();
-    other.execute_batch("BEGIN IMMEDIATE; UPDATE jobs SET model = 'held' WHERE id = 'j1';").unwrap();
+    other
+        .execute_batch("BEGIN IMMEDIATE; UPDATE jobs SET model = 'held' WHERE id = 'j1';")
+        .unwrap();
     let started = std::time::Instant::now();
     let read = store.get_job("j1").await.unwrap().unwrap();
-    assert!(started.elapsed() < std::time::Duration::from_secs(1), "the read waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "the read waited {:?}",
+        started.elapsed()
+    );
     assert_eq!(read.model, "", "the uncommitted write is not visible");
     other.execute_batch("ROLLBACK;").unwrap();
 }

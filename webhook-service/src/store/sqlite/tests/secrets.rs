@@ -18,7 +18,10 @@ fn key_with_webhook(id: &str, secret: &str) -> NewApiKey {
             created_at_ms: 5,
             revoked_at_ms: None,
             limits: KeyLimits::default(),
-            webhook: Some(KeyWebhook { url: URL.into(), secret: Some(Secret::new(secret)) }),
+            webhook: Some(KeyWebhook {
+                url: URL.into(),
+                secret: Some(Secret::new(secret)),
+            }),
         },
         hash: [id.len() as u8; 32],
     }
@@ -27,7 +30,10 @@ fn key_with_webhook(id: &str, secret: &str) -> NewApiKey {
 fn stored(path: &Path, sql: &str) -> Vec<Option<String>> {
     let conn = rusqlite::Connection::open(path).unwrap();
     let mut stmt = conn.prepare(sql).unwrap();
-    stmt.query_map([], |row| row.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    stmt.query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 fn secret_columns(path: &Path) -> Vec<Option<String>> {
@@ -43,25 +49,52 @@ async fn secrets_are_stored_sealed_and_read_back_in_clear() {
     let path = dir.path().join("jobs.db");
     let store = SqliteStore::open_with(&path, SecretBox::new(&SecretsKey::generate())).unwrap();
     store.insert_job(job("j1", None, 100)).await.unwrap();
-    store.insert_key(key_with_webhook("key_1", "leonardo-cb-key")).await.unwrap();
+    store
+        .insert_key(key_with_webhook("key_1", "leonardo-cb-key"))
+        .await
+        .unwrap();
     let columns = secret_columns(&path);
     assert_eq!(columns.len(), 3);
     for value in columns {
         let value = value.unwrap();
-        assert!(value.starts_with("enc1:"), "stored in clear: a value without the enc1: prefix");
+        assert!(
+            value.starts_with("enc1:"),
+            "stored in clear: a value without the enc1: prefix"
+        );
         for clear in ["bearer-s3cret", "whsec_c2lnbmluZw==", "leonardo-cb-key"] {
             assert!(!value.contains(clear));
         }
     }
     let got = store.get_job("j1").await.unwrap().unwrap();
     assert_eq!(got.job.webhook.secret.unwrap().expose(), "bearer-s3cret");
-    assert_eq!(got.job.webhook.signing_secret.unwrap().expose(), "whsec_c2lnbmluZw==");
+    assert_eq!(
+        got.job.webhook.signing_secret.unwrap().expose(),
+        "whsec_c2lnbmluZw=="
+    );
     let keys = store.list_keys().await.unwrap();
-    assert_eq!(keys[0].webhook.as_ref().unwrap().secret.as_ref().unwrap().expose(), "leonardo-cb-key");
-    assert!(store.finish_job(finish("j1", 1000, vec![delivery("d1", URL)])).await.unwrap());
+    assert_eq!(
+        keys[0]
+            .webhook
+            .as_ref()
+            .unwrap()
+            .secret
+            .as_ref()
+            .unwrap()
+            .expose(),
+        "leonardo-cb-key"
+    );
+    assert!(
+        store
+            .finish_job(finish("j1", 1000, vec![delivery("d1", URL)]))
+            .await
+            .unwrap()
+    );
     let tasks = store.claim_due_deliveries(1000, 2000, 10).await.unwrap();
     assert_eq!(tasks[0].secret.as_ref().unwrap().expose(), "bearer-s3cret");
-    assert_eq!(tasks[0].signing_secret.as_ref().unwrap().expose(), "whsec_c2lnbmluZw==");
+    assert_eq!(
+        tasks[0].signing_secret.as_ref().unwrap().expose(),
+        "whsec_c2lnbmluZw=="
+    );
 }
 
 #[tokio::test]
@@ -72,7 +105,12 @@ async fn another_key_is_refused_at_open_naming_the_column() {
     store.insert_job(job("j1", None, 100)).await.unwrap();
     drop(store);
     match SqliteStore::open_with(&path, SecretBox::new(&SecretsKey::generate())) {
-        Err(err @ StoreError::Corrupt { what: "jobs.webhook_secret", .. }) => {
+        Err(
+            err @ StoreError::Corrupt {
+                what: "jobs.webhook_secret",
+                ..
+            },
+        ) => {
             let message = err.to_string();
             assert!(message.contains("secrets key does not match"), "{message}");
             assert!(!message.contains("bearer-s3cret"), "{message}");
@@ -90,14 +128,32 @@ async fn a_sealed_value_copied_to_another_row_does_not_open() {
     let mut other = job("j2", None, 200);
     other.webhook.secret = Some(Secret::new("the-other-secret"));
     store.insert_job(other).await.unwrap();
-    raw(&path, "UPDATE jobs SET webhook_secret = (SELECT webhook_secret FROM jobs WHERE id = 'j1') WHERE id = 'j2'");
+    raw(
+        &path,
+        "UPDATE jobs SET webhook_secret = (SELECT webhook_secret FROM jobs WHERE id = 'j1') WHERE id = 'j2'",
+    );
     match store.get_job("j2").await {
-        Err(StoreError::Corrupt { what: "jobs.webhook_secret", detail }) => {
+        Err(StoreError::Corrupt {
+            what: "jobs.webhook_secret",
+            detail,
+        }) => {
             assert!(!detail.contains("bearer-s3cret"), "{detail}");
         }
         other => panic!("a secret moved to another row must not open, got {other:?}"),
     }
-    assert_eq!(store.get_job("j1").await.unwrap().unwrap().job.webhook.secret.unwrap().expose(), "bearer-s3cret");
+    assert_eq!(
+        store
+            .get_job("j1")
+            .await
+            .unwrap()
+            .unwrap()
+            .job
+            .webhook
+            .secret
+            .unwrap()
+            .expose(),
+        "bearer-s3cret"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +163,10 @@ async fn clear_values_from_an_older_build_are_sealed_at_open() {
     let key = SecretsKey::generate();
     let store = SqliteStore::open_with(&path, SecretBox::new(&key)).unwrap();
     store.insert_job(job("j1", None, 100)).await.unwrap();
-    store.insert_key(key_with_webhook("key_1", "x")).await.unwrap();
+    store
+        .insert_key(key_with_webhook("key_1", "x"))
+        .await
+        .unwrap();
     drop(store);
     // What a build before encryption at rest wrote.
     raw(
@@ -117,13 +176,29 @@ async fn clear_values_from_an_older_build_are_sealed_at_open() {
     );
     let store = SqliteStore::open_with(&path, SecretBox::new(&key)).unwrap();
     for value in secret_columns(&path) {
-        assert!(value.unwrap().starts_with("enc1:"), "a clear value survived the open");
+        assert!(
+            value.unwrap().starts_with("enc1:"),
+            "a clear value survived the open"
+        );
     }
     let got = store.get_job("j1").await.unwrap().unwrap();
     assert_eq!(got.job.webhook.secret.unwrap().expose(), "old-bearer");
-    assert_eq!(got.job.webhook.signing_secret.unwrap().expose(), "whsec_b2xk");
+    assert_eq!(
+        got.job.webhook.signing_secret.unwrap().expose(),
+        "whsec_b2xk"
+    );
     let keys = store.list_keys().await.unwrap();
-    assert_eq!(keys[0].webhook.as_ref().unwrap().secret.as_ref().unwrap().expose(), "old-leonardo-key");
+    assert_eq!(
+        keys[0]
+            .webhook
+            .as_ref()
+            .unwrap()
+            .secret
+            .as_ref()
+            .unwrap()
+            .expose(),
+        "old-leonardo-key"
+    );
     // The store is also correct for a job with no secrets at all.
     let mut bare = job("j3", None, 300);
     bare.webhook.secret = None;

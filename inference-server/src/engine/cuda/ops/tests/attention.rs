@@ -28,13 +28,49 @@ fn check(dtype: DType, tensor_cores: bool, tol: f32) {
             let k = rounded(dtype, &random(bh * lk * d, seed + 1, 1.5));
             let v = rounded(dtype, &random(bh * lk * d, seed + 2, 1.0));
             let scale = 1.0 / (d as f32).sqrt();
-            let (mut qb, mut kb, mut vb) =
-                (Buf::from_f32(dtype, &q), Buf::from_f32(dtype, &k), Buf::from_f32(dtype, &v));
+            let (mut qb, mut kb, mut vb) = (
+                Buf::from_f32(dtype, &q),
+                Buf::from_f32(dtype, &k),
+                Buf::from_f32(dtype, &v),
+            );
             let mut out = Buf::zeros(dtype, bh * lq * d);
-            let a = AttnDims { bh, lq, lk, d, scale, causal };
-            attention(&L, dtype, qb.ptr(), kb.ptr(), vb.ptr(), out.ptr(), a, tensor_cores).unwrap();
-            let want = cpu_attention(&q, &k, &v, AttnGeom { bh, lq, lk, d, scale, causal });
-            let path = if tensor_cores && dtype == DType::F16 { "mma" } else { "plain" };
+            let a = AttnDims {
+                bh,
+                lq,
+                lk,
+                d,
+                scale,
+                causal,
+            };
+            attention(
+                &L,
+                dtype,
+                qb.ptr(),
+                kb.ptr(),
+                vb.ptr(),
+                out.ptr(),
+                a,
+                tensor_cores,
+            )
+            .unwrap();
+            let want = cpu_attention(
+                &q,
+                &k,
+                &v,
+                AttnGeom {
+                    bh,
+                    lq,
+                    lk,
+                    d,
+                    scale,
+                    causal,
+                },
+            );
+            let path = if tensor_cores && dtype == DType::F16 {
+                "mma"
+            } else {
+                "plain"
+            };
             assert_close(
                 &format!("attention_{dtype} {path} {bh}x{lq}x{lk}x{d} causal={causal} {s:?}"),
                 &out.to_f32(),
@@ -71,10 +107,24 @@ fn empty_keys_give_zeros_and_big_heads_are_refused() {
         let (bh, lq, d) = (1, 5, 16);
         let mut q = Buf::from_f32(DType::F16, &random(bh * lq * d, 1, 1.0));
         let mut out = Buf::from_f32(DType::F16, &vec![7.0; bh * lq * d]);
-        let a = AttnDims { bh, lq, lk: 0, d, scale: 0.25, causal: false };
+        let a = AttnDims {
+            bh,
+            lq,
+            lk: 0,
+            d,
+            scale: 0.25,
+            causal: false,
+        };
         attention(&L, DType::F16, q.ptr(), 0, 0, out.ptr(), a, tc).unwrap();
         assert!(out.to_f32().iter().all(|&v| v == 0.0));
     }
-    let a = AttnDims { bh: 1, lq: 1, lk: 1, d: 161, scale: 1.0, causal: false };
+    let a = AttnDims {
+        bh: 1,
+        lq: 1,
+        lk: 1,
+        d: 161,
+        scale: 1.0,
+        causal: false,
+    };
     assert!(attention(&L, DType::F32, 0, 0, 0, 0, a, false).is_err());
 }

@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::engine::cpu::elementwise as cpu;
-use crate::engine::cuda::ops::elementwise::{affine, binary, clamp, contiguous_strides, geglu, unary};
+use crate::engine::cuda::ops::elementwise::{
+    affine, binary, clamp, contiguous_strides, geglu, unary,
+};
 
 /// 1-D grid-stride kernels: a size that leaves a partial last block.
 const N: usize = 1000 * 3 + 17;
@@ -52,16 +54,30 @@ fn affine_and_clamp_match_the_cpu() {
         let mut xb = Buf::from_f32(dtype, &x);
         let mut yb = Buf::zeros(dtype, N);
         affine(&L, dtype, xb.ptr(), yb.ptr(), N, 0.18215, -0.5).unwrap();
-        assert_close(&format!("affine_{dtype}"), &yb.to_f32(), &cpu::unary_map(&xr, |v| v * 0.18215 - 0.5), tol(dtype));
+        assert_close(
+            &format!("affine_{dtype}"),
+            &yb.to_f32(),
+            &cpu::unary_map(&xr, |v| v * 0.18215 - 0.5),
+            tol(dtype),
+        );
         clamp(&L, dtype, xb.ptr(), yb.ptr(), N, -1.0, 0.75).unwrap();
-        assert_close(&format!("clamp_{dtype}"), &yb.to_f32(), &cpu::unary_map(&xr, |v| v.clamp(-1.0, 0.75)), 0.0);
+        assert_close(
+            &format!("clamp_{dtype}"),
+            &yb.to_f32(),
+            &cpu::unary_map(&xr, |v| v.clamp(-1.0, 0.75)),
+            0.0,
+        );
     }
 }
 
 /// Strides of a broadcast input of shape `shape` (same rank as `dims`, 1 on broadcast dims).
 fn bcast_strides(shape: &[usize]) -> Vec<usize> {
     let c = contiguous_strides(shape);
-    shape.iter().zip(c).map(|(&d, s)| if d == 1 { 0 } else { s }).collect()
+    shape
+        .iter()
+        .zip(c)
+        .map(|(&d, s)| if d == 1 { 0 } else { s })
+        .collect()
 }
 
 #[test]
@@ -72,27 +88,54 @@ fn broadcast_binary_ops_match_the_cpu() {
         (&[2, 5, 7, 9], &[2, 5, 7, 9], &[1, 5, 1, 1]),
         (&[3, 77, 13], &[3, 77, 13], &[1, 1, 13]),
         (&[4, 1, 6, 5], &[4, 1, 1, 5], &[1, 1, 6, 1]),
-        (&[2, 3, 2, 3, 2, 3, 5], &[2, 3, 2, 3, 2, 3, 5], &[1, 1, 1, 1, 1, 1, 5]),
+        (
+            &[2, 3, 2, 3, 2, 3, 5],
+            &[2, 3, 2, 3, 2, 3, 5],
+            &[1, 1, 1, 1, 1, 1, 5],
+        ),
         (&[7, 131], &[7, 131], &[7, 131]),
     ];
     type F = fn(f32, f32) -> f32;
-    let ops: [(&str, F); 4] =
-        [("add", |a, b| a + b), ("sub", |a, b| a - b), ("mul", |a, b| a * b), ("div", |a, b| a / b)];
+    let ops: [(&str, F); 4] = [
+        ("add", |a, b| a + b),
+        ("sub", |a, b| a - b),
+        ("mul", |a, b| a * b),
+        ("div", |a, b| a / b),
+    ];
     for dtype in DTYPES {
         for (ci, (dims, ash, bsh)) in cases.iter().enumerate() {
             let (na, nb): (usize, usize) = (ash.iter().product(), bsh.iter().product());
             let n: usize = dims.iter().product();
             let a = random(na, 11 + ci as u64, 2.0);
             // Divisors kept away from 0 so the f16 comparison is about the kernel, not 1/ε.
-            let b: Vec<f32> = random(nb, 5 + ci as u64, 1.0).iter().map(|v| v + v.signum() * 0.5).collect();
+            let b: Vec<f32> = random(nb, 5 + ci as u64, 1.0)
+                .iter()
+                .map(|v| v + v.signum() * 0.5)
+                .collect();
             let (ar, br) = (rounded(dtype, &a), rounded(dtype, &b));
             let (sa, sb) = (bcast_strides(ash), bcast_strides(bsh));
             let (mut ab, mut bb) = (Buf::from_f32(dtype, &a), Buf::from_f32(dtype, &b));
             for (name, f) in ops {
                 let mut out = Buf::zeros(dtype, n);
-                binary(&L, name, dtype, ab.ptr(), bb.ptr(), out.ptr(), dims, &sa, &sb).unwrap();
+                binary(
+                    &L,
+                    name,
+                    dtype,
+                    ab.ptr(),
+                    bb.ptr(),
+                    out.ptr(),
+                    dims,
+                    &sa,
+                    &sb,
+                )
+                .unwrap();
                 let want = cpu::binary_broadcast(&ar, &br, dims, &sa, &sb, f);
-                assert_close(&format!("{name}_{dtype} {dims:?}"), &out.to_f32(), &want, tol(dtype));
+                assert_close(
+                    &format!("{name}_{dtype} {dims:?}"),
+                    &out.to_f32(),
+                    &want,
+                    tol(dtype),
+                );
             }
         }
     }
@@ -116,6 +159,11 @@ fn geglu_matches_the_cpu() {
         let mut xb = Buf::from_f32(dtype, &x);
         let mut out = Buf::zeros(dtype, rows * half);
         geglu(&L, dtype, xb.ptr(), out.ptr(), rows, half).unwrap();
-        assert_close(&format!("geglu_{dtype}"), &out.to_f32(), &cpu::geglu(&rounded(dtype, &x), half), tol(dtype));
+        assert_close(
+            &format!("geglu_{dtype}"),
+            &out.to_f32(),
+            &cpu::geglu(&rounded(dtype, &x), half),
+            tol(dtype),
+        );
     }
 }

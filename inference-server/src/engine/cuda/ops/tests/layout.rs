@@ -1,13 +1,13 @@
 //! Upsampling, padding, strided copies, concatenation, gathers and casts. These move or convert
 //! values, so they must match exactly.
 
-use crate::engine::op::PadGeom;
 use super::*;
 use crate::engine::cpu::{conv as cpu_conv, layout as cpu_layout};
 use crate::engine::cuda::ops::elementwise::contiguous_strides;
 use crate::engine::cuda::ops::layout::{
     cast, copy_block, index_select, pad2d, strided_copy, upsample_nearest2x,
 };
+use crate::engine::op::PadGeom;
 
 #[test]
 fn upsample_nearest2x_matches_the_cpu() {
@@ -30,7 +30,15 @@ fn upsample_nearest2x_matches_the_cpu() {
 fn pad2d_matches_a_direct_definition() {
     for dtype in DTYPES {
         let (planes, h, w) = (3, 6, 5);
-        let p = PadGeom { planes, h, w, left: 2, right: 1, top: 0, bottom: 3 };
+        let p = PadGeom {
+            planes,
+            h,
+            w,
+            left: 2,
+            right: 1,
+            top: 0,
+            bottom: 3,
+        };
         let x = rounded(dtype, &random(planes * h * w, 72, 4.0));
         let (oh, ow) = (h + p.top + p.bottom, w + p.left + p.right);
         let mut want = vec![0f32; planes * oh * ow];
@@ -65,7 +73,12 @@ fn strided_copy_covers_permute_and_narrow() {
             let mut out = Buf::zeros(dtype, dims.iter().product());
             strided_copy(&L, dtype, xb.ptr(), out.ptr(), offset, &dims, &strides).unwrap();
             let want = cpu_layout::strided_copy(&x, offset, &dims, &strides);
-            assert_close(&format!("strided_copy_{dtype} {dims:?}"), &out.to_f32(), &want, 0.0);
+            assert_close(
+                &format!("strided_copy_{dtype} {dims:?}"),
+                &out.to_f32(),
+                &want,
+                0.0,
+            );
         }
     }
 }
@@ -85,11 +98,30 @@ fn copy_block_concatenates_like_the_cpu() {
         let mut col = 0;
         for (p, &len) in parts.iter().zip(&lens) {
             let mut pb = Buf::from_f32(dtype, p);
-            copy_block(&L, dtype, pb.ptr(), out.ptr(), col * inner, outer, len * inner, total * inner).unwrap();
+            copy_block(
+                &L,
+                dtype,
+                pb.ptr(),
+                out.ptr(),
+                col * inner,
+                outer,
+                len * inner,
+                total * inner,
+            )
+            .unwrap();
             col += len;
         }
-        let refs: Vec<(&[f32], usize)> = parts.iter().zip(lens).map(|(p, l)| (p.as_slice(), l)).collect();
-        assert_close(&format!("copy_block_{dtype}"), &out.to_f32(), &cpu_layout::cat(&refs, outer, inner), 0.0);
+        let refs: Vec<(&[f32], usize)> = parts
+            .iter()
+            .zip(lens)
+            .map(|(p, l)| (p.as_slice(), l))
+            .collect();
+        assert_close(
+            &format!("copy_block_{dtype}"),
+            &out.to_f32(),
+            &cpu_layout::cat(&refs, outer, inner),
+            0.0,
+        );
     }
 }
 
@@ -102,7 +134,18 @@ fn index_select_matches_the_cpu() {
         let mut xb = Buf::from_f32(dtype, &x);
         let mut ib = Buf::from_u32(&ids);
         let mut out = Buf::zeros(dtype, outer * ids.len() * inner);
-        index_select(&L, dtype, xb.ptr(), ib.ptr(), out.ptr(), outer, d, inner, ids.len()).unwrap();
+        index_select(
+            &L,
+            dtype,
+            xb.ptr(),
+            ib.ptr(),
+            out.ptr(),
+            outer,
+            d,
+            inner,
+            ids.len(),
+        )
+        .unwrap();
         assert_close(
             &format!("index_select_{dtype}"),
             &out.to_f32(),
@@ -116,7 +159,17 @@ fn index_select_matches_the_cpu() {
 fn casts_round_like_the_half_crate() {
     // Values across f16's range, including its subnormals, overflow and ties.
     let mut x = random(2000, 75, 70_000.0);
-    x.extend([0.0, -0.0, 1e-7, -3e-5, 65504.0, 65520.0, 1.0 + 1.0 / 2048.0, 1.0 + 3.0 / 2048.0, f32::INFINITY]);
+    x.extend([
+        0.0,
+        -0.0,
+        1e-7,
+        -3e-5,
+        65504.0,
+        65520.0,
+        1.0 + 1.0 / 2048.0,
+        1.0 + 3.0 / 2048.0,
+        f32::INFINITY,
+    ]);
     x.extend(random(500, 76, 1e-4));
     for from in DTYPES {
         let src = rounded(from, &x);
@@ -126,8 +179,14 @@ fn casts_round_like_the_half_crate() {
             cast(&L, from, to, sb.ptr(), out.ptr(), x.len()).unwrap();
             let got = out.to_f32();
             let want = rounded(to, &src);
-            let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
-            assert!(same, "cast_{from}_{to} differs from the half crate's rounding");
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(
+                same,
+                "cast_{from}_{to} differs from the half crate's rounding"
+            );
         }
     }
 }

@@ -65,8 +65,10 @@ impl Buf {
         for (i, &v) in values.iter().enumerate() {
             match dtype {
                 DType::F32 => bytes[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes()),
-                DType::F16 => bytes[2 * i..2 * i + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes()),
-                DType::BF16 => bytes[2 * i..2 * i + 2].copy_from_slice(&bf16::from_f32(v).to_bits().to_le_bytes()),
+                DType::F16 => bytes[2 * i..2 * i + 2]
+                    .copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes()),
+                DType::BF16 => bytes[2 * i..2 * i + 2]
+                    .copy_from_slice(&bf16::from_f32(v).to_bits().to_le_bytes()),
             }
         }
         b
@@ -85,8 +87,12 @@ impl Buf {
         (0..self.len)
             .map(|i| match self.dtype {
                 DType::F32 => f32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().unwrap()),
-                DType::F16 => f16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32(),
-                DType::BF16 => bf16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32(),
+                DType::F16 => {
+                    f16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32()
+                }
+                DType::BF16 => {
+                    bf16::from_bits(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])).to_f32()
+                }
             })
             .collect()
     }

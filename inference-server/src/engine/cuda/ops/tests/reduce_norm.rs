@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::engine::cpu::{elementwise as cpu_ew, norm as cpu_norm};
-use crate::engine::op::GroupNormGeom as CpuGroupNorm;
 use crate::engine::cuda::ops::norm::{GroupNormGeom, group_norm, layer_norm};
 use crate::engine::cuda::ops::reduce::{softmax_last, sum_middle};
+use crate::engine::op::GroupNormGeom as CpuGroupNorm;
 
 #[test]
 fn sum_middle_matches_the_cpu() {
@@ -44,7 +44,12 @@ fn softmax_matches_the_cpu() {
                 let mut out = Buf::zeros(dtype, rows * cols);
                 softmax_last(&L, dtype, xb.ptr(), out.ptr(), rows, cols).unwrap();
                 let want = cpu_ew::map_rows(&rounded(dtype, &x), cols, cpu_ew::softmax_row);
-                assert_close(&format!("softmax_last_{dtype} {rows}x{cols} {s:?}"), &out.to_f32(), &want, tol(dtype));
+                assert_close(
+                    &format!("softmax_last_{dtype} {rows}x{cols} {s:?}"),
+                    &out.to_f32(),
+                    &want,
+                    tol(dtype),
+                );
             }
         }
     });
@@ -59,11 +64,28 @@ fn layer_norm_matches_the_cpu() {
                 let x: Vec<f32> = random(rows * c, 51, 3.0).iter().map(|v| v + 0.7).collect();
                 let (w, b) = (random(c, 52, 1.5), random(c, 53, 0.5));
                 let mut xb = Buf::from_f32(dtype, &x);
-                let (mut wb, mut bb) = (Buf::from_f32(DType::F32, &w), Buf::from_f32(DType::F32, &b));
+                let (mut wb, mut bb) =
+                    (Buf::from_f32(DType::F32, &w), Buf::from_f32(DType::F32, &b));
                 let mut out = Buf::zeros(dtype, rows * c);
-                layer_norm(&L, dtype, xb.ptr(), out.ptr(), wb.ptr(), bb.ptr(), rows, c, 1e-5).unwrap();
+                layer_norm(
+                    &L,
+                    dtype,
+                    xb.ptr(),
+                    out.ptr(),
+                    wb.ptr(),
+                    bb.ptr(),
+                    rows,
+                    c,
+                    1e-5,
+                )
+                .unwrap();
                 let want = cpu_norm::layer_norm(&rounded(dtype, &x), c, &w, &b, 1e-5);
-                assert_close(&format!("layer_norm_{dtype} {rows}x{c} {s:?}"), &out.to_f32(), &want, tol(dtype));
+                assert_close(
+                    &format!("layer_norm_{dtype} {rows}x{c} {s:?}"),
+                    &out.to_f32(),
+                    &want,
+                    tol(dtype),
+                );
             }
         }
     });
@@ -78,15 +100,38 @@ fn group_norm_with_and_without_silu_matches_the_cpu() {
         for dtype in DTYPES {
             for &(n, c, spatial, groups) in &cases {
                 for silu in [false, true] {
-                    let x: Vec<f32> = random(n * c * spatial, 61, 2.0).iter().map(|v| v - 0.3).collect();
+                    let x: Vec<f32> = random(n * c * spatial, 61, 2.0)
+                        .iter()
+                        .map(|v| v - 0.3)
+                        .collect();
                     let (w, b) = (random(c, 62, 1.5), random(c, 63, 0.5));
                     let mut xb = Buf::from_f32(dtype, &x);
-                    let (mut wb, mut bb) = (Buf::from_f32(DType::F32, &w), Buf::from_f32(DType::F32, &b));
+                    let (mut wb, mut bb) =
+                        (Buf::from_f32(DType::F32, &w), Buf::from_f32(DType::F32, &b));
                     let mut out = Buf::zeros(dtype, x.len());
-                    let g = GroupNormGeom { n, c, spatial, groups, eps: 1e-6, silu };
+                    let g = GroupNormGeom {
+                        n,
+                        c,
+                        spatial,
+                        groups,
+                        eps: 1e-6,
+                        silu,
+                    };
                     group_norm(&L, dtype, xb.ptr(), out.ptr(), wb.ptr(), bb.ptr(), g).unwrap();
-                    let want = cpu_norm::group_norm(&rounded(dtype, &x), &w, &b, CpuGroupNorm { c, spatial, groups, eps: 1e-6, silu });
-                    let what = format!("group_norm_{dtype} {n}x{c}x{spatial}/{groups} silu={silu} {s:?}");
+                    let want = cpu_norm::group_norm(
+                        &rounded(dtype, &x),
+                        &w,
+                        &b,
+                        CpuGroupNorm {
+                            c,
+                            spatial,
+                            groups,
+                            eps: 1e-6,
+                            silu,
+                        },
+                    );
+                    let what =
+                        format!("group_norm_{dtype} {n}x{c}x{spatial}/{groups} silu={silu} {s:?}");
                     assert_close(&what, &out.to_f32(), &want, tol(dtype));
                 }
             }
