@@ -231,6 +231,11 @@ struct ServeArgs {
     /// past it the attempt is abandoned and retried.
     #[arg(long, env = "SDSERVE_STALL_TIMEOUT", default_value = "120s")]
     stall_timeout: String,
+    /// How long a job claimed by this replica stays its own without a renewal (renewed every
+    /// third of it): replicas sharing a PostgreSQL store take over the jobs of one that died
+    /// this long after its last renewal.
+    #[arg(long, env = "SDSERVE_JOB_LEASE", default_value = "30s")]
+    job_lease: String,
     /// Longest wait in the inference server's queue without any news.
     #[arg(long, env = "SDSERVE_QUEUE_TIMEOUT", default_value = "30m")]
     queue_timeout: String,
@@ -316,6 +321,7 @@ impl ServeArgs {
                     &self.execution_timeout,
                 )?),
                 preview_every: self.preview_every,
+                lease: duration("job-lease", &self.job_lease)?.max(Duration::from_secs(1)),
             },
             ..Config::default()
         })

@@ -43,6 +43,9 @@ pub struct DispatchPolicy {
     pub default_execution_timeout: Option<Duration>,
     /// Ask for a preview every this many steps (0 = never).
     pub preview_every: u32,
+    /// How long a claimed job stays this process's without a renewal: replicas sharing the
+    /// store take over a job whose dispatcher died this long after its last renewal.
+    pub lease: Duration,
 }
 
 impl Default for DispatchPolicy {
@@ -53,6 +56,7 @@ impl Default for DispatchPolicy {
             max_attempts: 5,
             default_execution_timeout: Some(Duration::from_secs(30 * 60)),
             preview_every: 5,
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct Dispatcher {
     spool: Option<super::spool::Spool>,
     concurrency: usize,
     policy: DispatchPolicy,
+    /// This process's name on the jobs it claims (random per start).
+    replica: String,
 }
 
 /// How one generation attempt ended.
@@ -93,6 +99,7 @@ impl Dispatcher {
             spool: None,
             concurrency: concurrency.max(1),
             policy,
+            replica: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
         }
     }
 
@@ -132,7 +139,12 @@ impl Dispatcher {
     /// Requeues jobs left running by an earlier process, then runs jobs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         self.store_kept_results().await;
-        match self.jobs.store.requeue_running_jobs().await {
+        match self
+            .jobs
+            .store
+            .requeue_running_jobs(self.jobs.clock.now_ms())
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "requeued jobs interrupted by the last shutdown"),
             Err(err) => tracing::error!(error = %err, "cannot requeue interrupted jobs"),
@@ -145,10 +157,12 @@ impl Dispatcher {
                 permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
+            let now = this.jobs.clock.now_ms();
+            let lease_until = now.saturating_add(this.policy.lease.as_millis() as i64);
             let claimed = this
                 .jobs
                 .store
-                .claim_next_job(this.jobs.clock.now_ms())
+                .claim_next_job(&this.replica, now, lease_until)
                 .await;
             match claimed {
                 Ok(Some(record)) => {
@@ -380,7 +394,9 @@ impl Dispatcher {
                 let event = match tokio::time::timeout(deadline, stream.message()).await {
                     Ok(Ok(Some(message))) => message.event,
                     Ok(Ok(None)) => {
-                        return Attempt::Retry("the inference stream ended without a result".into());
+                        return Attempt::Retry(
+                            "the inference stream ended without a result".into(),
+                        );
                     }
                     Ok(Err(status)) => return self.rejected(record, status).await,
                     Err(_) => {

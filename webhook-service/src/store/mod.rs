@@ -78,14 +78,36 @@ pub trait Store: Send + Sync + 'static {
     /// A job by id.
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
 
-    /// Takes the oldest queued job not yet dispatched for an inference server, marking it
-    /// dispatched at `now_ms` (its status stays queued until [`Store::mark_started`]), and
-    /// returns it.
-    async fn claim_next_job(&self, now_ms: i64) -> Result<Option<JobRecord>, StoreError>;
+    /// Takes the oldest queued job that no dispatcher holds (never dispatched, or dispatched by
+    /// a replica whose lease on it ran out before `now_ms`) for `replica` until
+    /// `lease_until_ms`, marking it dispatched at `now_ms`, and returns it. A job taken over
+    /// from an expired lease starts over: queued again, its start and progress cleared. Its
+    /// status stays queued until [`Store::mark_started`].
+    async fn claim_next_job(
+        &self,
+        replica: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError>;
 
-    /// Puts every dispatched or running job back in the queue; called at start-up, when no
-    /// job can really be running. Returns how many were requeued.
-    async fn requeue_running_jobs(&self) -> Result<u64, StoreError>;
+    /// Extends `replica`'s lease on a job it claimed to `lease_until_ms`. False when the job
+    /// has ended or another replica holds it now: the caller stops working on it.
+    async fn renew_job_lease(
+        &self,
+        job_id: &str,
+        replica: &str,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Puts back in the queue the dispatched or running jobs that no process can still be
+    /// running, at start-up: with one process per store (SQLite) every one of them; with
+    /// replicas sharing the store (PostgreSQL) those whose lease ran out before `now_ms`.
+    /// Returns how many were requeued.
+    async fn requeue_running_jobs(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Changes other processes sharing the store made, announced so that this one need not
+    /// poll (PostgreSQL's LISTEN/NOTIFY). None for a store only this process writes.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>>;
 
     /// Records the job's place in the inference server's queue (its `Queued` event).
     async fn set_queue_position(&self, job_id: &str, position: u32) -> Result<(), StoreError>;
@@ -171,6 +193,17 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         force: bool,
     ) -> Result<Redelivery, StoreError>;
+}
+
+/// A change announced by [`Store::changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A job was queued (or put back in the queue): dispatchers look for work.
+    JobQueued,
+    /// This job changed (progress, start, end): its watchers re-read it.
+    Job(String),
+    /// Deliveries became due: delivery workers look for work.
+    DeliveryDue,
 }
 
 /// What [`Store::redeliver`] did.

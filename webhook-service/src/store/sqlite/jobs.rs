@@ -146,17 +146,25 @@ pub(super) fn get_job(
 pub(super) fn claim_next_job(
     conn: &mut Connection,
     secrets: &SecretBox,
+    replica: &str,
     now_ms: i64,
+    lease_until_ms: i64,
 ) -> Result<Option<JobRecord>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // A job whose lease ran out starts over: queued, its start and progress cleared. A
+    // replica never takes over its own lease: while it lives it knows whether it still runs
+    // the job (a test's manual clock may jump past the lease while it does).
     let id: Option<String> = tx
         .prepare_cached(
-            "UPDATE jobs SET dispatched_at = ?1 WHERE id = \
-             (SELECT id FROM jobs WHERE status = 'queued' AND dispatched_at IS NULL \
+            "UPDATE jobs SET status = 'queued', dispatched_at = ?1, claimed_by = ?2, lease_until = ?3, \
+             started_at = NULL, queue_position = NULL, progress_step = 0 WHERE id = \
+             (SELECT id FROM jobs WHERE (status = 'queued' AND dispatched_at IS NULL) \
+                 OR (status IN ('queued', 'running') AND dispatched_at IS NOT NULL \
+                     AND lease_until < ?1 AND claimed_by IS NOT ?2) \
               ORDER BY created_at, rowid LIMIT 1) \
              RETURNING id",
         )?
-        .query_row([now_ms], |row| row.get(0))
+        .query_row(rusqlite::params![now_ms, replica, lease_until_ms], |row| row.get(0))
         .optional()?;
     let job = match id {
         Some(id) => get_job(&tx, secrets, &id)?,
@@ -166,13 +174,30 @@ pub(super) fn claim_next_job(
     Ok(job)
 }
 
+/// Extends `replica`'s lease on a job it holds; false when the job ended or is held by
+/// another replica.
+pub(super) fn renew_job_lease(
+    conn: &Connection,
+    job_id: &str,
+    replica: &str,
+    lease_until_ms: i64,
+) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND claimed_by = ?2 \
+             AND status IN ('queued', 'running')",
+        )?
+        .execute(rusqlite::params![job_id, replica, lease_until_ms])?;
+    Ok(n == 1)
+}
+
 /// Puts every dispatched or running job back in the queue, clearing its dispatch and start
-/// times and progress (it will start over). Returns how many were requeued.
+/// times, lease and progress (it will start over). Returns how many were requeued.
 pub(super) fn requeue_running_jobs(conn: &Connection) -> Result<u64, StoreError> {
     let n = conn
         .prepare_cached(
             "UPDATE jobs SET status = 'queued', started_at = NULL, dispatched_at = NULL, \
-             queue_position = NULL, progress_step = 0 \
+             claimed_by = NULL, lease_until = NULL, queue_position = NULL, progress_step = 0 \
              WHERE status = 'running' OR (status = 'queued' AND dispatched_at IS NOT NULL)",
         )?
         .execute([])?;

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_callers.sql"),
     include_str!("../migrations/0003_idempotency_scope.sql"),
     include_str!("../migrations/0004_sealed_secrets.sql"),
+    include_str!("../migrations/0005_job_leases.sql"),
 ];
 
 /// The schema version this build writes and understands.

@@ -296,17 +296,39 @@ impl Store for SqliteStore {
         self.read(move |c, s| jobs::get_job(c, s, &id)).await
     }
 
-    /// Marks the oldest undispatched queued job (by `created_at`, then insertion order)
-    /// dispatched at `now_ms` and returns it; None if there is none.
-    async fn claim_next_job(&self, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
-        self.call_sealed(move |c, s| jobs::claim_next_job(c, s, now_ms))
+    /// Marks the oldest queued job no dispatcher holds dispatched by `replica` and returns it.
+    async fn claim_next_job(
+        &self,
+        replica: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let replica = replica.to_owned();
+        self.call_sealed(move |c, s| jobs::claim_next_job(c, s, &replica, now_ms, lease_until_ms))
             .await
     }
 
-    /// Moves every dispatched or running job back to queued, clearing `dispatched_at`,
-    /// `started_at` and `progress_step`.
-    async fn requeue_running_jobs(&self) -> Result<u64, StoreError> {
+    /// Extends the lease when `replica` still holds the unfinished job.
+    async fn renew_job_lease(
+        &self,
+        job_id: &str,
+        replica: &str,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (job_id, replica) = (job_id.to_owned(), replica.to_owned());
+        self.call(move |c| jobs::renew_job_lease(c, &job_id, &replica, lease_until_ms))
+            .await
+    }
+
+    /// One process writes a SQLite file, so at its start nothing can be running: every
+    /// dispatched or running job goes back to queued.
+    async fn requeue_running_jobs(&self, _now_ms: i64) -> Result<u64, StoreError> {
         self.call(|c| jobs::requeue_running_jobs(c)).await
+    }
+
+    /// Only this process writes the file: its own notifications cover every change.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::store::StoreChange>> {
+        None
     }
 
     /// Sets `queue_position` of a queued job.

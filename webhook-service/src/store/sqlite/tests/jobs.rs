@@ -62,7 +62,11 @@ async fn queue_is_claimed_oldest_first_and_requeued() {
     for (id, created) in [("late", 30), ("early", 10), ("middle", 20)] {
         store.insert_job(job(id, None, created)).await.unwrap();
     }
-    let first = store.claim_next_job(500).await.unwrap().unwrap();
+    let first = store
+        .claim_next_job("replica-a", 500, 500 + 60_000)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first.job.id, "early");
     // Dispatched, but queued until the inference server starts it.
     assert_eq!(
@@ -96,22 +100,46 @@ async fn queue_is_claimed_oldest_first_and_requeued() {
         Some(550)
     );
     assert_eq!(
-        store.claim_next_job(501).await.unwrap().unwrap().job.id,
+        store
+            .claim_next_job("replica-a", 501, 501 + 60_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .job
+            .id,
         "middle"
     );
     assert_eq!(
-        store.claim_next_job(502).await.unwrap().unwrap().job.id,
+        store
+            .claim_next_job("replica-a", 502, 502 + 60_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .job
+            .id,
         "late"
     );
-    assert!(store.claim_next_job(503).await.unwrap().is_none());
+    assert!(
+        store
+            .claim_next_job("replica-a", 503, 503 + 60_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
-    assert_eq!(store.requeue_running_jobs().await.unwrap(), 3);
+    assert_eq!(store.requeue_running_jobs(0).await.unwrap(), 3);
     assert_eq!(
         store.get_job("middle").await.unwrap().unwrap().status,
         JobStatus::Queued
     );
     assert_eq!(
-        store.claim_next_job(600).await.unwrap().unwrap().job.id,
+        store
+            .claim_next_job("replica-a", 600, 600 + 60_000)
+            .await
+            .unwrap()
+            .unwrap()
+            .job
+            .id,
         "early"
     );
 }
@@ -120,7 +148,10 @@ async fn queue_is_claimed_oldest_first_and_requeued() {
 async fn finish_job_writes_everything_once_and_atomically() {
     let store = SqliteStore::open_in_memory().unwrap();
     store.insert_job(job("j1", None, 100)).await.unwrap();
-    store.claim_next_job(200).await.unwrap();
+    store
+        .claim_next_job("replica-a", 200, 200 + 60_000)
+        .await
+        .unwrap();
     store.mark_started("j1", 200).await.unwrap();
 
     // A duplicate delivery id fails the transaction: nothing of it may remain.
@@ -253,4 +284,67 @@ async fn reads_do_not_wait_for_a_held_write_lock() {
     );
     assert_eq!(read.model, "", "the uncommitted write is not visible");
     other.execute_batch("ROLLBACK;").unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_its_first_holder_stops() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    store.insert_job(job("j", None, 10)).await.unwrap();
+    assert_eq!(
+        store
+            .claim_next_job("a", 100, 1_100)
+            .await
+            .unwrap()
+            .unwrap()
+            .job
+            .id,
+        "j"
+    );
+    store.mark_started("j", 150).await.unwrap();
+    // Held and renewed: nobody else takes it.
+    assert!(store.renew_job_lease("j", "a", 2_000).await.unwrap());
+    assert!(
+        store
+            .claim_next_job("b", 1_500, 2_500)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !store.renew_job_lease("j", "b", 3_000).await.unwrap(),
+        "b does not hold it"
+    );
+    // a stops renewing (it died): after the lease, b takes the job, and it starts over.
+    let taken = store
+        .claim_next_job("b", 2_001, 3_001)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            taken.job.id.as_str(),
+            taken.status,
+            taken.started_at_ms,
+            taken.dispatched_at_ms
+        ),
+        ("j", JobStatus::Queued, None, Some(2_001))
+    );
+    assert!(
+        !store.renew_job_lease("j", "a", 4_000).await.unwrap(),
+        "a lost it"
+    );
+    assert!(store.renew_job_lease("j", "b", 4_000).await.unwrap());
+    // An ended job's lease cannot be renewed.
+    store
+        .finish_job(finish("j", 2_500, Vec::new()))
+        .await
+        .unwrap();
+    assert!(!store.renew_job_lease("j", "b", 5_000).await.unwrap());
+    assert!(
+        store
+            .claim_next_job("c", 9_000, 10_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
