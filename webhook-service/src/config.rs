@@ -15,16 +15,16 @@ use crate::store::secrets::SecretsKey;
 /// Everything `run` needs besides its listeners.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// SQLite database file.
-    pub database: PathBuf,
+    /// Where jobs are kept: a SQLite file or a PostgreSQL database shared by replicas.
+    pub database: crate::database::Database,
     /// Inference server endpoints (`http://host:port`); generations are balanced over them.
     pub inference: Vec<String>,
     /// The service's public HTTP base URL, used in media links; None = the HTTP listener's.
     pub public_url: Option<String>,
-    /// Key for media URL signatures; None = read or create `<database>.media-key`.
+    /// Key for media URL signatures; None = the database's own (see [`crate::database::Database::open_with_media_key`]).
     pub media_key: Option<Vec<u8>>,
     /// Key sealing webhook secrets and signing keys in the database; None = read or create
-    /// `<database>.secrets-key`.
+    /// `<database>.secrets-key` (SQLite only: PostgreSQL replicas must be given one).
     pub secrets_key: Option<SecretsKey>,
     /// How long media links stay valid.
     pub media_ttl: Duration,
@@ -77,7 +77,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database: PathBuf::from("sdserve-webhooks.db"),
+            database: PathBuf::from("sdserve-webhooks.db").into(),
             inference: vec!["http://127.0.0.1:50051".to_owned()],
             public_url: None,
             media_key: None,

@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod database;
 pub mod delivery;
 pub mod domain;
 pub mod formats;
@@ -64,8 +65,10 @@ pub async fn run(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let store: Arc<dyn store::Store> =
-        Arc::new(open_store(&config.database, config.secrets_key.as_ref())?);
+    let (store, media_key) = config
+        .database
+        .open_with_media_key(config.secrets_key.as_ref(), config.media_key.clone())
+        .await?;
     let http_addr = http
         .local_addr()
         .map_err(|e| ServiceError::Server(e.to_string()))?;
@@ -79,10 +82,6 @@ pub async fn run(
         }
         format!("http://{addr}")
     });
-    let media_key = match &config.media_key {
-        Some(key) => key.clone(),
-        None => load_or_create_media_key(&config.database)?,
-    };
     let media = media::MediaSigner::new(media_key, &public_url, config.media_ttl);
     let media_for_callbacks = media.clone();
     let client = WebhookClient::new(&ClientConfig {
@@ -162,7 +161,7 @@ pub async fn run(
         config.generation_concurrency,
         config.dispatch.clone(),
     )
-    .with_spool(jobs::spool::Spool::beside(&config.database));
+    .with_spool(config.database.spool());
 
     let stop = CancellationToken::new();
     tokio::spawn({
@@ -176,6 +175,7 @@ pub async fn run(
     workers.spawn(deliverer.run(stop.clone()));
     workers.spawn(dispatcher.run(stop.clone()));
     workers.spawn(inference_for_health.check_health(stop.clone()));
+    workers.spawn(jobs.clone().follow_store(stop.clone()));
     if let Some(retain) = config.retain {
         workers.spawn(retention(
             store.clone(),
@@ -296,34 +296,4 @@ fn grpc_server(
             .map_err(|e| ServiceError::Server(format!("grpc: {e}")))
     };
     (Box::pin(serve), addr)
-}
-
-/// Reads the media key kept beside the database, creating it (owner-only) on first start so
-/// links in stored callbacks stay valid across restarts.
-fn load_or_create_media_key(database: &Path) -> Result<Vec<u8>, ServiceError> {
-    let (path, key) = keyfile::load_or_create(database, ".media-key")
-        .map_err(|e| ServiceError::Config(format!("media {e}")))?;
-    if key.len() < 32 {
-        return Err(ServiceError::Config(format!(
-            "media key file {} is shorter than 32 bytes",
-            path.display()
-        )));
-    }
-    Ok(key)
-}
-
-/// Opens the database with the secrets key that seals its webhook secrets and signing keys:
-/// `secrets_key` when given (`--secrets-key-file`), else the one kept beside the database
-/// (`<database>.secrets-key`, created owner-only on first start). `serve` and the `keys`
-/// commands both open it this way, so they read each other's secrets.
-pub fn open_store(
-    database: &Path,
-    secrets_key: Option<&SecretsKey>,
-) -> Result<SqliteStore, ServiceError> {
-    let key = match secrets_key {
-        Some(key) => key.clone(),
-        None => SecretsKey::beside(database)
-            .map_err(|e| ServiceError::Config(format!("secrets {e}")))?,
-    };
-    Ok(SqliteStore::open_with(database, SecretBox::new(&key))?)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use webhook_service::Config;
+use webhook_service::database::Database;
 use webhook_service::auth::{AuthMode, KeyRing, KeySpec};
 use webhook_service::clock::Clock;
 use webhook_service::delivery::retry::{DEFAULT_SCHEDULE, RetryPolicy, Schedule};
@@ -50,7 +51,7 @@ enum DeliveriesCommand {
         /// Send even though the receiver answered 410 Gone.
         #[arg(long)]
         force: bool,
-        /// Database, as sqlite://PATH.
+        /// Database, as sqlite://PATH or postgres://USER:PASSWORD@HOST/DB.
         #[arg(
             long,
             env = "SDSERVE_DATABASE",
@@ -70,7 +71,7 @@ enum KeysCommand {
         /// A name for the key (who or what uses it).
         #[arg(long)]
         name: String,
-        /// Database, as sqlite://PATH.
+        /// Database, as sqlite://PATH or postgres://USER:PASSWORD@HOST/DB.
         #[arg(
             long,
             env = "SDSERVE_DATABASE",
@@ -96,7 +97,7 @@ enum KeysCommand {
     },
     /// Lists keys: id, name, prefix, created, revoked.
     List {
-        /// Database, as sqlite://PATH.
+        /// Database, as sqlite://PATH or postgres://USER:PASSWORD@HOST/DB.
         #[arg(
             long,
             env = "SDSERVE_DATABASE",
@@ -112,7 +113,7 @@ enum KeysCommand {
     Revoke {
         /// The key's id (key_...) or name.
         key: String,
-        /// Database, as sqlite://PATH.
+        /// Database, as sqlite://PATH or postgres://USER:PASSWORD@HOST/DB.
         #[arg(
             long,
             env = "SDSERVE_DATABASE",
@@ -134,7 +135,9 @@ struct ServeArgs {
     /// Address of the HTTP API (jobs, vendor shapes, media, /metrics).
     #[arg(long, env = "SDSERVE_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     http_listen: SocketAddr,
-    /// Database, as sqlite://PATH (the file is created if missing).
+    /// Database, as sqlite://PATH (the file is created if missing; one process) or
+    /// postgres://USER:PASSWORD@HOST/DB (shared by any number of replicas; needs
+    /// --secrets-key-file, the same file on every replica).
     #[arg(
         long,
         env = "SDSERVE_DATABASE",
@@ -182,6 +185,11 @@ struct ServeArgs {
     /// same key.
     #[arg(long, env = "SDSERVE_SECRETS_KEY_FILE")]
     secrets_key_file: Option<PathBuf>,
+    /// With a PostgreSQL database: this replica's folder for results that could not be
+    /// stored yet (stored at its next start). Default: `sdserve-spool`. SQLite uses
+    /// `<database>.spool/`.
+    #[arg(long, env = "SDSERVE_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
     /// Webhook connect timeout.
     #[arg(long, env = "SDSERVE_CONNECT_TIMEOUT", default_value = "5s")]
     connect_timeout: String,
@@ -247,12 +255,15 @@ struct ServeArgs {
     dispatch_attempts: u32,
 }
 
-/// The SQLite file of a `sqlite://PATH` database URL.
-fn database_path(url: &str) -> anyhow::Result<PathBuf> {
-    let path = url
-        .strip_prefix("sqlite://")
-        .with_context(|| format!("--database must be sqlite://PATH, got {url:?}"))?;
-    Ok(PathBuf::from(path))
+/// The database a `--database` URL names (`spool`: a PostgreSQL replica's spool folder).
+fn database(url: &str, spool: Option<PathBuf>) -> anyhow::Result<Database> {
+    Database::parse(url, spool).map_err(anyhow::Error::msg)
+}
+
+/// Opens the store a `--database` URL names, for the operator commands.
+async fn open_store(url: &str, secrets_key_file: Option<&std::path::Path>) -> anyhow::Result<std::sync::Arc<dyn webhook_service::store::Store>> {
+    let database = database(url, None)?;
+    database.open(secrets_key(secrets_key_file)?.as_ref()).await.with_context(|| format!("opening {database}"))
 }
 
 fn duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
@@ -265,7 +276,7 @@ fn duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
 
 impl ServeArgs {
     fn config(&self) -> anyhow::Result<Config> {
-        let database = database_path(&self.database)?;
+        let database = database(&self.database, self.spool_dir.clone())?;
         let ca_pem = match &self.ca_file {
             Some(path) => {
                 Some(std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?)
@@ -378,15 +389,9 @@ fn secrets_key(file: Option<&std::path::Path>) -> anyhow::Result<Option<SecretsK
         .transpose()
 }
 
-fn key_ring(database: &str, secrets_key_file: Option<&std::path::Path>) -> anyhow::Result<KeyRing> {
-    let path = database_path(database)?;
-    let store = webhook_service::open_store(&path, secrets_key(secrets_key_file)?.as_ref())
-        .with_context(|| format!("opening {}", path.display()))?;
-    Ok(KeyRing::new(
-        std::sync::Arc::new(store),
-        Clock::system(),
-        AuthMode::Required,
-    ))
+async fn key_ring(database: &str, secrets_key_file: Option<&std::path::Path>) -> anyhow::Result<KeyRing> {
+    let store = open_store(database, secrets_key_file).await?;
+    Ok(KeyRing::new(store, Clock::system(), AuthMode::Required))
 }
 
 /// `keys create|list|revoke`. `create` prints only the key on stdout, so scripts can capture it.
@@ -426,7 +431,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 },
                 webhook,
             };
-            let created = key_ring(&database, secrets_key_file.as_deref())?
+            let created = key_ring(&database, secrets_key_file.as_deref()).await?
                 .create(spec)
                 .await?;
             eprintln!(
@@ -443,7 +448,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 "{:<38} {:<24} {:<12} {:<25} REVOKED",
                 "ID", "NAME", "PREFIX", "CREATED"
             );
-            for key in key_ring(&database, secrets_key_file.as_deref())?
+            for key in key_ring(&database, secrets_key_file.as_deref()).await?
                 .list()
                 .await?
             {
@@ -471,7 +476,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             database,
             secrets_key_file,
         } => {
-            if !key_ring(&database, secrets_key_file.as_deref())?
+            if !key_ring(&database, secrets_key_file.as_deref()).await?
                 .revoke(&key)
                 .await?
             {
@@ -492,10 +497,7 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
         database,
         secrets_key_file,
     } = command;
-    let path = database_path(&database)?;
-    let store =
-        webhook_service::open_store(&path, secrets_key(secrets_key_file.as_deref())?.as_ref())
-            .with_context(|| format!("opening {}", path.display()))?;
+    let store = open_store(&database, secrets_key_file.as_deref()).await?;
     match store
         .redeliver(&id, Clock::system().now_ms(), force)
         .await?

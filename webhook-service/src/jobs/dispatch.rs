@@ -197,6 +197,21 @@ impl Dispatcher {
     async fn run_job(&self, record: JobRecord, shutdown: CancellationToken) {
         let id = record.job.id.clone();
         let cancel = self.jobs.track(&id);
+        // The job is this replica's while its lease is renewed; losing it (the job ended
+        // through another replica, or one took it over) stops the work here as a cancel does.
+        let lease = tokio::spawn({
+            let (jobs, id, replica, cancel) = (
+                self.jobs.clone(),
+                id.clone(),
+                self.replica.clone(),
+                cancel.clone(),
+            );
+            let lease = self.policy.lease;
+            async move {
+                jobs.hold_lease(&id, &replica, lease).await;
+                cancel.cancel();
+            }
+        });
         let mut backoff = Duration::from_millis(500);
         let mut attempts = 0;
         let mut busy_since: Option<tokio::time::Instant> = None;
@@ -269,6 +284,7 @@ impl Dispatcher {
                 }
             }
         }
+        lease.abort();
         self.jobs.untrack(&id);
     }
 

@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod events;
 pub mod models;
 pub mod outbox;
+mod replicas;
 pub mod spool;
 
 use std::collections::HashMap;

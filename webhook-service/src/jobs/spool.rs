@@ -33,6 +33,11 @@ impl Spool {
         }
     }
 
+    /// The spool in `dir` (a PostgreSQL replica's own folder).
+    pub fn at(dir: PathBuf) -> Spool {
+        Spool { dir }
+    }
+
     fn file(&self, job_id: &str) -> Option<PathBuf> {
         // Job ids are UUIDs; anything else is not written (no path tricks).
         let safe = !job_id.is_empty()

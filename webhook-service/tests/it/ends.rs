@@ -15,6 +15,7 @@ fn quick_policy() -> DispatchPolicy {
         max_attempts: 2,
         default_execution_timeout: None,
         preview_every: 0,
+        lease: Duration::from_secs(30),
     }
 }
 

@@ -27,7 +27,7 @@ pub struct Service {
 /// the given inference server.
 pub fn test_config(dir: &tempfile::TempDir, inference: SocketAddr) -> Config {
     Config {
-        database: dir.path().join("jobs.db"),
+        database: dir.path().join("jobs.db").into(),
         inference: vec![format!("http://{inference}")],
         allow_http: true,
         allow_private: vec!["127.0.0.0/8".parse().unwrap()],
