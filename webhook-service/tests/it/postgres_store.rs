@@ -15,8 +15,10 @@ use webhook_service::store::postgres::PostgresStore;
 use webhook_service::store::secrets::{SecretBox, SecretsKey};
 use webhook_service::store::{Redelivery, Store, StoreChange, StoreError};
 
-use crate::support::postgres::{TestDb, database};
+use crate::support::postgres::database;
 
+// The SQLite tests' fixtures, loaded a second time: `sqlite_store` keeps its copy private.
+#[allow(clippy::duplicate_mod)]
 #[path = "../../src/store/sqlite/tests/fixtures.rs"]
 mod fixtures;
 
@@ -971,7 +973,3 @@ async fn postgres_replicas_share_one_key() {
     assert_eq!(a.shared_key("media").await.unwrap(), ka, "and it stays");
     assert_ne!(a.shared_key("other").await.unwrap(), ka);
 }
-
-/// Keeps [`TestDb`] in use where a test only needs its store (the macro returns both).
-#[allow(dead_code)]
-fn _uses(_: &TestDb) {}
