@@ -20,6 +20,7 @@ mod ends;
 mod formats;
 mod fuzz;
 mod leonardo;
+mod postgres_store;
 mod restart;
 mod runpod;
 mod scaleout;

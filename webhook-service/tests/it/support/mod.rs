@@ -3,6 +3,7 @@
 #![allow(dead_code, missing_docs)]
 
 pub mod inference;
+pub mod postgres;
 pub mod process;
 pub mod receiver;
 pub mod rng;
