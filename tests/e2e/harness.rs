@@ -79,7 +79,7 @@ impl Product {
 
         let database = dir.path().join("webhooks.db");
         let mut config = webhook_service::Config {
-            database: database.clone(),
+            database: database.clone().into(),
             inference: vec![format!("http://{inference}")],
             allow_http: true,
             allow_private: vec!["127.0.0.0/8".parse().unwrap()],

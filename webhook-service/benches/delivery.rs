@@ -112,11 +112,17 @@ struct Phase {
 async fn phase(backend: &Backend, backlog: bool) -> Phase {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = match backend {
-        Backend::Sqlite => Arc::new(SqliteStore::open(&dir.path().join("bench.db")).expect("open store")),
+        Backend::Sqlite => {
+            Arc::new(SqliteStore::open(&dir.path().join("bench.db")).expect("open store"))
+        }
         Backend::Postgres(admin) => {
             let url = fresh_postgres_database(admin).await;
             let secrets = SecretBox::new(&SecretsKey::parse(&[9; 32]).expect("key"));
-            Arc::new(PostgresStore::connect(&url, secrets).await.expect("connect to PostgreSQL"))
+            Arc::new(
+                PostgresStore::connect(&url, secrets)
+                    .await
+                    .expect("connect to PostgreSQL"),
+            )
         }
     };
     let arrivals: Arrivals = Arc::default();
@@ -220,10 +226,15 @@ enum Backend {
 
 /// Creates an empty database next to `admin`'s and returns its URL.
 async fn fresh_postgres_database(admin: &str) -> String {
-    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await.expect("connect to the admin database");
+    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the admin database");
     tokio::spawn(connection);
     let name = format!("sdserve_bench_{:016x}", rand::random::<u64>());
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create the bench database");
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create the bench database");
     let mut url = url::Url::parse(admin).expect("SDSERVE_TEST_POSTGRES is a URL");
     url.set_path(&name);
     url.to_string()
@@ -259,25 +270,55 @@ impl Figures {
 async fn main() {
     let mut columns = vec![("SQLite", Figures::measure(&Backend::Sqlite).await)];
     match std::env::var("SDSERVE_TEST_POSTGRES") {
-        Ok(admin) => columns.push(("PostgreSQL", Figures::measure(&Backend::Postgres(admin)).await)),
-        Err(_) => eprintln!("SDSERVE_TEST_POSTGRES is not set: PostgreSQL is not measured (eval \"$(scripts/postgres-for-tests.sh)\")"),
+        Ok(admin) => columns.push((
+            "PostgreSQL",
+            Figures::measure(&Backend::Postgres(admin)).await,
+        )),
+        Err(_) => eprintln!(
+            "SDSERVE_TEST_POSTGRES is not set: PostgreSQL is not measured (eval \"$(scripts/postgres-for-tests.sh)\")"
+        ),
     }
     let row = |name: &str, cell: &dyn Fn(&Figures) -> String| {
         let cells: Vec<String> = columns.iter().map(|(_, f)| cell(f)).collect();
         println!("| {name} | {} |", cells.join(" | "));
     };
     let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
-    println!("| metric ({DELIVERIES} deliveries per phase) | {} |", names.join(" | "));
+    println!(
+        "| metric ({DELIVERIES} deliveries per phase) | {} |",
+        names.join(" | ")
+    );
     println!("|---|{}", "---|".repeat(columns.len()));
-    row("backlog: enqueue time (job + result + outbox row each)", &|f| format!("{:.2} s", f.drain.enqueue.as_secs_f64()));
-    row("backlog: drain time, worker start to last delivered", &|f| format!("{:.2} s", f.drain.total.as_secs_f64()));
-    row("backlog: deliveries/s", &|f| format!("{:.0}", f.drain_rate()));
-    row("streaming: first enqueue to last delivered", &|f| format!("{:.2} s", f.stream.total.as_secs_f64()));
-    row("streaming: deliveries/s (bounded by the enqueue rate)", &|f| format!("{:.0}", f.stream_rate()));
-    row("streaming: p50 enqueue→delivered", &|f| format!("{:.1} ms", f.p(0.50)));
-    row("streaming: p99 enqueue→delivered", &|f| format!("{:.1} ms", f.p(0.99)));
+    row(
+        "backlog: enqueue time (job + result + outbox row each)",
+        &|f| format!("{:.2} s", f.drain.enqueue.as_secs_f64()),
+    );
+    row(
+        "backlog: drain time, worker start to last delivered",
+        &|f| format!("{:.2} s", f.drain.total.as_secs_f64()),
+    );
+    row("backlog: deliveries/s", &|f| {
+        format!("{:.0}", f.drain_rate())
+    });
+    row("streaming: first enqueue to last delivered", &|f| {
+        format!("{:.2} s", f.stream.total.as_secs_f64())
+    });
+    row(
+        "streaming: deliveries/s (bounded by the enqueue rate)",
+        &|f| format!("{:.0}", f.stream_rate()),
+    );
+    row("streaming: p50 enqueue→delivered", &|f| {
+        format!("{:.1} ms", f.p(0.50))
+    });
+    row("streaming: p99 enqueue→delivered", &|f| {
+        format!("{:.1} ms", f.p(0.99))
+    });
     row("target: ≥ 5000/s drained and p99 ≤ 50 ms", &|f| {
         let met = f.drain_rate() >= 5000.0 && f.p(0.99) <= 50.0;
-        format!("{} ({:.2}× the rate, {:.2}× the p99 bound)", if met { "met" } else { "NOT met" }, f.drain_rate() / 5000.0, f.p(0.99) / 50.0)
+        format!(
+            "{} ({:.2}× the rate, {:.2}× the p99 bound)",
+            if met { "met" } else { "NOT met" },
+            f.drain_rate() / 5000.0,
+            f.p(0.99) / 50.0
+        )
     });
 }

@@ -43,7 +43,10 @@ impl Database {
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let spool = spool.unwrap_or_else(|| PathBuf::from("sdserve-spool"));
-            return Ok(Self::Postgres { url: url.to_owned(), spool });
+            return Ok(Self::Postgres {
+                url: url.to_owned(),
+                spool,
+            });
         }
         Err(format!(
             "--database must be sqlite://PATH or postgres://USER:PASSWORD@HOST/DB, got {}",
@@ -54,7 +57,10 @@ impl Database {
     /// Opens the store. SQLite: the secrets key is `secrets_key` or the file beside the
     /// database (created on first start). PostgreSQL: `secrets_key` is required, since every
     /// replica must seal and open secrets with the same key.
-    pub async fn open(&self, secrets_key: Option<&SecretsKey>) -> Result<Arc<dyn Store>, ServiceError> {
+    pub async fn open(
+        &self,
+        secrets_key: Option<&SecretsKey>,
+    ) -> Result<Arc<dyn Store>, ServiceError> {
         Ok(match self {
             Self::Sqlite(path) => Arc::new(open_sqlite(path, secrets_key)?),
             Self::Postgres { url, .. } => Arc::new(open_postgres(url, secrets_key).await?),
@@ -135,10 +141,14 @@ fn redact(url: &str) -> String {
 /// Opens a SQLite database with `secrets_key`, else the key kept beside it (created
 /// owner-only on first start). `serve` and the `keys` commands both open it this way, so
 /// they read each other's secrets.
-pub fn open_sqlite(database: &Path, secrets_key: Option<&SecretsKey>) -> Result<SqliteStore, ServiceError> {
+pub fn open_sqlite(
+    database: &Path,
+    secrets_key: Option<&SecretsKey>,
+) -> Result<SqliteStore, ServiceError> {
     let key = match secrets_key {
         Some(key) => key.clone(),
-        None => SecretsKey::beside(database).map_err(|e| ServiceError::Config(format!("secrets {e}")))?,
+        None => SecretsKey::beside(database)
+            .map_err(|e| ServiceError::Config(format!("secrets {e}")))?,
     };
     Ok(SqliteStore::open_with(database, SecretBox::new(&key))?)
 }
@@ -149,12 +159,18 @@ fn sqlite_media_key(database: &Path) -> Result<Vec<u8>, ServiceError> {
     let (path, key) = keyfile::load_or_create(database, ".media-key")
         .map_err(|e| ServiceError::Config(format!("media {e}")))?;
     if key.len() < 32 {
-        return Err(ServiceError::Config(format!("media key file {} is shorter than 32 bytes", path.display())));
+        return Err(ServiceError::Config(format!(
+            "media key file {} is shorter than 32 bytes",
+            path.display()
+        )));
     }
     Ok(key)
 }
 
-async fn open_postgres(url: &str, secrets_key: Option<&SecretsKey>) -> Result<PostgresStore, ServiceError> {
+async fn open_postgres(
+    url: &str,
+    secrets_key: Option<&SecretsKey>,
+) -> Result<PostgresStore, ServiceError> {
     let Some(key) = secrets_key else {
         return Err(ServiceError::Config(
             "a PostgreSQL database needs --secrets-key-file: every replica must seal and open \
@@ -171,12 +187,18 @@ mod tests {
 
     #[test]
     fn urls_are_parsed_and_passwords_never_shown() {
-        assert_eq!(Database::parse("sqlite://a/b.db", None).unwrap(), Database::Sqlite("a/b.db".into()));
+        assert_eq!(
+            Database::parse("sqlite://a/b.db", None).unwrap(),
+            Database::Sqlite("a/b.db".into())
+        );
         let pg = Database::parse("postgres://u:hunter2@db:5432/jobs", None).unwrap();
         assert_eq!(pg.to_string(), "postgres://u:***@db:5432/jobs");
         assert!(!format!("{pg:?}").contains("hunter2"));
         let err = Database::parse("mysql://u:hunter2@db/jobs", None).unwrap_err();
-        assert!(err.contains("--database") && !err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains("--database") && !err.contains("hunter2"),
+            "{err}"
+        );
         assert!(Database::parse("sqlite://", None).is_err());
     }
 }

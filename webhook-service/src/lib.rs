@@ -22,7 +22,6 @@ pub mod metrics;
 pub mod store;
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 
 use sdserve_proto::v1::jobs_server::JobsServer;
@@ -39,8 +38,6 @@ use delivery::worker::{Deliverer, WorkerConfig};
 use jobs::dispatch::Dispatcher;
 use jobs::models::ModelCatalog;
 use jobs::{JobService, JobSettings};
-use store::secrets::{SecretBox, SecretsKey};
-use store::sqlite::SqliteStore;
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use webhook_service::Config;
-use webhook_service::database::Database;
 use webhook_service::auth::{AuthMode, KeyRing, KeySpec};
 use webhook_service::clock::Clock;
+use webhook_service::database::Database;
 use webhook_service::delivery::retry::{DEFAULT_SCHEDULE, RetryPolicy, Schedule};
 use webhook_service::domain::{KeyLimits, KeyWebhook, Secret};
 use webhook_service::jobs::dispatch::DispatchPolicy;
@@ -261,9 +261,15 @@ fn database(url: &str, spool: Option<PathBuf>) -> anyhow::Result<Database> {
 }
 
 /// Opens the store a `--database` URL names, for the operator commands.
-async fn open_store(url: &str, secrets_key_file: Option<&std::path::Path>) -> anyhow::Result<std::sync::Arc<dyn webhook_service::store::Store>> {
+async fn open_store(
+    url: &str,
+    secrets_key_file: Option<&std::path::Path>,
+) -> anyhow::Result<std::sync::Arc<dyn webhook_service::store::Store>> {
     let database = database(url, None)?;
-    database.open(secrets_key(secrets_key_file)?.as_ref()).await.with_context(|| format!("opening {database}"))
+    database
+        .open(secrets_key(secrets_key_file)?.as_ref())
+        .await
+        .with_context(|| format!("opening {database}"))
 }
 
 fn duration(flag: &str, value: &str) -> anyhow::Result<Duration> {
@@ -389,7 +395,10 @@ fn secrets_key(file: Option<&std::path::Path>) -> anyhow::Result<Option<SecretsK
         .transpose()
 }
 
-async fn key_ring(database: &str, secrets_key_file: Option<&std::path::Path>) -> anyhow::Result<KeyRing> {
+async fn key_ring(
+    database: &str,
+    secrets_key_file: Option<&std::path::Path>,
+) -> anyhow::Result<KeyRing> {
     let store = open_store(database, secrets_key_file).await?;
     Ok(KeyRing::new(store, Clock::system(), AuthMode::Required))
 }
@@ -431,7 +440,8 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 },
                 webhook,
             };
-            let created = key_ring(&database, secrets_key_file.as_deref()).await?
+            let created = key_ring(&database, secrets_key_file.as_deref())
+                .await?
                 .create(spec)
                 .await?;
             eprintln!(
@@ -448,7 +458,8 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 "{:<38} {:<24} {:<12} {:<25} REVOKED",
                 "ID", "NAME", "PREFIX", "CREATED"
             );
-            for key in key_ring(&database, secrets_key_file.as_deref()).await?
+            for key in key_ring(&database, secrets_key_file.as_deref())
+                .await?
                 .list()
                 .await?
             {
@@ -476,7 +487,8 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             database,
             secrets_key_file,
         } => {
-            if !key_ring(&database, secrets_key_file.as_deref()).await?
+            if !key_ring(&database, secrets_key_file.as_deref())
+                .await?
                 .revoke(&key)
                 .await?
             {
@@ -490,7 +502,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
 
 /// `deliveries redeliver`: the operator's redelivery, which may override a 410 Gone mark.
 async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
-    use webhook_service::store::{Redelivery, Store};
+    use webhook_service::store::Redelivery;
     let DeliveriesCommand::Redeliver {
         id,
         force,

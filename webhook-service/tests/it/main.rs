@@ -21,6 +21,7 @@ mod formats;
 mod fuzz;
 mod leonardo;
 mod postgres_store;
+mod replicas;
 mod restart;
 mod runpod;
 mod scaleout;

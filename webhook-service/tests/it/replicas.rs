@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sdserve_proto::v1 as pb;
-use support::process::{Running, connect, free_port};
+use support::process::{Running, free_port};
 use support::receiver::{Receiver, Recorded};
 
 const JOBS: usize = 60;
@@ -32,7 +32,11 @@ fn replica(
         .env("SDSERVE_SPOOL_DIR", dir.join(format!("{name}.spool")))
         .env(
             "SDSERVE_INFERENCE",
-            inference.iter().map(|a| format!("http://{a}")).collect::<Vec<_>>().join(","),
+            inference
+                .iter()
+                .map(|a| format!("http://{a}"))
+                .collect::<Vec<_>>()
+                .join(","),
         )
         .env("SDSERVE_JOB_LEASE", "3s")
         .env("SDSERVE_GENERATION_CONCURRENCY", "3")
@@ -45,6 +49,23 @@ fn replica(
     (Running(child), grpc)
 }
 
+/// A client of the replica `name` on `grpc`, or a panic showing its log when it does not start.
+async fn connect_or_log(
+    grpc: u16,
+    dir: &std::path::Path,
+    name: &str,
+) -> sdserve_proto::v1::jobs_client::JobsClient<tonic::transport::Channel> {
+    let url = format!("http://127.0.0.1:{grpc}");
+    for _ in 0..300 {
+        if let Ok(client) = sdserve_proto::v1::jobs_client::JobsClient::connect(url.clone()).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    panic!("replica {name} did not start on port {grpc}; its log:\n{log}");
+}
+
 /// The job a callback is about; None for a body cut off by the kill (not JSON).
 fn job_of(request: &Recorded) -> Option<String> {
     let body: serde_json::Value = serde_json::from_slice(&request.body).ok()?;
@@ -53,7 +74,10 @@ fn job_of(request: &Recorded) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_and_three_servers_survive_losing_one_of_each() {
-    let Some(url) = support::postgres::fresh_database("replicas").await else { return };
+    let Some(db) = support::postgres::database("replicas").await else {
+        return;
+    };
+    let url = db.url.clone();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secrets.key"), rand::random::<[u8; 32]>()).unwrap();
     let fakes = [
@@ -65,25 +89,55 @@ async fn two_replicas_and_three_servers_survive_losing_one_of_each() {
     let receiver = Receiver::http().await;
     let (a, grpc_a) = replica(&url, dir.path(), "a", &servers);
     let (b, grpc_b) = replica(&url, dir.path(), "b", &servers);
-    let mut clients = [connect(grpc_a).await, connect(grpc_b).await];
+    let mut clients = [
+        connect_or_log(grpc_a, dir.path(), "a").await,
+        connect_or_log(grpc_b, dir.path(), "b").await,
+    ];
 
     // Jobs alternate between the replicas; every fourth is slow (3 s on its server), so the
     // kill below lands while generations and deliveries are in flight on both.
     let mut ids = BTreeSet::new();
     for n in 0..JOBS {
-        let prompt = if n % 4 == 0 { "slow".to_owned() } else { format!("job {n}") };
-        let request = support::service::submit_request(&prompt, &receiver.url("/hook"), "standard", "");
-        let reply = clients[n % 2].submit_job(request).await.unwrap().into_inner();
+        let prompt = if n % 4 == 0 {
+            "slow".to_owned()
+        } else {
+            format!("job {n}")
+        };
+        let request =
+            support::service::submit_request(&prompt, &receiver.url("/hook"), "standard", "");
+        let reply = clients[n % 2]
+            .submit_job(request)
+            .await
+            .unwrap()
+            .into_inner();
         ids.insert(reply.job_id);
     }
     // Both replicas dispatch: wait until some jobs are delivered, then kill one replica and
     // take one inference server down.
     let started = Instant::now();
     while receiver.requests().len() < JOBS / 4 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no progress: {} callbacks", receiver.requests().len());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no progress: {} callbacks",
+            receiver.requests().len()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let delivered_at_kill = receiver.requests().len();
+    // The jobs replica a holds (its replica name starts with its pid) when it dies: the other
+    // replica must take each of them over once its lease runs out.
+    let orphans: Vec<String> = db
+        .raw()
+        .await
+        .query(
+            "SELECT id FROM jobs WHERE status IN ('queued', 'running') AND claimed_by LIKE $1",
+            &[&format!("{}-%", a.0.id())],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
     a.kill9();
     fakes[1].1.down.store(true, Ordering::SeqCst);
 
@@ -104,23 +158,47 @@ async fn two_replicas_and_three_servers_survive_losing_one_of_each() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(
+        !orphans.is_empty(),
+        "the kill should land while replica a runs jobs"
+    );
     for id in &ids {
-        let job = client.get_job(pb::GetJobRequest { job_id: id.clone() }).await.unwrap().into_inner();
+        let job = client
+            .get_job(pb::GetJobRequest { job_id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(job.status(), pb::JobStatus::Completed, "job {id}: {job:?}");
     }
     // One webhook-id per job, however many times it was sent.
     let mut webhook_ids: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for request in receiver.requests() {
-        let Some(job) = job_of(&request) else { continue };
-        webhook_ids.entry(job).or_default().insert(request.header("webhook-id").unwrap_or_default().to_owned());
+        let Some(job) = job_of(&request) else {
+            continue;
+        };
+        webhook_ids
+            .entry(job)
+            .or_default()
+            .insert(request.header("webhook-id").unwrap_or_default().to_owned());
     }
     for (job, seen) in &webhook_ids {
-        assert_eq!(seen.len(), 1, "job {job} was delivered under several webhook-ids: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            1,
+            "job {job} was delivered under several webhook-ids: {seen:?}"
+        );
     }
-    let calls: Vec<usize> = fakes.iter().map(|f| f.1.calls.load(Ordering::SeqCst)).collect();
-    assert!(calls.iter().all(|&c| c > 0), "every server generated before the fault: {calls:?}");
+    let calls: Vec<usize> = fakes
+        .iter()
+        .map(|f| f.1.calls.load(Ordering::SeqCst))
+        .collect();
+    assert!(
+        calls.iter().all(|&c| c > 0),
+        "every server generated before the fault: {calls:?}"
+    );
     eprintln!(
-        "replicas: {JOBS} jobs, {delivered_at_kill} callbacks before the kill, {} POSTs in all, calls per server {calls:?}",
+        "replicas: {JOBS} jobs, {delivered_at_kill} callbacks before the kill, {} jobs held by the killed replica (all completed by the other), {} POSTs in all, calls per server {calls:?}",
+        orphans.len(),
         receiver.requests().len()
     );
     drop(b);

@@ -36,10 +36,8 @@ pub async fn database(test: &str) -> Option<TestDb> {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
-    let mut config: tokio_postgres::Config = admin.parse().expect("an admin URL");
-    config.dbname(&name);
     Some(TestDb {
-        url: url_of(&config),
+        url: url_of(&admin, &name),
         name,
         admin,
     })
@@ -108,26 +106,9 @@ async fn admin_client(url: &str) -> tokio_postgres::Client {
 }
 
 /// A key=value connection string for `config` (which came from a URL).
-fn url_of(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-        None => "localhost".to_owned(),
-    };
-    let mut url = format!(
-        "host={host} port={} dbname={}",
-        config.get_ports().first().copied().unwrap_or(5432),
-        config.get_dbname().unwrap_or_default()
-    );
-    if let Some(user) = config.get_user() {
-        url.push_str(&format!(" user={user}"));
-    }
-    if let Some(password) = config.get_password() {
-        // Quoted, so a password with spaces or quotes survives.
-        let password = String::from_utf8_lossy(password)
-            .replace('\\', "\\\\")
-            .replace('\'', "\\'");
-        url.push_str(&format!(" password='{password}'"));
-    }
-    url
+fn url_of(admin: &str, name: &str) -> String {
+    // The admin URL with the fresh database's name as its path: a URL, as `--database` takes.
+    let mut url = url::Url::parse(admin).expect("SDSERVE_TEST_POSTGRES must be a postgres:// URL");
+    url.set_path(name);
+    url.to_string()
 }
