@@ -77,10 +77,10 @@ impl JobService {
     fn cancel_if_ended(self: &Arc<Self>, id: String, token: CancellationToken) {
         let this = self.clone();
         tokio::spawn(async move {
-            if let Ok(Some(record)) = this.store.get_job(&id).await {
-                if record.status.is_final() {
-                    token.cancel();
-                }
+            if let Ok(Some(record)) = this.store.get_job(&id).await
+                && record.status.is_final()
+            {
+                token.cancel();
             }
         });
     }
