@@ -1,4 +1,5 @@
-//! 2-D convolution (tiled im2col + gemm) and nearest upsampling.
+//! 2-D convolution (Winograd F(4×4, 3×3) for 3×3 stride-1 convolutions, tiled im2col + gemm
+//! for the rest) and nearest upsampling.
 
 use rayon::prelude::*;
 
@@ -76,6 +77,20 @@ fn weight_product(
 /// NCHW conv: `x [n, c, h, w]`, `weight [o, c·kh·kw]` (row-major, any dtype), optional `bias [o]`.
 /// Returns `[n, o, ho, wo]`.
 pub(crate) fn conv2d(
+    x: &[f32],
+    weight: CpuSlice<'_>,
+    bias: Option<&[f32]>,
+    g: Conv2dGeom,
+) -> Vec<f32> {
+    if super::winograd_enabled() && super::winograd::applies(&g) {
+        let weight = weight.to_f32();
+        return super::winograd::conv2d(x, &weight, bias, g);
+    }
+    conv2d_im2col(x, weight, bias, g)
+}
+
+/// [`conv2d`] by im2col tiles and GEMM, for every geometry.
+pub(crate) fn conv2d_im2col(
     x: &[f32],
     weight: CpuSlice<'_>,
     bias: Option<&[f32]>,

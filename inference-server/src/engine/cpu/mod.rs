@@ -12,8 +12,27 @@ pub(crate) mod layout;
 mod matmul;
 pub(crate) mod norm;
 mod storage;
+mod winograd;
 
 pub(crate) use storage::{CpuSlice, CpuStorage};
 
 /// Work (in elements or multiply-adds) below which a kernel stays on the calling thread.
 pub(crate) const PAR_MIN_WORK: usize = 1 << 15;
+
+/// How 3×3 stride-1 convolutions are computed, from `SDSERVE_CPU_CONV`: `winograd` (the
+/// default: Winograd F(4×4, 3×3) where it applies) or `im2col` (always im2col + GEMM, to
+/// measure the difference or to check a result against the direct path). Read once.
+pub(crate) fn winograd_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| match std::env::var("SDSERVE_CPU_CONV").as_deref() {
+        Ok("im2col") => false,
+        Ok("winograd") | Err(_) => true,
+        Ok(other) => {
+            tracing::warn!(
+                value = other,
+                "SDSERVE_CPU_CONV must be winograd or im2col; using winograd"
+            );
+            true
+        }
+    })
+}
