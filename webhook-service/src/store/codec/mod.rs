@@ -45,6 +45,64 @@ pub(super) trait Columns {
     fn opt_bytes(&self, index: usize, what: &'static str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
+/// Implements [`Columns`] for a backend's row type `$row` through its generic one-column
+/// reader `$col(row, index, what)`. A macro, not a blanket impl: the two drivers' `FromSql`
+/// traits differ (PostgreSQL's borrows from the row), so no one bound covers both.
+macro_rules! columns_through {
+    ($row:ty, $col:path) => {
+        impl $crate::store::codec::Columns for $row {
+            fn text(
+                &self,
+                index: usize,
+                what: &'static str,
+            ) -> Result<String, $crate::store::StoreError> {
+                $col(self, index, what)
+            }
+
+            fn opt_text(
+                &self,
+                index: usize,
+                what: &'static str,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                $col(self, index, what)
+            }
+
+            fn int(
+                &self,
+                index: usize,
+                what: &'static str,
+            ) -> Result<i64, $crate::store::StoreError> {
+                $col(self, index, what)
+            }
+
+            fn opt_int(
+                &self,
+                index: usize,
+                what: &'static str,
+            ) -> Result<Option<i64>, $crate::store::StoreError> {
+                $col(self, index, what)
+            }
+
+            fn bytes(
+                &self,
+                index: usize,
+                what: &'static str,
+            ) -> Result<Vec<u8>, $crate::store::StoreError> {
+                $col(self, index, what)
+            }
+
+            fn opt_bytes(
+                &self,
+                index: usize,
+                what: &'static str,
+            ) -> Result<Option<Vec<u8>>, $crate::store::StoreError> {
+                $col(self, index, what)
+            }
+        }
+    };
+}
+pub(super) use columns_through;
+
 /// Columns read by [`job_from_row`], for `SELECT ... FROM jobs`.
 pub(super) const JOB_COLUMNS: &str = "id, idempotency_key, params, webhook_url, webhook_secret, \
      signing_secret, format, events, vendor_context, status, created_at, started_at, \

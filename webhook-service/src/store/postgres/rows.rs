@@ -1,4 +1,4 @@
-//! Reading PostgreSQL rows: [`col`] for one column of any type, and [`Columns`] for the shared
+//! Reading PostgreSQL rows: [`col`] for one column of any type, and `Columns` for the shared
 //! record readers in [`crate::store::codec`], which hold every encoding both stores share (so a
 //! value means the same in both).
 
@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
 use crate::store::StoreError;
-use crate::store::codec::Columns;
+use crate::store::codec::columns_through;
 
 /// Reads one column, turning a type mismatch or NULL where none is allowed into
 /// [`StoreError::Corrupt`]. The conversion error names types, never the stored value.
@@ -22,28 +22,4 @@ pub(super) fn col<'a, T: FromSql<'a>>(
 }
 
 // Every integer column is BIGINT (see the migrations), so `int` reads an `i64` as SQLite does.
-impl Columns for Row {
-    fn text(&self, index: usize, what: &'static str) -> Result<String, StoreError> {
-        col(self, index, what)
-    }
-
-    fn opt_text(&self, index: usize, what: &'static str) -> Result<Option<String>, StoreError> {
-        col(self, index, what)
-    }
-
-    fn int(&self, index: usize, what: &'static str) -> Result<i64, StoreError> {
-        col(self, index, what)
-    }
-
-    fn opt_int(&self, index: usize, what: &'static str) -> Result<Option<i64>, StoreError> {
-        col(self, index, what)
-    }
-
-    fn bytes(&self, index: usize, what: &'static str) -> Result<Vec<u8>, StoreError> {
-        col(self, index, what)
-    }
-
-    fn opt_bytes(&self, index: usize, what: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
-        col(self, index, what)
-    }
-}
+columns_through!(Row, col);

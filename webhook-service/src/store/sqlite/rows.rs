@@ -1,11 +1,11 @@
-//! Reading SQLite rows: [`col`] for one column of any type, and [`Columns`] for the shared
+//! Reading SQLite rows: [`col`] for one column of any type, and `Columns` for the shared
 //! record readers in [`crate::store::codec`], which hold every encoding both stores share.
 
 use rusqlite::Row;
 use rusqlite::types::FromSql;
 
 use crate::store::StoreError;
-use crate::store::codec::{Columns, out_of_range};
+use crate::store::codec::{columns_through, out_of_range};
 
 /// Reads one column, turning a type mismatch into [`StoreError::Corrupt`].
 pub(super) fn col<T: FromSql>(
@@ -27,28 +27,4 @@ pub(super) fn col<T: FromSql>(
     })
 }
 
-impl Columns for Row<'_> {
-    fn text(&self, index: usize, what: &'static str) -> Result<String, StoreError> {
-        col(self, index, what)
-    }
-
-    fn opt_text(&self, index: usize, what: &'static str) -> Result<Option<String>, StoreError> {
-        col(self, index, what)
-    }
-
-    fn int(&self, index: usize, what: &'static str) -> Result<i64, StoreError> {
-        col(self, index, what)
-    }
-
-    fn opt_int(&self, index: usize, what: &'static str) -> Result<Option<i64>, StoreError> {
-        col(self, index, what)
-    }
-
-    fn bytes(&self, index: usize, what: &'static str) -> Result<Vec<u8>, StoreError> {
-        col(self, index, what)
-    }
-
-    fn opt_bytes(&self, index: usize, what: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
-        col(self, index, what)
-    }
-}
+columns_through!(Row<'_>, col);

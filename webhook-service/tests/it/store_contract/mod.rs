@@ -64,14 +64,7 @@ impl Backend {
     /// The values of the one text column `sql` selects, read past the store.
     pub async fn texts(&self, sql: &str) -> Vec<Option<String>> {
         match &self.place {
-            Place::Sqlite { path, .. } => {
-                let conn = rusqlite::Connection::open(path).unwrap();
-                let mut stmt = conn.prepare(sql).unwrap();
-                stmt.query_map([], |row| row.get(0))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap()
-            }
+            Place::Sqlite { path, .. } => fixtures::stored(path, sql),
             Place::Postgres(db) => {
                 let rows = db.raw().await.query(sql, &[]).await.unwrap();
                 rows.iter().map(|row| row.get(0)).collect()

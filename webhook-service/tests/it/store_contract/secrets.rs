@@ -5,7 +5,7 @@ use webhook_service::store::StoreError;
 use webhook_service::store::secrets::{SecretBox, SecretsKey};
 
 use super::Backend;
-use super::fixtures::{URL, delivery, finish, job};
+use super::fixtures::{SECRET_COLUMNS, URL, delivery, finish, job};
 use super::keys::api_key;
 
 contract!(
@@ -15,9 +15,10 @@ contract!(
 
 /// Every secret column's values, read past the store.
 async fn secret_columns(b: &Backend) -> Vec<Option<String>> {
-    let mut all = b.texts("SELECT webhook_secret FROM jobs").await;
-    all.extend(b.texts("SELECT signing_secret FROM jobs").await);
-    all.extend(b.texts("SELECT webhook_secret FROM api_keys").await);
+    let mut all = Vec::new();
+    for sql in SECRET_COLUMNS {
+        all.extend(b.texts(sql).await);
+    }
     all
 }
 

@@ -111,3 +111,20 @@ pub fn raw(path: &Path, sql: &str) {
         .execute_batch(sql)
         .unwrap();
 }
+
+/// The values of the one text column `sql` selects from the SQLite file at `path`.
+pub fn stored(path: &Path, sql: &str) -> Vec<Option<String>> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    stmt.query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Queries selecting every sealed column's values, for a look at what the database holds.
+pub const SECRET_COLUMNS: [&str; 3] = [
+    "SELECT webhook_secret FROM jobs",
+    "SELECT signing_secret FROM jobs",
+    "SELECT webhook_secret FROM api_keys",
+];

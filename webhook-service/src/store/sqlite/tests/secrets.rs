@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::fixtures::{URL, job, raw};
+use super::fixtures::{SECRET_COLUMNS, URL, job, raw, stored};
 use crate::domain::{ApiKeyRecord, KeyLimits, KeyWebhook, NewApiKey, Secret};
 use crate::store::secrets::{SecretBox, SecretsKey};
 use crate::store::sqlite::SqliteStore;
@@ -28,20 +28,11 @@ fn key_with_webhook(id: &str, secret: &str) -> NewApiKey {
     }
 }
 
-fn stored(path: &Path, sql: &str) -> Vec<Option<String>> {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let mut stmt = conn.prepare(sql).unwrap();
-    stmt.query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 fn secret_columns(path: &Path) -> Vec<Option<String>> {
-    let mut all = stored(path, "SELECT webhook_secret FROM jobs");
-    all.extend(stored(path, "SELECT signing_secret FROM jobs"));
-    all.extend(stored(path, "SELECT webhook_secret FROM api_keys"));
-    all
+    SECRET_COLUMNS
+        .iter()
+        .flat_map(|sql| stored(path, sql))
+        .collect()
 }
 
 #[tokio::test]
