@@ -5,6 +5,7 @@
 //! transaction; [`Store::finish_job`] writes a job's result and its callbacks together (the
 //! outbox), so a crash at any point leaves either both or neither.
 
+mod codec;
 pub mod postgres;
 pub mod secrets;
 pub mod sqlite;

@@ -4,7 +4,7 @@
 
 mod support;
 
-// `sqlite_store`'s fixtures (`src/store/sqlite/tests/fixtures.rs`, shared with the unit tests)
+// The store fixtures (`src/store/sqlite/tests/fixtures.rs`, shared with the unit tests)
 // name `crate::domain` and `crate::store`.
 use webhook_service::{domain, store};
 
@@ -27,3 +27,4 @@ mod runpod;
 mod scaleout;
 mod secrets;
 mod sqlite_store;
+mod store_contract;

@@ -1,15 +1,13 @@
 //! File-based tests of the SQLite store (durability across reopen, migrations, corrupt rows);
 //! throughput is measured by `benches/delivery.rs`. The in-memory unit tests live in
-//! `src/store/sqlite/tests/`, whose fixtures this file shares.
+//! `src/store/sqlite/tests/`, whose fixtures this file shares, and what both stores must do is in
+//! the store contract (`store_contract/`).
 
 use webhook_service::domain::{DeliveryTask, JobStatus};
 use webhook_service::store::sqlite::SqliteStore;
 use webhook_service::store::{Store, StoreError};
 
-#[path = "../../src/store/sqlite/tests/fixtures.rs"]
-mod fixtures;
-
-use fixtures::*;
+use crate::store_contract::fixtures::*;
 
 #[tokio::test]
 async fn pending_deliveries_survive_dropping_and_reopening_the_file() {

@@ -3,7 +3,7 @@
 
 -- The key that created each job ('' = accepted without authentication).
 ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
--- Further GenerationParams run after `params` (protobuf-encoded sdserve.v1 list, see rows.rs).
+-- Further GenerationParams run after `params` (protobuf-encoded sdserve.v1 list, see store/codec).
 ALTER TABLE jobs ADD COLUMN extra_parts BLOB;
 ALTER TABLE jobs ADD COLUMN execution_timeout_ms INTEGER;
 -- When an inference server took the job; it stays 'queued' until generation starts.

@@ -5,11 +5,12 @@
 use deadpool_postgres::GenericClient;
 
 use super::listen::{DELIVERY_DUE, notify};
-use super::rows::{
-    ATTEMPT_COLUMNS, DELIVERY_COLUMNS, TASK_COLUMNS, attempt_from_row, col, delivery_from_row,
+use super::rows::col;
+use crate::domain::{AttemptRecord, DeliveryRecord, DeliveryStatus, DeliveryTask, NextStep};
+use crate::store::codec::{
+    ATTEMPT_COLUMNS, DELIVERY_COLUMNS, TASK_COLUMNS, attempt_from_row, delivery_from_row,
     step_columns, task_from_row,
 };
-use crate::domain::{AttemptRecord, DeliveryRecord, DeliveryStatus, DeliveryTask, NextStep};
 use crate::store::secrets::SecretBox;
 use crate::store::{Redelivery, StoreError};
 

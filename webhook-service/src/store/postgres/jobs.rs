@@ -4,12 +4,14 @@
 //! PostgreSQL delivers at commit, so a listener never hears of a write it cannot yet read.
 
 use deadpool_postgres::GenericClient;
-use prost::Message;
 
 use super::listen::{JOB_QUEUED, job_payload, notify};
 use super::results::finish_job_in;
-use super::rows::{JOB_COLUMNS, col, encode_events, encode_parts, job_from_row, scope_key, seal};
+use super::rows::col;
 use crate::domain::{JobFinish, JobRecord, JobStatus, NewJob};
+use crate::store::codec::{
+    Columns, JOB_COLUMNS, JOB_INSERT_COLUMNS, JobValues, job_from_row, parsed,
+};
 use crate::store::secrets::SecretBox;
 use crate::store::{Inserted, StoreError};
 
@@ -52,60 +54,33 @@ async fn insert_job_in(
     secrets: &SecretBox,
     job: &NewJob,
 ) -> Result<Inserted, StoreError> {
-    let vendor_context =
-        serde_json::to_string(&job.vendor_context).map_err(|e| StoreError::Corrupt {
-            what: "jobs.vendor_context",
-            detail: format!("cannot encode: {e}"),
-        })?;
-    let webhook = &job.webhook;
-    let scoped_key = job
-        .idempotency_key
-        .as_deref()
-        .map(|key| scope_key(&job.owner, key));
-    let fingerprint = job.fingerprint();
-    let webhook_secret = seal(
-        webhook.secret.as_ref(),
-        "jobs.webhook_secret",
-        &job.id,
-        secrets,
-    )?;
-    let signing_secret = seal(
-        webhook.signing_secret.as_ref(),
-        "jobs.signing_secret",
-        &job.id,
-        secrets,
-    )?;
-    let timeout = job
-        .execution_timeout_ms
-        .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
+    let v = JobValues::new(job, secrets)?;
     let insert = tx
-        .prepare_cached(
-            "INSERT INTO jobs (id, idempotency_key, params, webhook_url, webhook_secret, \
-             signing_secret, format, events, vendor_context, status, created_at, owner, \
-             extra_parts, execution_timeout_ms, request_hash) \
+        .prepare_cached(&format!(
+            "INSERT INTO jobs ({JOB_INSERT_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
+             ON CONFLICT (idempotency_key) DO NOTHING"
+        ))
         .await?;
     let added = tx
         .execute(
             &insert,
             &[
-                &job.id,
-                &scoped_key,
-                &job.params.encode_to_vec(),
-                &webhook.url.as_deref().unwrap_or_default(),
-                &webhook_secret,
-                &signing_secret,
-                &webhook.format.as_str(),
-                &encode_events(&webhook.events),
-                &vendor_context,
-                &JobStatus::Queued.as_str(),
-                &job.created_at_ms,
-                &job.owner,
-                &encode_parts(&job.extra_parts),
-                &timeout,
-                &fingerprint.as_slice(),
+                &v.id,
+                &v.idempotency_key,
+                &v.params,
+                &v.webhook_url,
+                &v.webhook_secret,
+                &v.signing_secret,
+                &v.format,
+                &v.events,
+                &v.vendor_context,
+                &v.status,
+                &v.created_at,
+                &v.owner,
+                &v.extra_parts,
+                &v.execution_timeout_ms,
+                &v.request_hash.as_slice(),
             ],
         )
         .await?;
@@ -119,13 +94,11 @@ async fn insert_job_in(
     let select = tx
         .prepare_cached("SELECT id, request_hash FROM jobs WHERE idempotency_key = $1")
         .await?;
-    let row = tx.query_one(&select, &[&scoped_key]).await?;
-    let id: String = col(&row, 0, "jobs.id")?;
-    let earlier: Option<Vec<u8>> = col(&row, 1, "jobs.request_hash")?;
+    let row = tx.query_one(&select, &[&v.idempotency_key]).await?;
     Ok(Inserted {
-        id,
+        id: row.text(0, "jobs.id")?,
         deduplicated: true,
-        same_request: earlier.is_none_or(|hash| hash == fingerprint),
+        same_request: v.same_request(row.opt_bytes(1, "jobs.request_hash")?.as_deref()),
     })
 }
 
@@ -331,15 +304,8 @@ pub(super) async fn count_jobs(
         .await?;
     let mut counts = Vec::new();
     for row in client.query(&stmt, &[&owner]).await? {
-        let status: String = col(&row, 0, "jobs.status")?;
-        let status =
-            status
-                .parse()
-                .map_err(|e: crate::domain::UnknownName| StoreError::Corrupt {
-                    what: "jobs.status",
-                    detail: e.to_string(),
-                })?;
-        let n: i64 = col(&row, 1, "jobs.status")?;
+        let status: JobStatus = parsed(&row, 0, "jobs.status")?;
+        let n = row.int(1, "jobs.status")?;
         counts.push((status, n.max(0) as u64));
     }
     Ok(counts)

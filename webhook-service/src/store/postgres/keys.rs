@@ -3,44 +3,17 @@
 //! callback secret (`webhook_secret`) is stored sealed.
 
 use deadpool_postgres::GenericClient;
-use tokio_postgres::Row;
 
-use super::rows::{col, out_of_range, seal, sealed};
-use crate::domain::{ApiKeyRecord, KeyLimits, KeyWebhook, NewApiKey};
+use super::rows::col;
+use crate::domain::{ApiKeyRecord, NewApiKey};
 use crate::store::StoreError;
+use crate::store::codec::{
+    KEY_COLUMNS, KEY_INSERT_COLUMNS, KeyValues, SEALED_COLUMNS, key_from_row,
+};
 use crate::store::secrets::SecretBox;
-
-const KEY_COLUMNS: &str = "id, name, prefix, created_at, revoked_at, max_in_flight, per_minute, webhook_url, webhook_secret";
 
 /// Length of a value made by [`shared_key`].
 pub(super) const SHARED_KEY_LEN: usize = 32;
-
-fn limit(row: &Row, index: usize, what: &'static str) -> Result<Option<u32>, StoreError> {
-    col::<Option<i64>>(row, index, what)?
-        .map(|v| u32::try_from(v).map_err(|_| out_of_range(what, v)))
-        .transpose()
-}
-
-fn key_from_row(row: &Row, secrets: &SecretBox) -> Result<ApiKeyRecord, StoreError> {
-    let id: String = col(row, 0, "api_keys.id")?;
-    let webhook_url: Option<String> = col(row, 7, "api_keys.webhook_url")?;
-    let webhook_secret = sealed(row, 8, "api_keys.webhook_secret", &id, secrets)?;
-    Ok(ApiKeyRecord {
-        id,
-        name: col(row, 1, "api_keys.name")?,
-        prefix: col(row, 2, "api_keys.prefix")?,
-        created_at_ms: col(row, 3, "api_keys.created_at")?,
-        revoked_at_ms: col(row, 4, "api_keys.revoked_at")?,
-        limits: KeyLimits {
-            max_in_flight: limit(row, 5, "api_keys.max_in_flight")?,
-            per_minute: limit(row, 6, "api_keys.per_minute")?,
-        },
-        webhook: webhook_url.map(|url| KeyWebhook {
-            url,
-            secret: webhook_secret,
-        }),
-    })
-}
 
 /// Stores a key; a duplicate id or hash is a database error.
 pub(super) async fn insert(
@@ -48,34 +21,27 @@ pub(super) async fn insert(
     secrets: &SecretBox,
     key: &NewApiKey,
 ) -> Result<(), StoreError> {
-    let r = &key.record;
-    let webhook_secret = seal(
-        r.webhook.as_ref().and_then(|w| w.secret.as_ref()),
-        "api_keys.webhook_secret",
-        &r.id,
-        secrets,
-    )?;
+    let v = KeyValues::new(key, secrets)?;
     let stmt = client
-        .prepare_cached(
-            "INSERT INTO api_keys (id, name, hash, prefix, created_at, revoked_at, \
-             max_in_flight, per_minute, webhook_url, webhook_secret) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
+        .prepare_cached(&format!(
+            "INSERT INTO api_keys ({KEY_INSERT_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
         .await?;
     client
         .execute(
             &stmt,
             &[
-                &r.id,
-                &r.name,
-                &key.hash.as_slice(),
-                &r.prefix,
-                &r.created_at_ms,
-                &r.revoked_at_ms,
-                &r.limits.max_in_flight.map(i64::from),
-                &r.limits.per_minute.map(i64::from),
-                &r.webhook.as_ref().map(|w| w.url.as_str()),
-                &webhook_secret,
+                &v.id,
+                &v.name,
+                &v.hash,
+                &v.prefix,
+                &v.created_at,
+                &v.revoked_at,
+                &v.max_in_flight,
+                &v.per_minute,
+                &v.webhook_url,
+                &v.webhook_secret,
             ],
         )
         .await?;
@@ -163,14 +129,6 @@ pub(super) async fn shared_key(
     }
     Ok(value)
 }
-
-/// The sealed columns: table, column, and `table.column` (the name in errors and in the
-/// associated data). Each table's rows are keyed by `id`.
-const SEALED_COLUMNS: [(&str, &str, &str); 3] = [
-    ("jobs", "webhook_secret", "jobs.webhook_secret"),
-    ("jobs", "signing_secret", "jobs.signing_secret"),
-    ("api_keys", "webhook_secret", "api_keys.webhook_secret"),
-];
 
 /// Opens the newest sealed value of each secret column with `secrets`, at start-up: a wrong key
 /// fails the start with [`StoreError::Corrupt`] naming the column, instead of every later

@@ -5,9 +5,10 @@
 use deadpool_postgres::GenericClient;
 
 use super::listen::{DELIVERY_DUE, job_payload, notify};
-use super::rows::{IMAGE_COLUMNS, col, image_from_row};
+use super::rows::col;
 use crate::domain::{DeliveryStatus, JobFinish, StoredImage};
 use crate::store::StoreError;
+use crate::store::codec::{IMAGE_COLUMNS, image_from_row};
 
 /// Refuses a non-final status: finishing means reaching one.
 fn check_final(finish: &JobFinish) -> Result<(), StoreError> {

@@ -3,11 +3,11 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::rows::{
+use crate::domain::{AttemptRecord, DeliveryRecord, DeliveryStatus, DeliveryTask, NextStep};
+use crate::store::codec::{
     ATTEMPT_COLUMNS, DELIVERY_COLUMNS, TASK_COLUMNS, attempt_from_row, delivery_from_row,
     step_columns, task_from_row,
 };
-use crate::domain::{AttemptRecord, DeliveryRecord, DeliveryStatus, DeliveryTask, NextStep};
 use crate::store::secrets::SecretBox;
 use crate::store::{Redelivery, StoreError};
 

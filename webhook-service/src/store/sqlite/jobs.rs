@@ -1,14 +1,14 @@
 //! Job and image queries. Each function is one transaction (or one statement) on the store's
 //! connection; the [`Store`](crate::store::Store) methods document the contract.
 
-use prost::Message;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::rows::{
-    IMAGE_COLUMNS, JOB_COLUMNS, col, encode_events, encode_parts, image_from_row, job_from_row,
-    seal,
-};
+use super::rows::col;
 use crate::domain::{DeliveryStatus, JobFinish, JobRecord, JobStatus, NewJob, StoredImage};
+use crate::store::codec::{
+    Columns, IMAGE_COLUMNS, JOB_COLUMNS, JOB_INSERT_COLUMNS, JobValues, image_from_row,
+    job_from_row, parsed,
+};
 use crate::store::secrets::SecretBox;
 use crate::store::{Inserted, StoreError};
 
@@ -49,54 +49,29 @@ fn insert_job_in(
     secrets: &SecretBox,
     job: &NewJob,
 ) -> Result<Inserted, StoreError> {
-    let vendor_context =
-        serde_json::to_string(&job.vendor_context).map_err(|e| StoreError::Corrupt {
-            what: "jobs.vendor_context",
-            detail: format!("cannot encode: {e}"),
-        })?;
-    let webhook = &job.webhook;
-    let scoped_key = job
-        .idempotency_key
-        .as_deref()
-        .map(|key| scope_key(&job.owner, key));
-    let fingerprint = job.fingerprint();
-    let webhook_secret = seal(
-        webhook.secret.as_ref(),
-        "jobs.webhook_secret",
-        &job.id,
-        secrets,
-    )?;
-    let signing_secret = seal(
-        webhook.signing_secret.as_ref(),
-        "jobs.signing_secret",
-        &job.id,
-        secrets,
-    )?;
+    let v = JobValues::new(job, secrets)?;
     let added = tx
-        .prepare_cached(
-            "INSERT INTO jobs (id, idempotency_key, params, webhook_url, webhook_secret, \
-             signing_secret, format, events, vendor_context, status, created_at, owner, \
-             extra_parts, execution_timeout_ms, request_hash) \
+        .prepare_cached(&format!(
+            "INSERT INTO jobs ({JOB_INSERT_COLUMNS}) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )?
+             ON CONFLICT (idempotency_key) DO NOTHING"
+        ))?
         .execute(params![
-            job.id,
-            scoped_key,
-            job.params.encode_to_vec(),
-            webhook.url.as_deref().unwrap_or_default(),
-            webhook_secret,
-            signing_secret,
-            webhook.format.as_str(),
-            encode_events(&webhook.events),
-            vendor_context,
-            JobStatus::Queued.as_str(),
-            job.created_at_ms,
-            job.owner,
-            encode_parts(&job.extra_parts),
-            job.execution_timeout_ms
-                .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
-            fingerprint.as_slice(),
+            v.id,
+            v.idempotency_key,
+            v.params,
+            v.webhook_url,
+            v.webhook_secret,
+            v.signing_secret,
+            v.format,
+            v.events,
+            v.vendor_context,
+            v.status,
+            v.created_at,
+            v.owner,
+            v.extra_parts,
+            v.execution_timeout_ms,
+            v.request_hash.as_slice(),
         ])?;
     let inserted = if added == 1 {
         Inserted {
@@ -107,25 +82,14 @@ fn insert_job_in(
     } else {
         let (id, earlier): (String, Option<Vec<u8>>) = tx
             .prepare_cached("SELECT id, request_hash FROM jobs WHERE idempotency_key = ?1")?
-            .query_row([&scoped_key], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            .query_row([&v.idempotency_key], |row| Ok((row.get(0)?, row.get(1)?)))?;
         Inserted {
             id,
             deduplicated: true,
-            same_request: earlier.is_none_or(|hash| hash == fingerprint),
+            same_request: v.same_request(earlier.as_deref()),
         }
     };
     Ok(inserted)
-}
-
-/// How `jobs.idempotency_key` stores a caller's key: `<owner> U+001F <key>`, so the column's
-/// UNIQUE constraint scopes keys per caller.
-pub(super) fn scope_key(owner: &str, key: &str) -> String {
-    format!("{owner}\u{1f}{key}")
-}
-
-/// The caller's key from a stored scoped key.
-pub(super) fn unscope_key(stored: &str) -> &str {
-    stored.split_once('\u{1f}').map_or(stored, |(_, key)| key)
 }
 
 /// A job by id.
@@ -254,15 +218,8 @@ pub(super) fn count_jobs(
     let mut rows = stmt.query([owner])?;
     let mut counts = Vec::new();
     while let Some(row) = rows.next()? {
-        let status: String = col(row, 0, "jobs.status")?;
-        let status =
-            status
-                .parse()
-                .map_err(|e: crate::domain::UnknownName| StoreError::Corrupt {
-                    what: "jobs.status",
-                    detail: e.to_string(),
-                })?;
-        let n: i64 = col(row, 1, "jobs.status")?;
+        let status: JobStatus = parsed(row, 0, "jobs.status")?;
+        let n = row.int(1, "jobs.status")?;
         counts.push((status, n.max(0) as u64));
     }
     Ok(counts)

@@ -5,15 +5,8 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::store::StoreError;
+use crate::store::codec::SEALED_COLUMNS;
 use crate::store::secrets::{SEALED_PREFIX, SecretBox};
-
-/// The sealed columns: table, column, and `table.column` (the name in errors and in the
-/// associated data). Each table's rows are keyed by `id`.
-const SEALED_COLUMNS: [(&str, &str, &str); 3] = [
-    ("jobs", "webhook_secret", "jobs.webhook_secret"),
-    ("jobs", "signing_secret", "jobs.signing_secret"),
-    ("api_keys", "webhook_secret", "api_keys.webhook_secret"),
-];
 
 /// Opens the newest sealed value of each column with `secrets`; fails with
 /// [`StoreError::Corrupt`] (naming the column, saying the key does not match) when one does

@@ -1,4 +1,4 @@
-//! A fresh PostgreSQL database per test, for `postgres_store`.
+//! A fresh PostgreSQL database per test, for `postgres_store` and the store contract.
 //!
 //! The admin URL comes from `SDSERVE_TEST_POSTGRES` (a role that may create databases). Each
 //! test creates `sdserve_t_<random hex>` through it and drops it when the [`TestDb`] is dropped

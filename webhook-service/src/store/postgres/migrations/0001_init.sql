@@ -26,7 +26,7 @@ CREATE TABLE jobs (
     error                TEXT,
     info_json            TEXT   NOT NULL DEFAULT '',
     owner                TEXT   NOT NULL DEFAULT '',  -- the API key that created it ('' = none)
-    extra_parts          BYTEA,                     -- further GenerationParams (see rows.rs)
+    extra_parts          BYTEA,                     -- further GenerationParams (see store/codec)
     execution_timeout_ms BIGINT,
     dispatched_at        BIGINT,                    -- when a dispatcher took it
     queue_position       BIGINT,

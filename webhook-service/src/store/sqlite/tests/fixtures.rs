@@ -1,6 +1,7 @@
-//! Fixtures shared by the store's unit tests and by `tests/it/sqlite_store.rs` (which includes
-//! this file with `#[path]`; `tests/it/main.rs` makes `crate::domain` and `crate::store` name this
-//! crate's modules).
+//! Fixtures shared by the SQLite store's unit tests and by the integration tests' store
+//! contract (`tests/it/store_contract/`, which includes this file with `#[path]`;
+//! `tests/it/main.rs` makes `crate::domain` and `crate::store` name this crate's modules), so the
+//! helpers take any [`Store`].
 #![allow(dead_code)]
 
 use std::path::Path;
@@ -12,7 +13,6 @@ use crate::domain::{
     NextStep, Secret, StoredImage, WebhookTarget,
 };
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 
 pub const URL: &str = "https://hooks.example.com/in";
 
@@ -95,13 +95,13 @@ pub fn attempt(delivery_id: &str, number: u32, at_ms: i64, next: NextStep) -> At
 }
 
 /// A store holding job `j1` finished at 1000 with deliveries `d1`, `d2` to [`URL`].
-pub async fn with_deliveries(store: &SqliteStore) {
+pub async fn with_deliveries(store: &dyn Store) {
     store.insert_job(job("j1", None, 100)).await.unwrap();
     let done = finish("j1", 1000, vec![delivery("d1", URL), delivery("d2", URL)]);
     assert!(store.finish_job(done).await.unwrap());
 }
 
-pub async fn status(store: &SqliteStore, id: &str) -> DeliveryStatus {
+pub async fn status(store: &dyn Store, id: &str) -> DeliveryStatus {
     store.get_delivery(id).await.unwrap().unwrap().status
 }
 
@@ -111,3 +111,20 @@ pub fn raw(path: &Path, sql: &str) {
         .execute_batch(sql)
         .unwrap();
 }
+
+/// The values of the one text column `sql` selects from the SQLite file at `path`.
+pub fn stored(path: &Path, sql: &str) -> Vec<Option<String>> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    stmt.query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Queries selecting every sealed column's values, for a look at what the database holds.
+pub const SECRET_COLUMNS: [&str; 3] = [
+    "SELECT webhook_secret FROM jobs",
+    "SELECT signing_secret FROM jobs",
+    "SELECT webhook_secret FROM api_keys",
+];

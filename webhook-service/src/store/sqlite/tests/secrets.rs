@@ -1,9 +1,10 @@
-//! Secrets sealed at rest in a database file: what the file holds, a wrong key, a value moved
-//! to another row, and clear values from an older build sealed at the next open.
+//! Secrets sealed at rest in a database file, what only SQLite has: a value moved to another
+//! row, and clear values from an older build sealed at the next open. What the database holds
+//! and a wrong key are in the store contract (`tests/it/store_contract/secrets.rs`).
 
 use std::path::Path;
 
-use super::fixtures::{URL, delivery, finish, job, raw};
+use super::fixtures::{SECRET_COLUMNS, URL, job, raw, stored};
 use crate::domain::{ApiKeyRecord, KeyLimits, KeyWebhook, NewApiKey, Secret};
 use crate::store::secrets::{SecretBox, SecretsKey};
 use crate::store::sqlite::SqliteStore;
@@ -27,96 +28,11 @@ fn key_with_webhook(id: &str, secret: &str) -> NewApiKey {
     }
 }
 
-fn stored(path: &Path, sql: &str) -> Vec<Option<String>> {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    let mut stmt = conn.prepare(sql).unwrap();
-    stmt.query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
 fn secret_columns(path: &Path) -> Vec<Option<String>> {
-    let mut all = stored(path, "SELECT webhook_secret FROM jobs");
-    all.extend(stored(path, "SELECT signing_secret FROM jobs"));
-    all.extend(stored(path, "SELECT webhook_secret FROM api_keys"));
-    all
-}
-
-#[tokio::test]
-async fn secrets_are_stored_sealed_and_read_back_in_clear() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jobs.db");
-    let store = SqliteStore::open_with(&path, SecretBox::new(&SecretsKey::generate())).unwrap();
-    store.insert_job(job("j1", None, 100)).await.unwrap();
-    store
-        .insert_key(key_with_webhook("key_1", "leonardo-cb-key"))
-        .await
-        .unwrap();
-    let columns = secret_columns(&path);
-    assert_eq!(columns.len(), 3);
-    for value in columns {
-        let value = value.unwrap();
-        assert!(
-            value.starts_with("enc1:"),
-            "stored in clear: a value without the enc1: prefix"
-        );
-        for clear in ["bearer-s3cret", "whsec_c2lnbmluZw==", "leonardo-cb-key"] {
-            assert!(!value.contains(clear));
-        }
-    }
-    let got = store.get_job("j1").await.unwrap().unwrap();
-    assert_eq!(got.job.webhook.secret.unwrap().expose(), "bearer-s3cret");
-    assert_eq!(
-        got.job.webhook.signing_secret.unwrap().expose(),
-        "whsec_c2lnbmluZw=="
-    );
-    let keys = store.list_keys().await.unwrap();
-    assert_eq!(
-        keys[0]
-            .webhook
-            .as_ref()
-            .unwrap()
-            .secret
-            .as_ref()
-            .unwrap()
-            .expose(),
-        "leonardo-cb-key"
-    );
-    assert!(
-        store
-            .finish_job(finish("j1", 1000, vec![delivery("d1", URL)]))
-            .await
-            .unwrap()
-    );
-    let tasks = store.claim_due_deliveries(1000, 2000, 10).await.unwrap();
-    assert_eq!(tasks[0].secret.as_ref().unwrap().expose(), "bearer-s3cret");
-    assert_eq!(
-        tasks[0].signing_secret.as_ref().unwrap().expose(),
-        "whsec_c2lnbmluZw=="
-    );
-}
-
-#[tokio::test]
-async fn another_key_is_refused_at_open_naming_the_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("jobs.db");
-    let store = SqliteStore::open_with(&path, SecretBox::new(&SecretsKey::generate())).unwrap();
-    store.insert_job(job("j1", None, 100)).await.unwrap();
-    drop(store);
-    match SqliteStore::open_with(&path, SecretBox::new(&SecretsKey::generate())) {
-        Err(
-            err @ StoreError::Corrupt {
-                what: "jobs.webhook_secret",
-                ..
-            },
-        ) => {
-            let message = err.to_string();
-            assert!(message.contains("secrets key does not match"), "{message}");
-            assert!(!message.contains("bearer-s3cret"), "{message}");
-        }
-        other => panic!("expected a Corrupt error on jobs.webhook_secret, got {other:?}"),
-    }
+    SECRET_COLUMNS
+        .iter()
+        .flat_map(|sql| stored(path, sql))
+        .collect()
 }
 
 #[tokio::test]
