@@ -159,8 +159,21 @@ class Ema:
             p.copy_(s)
 
 
+def rng_state(gen, rng):
+    return {"gen": gen.get_state(), "rng": rng.getstate()}
+
+
+def set_rng_state(state, gen, rng):
+    gen.set_state(state["gen"])
+    rng.setstate(state["rng"])
+
+
 def train_joint(text_encoder, unet, scheduler, tokenizer, lat_mean, lat_std, attrs, scale,
-                steps, batch, gen, rng):
+                steps, batch, gen, rng, ckpt, ckpt_every):
+    """Trains the text encoder and the UNet together. The learning rate is constant after a
+    warm-up, so the first k steps of any run are the same whatever `steps` is: the checkpoint
+    written every `ckpt_every` steps (`ckpt`) is what a run of that many steps would produce,
+    and a run resumes from it."""
     emb = text_encoder.embeddings
     used = caption_vocabulary(tokenizer, attrs, random.Random(0))
     log(f"captions use {len(used)} token ids")
@@ -172,14 +185,24 @@ def train_joint(text_encoder, unet, scheduler, tokenizer, lat_mean, lat_std, att
     ema = Ema([text_encoder, unet], 0.999)
     ema.params = [p for p in ema.params if p.requires_grad]
     ema.shadow = [p.detach().clone() for p in ema.params]
+    first = 0
+    if os.path.exists(ckpt):
+        state = torch.load(ckpt, weights_only=False)
+        text_encoder.load_state_dict(state["text_encoder"])
+        unet.load_state_dict(state["unet"])
+        opt.load_state_dict(state["opt"])
+        ema.shadow, ema.n = state["ema"], state["ema_n"]
+        set_rng_state(state["rng_state"], gen, rng)
+        first = state["step"]
+        log(f"resumed the joint training at step {first} from {ckpt}")
     alphas = scheduler.alphas_cumprod
     snr = alphas / (1 - alphas)
     text_encoder.train()
     unet.train()
     t0, running = time.time(), 0.0
-    for step in range(steps):
+    for step in range(first, steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, peak, 300)
+            g["lr"] = peak * min(1.0, (step + 1) / 300)
         idx = torch.randint(0, len(attrs), (batch,), generator=gen)
         caps = [data.caption(*attrs[i], rng) if rng.random() >= 0.1 else "" for i in idx.tolist()]
         ids = tokenizer(caps, padding="max_length", max_length=77, truncation=True,
@@ -199,9 +222,14 @@ def train_joint(text_encoder, unet, scheduler, tokenizer, lat_mean, lat_std, att
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         ema.update()
-        running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
-        if step % 200 == 0 or step == steps - 1:
+        running = 0.98 * running + 0.02 * loss.item() if step > first else loss.item()
+        if step % 100 == 0 or step == steps - 1:
             log(f"joint step {step}/{steps} loss {running:.4f} ({time.time() - t0:.0f} s)")
+        if (step + 1) % ckpt_every == 0 or step == steps - 1:
+            torch.save({"text_encoder": text_encoder.state_dict(), "unet": unet.state_dict(),
+                        "opt": opt.state_dict(), "ema": ema.shadow, "ema_n": ema.n,
+                        "rng_state": rng_state(gen, rng), "step": step + 1}, ckpt + ".tmp")
+            os.replace(ckpt + ".tmp", ckpt)
     ema.copy_to_models()
     emb.token_embedding = emb.token_embedding.merge()
     text_encoder.eval()
@@ -214,10 +242,12 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pool", type=int, default=12000, help="images drawn for training")
-    ap.add_argument("--vae-steps", type=int, default=1500)
+    ap.add_argument("--vae-steps", type=int, default=1000)
     ap.add_argument("--vae-batch", type=int, default=16)
-    ap.add_argument("--unet-steps", type=int, default=6000)
-    ap.add_argument("--unet-batch", type=int, default=64)
+    ap.add_argument("--unet-steps", type=int, default=8000)
+    ap.add_argument("--unet-batch", type=int, default=32)
+    ap.add_argument("--ckpt-every", type=int, default=250,
+                    help="joint steps between checkpoints (a rerun into --out resumes)")
     ap.add_argument("--eval-prompts", type=int, default=48)
     args = ap.parse_args()
     start = time.time()
@@ -239,7 +269,16 @@ def main():
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
     text_encoder, unet, vae, scheduler = build_models()
 
-    train_vae(vae, images, args.vae_steps, args.vae_batch, gen)
+    vae_ckpt = os.path.join(args.out, "stage-vae.pt")
+    if os.path.exists(vae_ckpt):
+        state = torch.load(vae_ckpt, weights_only=False)
+        vae.load_state_dict(state["vae"])
+        set_rng_state(state["rng_state"], gen, rng)
+        vae.eval()
+        log(f"VAE loaded from {vae_ckpt}")
+    else:
+        train_vae(vae, images, args.vae_steps, args.vae_batch, gen)
+        torch.save({"vae": vae.state_dict(), "rng_state": rng_state(gen, rng)}, vae_ckpt)
     lat_mean, lat_std = encode_pool(vae, images)
     sample = lat_mean + lat_std * torch.randn(lat_mean.shape, generator=gen)
     scale = float(1.0 / sample.std())
@@ -247,7 +286,8 @@ def main():
     log(f"latent scaling factor {scale:.5f}; VAE done at {time.time() - start:.0f} s")
 
     train_joint(text_encoder, unet, scheduler, tokenizer, lat_mean, lat_std, attrs, scale,
-                args.unet_steps, args.unet_batch, gen, rng)
+                args.unet_steps, args.unet_batch, gen, rng,
+                os.path.join(args.out, "stage-joint.pt"), args.ckpt_every)
     log(f"training done at {time.time() - start:.0f} s")
 
     prompts = evaluate.held_out_prompts(held_out, args.eval_prompts, args.seed)
