@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# End to end on built-in defaults, no downloaded weights: a tiny random SD 1 model, an
-# inference-server serving it, a webhook-service in front, a local webhook receiver, one job
-# submitted over HTTP, and the delivered callback printed. Everything is stopped on exit.
+# End to end on built-in defaults, no downloaded weights: an inference-server serving its
+# built-in model `sdserve-shapes` (a tiny SD 1.x model trained by tools/train-default-model), a
+# webhook-service in front, a local webhook receiver, one job submitted over HTTP, the delivered
+# callback printed, and its image fetched and written as PNG (path printed). Everything is
+# stopped on exit.
 #
 #   scripts/demo.sh                      # release build (as a user would run it)
 #   SDSERVE_DEMO_PROFILE=dev scripts/demo.sh   # debug build (faster to compile)
 #
 # Ports: inference 50051, webhook-service gRPC 50052 / HTTP 8080 (their defaults), receiver
-# 9999 (SDSERVE_DEMO_RECEIVER_PORT). The images are tiny (64×64) and random-looking: the
-# model's weights are random.
+# 9999 (SDSERVE_DEMO_RECEIVER_PORT). The image is 64×64 (the size the model was trained at) and
+# is written to target/sdserve-demo.png (SDSERVE_DEMO_OUT). The prompt is SDSERVE_DEMO_PROMPT
+# (default "a red circle on a blue background").
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PROFILE="${SDSERVE_DEMO_PROFILE:-release}"
 RECEIVER_PORT="${SDSERVE_DEMO_RECEIVER_PORT:-9999}"
+OUT_PNG="${SDSERVE_DEMO_OUT:-target/sdserve-demo.png}"
+PROMPT="${SDSERVE_DEMO_PROMPT:-a red circle on a blue background}"
 WORK="$(mktemp -d -t sdserve-demo.XXXXXX)"
 PIDS=()
 
@@ -36,10 +41,7 @@ wait_for() { # wait_for DESCRIPTION COMMAND...: retries for 120 s
 
 echo "== building ($PROFILE)"
 cargo build --profile "$PROFILE" -p inference-server -p webhook-service --bins
-BIN="target/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
-
-echo "== writing the tiny test model"
-"$BIN/inference-server" make-test-model --out "$WORK/sdserve-demo-model"
+BIN="${CARGO_TARGET_DIR:-target}/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
 
 echo "== starting the webhook receiver on 127.0.0.1:$RECEIVER_PORT"
 python3 - "$RECEIVER_PORT" "$WORK/callback.json" <<'PY' &
@@ -58,8 +60,8 @@ http.server.HTTPServer(("127.0.0.1", port), Hook).serve_forever()
 PY
 PIDS+=($!)
 
-echo "== starting inference-server"
-"$BIN/inference-server" serve --listen 127.0.0.1:50051 --model "$WORK/sdserve-demo-model=tiny" --device cpu \
+echo "== starting inference-server (no --model: the built-in sdserve-shapes)"
+SDSERVE_CACHE_DIR="$WORK/cache" "$BIN/inference-server" serve --listen 127.0.0.1:50051 --device cpu \
   2> "$WORK/inference.log" &
 PIDS+=($!)
 
@@ -76,7 +78,7 @@ wait_for "inference-server" bash -c 'exec 3<>/dev/tcp/127.0.0.1/50051'
 echo "== submitting a job"
 curl -sS -X POST http://127.0.0.1:8080/v1/jobs -H "authorization: Bearer $API_KEY" \
   -H 'content-type: application/json' -d '{
-  "params": {"prompt": "a tiny red fox", "steps": 4, "width": 64, "height": 64, "seed": 42, "sampler_name": "Euler"},
+  "params": {"prompt": "'"$PROMPT"'", "steps": 20, "cfg_scale": 6, "width": 64, "height": 64, "seed": 42, "sampler_name": "DPM++ 2M"},
   "webhook": {"url": "http://127.0.0.1:'"$RECEIVER_PORT"'/hook", "format": "standard"}
 }'
 echo
@@ -97,4 +99,10 @@ def short(v):
     return v
 print(json.dumps(short(json.load(open(sys.argv[1]))), indent=2))
 PY
+echo "== fetching the delivered image"
+URL="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["data"]["images"][0]["url"])' "$WORK/callback.json")"
+case "$URL" in /*) URL="http://127.0.0.1:8080$URL" ;; esac
+mkdir -p "$(dirname "$OUT_PNG")"
+curl -sSf "$URL" -o "$OUT_PNG"
+echo "== the image of \"$PROMPT\": $OUT_PNG"
 echo "== done; stopping everything"

@@ -4,9 +4,9 @@
 //! - `inspect`: opens a checkpoint (diffusers folder or single-file `.safetensors`) and prints
 //!   what was recognised, or the error naming the tensor or field at fault.
 //! - `generate`: one txt2img (or img2img with `--init-image`) run to PNG files carrying the
-//!   A1111 infotext.
+//!   A1111 infotext; without `--model` on the built-in `sdserve-shapes` at 64×64.
 //! - `serve`: the `sdserve.v1.Inference` gRPC service (health and reflection included) for the
-//!   models given with `--model PATH[=NAME]`.
+//!   models given with `--model PATH[=NAME]`, or the built-in `sdserve-shapes` without one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use inference_server::engine::Device;
+use inference_server::model::builtin::{
+    BUILTIN_MODEL_NAME, BUILTIN_MODEL_SIZE, cache_root, materialize_in,
+};
 use inference_server::model::testmodel::write_test_model;
 use inference_server::model::weights::{Checkpoint, Layout, StoredDType, Variant};
 use inference_server::pipeline::images::decode_image_rgb;
@@ -23,6 +26,16 @@ use inference_server::pipeline::{
 };
 use inference_server::sampling::rng::GeneratorKind;
 use inference_server::service::{ModelSpec, ServiceConfig};
+
+/// `sdserve-shapes`, the built-in model (see `inference_server::model::builtin`).
+static BUILTIN_MODEL: &[u8] = include_bytes!("../data/sdserve-shapes.safetensors");
+
+/// Writes the built-in model to the cache (once) and returns its path.
+fn builtin_model_path() -> anyhow::Result<PathBuf> {
+    let root = cache_root();
+    materialize_in(&root, BUILTIN_MODEL)
+        .with_context(|| format!("writing the built-in model under {}", root.display()))
+}
 
 #[derive(Parser)]
 #[command(
@@ -44,13 +57,9 @@ enum Command {
         listen: SocketAddr,
         /// A model to load, `PATH` or `PATH=NAME` (a diffusers folder or a single-file
         /// `.safetensors`). Repeat for several; the first is the default. In the environment,
-        /// separate several with commas.
-        #[arg(
-            long = "model",
-            env = "SDSERVE_MODEL",
-            required = true,
-            value_delimiter = ','
-        )]
+        /// separate several with commas. Without one, the built-in `sdserve-shapes` (64×64
+        /// shapes on plain backgrounds) is served.
+        #[arg(long = "model", env = "SDSERVE_MODEL", value_delimiter = ',')]
         models: Vec<ModelSpec>,
         /// Device to run on: `cpu`, `cuda:N` (an NVIDIA GPU through the CUDA driver) or
         /// `cuda-emu` (the CUDA backend on the CPU; builds with `--features cuda-emu`).
@@ -91,9 +100,10 @@ enum Command {
 
 #[derive(clap::Args)]
 struct GenerateArgs {
-    /// A diffusers folder or a single-file `.safetensors` checkpoint.
+    /// A diffusers folder or a single-file `.safetensors` checkpoint; default: the built-in
+    /// `sdserve-shapes` (trained at 64×64, the default size then).
     #[arg(long, env = "SDSERVE_MODEL")]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// The prompt (A1111 emphasis syntax and BREAK accepted).
     #[arg(long, env = "SDSERVE_PROMPT")]
     prompt: String,
@@ -162,7 +172,12 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let (default_w, default_h) = init.as_ref().map_or((512, 512), |i| (i.width, i.height));
+    let side = if args.model.is_some() {
+        512
+    } else {
+        BUILTIN_MODEL_SIZE
+    };
+    let (default_w, default_h) = init.as_ref().map_or((side, side), |i| (i.width, i.height));
     let params = Txt2ImgParams {
         prompt: args.prompt,
         negative_prompt: args.negative_prompt,
@@ -192,7 +207,11 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let precision = args
         .precision
         .unwrap_or_else(|| Precision::default_for(&device));
-    let pipeline = Pipeline::load_with(&args.model, &device, precision)?;
+    let model = match args.model {
+        Some(path) => path,
+        None => builtin_model_path()?,
+    };
+    let pipeline = Pipeline::load_with(&model, &device, precision)?;
     let mut report = |e: &StepEvent<'_>| {
         eprintln!("step {}/{}", e.step + 1, e.total);
         std::ops::ControlFlow::Continue(())
@@ -323,6 +342,16 @@ fn serve(
         .with_writer(std::io::stderr)
         .init();
     let device = Device::parse(device).with_context(|| format!("--device {device}"))?;
+    let models = if models.is_empty() {
+        let path = builtin_model_path()?;
+        tracing::info!(path = %path.display(), "no --model: serving the built-in {BUILTIN_MODEL_NAME}");
+        vec![ModelSpec {
+            path,
+            name: Some(BUILTIN_MODEL_NAME.to_owned()),
+        }]
+    } else {
+        models
+    };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)

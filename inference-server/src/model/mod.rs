@@ -1,6 +1,8 @@
 //! Stable Diffusion model components: everything needed to turn a checkpoint and a prompt into
-//! tensors: the CLIP tokenizer, checkpoint loading in both layouts, and the tiny test models.
+//! tensors: the CLIP tokenizer, checkpoint loading in both layouts, the built-in model
+//! (`sdserve-shapes`) and the tiny test models.
 
+pub mod builtin;
 pub mod clip;
 mod error;
 pub mod testmodel;

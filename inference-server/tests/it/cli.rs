@@ -1,5 +1,6 @@
 //! The `inference-server` binary: `make-test-model` writes a model `inspect` recognises, and
-//! `inspect` fails with the tensor's name on a damaged file.
+//! `inspect` fails with the tensor's name on a damaged file; `generate` without `--model` runs the
+//! built-in `sdserve-shapes`.
 
 use std::process::Command;
 
@@ -53,4 +54,44 @@ fn make_test_model_then_inspect() {
         stderr.contains("truncated") || stderr.contains("tensor"),
         "{stderr}"
     );
+}
+
+#[test]
+fn generate_without_a_model_uses_the_built_in_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("circle.png");
+    let made = Command::new(env!("CARGO_BIN_EXE_inference-server"))
+        .args(["generate", "--prompt", "a red circle on a blue background"])
+        .args([
+            "--seed",
+            "1",
+            "--steps",
+            "4",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ])
+        .env("SDSERVE_CACHE_DIR", dir.path().join("cache"))
+        .env_remove("SDSERVE_MODEL")
+        .output()
+        .expect("binary runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let png = std::fs::read(&out).expect("read png");
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let reader = decoder.read_info().expect("png header");
+    let info = reader.info();
+    assert_eq!((info.width, info.height), (64, 64), "the built-in size");
+    let text: String = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| t.text.clone())
+        .collect();
+    assert!(text.contains("Model: sdserve-shapes"), "{text}");
+    let cached = std::fs::read_dir(dir.path().join("cache"))
+        .expect("cache dir")
+        .count();
+    assert_eq!(cached, 1, "one content-hashed folder in the cache");
 }

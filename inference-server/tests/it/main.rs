@@ -18,6 +18,7 @@ mod prompt;
 mod rng;
 mod samplers;
 mod service;
+mod shapes_oracle;
 mod tokenizer;
 mod unet;
 mod vae;
