@@ -1,8 +1,8 @@
 //! Scale-out: two `webhook-service` replicas (the real binary) share one PostgreSQL database and
 //! three inference servers. Mid-run one replica is killed with SIGKILL and one inference server
-//! goes down; every job must still complete, and each job's callbacks must carry one
-//! `webhook-id` (a delivery cut off by the kill is sent again by the other replica under the
-//! same id).
+//! dies (its listener closed, its open calls failing); every job must still complete, and each
+//! job's callbacks must carry one `webhook-id` (a delivery cut off by the kill is sent again by
+//! the other replica under the same id).
 
 use crate::support;
 
@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sdserve_proto::v1 as pb;
+use support::inference::Killable;
 use support::process::{Running, free_port};
 use support::receiver::{Receiver, Recorded};
 
@@ -81,11 +82,11 @@ async fn two_replicas_and_three_servers_survive_losing_one_of_each() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("secrets.key"), rand::random::<[u8; 32]>()).unwrap();
     let fakes = [
-        support::inference::start().await,
-        support::inference::start().await,
-        support::inference::start().await,
+        Killable::start().await,
+        Killable::start().await,
+        Killable::start().await,
     ];
-    let servers: Vec<_> = fakes.iter().map(|f| f.0).collect();
+    let servers: Vec<_> = fakes.iter().map(|f| f.addr).collect();
     let receiver = Receiver::http().await;
     let (a, grpc_a) = replica(&url, dir.path(), "a", &servers);
     let (b, grpc_b) = replica(&url, dir.path(), "b", &servers);
@@ -139,7 +140,7 @@ async fn two_replicas_and_three_servers_survive_losing_one_of_each() {
         .map(|row| row.get(0))
         .collect();
     a.kill9();
-    fakes[1].1.down.store(true, Ordering::SeqCst);
+    fakes[1].kill();
 
     // Every job completes: the survivor takes over the dead replica's jobs (their leases run
     // out) and its unfinished deliveries, on the two servers left.
@@ -190,7 +191,7 @@ async fn two_replicas_and_three_servers_survive_losing_one_of_each() {
     }
     let calls: Vec<usize> = fakes
         .iter()
-        .map(|f| f.1.calls.load(Ordering::SeqCst))
+        .map(|f| f.fake.calls.load(Ordering::SeqCst))
         .collect();
     assert!(
         calls.iter().all(|&c| c > 0),

@@ -189,17 +189,52 @@ pub async fn start() -> (SocketAddr, Arc<FakeInference>) {
     (serve(FakeServer(fake.clone())).await, fake)
 }
 
+/// A [`FakeInference`] that can be killed: [`Killable::kill`] closes its listener (new
+/// connections are refused) and marks it down (calls on open connections fail, running
+/// streams break), as a crashed server looks from outside.
+pub struct Killable {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its state.
+    pub fake: Arc<FakeInference>,
+    serving: tokio::task::JoinHandle<()>,
+}
+
+impl Killable {
+    /// Starts one.
+    pub async fn start() -> Self {
+        let fake = Arc::new(FakeInference::default());
+        let (addr, serving) = serve_until_aborted(FakeServer(fake.clone())).await;
+        Self {
+            addr,
+            fake,
+            serving,
+        }
+    }
+
+    /// Takes it down for good.
+    pub fn kill(&self) {
+        self.fake.down.store(true, Ordering::SeqCst);
+        self.serving.abort();
+    }
+}
+
 /// Serves any implementation of the Inference contract on 127.0.0.1:0 until the test's
 /// runtime ends; returns its address.
 pub async fn serve<S: Inference>(server: S) -> SocketAddr {
+    serve_until_aborted(server).await.0
+}
+
+/// [`serve`], also returning the serving task, whose abort closes the listener.
+async fn serve_until_aborted<S: Inference>(server: S) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    let serving = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(InferenceServer::new(server))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await
             .unwrap();
     });
-    addr
+    (addr, serving)
 }
