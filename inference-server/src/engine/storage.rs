@@ -87,7 +87,12 @@ impl Storage {
     /// Puts host elements on `device` (zero copy on the CPU).
     pub(crate) fn upload(host: CpuStorage, device: &Device) -> Result<Storage> {
         match device {
-            Device::Cpu => Ok(Storage::Cpu(host)),
+            Device::Cpu => {
+                // Every CPU tensor starts here, so the worker pool is set up (denormals
+                // flushed) before the first kernel uses it.
+                crate::engine::cpu::threads::ensure_pool();
+                Ok(Storage::Cpu(host))
+            }
             Device::Cuda(d) => Ok(Storage::Cuda(CudaStorage::upload_host(d, host.slice()?)?)),
         }
     }

@@ -12,6 +12,7 @@ pub(crate) mod layout;
 mod matmul;
 pub(crate) mod norm;
 mod storage;
+pub(crate) mod threads;
 mod winograd;
 
 pub(crate) use storage::{CpuSlice, CpuStorage};
