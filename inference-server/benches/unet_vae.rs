@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use inference_server::engine::{Device, Tensor};
+use inference_server::engine::{Device, Tensor, profile};
 use inference_server::model::testmodel::{
     param_values, published_configs, write_header_only_single_file,
 };
@@ -77,15 +77,20 @@ fn normals(name: &str, shape: &[usize]) -> Tensor {
 }
 
 /// Median seconds of `f` over [`runs`] runs after one warm-up.
+/// With `SDSERVE_PROFILE=1`, prints the per-op table of the last timed run to stderr.
 fn time(mut f: impl FnMut()) -> f64 {
     f();
     let mut times: Vec<f64> = (0..runs())
         .map(|_| {
+            profile::reset();
             let start = Instant::now();
             f();
             start.elapsed().as_secs_f64()
         })
         .collect();
+    if profile::enabled() {
+        eprintln!("{}", profile::report());
+    }
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
 }

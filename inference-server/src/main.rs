@@ -217,6 +217,10 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         std::ops::ControlFlow::Continue(())
     };
     let generation = pipeline.generate(&request, RunOptions::default(), &mut report)?;
+    if inference_server::engine::profile::enabled() {
+        // SDSERVE_PROFILE=1: where the generation's CPU time went, op by op.
+        eprintln!("{}", inference_server::engine::profile::report());
+    }
     let pngs = generation_pngs(&generation)?;
     let many = pngs.len() > 1;
     for (i, png) in pngs.iter().enumerate() {

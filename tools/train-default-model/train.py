@@ -254,7 +254,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pool", type=int, default=12000, help="images drawn for training")
-    ap.add_argument("--vae-steps", type=int, default=1000)
+    ap.add_argument("--vae-steps", type=int, default=2000)
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--unet-steps", type=int, default=8000)
     ap.add_argument("--unet-batch", type=int, default=32)

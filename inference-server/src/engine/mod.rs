@@ -44,6 +44,7 @@ mod shape;
 mod storage;
 mod tensor;
 
+pub use cpu::profile;
 pub use cuda::CudaDevice;
 pub use device::Device;
 pub use dtype::DType;

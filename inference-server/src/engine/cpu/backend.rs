@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use super::profile::scope;
 use super::storage::{CpuSlice, CpuStorage};
 use super::{attention, conv, elementwise as ew, layout, matmul, norm};
 use crate::engine::backend::{Arg, BackendStorage};
@@ -59,10 +60,12 @@ impl BackendStorage for CpuStorage {
     }
 
     fn to_dtype(&self, v: View, dtype: DType) -> Result<CpuStorage> {
+        let _p = scope(|| format!("cast to {dtype:?}"), 0);
         Ok(self.view(v)?.to_storage(dtype))
     }
 
     fn unary(&self, v: View, op: UnaryOp) -> Result<CpuStorage> {
+        let _p = scope(|| op.kernel_name().into(), 0);
         self.map_f32(v, |x| match op {
             UnaryOp::Silu => ew::unary_map(x, ew::silu),
             UnaryOp::Gelu => ew::unary_map(x, ew::gelu),
@@ -83,6 +86,7 @@ impl BackendStorage for CpuStorage {
         op: BinaryOp,
         g: &BroadcastGeom,
     ) -> Result<CpuStorage> {
+        let _p = scope(|| op.kernel_name().into(), 0);
         let b = f32_of(rhs)?;
         let (dims, ls, rs) = (&g.dims, &g.lhs_strides, &g.rhs_strides);
         self.map_f32(v, |a| match op {
@@ -94,6 +98,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn reduce(&self, v: View, op: ReduceOp, g: AxisGeom) -> Result<CpuStorage> {
+        let _p = scope(|| "reduce".into(), 0);
         let scale = match op {
             ReduceOp::Sum => 1.0,
             ReduceOp::Mean => 1.0 / g.mid.max(1) as f64,
@@ -102,14 +107,18 @@ impl BackendStorage for CpuStorage {
     }
 
     fn softmax_last_dim(&self, v: View, cols: usize) -> Result<CpuStorage> {
+        let _p = scope(|| "softmax".into(), 0);
         self.map_f32(v, |x| ew::map_rows(x, cols, ew::softmax_row))
     }
 
     fn geglu(&self, v: View, half: usize) -> Result<CpuStorage> {
+        let _p = scope(|| "geglu".into(), 0);
         self.map_f32(v, |x| ew::geglu(x, half))
     }
 
     fn matmul(&self, v: View, rhs: Arg<'_, Self>, g: &MatmulGeom) -> Result<CpuStorage> {
+        let macs = (g.batch() * g.m * g.k * g.n) as u64;
+        let _p = scope(|| format!("matmul {}x{}x{}", g.m, g.k, g.n), macs);
         let b = f32_of(rhs)?;
         self.map_f32(v, |a| matmul::matmul(a, &b, g))
     }
@@ -121,6 +130,10 @@ impl BackendStorage for CpuStorage {
         bias: Option<Arg<'_, Self>>,
         g: LinearGeom,
     ) -> Result<CpuStorage> {
+        let _p = scope(
+            || format!("linear {}->{}", g.n_in, g.n_out),
+            (g.rows * g.n_in * g.n_out) as u64,
+        );
         let w = weight.0.view(weight.1)?;
         let bias = bias.map(f32_of).transpose()?;
         self.map_f32(v, |x| matmul::linear(x, w, bias.as_deref(), g))
@@ -133,6 +146,16 @@ impl BackendStorage for CpuStorage {
         bias: Option<Arg<'_, Self>>,
         g: Conv2dGeom,
     ) -> Result<CpuStorage> {
+        let macs = (g.n * g.o * g.c * g.kh * g.kw * g.ho * g.wo) as u64;
+        let _p = scope(
+            || {
+                format!(
+                    "conv2d {}x{}/{} {}->{} @{}x{}",
+                    g.kh, g.kw, g.stride, g.c, g.o, g.ho, g.wo
+                )
+            },
+            macs,
+        );
         let w = weight.0.view(weight.1)?;
         let bias = bias.map(f32_of).transpose()?;
         self.map_f32(v, |x| conv::conv2d(x, w, bias.as_deref(), g))
@@ -146,6 +169,7 @@ impl BackendStorage for CpuStorage {
         c: usize,
         eps: f32,
     ) -> Result<CpuStorage> {
+        let _p = scope(|| "layer_norm".into(), 0);
         let (w, b) = (f32_of(weight)?, f32_of(bias)?);
         self.map_f32(v, |x| norm::layer_norm(x, c, &w, &b, eps))
     }
@@ -157,6 +181,17 @@ impl BackendStorage for CpuStorage {
         bias: Arg<'_, Self>,
         g: GroupNormGeom,
     ) -> Result<CpuStorage> {
+        let _p = scope(
+            || {
+                if g.silu {
+                    "group_norm+silu"
+                } else {
+                    "group_norm"
+                }
+                .into()
+            },
+            0,
+        );
         let (w, b) = (f32_of(weight)?, f32_of(bias)?);
         self.map_f32(v, |x| norm::group_norm(x, &w, &b, g))
     }
@@ -168,6 +203,10 @@ impl BackendStorage for CpuStorage {
         v: Arg<'_, Self>,
         g: AttnGeom,
     ) -> Result<CpuStorage> {
+        let _p = scope(
+            || format!("attention {}x{} d{}", g.lq, g.lk, g.d),
+            (2 * g.bh * g.lq * g.lk * g.d) as u64,
+        );
         let (k, v) = (f32_of(k)?, f32_of(v)?);
         self.map_f32(q, |q| attention::attention(q, &k, &v, g))
     }
@@ -179,14 +218,17 @@ impl BackendStorage for CpuStorage {
         h: usize,
         w: usize,
     ) -> Result<CpuStorage> {
+        let _p = scope(|| "upsample".into(), 0);
         self.map_f32(v, |x| conv::upsample_nearest2x(x, h, w))
     }
 
     fn pad2d(&self, v: View, g: PadGeom) -> Result<CpuStorage> {
+        let _p = scope(|| "pad".into(), 0);
         Ok(same_dtype!(self.view(v)?, |s| layout::pad2d(s, g)))
     }
 
     fn strided_copy(&self, g: &StridedGeom) -> Result<CpuStorage> {
+        let _p = scope(|| "strided copy".into(), 0);
         Ok(same_dtype!(self.slice()?, |s| layout::strided_copy(
             s, g.start, &g.dims, &g.strides
         )))
@@ -198,6 +240,7 @@ impl BackendStorage for CpuStorage {
         outer: usize,
         inner: usize,
     ) -> Result<CpuStorage> {
+        let _p = scope(|| "cat".into(), 0);
         let slices = parts
             .iter()
             .map(|(s, v)| s.view(*v))
@@ -226,6 +269,7 @@ impl BackendStorage for CpuStorage {
     }
 
     fn index_select(&self, v: View, ids: &[u32], g: AxisGeom) -> Result<CpuStorage> {
+        let _p = scope(|| "index_select".into(), 0);
         Ok(same_dtype!(self.view(v)?, |s| layout::index_select(
             s, g.outer, g.mid, g.inner, ids
         )))

@@ -11,6 +11,7 @@ pub(crate) mod gemm;
 pub(crate) mod layout;
 mod matmul;
 pub(crate) mod norm;
+pub mod profile;
 mod storage;
 pub(crate) mod threads;
 mod winograd;

@@ -94,7 +94,12 @@ mod tests {
         let tiny = std::hint::black_box(1.0e-30f32);
         let scale = std::hint::black_box(1.0e-10f32);
         let sub = std::hint::black_box(f32::MIN_POSITIVE / 4.0);
-        pool.install(|| (std::hint::black_box(tiny * scale), std::hint::black_box(sub * std::hint::black_box(1.0f32))))
+        pool.install(|| {
+            (
+                std::hint::black_box(tiny * scale),
+                std::hint::black_box(sub * std::hint::black_box(1.0f32)),
+            )
+        })
     }
 
     #[test]
