@@ -31,17 +31,19 @@ def status_mib(field: str) -> float:
     return float("nan")
 
 
-def ours(threads: int) -> dict:
+def ours(threads: int, profile: bool) -> dict:
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), SDSERVE_BENCH_RUNS=str(RUNS))
+    if profile:
+        env["SDSERVE_PROFILE"] = "1"  # the bench prints the per-op table of its last run
     out = subprocess.run(
         ["cargo", "bench", "-q", "-p", "inference-server", "--bench", "unet_vae"],
-        env=env, check=True, capture_output=True, text=True, cwd=os.path.dirname(HERE),
+        env=env, check=True, stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(HERE),
     ).stdout
     print(out, file=sys.stderr)
     return {k: float(v) for k, v in (l.split()[1:3] for l in out.splitlines() if l.startswith("RESULT "))}
 
 
-def torch_phase(model: str, threads: int) -> dict:
+def torch_phase(model: str, threads: int, profile: bool) -> dict:
     """Runs in a child process: builds one diffusers model, times it, reports JSON on stdout."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -77,11 +79,17 @@ def torch_phase(model: str, threads: int) -> dict:
             start = time.perf_counter()
             run()
             times.append(time.perf_counter() - start)
+        if profile:  # one more run under torch.profiler: its per-op table on stderr
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                run()
+            print(f"PyTorch {model}, per op:", file=sys.stderr)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25),
+                  file=sys.stderr)
     return {"seconds": statistics.median(times), "anon_after_load_mib": loaded, "peak_mib": status_mib("VmHWM")}
 
 
 def in_child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, *args], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, *args], check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -90,14 +98,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--phase", choices=["unet", "vae"], help=argparse.SUPPRESS)
     parser.add_argument("--no-sdcpp", action="store_true", help="skip stable-diffusion.cpp")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print per-op tables (ours: SDSERVE_PROFILE=1; torch.profiler)")
     args = parser.parse_args()
     if args.phase:
-        print(json.dumps(torch_phase(args.phase, args.threads)))
+        print(json.dumps(torch_phase(args.phase, args.threads, args.profile)))
         return
     import torch
 
-    r = ours(args.threads)
-    ref = {m: in_child([__file__, "--phase", m, "--threads", str(args.threads)]) for m in ("unet", "vae")}
+    r = ours(args.threads, args.profile)
+    prof = ["--profile"] if args.profile else []
+    ref = {m: in_child([__file__, "--phase", m, "--threads", str(args.threads), *prof])
+           for m in ("unet", "vae")}
     sdcpp = None
     if not args.no_sdcpp:
         try:
