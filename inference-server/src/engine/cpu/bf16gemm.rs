@@ -163,25 +163,22 @@ fn sgemm_bf16_on(path: Bf16Path, g: Gemm<'_>, dst: &mut [f32], par: Par) {
     assert!(rhs_ok, "sgemm: rhs view out of bounds");
     #[cfg(target_arch = "x86_64")]
     if path == Bf16Path::Avx512Bf16 && cpu_has_avx512bf16() {
+        // 6 × 64 measured a little faster, but wastes more of the last panel when n is small
+        // or not a multiple of 64 (attention's n = 40): take the kernel that pads n less.
+        let u = match n.next_multiple_of(64) > n.next_multiple_of(48) {
+            true => avx512::K8X48,
+            false => avx512::K6X64,
+        };
         // SAFETY: the CPU has the features `gemm` is compiled for (checked above) and the asserts
         // above keep all three views inside their slices, as `gemm` requires.
-        unsafe { avx512::gemm(avx512::K8X48, g, dst, par) };
+        unsafe { avx512::gemm(u, g, dst, par) };
         return;
     }
     let _ = path;
     let big = par == Par::Auto && m * n * k >= PAR_GEMM_MIN;
     let (a, b) = (rounded(m, k, lhs, big), rounded(k, n, rhs, big));
-    sgemm(
-        m,
-        n,
-        k,
-        Mat::rows(&a, k),
-        Mat::rows(&b, n),
-        dst,
-        dst_rs,
-        acc,
-        par,
-    );
+    let (a, b) = (Mat::rows(&a, k), Mat::rows(&b, n));
+    sgemm(m, n, k, a, b, dst, dst_rs, acc, par);
 }
 
 /// The `rows × cols` view `v` rounded to bf16 into a row-major f32 matrix (rayon if `par`).
@@ -208,7 +205,8 @@ mod avx512 {
     use rayon::prelude::*;
     use std::arch::x86_64::*;
 
-    /// k-pairs per block: a 48-column B micro-panel of KC pairs is 24 KiB, in the 32 KiB L1.
+    /// k-pairs per block: a B micro-panel of KC pairs is 32 KiB (64 columns) or 24 KiB (48), the
+    /// size of L1, where it stays while the A micro-panels stream past it from L2.
     const KC: usize = 128;
     /// Rows per packed A block (rounded down to MR): MC·KC·4 B ≈ 340 KiB of the 1 MiB L2.
     const MC: usize = 672;
@@ -405,21 +403,22 @@ mod avx512 {
         };
     }
     kernel!(
-        /// The kernel in use: 8 × 48 (24 accumulators, 3 B vectors, 1 broadcast) fits the 32 zmm
-        /// registers without spills in every profile and measured fastest here (Zen 4).
+        /// 6 × 64 (24 accumulators, 4 B vectors, 1 broadcast: 29 of the 32 zmm registers, no
+        /// spills): the fastest measured here (Zen 4), used when n pads to 64 no worse than to 48.
+        K6X64, [0 1 2 3 4 5], [0 1 2 3]
+    );
+    kernel!(
+        /// 8 × 48 (24 accumulators, 3 B vectors, 1 broadcast; no spills): within a few per cent
+        /// of 6 × 64, used when n pads less to 48 (e.g. n = 40).
         K8X48, [0 1 2 3 4 5 6 7], [0 1 2]
     );
     kernel!(
-        /// 14 × 32 (28 accumulators): LLVM hoists the broadcasts and spills; kept to measure.
+        /// 14 × 32 (28 accumulators): LLVM hoists the 14 broadcasts and spills; kept to measure.
         #[cfg(test)] K14X32, [0 1 2 3 4 5 6 7 8 9 10 11 12 13], [0 1]
     );
     kernel!(
-        /// 12 × 32 (24 accumulators), kept to measure against the kernel in use.
+        /// 12 × 32 (24 accumulators, more broadcasts per B load); kept to measure.
         #[cfg(test)] K12X32, [0 1 2 3 4 5 6 7 8 9 10 11], [0 1]
-    );
-    kernel!(
-        /// 6 × 64 (24 accumulators, 4 B vectors), kept to measure against the kernel in use.
-        #[cfg(test)] K6X64, [0 1 2 3 4 5], [0 1 2 3]
     );
 
     /// `dst` as a pointer rayon tasks may share; each task writes a disjoint block of it.
@@ -550,7 +549,9 @@ mod tests {
     fn values(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let mut next = move || {
-            (s ^= s << 13, s ^= s >> 7, s ^= s << 17);
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
             s
         };
         (0..len)
@@ -638,6 +639,7 @@ mod tests {
     fn both_paths_match_the_bf16_reference() {
         // Odd sizes, and ones crossing the KC (k = 301), MC (m = 700) and NC (n = 2100) blocks;
         // Par::Auto splits 130×70×301 and 700×40×20 by rows, 40×300×64 and 20×2100×6 by columns.
+        // n = 300 and 2100 take the 6 × 64 kernel, the other n the 8 × 48 one.
         let shapes = [
             (1, 1, 1),
             (7, 13, 5),
@@ -780,9 +782,11 @@ mod tests {
         ]);
         let mut s = 0x1234_5678u32;
         for _ in 0..4000 {
-            (s ^= s << 13, s ^= s >> 17, s ^= s << 5);
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
             // Every fourth value is an exact tie (low 16 bits 0x8000).
-            xs.push(f(if s % 4 == 0 {
+            xs.push(f(if s.is_multiple_of(4) {
                 (s & !0xffff) | 0x8000
             } else {
                 s
@@ -844,23 +848,21 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if cpu_has_avx512bf16() {
                 use avx512::*;
-                let gt = Gemm {
-                    rhs: Mat::rows_t(&b, k),
-                    ..g
-                }; // a transposed view: B is k × n
+                // The same product with rhs a transposed view (as the linear layers pass weights).
+                let gt = Gemm::new(m, n, k, lhs, Mat::rows_t(&b, k), n, false);
                 let kernels = [
+                    ("6x64", K6X64),
                     ("8x48", K8X48),
                     ("14x32", K14X32),
                     ("12x32", K12X32),
-                    ("6x64", K6X64),
                 ];
                 for (i, (name, u)) in kernels.into_iter().enumerate() {
                     // SAFETY: the CPU has the features (checked above); the views fit their slices.
                     let mut t = |g, par| best(&mut || unsafe { gemm(u, g, &mut c, par) });
                     eprint!("  bf16 avx512 {name}: Auto {}", gf(t(g, Par::Auto)));
-                    if i == 0 {
+                    if i < 2 {
                         eprint!(" | Serial {}", gf(t(g, Par::Serial)));
-                        eprint!(" | Auto, rhs a transposed view {}", gf(t(gt, Par::Auto)));
+                        eprint!(" | Auto, rhs transposed {}", gf(t(gt, Par::Auto)));
                     }
                     eprintln!();
                 }
