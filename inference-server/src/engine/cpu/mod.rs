@@ -4,6 +4,7 @@
 
 pub(crate) mod attention;
 mod backend;
+pub(crate) mod bf16gemm;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
 mod fastmath;
