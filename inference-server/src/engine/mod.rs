@@ -45,6 +45,13 @@ mod storage;
 mod tensor;
 
 pub use cpu::profile;
+
+/// Whether this CPU multiplies bf16 natively (`avx512_bf16`, and not forced off by
+/// `SDSERVE_CPU_BF16=portable`): what `--precision bf16` gains on the CPU. Without it bf16
+/// products are emulated (rounded operands, f32 GEMM) and cost more than f32.
+pub fn cpu_bf16_native() -> bool {
+    cpu::bf16gemm::bf16_native()
+}
 pub use cuda::CudaDevice;
 pub use device::Device;
 pub use dtype::DType;

@@ -100,6 +100,19 @@ impl Pipeline {
     ) -> Result<Pipeline, PipelineError> {
         let mut checkpoint = Checkpoint::open(path).map_err(ModelError::from)?;
         precision.apply(&mut checkpoint, device);
+        if precision == Precision::BF16 && matches!(device, Device::Cpu) {
+            // Say whether bf16 buys speed here: emulated bf16 products are slower than f32.
+            let native = crate::engine::cpu_bf16_native();
+            tracing::info!(
+                native,
+                "bf16 products on the CPU: {}",
+                if native {
+                    "avx512_bf16"
+                } else {
+                    "emulated (no avx512_bf16; slower than --precision f32)"
+                }
+            );
+        }
         let conditioner = Conditioner::load(&checkpoint, device)?;
         let unet = UNet::load(&checkpoint.unet.0, &checkpoint.unet.1, device)?;
         let vae = Vae::load(&checkpoint.vae.0, &checkpoint.vae.1, device)?;

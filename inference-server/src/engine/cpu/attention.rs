@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::fastmath;
-use super::gemm::{Mat, Par, sgemm};
+use super::gemm::{Mat, Par, Products, gemm_with};
 pub(crate) use crate::engine::op::AttnGeom;
 
 /// Query rows per task. With [`BK`], the score tile is 128 KiB (fits L2) and each gemm call is
@@ -14,7 +14,14 @@ const BQ: usize = 128;
 const BK: usize = 256;
 
 /// `softmax(scale · q kᵀ [+ mask]) v` for `q [bh, lq, d]`, `k`, `v [bh, lk, d]`.
-pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], g: AttnGeom) -> Vec<f32> {
+/// `products` applies to both products (scores and the weighted sum of values).
+pub(crate) fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    g: AttnGeom,
+    products: Products,
+) -> Vec<f32> {
     let d = g.d;
     let mut out = vec![0f32; g.bh * g.lq * d];
     if out.is_empty() || g.lk == 0 {
@@ -32,14 +39,23 @@ pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], g: AttnGeom) -> Vec<f32
                 .for_each(|(t, acc)| {
                     let q0 = t * BQ;
                     let bq = acc.len() / d;
-                    tile(&qb[q0 * d..(q0 + bq) * d], kb, vb, q0, acc, g);
+                    tile(&qb[q0 * d..(q0 + bq) * d], kb, vb, q0, acc, g, products);
                 });
         });
     out
 }
 
 /// One query tile: `acc [bq, d]` receives the output rows for queries `q0..q0 + bq`.
-fn tile(q: &[f32], k: &[f32], v: &[f32], q0: usize, acc: &mut [f32], g: AttnGeom) {
+#[allow(clippy::too_many_arguments)]
+fn tile(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    q0: usize,
+    acc: &mut [f32],
+    g: AttnGeom,
+    products: Products,
+) {
     let d = g.d;
     let bq = q.len() / d;
     // Scores come out in base 2 (`q · scale · log2 e`), so the softmax needs only `2^x`.
@@ -58,7 +74,8 @@ fn tile(q: &[f32], k: &[f32], v: &[f32], q0: usize, acc: &mut [f32], g: AttnGeom
         let bk = BK.min(g.lk - k0);
         let s = &mut s[..bq * bk];
         let kt = &k[k0 * d..(k0 + bk) * d];
-        sgemm(
+        gemm_with(
+            products,
             bq,
             bk,
             d,
@@ -94,7 +111,8 @@ fn tile(q: &[f32], k: &[f32], v: &[f32], q0: usize, acc: &mut [f32], g: AttnGeom
             }
         }
         let vt = &v[k0 * d..(k0 + bk) * d];
-        sgemm(
+        gemm_with(
+            products,
             bq,
             d,
             bk,

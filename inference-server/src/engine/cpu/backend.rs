@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use super::gemm::Products;
 use super::profile::scope;
 use super::storage::{CpuSlice, CpuStorage};
 use super::{attention, conv, elementwise as ew, layout, matmul, norm};
@@ -120,7 +121,8 @@ impl BackendStorage for CpuStorage {
         let macs = (g.batch() * g.m * g.k * g.n) as u64;
         let _p = scope(|| format!("matmul {}x{}x{}", g.m, g.k, g.n), macs);
         let b = f32_of(rhs)?;
-        self.map_f32(v, |a| matmul::matmul(a, &b, g))
+        let products = Products::for_dtype(BackendStorage::dtype(self));
+        self.map_f32(v, |a| matmul::matmul(a, &b, g, products))
     }
 
     fn linear(
@@ -208,7 +210,8 @@ impl BackendStorage for CpuStorage {
             (2 * g.bh * g.lq * g.lk * g.d) as u64,
         );
         let (k, v) = (f32_of(k)?, f32_of(v)?);
-        self.map_f32(q, |q| attention::attention(q, &k, &v, g))
+        let products = Products::for_dtype(BackendStorage::dtype(self));
+        self.map_f32(q, |q| attention::attention(q, &k, &v, g, products))
     }
 
     fn upsample_nearest2x(

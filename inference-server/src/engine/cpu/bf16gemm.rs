@@ -5,7 +5,6 @@
 //! calls [`sgemm`], which gives the same products since a bf16 × bf16 product is exact in f32.
 
 // Until the backend's `--precision bf16` path calls in, only the tests use these items.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use super::gemm::{Mat, Par, sgemm};
 use rayon::prelude::*;

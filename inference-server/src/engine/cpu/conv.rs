@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::PAR_MIN_WORK;
-use super::gemm::{Mat, Par, sgemm};
+use super::gemm::{Mat, Par, Products, gemm_with};
 use super::storage::CpuSlice;
 pub(crate) use crate::engine::op::Conv2dGeom;
 
@@ -37,9 +37,11 @@ fn weight_product(
     dst_rs: usize,
     accumulate: bool,
     scratch: &mut Vec<f32>,
+    products: Products,
 ) {
     if let CpuSlice::F32(w) = weight {
-        sgemm(
+        gemm_with(
+            products,
             o,
             p,
             k,
@@ -59,7 +61,8 @@ fn weight_product(
         let ob = block.min(o - o0);
         let s = &mut scratch[..ob * k];
         weight.convert_range_par(o0 * k, s);
-        sgemm(
+        gemm_with(
+            products,
             ob,
             p,
             k,
@@ -82,11 +85,13 @@ pub(crate) fn conv2d(
     bias: Option<&[f32]>,
     g: Conv2dGeom,
 ) -> Vec<f32> {
+    // A bf16 weight (`--precision bf16`) makes bf16 products.
+    let products = Products::for_dtype(weight.dtype());
     if super::winograd_enabled() && super::winograd::applies(&g) {
         let weight = weight.to_f32();
-        return super::winograd::conv2d(x, &weight, bias, g);
+        return super::winograd::conv2d(x, &weight, bias, g, products);
     }
-    conv2d_im2col(x, weight, bias, g)
+    conv2d_im2col(x, weight, bias, g, products)
 }
 
 /// [`conv2d`] by im2col tiles and GEMM, for every geometry.
@@ -95,6 +100,7 @@ pub(crate) fn conv2d_im2col(
     weight: CpuSlice<'_>,
     bias: Option<&[f32]>,
     g: Conv2dGeom,
+    products: Products,
 ) -> Vec<f32> {
     let spatial_out = g.ho * g.wo;
     let k = g.c * g.kh * g.kw;
@@ -141,6 +147,7 @@ pub(crate) fn conv2d_im2col(
                 spatial_out,
                 accumulate,
                 &mut scratch,
+                products,
             );
             continue;
         }
@@ -160,6 +167,7 @@ pub(crate) fn conv2d_im2col(
                 spatial_out,
                 accumulate,
                 &mut scratch,
+                products,
             );
             p0 += p;
         }

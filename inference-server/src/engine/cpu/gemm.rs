@@ -1,6 +1,9 @@
-//! A bounds-checked wrapper around `gemm::gemm` for f32.
+//! A bounds-checked wrapper around `gemm::gemm` for f32, and [`gemm_with`], which picks f32 or
+//! bf16 products for an op.
 
 use gemm::Parallelism;
+
+use crate::engine::dtype::DType;
 
 /// A strided read-only f32 matrix: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -114,5 +117,49 @@ pub(crate) fn sgemm(
             false,
             parallelism,
         )
+    }
+}
+
+/// How a product's operands are multiplied: exactly in f32 (the default, what the parity tests
+/// hold), or rounded to bf16 with f32 accumulation (`--precision bf16`: twice the multiply rate
+/// on CPUs with `avx512_bf16`, see [`super::bf16gemm`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Products {
+    /// f32 × f32.
+    F32,
+    /// bf16 × bf16 summed in f32.
+    Bf16,
+}
+
+impl Products {
+    /// bf16 products for an op whose weights (or, for activation products, activations) are
+    /// bf16, f32 otherwise: a bf16 operand carries no more bits than the product uses.
+    pub(crate) fn for_dtype(dtype: DType) -> Products {
+        match dtype {
+            DType::BF16 => Products::Bf16,
+            DType::F32 | DType::F16 => Products::F32,
+        }
+    }
+}
+
+/// [`sgemm`] with the products `products` asks for (same contract).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_with(
+    products: Products,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    par: Par,
+) {
+    match products {
+        Products::F32 => sgemm(m, n, k, lhs, rhs, dst, dst_rs, accumulate, par),
+        Products::Bf16 => {
+            super::bf16gemm::sgemm_bf16(m, n, k, lhs, rhs, dst, dst_rs, accumulate, par)
+        }
     }
 }

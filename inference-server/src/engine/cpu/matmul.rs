@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{Mat, Par, sgemm};
+use super::gemm::{Mat, Par, Products, gemm_with};
 use super::storage::CpuSlice;
 use crate::engine::op::{LinearGeom, MatmulGeom};
 
@@ -14,7 +14,7 @@ const LINEAR_SCRATCH: usize = 1 << 22;
 const BATCH_PAR_BELOW: usize = 64 * 64 * 64;
 
 /// `a [batch.., m, k] · b [batch.., k, n]` with broadcast batch dims.
-pub(crate) fn matmul(a: &[f32], b: &[f32], g: &MatmulGeom) -> Vec<f32> {
+pub(crate) fn matmul(a: &[f32], b: &[f32], g: &MatmulGeom, products: Products) -> Vec<f32> {
     let (m, k, n) = (g.m, g.k, g.n);
     let batch = g.batch();
     let mut out = vec![0f32; batch * m * n];
@@ -22,7 +22,7 @@ pub(crate) fn matmul(a: &[f32], b: &[f32], g: &MatmulGeom) -> Vec<f32> {
         let (ai, bi) = g.locate(i);
         let lhs = Mat::rows(&a[ai * m * k..(ai + 1) * m * k], k);
         let rhs = Mat::rows(&b[bi * k * n..(bi + 1) * k * n], n);
-        sgemm(m, n, k, lhs, rhs, dst, n, false, par);
+        gemm_with(products, m, n, k, lhs, rhs, dst, n, false, par);
     };
     if m * n > 0 {
         if batch > 1 && m * n * k < BATCH_PAR_BELOW {
@@ -39,7 +39,8 @@ pub(crate) fn matmul(a: &[f32], b: &[f32], g: &MatmulGeom) -> Vec<f32> {
 }
 
 /// `x [rows, n_in] · weight [n_out, n_in]ᵀ + bias`. A half-precision weight (also mmap-backed)
-/// is converted to f32 a block of rows at a time into a bounded scratch buffer.
+/// is converted to f32 a block of rows at a time into a bounded scratch buffer. A bf16 weight
+/// makes bf16 products ([`Products::for_dtype`]).
 pub(crate) fn linear(
     x: &[f32],
     weight: CpuSlice<'_>,
@@ -55,8 +56,10 @@ pub(crate) fn linear(
     }
     let acc = bias.is_some();
     let lhs = Mat::rows(x, n_in);
+    let products = Products::for_dtype(weight.dtype());
     match weight {
-        CpuSlice::F32(w) => sgemm(
+        CpuSlice::F32(w) => gemm_with(
+            products,
             rows,
             n_out,
             n_in,
@@ -75,7 +78,8 @@ pub(crate) fn linear(
                 let ob = block.min(n_out - o0);
                 let s = &mut scratch[..ob * n_in];
                 w.convert_range_par(o0 * n_in, s);
-                sgemm(
+                gemm_with(
+                    products,
                     rows,
                     ob,
                     n_in,

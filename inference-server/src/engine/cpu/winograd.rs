@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{Mat, Par, sgemm};
+use super::gemm::{Mat, Par, Products, gemm_with};
 use crate::engine::op::Conv2dGeom;
 
 /// Input tile side (`m + r − 1` for m = 4 outputs and r = 3 taps).
@@ -274,7 +274,14 @@ fn transform_output(
 
 /// NCHW convolution of `x [n, c, h, w]` by `weight [o, c, 3, 3]` (f32) and optional
 /// `bias [o]`, for a geometry [`applies`] accepts; returns `[n, o, h, w]`.
-pub(crate) fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: Conv2dGeom) -> Vec<f32> {
+/// `products` applies to the per-point GEMMs (of transformed inputs and weights).
+pub(crate) fn conv2d(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: Conv2dGeom,
+    products: Products,
+) -> Vec<f32> {
     debug_assert!(applies(&g), "winograd::conv2d called for {g:?}");
     let spatial = g.ho * g.wo;
     let mut out = vec![0f32; g.n * g.o * spatial];
@@ -306,7 +313,8 @@ pub(crate) fn conv2d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: Conv2dG
                 rs: POINTS * tb,
                 cs: 1,
             };
-            sgemm(
+            gemm_with(
+                products,
                 g.o,
                 tb,
                 g.c,
@@ -409,7 +417,7 @@ mod tests {
                 .map(|v| v / (c as f32 * 9.0).sqrt())
                 .collect();
             let bias = values(o, 3);
-            let got = conv2d(&x, &wt, Some(&bias), g);
+            let got = conv2d(&x, &wt, Some(&bias), g, Products::F32);
             let want = reference(&x, &wt, &bias, &g);
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
             let err = got

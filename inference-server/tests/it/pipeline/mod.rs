@@ -17,6 +17,7 @@ use inference_server::pipeline::{
 };
 
 mod a1111;
+mod bf16;
 
 fn model_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();

@@ -65,6 +65,7 @@ fn check(dtype: DType, tensor_cores: bool, tol: f32) {
                     scale,
                     causal,
                 },
+                crate::engine::cpu::gemm::Products::F32,
             );
             let path = if tensor_cores && dtype == DType::F16 {
                 "mma"
