@@ -47,8 +47,17 @@ fn bf16_on_the_cpu_stays_near_the_f32_image() {
         let max = diffs.iter().copied().max().unwrap_or(0);
         let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
         eprintln!("bf16 vs f32, {sampler}: max pixel difference {max}, mean {mean:.3}");
-        assert!(max > 0, "{sampler}: bf16 gave the f32 image exactly; was it applied?");
-        assert!(max <= BF16_MAX_DIFF, "{sampler}: max pixel difference {max}");
-        assert!(mean <= BF16_MEAN_DIFF, "{sampler}: mean pixel difference {mean}");
+        assert!(
+            max > 0,
+            "{sampler}: bf16 gave the f32 image exactly; was it applied?"
+        );
+        assert!(
+            max <= BF16_MAX_DIFF,
+            "{sampler}: max pixel difference {max}"
+        );
+        assert!(
+            mean <= BF16_MEAN_DIFF,
+            "{sampler}: mean pixel difference {mean}"
+        );
     }
 }

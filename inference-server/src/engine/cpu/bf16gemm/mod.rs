@@ -1,0 +1,204 @@
+//! A bf16 GEMM for `--precision bf16`: `dst (+)= lhs · rhs` where every product is of the two
+//! inputs rounded to bf16 (round-to-nearest-even) and the sums are kept in f32. On CPUs with
+//! AVX-512 BF16 it runs its own packing and a register-blocked `vdpbf16ps` microkernel (two bf16
+//! products per f32 lane and instruction); elsewhere it rounds both operands into f32 scratch and
+//! calls [`sgemm`], which gives the same products since a bf16 × bf16 product is exact in f32.
+
+use super::gemm::{Mat, Par, sgemm};
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// Multiply-adds above which one call spreads over rayon threads (the same as `sgemm`).
+const PAR_GEMM_MIN: usize = 48 * 48 * 48;
+
+/// Which implementation [`sgemm_bf16`] runs on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bf16Path {
+    /// Own packing and a `vdpbf16ps` microkernel (needs `avx512f`, `avx512bw`, `avx512bf16`).
+    Avx512Bf16,
+    /// Round both operands to bf16 into f32 scratch, then the f32 [`sgemm`] (any CPU).
+    Portable,
+}
+
+/// Whether this CPU has the AVX-512 features the native path is compiled for.
+fn cpu_has_avx512bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512bf16");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The path [`sgemm_bf16`] takes: AVX-512 BF16 where the CPU has it, unless
+/// `SDSERVE_CPU_BF16=portable` forces the portable one (to compare the two). Read once.
+pub(crate) fn bf16_path() -> Bf16Path {
+    static PATH: OnceLock<Bf16Path> = OnceLock::new();
+    *PATH.get_or_init(|| {
+        let native = match cpu_has_avx512bf16() {
+            true => Bf16Path::Avx512Bf16,
+            false => Bf16Path::Portable,
+        };
+        match std::env::var("SDSERVE_CPU_BF16").as_deref() {
+            Ok("portable") => Bf16Path::Portable,
+            Ok("auto") | Err(_) => native,
+            Ok(other) => {
+                let msg = "SDSERVE_CPU_BF16 must be auto or portable; using auto";
+                tracing::warn!(value = other, "{msg}");
+                native
+            }
+        }
+    })
+}
+
+/// Whether [`sgemm_bf16`] runs on native bf16 instructions here (so bf16 is faster than f32).
+pub(crate) fn bf16_native() -> bool {
+    bf16_path() == Bf16Path::Avx512Bf16
+}
+
+/// The bits of `x` rounded to bf16, round-to-nearest-even; a NaN stays a (quiet) NaN, bit for bit
+/// what `vcvtne2ps2bf16` and `half::bf16::from_f32` give (subnormals: see [`sgemm_bf16`]).
+#[inline(always)]
+fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    match x.is_nan() {
+        true => (b >> 16) | 0x40,
+        // No overflow: a non-NaN has b ≤ 0xff80_0000.
+        false => (b + 0x7fff + ((b >> 16) & 1)) >> 16,
+    }
+}
+
+/// `x` rounded to bf16 and widened back to f32 (the widening is exact).
+fn round_bf16(x: f32) -> f32 {
+    f32::from_bits(bf16_bits(x) << 16)
+}
+
+/// The largest index a `rows × cols` view with strides `rs`, `cs` touches (`rows, cols > 0`).
+fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    (rows - 1) * rs + (cols - 1) * cs
+}
+
+/// One product `dst (+)= lhs[m, k] · rhs[k, n]` (row-major `dst`, row stride `dst_rs`; `acc`
+/// adds instead of overwriting), bundled so the internal functions can take and split it whole.
+#[derive(Clone, Copy)]
+struct Gemm<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat<'a>,
+    rhs: Mat<'a>,
+    dst_rs: usize,
+    acc: bool,
+}
+
+impl<'a> Gemm<'a> {
+    /// Bundles the arguments (in `sgemm`'s order).
+    fn new(
+        m: usize,
+        n: usize,
+        k: usize,
+        lhs: Mat<'a>,
+        rhs: Mat<'a>,
+        dst_rs: usize,
+        acc: bool,
+    ) -> Self {
+        Gemm {
+            m,
+            n,
+            k,
+            lhs,
+            rhs,
+            dst_rs,
+            acc,
+        }
+    }
+}
+
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]` with `sgemm`'s contract (strided views, row-major `dst`
+/// with row stride `dst_rs`, `accumulate` adds instead of overwriting, `k == 0` gives zeros or
+/// leaves `dst`), except that each product is of the inputs rounded to bf16, summed in f32.
+/// The AVX-512 path treats subnormal inputs as zero (the instructions' DAZ); that changes a
+/// product by under 2^-126 · |other factor|.
+///
+/// Panics (an internal bug, never user input) if a view exceeds its slice.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_bf16(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    par: Par,
+) {
+    let g = Gemm::new(m, n, k, lhs, rhs, dst_rs, accumulate);
+    sgemm_bf16_on(bf16_path(), g, dst, par)
+}
+
+/// [`sgemm_bf16`] on a chosen path (the portable one if the CPU lacks AVX-512 BF16), so tests
+/// can check both paths on one machine.
+fn sgemm_bf16_on(path: Bf16Path, g: Gemm<'_>, dst: &mut [f32], par: Par) {
+    let (m, n, k, lhs, rhs, dst_rs, acc) = (g.m, g.n, g.k, g.lhs, g.rhs, g.dst_rs, g.acc);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let dst_ok = max_index(m, n, dst_rs, 1) < dst.len();
+    assert!(dst_ok, "sgemm: dst view out of bounds");
+    if k == 0 {
+        if !acc {
+            for i in 0..m {
+                dst[i * dst_rs..i * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let lhs_ok = max_index(m, k, lhs.rs, lhs.cs) < lhs.data.len();
+    assert!(lhs_ok, "sgemm: lhs view out of bounds");
+    let rhs_ok = max_index(k, n, rhs.rs, rhs.cs) < rhs.data.len();
+    assert!(rhs_ok, "sgemm: rhs view out of bounds");
+    #[cfg(target_arch = "x86_64")]
+    if path == Bf16Path::Avx512Bf16 && cpu_has_avx512bf16() {
+        // 6 × 64 measured a little faster, but wastes more of the last panel when n is small
+        // or not a multiple of 64 (attention's n = 40): take the kernel that pads n less.
+        let u = match n.next_multiple_of(64) > n.next_multiple_of(48) {
+            true => avx512::K8X48,
+            false => avx512::K6X64,
+        };
+        // SAFETY: the CPU has the features `gemm` is compiled for (checked above) and the asserts
+        // above keep all three views inside their slices, as `gemm` requires.
+        unsafe { avx512::gemm(u, g, dst, par) };
+        return;
+    }
+    let _ = path;
+    let big = par == Par::Auto && m * n * k >= PAR_GEMM_MIN;
+    let (a, b) = (rounded(m, k, lhs, big), rounded(k, n, rhs, big));
+    let (a, b) = (Mat::rows(&a, k), Mat::rows(&b, n));
+    sgemm(m, n, k, a, b, dst, dst_rs, acc, par);
+}
+
+/// The `rows × cols` view `v` rounded to bf16 into a row-major f32 matrix (rayon if `par`).
+fn rounded(rows: usize, cols: usize, v: Mat<'_>, par: bool) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    let fill = |(i, row): (usize, &mut [f32])| {
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = round_bf16(v.data[i * v.rs + j * v.cs]);
+        }
+    };
+    match par {
+        true => out.par_chunks_mut(cols).enumerate().for_each(fill),
+        false => out.chunks_mut(cols).enumerate().for_each(fill),
+    }
+    out
+}
+
+/// The AVX-512 BF16 path: Goto-style blocking (B blocks of KC k-pairs × NC columns, packed once
+/// and shared by all threads; A blocks of MC rows × KC pairs), both packed to bf16 pairs, around
+/// an MR × NR register microkernel.
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Both paths against an f64 reference of the bf16-rounded inputs; rounding against `half`.
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,326 @@
+use super::*;
+
+/// Deterministic values in [-1, 1) with 24 significant bits, so the bf16 rounding matters.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    (0..len)
+        .map(|_| (next() >> 40) as f32 / (1u32 << 23) as f32 - 1.0)
+        .collect()
+}
+
+/// A rows × cols operand: layout 0 row-major, 1 transposed (rs = 1), 2 neither stride 1.
+fn operand(rows: usize, cols: usize, layout: u8, seed: u64) -> (Vec<f32>, usize, usize) {
+    let (rs, cs) = [(cols, 1), (1, rows), (2 * cols + 1, 2)][layout as usize];
+    (values(max_index(rows, cols, rs, cs) + 1, seed), rs, cs)
+}
+
+/// The largest |got − exact| / bound over the m × n block of `got` (row stride `g.dst_rs`),
+/// `exact` being the f64 product of the bf16-rounded inputs (plus `c0` when accumulating).
+/// A product of two bf16 values is exact in f32 (8 + 8 significant bits ≤ 24), so the only
+/// error is the f32 summation of k + 1 terms, at most γ_k·Σ|terms| in any order, with
+/// γ_k = k·u / (1 − k·u) and u = 2^-24 (Higham, Accuracy and Stability, §4.2). Every k here
+/// has k·u < 1e-3, so bound = 1.01·(k + 1)·u·Σ|terms| (+1e-30 for an all-zero row) holds.
+fn error_ratio(g: Gemm<'_>, c0: &[f32], got: &[f32]) -> f64 {
+    let (r, (lhs, rhs)) = (|x: f32| half::bf16::from_f32(x).to_f64(), (g.lhs, g.rhs));
+    let mut worst = 0f64;
+    for (i, j) in (0..g.m).flat_map(|i| (0..g.n).map(move |j| (i, j))) {
+        let c = if g.acc {
+            c0[i * g.dst_rs + j] as f64
+        } else {
+            0.0
+        };
+        let (mut exact, mut abs) = (c, c.abs());
+        for p in 0..g.k {
+            let t = r(lhs.data[i * lhs.rs + p * lhs.cs]) * r(rhs.data[p * rhs.rs + j * rhs.cs]);
+            (exact, abs) = (exact + t, abs + t.abs());
+        }
+        let bound = 1.01 * (g.k + 1) as f64 * 2f64.powi(-24) * abs + 1e-30;
+        worst = worst.max((got[i * g.dst_rs + j] as f64 - exact).abs() / bound);
+    }
+    worst
+}
+
+/// Runs `path` on an m × n × k case with operand layouts `lay`, multiplying only the first
+/// `k_used` terms, and returns `error_ratio` against all k; checks `dst`'s padding is kept.
+fn run(
+    path: Bf16Path,
+    (m, n, k): (usize, usize, usize),
+    lay: (u8, u8),
+    acc: bool,
+    par: Par,
+    k_used: usize,
+) -> f64 {
+    let (a, ars, acs) = operand(m, k, lay.0, 1 + m as u64);
+    let (b, brs, bcs) = operand(k, n, lay.1, 2 + n as u64);
+    let (lhs, rhs) = (
+        Mat {
+            data: &a,
+            rs: ars,
+            cs: acs,
+        },
+        Mat {
+            data: &b,
+            rs: brs,
+            cs: bcs,
+        },
+    );
+    let g = Gemm::new(m, n, k, lhs, rhs, n + 3, acc);
+    let c0 = values(m * g.dst_rs, 3);
+    let mut got = c0.clone();
+    sgemm_bf16_on(path, Gemm { k: k_used, ..g }, &mut got, par);
+    for i in 0..m {
+        let pad = i * g.dst_rs + n..(i + 1) * g.dst_rs;
+        assert_eq!(got[pad.clone()], c0[pad], "{path:?}: padding of row {i}");
+    }
+    error_ratio(g, &c0, &got)
+}
+
+/// The paths this CPU can run: portable always, AVX-512 BF16 where the CPU has it.
+fn paths() -> Vec<Bf16Path> {
+    if cpu_has_avx512bf16() {
+        return vec![Bf16Path::Portable, Bf16Path::Avx512Bf16];
+    }
+    eprintln!("note: this CPU lacks avx512bf16; only the portable path is checked");
+    vec![Bf16Path::Portable]
+}
+
+#[test]
+fn both_paths_match_the_bf16_reference() {
+    // Odd sizes, and ones crossing the KC (k = 301), MC (m = 700) and NC (n = 2100) blocks;
+    // Par::Auto splits 130×70×301 and 700×40×20 by rows, 40×300×64 and 20×2100×6 by columns.
+    // n = 300 and 2100 take the 6 × 64 kernel, the other n the 8 × 48 one.
+    let shapes = [
+        (1, 1, 1),
+        (7, 13, 5),
+        (33, 47, 65),
+        (130, 70, 301),
+        (40, 300, 64),
+    ];
+    let big = [(700, 40, 20), (20, 2100, 6)];
+    for path in paths() {
+        for (s, &mnk) in shapes.iter().chain(&big).enumerate() {
+            for lay in [(0, 0), (1, 1), (0, 1), (1, 0), (2, 2)] {
+                if s >= shapes.len() && lay != (0, 1) {
+                    continue;
+                }
+                for (acc, par) in [
+                    (false, Par::Serial),
+                    (true, Par::Serial),
+                    (false, Par::Auto),
+                    (true, Par::Auto),
+                ] {
+                    let e = run(path, mnk, lay, acc, par, mnk.2);
+                    assert!(
+                        e <= 1.0,
+                        "{path:?} {mnk:?} {lay:?} acc={acc}: error {e} × bound"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bound_catches_wrong_results() {
+    let mnk = (130, 70, 301);
+    for path in paths() {
+        let e = run(path, mnk, (0, 1), false, Par::Serial, mnk.2 - 1);
+        assert!(
+            e > 1.0,
+            "{path:?}: dropping the last k stays within the bound ({e})"
+        );
+    }
+    // Unrounded f32 products fail too: the bound is tight enough to see the bf16 rounding.
+    let (a, b, mut got) = (
+        values(130 * 301, 5),
+        values(301 * 70, 6),
+        vec![0f32; 130 * 70],
+    );
+    let (lhs, rhs) = (Mat::rows(&a, 301), Mat::rows(&b, 70));
+    sgemm(130, 70, 301, lhs, rhs, &mut got, 70, false, Par::Serial);
+    let e = error_ratio(Gemm::new(130, 70, 301, lhs, rhs, 70, false), &[], &got);
+    assert!(e > 1.0, "f32 products stay within the bf16 bound ({e})");
+}
+
+#[test]
+fn k_zero_nan_empty_and_the_public_entry() {
+    let one = [1.0f32; 8];
+    let (lhs, rhs) = (Mat::rows(&one, 1), Mat::rows(&one, 3));
+    for path in paths() {
+        for acc in [false, true] {
+            let mut d = [7.0f32; 8];
+            let g = Gemm::new(2, 3, 0, lhs, rhs, 4, acc);
+            sgemm_bf16_on(path, g, &mut d, Par::Auto);
+            let want = if acc {
+                [7.0; 8]
+            } else {
+                [0., 0., 0., 7., 0., 0., 0., 7.]
+            };
+            assert_eq!(d, want, "{path:?} acc={acc}");
+        }
+        sgemm_bf16_on(
+            path,
+            Gemm::new(0, 3, 1, lhs, rhs, 3, false),
+            &mut [],
+            Par::Auto,
+        );
+        let (mut a, b, mut d) = (values(3 * 5, 7), values(5 * 4, 8), vec![0f32; 12]);
+        a[5] = f32::NAN; // row 1
+        let (lhs, rhs) = (Mat::rows(&a, 5), Mat::rows(&b, 4));
+        sgemm_bf16_on(
+            path,
+            Gemm::new(3, 4, 5, lhs, rhs, 4, false),
+            &mut d,
+            Par::Serial,
+        );
+        assert!(d[4..8].iter().all(|x| x.is_nan()), "{path:?}: {d:?}");
+        assert!(
+            d[..4].iter().chain(&d[8..]).all(|x| x.is_finite()),
+            "{path:?}: {d:?}"
+        );
+    }
+    let forced = std::env::var("SDSERVE_CPU_BF16").is_ok_and(|v| v == "portable");
+    assert_eq!(bf16_native(), cpu_has_avx512bf16() && !forced);
+    assert_eq!(bf16_native(), bf16_path() == Bf16Path::Avx512Bf16);
+    let (a, b, mut d) = (values(9 * 17, 9), values(17 * 11, 10), vec![0f32; 9 * 11]);
+    let (lhs, rhs) = (Mat::rows(&a, 17), Mat::rows(&b, 11));
+    sgemm_bf16(9, 11, 17, lhs, rhs, &mut d, 11, false, Par::Auto);
+    let e = error_ratio(Gemm::new(9, 11, 17, lhs, rhs, 11, false), &[], &d);
+    assert!(
+        e <= 1.0,
+        "sgemm_bf16 on {:?}: error {e} × bound",
+        bf16_path()
+    );
+}
+
+#[test]
+fn rounding_is_nearest_even_and_matches_half() {
+    let (one, f) = (1f32.to_bits(), f32::from_bits);
+    assert_eq!(
+        round_bf16(f(one | 0x8000)),
+        1.0,
+        "1 + 2^-8 is a tie: to even (down)"
+    );
+    assert_eq!(
+        round_bf16(f(one | 0x1_8000)),
+        f(one | 0x2_0000),
+        "1 + 3·2^-8: to even (up)"
+    );
+    assert_eq!(
+        round_bf16(f(one | 0x8001)),
+        f(one | 0x1_0000),
+        "above the tie: up"
+    );
+    assert_eq!(round_bf16(f(one | 0x7fff)), 1.0, "below the tie: down");
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MAX,
+        -f32::MAX,
+    ];
+    xs.extend([
+        f32::MIN_POSITIVE,
+        1e-40,
+        -3e-39,
+        65504.0,
+        f(0x3f80_8000),
+        f(0xbf81_8000),
+    ]);
+    let mut s = 0x1234_5678u32;
+    for _ in 0..4000 {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        // Every fourth value is an exact tie (low 16 bits 0x8000).
+        xs.push(f(if s.is_multiple_of(4) {
+            (s & !0xffff) | 0x8000
+        } else {
+            s
+        }));
+    }
+    let want = |x: f32| half::bf16::from_f32(x).to_bits() as u32;
+    for &x in &xs {
+        assert_eq!(bf16_bits(x), want(x), "{x:e} ({:#x})", x.to_bits());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if cpu_has_avx512bf16() {
+        // Both vector packers; the hardware flushes subnormal inputs to zero (DAZ).
+        let n = xs.len();
+        let (mut along_k, mut across) = (vec![0u32; n.div_ceil(2)], vec![0u32; n]);
+        let row = avx512::Src::new(&xs, 0, 1, 1, n);
+        let col = avx512::Src::new(&xs, 1, 0, n, 1);
+        // SAFETY: the CPU has the features (checked above); the views lie in `xs`.
+        unsafe {
+            avx512::pack(row, 0, 1, 0, n.div_ceil(2), &mut along_k);
+            avx512::pack(col, 0, n, 0, 1, &mut across);
+        }
+        for (i, &x) in xs.iter().enumerate() {
+            let sub = x != 0.0 && x.abs() < f32::MIN_POSITIVE;
+            for got in [(along_k[i / 2] >> (16 * (i % 2))) & 0xffff, across[i]] {
+                assert!(
+                    got == want(x) || sub && got & 0x7fff == 0,
+                    "{x:e}: {got:#x}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "timing: cargo test --release -p inference-server --lib bf16gemm -- --ignored --nocapture"]
+fn throughput() {
+    // Best-of-3 seconds of `f` after one warm-up run.
+    let best = |f: &mut dyn FnMut()| {
+        f();
+        let time = |_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        };
+        (0..3).map(time).fold(f64::INFINITY, f64::min)
+    };
+    for (m, n, k) in [(4096, 1280, 1280), (4096, 4096, 40), (1280, 1024, 1280)] {
+        let (a, b, mut c) = (values(m * k, 1), values(k * n, 2), vec![0f32; m * n]);
+        let (lhs, rhs) = (Mat::rows(&a, k), Mat::rows(&b, n));
+        let g = Gemm::new(m, n, k, lhs, rhs, n, false);
+        let gf = |s: f64| format!("{:6.1}", 2.0 * (m * n * k) as f64 / s / 1e9);
+        eprintln!("{m}x{n}x{k}, GFLOP/s (Auto = all rayon threads):");
+        for par in [Par::Auto, Par::Serial] {
+            let s = best(&mut || sgemm(m, n, k, lhs, rhs, &mut c, n, false, par));
+            let p = best(&mut || sgemm_bf16_on(Bf16Path::Portable, g, &mut c, par));
+            let par = if par == Par::Auto { "Auto  " } else { "Serial" };
+            eprintln!("  {par} f32 sgemm {} | bf16 portable {}", gf(s), gf(p));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if cpu_has_avx512bf16() {
+            use avx512::*;
+            // The same product with rhs a transposed view (as the linear layers pass weights).
+            let gt = Gemm::new(m, n, k, lhs, Mat::rows_t(&b, k), n, false);
+            let kernels = [
+                ("6x64", K6X64),
+                ("8x48", K8X48),
+                ("14x32", K14X32),
+                ("12x32", K12X32),
+            ];
+            for (i, (name, u)) in kernels.into_iter().enumerate() {
+                // SAFETY: the CPU has the features (checked above); the views fit their slices.
+                let mut t = |g, par| best(&mut || unsafe { gemm(u, g, &mut c, par) });
+                eprint!("  bf16 avx512 {name}: Auto {}", gf(t(g, Par::Auto)));
+                if i < 2 {
+                    eprint!(" | Serial {}", gf(t(g, Par::Serial)));
+                    eprint!(" | Auto, rhs transposed {}", gf(t(gt, Par::Auto)));
+                }
+                eprintln!();
+            }
+        }
+    }
+}
