@@ -4,6 +4,8 @@ beside diffusers on PyTorch CPU and stable-diffusion.cpp (bench/sdcpp.py), same 
 thread count, one run.
 
     /work/.venv-ref/bin/python bench/unet_vae.py --threads 2
+    SDSERVE_BENCH_PRECISION=bf16 /work/.venv-ref/bin/python bench/unet_vae.py --threads 2 --no-sdcpp
+    /work/.venv-ref/bin/python bench/unet_vae.py --threads 2 --no-sdcpp --profile   # per-op tables
 
 Ours: f16 weights from a memory-mapped safetensors file. PyTorch: UNet2DConditionModel and
 AutoencoderKL built from the same configs with random init, float32, inference_mode. Each
@@ -128,7 +130,9 @@ def main() -> None:
         print(f"| PyTorch {torch.__version__}, f32 | {t_ref:.2f} | 1.00 "
               f"| {ref[m]['peak_mib']:.0f} | {ref[m]['anon_after_load_mib']:.0f} |")
         t = r[f"{m}_seconds"]
-        print(f"| sdserve, f16 weights (mmap) | {t:.2f} | {t / t_ref:.2f} "
+        what = ("bf16 weights, activations and products (SDSERVE_BENCH_PRECISION=bf16)"
+                if os.environ.get("SDSERVE_BENCH_PRECISION") == "bf16" else "f16 weights (mmap), f32 compute")
+        print(f"| sdserve, {what} | {t:.2f} | {t / t_ref:.2f} "
               f"| {r[f'{m}_peak_mib']:.0f} | {r[f'{m}_anon_after_load_mib']:.0f} |")
         if sdcpp is not None and "error" not in sdcpp:
             t = sdcpp.get(f"{m}_seconds", float("nan"))

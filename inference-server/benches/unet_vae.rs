@@ -24,7 +24,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use inference_server::engine::{Device, Tensor, profile};
+use inference_server::engine::{DType, Device, Tensor, profile};
 use inference_server::model::testmodel::{
     param_values, published_configs, write_header_only_single_file,
 };
@@ -99,7 +99,12 @@ fn time(mut f: impl FnMut()) -> f64 {
 fn child(model: &str, path: &Path) {
     let (_, unet_config, vae_config) = published_configs(Variant::Sd1);
     let file = SafetensorsFile::open(path).expect("open checkpoint");
-    let weights = WeightSet::from_files(&[file]);
+    let mut weights = WeightSet::from_files(&[file]);
+    // SDSERVE_BENCH_PRECISION=bf16: weights and activations in bf16, bf16 products (what
+    // `--precision bf16` does); the default keeps the f16 weights borrowed, computing in f32.
+    if std::env::var("SDSERVE_BENCH_PRECISION").as_deref() == Ok("bf16") {
+        weights.set_cast(Some(DType::BF16));
+    }
     let dev = Device::Cpu;
     let anon_before = status_mib("RssAnon");
     let started = Instant::now();
