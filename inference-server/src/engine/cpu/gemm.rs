@@ -45,8 +45,50 @@ pub(crate) enum Par {
     Serial,
 }
 
-fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+/// The largest index a `rows × cols` view with strides `rs`, `cs` touches (`rows, cols > 0`).
+pub(crate) fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     (rows - 1) * rs + (cols - 1) * cs
+}
+
+/// What every GEMM of the backend does first: checks that the three views stay inside their
+/// slices (panicking on a violation, an internal bug) and settles the degenerate products: `m`
+/// or `n` zero does nothing, `k` zero zeroes `dst` (or leaves it, with `accumulate`). Returns
+/// whether a product is left to compute.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prologue(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+) -> bool {
+    if m == 0 || n == 0 {
+        return false;
+    }
+    assert!(
+        max_index(m, n, dst_rs, 1) < dst.len(),
+        "sgemm: dst view out of bounds"
+    );
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[i * dst_rs..i * dst_rs + n].fill(0.0);
+            }
+        }
+        return false;
+    }
+    assert!(
+        max_index(m, k, lhs.rs, lhs.cs) < lhs.data.len(),
+        "sgemm: lhs view out of bounds"
+    );
+    assert!(
+        max_index(k, n, rhs.rs, rhs.cs) < rhs.data.len(),
+        "sgemm: rhs view out of bounds"
+    );
+    true
 }
 
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, all strided. `dst` is row-major with row stride `dst_rs`.
@@ -65,35 +107,15 @@ pub(crate) fn sgemm(
     accumulate: bool,
     par: Par,
 ) {
-    if m == 0 || n == 0 {
+    if !prologue(m, n, k, lhs, rhs, dst, dst_rs, accumulate) {
         return;
     }
-    assert!(
-        max_index(m, n, dst_rs, 1) < dst.len(),
-        "sgemm: dst view out of bounds"
-    );
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                dst[i * dst_rs..i * dst_rs + n].fill(0.0);
-            }
-        }
-        return;
-    }
-    assert!(
-        max_index(m, k, lhs.rs, lhs.cs) < lhs.data.len(),
-        "sgemm: lhs view out of bounds"
-    );
-    assert!(
-        max_index(k, n, rhs.rs, rhs.cs) < rhs.data.len(),
-        "sgemm: rhs view out of bounds"
-    );
     let parallelism = if par == Par::Auto && m * n * k >= PAR_GEMM_MIN {
         Parallelism::Rayon(rayon::current_num_threads().max(1))
     } else {
         Parallelism::None
     };
-    // SAFETY: the asserts above keep every strided access of the three views inside their
+    // SAFETY: `prologue`'s asserts keep every strided access of the three views inside their
     // slices; `dst` is a unique borrow so it cannot alias `lhs` or `rhs`.
     unsafe {
         gemm::gemm(

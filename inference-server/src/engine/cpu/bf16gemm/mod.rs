@@ -4,7 +4,7 @@
 //! products per f32 lane and instruction); elsewhere it rounds both operands into f32 scratch and
 //! calls [`sgemm`], which gives the same products since a bf16 × bf16 product is exact in f32.
 
-use super::gemm::{Mat, Par, sgemm};
+use super::gemm::{Mat, Par, prologue, sgemm};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -73,11 +73,6 @@ fn round_bf16(x: f32) -> f32 {
     f32::from_bits(bf16_bits(x) << 16)
 }
 
-/// The largest index a `rows × cols` view with strides `rs`, `cs` touches (`rows, cols > 0`).
-fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    (rows - 1) * rs + (cols - 1) * cs
-}
-
 /// One product `dst (+)= lhs[m, k] · rhs[k, n]` (row-major `dst`, row stride `dst_rs`; `acc`
 /// adds instead of overwriting), bundled so the internal functions can take and split it whole.
 #[derive(Clone, Copy)]
@@ -141,23 +136,9 @@ pub(crate) fn sgemm_bf16(
 /// can check both paths on one machine.
 fn sgemm_bf16_on(path: Bf16Path, g: Gemm<'_>, dst: &mut [f32], par: Par) {
     let (m, n, k, lhs, rhs, dst_rs, acc) = (g.m, g.n, g.k, g.lhs, g.rhs, g.dst_rs, g.acc);
-    if m == 0 || n == 0 {
+    if !prologue(m, n, k, lhs, rhs, dst, dst_rs, acc) {
         return;
     }
-    let dst_ok = max_index(m, n, dst_rs, 1) < dst.len();
-    assert!(dst_ok, "sgemm: dst view out of bounds");
-    if k == 0 {
-        if !acc {
-            for i in 0..m {
-                dst[i * dst_rs..i * dst_rs + n].fill(0.0);
-            }
-        }
-        return;
-    }
-    let lhs_ok = max_index(m, k, lhs.rs, lhs.cs) < lhs.data.len();
-    assert!(lhs_ok, "sgemm: lhs view out of bounds");
-    let rhs_ok = max_index(k, n, rhs.rs, rhs.cs) < rhs.data.len();
-    assert!(rhs_ok, "sgemm: rhs view out of bounds");
     #[cfg(target_arch = "x86_64")]
     if path == Bf16Path::Avx512Bf16 && cpu_has_avx512bf16() {
         // 6 × 64 measured a little faster, but wastes more of the last panel when n is small
@@ -166,8 +147,8 @@ fn sgemm_bf16_on(path: Bf16Path, g: Gemm<'_>, dst: &mut [f32], par: Par) {
             true => avx512::K8X48,
             false => avx512::K6X64,
         };
-        // SAFETY: the CPU has the features `gemm` is compiled for (checked above) and the asserts
-        // above keep all three views inside their slices, as `gemm` requires.
+        // SAFETY: the CPU has the features `gemm` is compiled for (checked above) and `prologue`'s
+        // asserts keep all three views inside their slices, as `gemm` requires.
         unsafe { avx512::gemm(u, g, dst, par) };
         return;
     }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::engine::cpu::gemm::max_index;
 
 /// Deterministic values in [-1, 1) with 24 significant bits, so the bf16 rounding matters.
 fn values(len: usize, seed: u64) -> Vec<f32> {
