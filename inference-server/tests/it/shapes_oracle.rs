@@ -37,16 +37,17 @@ const STEPS: usize = 20;
 const GUIDANCE: f32 = 6.0;
 /// The samplers: one A1111 name, one diffusers class name.
 const SAMPLERS: [&str; 2] = ["DPM++ 2M", "DDIMScheduler"];
-/// Fractions right (shape colour, background, position, all three) scored by this test when
-/// the committed weights were made, per sampler (same order as [`SAMPLERS`]).
-const TRAINED_SCORE: [[f64; 4]; 2] = [
-    [14.0 / 48.0, 48.0 / 48.0, 44.0 / 48.0, 14.0 / 48.0],
-    [15.0 / 48.0, 48.0 / 48.0, 44.0 / 48.0, 15.0 / 48.0],
-];
-/// Allowed drop below [`TRAINED_SCORE`], for each fraction: about five of the 48 images. The
-/// scores are deterministic on one machine; the margin absorbs float differences between CPUs
-/// and builds, which can flip an image whose shape is on the edge of a region or colour.
-const MARGIN: f64 = 0.10;
+/// Images right (shape colour, background, position, all three) of the 48 held-out prompts,
+/// scored by this test when the committed weights were made (2026-11-30), per sampler (same
+/// order as [`SAMPLERS`]). The training script's own evaluation (diffusers' Euler and DDIM on
+/// the f32 weights) gave 48, 48, 35, 35 for both.
+const TRAINED_RIGHT: [[usize; 4]; 2] = [[48, 48, 34, 34], [48, 48, 35, 35]];
+/// Allowed drop below [`TRAINED_RIGHT`], as a fraction: three of the 48 images. The scores are
+/// deterministic on one machine; the margin absorbs float differences between CPUs and builds,
+/// which can flip an image whose shape sits on the edge of a region or between two colours. It
+/// is kept this tight because a model this well trained draws fair images even without
+/// guidance: with guidance 1 the position score falls by 4–5 images, which this margin catches.
+const MARGIN: f64 = 3.0 / 48.0;
 
 /// One held-out prompt, as the training script lists it.
 #[derive(serde::Deserialize)]
@@ -193,13 +194,14 @@ fn held_out_prompts_are_drawn_as_asked() {
     assert!(cases.len() >= 40, "only {} held-out prompts", cases.len());
     let pipeline = pipeline();
     let mut failures = Vec::new();
-    for (sampler, trained) in SAMPLERS.iter().zip(TRAINED_SCORE) {
+    for (sampler, right) in SAMPLERS.iter().zip(TRAINED_RIGHT) {
+        let trained = right.map(|r| r as f64 / cases.len() as f64);
         let got = score(&pipeline, &cases, sampler);
         let names = ["shape colour", "background", "position", "all three"];
         for ((name, g), t) in names.iter().zip(got).zip(trained) {
-            eprintln!("{sampler}: {name} {g:.3} (trained {t:.3}, margin {MARGIN})");
+            eprintln!("{sampler}: {name} {g:.3} (trained {t:.3}, margin {MARGIN:.4})");
             if g < t - MARGIN {
-                failures.push(format!("{sampler} {name}: {g:.3} < {t:.3} - {MARGIN}"));
+                failures.push(format!("{sampler} {name}: {g:.3} < {t:.3} - {MARGIN:.4}"));
             }
         }
     }
