@@ -1,6 +1,6 @@
 """Trains sdserve-shapes, the model built into inference-server, and writes it.
 
-    python train.py --out /tmp/sdserve-shapes          # about 55 minutes on 2 CPU cores
+    python train.py --out /tmp/sdserve-shapes --threads 1   # about 70 minutes on 2 CPU cores
 
 Steps: draw the data set (data.py), train the VAE (reconstruction + small KL), encode the data
 set, train the CLIP text encoder jointly with the UNet (epsilon prediction, SD 1.x's schedule,
