@@ -172,6 +172,8 @@ fn patch(plane: &[f32], g: &Conv2dGeom, ty: usize, tx: usize) -> [[f32; ALPHA]; 
 
 /// Fills `v [c][36][tb]` with `Bᵀ d B` of the 6×6 input patch of each tile `t0..t0 + tb`,
 /// tiles numbered across the batch (`tiles` per image).
+// Index loops mirror the transforms' maths (`d[i][j][lane]`), across three array levels.
+#[allow(clippy::needless_range_loop)]
 fn transform_input(
     x: &[f32],
     g: &Conv2dGeom,
@@ -220,6 +222,8 @@ fn transform_input(
 /// Writes `Aᵀ m A` (+ bias) of each tile of `m [o][36][tb]` into the output planes, given per
 /// output channel as one plane per image (`planes[o][image]`, each `ho·wo`).
 #[allow(clippy::too_many_arguments)]
+// Index loops mirror the transforms' maths (`d[i][j][lane]`), across three array levels.
+#[allow(clippy::needless_range_loop)]
 fn transform_output(
     m: &[f32],
     bias: Option<&[f32]>,
