@@ -138,7 +138,9 @@ impl BackendStorage for CpuStorage {
         );
         let w = weight.0.view(weight.1)?;
         let bias = bias.map(f32_of).transpose()?;
-        self.map_f32(v, |x| matmul::linear(x, w, bias.as_deref(), g))
+        // bf16 products only for bf16 activations (`--precision bf16`), whatever the weight.
+        let products = Products::for_dtype(BackendStorage::dtype(self));
+        self.map_f32(v, |x| matmul::linear(x, w, bias.as_deref(), g, products))
     }
 
     fn conv2d(
@@ -160,7 +162,8 @@ impl BackendStorage for CpuStorage {
         );
         let w = weight.0.view(weight.1)?;
         let bias = bias.map(f32_of).transpose()?;
-        self.map_f32(v, |x| conv::conv2d(x, w, bias.as_deref(), g))
+        let products = Products::for_dtype(BackendStorage::dtype(self));
+        self.map_f32(v, |x| conv::conv2d(x, w, bias.as_deref(), g, products))
     }
 
     fn layer_norm(

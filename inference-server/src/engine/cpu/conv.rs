@@ -84,9 +84,8 @@ pub(crate) fn conv2d(
     weight: CpuSlice<'_>,
     bias: Option<&[f32]>,
     g: Conv2dGeom,
+    products: Products,
 ) -> Vec<f32> {
-    // A bf16 weight (`--precision bf16`) makes bf16 products.
-    let products = Products::for_dtype(weight.dtype());
     if super::winograd_enabled() && super::winograd::applies(&g) {
         let weight = weight.to_f32();
         return super::winograd::conv2d(x, &weight, bias, g, products);

@@ -154,8 +154,9 @@ pub(crate) enum Products {
 }
 
 impl Products {
-    /// bf16 products for an op whose weights (or, for activation products, activations) are
-    /// bf16, f32 otherwise: a bf16 operand carries no more bits than the product uses.
+    /// bf16 products for an op whose activations are bf16 (`--precision bf16`), f32
+    /// otherwise: bf16 activations carry no more bits than the product uses, while f32
+    /// activations keep exact f32 products even with bf16-stored weights.
     pub(crate) fn for_dtype(dtype: DType) -> Products {
         match dtype {
             DType::BF16 => Products::Bf16,

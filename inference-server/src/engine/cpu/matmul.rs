@@ -39,13 +39,15 @@ pub(crate) fn matmul(a: &[f32], b: &[f32], g: &MatmulGeom, products: Products) -
 }
 
 /// `x [rows, n_in] · weight [n_out, n_in]ᵀ + bias`. A half-precision weight (also mmap-backed)
-/// is converted to f32 a block of rows at a time into a bounded scratch buffer. A bf16 weight
-/// makes bf16 products ([`Products::for_dtype`]).
+/// is converted to f32 a block of rows at a time into a bounded scratch buffer. `products` is
+/// chosen by the caller from the activation dtype: bf16 only under `--precision bf16`, so a
+/// bf16-stored weight meeting f32 activations still computes exactly in f32.
 pub(crate) fn linear(
     x: &[f32],
     weight: CpuSlice<'_>,
     bias: Option<&[f32]>,
     g: LinearGeom,
+    products: Products,
 ) -> Vec<f32> {
     let (rows, n_in, n_out) = (g.rows, g.n_in, g.n_out);
     let mut out = vec![0f32; rows * n_out];
@@ -56,7 +58,6 @@ pub(crate) fn linear(
     }
     let acc = bias.is_some();
     let lhs = Mat::rows(x, n_in);
-    let products = Products::for_dtype(weight.dtype());
     match weight {
         CpuSlice::F32(w) => gemm_with(
             products,

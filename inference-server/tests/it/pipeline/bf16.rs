@@ -3,8 +3,8 @@
 //! elsewhere). bf16 keeps 8 significant bits, so each op is exact to about 2^-9 relative; on the
 //! tiny model (random weights, which amplify rounding more than a trained model) the image lands
 //! within [`BF16_MAX_DIFF`] of the f32 result per pixel. Measured 2026-11-30 (Euler a / DPM++ 2M
-//! Karras, 4 steps, 64×64): max 13 / 11 and mean 1.6 / 1.6 on the avx512_bf16 path, 12 / 12 and
-//! 1.6 / 1.5 with `SDSERVE_CPU_BF16=portable`; the bounds leave about half again. The default
+//! Karras, 4 steps, 64×64): max 15 / 14 and mean 1.8 / 1.6 on the avx512_bf16 path, 15 / 14 and
+//! 1.6 / 1.6 with `SDSERVE_CPU_BF16=portable`; the bounds leave about a third again. The default
 //! f32 path is untouched (the parity tests hold it).
 
 use super::*;
