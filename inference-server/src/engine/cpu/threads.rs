@@ -5,9 +5,8 @@
 //! that reads or produces a subnormal (|x| < 2^-126 ≈ 1.2e-38). Diffusion activations reach
 //! that range in SiLU/GELU tails, attention probabilities and GroupNorm of near-constant
 //! channels; flushing costs no accuracy that a 1e-38 term could carry against the O(1) values
-//! they are summed with, and every parity test and golden passes with it on. It is the default
-//! of PyTorch's oneDNN kernels as well. `SDSERVE_CPU_FTZ=off` keeps IEEE subnormals (to measure
-//! the difference or to rule it out).
+//! they are summed with, and every parity test and golden passes with it on.
+//! `SDSERVE_CPU_FTZ=off` keeps IEEE subnormals (to measure the difference or to rule it out).
 //!
 //! Only the pool's workers are switched: the flags are per thread, and a thread that merely
 //! calls into the engine (a test harness, an embedding application) keeps its own settings.
