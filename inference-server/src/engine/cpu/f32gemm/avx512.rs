@@ -3,10 +3,12 @@ use super::{Gemm, PAR_GEMM_MIN, Par};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
-/// k per block (see [`Cfg::kc`]).
-const KC: usize = 256;
+/// Elements of a B block below which one thread packs it.
+const PAR_PACK_MIN: usize = 1 << 16;
+/// Most k per block (see [`Cfg::kc`]): k is split into equal blocks of at most this.
+const KC_MAX: usize = 768;
 /// Rows per A block (see [`Cfg::mc`]).
-const MC: usize = 192;
+const MC: usize = 96;
 /// Columns per packed B block (see [`Cfg::nc`]).
 const NC: usize = 2048;
 
@@ -44,6 +46,9 @@ pub(super) struct Micro {
     mr: usize,
     nr: usize,
     kernel: Kernel,
+    /// Kernels of 1..MR rows (same NR) for a last partial row panel, or none (then the full
+    /// kernel runs on a zero-padded packed panel).
+    edges: &'static [Micro],
 }
 
 /// Defines an MR × 16·NRV [`Kernel`] (row indices `$i`, vector indices `$v`) written out in
@@ -80,7 +85,7 @@ macro_rules! kernel {
                 }
                 kernel!(@store acc, t, $is, $vs);
             }
-            Micro { mr: MR, nr: W, kernel }
+            Micro { mr: MR, nr: W, kernel, edges: &[] }
         };
     };
     (@len [$($x:literal)+]) => { [$($x),+].len() };
@@ -115,13 +120,37 @@ macro_rules! kernel {
     };
 }
 kernel!(
-    /// 6 × 64 (24 accumulators, 4 B vectors, 1 broadcast: 29 of the 32 zmm registers).
-    K6X64, [0 1 2 3 4 5], [0 1 2 3]
+    /// 6 × 64 without edge kernels.
+    K6X64_ALONE, [0 1 2 3 4 5], [0 1 2 3]
 );
+/// 6 × 64 (24 accumulators, 4 B vectors, 1 broadcast: 29 of the 32 zmm registers, no spills),
+/// with 1..5 × 64 kernels for a last partial panel.
+pub(super) const K6X64: Micro = Micro {
+    edges: &[K1X64, K2X64, K3X64, K4X64, K5X64],
+    ..K6X64_ALONE
+};
+kernel!(K1X64, [0], [0 1 2 3]);
+kernel!(K2X64, [0 1], [0 1 2 3]);
+kernel!(K3X64, [0 1 2], [0 1 2 3]);
+kernel!(K4X64, [0 1 2 3], [0 1 2 3]);
+kernel!(K5X64, [0 1 2 3 4], [0 1 2 3]);
 kernel!(
-    /// 8 × 48 (24 accumulators, 3 B vectors, 1 broadcast), for n that pads less to 48.
-    K8X48, [0 1 2 3 4 5 6 7], [0 1 2]
+    /// 8 × 48 without edge kernels.
+    K8X48_ALONE, [0 1 2 3 4 5 6 7], [0 1 2]
 );
+/// 8 × 48 (24 accumulators, 3 B vectors, 1 broadcast), for n that pads less to 48, with
+/// 1..7 × 48 kernels for a last partial panel.
+pub(super) const K8X48: Micro = Micro {
+    edges: &[K1X48, K2X48, K3X48, K4X48, K5X48, K6X48, K7X48],
+    ..K8X48_ALONE
+};
+kernel!(K1X48, [0], [0 1 2]);
+kernel!(K2X48, [0 1], [0 1 2]);
+kernel!(K3X48, [0 1 2], [0 1 2]);
+kernel!(K4X48, [0 1 2 3], [0 1 2]);
+kernel!(K5X48, [0 1 2 3 4], [0 1 2]);
+kernel!(K6X48, [0 1 2 3 4 5], [0 1 2]);
+kernel!(K7X48, [0 1 2 3 4 5 6], [0 1 2]);
 kernel!(
     /// 12 × 32 (24 accumulators, 2 B vectors, more broadcasts per B load); kept to measure.
     #[cfg(test)] K12X32, [0 1 2 3 4 5 6 7 8 9 10 11], [0 1]
@@ -138,32 +167,42 @@ pub(super) struct Cfg {
     pub micro: Micro,
     /// k per block: the C tiles are read and written once per KC steps.
     pub kc: usize,
-    /// Rows per A block (rounded down to MR): the block stays in L2 while B panels pass.
+    /// Rows per A block (rounded down to MR): the rows a thread takes at a time when the rows
+    /// are split, and the rows packed at a time when A is packed.
     pub mc: usize,
     /// Columns per packed B block (rounded down to NR): KC × NC, shared by the threads.
     pub nc: usize,
     /// Pack A even where its rows are contiguous along k (else read in place).
     pub pack_a: bool,
-    /// Loop over A panels outside B panels (A panel in L1, B block from L2) instead of the
-    /// usual B panel in L1 with A panels streaming past it.
+    /// Loop over A panels outside B panels (A panel in L1, B panels streaming from L2 or L3,
+    /// C tiles written along rows) instead of B panel outside (B panel held, A panels streaming).
     pub a_outer: bool,
 }
 
-/// The blocking for a product with `n` columns: the 6 × 64 kernel unless n pads less to 48
-/// (e.g. attention's n = 40).
-pub(super) fn choose(n: usize) -> Cfg {
+/// The blocking for a product with `n` columns and depth `k`: the 6 × 64 kernel unless n pads
+/// less to 48 (e.g. attention's n = 40); k in equal blocks of at most [`KC_MAX`]; the A-outer
+/// order (measured on Zen 4: as fast or faster on every SD shape, +15% on attention's QKᵀ with
+/// k = 40, where C traffic dominates and its writes then run along rows).
+pub(super) fn choose(n: usize, k: usize) -> Cfg {
     let micro = match n.next_multiple_of(64) > n.next_multiple_of(48) {
         true => K8X48,
         false => K6X64,
     };
     Cfg {
         micro,
-        kc: KC,
+        kc: k.div_ceil(k.div_ceil(KC_MAX).max(1)).max(1),
         mc: MC,
         nc: NC,
         pack_a: false,
-        a_outer: false,
+        a_outer: true,
     }
+}
+
+/// Whether `cfg`'s kernel pads `n` columns by at most an eighth. More padding (n = 40, 80,
+/// 160: attention's PV products) leaves the `gemm` crate, whose AVX2 panels are 8 lanes wide,
+/// measurably faster (on Zen 4 a zmm FMA costs two ymm ones).
+pub(super) fn pads_little(cfg: Cfg, n: usize) -> bool {
+    n.next_multiple_of(cfg.micro.nr) * 8 <= n * 9
 }
 
 /// `dst` as a pointer rayon tasks may share; each task writes a disjoint block of it.
@@ -239,6 +278,11 @@ unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
     };
     let a_len = kc_max * a_rows;
     let a_at = |ti: usize, kc: usize| if in_place { 0 } else { ti * kc * mr };
+    // The kernel for a panel of rows (of `rows` left): an edge kernel for a last partial one.
+    let pick = |rows: usize| match rows < mr && !u.edges.is_empty() {
+        true => u.edges[rows - 1],
+        false => u,
+    };
     let mut ap = vec![0f32; if by_rows { 0 } else { a_len }];
     let mut bp = vec![0f32; kc_max * nc.min(n).next_multiple_of(nr)];
     for jc in (0..n).step_by(nc) {
@@ -249,19 +293,21 @@ unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
             let b_panels = &mut bp[..panels * kc * nr];
             // Panel rows jc + t·nr < n and pc + kc ≤ k, as `pack` needs.
             let pack_b = |(t, out)| pack(b_src, jc + t * nr, nr, pc, kc, out);
-            match threads > 1 {
+            match threads > 1 && panels * kc * nr >= PAR_PACK_MIN {
                 true => b_panels
                     .par_chunks_mut(kc * nr)
                     .enumerate()
                     .for_each(pack_b),
                 false => b_panels.chunks_mut(kc * nr).enumerate().for_each(pack_b),
             }
-            // Packs the A panels of rows ic.. that are not read in place (rows ic + i < m).
+            // Packs the A panels of rows ic.. that are not read in place (rows ic + i < m), each
+            // as wide as the kernel that takes it.
             let pack_a = |ic: usize, ap: &mut [f32]| {
                 let mcur = mc.min(m - ic);
                 for (t, i) in (0..mcur).step_by(mr).enumerate() {
-                    if !in_place || mcur - i < mr {
-                        pack(a_src, ic + i, mr, pc, kc, &mut ap[a_at(t, kc)..]);
+                    let w = pick(mcur - i).mr;
+                    if !in_place || w > mcur - i {
+                        pack(a_src, ic + i, w, pc, kc, &mut ap[a_at(t, kc)..]);
                     }
                 }
             };
@@ -272,7 +318,8 @@ unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
                 let tile = |ti: usize, t: usize| {
                     let (i, j) = (ti * mr, t * nr);
                     let (rows, cols) = ((mcur - i).min(mr), (ncur - j).min(nr));
-                    let a = match in_place && rows == mr {
+                    let e = pick(mcur - i);
+                    let a = match in_place && e.mr <= rows {
                         true => APanel {
                             data: &lhs.data[(ic + i) * lhs.rs + pc..],
                             rs: lhs.rs,
@@ -293,8 +340,8 @@ unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
                     };
                     // SAFETY: the tile's rows ic + i.. < m and columns jc + j.. < n lie in
                     // the caller's view; tasks own disjoint rows or columns. In place, rows
-                    // ic + i + MR − 1 < m and k pc + kc − 1 < k lie inside lhs.data.
-                    unsafe { (u.kernel)(kc, a, &bp[t * kc * nr..], tile) };
+                    // ic + i + e.mr − 1 < m and k pc + kc − 1 < k lie inside lhs.data.
+                    unsafe { (e.kernel)(kc, a, &bp[t * kc * nr..], tile) };
                 };
                 let a_panels = mcur.div_ceil(mr);
                 match cfg.a_outer {

@@ -2,7 +2,8 @@
 //! AVX-512 microkernels only with its `nightly` feature, so on stable Rust every f32 product it
 //! computes runs AVX2 code. [`sgemm_own`] has [`sgemm`]'s contract; on CPUs with AVX-512F it runs
 //! its own packing and a register-blocked `vfmadd231ps zmm` microkernel ([`avx512`]), elsewhere
-//! (or when `SDSERVE_CPU_ISA` says so) it calls [`sgemm`].
+//! (or when `SDSERVE_CPU_ISA` says so, or when the 48/64-wide kernels would pad n by more than
+//! an eighth) it calls [`sgemm`]. [`super::gemm::gemm_with`] sends every f32 product here.
 
 use super::gemm::{Mat, Par, sgemm};
 use std::sync::OnceLock;
@@ -136,17 +137,21 @@ pub(crate) fn sgemm_own(
     sgemm_own_on(isa(), g, dst, par)
 }
 
-/// [`sgemm_own`] on a chosen path (the `gemm` crate if the CPU lacks AVX-512F), so tests can
-/// check every path on one machine.
+/// [`sgemm_own`] on a chosen path (the `gemm` crate if the CPU lacks AVX-512F, or if the
+/// AVX-512 kernels would pad n by more than an eighth), so tests can check every path on one
+/// machine.
 fn sgemm_own_on(isa: Isa, g: Gemm<'_>, dst: &mut [f32], par: Par) {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && cpu_has_avx512f() {
-        if has_work(g, dst) {
-            // SAFETY: the CPU has avx512f (checked above), `has_work` asserted that all three
-            // views lie inside their slices and that m, n, k > 0, as `gemm` requires.
-            unsafe { avx512::gemm(avx512::choose(g.n), g, dst, par) };
+        let cfg = avx512::choose(g.n, g.k);
+        if avx512::pads_little(cfg, g.n) {
+            if has_work(g, dst) {
+                // SAFETY: the CPU has avx512f (checked above), `has_work` asserted that all
+                // three views lie inside their slices and that m, n, k > 0, as `gemm` requires.
+                unsafe { avx512::gemm(cfg, g, dst, par) };
+            }
+            return;
         }
-        return;
     }
     let _ = isa;
     let (m, n, k, lhs, rhs, dst_rs, acc) = (g.m, g.n, g.k, g.lhs, g.rhs, g.dst_rs, g.acc);

@@ -55,12 +55,17 @@ pub(super) enum Run {
     /// The AVX-512 code with this blocking (only where the CPU has avx512f).
     #[cfg(target_arch = "x86_64")]
     Blocked(avx512::Cfg),
+    /// The AVX-512 code with the blocking `choose` picks, changed by this function.
+    #[cfg(target_arch = "x86_64")]
+    Tweaked(fn(avx512::Cfg) -> avx512::Cfg),
 }
 
 /// `g` into `dst` by `r`.
 pub(super) fn compute(r: Run, g: Gemm<'_>, dst: &mut [f32], par: Par) {
     match r {
         Run::Path(isa) => sgemm_own_on(isa, g, dst, par),
+        #[cfg(target_arch = "x86_64")]
+        Run::Tweaked(f) => compute(Run::Blocked(f(avx512::choose(g.n, g.k))), g, dst, par),
         #[cfg(target_arch = "x86_64")]
         Run::Blocked(cfg) => {
             assert!(cpu_has_avx512f(), "Run::Blocked needs avx512f");
@@ -318,4 +323,17 @@ fn isa_overrides() {
     );
     let names = [Isa::Avx512, Isa::Avx2, Isa::Portable].map(Isa::name);
     assert_eq!(names, ["avx512", "avx2", "portable"]);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_takes_n_it_pads_little() {
+    use avx512::{choose, pads_little};
+    let takes = |n: usize| pads_little(choose(n, 64), n);
+    for n in [64, 96, 320, 512, 640, 1000, 1280, 4096] {
+        assert!(takes(n), "n = {n} should run on the AVX-512 kernels");
+    }
+    for n in [1, 13, 40, 80, 160] {
+        assert!(!takes(n), "n = {n} should go to the gemm crate");
+    }
 }
