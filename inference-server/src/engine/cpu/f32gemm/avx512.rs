@@ -246,14 +246,17 @@ unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
     let (m, n, k, u) = (g.m, g.n, g.k, cfg.micro);
     let (mr, nr) = (u.mr, u.nr);
     let by_rows = threads > 1 && m >= n;
-    let mc_max = (cfg.mc / mr).max(1) * mr;
-    let mc = match by_rows {
-        true => m.div_ceil(4 * threads).next_multiple_of(mr).min(mc_max),
-        false => mc_max,
-    };
-    let (nc, kc_max) = ((cfg.nc / nr).max(1) * nr, cfg.kc.min(k));
     let (lhs, rhs) = (g.lhs, g.rhs);
     let in_place = !cfg.pack_a && lhs.cs == 1;
+    // Split by rows, about 8 blocks a thread balance the load; only a packed A block (in
+    // L2) needs the MC bound.
+    let mc_max = (cfg.mc / mr).max(1) * mr;
+    let mc = match (by_rows, in_place) {
+        (true, true) => m.div_ceil(8 * threads).next_multiple_of(mr),
+        (true, false) => m.div_ceil(8 * threads).next_multiple_of(mr).min(mc_max),
+        (false, _) => mc_max,
+    };
+    let (nc, kc_max) = ((cfg.nc / nr).max(1) * nr, cfg.kc.min(k));
     let (a_src, b_src) = (
         Src {
             data: lhs.data,
