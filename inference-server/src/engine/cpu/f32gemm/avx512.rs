@@ -254,6 +254,8 @@ unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
     let mc = match (by_rows, in_place) {
         (true, true) => m.div_ceil(8 * threads).next_multiple_of(mr),
         (true, false) => m.div_ceil(8 * threads).next_multiple_of(mr).min(mc_max),
+        // Split by columns, A read in place needs no row blocks.
+        (false, true) if threads > 1 => m,
         (false, _) => mc_max,
     };
     let (nc, kc_max) = ((cfg.nc / nr).max(1) * nr, cfg.kc.min(k));
@@ -368,7 +370,7 @@ unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
                         block(ic, &ap, 0..panels);
                         continue;
                     }
-                    let per = panels.div_ceil(4 * threads);
+                    let per = panels.div_ceil(8 * threads);
                     let groups = (0..panels.div_ceil(per)).into_par_iter();
                     groups.for_each(|t| block(ic, &ap, t * per..((t + 1) * per).min(panels)));
                 }

@@ -107,22 +107,32 @@ const SWAPS: [[[u32; 16]; 2]; 4] = {
 };
 
 /// Transposes 16 vectors in place: afterwards `v[q]` lane `r` is the old `v[r]` lane `q`. Step
-/// b swaps bit b of the vector index with bit b of the lane index (two `vpermt2ps` per pair).
+/// b swaps bit b of the vector index with bit b of the lane index (two `vpermt2ps` per pair);
+/// the steps are written out so that LLVM unrolls them and keeps `v` in registers.
 #[target_feature(enable = "avx512f")]
 fn transpose16(v: &mut [__m512; 16]) {
-    for (b, [lo, hi]) in SWAPS.iter().enumerate() {
-        // SAFETY: [u32; 16] and __m512i have the same size; any bits are valid for both.
-        let (lo, hi) = unsafe {
-            use std::mem::transmute;
-            (
-                transmute::<[u32; 16], __m512i>(*lo),
-                transmute::<[u32; 16], __m512i>(*hi),
-            )
-        };
-        for r in (0..16).filter(|r| r & (1 << b) == 0) {
-            let (x, y) = (v[r], v[r | 1 << b]);
-            v[r] = _mm512_permutex2var_ps(x, lo, y);
-            v[r | 1 << b] = _mm512_permutex2var_ps(x, hi, y);
-        }
+    macro_rules! step {
+        ($b:literal) => {{
+            // SAFETY: [u32; 16] and __m512i have the same size; any bits are valid for both.
+            let (lo, hi) = unsafe {
+                use std::mem::transmute;
+                let [lo, hi] = SWAPS[$b];
+                (
+                    transmute::<[u32; 16], __m512i>(lo),
+                    transmute::<[u32; 16], __m512i>(hi),
+                )
+            };
+            for r in 0..16 {
+                if r & (1 << $b) == 0 {
+                    let (x, y) = (v[r], v[r | 1 << $b]);
+                    v[r] = _mm512_permutex2var_ps(x, lo, y);
+                    v[r | 1 << $b] = _mm512_permutex2var_ps(x, hi, y);
+                }
+            }
+        }};
     }
+    step!(0);
+    step!(1);
+    step!(2);
+    step!(3);
 }

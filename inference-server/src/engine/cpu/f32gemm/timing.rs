@@ -15,10 +15,16 @@ fn rounds() -> usize {
 type Shape = (&'static str, usize, usize, usize, bool, usize);
 
 /// The shapes [`throughput`] times.
-const SHAPES: [Shape; 14] = [
+const SHAPES: [Shape; 20] = [
     ("linear 4096x1280x1280", 4096, 1280, 1280, false, 0),
     ("linear 4096x1280x1280 rhs^T", 4096, 1280, 1280, true, 0),
     ("linear 8192x320x320 rhs^T", 8192, 320, 320, true, 0),
+    ("linear 1024x640x640 rhs^T", 1024, 640, 640, true, 0),
+    ("linear 256x1280x1280 rhs^T", 256, 1280, 1280, true, 0),
+    ("linear 64x1280x1280 rhs^T", 64, 1280, 1280, true, 0),
+    ("linear CLIP 154x768x768 rhs^T", 154, 768, 768, true, 0),
+    ("matmul 256x1280x1280", 256, 1280, 1280, false, 0),
+    ("conv im2col 320x4096x2880", 320, 4096, 2880, false, 0),
     ("attn QK^T 4096x4096x40", 4096, 4096, 40, true, 0),
     ("attn QK^T 1024x1024x80", 1024, 1024, 80, true, 0),
     ("attn QK^T 256x256x160", 256, 256, 160, true, 0),
