@@ -5,7 +5,9 @@
 //! (or when `SDSERVE_CPU_ISA` says so, or when the 48/64-wide kernels would pad n by more than
 //! an eighth) it calls [`sgemm`]. [`super::gemm::gemm_with`] sends every f32 product here.
 
-use super::gemm::{Mat, Par, sgemm};
+#[cfg(test)]
+use super::gemm::max_index;
+use super::gemm::{Mat, Par, prologue, sgemm};
 use std::sync::OnceLock;
 
 /// Multiply-adds above which one call spreads over rayon threads (the same as `sgemm`).
@@ -89,11 +91,6 @@ pub(crate) fn isa() -> Isa {
     *ISA.get_or_init(|| isa_for(std::env::var("SDSERVE_CPU_ISA").ok().as_deref()))
 }
 
-/// The largest index a `rows × cols` view with strides `rs`, `cs` touches (`rows, cols > 0`).
-fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    (rows - 1) * rs + (cols - 1) * cs
-}
-
 /// One product `dst (+)= lhs[m, k] · rhs[k, n]` (row-major `dst`, row stride `dst_rs`; `acc`
 /// adds instead of overwriting), bundled so the internal functions can take and split it whole.
 #[derive(Clone, Copy)]
@@ -158,30 +155,10 @@ fn sgemm_own_on(isa: Isa, g: Gemm<'_>, dst: &mut [f32], par: Par) {
     sgemm(m, n, k, lhs, rhs, dst, dst_rs, acc, par);
 }
 
-/// Checks the views as [`sgemm`] does and finishes the cases with nothing to multiply (`m` or
-/// `n` zero: nothing; `k` zero: zeros unless accumulating). True if a product remains, with
-/// `m, n, k > 0` and every view inside its slice.
-///
-/// Panics (an internal bug) if a view exceeds its slice.
+/// [`prologue`] for `g`: checks the views (panicking on a violation, an internal bug) and
+/// settles the degenerate products; true if a product with m, n, k > 0 remains.
 fn has_work(g: Gemm<'_>, dst: &mut [f32]) -> bool {
-    if g.m == 0 || g.n == 0 {
-        return false;
-    }
-    let dst_ok = max_index(g.m, g.n, g.dst_rs, 1) < dst.len();
-    assert!(dst_ok, "sgemm: dst view out of bounds");
-    if g.k == 0 {
-        if !g.acc {
-            for i in 0..g.m {
-                dst[i * g.dst_rs..i * g.dst_rs + g.n].fill(0.0);
-            }
-        }
-        return false;
-    }
-    let lhs_ok = max_index(g.m, g.k, g.lhs.rs, g.lhs.cs) < g.lhs.data.len();
-    assert!(lhs_ok, "sgemm: lhs view out of bounds");
-    let rhs_ok = max_index(g.k, g.n, g.rhs.rs, g.rhs.cs) < g.rhs.data.len();
-    assert!(rhs_ok, "sgemm: rhs view out of bounds");
-    true
+    prologue(g.m, g.n, g.k, g.lhs, g.rhs, dst, g.dst_rs, g.acc)
 }
 
 /// The AVX-512F path: Goto-style blocking (B blocks of KC × NC packed once and shared by all
