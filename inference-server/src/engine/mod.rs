@@ -52,6 +52,12 @@ pub use cpu::profile;
 pub fn cpu_bf16_native() -> bool {
     cpu::bf16gemm::bf16_native()
 }
+
+/// The instruction set the CPU's f32 GEMMs run on (`avx512`: own kernels; `avx2` or `portable`:
+/// the `gemm` crate), after `SDSERVE_CPU_ISA`: for the load log.
+pub fn cpu_gemm_isa() -> &'static str {
+    cpu::f32gemm::isa().name()
+}
 pub use cuda::CudaDevice;
 pub use device::Device;
 pub use dtype::DType;

@@ -100,6 +100,13 @@ impl Pipeline {
     ) -> Result<Pipeline, PipelineError> {
         let mut checkpoint = Checkpoint::open(path).map_err(ModelError::from)?;
         precision.apply(&mut checkpoint, device);
+        if matches!(device, Device::Cpu) {
+            let isa = crate::engine::cpu_gemm_isa();
+            tracing::info!(
+                isa,
+                "f32 GEMMs on the CPU: {isa} (SDSERVE_CPU_ISA to force)"
+            );
+        }
         if precision == Precision::BF16 && matches!(device, Device::Cpu) {
             // Say whether bf16 buys speed here: emulated bf16 products are slower than f32.
             let native = crate::engine::cpu_bf16_native();

@@ -1,5 +1,5 @@
 //! A bounds-checked wrapper around `gemm::gemm` for f32, and [`gemm_with`], which picks f32 or
-//! bf16 products for an op.
+//! bf16 products for an op and the GEMM that computes them.
 
 use gemm::Parallelism;
 
@@ -165,7 +165,9 @@ impl Products {
     }
 }
 
-/// [`sgemm`] with the products `products` asks for (same contract).
+/// [`sgemm`]'s contract with the products `products` asks for: f32 through
+/// [`super::f32gemm::sgemm_own`] (own AVX-512 kernels where the CPU has them, else [`sgemm`]),
+/// bf16 through [`super::bf16gemm::sgemm_bf16`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_with(
     products: Products,
@@ -180,7 +182,7 @@ pub(crate) fn gemm_with(
     par: Par,
 ) {
     match products {
-        Products::F32 => sgemm(m, n, k, lhs, rhs, dst, dst_rs, accumulate, par),
+        Products::F32 => super::f32gemm::sgemm_own(m, n, k, lhs, rhs, dst, dst_rs, accumulate, par),
         Products::Bf16 => {
             super::bf16gemm::sgemm_bf16(m, n, k, lhs, rhs, dst, dst_rs, accumulate, par)
         }

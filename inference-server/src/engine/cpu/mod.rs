@@ -7,6 +7,7 @@ mod backend;
 pub(crate) mod bf16gemm;
 pub(crate) mod conv;
 pub(crate) mod elementwise;
+pub(crate) mod f32gemm;
 mod fastmath;
 pub(crate) mod gemm;
 pub(crate) mod layout;

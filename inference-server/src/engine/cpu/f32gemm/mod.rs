@@ -1,0 +1,180 @@
+//! Our own f32 GEMM, with the instruction set chosen at run time. The `gemm` crate compiles its
+//! AVX-512 microkernels only with its `nightly` feature, so on stable Rust every f32 product it
+//! computes runs AVX2 code. [`sgemm_own`] has [`sgemm`]'s contract; on CPUs with AVX-512F it runs
+//! its own packing and a register-blocked `vfmadd231ps zmm` microkernel ([`avx512`]), elsewhere
+//! (or when `SDSERVE_CPU_ISA` says so, or when the 48/64-wide kernels would pad n by more than
+//! an eighth) it calls [`sgemm`]. [`super::gemm::gemm_with`] sends every f32 product here.
+
+#[cfg(test)]
+use super::gemm::max_index;
+use super::gemm::{Mat, Par, prologue, sgemm};
+use std::sync::OnceLock;
+
+/// Multiply-adds above which one call spreads over rayon threads (the same as `sgemm`).
+const PAR_GEMM_MIN: usize = 48 * 48 * 48;
+
+/// Which implementation [`sgemm_own`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// Own packing and an AVX-512F microkernel (needs `avx512f`).
+    Avx512,
+    /// The `gemm` crate ([`sgemm`]), which runs its AVX2 + FMA kernels on such a CPU.
+    Avx2,
+    /// The `gemm` crate as well: it picks its kernels by the CPU itself and offers no way to force
+    /// its scalar ones, so this is the crate's own choice (AVX2 + FMA where present, else scalar).
+    Portable,
+}
+
+impl Isa {
+    /// The name `SDSERVE_CPU_ISA` uses for this path (for logs).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+}
+
+/// Whether this CPU has the AVX-512 feature the own path is compiled for.
+fn cpu_has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether this CPU has AVX2 and FMA (what the `gemm` crate's fast kernels need).
+fn cpu_has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The best path this CPU runs.
+fn native_isa() -> Isa {
+    match (cpu_has_avx512f(), cpu_has_avx2()) {
+        (true, _) => Isa::Avx512,
+        (false, true) => Isa::Avx2,
+        (false, false) => Isa::Portable,
+    }
+}
+
+/// The path for a value of `SDSERVE_CPU_ISA` (`None`: unset) on this CPU: the named one, or the
+/// native one (with a warning) for an unknown name or one the CPU cannot run.
+fn isa_for(value: Option<&str>) -> Isa {
+    let native = native_isa();
+    let forced = match value {
+        None | Some("auto") => return native,
+        Some("avx512") => (Isa::Avx512, cpu_has_avx512f()),
+        Some("avx2") => (Isa::Avx2, cpu_has_avx2()),
+        Some("portable") => (Isa::Portable, true),
+        Some(other) => {
+            let msg = "SDSERVE_CPU_ISA must be auto, avx512, avx2 or portable; using auto";
+            tracing::warn!(value = other, "{msg}");
+            return native;
+        }
+    };
+    if !forced.1 {
+        let msg = "SDSERVE_CPU_ISA names an instruction set this CPU lacks; using auto";
+        tracing::warn!(value = forced.0.name(), "{msg}");
+        return native;
+    }
+    forced.0
+}
+
+/// The path [`sgemm_own`] takes: the best the CPU runs, unless `SDSERVE_CPU_ISA` forces one
+/// (`avx512`, `avx2` or `portable`, to compare them). Read once.
+pub(crate) fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| isa_for(std::env::var("SDSERVE_CPU_ISA").ok().as_deref()))
+}
+
+/// One product `dst (+)= lhs[m, k] · rhs[k, n]` (row-major `dst`, row stride `dst_rs`; `acc`
+/// adds instead of overwriting), bundled so the internal functions can take and split it whole.
+#[derive(Clone, Copy)]
+struct Gemm<'a> {
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat<'a>,
+    rhs: Mat<'a>,
+    dst_rs: usize,
+    acc: bool,
+}
+
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, exactly [`sgemm`]'s contract (strided views, row-major
+/// `dst` with row stride `dst_rs`, `accumulate` adds instead of overwriting, `k == 0` gives zeros
+/// or leaves `dst`, elements of `dst` outside the m × n view untouched), on the path [`isa`]
+/// names. Products and sums are f32 on every path; only the order of the sums differs.
+///
+/// Panics (an internal bug, never user input) if a view exceeds its slice.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_own(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    par: Par,
+) {
+    let g = Gemm {
+        m,
+        n,
+        k,
+        lhs,
+        rhs,
+        dst_rs,
+        acc: accumulate,
+    };
+    sgemm_own_on(isa(), g, dst, par)
+}
+
+/// [`sgemm_own`] on a chosen path (the `gemm` crate if the CPU lacks AVX-512F, or if the
+/// AVX-512 kernels would pad n by more than an eighth), so tests can check every path on one
+/// machine.
+fn sgemm_own_on(isa: Isa, g: Gemm<'_>, dst: &mut [f32], par: Par) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && cpu_has_avx512f() {
+        let cfg = avx512::choose(g.n, g.k);
+        if avx512::pads_little(cfg, g.n) {
+            if has_work(g, dst) {
+                // SAFETY: the CPU has avx512f (checked above), `has_work` asserted that all
+                // three views lie inside their slices and that m, n, k > 0, as `gemm` requires.
+                unsafe { avx512::gemm(cfg, g, dst, par) };
+            }
+            return;
+        }
+    }
+    let _ = isa;
+    let (m, n, k, lhs, rhs, dst_rs, acc) = (g.m, g.n, g.k, g.lhs, g.rhs, g.dst_rs, g.acc);
+    sgemm(m, n, k, lhs, rhs, dst, dst_rs, acc, par);
+}
+
+/// [`prologue`] for `g`: checks the views (panicking on a violation, an internal bug) and
+/// settles the degenerate products; true if a product with m, n, k > 0 remains.
+fn has_work(g: Gemm<'_>, dst: &mut [f32]) -> bool {
+    prologue(g.m, g.n, g.k, g.lhs, g.rhs, dst, g.dst_rs, g.acc)
+}
+
+/// The AVX-512F path: Goto-style blocking (B blocks of KC × NC packed once and shared by all
+/// threads; A read in place when its rows are contiguous, else packed per MC × KC block) around
+/// an MR × NR register microkernel.
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+/// Packing of A and B blocks for [`avx512`], with a 16 × 16 in-register transpose.
+#[cfg(target_arch = "x86_64")]
+mod pack;
+
+/// Every path against an f64 reference; block-crossing shapes; throughput against `gemm`.
+#[cfg(test)]
+mod tests;
+
+/// Timings (ignored tests): the `gemm` crate against [`avx512`], and a blocking sweep.
+#[cfg(test)]
+mod timing;
