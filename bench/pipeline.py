@@ -4,6 +4,7 @@ beside diffusers' StableDiffusionPipeline on PyTorch CPU, same weights, same thr
 
     /work/.venv-ref/bin/python bench/pipeline.py --threads 2                    # 512x512, 20 steps
     /work/.venv-ref/bin/python bench/pipeline.py --size 128 --steps 2           # smoke test
+    /work/.venv-ref/bin/python bench/pipeline.py --steps 4 --profile            # per-op tables
 
 Both load one diffusers folder with the full-size SD 1.5 configs and deterministic random f16
 weights, written by the Rust bench (`pipeline write-model DIR`; about 2 GB, in a temp dir unless
@@ -28,19 +29,22 @@ ROOT = os.path.dirname(HERE)
 PROMPT = "a photograph of an astronaut riding a horse"
 
 
-def cargo_bench(args: list[str], threads: int) -> str:
+def cargo_bench(args: list[str], threads: int, profile: bool = False) -> str:
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    if profile:
+        env["SDSERVE_PROFILE"] = "1"  # the bench prints the per-op table on stderr
     cmd = ["cargo", "bench", "-q", "-p", "inference-server", "--bench", "pipeline", "--", *args]
-    return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+    # stderr passes through (the profile, a failure's message); stdout holds the RESULT lines.
+    return subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT).stdout
 
 
-def ours(model_dir: str, size: int, steps: int, threads: int) -> dict:
-    out = cargo_bench(["--model", model_dir, "--size", str(size), "--steps", str(steps)], threads)
+def ours(model_dir: str, size: int, steps: int, threads: int, profile: bool) -> dict:
+    out = cargo_bench(["--model", model_dir, "--size", str(size), "--steps", str(steps)], threads, profile)
     print(out, file=sys.stderr)
     return {k: float(v) for k, v in (l.split()[1:3] for l in out.splitlines() if l.startswith("RESULT "))}
 
 
-def torch_phase(model_dir: str, size: int, steps: int, threads: int) -> dict:
+def torch_phase(model_dir: str, size: int, steps: int, threads: int, profile: bool) -> dict:
     """Runs in a child process: one diffusers generation, timed; JSON on stdout."""
     import torch
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
@@ -60,12 +64,19 @@ def torch_phase(model_dir: str, size: int, steps: int, threads: int) -> dict:
         marks.append(time.perf_counter())
         return kwargs
 
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profile else None
     with torch.inference_mode():
+        if prof:
+            prof.__enter__()
         start = time.perf_counter()
         pipe(PROMPT, negative_prompt="blurry", height=size, width=size, num_inference_steps=steps,
              guidance_scale=7.0, generator=torch.Generator().manual_seed(1234), output_type="np",
              callback_on_step_end=on_step)
         total = time.perf_counter() - start
+        if prof:
+            prof.__exit__(None, None, None)
+            print("diffusers pipeline, per op (whole generation):", file=sys.stderr)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
     # Step i ends at callback i; step 0 also holds prompt encoding, so it is left out.
     gaps = [b - a for a, b in zip(marks, marks[1:])]
     step = statistics.median(gaps) if gaps else float("nan")
@@ -78,21 +89,23 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="width and height (multiple of 8)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--model-dir", help="reuse (or write once into) this folder")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print per-op tables (ours: SDSERVE_PROFILE=1; diffusers: torch.profiler)")
     parser.add_argument("--phase", choices=["torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.size % 8 or not 64 <= args.size <= 2048 or args.steps < 1:
         parser.error("--size must be a multiple of 8 in 64..2048 and --steps at least 1")
     if args.phase:
-        print(json.dumps(torch_phase(args.model_dir, args.size, args.steps, args.threads)))
+        print(json.dumps(torch_phase(args.model_dir, args.size, args.steps, args.threads, args.profile)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or os.path.join(tmp, "sd15")
         if not os.path.exists(os.path.join(model_dir, "model_index.json")):
             cargo_bench(["write-model", model_dir], args.threads)
-        r = ours(model_dir, args.size, args.steps, args.threads)
+        r = ours(model_dir, args.size, args.steps, args.threads, args.profile)
         child = [sys.executable, __file__, "--phase", "torch", "--model-dir", model_dir, "--size", str(args.size),
-                 "--steps", str(args.steps), "--threads", str(args.threads)]
-        out = subprocess.run(child, check=True, capture_output=True, text=True).stdout
+                 "--steps", str(args.steps), "--threads", str(args.threads)] + (["--profile"] if args.profile else [])
+        out = subprocess.run(child, check=True, stdout=subprocess.PIPE, text=True).stdout
         ref = json.loads(out.strip().splitlines()[-1])
     print(f"| SD 1.5 shapes, {args.size}×{args.size}, {args.threads} threads, \"Euler a\" | "
           f"s / step (CFG batch 2) | vs PyTorch | {args.steps} steps total | vs PyTorch | load |")

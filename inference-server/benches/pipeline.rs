@@ -6,7 +6,8 @@
 //! Usage (`cargo bench -p inference-server --bench pipeline -- ARGS`, or the built binary):
 //! - `write-model <dir>`: write the full-size SD 1.5 folder (about 2 GB) and exit, so
 //!   `bench/pipeline.py` can load the same weights into diffusers.
-//! - `[--model <dir>] [--size N] [--steps N]`: run the benchmark (defaults: a model written to
+//! - `[--model <dir>] [--size N] [--steps N]`: run the benchmark (`SDSERVE_PROFILE=1` adds the
+//!   per-op table of the whole generation on stderr) (defaults: a model written to
 //!   a temp dir, 512×512, 20 steps, `--device cpu`). `--size 128 --steps 2` is a quick smoke
 //!   test; `--device cuda:0` runs it on a GPU (`scripts/gpu-check.sh`).
 //!
@@ -18,7 +19,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use inference_server::engine::Device;
+use inference_server::engine::{Device, profile};
 use inference_server::model::testmodel::write_full_size_model;
 use inference_server::model::weights::{StoredDType, Variant};
 use inference_server::pipeline::{Pipeline, RunOptions, StepEvent, Txt2ImgParams};
@@ -142,6 +143,11 @@ fn run(args: &Args) -> Result<(), String> {
         println!("RESULT {key} {value}");
     }
     println!("RESULT threads {threads}");
+    if profile::enabled() {
+        // SDSERVE_PROFILE=1: where the whole generation went, per op (divide by the steps for
+        // one step's share; the prompt encoding and VAE decode ops are in it too).
+        eprintln!("{}", profile::report());
+    }
     Ok(())
 }
 

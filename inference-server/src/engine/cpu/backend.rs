@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use super::gemm::Products;
 use super::profile::scope;
 use super::storage::{CpuSlice, CpuStorage};
+use super::fastmath::Activation;
 use super::{attention, conv, elementwise as ew, layout, matmul, norm};
 use crate::engine::backend::{Arg, BackendStorage};
 use crate::engine::dtype::DType;
@@ -68,9 +69,9 @@ impl BackendStorage for CpuStorage {
     fn unary(&self, v: View, op: UnaryOp) -> Result<CpuStorage> {
         let _p = scope(|| op.kernel_name().into(), 0);
         self.map_f32(v, |x| match op {
-            UnaryOp::Silu => ew::unary_map(x, ew::silu),
-            UnaryOp::Gelu => ew::unary_map(x, ew::gelu),
-            UnaryOp::GeluQuick => ew::unary_map(x, ew::gelu_quick),
+            UnaryOp::Silu => ew::activation_map(x, Activation::Silu),
+            UnaryOp::Gelu => ew::activation_map(x, Activation::Gelu),
+            UnaryOp::GeluQuick => ew::activation_map(x, Activation::GeluQuick),
             UnaryOp::Sin => ew::unary_map(x, f32::sin),
             UnaryOp::Cos => ew::unary_map(x, f32::cos),
             UnaryOp::Exp => ew::unary_map(x, f32::exp),

@@ -16,6 +16,14 @@ const COLS_MAX: usize = 1 << 21;
 /// Bounds the tile at `k · TILE_MIN` (24 MiB for SD's deepest 3×3 conv, 2560 → 1280).
 const TILE_MIN: usize = 256;
 
+/// Batches whose images are this small (output positions per image) are convolved by one GEMM
+/// over all images' columns, not one per image...
+const BATCH_COLS_MAX: usize = 1024;
+
+/// ...when their patch matrix stays below this many f32 elements (64 MiB; SD's 8×8 and 16×16
+/// layers at batch 2 need up to 47 MiB).
+const BATCH_PATCHES_MAX: usize = 1 << 24;
+
 /// Half-precision weights up to this many elements (128 MiB as f32; SD's largest 3×3 conv,
 /// 2560 → 1280, has 29.5M) are converted once per call; larger ones a block of rows at a time
 /// per tile.
@@ -124,6 +132,11 @@ pub(crate) fn conv2d_im2col(
     };
     let mut scratch = Vec::new();
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
+    let batch_cols = g.n * spatial_out;
+    if g.n > 1 && batch_cols <= BATCH_COLS_MAX && k * batch_cols <= BATCH_PATCHES_MAX {
+        conv_batched(x, weight, bias, g, products, &mut out, &mut scratch);
+        return out;
+    }
     let tile = (COLS_MAX / k.max(1)).max(TILE_MIN).min(spatial_out);
     let mut cols = if pointwise {
         Vec::new()
@@ -172,6 +185,47 @@ pub(crate) fn conv2d_im2col(
         }
     }
     out
+}
+
+/// [`conv2d_im2col`] for a batch of small images: the patches of all images side by side
+/// (`cols [k, n·p]`, image-major columns), one GEMM into `[o, n·p]`, then each image's block
+/// moved to `out [n, o, p]` with the bias. Per image, a GEMM this narrow (64 columns for SD's
+/// 8×8 layers) streams the whole weight once per image and keeps the kernel's panels half
+/// empty; batched, the weight is read once and the product is n times wider.
+fn conv_batched(
+    x: &[f32],
+    weight: CpuSlice<'_>,
+    bias: Option<&[f32]>,
+    g: Conv2dGeom,
+    products: Products,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let p = g.ho * g.wo;
+    let (k, cols_n) = (g.c * g.kh * g.kw, g.n * p);
+    let mut cols = vec![0f32; k * cols_n];
+    let mut image = vec![0f32; k * p];
+    for (i, xn) in x.chunks(g.c * g.h * g.w).enumerate() {
+        im2col(xn, g, 0, p, &mut image);
+        for (dst, src) in cols.chunks_mut(cols_n).zip(image.chunks(p)) {
+            dst[i * p..(i + 1) * p].copy_from_slice(src);
+        }
+    }
+    // The bias goes in first and the product is added to it, as in the per-image path, so
+    // each output sums in the same order either way.
+    let mut prod = vec![0f32; g.o * cols_n];
+    if let Some(b) = bias {
+        for (row, &bo) in prod.chunks_mut(cols_n).zip(b) {
+            row.fill(bo);
+        }
+    }
+    let rhs = Mat::rows(&cols, cols_n);
+    let acc = bias.is_some();
+    weight_product(weight, g.o, k, rhs, cols_n, &mut prod, cols_n, acc, scratch, products);
+    for (plane, dst) in out.chunks_mut(p).enumerate() {
+        let (i, o) = (plane / g.o, plane % g.o);
+        dst.copy_from_slice(&prod[o * cols_n + i * p..][..p]);
+    }
 }
 
 /// Fills `cols [c·kh·kw, p]` with the input patches for output positions `p0..p0 + p`, an

@@ -3,6 +3,24 @@
 use rayon::prelude::*;
 
 use super::PAR_MIN_WORK;
+/// The scalar activations (the vector kernels' own code), for tests that map one element.
+#[cfg(test)]
+pub(crate) use super::fastmath::{gelu_quick1 as gelu_quick, gelu1 as gelu, silu1 as silu};
+
+/// `act` applied to every element at vector width ([`super::fastmath::activate`]), in parallel
+/// chunks when large.
+pub(crate) fn activation_map(src: &[f32], act: super::fastmath::Activation) -> Vec<f32> {
+    let mut out = vec![0f32; src.len()];
+    let run = |(d, s): (&mut [f32], &[f32])| super::fastmath::activate(d, s, act);
+    if src.len() >= PAR_MIN_WORK {
+        out.par_chunks_mut(PAR_MIN_WORK / 2)
+            .zip(src.par_chunks(PAR_MIN_WORK / 2))
+            .for_each(run);
+    } else {
+        run((&mut out, src));
+    }
+    out
+}
 
 /// `f` applied to every element, in parallel chunks when large.
 pub(crate) fn unary_map(src: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
@@ -20,38 +38,6 @@ pub(crate) fn unary_map(src: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> 
         run((&mut out, src));
     }
     out
-}
-
-/// Complementary error function (Numerical Recipes `erfcc`, fractional error < 1.2e-7 everywhere).
-fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let ans = t * poly.exp();
-    if x >= 0.0 { ans } else { 2.0 - ans }
-}
-
-/// Exact GELU: `x · Φ(x) = 0.5 x erfc(-x / √2)`.
-pub(crate) fn gelu(x: f32) -> f32 {
-    let x = x as f64;
-    (0.5 * x * erfc(-x * std::f64::consts::FRAC_1_SQRT_2)) as f32
-}
-
-/// `x · σ(1.702 x)`.
-pub(crate) fn gelu_quick(x: f32) -> f32 {
-    x / (1.0 + (-1.702 * x).exp())
-}
-
-/// `x · σ(x)`.
-pub(crate) fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
 }
 
 /// `op(lhs, rhs)` over the broadcast shape `dims`; `ls`/`rs` are the inputs' strides with 0 on
@@ -203,9 +189,7 @@ pub(crate) fn geglu(src: &[f32], half: usize) -> Vec<f32> {
     let run = |(d, s): (&mut [f32], &[f32])| {
         for (dr, sr) in d.chunks_mut(half).zip(s.chunks(2 * half)) {
             let (a, gate) = sr.split_at(half);
-            for ((o, &x), &g) in dr.iter_mut().zip(a).zip(gate) {
-                *o = x * gelu(g);
-            }
+            super::fastmath::geglu(dr, a, gate);
         }
     };
     if out.len() >= PAR_MIN_WORK {

@@ -3,6 +3,7 @@
 //! kernel runs; `backend.rs` maps each op of the backend trait onto these kernels.
 
 pub(crate) mod attention;
+pub(crate) mod alloc;
 mod backend;
 pub(crate) mod bf16gemm;
 pub(crate) mod conv;

@@ -54,6 +54,7 @@ fn builder(ftz: bool) -> rayon::ThreadPoolBuilder {
 pub(crate) fn ensure_pool() -> PoolSetup {
     static SETUP: OnceLock<PoolSetup> = OnceLock::new();
     *SETUP.get_or_init(|| {
+        super::alloc::keep_freed_memory();
         let ftz = ftz_requested() && cfg!(target_arch = "x86_64");
         match (builder(ftz).build_global(), ftz) {
             (Ok(()), true) => PoolSetup::Ftz,
