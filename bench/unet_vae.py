@@ -6,6 +6,11 @@ thread count, one run.
     /work/.venv-ref/bin/python bench/unet_vae.py --threads 2
     SDSERVE_BENCH_PRECISION=bf16 /work/.venv-ref/bin/python bench/unet_vae.py --threads 2 --no-sdcpp
     /work/.venv-ref/bin/python bench/unet_vae.py --threads 2 --no-sdcpp --profile   # per-op tables
+    /work/.venv-ref/bin/python bench/unet_vae.py --threads 2 --no-sdcpp --paths avx512,avx2,portable,bf16
+
+--paths runs ours once per instruction-set path (SDSERVE_CPU_ISA=avx512|avx2|portable; bf16 is
+the default path with SDSERVE_BENCH_PRECISION=bf16), one row each, beside one PyTorch run; a
+path this CPU lacks is skipped. The table's heading names the CPU and its vector extensions.
 
 Ours: f16 weights from a memory-mapped safetensors file. PyTorch: UNet2DConditionModel and
 AutoencoderKL built from the same configs with random init, float32, inference_mode. Each
@@ -33,8 +38,51 @@ def status_mib(field: str) -> float:
     return float("nan")
 
 
-def ours(threads: int, profile: bool) -> dict:
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), SDSERVE_BENCH_RUNS=str(RUNS))
+def cpu_name() -> str:
+    """The CPU's model name and the vector extensions that pick our paths (from /proc/cpuinfo)."""
+    info, flags = {}, set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model") and key not in info:
+                    info[key] = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    name = f"{info.get('model name', 'unknown CPU')}, family {info.get('cpu family', '?')} model {info.get('model', '?')}"
+    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"]
+    return f"{name} ({', '.join(f for f in wanted if f in flags) or 'no AVX2'})"
+
+
+def path_env(path: str) -> dict:
+    """The environment that puts ours on `path`."""
+    if path == "auto":
+        return {}
+    if path == "bf16":
+        return {"SDSERVE_BENCH_PRECISION": "bf16"}
+    return {"SDSERVE_CPU_ISA": path}
+
+
+def path_label(path: str) -> str:
+    if path == "bf16" or (path == "auto" and os.environ.get("SDSERVE_BENCH_PRECISION") == "bf16"):
+        return "bf16 weights, activations and products (SDSERVE_BENCH_PRECISION=bf16)"
+    isa = {"auto": "", "avx512": ", SDSERVE_CPU_ISA=avx512 (own GEMM, AVX-512 row kernels)",
+           "avx2": ", SDSERVE_CPU_ISA=avx2 (gemm crate's AVX2 GEMM, AVX2 row kernels)",
+           "portable": ", SDSERVE_CPU_ISA=portable (baseline row kernels; the gemm crate still picks "
+                       "its own kernels)"}[path]
+    return f"f16 weights (mmap), f32 compute{isa}"
+
+
+def path_available(path: str, cpu: str) -> bool:
+    need = {"avx512": "avx512f", "avx2": "avx2", "bf16": "", "portable": "", "auto": ""}[path]
+    return need in cpu
+
+
+def ours(threads: int, profile: bool, extra_env: dict | None = None) -> dict:
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads), SDSERVE_BENCH_RUNS=str(RUNS), **(extra_env or {}))
     if profile:
         env["SDSERVE_PROFILE"] = "1"  # the bench prints the per-op table of its last run
     out = subprocess.run(
@@ -102,13 +150,21 @@ def main() -> None:
     parser.add_argument("--no-sdcpp", action="store_true", help="skip stable-diffusion.cpp")
     parser.add_argument("--profile", action="store_true",
                         help="also print per-op tables (ours: SDSERVE_PROFILE=1; torch.profiler)")
+    parser.add_argument("--paths", default="auto",
+                        help="comma-separated: auto, avx512, avx2, portable, bf16 (one row each)")
     args = parser.parse_args()
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    for p in paths:
+        if p not in ("auto", "avx512", "avx2", "portable", "bf16"):
+            parser.error(f"--paths: unknown path {p!r} (auto, avx512, avx2, portable, bf16)")
     if args.phase:
         print(json.dumps(torch_phase(args.phase, args.threads, args.profile)))
         return
     import torch
 
-    r = ours(args.threads, args.profile)
+    cpu = cpu_name()
+    paths = [p for p in paths if path_available(p, cpu)]
+    rs = {p: ours(args.threads, args.profile, path_env(p)) for p in paths}
     prof = ["--profile"] if args.profile else []
     ref = {m: in_child([__file__, "--phase", m, "--threads", str(args.threads), *prof])
            for m in ("unet", "vae")}
@@ -119,6 +175,7 @@ def main() -> None:
         except (subprocess.CalledProcessError, json.JSONDecodeError, IndexError) as e:
             err = getattr(e, "stderr", "") or str(e)
             sdcpp = {"error": err.strip().splitlines()[-1] if err.strip() else repr(e)}
+    print(f"CPU: {cpu}\n")
     print(f"| SD 1.5 shapes, {args.threads} threads | seconds (median of {RUNS}) | vs PyTorch "
           "| peak MiB (VmHWM) | anon MiB after load |")
     print("|---|---|---|---|---|")
@@ -129,11 +186,10 @@ def main() -> None:
         print(f"| **{labels[m]}** | | | | |")
         print(f"| PyTorch {torch.__version__}, f32 | {t_ref:.2f} | 1.00 "
               f"| {ref[m]['peak_mib']:.0f} | {ref[m]['anon_after_load_mib']:.0f} |")
-        t = r[f"{m}_seconds"]
-        what = ("bf16 weights, activations and products (SDSERVE_BENCH_PRECISION=bf16)"
-                if os.environ.get("SDSERVE_BENCH_PRECISION") == "bf16" else "f16 weights (mmap), f32 compute")
-        print(f"| sdserve, {what} | {t:.2f} | {t / t_ref:.2f} "
-              f"| {r[f'{m}_peak_mib']:.0f} | {r[f'{m}_anon_after_load_mib']:.0f} |")
+        for p, r in rs.items():
+            t = r[f"{m}_seconds"]
+            print(f"| sdserve, {path_label(p)} | {t:.2f} | {t / t_ref:.2f} "
+                  f"| {r[f'{m}_peak_mib']:.0f} | {r[f'{m}_anon_after_load_mib']:.0f} |")
         if sdcpp is not None and "error" not in sdcpp:
             t = sdcpp.get(f"{m}_seconds", float("nan"))
             note = sdcpp.get(f"{m}_note", "")

@@ -34,8 +34,8 @@ fn exp2(x: f32) -> f32 {
 
 #[inline(always)]
 fn exp2_sub_sum_impl(row: &mut [f32], m: f32) -> f32 {
-    let mut lanes = [0f32; 8];
-    let mut chunks = row.chunks_exact_mut(8);
+    let mut lanes = [0f32; SUM_LANES];
+    let mut chunks = row.chunks_exact_mut(SUM_LANES);
     for c in &mut chunks {
         for (x, s) in c.iter_mut().zip(lanes.iter_mut()) {
             *x = exp2(*x - m);
@@ -52,8 +52,8 @@ fn exp2_sub_sum_impl(row: &mut [f32], m: f32) -> f32 {
 
 #[inline(always)]
 fn max_impl(row: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let mut chunks = row.chunks_exact(8);
+    let mut lanes = [f32::NEG_INFINITY; SUM_LANES];
+    let mut chunks = row.chunks_exact(SUM_LANES);
     for c in &mut chunks {
         for (&x, l) in c.iter().zip(lanes.iter_mut()) {
             *l = if x > *l { x } else { *l };
