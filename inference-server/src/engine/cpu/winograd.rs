@@ -219,7 +219,7 @@ fn transform_input(
         });
 }
 
-/// Writes `Aᵀ m A` (+ bias) of each tile of `m [o][36][tb]` into the output planes, given per
+/// Writes `Aᵀ m A` (+ bias) of each tile of `m [36][o][tb]` into the output planes, given per
 /// output channel as one plane per image (`planes[o][image]`, each `ho·wo`).
 #[allow(clippy::too_many_arguments)]
 // Index loops mirror the transforms' maths (`d[i][j][lane]`), across three array levels.
@@ -234,16 +234,16 @@ fn transform_output(
     tb: usize,
     planes: &mut [Vec<&mut [f32]>],
 ) {
+    let o = planes.len();
     planes
         .par_iter_mut()
-        .zip(m.par_chunks(POINTS * tb))
         .enumerate()
-        .for_each(|(oi, (images, src))| {
+        .for_each(|(oi, images)| {
             let b = bias.map_or(0.0, |b| b[oi]);
             for tj0 in (0..tb).step_by(LANES) {
                 let n = LANES.min(tb - tj0);
                 let at = |i: usize, j: usize| -> Lane {
-                    let s = &src[(i * ALPHA + j) * tb + tj0..][..n];
+                    let s = &m[((i * ALPHA + j) * o + oi) * tb + tj0..][..n];
                     lane(|l| if l < n { s[l] } else { 0.0 })
                 };
                 // Aᵀ m: columns; then (Aᵀ m) A: rows.
@@ -308,28 +308,22 @@ pub(crate) fn conv2d(
         let tb = block.min(total - t0);
         let (v, m) = (&mut v[..g.c * POINTS * tb], &mut m[..g.o * POINTS * tb]);
         transform_input(x, &g, tiles, tiles_w, t0, tb, v);
-        for xi in 0..POINTS {
-            // U_ξ [o, c] · V_ξ [c, tb] → M_ξ [o, tb]; V and M are read and written in
-            // place in their interleaved layouts.
-            let lhs = Mat::rows(&u[xi * g.o * g.c..][..g.o * g.c], g.c);
-            let rhs = Mat {
-                data: &v[xi * tb..],
-                rs: POINTS * tb,
-                cs: 1,
-            };
-            gemm_with(
-                products,
-                g.o,
-                tb,
-                g.c,
-                lhs,
-                rhs,
-                &mut m[xi * tb..],
-                POINTS * tb,
-                false,
-                Par::Auto,
-            );
-        }
+        // U_ξ [o, c] · V_ξ [c, tb] → M_ξ [o, tb], one whole GEMM per point and thread: 36
+        // products of a few hundred rows and columns each, which split badly across threads
+        // one at a time (a serial B pack, then a fork and join per product). V is read in place
+        // in its interleaved layout; M is point-major, so each product owns a contiguous block.
+        let v = &*v;
+        m.par_chunks_mut(g.o * tb)
+            .enumerate()
+            .for_each(|(xi, mx)| {
+                let lhs = Mat::rows(&u[xi * g.o * g.c..][..g.o * g.c], g.c);
+                let rhs = Mat {
+                    data: &v[xi * tb..],
+                    rs: POINTS * tb,
+                    cs: 1,
+                };
+                gemm_with(products, g.o, tb, g.c, lhs, rhs, mx, tb, false, Par::Serial);
+            });
         transform_output(m, bias, &g, tiles, tiles_w, t0, tb, &mut planes);
         t0 += tb;
     }
