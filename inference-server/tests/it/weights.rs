@@ -139,6 +139,31 @@ fn f16_tensors_are_borrowed_from_the_mapping() {
     );
 }
 
+/// A cast model releases the mapped pages it copied from (`MappedBytes::release_pages`); the
+/// mapping must still read the file's bytes afterwards, for this tensor and its neighbours.
+#[test]
+fn released_pages_read_back_the_same_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pages.safetensors");
+    let values: Vec<f32> = (0..3 * 70_000).map(|i| (i as f32 * 0.37).sin()).collect();
+    let tensors: Vec<OwnedTensor> = (0..3)
+        .map(|t| {
+            let v = &values[t * 70_000..(t + 1) * 70_000];
+            OwnedTensor::from_f32(format!("t{t}"), vec![70_000], v, F32)
+        })
+        .collect();
+    write_safetensors(&path, &tensors, &BTreeMap::new()).expect("written");
+    let file = SafetensorsFile::open(&path).expect("opens");
+    let raw: Vec<_> = (0..3)
+        .map(|t| file.tensor(&format!("t{t}")).expect("present"))
+        .collect();
+    let before: Vec<Vec<u8>> = raw.iter().map(|t| t.bytes().to_vec()).collect();
+    raw[1].data.release_pages();
+    for (t, want) in raw.iter().zip(&before) {
+        assert_eq!(t.bytes(), &want[..], "{} changed after release_pages", t.name);
+    }
+}
+
 #[test]
 fn truncated_file_names_the_first_tensor_that_does_not_fit() {
     let dir = tempfile::tempdir().expect("tempdir");

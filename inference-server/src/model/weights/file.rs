@@ -87,6 +87,38 @@ impl MappedBytes {
     pub fn mapping(&self) -> &[u8] {
         &self.map[..]
     }
+
+    /// Drops the pages wholly inside this range from the process's resident set, for bytes that
+    /// have been copied out (a model cast to another dtype at load holds its own copy). The
+    /// data stays in the page cache; a later read faults it back in from the file, unchanged.
+    /// Without this, a cast model's peak memory counts the checkpoint twice: the mapped pages
+    /// the cast read plus the copies (3.8 GiB instead of 2.1 for the SD 1.5 UNet in bf16).
+    pub fn release_pages(&self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: sysconf has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+            let (start, end) = (
+                self.range.start.next_multiple_of(page),
+                self.range.end / page * page,
+            );
+            if end > start {
+                // SAFETY: the mapping is a read-only shared mapping of a file (`Mmap::map`), so
+                // MADV_DONTNEED only unmaps its pages: the next access reads the same file
+                // bytes again, and no reference into the mapping sees different contents.
+                let advised = unsafe {
+                    self.map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+                if let Err(e) = advised {
+                    tracing::debug!(error = %e, "madvise(DONTNEED) on a cast tensor failed");
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for MappedBytes {

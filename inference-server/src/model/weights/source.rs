@@ -24,11 +24,18 @@ impl WeightSource for WeightSet {
             StoredDType::F16 => DType::F16,
             StoredDType::BF16 => DType::BF16,
         };
+        let mapped = raw.data.clone();
         let bytes: Arc<dyn SharedBytes> = Arc::new(raw.data);
         let t = Tensor::from_shared_bytes(bytes, dtype, shape, device)?;
         Ok(match self.cast() {
-            Some(cast) => t.to_dtype(cast)?,
-            None => t,
+            Some(cast) if cast != dtype => {
+                // The cast made a copy: the file's pages are no longer needed in memory.
+                let copy = t.to_dtype(cast)?;
+                drop(t);
+                mapped.release_pages();
+                copy
+            }
+            _ => t,
         })
     }
 }
