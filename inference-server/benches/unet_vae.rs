@@ -161,7 +161,10 @@ fn run_child(model: &str, path: &Path) -> Vec<(String, f64)> {
         .stderr(Stdio::inherit())
         .output()
         .expect("spawn child");
-    assert!(out.status.success(), "{model} phase failed (its stderr is above)");
+    assert!(
+        out.status.success(),
+        "{model} phase failed (its stderr is above)"
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {

@@ -63,12 +63,16 @@ pub(crate) trait BackendStorage: Sized {
         g: LinearGeom,
     ) -> Result<Self>;
 
-    /// NCHW 2-D convolution; the weight and bias may be of another dtype than `x`.
+    /// NCHW 2-D convolution; the weight and bias may be of another dtype than `x`. With
+    /// `residual` (contiguous, `[n, o, ho, wo]`, `x`'s dtype) the result is `conv + residual`,
+    /// which a backend may add while it writes the output (a ResNet skip connection without a
+    /// separate pass), as `(conv + bias) + residual`.
     fn conv2d(
         &self,
         v: View,
         weight: Arg<'_, Self>,
         bias: Option<Arg<'_, Self>>,
+        residual: Option<Arg<'_, Self>>,
         g: Conv2dGeom,
     ) -> Result<Self>;
 

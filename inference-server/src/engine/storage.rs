@@ -242,22 +242,25 @@ impl Storage {
         v: View,
         weight: StorageArg<'_>,
         bias: Option<StorageArg<'_>>,
+        residual: Option<StorageArg<'_>>,
         g: Conv2dGeom,
     ) -> Result<Storage> {
         match self {
             Storage::Cpu(s) => {
-                let (w, b) = (
+                let (w, b, r) = (
                     cpu_args("conv2d", &[weight])?[0],
                     opt_arg("conv2d", bias, cpu_args)?,
+                    opt_arg("conv2d", residual, cpu_args)?,
                 );
-                Ok(Storage::Cpu(s.conv2d(v, w, b, g)?))
+                Ok(Storage::Cpu(s.conv2d(v, w, b, r, g)?))
             }
             Storage::Cuda(s) => {
-                let (w, b) = (
+                let (w, b, r) = (
                     cuda_args("conv2d", &[weight])?[0],
                     opt_arg("conv2d", bias, cuda_args)?,
+                    opt_arg("conv2d", residual, cuda_args)?,
                 );
-                Ok(Storage::Cuda(s.conv2d(v, w, b, g)?))
+                Ok(Storage::Cuda(s.conv2d(v, w, b, r, g)?))
             }
         }
     }

@@ -42,4 +42,11 @@ impl Conv2d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, NnError> {
         Ok(x.conv2d(&self.weight, Some(&self.bias), self.stride, self.padding)?)
     }
+
+    /// `residual + self(x)`, the addition done while the convolution writes its output (see
+    /// [`Tensor::conv2d_add`]); `residual` has the output's shape.
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor, NnError> {
+        let (w, b) = (&self.weight, Some(&self.bias));
+        Ok(x.conv2d_add(w, b, self.stride, self.padding, residual)?)
+    }
 }

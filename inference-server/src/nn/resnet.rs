@@ -70,11 +70,13 @@ impl ResnetBlock2D {
                 });
             }
         }
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        Ok(shortcut.add(&h)?)
+        // `shortcut + conv2(..)`, added as conv2 writes its output (one pass fewer over the
+        // block's output; the same sums as a separate add).
+        self.conv2
+            .forward_add(&self.norm2.forward_silu(&h)?, &shortcut)
     }
 }

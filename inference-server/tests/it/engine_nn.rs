@@ -222,6 +222,43 @@ fn conv2d_large_tiled_with_f16_weight(device: &Device) {
     assert_close("conv2d large", &got.to_vec_f32().unwrap(), &want, 3e-5);
 }
 
+test_device!(conv2d_add_is_the_convolution_then_the_residual);
+fn conv2d_add_is_the_convolution_then_the_residual(device: &Device) {
+    let mut rng = Rng::new(31);
+    // (n, c, h, w), (o, k), stride, padding: a batch of small images (one GEMM for the batch),
+    // a Winograd-sized 3×3 (33×35 outputs, 16 channels each way), a 1×1, and a strided im2col.
+    let cases = [
+        ((2, 5, 9, 11), (4, 3), 1, 1),
+        ((2, 16, 33, 35), (16, 3), 1, 1),
+        ((1, 6, 40, 40), (5, 1), 1, 0),
+        ((1, 3, 40, 40), (7, 3), 2, 1),
+    ];
+    for ((n, c, h, wd), (o, k), stride, pad) in cases {
+        let (x, _) = rand_tensor(&mut rng, &[n, c, h, wd], device);
+        let (w, _) = rand_tensor(&mut rng, &[o, c, k, k], device);
+        let (b, _) = rand_tensor(&mut rng, &[o], device);
+        let plain = x.conv2d(&w, Some(&b), stride, pad).unwrap();
+        let (r, _) = rand_tensor(&mut rng, plain.dims(), device);
+        let fused = x.conv2d_add(&w, Some(&b), stride, pad, &r).unwrap();
+        assert_eq!(fused.dims(), plain.dims());
+        // The same sums in the same order: (conv + bias) + residual, bit for bit.
+        assert_eq!(
+            fused.to_vec_f32().unwrap(),
+            plain.add(&r).unwrap().to_vec_f32().unwrap(),
+            "conv2d_add {:?} k{k} s{stride} p{pad}",
+            (n, c, h, wd)
+        );
+    }
+    let (x, _) = rand_tensor(&mut rng, &[1, 2, 5, 5], device);
+    let (w, _) = rand_tensor(&mut rng, &[3, 2, 3, 3], device);
+    let (r, _) = rand_tensor(&mut rng, &[1, 3, 4, 5], device);
+    let err = x.conv2d_add(&w, None, 1, 1, &r).unwrap_err();
+    assert!(
+        matches!(err, EngineError::Shape { .. }) && err.to_string().contains("residual"),
+        "{err}"
+    );
+}
+
 test_device!(conv2d_half_weight_converted_in_channel_blocks);
 fn conv2d_half_weight_converted_in_channel_blocks(device: &Device) {
     let mut rng = Rng::new(27);

@@ -160,7 +160,12 @@ fn released_pages_read_back_the_same_bytes() {
     let before: Vec<Vec<u8>> = raw.iter().map(|t| t.bytes().to_vec()).collect();
     raw[1].data.release_pages();
     for (t, want) in raw.iter().zip(&before) {
-        assert_eq!(t.bytes(), &want[..], "{} changed after release_pages", t.name);
+        assert_eq!(
+            t.bytes(),
+            &want[..],
+            "{} changed after release_pages",
+            t.name
+        );
     }
 }
 

@@ -3,10 +3,10 @@
 
 use std::borrow::Cow;
 
+use super::fastmath::Activation;
 use super::gemm::Products;
 use super::profile::scope;
 use super::storage::{CpuSlice, CpuStorage};
-use super::fastmath::Activation;
 use super::{attention, conv, elementwise as ew, layout, matmul, norm};
 use crate::engine::backend::{Arg, BackendStorage};
 use crate::engine::dtype::DType;
@@ -149,6 +149,7 @@ impl BackendStorage for CpuStorage {
         v: View,
         weight: Arg<'_, Self>,
         bias: Option<Arg<'_, Self>>,
+        residual: Option<Arg<'_, Self>>,
         g: Conv2dGeom,
     ) -> Result<CpuStorage> {
         let macs = (g.n * g.o * g.c * g.kh * g.kw * g.ho * g.wo) as u64;
@@ -163,8 +164,11 @@ impl BackendStorage for CpuStorage {
         );
         let w = weight.0.view(weight.1)?;
         let bias = bias.map(f32_of).transpose()?;
+        let residual = residual.map(f32_of).transpose()?;
         let products = Products::for_dtype(BackendStorage::dtype(self));
-        self.map_f32(v, |x| conv::conv2d(x, w, bias.as_deref(), g, products))
+        self.map_f32(v, |x| {
+            conv::conv2d(x, w, bias.as_deref(), residual.as_deref(), g, products)
+        })
     }
 
     fn layer_norm(

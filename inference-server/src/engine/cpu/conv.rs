@@ -85,20 +85,30 @@ fn weight_product(
     }
 }
 
-/// NCHW conv: `x [n, c, h, w]`, `weight [o, c·kh·kw]` (row-major, any dtype), optional `bias [o]`.
+/// NCHW conv: `x [n, c, h, w]`, `weight [o, c·kh·kw]` (row-major, any dtype), optional `bias [o]`,
+/// optional `residual [n, o, ho, wo]` added to the result (a ResNet block's skip connection) in
+/// the same pass that writes it, in the order `(conv + bias) + residual` an unfused add gives.
 /// Returns `[n, o, ho, wo]`.
 pub(crate) fn conv2d(
     x: &[f32],
     weight: CpuSlice<'_>,
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     g: Conv2dGeom,
     products: Products,
 ) -> Vec<f32> {
     if super::winograd_enabled() && super::winograd::applies(&g) {
         let weight = weight.to_f32();
-        return super::winograd::conv2d(x, &weight, bias, g, products);
+        return super::winograd::conv2d(x, &weight, bias, residual, g, products);
     }
-    conv2d_im2col(x, weight, bias, g, products)
+    conv2d_im2col(x, weight, bias, residual, g, products)
+}
+
+/// `dst[i] += add[i]`.
+fn add_into(dst: &mut [f32], add: &[f32]) {
+    for (d, &a) in dst.iter_mut().zip(add) {
+        *d += a;
+    }
 }
 
 /// [`conv2d`] by im2col tiles and GEMM, for every geometry.
@@ -106,6 +116,7 @@ pub(crate) fn conv2d_im2col(
     x: &[f32],
     weight: CpuSlice<'_>,
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     g: Conv2dGeom,
     products: Products,
 ) -> Vec<f32> {
@@ -134,7 +145,16 @@ pub(crate) fn conv2d_im2col(
     let pointwise = g.kh == 1 && g.kw == 1 && g.stride == 1 && g.pad == 0;
     let batch_cols = g.n * spatial_out;
     if g.n > 1 && batch_cols <= BATCH_COLS_MAX && k * batch_cols <= BATCH_PATCHES_MAX {
-        conv_batched(x, weight, bias, g, products, &mut out, &mut scratch);
+        conv_batched(
+            x,
+            weight,
+            bias,
+            residual,
+            g,
+            products,
+            &mut out,
+            &mut scratch,
+        );
         return out;
     }
     let tile = (COLS_MAX / k.max(1)).max(TILE_MIN).min(spatial_out);
@@ -143,10 +163,14 @@ pub(crate) fn conv2d_im2col(
     } else {
         vec![0f32; k * tile]
     };
-    for (xn, on) in x
+    for (image, (xn, on)) in x
         .chunks(g.c * g.h * g.w)
         .zip(out.chunks_mut(g.o * spatial_out))
+        .enumerate()
     {
+        // This image's residual, added to each block of outputs right after its GEMM wrote it
+        // (still in cache).
+        let res_n = residual.map(|r| &r[image * g.o * spatial_out..][..g.o * spatial_out]);
         if pointwise {
             let rhs = Mat::rows(xn, spatial_out);
             weight_product(
@@ -161,6 +185,9 @@ pub(crate) fn conv2d_im2col(
                 &mut scratch,
                 products,
             );
+            if let Some(r) = res_n {
+                add_into(on, r);
+            }
             continue;
         }
         let mut p0 = 0;
@@ -181,6 +208,11 @@ pub(crate) fn conv2d_im2col(
                 &mut scratch,
                 products,
             );
+            if let Some(r) = res_n {
+                for (dst, add) in on.chunks_mut(spatial_out).zip(r.chunks(spatial_out)) {
+                    add_into(&mut dst[p0..p0 + p], &add[p0..p0 + p]);
+                }
+            }
             p0 += p;
         }
     }
@@ -192,10 +224,12 @@ pub(crate) fn conv2d_im2col(
 /// moved to `out [n, o, p]` with the bias. Per image, a GEMM this narrow (64 columns for SD's
 /// 8×8 layers) streams the whole weight once per image and keeps the kernel's panels half
 /// empty; batched, the weight is read once and the product is n times wider.
+#[allow(clippy::too_many_arguments)]
 fn conv_batched(
     x: &[f32],
     weight: CpuSlice<'_>,
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     g: Conv2dGeom,
     products: Products,
     out: &mut [f32],
@@ -221,10 +255,15 @@ fn conv_batched(
     }
     let rhs = Mat::rows(&cols, cols_n);
     let acc = bias.is_some();
-    weight_product(weight, g.o, k, rhs, cols_n, &mut prod, cols_n, acc, scratch, products);
+    weight_product(
+        weight, g.o, k, rhs, cols_n, &mut prod, cols_n, acc, scratch, products,
+    );
     for (plane, dst) in out.chunks_mut(p).enumerate() {
         let (i, o) = (plane / g.o, plane % g.o);
         dst.copy_from_slice(&prod[o * cols_n + i * p..][..p]);
+        if let Some(r) = residual {
+            add_into(dst, &r[plane * p..][..p]);
+        }
     }
 }
 

@@ -7,37 +7,32 @@ use super::PAR_MIN_WORK;
 #[cfg(test)]
 pub(crate) use super::fastmath::{gelu_quick1 as gelu_quick, gelu1 as gelu, silu1 as silu};
 
-/// `act` applied to every element at vector width ([`super::fastmath::activate`]), in parallel
-/// chunks when large.
-pub(crate) fn activation_map(src: &[f32], act: super::fastmath::Activation) -> Vec<f32> {
+/// `run(dst chunk, src chunk)` over `src`, in parallel chunks when large; returns `dst`.
+fn chunked_map(src: &[f32], run: impl Fn(&mut [f32], &[f32]) + Sync) -> Vec<f32> {
     let mut out = vec![0f32; src.len()];
-    let run = |(d, s): (&mut [f32], &[f32])| super::fastmath::activate(d, s, act);
     if src.len() >= PAR_MIN_WORK {
         out.par_chunks_mut(PAR_MIN_WORK / 2)
             .zip(src.par_chunks(PAR_MIN_WORK / 2))
-            .for_each(run);
+            .for_each(|(d, s)| run(d, s));
     } else {
-        run((&mut out, src));
+        run(&mut out, src);
     }
     out
 }
 
+/// `act` applied to every element at vector width ([`super::fastmath::activate`]), in parallel
+/// chunks when large.
+pub(crate) fn activation_map(src: &[f32], act: super::fastmath::Activation) -> Vec<f32> {
+    chunked_map(src, |d, s| super::fastmath::activate(d, s, act))
+}
+
 /// `f` applied to every element, in parallel chunks when large.
 pub(crate) fn unary_map(src: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; src.len()];
-    let run = |(d, s): (&mut [f32], &[f32])| {
+    chunked_map(src, |d, s| {
         for (o, &x) in d.iter_mut().zip(s) {
             *o = f(x);
         }
-    };
-    if src.len() >= PAR_MIN_WORK {
-        out.par_chunks_mut(PAR_MIN_WORK / 2)
-            .zip(src.par_chunks(PAR_MIN_WORK / 2))
-            .for_each(run);
-    } else {
-        run((&mut out, src));
-    }
-    out
+    })
 }
 
 /// `op(lhs, rhs)` over the broadcast shape `dims`; `ls`/`rs` are the inputs' strides with 0 on

@@ -113,7 +113,11 @@ pub(crate) fn levels() -> Vec<Level> {
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl");
-        let all = [(Level::Avx512, avx512), (Level::Avx2, avx2), (Level::Portable, true)];
+        let all = [
+            (Level::Avx512, avx512),
+            (Level::Avx2, avx2),
+            (Level::Portable, true),
+        ];
         all.into_iter().filter(|l| l.1).map(|l| l.0).collect()
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -227,7 +231,10 @@ fn activate_impl(dst: &mut [f32], src: &[f32], act: Activation) {
     match act {
         Activation::Silu => dst.iter_mut().zip(src).for_each(|(d, &x)| *d = silu1(x)),
         Activation::Gelu => dst.iter_mut().zip(src).for_each(|(d, &x)| *d = gelu1(x)),
-        Activation::GeluQuick => dst.iter_mut().zip(src).for_each(|(d, &x)| *d = gelu_quick1(x)),
+        Activation::GeluQuick => dst
+            .iter_mut()
+            .zip(src)
+            .for_each(|(d, &x)| *d = gelu_quick1(x)),
     }
 }
 
@@ -311,7 +318,14 @@ fn layer_affine_impl(dst: &mut [f32], src: &[f32], mean: f32, inv: f32, w: &[f32
 }
 
 /// Layer norm's pass: `dst = (src - mean) · inv · w + b`.
-pub(crate) fn layer_affine(dst: &mut [f32], src: &[f32], mean: f32, inv: f32, w: &[f32], b: &[f32]) {
+pub(crate) fn layer_affine(
+    dst: &mut [f32],
+    src: &[f32],
+    mean: f32,
+    inv: f32,
+    w: &[f32],
+    b: &[f32],
+) {
     dispatch!(layer_affine_impl(dst: &mut [f32], src: &[f32], mean: f32, inv: f32, w: &[f32], b: &[f32]) -> ())
 }
 
@@ -364,11 +378,15 @@ mod tests {
     #[test]
     fn every_row_kernel_on_every_path_matches_f64() {
         // 1037 elements: whole 16- and 8-lane blocks plus a remainder; values in [-6, 6).
-        let x: Vec<f32> = (0..1037).map(|i| ((i * 7919) % 1201) as f32 / 100.0 - 6.0).collect();
+        let x: Vec<f32> = (0..1037)
+            .map(|i| ((i * 7919) % 1201) as f32 / 100.0 - 6.0)
+            .collect();
         let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
         let refs: [(Activation, &dyn Fn(f64) -> f64); 3] = [
             (Activation::Silu, &|v| v * sig(v)),
-            (Activation::Gelu, &|v| 0.5 * v * (1.0 + erf(v / 2f64.sqrt()))),
+            (Activation::Gelu, &|v| {
+                0.5 * v * (1.0 + erf(v / 2f64.sqrt()))
+            }),
             (Activation::GeluQuick, &|v| v * sig(1.702 * v)),
         ];
         for level in levels() {
@@ -379,7 +397,10 @@ mod tests {
                     for (&g, &v) in y.iter().zip(&x) {
                         let want = f(v as f64);
                         let err = (g as f64 - want).abs();
-                        assert!(err <= 1e-6 * want.abs().max(1.0), "{level:?} {act:?}({v}) = {g}, want {want}");
+                        assert!(
+                            err <= 1e-6 * want.abs().max(1.0),
+                            "{level:?} {act:?}({v}) = {g}, want {want}"
+                        );
                     }
                 }
                 let (a, gate) = x.split_at(518);
@@ -387,21 +408,30 @@ mod tests {
                 geglu(&mut out, a, gate);
                 for ((&o, &av), &gv) in out.iter().zip(a).zip(gate) {
                     let want = av as f64 * refs[1].1(gv as f64);
-                    assert!((o as f64 - want).abs() <= 1e-6 * want.abs().max(1.0), "{level:?} geglu");
+                    assert!(
+                        (o as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                        "{level:?} geglu"
+                    );
                 }
                 // Moments around a shift, against f64 sums.
                 let center = 0.75f32;
                 let (s, q) = moments(&x, center);
                 let ws: f64 = x.iter().map(|&v| v as f64 - center as f64).sum();
                 let wq: f64 = x.iter().map(|&v| (v as f64 - center as f64).powi(2)).sum();
-                assert!((s - ws).abs() <= 1e-5 * wq.sqrt() * 32.0, "{level:?} sum {s} vs {ws}");
+                assert!(
+                    (s - ws).abs() <= 1e-5 * wq.sqrt() * 32.0,
+                    "{level:?} sum {s} vs {ws}"
+                );
                 assert!((q - wq).abs() <= 1e-6 * wq, "{level:?} squares {q} vs {wq}");
                 for silu in [false, true] {
                     affine(&mut y, &x, 0.5, -0.25, silu);
                     for (&g, &v) in y.iter().zip(&x) {
                         let t = v as f64 * 0.5 - 0.25;
                         let want = if silu { t * sig(t) } else { t };
-                        assert!((g as f64 - want).abs() <= 1e-6 * want.abs().max(1.0), "{level:?} affine");
+                        assert!(
+                            (g as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                            "{level:?} affine"
+                        );
                     }
                 }
                 let w: Vec<f32> = (0..x.len()).map(|i| 1.0 + i as f32 * 1e-3).collect();
@@ -409,14 +439,20 @@ mod tests {
                 layer_affine(&mut y, &x, 0.1, 2.0, &w, &b);
                 for (i, &g) in y.iter().enumerate() {
                     let want = (x[i] as f64 - 0.1) * 2.0 * w[i] as f64 + b[i] as f64;
-                    assert!((g as f64 - want).abs() <= 1e-5 * want.abs().max(1.0), "{level:?} layer");
+                    assert!(
+                        (g as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
+                        "{level:?} layer"
+                    );
                 }
                 let mut row = x.clone();
                 let top = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 assert_eq!(max(&row), top, "{level:?} max");
                 let sum = exp2_sub_sum(&mut row, top);
                 let want: f64 = x.iter().map(|&v| (v as f64 - top as f64).exp2()).sum();
-                assert!((sum as f64 - want).abs() <= 1e-5 * want, "{level:?} exp2 sum");
+                assert!(
+                    (sum as f64 - want).abs() <= 1e-5 * want,
+                    "{level:?} exp2 sum"
+                );
             });
         }
     }

@@ -2,8 +2,8 @@
 //! AVX2/AVX-512 chosen at run time where it matters). Shape checks happen in `ops` before a
 //! kernel runs; `backend.rs` maps each op of the backend trait onto these kernels.
 
-pub(crate) mod attention;
 pub(crate) mod alloc;
+pub(crate) mod attention;
 mod backend;
 pub(crate) mod bf16gemm;
 pub(crate) mod conv;

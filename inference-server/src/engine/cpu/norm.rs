@@ -60,7 +60,13 @@ pub(crate) fn group_norm(x: &[f32], w: &[f32], b: &[f32], g: GroupNormGeom) -> V
             let scale = inv * w[ch];
             let shift = b[ch] - mean * scale;
             let range = ci * spatial..(ci + 1) * spatial;
-            fastmath::affine(&mut dst[range.clone()], &src[range], scale, shift, with_silu);
+            fastmath::affine(
+                &mut dst[range.clone()],
+                &src[range],
+                scale,
+                shift,
+                with_silu,
+            );
         }
     };
     if x.len() >= PAR_MIN_WORK {

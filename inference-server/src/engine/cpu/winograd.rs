@@ -219,14 +219,16 @@ fn transform_input(
         });
 }
 
-/// Writes `Aᵀ m A` (+ bias) of each tile of `m [36][o][tb]` into the output planes, given per
-/// output channel as one plane per image (`planes[o][image]`, each `ho·wo`).
+/// Writes `Aᵀ m A` (+ bias, then + residual) of each tile of `m [36][o][tb]` into the output
+/// planes, given per output channel as one plane per image (`planes[o][image]`, each `ho·wo`;
+/// `residual` is `[n, o, ho, wo]`).
 #[allow(clippy::too_many_arguments)]
 // Index loops mirror the transforms' maths (`d[i][j][lane]`), across three array levels.
 #[allow(clippy::needless_range_loop)]
 fn transform_output(
     m: &[f32],
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     g: &Conv2dGeom,
     tiles: usize,
     tiles_w: usize,
@@ -235,54 +237,60 @@ fn transform_output(
     planes: &mut [Vec<&mut [f32]>],
 ) {
     let o = planes.len();
-    planes
-        .par_iter_mut()
-        .enumerate()
-        .for_each(|(oi, images)| {
-            let b = bias.map_or(0.0, |b| b[oi]);
-            for tj0 in (0..tb).step_by(LANES) {
-                let n = LANES.min(tb - tj0);
-                let at = |i: usize, j: usize| -> Lane {
-                    let s = &m[((i * ALPHA + j) * o + oi) * tb + tj0..][..n];
-                    lane(|l| if l < n { s[l] } else { 0.0 })
-                };
-                // Aᵀ m: columns; then (Aᵀ m) A: rows.
-                let mut rows = [[[0f32; LANES]; ALPHA]; TILE];
-                for j in 0..ALPHA {
-                    let t = output_taps(&std::array::from_fn(|i| at(i, j)));
-                    for i in 0..TILE {
-                        rows[i][j] = t[i];
-                    }
+    planes.par_iter_mut().enumerate().for_each(|(oi, images)| {
+        let b = bias.map_or(0.0, |b| b[oi]);
+        for tj0 in (0..tb).step_by(LANES) {
+            let n = LANES.min(tb - tj0);
+            let at = |i: usize, j: usize| -> Lane {
+                let s = &m[((i * ALPHA + j) * o + oi) * tb + tj0..][..n];
+                lane(|l| if l < n { s[l] } else { 0.0 })
+            };
+            // Aᵀ m: columns; then (Aᵀ m) A: rows.
+            let mut rows = [[[0f32; LANES]; ALPHA]; TILE];
+            for j in 0..ALPHA {
+                let t = output_taps(&std::array::from_fn(|i| at(i, j)));
+                for i in 0..TILE {
+                    rows[i][j] = t[i];
                 }
-                let out: [[Lane; TILE]; TILE] = std::array::from_fn(|i| output_taps(&rows[i]));
-                for l in 0..n {
-                    let t = t0 + tj0 + l;
-                    let (image, t) = (t / tiles, t % tiles);
-                    let plane = &mut *images[image];
-                    let (y0, x0) = ((t / tiles_w) * TILE, (t % tiles_w) * TILE);
-                    let width = TILE.min(g.wo - x0);
-                    for (i, row) in out
-                        .iter()
-                        .enumerate()
-                        .take(g.ho.saturating_sub(y0).min(TILE))
-                    {
-                        let dst = &mut plane[(y0 + i) * g.wo + x0..][..width];
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            *d = row[j][l] + b;
+            }
+            let out: [[Lane; TILE]; TILE] = std::array::from_fn(|i| output_taps(&rows[i]));
+            for l in 0..n {
+                let t = t0 + tj0 + l;
+                let (image, t) = (t / tiles, t % tiles);
+                let plane = &mut *images[image];
+                let (y0, x0) = ((t / tiles_w) * TILE, (t % tiles_w) * TILE);
+                let width = TILE.min(g.wo - x0);
+                for (i, row) in out
+                    .iter()
+                    .enumerate()
+                    .take(g.ho.saturating_sub(y0).min(TILE))
+                {
+                    let at = (y0 + i) * g.wo + x0;
+                    let dst = &mut plane[at..][..width];
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = row[j][l] + b;
+                    }
+                    if let Some(r) = residual {
+                        let r = &r[(image * o + oi) * g.ho * g.wo + at..][..width];
+                        for (d, &rv) in dst.iter_mut().zip(r) {
+                            *d += rv;
                         }
                     }
                 }
             }
-        });
+        }
+    });
 }
 
-/// NCHW convolution of `x [n, c, h, w]` by `weight [o, c, 3, 3]` (f32) and optional
-/// `bias [o]`, for a geometry [`applies`] accepts; returns `[n, o, h, w]`.
+/// NCHW convolution of `x [n, c, h, w]` by `weight [o, c, 3, 3]` (f32), optional `bias [o]`
+/// and optional `residual [n, o, h, w]` (added as the output transform writes each tile), for a
+/// geometry [`applies`] accepts; returns `[n, o, h, w]`.
 /// `products` applies to the per-point GEMMs (of transformed inputs and weights).
 pub(crate) fn conv2d(
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
     g: Conv2dGeom,
     products: Products,
 ) -> Vec<f32> {
@@ -313,18 +321,16 @@ pub(crate) fn conv2d(
         // one at a time (a serial B pack, then a fork and join per product). V is read in place
         // in its interleaved layout; M is point-major, so each product owns a contiguous block.
         let v = &*v;
-        m.par_chunks_mut(g.o * tb)
-            .enumerate()
-            .for_each(|(xi, mx)| {
-                let lhs = Mat::rows(&u[xi * g.o * g.c..][..g.o * g.c], g.c);
-                let rhs = Mat {
-                    data: &v[xi * tb..],
-                    rs: POINTS * tb,
-                    cs: 1,
-                };
-                gemm_with(products, g.o, tb, g.c, lhs, rhs, mx, tb, false, Par::Serial);
-            });
-        transform_output(m, bias, &g, tiles, tiles_w, t0, tb, &mut planes);
+        m.par_chunks_mut(g.o * tb).enumerate().for_each(|(xi, mx)| {
+            let lhs = Mat::rows(&u[xi * g.o * g.c..][..g.o * g.c], g.c);
+            let rhs = Mat {
+                data: &v[xi * tb..],
+                rs: POINTS * tb,
+                cs: 1,
+            };
+            gemm_with(products, g.o, tb, g.c, lhs, rhs, mx, tb, false, Par::Serial);
+        });
+        transform_output(m, bias, residual, &g, tiles, tiles_w, t0, tb, &mut planes);
         t0 += tb;
     }
     drop(planes);
@@ -415,7 +421,7 @@ mod tests {
                 .map(|v| v / (c as f32 * 9.0).sqrt())
                 .collect();
             let bias = values(o, 3);
-            let got = conv2d(&x, &wt, Some(&bias), g, Products::F32);
+            let got = conv2d(&x, &wt, Some(&bias), None, g, Products::F32);
             let want = reference(&x, &wt, &bias, &g);
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
             let err = got

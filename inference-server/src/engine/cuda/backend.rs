@@ -290,6 +290,7 @@ impl BackendStorage for CudaStorage {
         v: View,
         weight: Arg<'_, Self>,
         bias: Option<Arg<'_, Self>>,
+        residual: Option<Arg<'_, Self>>,
         g: Conv2dGeom,
     ) -> Result<CudaStorage> {
         let (dt, l) = (self.dtype(), self.dev().rt());
@@ -366,6 +367,13 @@ impl BackendStorage for CudaStorage {
             if let Some((b, bv)) = bias {
                 let (b, bv) = b.as_dtype(bv, DType::F32)?;
                 conv::add_channel_bias(l, dt, out, b.ptr(bv), g.n, g.o, spatial)?;
+            }
+            if let Some((r, rv)) = residual {
+                // In place: each element is read and written by the one thread that owns it.
+                let (r, rv) = r.as_dtype(rv, dt)?;
+                let n = g.n * g.o * spatial;
+                let add = BinaryOp::Add.kernel_name();
+                ew::binary(l, add, dt, out, r.ptr(rv), out, &[n], &[1], &[1])?;
             }
             Ok(())
         })

@@ -140,6 +140,21 @@ fn nn_ops_match_the_cpu() {
             )
             .unwrap();
         close("conv2d", &want, &got, 1e-5);
+        // The fused residual (a ResNet block's skip connection).
+        let (r, gr) = pair(want.dims(), 10);
+        close(
+            "conv2d_add",
+            &x.conv2d_add(&cw16, Some(&cbias), stride, pad, &r).unwrap(),
+            &gx.conv2d_add(
+                &gcw.to_dtype(DType::F16).unwrap(),
+                Some(&gcbias),
+                stride,
+                pad,
+                &gr,
+            )
+            .unwrap(),
+            1e-5,
+        );
     }
     let (pw, gpw) = pair(&[5, 12, 1, 1], 9);
     close(

@@ -75,6 +75,33 @@ impl Tensor {
         stride: usize,
         padding: usize,
     ) -> Result<Tensor> {
+        self.conv2d_with(weight, bias, stride, padding, None)
+    }
+
+    /// [`Tensor::conv2d`] plus `residual`, which must have the output's shape `[N, O, Ho, Wo]`:
+    /// a ResNet block's `shortcut + conv(h)`, added while the convolution writes its output
+    /// instead of in a separate pass. Each element is `(conv + bias) + residual`, what
+    /// `conv2d(..)?.add(residual)` gives when the activations are f32; the residual is taken in
+    /// the input's dtype.
+    pub fn conv2d_add(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: usize,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.conv2d_with(weight, bias, stride, padding, Some(residual))
+    }
+
+    fn conv2d_with(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: usize,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         expect_rank("conv2d", "input", self, 4)?;
         expect_rank("conv2d", "weight", weight, 4)?;
         let (x, w) = (self.dims(), weight.dims());
@@ -115,12 +142,31 @@ impl Tensor {
             ho: (hp - kh) / stride + 1,
             wo: (wp - kw) / stride + 1,
         };
-        let others: Vec<&Tensor> = std::iter::once(weight).chain(bias).collect();
+        let others: Vec<&Tensor> = std::iter::once(weight)
+            .chain(bias)
+            .chain(residual)
+            .collect();
         self.same_device("conv2d", &others)?;
+        let residual = match residual {
+            Some(r) if r.dims() != [n, o, g.ho, g.wo] => {
+                return Err(EngineError::shape(
+                    "conv2d",
+                    format!(
+                        "residual {} must have the output's shape [{n}, {o}, {}, {}]",
+                        r.shape(),
+                        g.ho,
+                        g.wo
+                    ),
+                ));
+            }
+            Some(r) => Some(r.to_dtype(self.dtype())?),
+            None => None,
+        };
         let storage = self.storage().conv2d(
             self.view_in_storage(),
             weight.arg(),
             bias.map(Tensor::arg),
+            residual.as_ref().map(Tensor::arg),
             g,
         )?;
         Ok(Tensor::from_storage(storage, (n, o, g.ho, g.wo)))

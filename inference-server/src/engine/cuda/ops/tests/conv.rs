@@ -73,7 +73,7 @@ fn im2col_tiles_then_gemm_equal_the_cpu_conv() {
                 ho,
                 wo,
             };
-            let want = conv2d(&x, CpuSlice::F32(&wt), None, geom, Products::F32);
+            let want = conv2d(&x, CpuSlice::F32(&wt), None, None, geom, Products::F32);
             // im2col only moves values, so the only difference is the sum order of the two
             // products (f64 here, f32 gemm there): 1e-5 holds for every dtype.
             assert_close(&format!("im2col_{dtype} case {ci}"), &got, &want, TOL_F32);
