@@ -126,12 +126,6 @@ pub(crate) fn conv2d_im2col(
     if out.is_empty() {
         return out;
     }
-    if let Some(b) = bias {
-        for plane in out.chunks_mut(spatial_out).enumerate() {
-            plane.1.fill(b[plane.0 % g.o]);
-        }
-    }
-    let accumulate = bias.is_some();
     let whole: Vec<f32>;
     let weight = match weight {
         CpuSlice::F32(_) => weight,
@@ -157,6 +151,13 @@ pub(crate) fn conv2d_im2col(
         );
         return out;
     }
+    // The per-image GEMMs add to the bias (the batched path fills its own product buffer).
+    if let Some(b) = bias {
+        for plane in out.chunks_mut(spatial_out).enumerate() {
+            plane.1.fill(b[plane.0 % g.o]);
+        }
+    }
+    let accumulate = bias.is_some();
     let tile = (COLS_MAX / k.max(1)).max(TILE_MIN).min(spatial_out);
     let mut cols = if pointwise {
         Vec::new()

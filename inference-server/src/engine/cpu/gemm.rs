@@ -91,6 +91,79 @@ pub(crate) fn prologue(
     true
 }
 
+/// A view the GEMMs pack into panels: element (r, q) — r across the panel (rows of A, columns
+/// of B), q along k — is `data[r * sr + q * sq]`, for `r < rows`, `q < k`.
+#[derive(Clone, Copy)]
+pub(crate) struct Src<'a> {
+    /// The matrix.
+    pub data: &'a [f32],
+    /// Stride across the panel.
+    pub sr: usize,
+    /// Stride along k.
+    pub sq: usize,
+    /// Panel rows in the view.
+    pub rows: usize,
+    /// Steps along k in the view.
+    pub k: usize,
+}
+
+impl<'a> Src<'a> {
+    /// The view `data[r * sr + q * sq]`, `r < rows`, `q < k`.
+    pub(crate) fn new(data: &'a [f32], sr: usize, sq: usize, rows: usize, k: usize) -> Self {
+        Src {
+            data,
+            sr,
+            sq,
+            rows,
+            k,
+        }
+    }
+}
+
+/// One product `dst (+)= lhs[m, k] · rhs[k, n]` (row-major `dst`, row stride `dst_rs`; `acc`
+/// adds instead of overwriting), bundled so the GEMMs' internal functions can take and split it
+/// whole.
+#[derive(Clone, Copy)]
+pub(crate) struct Gemm<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub lhs: Mat<'a>,
+    pub rhs: Mat<'a>,
+    pub dst_rs: usize,
+    pub acc: bool,
+}
+
+impl<'a> Gemm<'a> {
+    /// Bundles the arguments (in [`sgemm`]'s order).
+    pub(crate) fn new(
+        m: usize,
+        n: usize,
+        k: usize,
+        lhs: Mat<'a>,
+        rhs: Mat<'a>,
+        dst_rs: usize,
+        acc: bool,
+    ) -> Self {
+        Gemm {
+            m,
+            n,
+            k,
+            lhs,
+            rhs,
+            dst_rs,
+            acc,
+        }
+    }
+
+    /// [`prologue`] for this product: checks the views (panicking on a violation, an internal
+    /// bug) and settles the degenerate products; true if a product with m, n, k > 0 remains.
+    pub(crate) fn has_work(&self, dst: &mut [f32]) -> bool {
+        let g = self;
+        prologue(g.m, g.n, g.k, g.lhs, g.rhs, dst, g.dst_rs, g.acc)
+    }
+}
+
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, all strided. `dst` is row-major with row stride `dst_rs`.
 /// With `accumulate`, the product is added to `dst`; otherwise `dst` is overwritten.
 ///

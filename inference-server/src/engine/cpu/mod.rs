@@ -11,6 +11,8 @@ pub(crate) mod elementwise;
 pub(crate) mod f32gemm;
 mod fastmath;
 pub(crate) mod gemm;
+#[cfg(test)]
+mod gemm_testing;
 pub(crate) mod layout;
 mod matmul;
 pub(crate) mod norm;

@@ -1,4 +1,5 @@
 use super::{Gemm, PAR_GEMM_MIN, Par, bf16_bits};
+use crate::engine::cpu::gemm::Src;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -9,30 +10,6 @@ const KC: usize = 128;
 const MC: usize = 672;
 /// Columns per packed B block (rounded down to NR): KC·NC·4 B = 1 MiB, in L2/L3.
 const NC: usize = 2048;
-
-/// A view to pack: element (r, q) — r across the panel (rows of A, columns of B), q along
-/// k — is `data[r * sr + q * sq]`, for `r < rows`, `q < k`.
-#[derive(Clone, Copy)]
-pub(super) struct Src<'a> {
-    pub data: &'a [f32],
-    pub sr: usize,
-    pub sq: usize,
-    pub rows: usize,
-    pub k: usize,
-}
-
-impl<'a> Src<'a> {
-    /// The view `data[r * sr + q * sq]`, `r < rows`, `q < k`.
-    pub(super) fn new(data: &'a [f32], sr: usize, sq: usize, rows: usize, k: usize) -> Self {
-        Src {
-            data,
-            sr,
-            sq,
-            rows,
-            k,
-        }
-    }
-}
 
 /// Lane mask of the first `n.min(16)` lanes.
 fn mask(n: usize) -> __mmask16 {

@@ -4,7 +4,7 @@
 //! products per f32 lane and instruction); elsewhere it rounds both operands into f32 scratch and
 //! calls [`sgemm`], which gives the same products since a bf16 × bf16 product is exact in f32.
 
-use super::gemm::{Mat, Par, prologue, sgemm};
+use super::gemm::{Gemm, Mat, Par, sgemm};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -73,42 +73,6 @@ fn round_bf16(x: f32) -> f32 {
     f32::from_bits(bf16_bits(x) << 16)
 }
 
-/// One product `dst (+)= lhs[m, k] · rhs[k, n]` (row-major `dst`, row stride `dst_rs`; `acc`
-/// adds instead of overwriting), bundled so the internal functions can take and split it whole.
-#[derive(Clone, Copy)]
-struct Gemm<'a> {
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: Mat<'a>,
-    rhs: Mat<'a>,
-    dst_rs: usize,
-    acc: bool,
-}
-
-impl<'a> Gemm<'a> {
-    /// Bundles the arguments (in `sgemm`'s order).
-    fn new(
-        m: usize,
-        n: usize,
-        k: usize,
-        lhs: Mat<'a>,
-        rhs: Mat<'a>,
-        dst_rs: usize,
-        acc: bool,
-    ) -> Self {
-        Gemm {
-            m,
-            n,
-            k,
-            lhs,
-            rhs,
-            dst_rs,
-            acc,
-        }
-    }
-}
-
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]` with `sgemm`'s contract (strided views, row-major `dst`
 /// with row stride `dst_rs`, `accumulate` adds instead of overwriting, `k == 0` gives zeros or
 /// leaves `dst`), except that each product is of the inputs rounded to bf16, summed in f32.
@@ -135,10 +99,10 @@ pub(crate) fn sgemm_bf16(
 /// [`sgemm_bf16`] on a chosen path (the portable one if the CPU lacks AVX-512 BF16), so tests
 /// can check both paths on one machine.
 fn sgemm_bf16_on(path: Bf16Path, g: Gemm<'_>, dst: &mut [f32], par: Par) {
-    let (m, n, k, lhs, rhs, dst_rs, acc) = (g.m, g.n, g.k, g.lhs, g.rhs, g.dst_rs, g.acc);
-    if !prologue(m, n, k, lhs, rhs, dst, dst_rs, acc) {
+    if !g.has_work(dst) {
         return;
     }
+    let (m, n, k, lhs, rhs, dst_rs, acc) = (g.m, g.n, g.k, g.lhs, g.rhs, g.dst_rs, g.acc);
     #[cfg(target_arch = "x86_64")]
     if path == Bf16Path::Avx512Bf16 && cpu_has_avx512bf16() {
         // 6 × 64 measured a little faster, but wastes more of the last panel when n is small
@@ -147,7 +111,7 @@ fn sgemm_bf16_on(path: Bf16Path, g: Gemm<'_>, dst: &mut [f32], par: Par) {
             true => avx512::K8X48,
             false => avx512::K6X64,
         };
-        // SAFETY: the CPU has the features `gemm` is compiled for (checked above) and `prologue`'s
+        // SAFETY: the CPU has the features `gemm` is compiled for (checked above) and `has_work`'s
         // asserts keep all three views inside their slices, as `gemm` requires.
         unsafe { avx512::gemm(u, g, dst, par) };
         return;

@@ -1,50 +1,9 @@
 use super::*;
-use crate::engine::cpu::gemm::max_index;
+use crate::engine::cpu::gemm_testing::{self, operand, values};
 
-/// Deterministic values in [-1, 1) with 24 significant bits, so the bf16 rounding matters.
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    (0..len)
-        .map(|_| (next() >> 40) as f32 / (1u32 << 23) as f32 - 1.0)
-        .collect()
-}
-
-/// A rows × cols operand: layout 0 row-major, 1 transposed (rs = 1), 2 neither stride 1.
-fn operand(rows: usize, cols: usize, layout: u8, seed: u64) -> (Vec<f32>, usize, usize) {
-    let (rs, cs) = [(cols, 1), (1, rows), (2 * cols + 1, 2)][layout as usize];
-    (values(max_index(rows, cols, rs, cs) + 1, seed), rs, cs)
-}
-
-/// The largest |got − exact| / bound over the m × n block of `got` (row stride `g.dst_rs`),
-/// `exact` being the f64 product of the bf16-rounded inputs (plus `c0` when accumulating).
-/// A product of two bf16 values is exact in f32 (8 + 8 significant bits ≤ 24), so the only
-/// error is the f32 summation of k + 1 terms, at most γ_k·Σ|terms| in any order, with
-/// γ_k = k·u / (1 − k·u) and u = 2^-24 (Higham, Accuracy and Stability, §4.2). Every k here
-/// has k·u < 1e-3, so bound = 1.01·(k + 1)·u·Σ|terms| (+1e-30 for an all-zero row) holds.
+/// The error against f64 with the inputs rounded to bf16, as the products take them.
 fn error_ratio(g: Gemm<'_>, c0: &[f32], got: &[f32]) -> f64 {
-    let (r, (lhs, rhs)) = (|x: f32| half::bf16::from_f32(x).to_f64(), (g.lhs, g.rhs));
-    let mut worst = 0f64;
-    for (i, j) in (0..g.m).flat_map(|i| (0..g.n).map(move |j| (i, j))) {
-        let c = if g.acc {
-            c0[i * g.dst_rs + j] as f64
-        } else {
-            0.0
-        };
-        let (mut exact, mut abs) = (c, c.abs());
-        for p in 0..g.k {
-            let t = r(lhs.data[i * lhs.rs + p * lhs.cs]) * r(rhs.data[p * rhs.rs + j * rhs.cs]);
-            (exact, abs) = (exact + t, abs + t.abs());
-        }
-        let bound = 1.01 * (g.k + 1) as f64 * 2f64.powi(-24) * abs + 1e-30;
-        worst = worst.max((got[i * g.dst_rs + j] as f64 - exact).abs() / bound);
-    }
-    worst
+    gemm_testing::error_ratio(g, c0, got, |x| half::bf16::from_f32(x).to_f64())
 }
 
 /// Runs `path` on an m × n × k case with operand layouts `lay`, multiplying only the first
@@ -257,8 +216,8 @@ fn rounding_is_nearest_even_and_matches_half() {
         // Both vector packers; the hardware flushes subnormal inputs to zero (DAZ).
         let n = xs.len();
         let (mut along_k, mut across) = (vec![0u32; n.div_ceil(2)], vec![0u32; n]);
-        let row = avx512::Src::new(&xs, 0, 1, 1, n);
-        let col = avx512::Src::new(&xs, 1, 0, n, 1);
+        let row = crate::engine::cpu::gemm::Src::new(&xs, 0, 1, 1, n);
+        let col = crate::engine::cpu::gemm::Src::new(&xs, 1, 0, n, 1);
         // SAFETY: the CPU has the features (checked above); the views lie in `xs`.
         unsafe {
             avx512::pack(row, 0, 1, 0, n.div_ceil(2), &mut along_k);

@@ -260,20 +260,8 @@ unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
     };
     let (nc, kc_max) = ((cfg.nc / nr).max(1) * nr, cfg.kc.min(k));
     let (a_src, b_src) = (
-        Src {
-            data: lhs.data,
-            sr: lhs.rs,
-            sq: lhs.cs,
-            rows: m,
-            k,
-        },
-        Src {
-            data: rhs.data,
-            sr: rhs.cs,
-            sq: rhs.rs,
-            rows: n,
-            k,
-        },
+        Src::new(lhs.data, lhs.rs, lhs.cs, m, k),
+        Src::new(rhs.data, rhs.cs, rhs.rs, n, k),
     );
     // Read in place, only a last partial panel is packed, at the start of the buffer.
     let a_rows = if in_place {

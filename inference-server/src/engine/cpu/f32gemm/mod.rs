@@ -5,9 +5,7 @@
 //! (or when `SDSERVE_CPU_ISA` says so, or when the 48/64-wide kernels would pad n by more than
 //! an eighth) it calls [`sgemm`]. [`super::gemm::gemm_with`] sends every f32 product here.
 
-#[cfg(test)]
-use super::gemm::max_index;
-use super::gemm::{Mat, Par, prologue, sgemm};
+use super::gemm::{Gemm, Mat, Par, sgemm};
 use std::sync::OnceLock;
 
 /// Multiply-adds above which one call spreads over rayon threads (the same as `sgemm`).
@@ -91,19 +89,6 @@ pub(crate) fn isa() -> Isa {
     *ISA.get_or_init(|| isa_for(std::env::var("SDSERVE_CPU_ISA").ok().as_deref()))
 }
 
-/// One product `dst (+)= lhs[m, k] · rhs[k, n]` (row-major `dst`, row stride `dst_rs`; `acc`
-/// adds instead of overwriting), bundled so the internal functions can take and split it whole.
-#[derive(Clone, Copy)]
-struct Gemm<'a> {
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: Mat<'a>,
-    rhs: Mat<'a>,
-    dst_rs: usize,
-    acc: bool,
-}
-
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`, exactly [`sgemm`]'s contract (strided views, row-major
 /// `dst` with row stride `dst_rs`, `accumulate` adds instead of overwriting, `k == 0` gives zeros
 /// or leaves `dst`, elements of `dst` outside the m × n view untouched), on the path [`isa`]
@@ -122,15 +107,7 @@ pub(crate) fn sgemm_own(
     accumulate: bool,
     par: Par,
 ) {
-    let g = Gemm {
-        m,
-        n,
-        k,
-        lhs,
-        rhs,
-        dst_rs,
-        acc: accumulate,
-    };
+    let g = Gemm::new(m, n, k, lhs, rhs, dst_rs, accumulate);
     sgemm_own_on(isa(), g, dst, par)
 }
 
@@ -142,7 +119,7 @@ fn sgemm_own_on(isa: Isa, g: Gemm<'_>, dst: &mut [f32], par: Par) {
     if isa == Isa::Avx512 && cpu_has_avx512f() {
         let cfg = avx512::choose(g.n, g.k);
         if avx512::pads_little(cfg, g.n) {
-            if has_work(g, dst) {
+            if g.has_work(dst) {
                 // SAFETY: the CPU has avx512f (checked above), `has_work` asserted that all
                 // three views lie inside their slices and that m, n, k > 0, as `gemm` requires.
                 unsafe { avx512::gemm(cfg, g, dst, par) };
@@ -153,12 +130,6 @@ fn sgemm_own_on(isa: Isa, g: Gemm<'_>, dst: &mut [f32], par: Par) {
     let _ = isa;
     let (m, n, k, lhs, rhs, dst_rs, acc) = (g.m, g.n, g.k, g.lhs, g.rhs, g.dst_rs, g.acc);
     sgemm(m, n, k, lhs, rhs, dst, dst_rs, acc, par);
-}
-
-/// [`prologue`] for `g`: checks the views (panicking on a violation, an internal bug) and
-/// settles the degenerate products; true if a product with m, n, k > 0 remains.
-fn has_work(g: Gemm<'_>, dst: &mut [f32]) -> bool {
-    prologue(g.m, g.n, g.k, g.lhs, g.rhs, dst, g.dst_rs, g.acc)
 }
 
 /// The AVX-512F path: Goto-style blocking (B blocks of KC × NC packed once and shared by all

@@ -3,21 +3,7 @@
 
 use std::arch::x86_64::*;
 
-/// A view to pack: element (r, q) — r across the panel (rows of A, columns of B), q along
-/// k — is `data[r * sr + q * sq]`, for `r < rows`, `q < k`.
-#[derive(Clone, Copy)]
-pub(super) struct Src<'a> {
-    /// The matrix.
-    pub data: &'a [f32],
-    /// Stride across the panel.
-    pub sr: usize,
-    /// Stride along k.
-    pub sq: usize,
-    /// Panel rows in the view.
-    pub rows: usize,
-    /// Steps along k in the view.
-    pub k: usize,
-}
+pub(super) use crate::engine::cpu::gemm::Src;
 
 /// Packs panel rows `r0..r0 + w` and k `q0..q0 + kc` of `s` into `out[q * w + r]`, zero past
 /// `s.rows`. Needs `r0 < s.rows` and `q0 + kc ≤ s.k` (indexing panics otherwise).

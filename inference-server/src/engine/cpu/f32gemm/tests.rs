@@ -1,50 +1,9 @@
 use super::*;
+use crate::engine::cpu::gemm_testing::{self, operand, values};
 
-/// Deterministic values in [-1, 1) with 24 significant bits.
-pub(super) fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    (0..len)
-        .map(|_| (next() >> 40) as f32 / (1u32 << 23) as f32 - 1.0)
-        .collect()
-}
-
-/// A rows × cols operand: layout 0 row-major, 1 transposed (rs = 1), 2 neither stride 1.
-fn operand(rows: usize, cols: usize, layout: u8, seed: u64) -> (Vec<f32>, usize, usize) {
-    let (rs, cs) = [(cols, 1), (1, rows), (2 * cols + 1, 2)][layout as usize];
-    (values(max_index(rows, cols, rs, cs) + 1, seed), rs, cs)
-}
-
-/// The largest |got − exact| / bound over the m × n block of `got` (row stride `g.dst_rs`),
-/// `exact` being the f64 product (plus `c0` when accumulating; f32 × f32 is exact in f64).
-/// Rounding each product and summing k + 1 terms in f32 in any order (FMA only removes
-/// roundings) errs by at most γ_{k+1}·Σ|terms|, γ_j = j·u / (1 − j·u), u = 2^-24 (Higham,
-/// Accuracy and Stability, §3.1). Every k here has (k + 1)·u < 1e-3, so
-/// bound = 1.01·(k + 1)·u·Σ|terms| (+1e-30 for an all-zero row) holds.
+/// The error against f64 with the inputs taken as they are (f32 products).
 fn error_ratio(g: Gemm<'_>, c0: &[f32], got: &[f32]) -> f64 {
-    let (lhs, rhs) = (g.lhs, g.rhs);
-    let mut worst = 0f64;
-    for (i, j) in (0..g.m).flat_map(|i| (0..g.n).map(move |j| (i, j))) {
-        let c = if g.acc {
-            c0[i * g.dst_rs + j] as f64
-        } else {
-            0.0
-        };
-        let (mut exact, mut abs) = (c, c.abs());
-        for p in 0..g.k {
-            let t =
-                lhs.data[i * lhs.rs + p * lhs.cs] as f64 * rhs.data[p * rhs.rs + j * rhs.cs] as f64;
-            (exact, abs) = (exact + t, abs + t.abs());
-        }
-        let bound = 1.01 * (g.k + 1) as f64 * 2f64.powi(-24) * abs + 1e-30;
-        worst = worst.max((got[i * g.dst_rs + j] as f64 - exact).abs() / bound);
-    }
-    worst
+    gemm_testing::error_ratio(g, c0, got, |x| x as f64)
 }
 
 /// One way to compute a product: a path of `sgemm_own`, or the AVX-512 code with a blocking.
@@ -69,7 +28,7 @@ pub(super) fn compute(r: Run, g: Gemm<'_>, dst: &mut [f32], par: Par) {
         #[cfg(target_arch = "x86_64")]
         Run::Blocked(cfg) => {
             assert!(cpu_has_avx512f(), "Run::Blocked needs avx512f");
-            if has_work(g, dst) {
+            if g.has_work(dst) {
                 // SAFETY: the CPU has avx512f and `has_work` checked the views and m, n, k > 0.
                 unsafe { avx512::gemm(cfg, g, dst, par) };
             }
@@ -99,15 +58,7 @@ fn check(
         rs: brs,
         cs: bcs,
     };
-    let g = Gemm {
-        m,
-        n,
-        k,
-        lhs,
-        rhs,
-        dst_rs: n + 3,
-        acc,
-    };
+    let g = Gemm::new(m, n, k, lhs, rhs, n + 3, acc);
     let c0 = values(m * g.dst_rs, 3);
     let mut got = c0.clone();
     compute(r, Gemm { k: k_used, ..g }, &mut got, par);
@@ -233,27 +184,6 @@ fn bound_catches_a_dropped_k() {
     }
 }
 
-/// The product `dst (+)= lhs · rhs` as a [`Gemm`] (arguments in `sgemm`'s order).
-fn prod<'a>(
-    m: usize,
-    n: usize,
-    k: usize,
-    lhs: Mat<'a>,
-    rhs: Mat<'a>,
-    dst_rs: usize,
-    acc: bool,
-) -> Gemm<'a> {
-    Gemm {
-        m,
-        n,
-        k,
-        lhs,
-        rhs,
-        dst_rs,
-        acc,
-    }
-}
-
 #[test]
 fn k_zero_empty_nan_and_the_public_entry() {
     let one = [1.0f32; 8];
@@ -261,7 +191,7 @@ fn k_zero_empty_nan_and_the_public_entry() {
     for isa in paths() {
         for acc in [false, true] {
             let mut d = [7.0f32; 8];
-            sgemm_own_on(isa, prod(2, 3, 0, lhs, rhs, 4, acc), &mut d, Par::Auto);
+            sgemm_own_on(isa, Gemm::new(2, 3, 0, lhs, rhs, 4, acc), &mut d, Par::Auto);
             let want = if acc {
                 [7.0; 8]
             } else {
@@ -269,12 +199,27 @@ fn k_zero_empty_nan_and_the_public_entry() {
             };
             assert_eq!(d, want, "{isa:?} acc={acc}");
         }
-        sgemm_own_on(isa, prod(0, 3, 1, lhs, rhs, 3, false), &mut [], Par::Auto);
-        sgemm_own_on(isa, prod(2, 0, 1, lhs, rhs, 3, false), &mut [], Par::Auto);
+        sgemm_own_on(
+            isa,
+            Gemm::new(0, 3, 1, lhs, rhs, 3, false),
+            &mut [],
+            Par::Auto,
+        );
+        sgemm_own_on(
+            isa,
+            Gemm::new(2, 0, 1, lhs, rhs, 3, false),
+            &mut [],
+            Par::Auto,
+        );
         let (mut a, b, mut d) = (values(3 * 5, 7), values(5 * 4, 8), vec![0f32; 12]);
         a[5] = f32::NAN; // row 1
         let (lhs, rhs) = (Mat::rows(&a, 5), Mat::rows(&b, 4));
-        sgemm_own_on(isa, prod(3, 4, 5, lhs, rhs, 4, false), &mut d, Par::Serial);
+        sgemm_own_on(
+            isa,
+            Gemm::new(3, 4, 5, lhs, rhs, 4, false),
+            &mut d,
+            Par::Serial,
+        );
         assert!(d[4..8].iter().all(|x| x.is_nan()), "{isa:?}: {d:?}");
         let finite = d[..4].iter().chain(&d[8..]).all(|x| x.is_finite());
         assert!(finite, "{isa:?}: {d:?}");
@@ -282,7 +227,7 @@ fn k_zero_empty_nan_and_the_public_entry() {
     let (a, b, mut d) = (values(9 * 17, 9), values(17 * 11, 10), vec![0f32; 9 * 11]);
     let (lhs, rhs) = (Mat::rows(&a, 17), Mat::rows(&b, 11));
     sgemm_own(9, 11, 17, lhs, rhs, &mut d, 11, false, Par::Auto);
-    let e = error_ratio(prod(9, 11, 17, lhs, rhs, 11, false), &[], &d);
+    let e = error_ratio(Gemm::new(9, 11, 17, lhs, rhs, 11, false), &[], &d);
     assert!(e <= 1.0, "sgemm_own on {:?}: error {e} × bound", isa());
 }
 

@@ -1,8 +1,9 @@
 //! Throughput of the `gemm` crate against the AVX-512 path on Stable Diffusion shapes, and a
 //! sweep of the AVX-512 blockings (both `#[ignore]`d: run them in release builds).
 
-use super::tests::{Run, compute, values};
+use super::tests::{Run, compute};
 use super::*;
+use crate::engine::cpu::gemm_testing::values;
 
 /// Rounds of timings per shape: `SDSERVE_BENCH_BEST` (3 unless set).
 fn rounds() -> usize {
