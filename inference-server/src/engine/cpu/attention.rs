@@ -22,6 +22,17 @@ pub(crate) fn attention(
     g: AttnGeom,
     products: Products,
 ) -> Vec<f32> {
+    if products == Products::Bf16
+        && let Some(out) = super::bf16gemm::attention(q, k, v, g)
+    {
+        return out;
+    }
+    tiled(q, k, v, g, products)
+}
+
+/// [`attention`] through the general GEMMs: `products` for both products, any mask. (The
+/// transposed bf16 attention is checked against it.)
+pub(crate) fn tiled(q: &[f32], k: &[f32], v: &[f32], g: AttnGeom, products: Products) -> Vec<f32> {
     let d = g.d;
     let mut out = vec![0f32; g.bh * g.lq * d];
     if out.is_empty() || g.lk == 0 {

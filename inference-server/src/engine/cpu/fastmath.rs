@@ -22,7 +22,7 @@ const C: [f32; 7] = [
 /// `2^x` for `x ≤ 127`; below -126 it returns 2^-126-ish instead of a subnormal, which is zero
 /// for any softmax that also holds a term of size 1.
 #[inline(always)]
-fn exp2(x: f32) -> f32 {
+pub(crate) fn exp2(x: f32) -> f32 {
     let x = x.clamp(-126.0, 127.0);
     let t = x + ROUND_MAGIC;
     let k = t - ROUND_MAGIC;

@@ -1,4 +1,7 @@
 use super::{Gemm, PAR_GEMM_MIN, Par, bf16_bits};
+
+/// Attention on these kernels, transposed so that nothing is packed per key step.
+pub(super) mod attention;
 use crate::engine::cpu::gemm::Src;
 use rayon::prelude::*;
 use std::arch::x86_64::*;

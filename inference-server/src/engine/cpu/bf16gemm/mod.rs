@@ -5,6 +5,7 @@
 //! calls [`sgemm`], which gives the same products since a bf16 × bf16 product is exact in f32.
 
 use super::gemm::{Gemm, Mat, Par, sgemm};
+use crate::engine::op::AttnGeom;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -54,6 +55,24 @@ pub(crate) fn bf16_path() -> Bf16Path {
 /// Whether [`sgemm_bf16`] runs on native bf16 instructions here (so bf16 is faster than f32).
 pub(crate) fn bf16_native() -> bool {
     bf16_path() == Bf16Path::Avx512Bf16
+}
+
+/// `softmax(scale · q kᵀ) v` (no causal mask) with bf16 products, through the transposed
+/// AVX-512 BF16 attention where [`bf16_path`] takes the native path; `None` elsewhere, for the
+/// caller's general path (the same roundings through [`sgemm_bf16`]).
+pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], g: AttnGeom) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if !g.causal && bf16_native() {
+        let n = |l: usize| g.bh * l * g.d;
+        assert!(
+            q.len() >= n(g.lq) && k.len() >= n(g.lk) && v.len() >= n(g.lk),
+            "attention: inputs shorter than their geometry"
+        );
+        // SAFETY: `bf16_native` checked the CPU features; the inputs hold g's shapes (asserted).
+        return Some(unsafe { avx512::attention::attention(q, k, v, g) });
+    }
+    let _ = (q, k, v, g);
+    None
 }
 
 /// The bits of `x` rounded to bf16, round-to-nearest-even; a NaN stays a (quiet) NaN, bit for bit
