@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::PAR_MIN_WORK;
+use super::bf16gemm::{Operand, bf16_native, sgemm_bf16_weight};
 use super::gemm::{Mat, Par, Products, gemm_with};
 use super::storage::CpuSlice;
 pub(crate) use crate::engine::op::Conv2dGeom;
@@ -47,6 +48,22 @@ fn weight_product(
     scratch: &mut Vec<f32>,
     products: Products,
 ) {
+    if let CpuSlice::BF16(w) = weight
+        && products == Products::Bf16
+        && sgemm_bf16_weight(
+            o,
+            p,
+            k,
+            Operand::Weight(w),
+            Operand::View(rhs),
+            dst,
+            dst_rs,
+            accumulate,
+            Par::Auto,
+        )
+    {
+        return;
+    }
     if let CpuSlice::F32(w) = weight {
         gemm_with(
             products,
@@ -129,6 +146,8 @@ pub(crate) fn conv2d_im2col(
     let whole: Vec<f32>;
     let weight = match weight {
         CpuSlice::F32(_) => weight,
+        // bf16 products pack a bf16 weight from its bits (see `weight_product`).
+        CpuSlice::BF16(_) if products == Products::Bf16 && bf16_native() && k % 2 == 0 => weight,
         _ if g.o * k <= WEIGHT_WHOLE => {
             whole = weight.to_f32().into_owned();
             CpuSlice::F32(&whole)

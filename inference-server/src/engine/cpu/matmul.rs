@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::bf16gemm::{Operand, sgemm_bf16_weight};
 use super::gemm::{Mat, Par, Products, gemm_with};
 use super::storage::CpuSlice;
 use crate::engine::op::{LinearGeom, MatmulGeom};
@@ -71,6 +72,19 @@ pub(crate) fn linear(
             acc,
             Par::Auto,
         ),
+        CpuSlice::BF16(w)
+            if products == Products::Bf16
+                && sgemm_bf16_weight(
+                    rows,
+                    n_out,
+                    n_in,
+                    Operand::View(lhs),
+                    Operand::Weight(w),
+                    &mut out,
+                    n_out,
+                    acc,
+                    Par::Auto,
+                ) => {}
         w => {
             let block = (LINEAR_SCRATCH / n_in.max(1)).clamp(16, n_out.max(16));
             let mut scratch = vec![0f32; block.min(n_out) * n_in];

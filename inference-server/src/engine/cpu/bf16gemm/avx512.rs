@@ -98,6 +98,57 @@ pub(super) fn pack(s: Src<'_>, r0: usize, w: usize, p0: usize, kcp: usize, out: 
     }
 }
 
+/// Where a packed operand comes from: panel rows (rows of A, columns of B) by k.
+#[derive(Clone, Copy)]
+pub(super) enum Panels<'a> {
+    /// An f32 view, rounded to bf16 as it is packed.
+    F32(Src<'a>),
+    /// bf16 values, row-major `[rows, k]` with k even (a stored weight): each pair is one u32
+    /// of the source, copied without a round trip through f32.
+    Bits {
+        /// The values' bits.
+        bits: &'a [u16],
+        /// Panel rows in the matrix.
+        rows: usize,
+        /// Values per row (even).
+        k: usize,
+    },
+}
+
+impl Panels<'_> {
+    /// Packs panel rows `r0..r0 + w` and k-pairs `p0..p0 + kcp` into `out[p * w + r]` as
+    /// [`pack`] does, zero past the matrix. Needs `r0` and `2·p0` inside it.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    fn pack(self, r0: usize, w: usize, p0: usize, kcp: usize, out: &mut [u32]) {
+        let (bits, rows, k) = match self {
+            Panels::F32(s) => return pack(s, r0, w, p0, kcp, out),
+            Panels::Bits { bits, rows, k } => (bits, rows, k),
+        };
+        let out = &mut out[..kcp * w];
+        let (n, pn) = ((rows - r0).min(w), (k / 2 - p0).min(kcp));
+        if n < w || pn < kcp {
+            out.fill(0);
+        }
+        for r in 0..n {
+            let row = &bits[(r0 + r) * k + 2 * p0..][..2 * pn];
+            for (p, pair) in row.chunks_exact(2).enumerate() {
+                out[p * w + r] = pair[0] as u32 | (pair[1] as u32) << 16;
+            }
+        }
+    }
+}
+
+/// A product's sizes and output: `dst[m, n] (+)= a · b` over k, `dst` rows `dst_rs` apart,
+/// added to when `acc`.
+#[derive(Clone, Copy)]
+pub(super) struct Dims {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub dst_rs: usize,
+    pub acc: bool,
+}
+
 /// The C tile a microkernel call updates: rows `0..mr` (stride `rs`) × columns `0..nr` from
 /// `c`, read first (added to) when `load`.
 #[derive(Clone, Copy)]
@@ -198,6 +249,16 @@ kernel!(
     #[cfg(test)] K12X32, [0 1 2 3 4 5 6 7 8 9 10 11], [0 1]
 );
 
+/// The kernel for a product n columns wide: 6 × 64 measured a little faster, but wastes more
+/// of the last panel when n is small or not a multiple of 64 (attention's n = 40), so the
+/// kernel that pads n less.
+pub(super) fn micro_for(n: usize) -> Micro {
+    match n.next_multiple_of(64) > n.next_multiple_of(48) {
+        true => K8X48,
+        false => K6X64,
+    }
+}
+
 /// `dst` as a pointer rayon tasks may share; each task writes a disjoint block of it.
 #[derive(Clone, Copy)]
 struct DstPtr(*mut f32);
@@ -220,10 +281,37 @@ impl DstPtr {
 /// The CPU has avx512f, avx512bw and avx512bf16; `g.m, g.n, g.k > 0` and all three views lie
 /// inside their slices (the asserts of `sgemm_bf16_on`).
 pub(super) unsafe fn gemm(u: Micro, g: Gemm<'_>, dst: &mut [f32], par: Par) {
+    let (lhs, rhs) = (g.lhs, g.rhs);
+    let a = Panels::F32(Src::new(lhs.data, lhs.rs, lhs.cs, g.m, g.k));
+    let b = Panels::F32(Src::new(rhs.data, rhs.cs, rhs.rs, g.n, g.k));
+    let dims = Dims {
+        m: g.m,
+        n: g.n,
+        k: g.k,
+        dst_rs: g.dst_rs,
+        acc: g.acc,
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { gemm_panels(u, dims, a, b, dst, par) }
+}
+
+/// [`gemm`] with operands given as [`Panels`] (A's rows, B's columns by k).
+///
+/// # Safety
+/// The CPU has avx512f, avx512bw and avx512bf16; m, n, k > 0; both operands hold their
+/// m × k and n × k matrices, and `dst` the m × n view with row stride `dst_rs`.
+pub(super) unsafe fn gemm_panels(
+    u: Micro,
+    g: Dims,
+    a: Panels<'_>,
+    b: Panels<'_>,
+    dst: &mut [f32],
+    par: Par,
+) {
     let par = par == Par::Auto && g.m * g.n * g.k >= PAR_GEMM_MIN && g.dst_rs >= g.n;
     let threads = if par { rayon::current_num_threads() } else { 1 };
     // SAFETY: forwarded from the caller; `dst` is a unique borrow covering the view.
-    unsafe { run(u, g, DstPtr(dst.as_mut_ptr()), threads) }
+    unsafe { run(u, g, a, b, DstPtr(dst.as_mut_ptr()), threads) }
 }
 
 /// `g` into `dst`. Each B block is packed once (by panels in parallel) and shared; with
@@ -234,7 +322,14 @@ pub(super) unsafe fn gemm(u: Micro, g: Gemm<'_>, dst: &mut [f32], par: Par) {
 /// As for [`gemm`], and `dst` is valid for the m × n view with row stride `g.dst_rs`, used by
 /// no one else; `threads > 1` only if `g.dst_rs ≥ g.n` (rows do not overlap).
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn run(u: Micro, g: Gemm<'_>, dst: DstPtr, threads: usize) {
+unsafe fn run(
+    u: Micro,
+    g: Dims,
+    a_src: Panels<'_>,
+    b_src: Panels<'_>,
+    dst: DstPtr,
+    threads: usize,
+) {
     let (m, n, mr, nr, kp) = (g.m, g.n, u.mr, u.nr, g.k.div_ceil(2));
     let by_rows = threads > 1 && m >= n;
     let mc_max = (MC / mr).max(1) * mr;
@@ -243,9 +338,6 @@ unsafe fn run(u: Micro, g: Gemm<'_>, dst: DstPtr, threads: usize) {
         false => mc_max,
     };
     let nc = (NC / nr).max(1) * nr;
-    let (lhs, rhs, k) = (g.lhs, g.rhs, g.k);
-    let a_src = Src::new(lhs.data, lhs.rs, lhs.cs, m, k);
-    let b_src = Src::new(rhs.data, rhs.cs, rhs.rs, n, k);
     let a_len = KC.min(kp) * mc.min(m).next_multiple_of(mr);
     let mut ap = vec![0u32; if by_rows { 0 } else { a_len }];
     let mut bp = vec![0u32; KC.min(kp) * nc.min(n).next_multiple_of(nr)];
@@ -257,7 +349,7 @@ unsafe fn run(u: Micro, g: Gemm<'_>, dst: DstPtr, threads: usize) {
             let b_panels = &mut bp[..panels * kcp * nr];
             // Both packs (closures inherit the target features): rows jc + t·nr < n and
             // ic + i < m, and 2·pc < k, as `pack` needs.
-            let pack_b = |(t, out)| pack(b_src, jc + t * nr, nr, pc, kcp, out);
+            let pack_b = |(t, out)| b_src.pack(jc + t * nr, nr, pc, kcp, out);
             match threads > 1 {
                 true => b_panels
                     .par_chunks_mut(kcp * nr)
@@ -267,7 +359,7 @@ unsafe fn run(u: Micro, g: Gemm<'_>, dst: DstPtr, threads: usize) {
             }
             let pack_a = |ic: usize, ap: &mut [u32]| {
                 for (t, i) in (0..mc.min(m - ic)).step_by(mr).enumerate() {
-                    pack(a_src, ic + i, mr, pc, kcp, &mut ap[t * kcp * mr..]);
+                    a_src.pack(ic + i, mr, pc, kcp, &mut ap[t * kcp * mr..]);
                 }
             };
             // Rows ic.. (up to mc) against B panels `js`, with that A block packed in `ap`.

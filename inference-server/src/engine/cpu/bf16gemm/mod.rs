@@ -4,8 +4,9 @@
 //! products per f32 lane and instruction); elsewhere it rounds both operands into f32 scratch and
 //! calls [`sgemm`], which gives the same products since a bf16 × bf16 product is exact in f32.
 
-use super::gemm::{Gemm, Mat, Par, sgemm};
+use super::gemm::{Gemm, Mat, Par, Src, max_index, sgemm};
 use crate::engine::op::AttnGeom;
+use half::bf16;
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -124,12 +125,7 @@ fn sgemm_bf16_on(path: Bf16Path, g: Gemm<'_>, dst: &mut [f32], par: Par) {
     let (m, n, k, lhs, rhs, dst_rs, acc) = (g.m, g.n, g.k, g.lhs, g.rhs, g.dst_rs, g.acc);
     #[cfg(target_arch = "x86_64")]
     if path == Bf16Path::Avx512Bf16 && cpu_has_avx512bf16() {
-        // 6 × 64 measured a little faster, but wastes more of the last panel when n is small
-        // or not a multiple of 64 (attention's n = 40): take the kernel that pads n less.
-        let u = match n.next_multiple_of(64) > n.next_multiple_of(48) {
-            true => avx512::K8X48,
-            false => avx512::K6X64,
-        };
+        let u = avx512::micro_for(n);
         // SAFETY: the CPU has the features `gemm` is compiled for (checked above) and `has_work`'s
         // asserts keep all three views inside their slices, as `gemm` requires.
         unsafe { avx512::gemm(u, g, dst, par) };
@@ -140,6 +136,100 @@ fn sgemm_bf16_on(path: Bf16Path, g: Gemm<'_>, dst: &mut [f32], par: Par) {
     let (a, b) = (rounded(m, k, lhs, big), rounded(k, n, rhs, big));
     let (a, b) = (Mat::rows(&a, k), Mat::rows(&b, n));
     sgemm(m, n, k, a, b, dst, dst_rs, acc, par);
+}
+
+/// One operand of [`sgemm_bf16_weight`]: an f32 view (rounded to bf16 as it is packed), or a
+/// stored bf16 weight, row-major with k values per row (A's rows or B's columns).
+#[derive(Clone, Copy)]
+pub(crate) enum Operand<'a> {
+    /// A strided f32 view, as for [`sgemm_bf16`].
+    View(Mat<'a>),
+    /// bf16 values `[rows, k]`: A `[m, k]` as the lhs, Bᵀ `[n, k]` as the rhs.
+    Weight(&'a [bf16]),
+}
+
+/// [`sgemm_bf16`] with either operand a stored bf16 weight, which the AVX-512 BF16 path packs
+/// from its bits (no f32 copy of the weight, half the bytes read). Returns false, computing
+/// nothing, where that path does not run (no native bf16, `SDSERVE_CPU_BF16=portable`, or an
+/// odd k, whose pairs would straddle rows): the caller then converts the weight and calls
+/// [`sgemm_bf16`], which gives the same products.
+///
+/// Panics (an internal bug) if an operand or `dst` is shorter than its view.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_bf16_weight(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Operand<'_>,
+    rhs: Operand<'_>,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    par: Par,
+) -> bool {
+    if !bf16_native() || k % 2 == 1 {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (a, b) = (panels(lhs, m, k, true), panels(rhs, n, k, false));
+        if m == 0 || n == 0 {
+            return true;
+        }
+        assert!(
+            max_index(m, n, dst_rs, 1) < dst.len(),
+            "sgemm_bf16_weight: dst out of bounds"
+        );
+        if k == 0 {
+            if !accumulate {
+                dst.chunks_mut(dst_rs)
+                    .take(m)
+                    .for_each(|r| r[..n].fill(0.0));
+            }
+            return true;
+        }
+        let dims = avx512::Dims {
+            m,
+            n,
+            k,
+            dst_rs,
+            acc: accumulate,
+        };
+        // SAFETY: `bf16_native` checked the features; the asserts keep both operands and `dst`
+        // inside their slices; m, n, k > 0.
+        unsafe { avx512::gemm_panels(avx512::micro_for(n), dims, a, b, dst, par) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, n, lhs, rhs, dst, dst_rs, accumulate, par);
+        false
+    }
+}
+
+/// `o` as the packing source of an operand with `rows` panel rows by `k` (`lhs`: A's rows, else
+/// B's columns). Panics (an internal bug) if `o` is shorter than that.
+#[cfg(target_arch = "x86_64")]
+fn panels(o: Operand<'_>, rows: usize, k: usize, lhs: bool) -> avx512::Panels<'_> {
+    match o {
+        Operand::View(v) => {
+            let inside = rows == 0 || k == 0 || {
+                let (rs, cs) = if lhs { (v.rs, v.cs) } else { (v.cs, v.rs) };
+                max_index(rows, k, rs, cs) < v.data.len()
+            };
+            assert!(inside, "sgemm_bf16_weight: view out of bounds");
+            let (sr, sq) = if lhs { (v.rs, v.cs) } else { (v.cs, v.rs) };
+            avx512::Panels::F32(Src::new(v.data, sr, sq, rows, k))
+        }
+        Operand::Weight(w) => {
+            assert!(
+                w.len() >= rows * k,
+                "sgemm_bf16_weight: weight shorter than its view"
+            );
+            let bits: &[u16] = bytemuck::cast_slice(w);
+            avx512::Panels::Bits { bits, rows, k }
+        }
+    }
 }
 
 /// The `rows × cols` view `v` rounded to bf16 into a row-major f32 matrix (rayon if `par`).
