@@ -147,7 +147,9 @@ pub(crate) fn conv2d_im2col(
     let weight = match weight {
         CpuSlice::F32(_) => weight,
         // bf16 products pack a bf16 weight from its bits (see `weight_product`).
-        CpuSlice::BF16(_) if products == Products::Bf16 && bf16_native() && k % 2 == 0 => weight,
+        CpuSlice::BF16(_) if products == Products::Bf16 && bf16_native() && k.is_multiple_of(2) => {
+            weight
+        }
         _ if g.o * k <= WEIGHT_WHOLE => {
             whole = weight.to_f32().into_owned();
             CpuSlice::F32(&whole)
