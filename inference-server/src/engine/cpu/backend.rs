@@ -203,6 +203,9 @@ impl BackendStorage for CpuStorage {
             0,
         );
         let (w, b) = (f32_of(weight)?, f32_of(bias)?);
+        if let CpuSlice::BF16(x) = self.view(v)? {
+            return Ok(CpuStorage::BF16(norm::group_norm_bf16(x, &w, &b, g)));
+        }
         self.map_f32(v, |x| norm::group_norm(x, &w, &b, g))
     }
 

@@ -124,6 +124,33 @@ pub(crate) fn levels() -> Vec<Level> {
     vec![Level::Portable]
 }
 
+#[inline(always)]
+fn to_bf16_impl(dst: &mut [u16], src: &[f32]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = super::bf16gemm::bf16_bits(x) as u16;
+    }
+}
+
+/// `src` rounded to bf16 into `dst` (nearest-even, NaN kept quiet): bit for bit
+/// `half::bf16::from_f32`, at vector width (half's slice conversion is scalar for bf16).
+pub(crate) fn to_bf16(dst: &mut [half::bf16], src: &[f32]) {
+    let dst: &mut [u16] = bytemuck::cast_slice_mut(dst);
+    dispatch!(to_bf16_impl(dst: &mut [u16], src: &[f32]) -> ())
+}
+
+#[inline(always)]
+fn from_bf16_impl(dst: &mut [f32], src: &[u16]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = f32::from_bits((x as u32) << 16);
+    }
+}
+
+/// `src` widened to f32 into `dst` (exact).
+pub(crate) fn from_bf16(dst: &mut [f32], src: &[half::bf16]) {
+    let src: &[u16] = bytemuck::cast_slice(src);
+    dispatch!(from_bf16_impl(dst: &mut [f32], src: &[u16]) -> ())
+}
+
 #[cfg(test)]
 thread_local! {
     /// A path forced on this thread by a test (see [`with_level`]).
@@ -454,6 +481,43 @@ mod tests {
                     "{level:?} exp2 sum"
                 );
             });
+        }
+    }
+
+    #[test]
+    fn bf16_conversions_match_half_on_every_path() {
+        let mut xs: Vec<f32> = (0..4096).map(|i| (i as f32 - 2048.0) * 0.372_1).collect();
+        xs.extend((0..4096u32).map(|i| f32::from_bits(i.wrapping_mul(0x9e37_79b9))));
+        xs.extend([
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MAX,
+            f32::MIN,
+        ]);
+        xs.extend([
+            1.0 + f32::EPSILON * 64.0,
+            1.0 + f32::EPSILON * 192.0,
+            1e-40,
+            -3e-39,
+        ]);
+        let want: Vec<u16> = xs
+            .iter()
+            .map(|&x| half::bf16::from_f32(x).to_bits())
+            .collect();
+        for level in levels() {
+            let mut got = vec![half::bf16::ZERO; xs.len()];
+            with_level(level, || to_bf16(&mut got, &xs));
+            let got: Vec<u16> = got.iter().map(|x| x.to_bits()).collect();
+            assert_eq!(got, want, "{level:?}: f32 -> bf16");
+            let back_want: Vec<u32> = want.iter().map(|&b| (b as u32) << 16).collect();
+            let mut back = vec![0f32; xs.len()];
+            let halves: Vec<half::bf16> = want.iter().map(|&b| half::bf16::from_bits(b)).collect();
+            with_level(level, || from_bf16(&mut back, &halves));
+            let back: Vec<u32> = back.iter().map(|x| x.to_bits()).collect();
+            assert_eq!(back, back_want, "{level:?}: bf16 -> f32");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Fused normalisation kernels.
 
+use half::bf16;
 use rayon::prelude::*;
 
 use super::PAR_MIN_WORK;
@@ -41,8 +42,8 @@ pub(crate) fn group_norm(x: &[f32], w: &[f32], b: &[f32], g: GroupNormGeom) -> V
         c,
         spatial,
         groups,
-        eps,
         silu: with_silu,
+        ..
     } = g;
     let cpg = c / groups;
     let block = cpg * spatial;
@@ -52,13 +53,7 @@ pub(crate) fn group_norm(x: &[f32], w: &[f32], b: &[f32], g: GroupNormGeom) -> V
     }
     // One (sample, group) block is contiguous: cpg channels × spatial.
     let run = |(gi, (dst, src)): (usize, (&mut [f32], &[f32]))| {
-        let g = gi % groups;
-        let (mean, var) = mean_var(src);
-        let inv = 1.0 / (var + eps).sqrt();
-        for ci in 0..cpg {
-            let ch = g * cpg + ci;
-            let scale = inv * w[ch];
-            let shift = b[ch] - mean * scale;
+        for (ci, scale, shift) in channel_affines(gi % groups, src, w, b, &g) {
             let range = ci * spatial..(ci + 1) * spatial;
             fastmath::affine(
                 &mut dst[range.clone()],
@@ -81,4 +76,90 @@ pub(crate) fn group_norm(x: &[f32], w: &[f32], b: &[f32], g: GroupNormGeom) -> V
             .for_each(run);
     }
     out
+}
+
+/// Per channel of group `group`, whose block of f32 values is `src`: (channel within the group,
+/// scale, shift) such that the normalised, affine-mapped value is `x · scale + shift`.
+fn channel_affines(
+    group: usize,
+    src: &[f32],
+    w: &[f32],
+    b: &[f32],
+    g: &GroupNormGeom,
+) -> impl Iterator<Item = (usize, f32, f32)> {
+    let cpg = g.c / g.groups;
+    let (mean, var) = mean_var(src);
+    let inv = 1.0 / (var + g.eps).sqrt();
+    (0..cpg).map(move |ci| {
+        let ch = group * cpg + ci;
+        let scale = inv * w[ch];
+        (ci, scale, b[ch] - mean * scale)
+    })
+}
+
+/// [`group_norm`] of bf16 activations, one (sample, group) block at a time through f32
+/// scratch: the input is read and the output written once, two bytes an element, where
+/// widening the whole tensor, normalising into a second f32 tensor and narrowing it back made
+/// three passes over four-byte copies (measured: the VAE decoder's 29 group norms at 512×512
+/// took 1.0 s in bf16 that way against 0.35 s in f32). Same arithmetic as [`group_norm`] on the
+/// widened input, so the results are identical.
+pub(crate) fn group_norm_bf16(x: &[bf16], w: &[f32], b: &[f32], g: GroupNormGeom) -> Vec<bf16> {
+    let (spatial, cpg) = (g.spatial, g.c / g.groups);
+    let block = cpg * spatial;
+    let mut out = vec![bf16::ZERO; x.len()];
+    if block == 0 {
+        return out;
+    }
+    let run = |scratch: &mut Vec<f32>, (gi, (dst, src)): (usize, (&mut [bf16], &[bf16]))| {
+        scratch.resize(block + spatial, 0.0);
+        let (wide, row) = scratch.split_at_mut(block);
+        fastmath::from_bf16(wide, src);
+        for (ci, scale, shift) in channel_affines(gi % g.groups, wide, w, b, &g) {
+            let range = ci * spatial..(ci + 1) * spatial;
+            fastmath::affine(row, &wide[range.clone()], scale, shift, g.silu);
+            fastmath::to_bf16(&mut dst[range], row);
+        }
+    };
+    out.par_chunks_mut(block)
+        .zip(x.par_chunks(block))
+        .enumerate()
+        .for_each_init(Vec::new, run);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::cpu::gemm_testing::values;
+
+    #[test]
+    fn bf16_group_norm_is_the_f32_one_on_the_widened_input_narrowed() {
+        // Two samples, 6 channels in 3 groups, 50 positions; with and without SiLU; values
+        // offset so the mean matters.
+        let (n, c, spatial) = (2, 6, 50);
+        let x: Vec<bf16> = values(n * c * spatial, 31)
+            .iter()
+            .map(|&v| bf16::from_f32(3.0 + 2.0 * v))
+            .collect();
+        let (w, b) = (values(c, 32), values(c, 33));
+        let wide: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+        for silu in [false, true] {
+            let g = GroupNormGeom {
+                c,
+                spatial,
+                groups: 3,
+                eps: 1e-5,
+                silu,
+            };
+            let want: Vec<u16> = group_norm(&wide, &w, &b, g)
+                .iter()
+                .map(|&v| bf16::from_f32(v).to_bits())
+                .collect();
+            let got: Vec<u16> = group_norm_bf16(&x, &w, &b, g)
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            assert_eq!(got, want, "silu={silu}");
+        }
+    }
 }

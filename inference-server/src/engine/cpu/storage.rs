@@ -134,7 +134,7 @@ impl<'a> CpuSlice<'a> {
         match self {
             CpuSlice::F32(s) => dst.copy_from_slice(&s[start..end]),
             CpuSlice::F16(s) => s[start..end].convert_to_f32_slice(dst),
-            CpuSlice::BF16(s) => s[start..end].convert_to_f32_slice(dst),
+            CpuSlice::BF16(s) => super::fastmath::from_bf16(dst, &s[start..end]),
         }
     }
 
@@ -193,6 +193,6 @@ impl HalfFromF32 for f16 {
 
 impl HalfFromF32 for bf16 {
     fn fill_from_f32(dst: &mut [Self], src: &[f32]) {
-        dst.convert_from_f32_slice(src)
+        super::fastmath::to_bf16(dst, src)
     }
 }

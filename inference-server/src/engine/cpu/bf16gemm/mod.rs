@@ -79,7 +79,7 @@ pub(crate) fn attention(q: &[f32], k: &[f32], v: &[f32], g: AttnGeom) -> Option<
 /// The bits of `x` rounded to bf16, round-to-nearest-even; a NaN stays a (quiet) NaN, bit for bit
 /// what `vcvtne2ps2bf16` and `half::bf16::from_f32` give (subnormals: see [`sgemm_bf16`]).
 #[inline(always)]
-fn bf16_bits(x: f32) -> u32 {
+pub(crate) fn bf16_bits(x: f32) -> u32 {
     let b = x.to_bits();
     match x.is_nan() {
         true => (b >> 16) | 0x40,
