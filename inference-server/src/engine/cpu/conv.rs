@@ -116,6 +116,11 @@ pub(crate) fn conv2d(
 ) -> Vec<f32> {
     if super::winograd_enabled() && super::winograd::applies(&g) {
         let weight = weight.to_f32();
+        if products == Products::Bf16
+            && let Some(out) = super::winograd_bf16::conv2d(x, &weight, bias, residual, g)
+        {
+            return out;
+        }
         return super::winograd::conv2d(x, &weight, bias, residual, g, products);
     }
     conv2d_im2col(x, weight, bias, residual, g, products)

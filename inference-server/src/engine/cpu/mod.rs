@@ -20,6 +20,7 @@ pub mod profile;
 mod storage;
 pub(crate) mod threads;
 mod winograd;
+mod winograd_bf16;
 
 pub(crate) use storage::{CpuSlice, CpuStorage};
 

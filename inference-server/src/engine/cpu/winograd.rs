@@ -14,18 +14,18 @@ use super::gemm::{Mat, Par, Products, gemm_with};
 use crate::engine::op::Conv2dGeom;
 
 /// Input tile side (`m + r − 1` for m = 4 outputs and r = 3 taps).
-const ALPHA: usize = 6;
+pub(super) const ALPHA: usize = 6;
 /// Output tile side.
-const TILE: usize = 4;
+pub(super) const TILE: usize = 4;
 /// Points of the transformed domain: one GEMM each.
-const POINTS: usize = ALPHA * ALPHA;
+pub(super) const POINTS: usize = ALPHA * ALPHA;
 /// Transformed inputs (and outputs) held per block of tiles, in f32 elements (1 MiB each, so a
 /// block's transforms and GEMMs stay in cache)...
-const BLOCK_ELEMS: usize = 1 << 18;
+pub(super) const BLOCK_ELEMS: usize = 1 << 18;
 /// ...but at least this many tiles per block, however many channels: the GEMMs' `n`, below
 /// which packing the `[o, c]` matrices costs more than cache misses do. Measured on the VAE
 /// decoder (2 cores): 16 tiles 25.3 s, 128 19.2 s, 256 18.2–19.4 s, 512 18.5 s.
-const MIN_BLOCK_TILES: usize = 256;
+pub(super) const MIN_BLOCK_TILES: usize = 256;
 
 /// Whether `g` is a convolution this path computes, and is large enough to gain: a 3×3 kernel
 /// at stride 1 with padding 1 over at least 32×32 outputs and 16 channels each way. Measured on
@@ -46,7 +46,7 @@ pub(crate) fn applies(g: &Conv2dGeom) -> bool {
 
 /// The transformed weights `U = G g Gᵀ` of `weight [o, c, 3, 3]`, laid out `[36][o][c]`: one
 /// row-major `[o, c]` matrix per point, which the GEMMs read contiguously.
-fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
+pub(super) fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
     const ROWS: usize = 8;
     let mut u = vec![0f32; o * c * POINTS];
     // Work is split by blocks of ROWS output channels; each block writes its rows of all 36
@@ -93,7 +93,7 @@ fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
 
 /// `G · (g0, g1, g2)`.
 #[inline(always)]
-fn kernel_taps(g0: f32, g1: f32, g2: f32) -> [f32; ALPHA] {
+pub(super) fn kernel_taps(g0: f32, g1: f32, g2: f32) -> [f32; ALPHA] {
     let (a, b) = (g0 + g2, g1);
     [
         g0 / 4.0,
@@ -107,10 +107,10 @@ fn kernel_taps(g0: f32, g1: f32, g2: f32) -> [f32; ALPHA] {
 
 /// Tiles transformed together: the arithmetic runs on `[f32; LANES]` rows, which the compiler
 /// turns into vector instructions, and the transformed values are stored `LANES` at a time.
-const LANES: usize = 8;
+pub(super) const LANES: usize = 8;
 
 /// A row of `LANES` tiles' values at one position.
-type Lane = [f32; LANES];
+pub(super) type Lane = [f32; LANES];
 
 #[inline(always)]
 fn lane(f: impl Fn(usize) -> f32) -> Lane {
@@ -170,10 +170,52 @@ fn patch(plane: &[f32], g: &Conv2dGeom, ty: usize, tx: usize) -> [[f32; ALPHA]; 
     d
 }
 
-/// Fills `v [c][36][tb]` with `Bᵀ d B` of the 6×6 input patch of each tile `t0..t0 + tb`,
-/// tiles numbered across the batch (`tiles` per image).
+/// `Bᵀ d B` of channel `ci`'s 6×6 input patches of the `n ≤ LANES` tiles `t..t + n` (tiles
+/// numbered across the batch, `tiles` per image): `[point][lane]`, missing lanes zero.
 // Index loops mirror the transforms' maths (`d[i][j][lane]`), across three array levels.
 #[allow(clippy::needless_range_loop)]
+#[inline(always)]
+pub(super) fn input_lanes(
+    x: &[f32],
+    g: &Conv2dGeom,
+    tiles: usize,
+    tiles_w: usize,
+    ci: usize,
+    t: usize,
+    n: usize,
+) -> [Lane; POINTS] {
+    let hw = g.h * g.w;
+    // d[i][j][lane]: the patches of up to LANES tiles (missing lanes stay zero).
+    let mut d = [[[0f32; LANES]; ALPHA]; ALPHA];
+    for l in 0..n {
+        let (image, t) = ((t + l) / tiles, (t + l) % tiles);
+        let plane = &x[(image * g.c + ci) * hw..][..hw];
+        let p = patch(plane, g, t / tiles_w, t % tiles_w);
+        for i in 0..ALPHA {
+            for j in 0..ALPHA {
+                d[i][j][l] = p[i][j];
+            }
+        }
+    }
+    // Bᵀ d: columns; then (Bᵀ d) B: rows.
+    let mut cols = [[[0f32; LANES]; ALPHA]; ALPHA];
+    for j in 0..ALPHA {
+        let t = input_taps(&std::array::from_fn(|i| d[i][j]));
+        for i in 0..ALPHA {
+            cols[i][j] = t[i];
+        }
+    }
+    let mut out = [[0f32; LANES]; POINTS];
+    for (i, row) in cols.iter().enumerate() {
+        for (j, value) in input_taps(row).into_iter().enumerate() {
+            out[i * ALPHA + j] = value;
+        }
+    }
+    out
+}
+
+/// Fills `v [c][36][tb]` with `Bᵀ d B` of the 6×6 input patch of each tile `t0..t0 + tb`,
+/// tiles numbered across the batch (`tiles` per image).
 fn transform_input(
     x: &[f32],
     g: &Conv2dGeom,
@@ -186,33 +228,15 @@ fn transform_input(
     v.par_chunks_mut(POINTS * tb)
         .enumerate()
         .for_each(|(ci, dst)| {
-            let hw = g.h * g.w;
             for tj0 in (0..tb).step_by(LANES) {
                 let n = LANES.min(tb - tj0);
-                // d[i][j][lane]: the patches of up to LANES tiles (missing lanes stay zero).
-                let mut d = [[[0f32; LANES]; ALPHA]; ALPHA];
-                for l in 0..n {
-                    let t = t0 + tj0 + l;
-                    let (image, t) = (t / tiles, t % tiles);
-                    let plane = &x[(image * g.c + ci) * hw..][..hw];
-                    let p = patch(plane, g, t / tiles_w, t % tiles_w);
-                    for i in 0..ALPHA {
-                        for j in 0..ALPHA {
-                            d[i][j][l] = p[i][j];
-                        }
-                    }
-                }
-                // Bᵀ d: columns; then (Bᵀ d) B: rows.
-                let mut cols = [[[0f32; LANES]; ALPHA]; ALPHA];
-                for j in 0..ALPHA {
-                    let t = input_taps(&std::array::from_fn(|i| d[i][j]));
-                    for i in 0..ALPHA {
-                        cols[i][j] = t[i];
-                    }
-                }
-                for (i, row) in cols.iter().enumerate() {
-                    for (j, value) in input_taps(row).iter().enumerate() {
-                        dst[(i * ALPHA + j) * tb + tj0..][..n].copy_from_slice(&value[..n]);
+                let lanes = input_lanes(x, g, tiles, tiles_w, ci, t0 + tj0, n);
+                for (point, value) in lanes.iter().enumerate() {
+                    let dst = &mut dst[point * tb + tj0..];
+                    // A whole lane row is a fixed-size copy (no call to memmove).
+                    match n == LANES {
+                        true => dst[..LANES].copy_from_slice(value),
+                        false => dst[..n].copy_from_slice(&value[..n]),
                     }
                 }
             }
@@ -225,7 +249,7 @@ fn transform_input(
 #[allow(clippy::too_many_arguments)]
 // Index loops mirror the transforms' maths (`d[i][j][lane]`), across three array levels.
 #[allow(clippy::needless_range_loop)]
-fn transform_output(
+pub(super) fn transform_output(
     m: &[f32],
     bias: Option<&[f32]>,
     residual: Option<&[f32]>,

@@ -113,6 +113,16 @@ pub(super) enum Panels<'a> {
         /// Values per row (even).
         k: usize,
     },
+    /// Already in the packed layout, whole panels of `w` rows over all `kp` pairs
+    /// (`panels[(panel · kp + p) · w + r]`): packing a block is one contiguous copy.
+    Packed {
+        /// The panels, zero-padded to whole panels.
+        panels: &'a [u32],
+        /// Pairs per panel.
+        kp: usize,
+        /// Panel width: the kernel's rows (for A) or columns (for B).
+        w: usize,
+    },
 }
 
 impl Panels<'_> {
@@ -123,6 +133,15 @@ impl Panels<'_> {
         let (bits, rows, k) = match self {
             Panels::F32(s) => return pack(s, r0, w, p0, kcp, out),
             Panels::Bits { bits, rows, k } => (bits, rows, k),
+            Panels::Packed { panels, kp, w: pw } => {
+                assert!(
+                    pw == w && r0 % w == 0,
+                    "bf16 gemm: panels packed {pw} wide, not {w}"
+                );
+                let start = ((r0 / w) * kp + p0) * w;
+                out[..kcp * w].copy_from_slice(&panels[start..start + kcp * w]);
+                return;
+            }
         };
         let out = &mut out[..kcp * w];
         let (n, pn) = ((rows - r0).min(w), (k / 2 - p0).min(kcp));

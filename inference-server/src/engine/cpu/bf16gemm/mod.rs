@@ -207,6 +207,107 @@ pub(crate) fn sgemm_bf16_weight(
     }
 }
 
+/// Rows of the A panels that [`sgemm_bf16_packed`] takes (its kernel's).
+pub(crate) const PACKED_MR: usize = 6;
+/// Columns of its B panels.
+pub(crate) const PACKED_NR: usize = 64;
+
+/// `dst[m, n] = a · b` (row stride `dst_rs`, overwritten, on this thread) from operands already
+/// in the packed layout, bf16 pairs along k: `a[(panel · kp + p) · PACKED_MR + r]` holds
+/// A(panel · PACKED_MR + r, 2p) in its low half and A(.., 2p + 1) in its high half, `b` likewise
+/// with [`PACKED_NR`] columns of B per panel, kp = ⌈k / 2⌉, both zero-padded to whole panels.
+/// For operands packed once and multiplied many times (Winograd's transformed weights) or
+/// produced in this layout (its transformed inputs). Returns false, computing nothing, where
+/// the AVX-512 BF16 path does not run.
+///
+/// Panics (an internal bug) if an operand or `dst` is shorter than the above.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_bf16_packed(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[u32],
+    b: &[u32],
+    dst: &mut [f32],
+    dst_rs: usize,
+) -> bool {
+    if !bf16_native() {
+        return false;
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return true;
+    }
+    let kp = k.div_ceil(2);
+    assert!(
+        a.len() >= m.div_ceil(PACKED_MR) * kp * PACKED_MR,
+        "sgemm_bf16_packed: short a"
+    );
+    assert!(
+        b.len() >= n.div_ceil(PACKED_NR) * kp * PACKED_NR,
+        "sgemm_bf16_packed: short b"
+    );
+    assert!(
+        max_index(m, n, dst_rs, 1) < dst.len(),
+        "sgemm_bf16_packed: dst out of bounds"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        let u = avx512::K6X64;
+        let a = avx512::Panels::Packed {
+            panels: a,
+            kp,
+            w: PACKED_MR,
+        };
+        let b = avx512::Panels::Packed {
+            panels: b,
+            kp,
+            w: PACKED_NR,
+        };
+        let dims = avx512::Dims {
+            m,
+            n,
+            k,
+            dst_rs,
+            acc: false,
+        };
+        // SAFETY: `bf16_native` checked the features; the asserts keep both operands and `dst`
+        // inside their slices; m, n, k > 0.
+        unsafe { avx512::gemm_panels(u, dims, a, b, dst, Par::Serial) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Packs `rows × k` of the f32 view `v` (element (r, q) at `v.data[r·v.rs + q·v.cs]`) into
+/// whole panels of `w` rows in [`sgemm_bf16_packed`]'s layout (`w` = [`PACKED_MR`] for A,
+/// [`PACKED_NR`] for Bᵀ), rounding to bf16; `out` is resized to fit. False where the AVX-512
+/// BF16 path does not run.
+pub(crate) fn pack_panels(v: Mat<'_>, rows: usize, k: usize, w: usize, out: &mut Vec<u32>) -> bool {
+    if !bf16_native() {
+        return false;
+    }
+    let kp = k.div_ceil(2);
+    out.clear();
+    out.resize(rows.div_ceil(w) * kp * w, 0);
+    if rows == 0 || k == 0 {
+        return true;
+    }
+    assert!(
+        max_index(rows, k, v.rs, v.cs) < v.data.len(),
+        "pack_panels: view out of bounds"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        let src = Src::new(v.data, v.rs, v.cs, rows, k);
+        for (t, panel) in out.chunks_mut(kp * w).enumerate() {
+            // SAFETY: `bf16_native` checked the features; the view lies in its slice.
+            unsafe { avx512::pack(src, t * w, w, 0, kp, panel) };
+        }
+    }
+    true
+}
+
 /// `o` as the packing source of an operand with `rows` panel rows by `k` (`lhs`: A's rows, else
 /// B's columns). Panics (an internal bug) if `o` is shorter than that.
 #[cfg(target_arch = "x86_64")]

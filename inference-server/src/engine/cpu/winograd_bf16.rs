@@ -1,0 +1,185 @@
+//! Winograd F(4×4, 3×3) with bf16 products on AVX-512 BF16: the same transforms as
+//! [`super::winograd`], but the transformed weights are packed into the GEMM's panel layout once
+//! per call and the input transform writes its values there directly, as bf16 pairs.
+//!
+//! Why: through the general bf16 GEMM, each block of tiles packed its 36 transformed-input
+//! matrices from f32 (a second pass over them) and re-packed all 36 transformed-weight
+//! matrices (measured on the VAE decoder at 512×512, 128 channels: 64 blocks a call, packing a
+//! tenth of the bf16 decode). The products, their order and the rounding points are the general
+//! path's, so the results are identical to it bit for bit.
+
+use rayon::prelude::*;
+
+use super::bf16gemm::{PACKED_MR, PACKED_NR, bf16_bits, pack_panels, sgemm_bf16_packed};
+use super::gemm::Mat;
+use super::winograd::{
+    BLOCK_ELEMS, LANES, MIN_BLOCK_TILES, POINTS, TILE, input_lanes, transform_output,
+    transform_weights,
+};
+use crate::engine::op::Conv2dGeom;
+
+/// [`super::winograd::conv2d`] with bf16 products, or `None` (nothing computed) where the CPU
+/// lacks the AVX-512 BF16 path. `weight [o, c, 3, 3]` in f32; `g` one that
+/// [`super::winograd::applies`] accepts.
+pub(crate) fn conv2d(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    g: Conv2dGeom,
+) -> Option<Vec<f32>> {
+    let (o, c) = (g.o, g.c);
+    // U_ξ [o, c] as A panels, one packed matrix per point.
+    let u = transform_weights(weight, o, c);
+    let mut packed_u = Vec::with_capacity(POINTS);
+    for point in u.chunks(o * c) {
+        let mut panels = Vec::new();
+        if !pack_panels(Mat::rows(point, c), o, c, PACKED_MR, &mut panels) {
+            return None;
+        }
+        packed_u.push(panels);
+    }
+    drop(u);
+    let spatial = g.ho * g.wo;
+    let mut out = vec![0f32; g.n * o * spatial];
+    let (tiles_h, tiles_w) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
+    let tiles = tiles_h * tiles_w;
+    let total = g.n * tiles;
+    let block = (BLOCK_ELEMS / (POINTS * c.max(o)))
+        .max(MIN_BLOCK_TILES)
+        .min(total);
+    // V_ξ [c, tb] as B panels: per point, ⌈tb / 64⌉ panels of ⌈c / 2⌉ channel pairs × 64 tiles.
+    let per_point = block.div_ceil(PACKED_NR) * c.div_ceil(2) * PACKED_NR;
+    let mut v = vec![0u32; POINTS * per_point];
+    let mut m = vec![0f32; o * POINTS * block];
+    let mut planes: Vec<Vec<&mut [f32]>> = (0..o).map(|_| Vec::with_capacity(g.n)).collect();
+    for (index, plane) in out.chunks_mut(spatial).enumerate() {
+        planes[index % o].push(plane);
+    }
+    let mut t0 = 0;
+    while t0 < total {
+        let tb = block.min(total - t0);
+        transform_input(x, &g, tiles, tiles_w, t0, tb, &mut v, per_point);
+        let m = &mut m[..o * POINTS * tb];
+        let v = &v;
+        let packed_u = &packed_u;
+        m.par_chunks_mut(o * tb).enumerate().for_each(|(xi, mx)| {
+            let vx = &v[xi * per_point..][..per_point];
+            let done = sgemm_bf16_packed(o, tb, c, &packed_u[xi], vx, mx, tb);
+            assert!(done, "the bf16 path ran for the weights, so it runs here");
+        });
+        transform_output(m, bias, residual, &g, tiles, tiles_w, t0, tb, &mut planes);
+        t0 += tb;
+    }
+    drop(planes);
+    Some(out)
+}
+
+/// Writes `Bᵀ d B` of tiles `t0..t0 + tb` into `v` as B panels, `per_point` u32 per point:
+/// panel j of point ξ holds tiles 64j.. as `[channel pair][tile]`, each u32 the bf16 of the
+/// even channel (low half) and the odd one (high half). One task per panel, over all channels.
+#[allow(clippy::too_many_arguments)]
+fn transform_input(
+    x: &[f32],
+    g: &Conv2dGeom,
+    tiles: usize,
+    tiles_w: usize,
+    t0: usize,
+    tb: usize,
+    v: &mut [u32],
+    per_point: usize,
+) {
+    let pairs = g.c.div_ceil(2);
+    let panel_len = pairs * PACKED_NR;
+    // For panel j, its slice of each point's matrix.
+    let mut points: Vec<std::slice::ChunksMut<'_, u32>> = v
+        .chunks_mut(per_point)
+        .map(|p| p.chunks_mut(panel_len))
+        .collect();
+    let tasks: Vec<Vec<&mut [u32]>> = (0..tb.div_ceil(PACKED_NR))
+        .map(|_| {
+            points
+                .iter_mut()
+                .map(|panels| panels.next().expect("one panel per task"))
+                .collect()
+        })
+        .collect();
+    tasks.into_par_iter().enumerate().for_each(|(j, mut dst)| {
+        let first = j * PACKED_NR;
+        let width = PACKED_NR.min(tb - first);
+        for pair in 0..pairs {
+            for l0 in (0..width).step_by(LANES) {
+                let n = LANES.min(width - l0);
+                let t = t0 + first + l0;
+                let even = input_lanes(x, g, tiles, tiles_w, 2 * pair, t, n);
+                let odd = match 2 * pair + 1 < g.c {
+                    true => input_lanes(x, g, tiles, tiles_w, 2 * pair + 1, t, n),
+                    false => [[0.0; LANES]; POINTS],
+                };
+                for (point, panel) in dst.iter_mut().enumerate() {
+                    let out = &mut panel[pair * PACKED_NR + l0..][..LANES];
+                    for (l, w) in out.iter_mut().enumerate() {
+                        *w = bf16_bits(even[point][l]) | bf16_bits(odd[point][l]) << 16;
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::cpu::bf16gemm::bf16_native;
+    use crate::engine::cpu::gemm::Products;
+    use crate::engine::cpu::gemm_testing::values;
+
+    #[test]
+    fn equals_the_general_bf16_winograd_bit_for_bit() {
+        if !bf16_native() {
+            eprintln!("note: no native bf16 path here; the packed Winograd declines");
+            let g = geom(1, 16, 16, 32, 32);
+            let x = values(16 * 32 * 32, 1);
+            assert!(conv2d(&x, &values(16 * 16 * 9, 2), None, None, g).is_none());
+            return;
+        }
+        // Partial tiles on the edges, an odd channel count (a half pair), a last block of tiles
+        // that ends inside a 64-tile panel (612 tiles: 256 + 256 + 100), bias and residual.
+        for (n, c, o, h, w) in [
+            (2, 16, 24, 66, 70),
+            (1, 17, 20, 37, 33),
+            (1, 32, 16, 32, 32),
+        ] {
+            let g = geom(n, c, o, h, w);
+            let x = values(n * c * h * w, 3);
+            let wt = values(o * c * 9, 4);
+            let bias = values(o, 5);
+            let res = values(n * o * h * w, 6);
+            let want =
+                super::super::winograd::conv2d(&x, &wt, Some(&bias), Some(&res), g, Products::Bf16);
+            let got = conv2d(&x, &wt, Some(&bias), Some(&res), g).expect("native bf16");
+            assert_eq!(got.len(), want.len());
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{g:?}");
+        }
+    }
+
+    fn geom(n: usize, c: usize, o: usize, h: usize, w: usize) -> Conv2dGeom {
+        Conv2dGeom {
+            n,
+            c,
+            h,
+            w,
+            o,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: 1,
+            ho: h,
+            wo: w,
+        }
+    }
+}
