@@ -135,7 +135,7 @@ impl Panels<'_> {
             Panels::Bits { bits, rows, k } => (bits, rows, k),
             Panels::Packed { panels, kp, w: pw } => {
                 assert!(
-                    pw == w && r0 % w == 0,
+                    pw == w && r0.is_multiple_of(w),
                     "bf16 gemm: panels packed {pw} wide, not {w}"
                 );
                 let start = ((r0 / w) * kp + p0) * w;
