@@ -5,6 +5,7 @@ beside diffusers' StableDiffusionPipeline on PyTorch CPU, same weights, same thr
     /work/.venv-ref/bin/python bench/pipeline.py --threads 2                    # 512x512, 20 steps
     /work/.venv-ref/bin/python bench/pipeline.py --size 128 --steps 2           # smoke test
     /work/.venv-ref/bin/python bench/pipeline.py --steps 4 --profile            # per-op tables
+    /work/.venv-ref/bin/python bench/pipeline.py --precision f32,bf16           # a row for each
 
 Both load one diffusers folder with the full-size SD 1.5 configs and deterministic random f16
 weights, written by the Rust bench (`pipeline write-model DIR`; about 2 GB, in a temp dir unless
@@ -24,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from unet_vae import cpu_name  # same folder: the CPU line above every table
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PROMPT = "a photograph of an astronaut riding a horse"
@@ -38,8 +41,9 @@ def cargo_bench(args: list[str], threads: int, profile: bool = False) -> str:
     return subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT).stdout
 
 
-def ours(model_dir: str, size: int, steps: int, threads: int, profile: bool) -> dict:
-    out = cargo_bench(["--model", model_dir, "--size", str(size), "--steps", str(steps)], threads, profile)
+def ours(model_dir: str, size: int, steps: int, threads: int, profile: bool, precision: str) -> dict:
+    out = cargo_bench(["--model", model_dir, "--size", str(size), "--steps", str(steps),
+                       "--precision", precision], threads, profile)
     print(out, file=sys.stderr)
     return {k: float(v) for k, v in (l.split()[1:3] for l in out.splitlines() if l.startswith("RESULT "))}
 
@@ -91,10 +95,15 @@ def main() -> None:
     parser.add_argument("--model-dir", help="reuse (or write once into) this folder")
     parser.add_argument("--profile", action="store_true",
                         help="also print per-op tables (ours: SDSERVE_PROFILE=1; diffusers: torch.profiler)")
+    parser.add_argument("--precision", default="f32",
+                        help="ours: comma-separated precisions, one row each (f32, bf16; default f32)")
     parser.add_argument("--phase", choices=["torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.size % 8 or not 64 <= args.size <= 2048 or args.steps < 1:
         parser.error("--size must be a multiple of 8 in 64..2048 and --steps at least 1")
+    precisions = args.precision.split(",")
+    if not precisions or any(p not in ("f32", "bf16") for p in precisions):
+        parser.error("--precision takes f32 and/or bf16, comma-separated")
     if args.phase:
         print(json.dumps(torch_phase(args.model_dir, args.size, args.steps, args.threads, args.profile)))
         return
@@ -102,18 +111,21 @@ def main() -> None:
         model_dir = args.model_dir or os.path.join(tmp, "sd15")
         if not os.path.exists(os.path.join(model_dir, "model_index.json")):
             cargo_bench(["write-model", model_dir], args.threads)
-        r = ours(model_dir, args.size, args.steps, args.threads, args.profile)
+        rows = {p: ours(model_dir, args.size, args.steps, args.threads, args.profile, p) for p in precisions}
         child = [sys.executable, __file__, "--phase", "torch", "--model-dir", model_dir, "--size", str(args.size),
                  "--steps", str(args.steps), "--threads", str(args.threads)] + (["--profile"] if args.profile else [])
         out = subprocess.run(child, check=True, stdout=subprocess.PIPE, text=True).stdout
         ref = json.loads(out.strip().splitlines()[-1])
+    print(f"CPU: {cpu_name()}\n")
     print(f"| SD 1.5 shapes, {args.size}×{args.size}, {args.threads} threads, \"Euler a\" | "
           f"s / step (CFG batch 2) | vs PyTorch | {args.steps} steps total | vs PyTorch | load |")
     print("|---|---|---|---|---|---|")
     print(f"| diffusers on PyTorch {ref['version']}, f32 | {ref['step_seconds']:.2f} | 1.00 "
           f"| {ref['total_seconds']:.2f} | 1.00 | {ref['load_seconds']:.2f} |")
-    print(f"| sdserve, f16 weights (mmap) | {r['step_seconds']:.2f} | {r['step_seconds'] / ref['step_seconds']:.2f} "
-          f"| {r['total_seconds']:.2f} | {r['total_seconds'] / ref['total_seconds']:.2f} | {r['load_seconds']:.2f} |")
+    for p, r in rows.items():
+        what = {"f32": "f16 weights (mmap), f32 compute", "bf16": "--precision bf16"}[p]
+        print(f"| sdserve, {what} | {r['step_seconds']:.2f} | {r['step_seconds'] / ref['step_seconds']:.2f} "
+              f"| {r['total_seconds']:.2f} | {r['total_seconds'] / ref['total_seconds']:.2f} | {r['load_seconds']:.2f} |")
 
 
 if __name__ == "__main__":

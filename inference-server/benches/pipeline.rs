@@ -9,7 +9,8 @@
 //! - `[--model <dir>] [--size N] [--steps N]`: run the benchmark (`SDSERVE_PROFILE=1` adds the
 //!   per-op table of the whole generation on stderr) (defaults: a model written to
 //!   a temp dir, 512×512, 20 steps, `--device cpu`). `--size 128 --steps 2` is a quick smoke
-//!   test; `--device cuda:0` runs it on a GPU (`scripts/gpu-check.sh`).
+//!   test; `--device cuda:0` runs it on a GPU (`scripts/gpu-check.sh`); `--precision bf16`
+//!   computes in bf16 (`f32`, `f16`, `bf16`; default: the device's, f32 on the CPU).
 //!
 //! Output: a Markdown table, plus `RESULT <key> <value>` lines for the driver script. Threads:
 //! `RAYON_NUM_THREADS`.
@@ -22,7 +23,7 @@ use std::time::Instant;
 use inference_server::engine::{Device, profile};
 use inference_server::model::testmodel::write_full_size_model;
 use inference_server::model::weights::{StoredDType, Variant};
-use inference_server::pipeline::{Pipeline, RunOptions, StepEvent, Txt2ImgParams};
+use inference_server::pipeline::{Pipeline, Precision, RunOptions, StepEvent, Txt2ImgParams};
 
 /// Command-line options.
 struct Args {
@@ -31,6 +32,8 @@ struct Args {
     size: usize,
     steps: usize,
     device: String,
+    /// `--precision`; the device's default when absent.
+    precision: Option<Precision>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
         size: 512,
         steps: 20,
         device: "cpu".into(),
+        precision: None,
     };
     let mut it = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(arg) = it.next() {
@@ -58,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--steps: {e}"))?
             }
             "--device" => args.device = value("--device")?,
+            "--precision" => args.precision = Some(value("--precision")?.parse()?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -101,7 +106,10 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let started = Instant::now();
     let device = Device::parse(&args.device).map_err(|e| e.to_string())?;
-    let pipeline = Pipeline::load(&dir, &device).map_err(|e| e.to_string())?;
+    let precision = args
+        .precision
+        .unwrap_or_else(|| Precision::default_for(&device));
+    let pipeline = Pipeline::load_with(&dir, &device, precision).map_err(|e| e.to_string())?;
     let load = started.elapsed().as_secs_f64();
     // Step `i` runs from its event to the next one (the last step ends at the VAE decode,
     // so it is left out of the per-step median).
@@ -128,7 +136,10 @@ fn run(args: &Args) -> Result<(), String> {
         generation.images.first().map_or(0, |i| i.width),
         generation.images.first().map_or(0, |i| i.height),
     );
-    println!("| sdserve, SD 1.5 shapes, f16 weights, {threads} threads, {w}×{h} | seconds |");
+    println!(
+        "| sdserve, SD 1.5 shapes, f16 weights, --precision {precision:?}, {threads} threads, \
+         {w}×{h} | seconds |"
+    );
     println!("|---|---|");
     println!("| load | {load:.2} |");
     println!("| prompt encoding (before the first step) | {first:.2} |");

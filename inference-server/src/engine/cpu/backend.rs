@@ -164,8 +164,14 @@ impl BackendStorage for CpuStorage {
         );
         let w = weight.0.view(weight.1)?;
         let bias = bias.map(f32_of).transpose()?;
-        let residual = residual.map(f32_of).transpose()?;
         let products = Products::for_dtype(BackendStorage::dtype(self));
+        if let (Products::Bf16, CpuSlice::BF16(x)) = (products, self.view(v)?) {
+            let res = residual.map(|(s, rv)| s.view(rv)).transpose()?;
+            if let Some(out) = conv::conv2d_bf16_activations(x, w, bias.as_deref(), res, g) {
+                return Ok(CpuStorage::BF16(out));
+            }
+        }
+        let residual = residual.map(f32_of).transpose()?;
         self.map_f32(v, |x| {
             conv::conv2d(x, w, bias.as_deref(), residual.as_deref(), g, products)
         })
@@ -233,7 +239,10 @@ impl BackendStorage for CpuStorage {
         w: usize,
     ) -> Result<CpuStorage> {
         let _p = scope(|| "upsample".into(), 0);
-        self.map_f32(v, |x| conv::upsample_nearest2x(x, h, w))
+        // A copy: in the stored dtype, with no f32 round trip.
+        Ok(same_dtype!(self.view(v)?, |s| conv::upsample_nearest2x(
+            s, h, w
+        )))
     }
 
     fn pad2d(&self, v: View, g: PadGeom) -> Result<CpuStorage> {

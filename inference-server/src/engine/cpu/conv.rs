@@ -1,6 +1,7 @@
 //! 2-D convolution (Winograd F(4×4, 3×3) for 3×3 stride-1 convolutions, tiled im2col + gemm
 //! for the rest) and nearest upsampling.
 
+use half::bf16;
 use rayon::prelude::*;
 
 use super::PAR_MIN_WORK;
@@ -124,6 +125,32 @@ pub(crate) fn conv2d(
         return super::winograd::conv2d(x, &weight, bias, residual, g, products);
     }
     conv2d_im2col(x, weight, bias, residual, g, products)
+}
+
+/// [`conv2d`] of bf16 activations with bf16 products, where the bf16 Winograd path takes the
+/// geometry: input and residual read as bf16 and the output written as bf16, with no f32 copy
+/// of either (at the VAE's 512×512 layers each copy is 128 MiB, written, faulted in and
+/// converted back). `None` elsewhere: the caller widens the input and calls [`conv2d`]. The
+/// values are those of that path, rounded once at the end.
+pub(crate) fn conv2d_bf16_activations(
+    x: &[bf16],
+    weight: CpuSlice<'_>,
+    bias: Option<&[f32]>,
+    residual: Option<CpuSlice<'_>>,
+    g: Conv2dGeom,
+) -> Option<Vec<bf16>> {
+    if !(super::winograd_enabled() && super::winograd::applies(&g) && bf16_native()) {
+        return None;
+    }
+    let weight = weight.to_f32();
+    match residual {
+        None => super::winograd_bf16::conv2d::<bf16, bf16, bf16>(x, &weight, bias, None, g),
+        Some(CpuSlice::BF16(r)) => super::winograd_bf16::conv2d(x, &weight, bias, Some(r), g),
+        Some(other) => {
+            let r = other.to_f32();
+            super::winograd_bf16::conv2d::<bf16, f32, bf16>(x, &weight, bias, Some(&r), g)
+        }
+    }
 }
 
 /// `dst[i] += add[i]`.
@@ -345,13 +372,17 @@ fn im2col(xn: &[f32], g: Conv2dGeom, p0: usize, p: usize, cols: &mut [f32]) {
 }
 
 /// Nearest-neighbour 2× upsampling of `planes` planes of `h × w`.
-pub(crate) fn upsample_nearest2x(x: &[f32], h: usize, w: usize) -> Vec<f32> {
+pub(crate) fn upsample_nearest2x<T: Copy + Default + Send + Sync>(
+    x: &[T],
+    h: usize,
+    w: usize,
+) -> Vec<T> {
     let row_len = 2 * w;
-    let mut out = vec![0f32; x.len() * 4];
+    let mut out = vec![T::default(); x.len() * 4];
     if out.is_empty() {
         return out;
     }
-    let run = |(r, dst): (usize, &mut [f32])| {
+    let run = |(r, dst): (usize, &mut [T])| {
         let (plane, oy) = (r / (2 * h), r % (2 * h));
         let src = &x[(plane * h + oy / 2) * w..][..w];
         for (j, d) in dst.iter_mut().enumerate() {

@@ -145,15 +145,40 @@ fn output_taps(m: &[Lane; ALPHA]) -> [Lane; TILE] {
     ]
 }
 
+/// An element the transforms read or write: f32, or the bf16 activations of `--precision bf16`
+/// (read widened, written rounded to nearest-even as `half` rounds), so that a bf16 layer needs
+/// no f32 copy of its input or output.
+pub(super) trait Elem: Copy + Send + Sync + Into<f32> {
+    /// `x` in this type.
+    fn narrow(x: f32) -> Self;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn narrow(x: f32) -> f32 {
+        x
+    }
+}
+
+impl Elem for half::bf16 {
+    #[inline(always)]
+    fn narrow(x: f32) -> half::bf16 {
+        half::bf16::from_bits(super::bf16gemm::bf16_bits(x) as u16)
+    }
+}
+
 /// The 6×6 input patch of tile (`ty`, `tx`) of `plane` (zeros outside: the padding).
 #[inline(always)]
-fn patch(plane: &[f32], g: &Conv2dGeom, ty: usize, tx: usize) -> [[f32; ALPHA]; ALPHA] {
+fn patch<T: Elem>(plane: &[T], g: &Conv2dGeom, ty: usize, tx: usize) -> [[f32; ALPHA]; ALPHA] {
     let mut d = [[0f32; ALPHA]; ALPHA];
     let (y0, x0) = (ty * TILE, tx * TILE);
     // Input rows y0 − 1 .. y0 + 5 and columns x0 − 1 .. x0 + 5; interior tiles copy whole rows.
     if y0 >= 1 && x0 >= 1 && y0 + 5 <= g.h && x0 + 5 <= g.w {
         for (i, row) in d.iter_mut().enumerate() {
-            row.copy_from_slice(&plane[(y0 - 1 + i) * g.w + x0 - 1..][..ALPHA]);
+            let src = &plane[(y0 - 1 + i) * g.w + x0 - 1..][..ALPHA];
+            for (cell, &v) in row.iter_mut().zip(src) {
+                *cell = v.into();
+            }
         }
         return d;
     }
@@ -163,7 +188,7 @@ fn patch(plane: &[f32], g: &Conv2dGeom, ty: usize, tx: usize) -> [[f32; ALPHA]; 
         };
         for (j, cell) in row.iter_mut().enumerate() {
             if let Some(x) = (x0 + j).checked_sub(1).filter(|&x| x < g.w) {
-                *cell = plane[y * g.w + x];
+                *cell = plane[y * g.w + x].into();
             }
         }
     }
@@ -175,8 +200,8 @@ fn patch(plane: &[f32], g: &Conv2dGeom, ty: usize, tx: usize) -> [[f32; ALPHA]; 
 // Index loops mirror the transforms' maths (`d[i][j][lane]`), across three array levels.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-pub(super) fn input_lanes(
-    x: &[f32],
+pub(super) fn input_lanes<T: Elem>(
+    x: &[T],
     g: &Conv2dGeom,
     tiles: usize,
     tiles_w: usize,
@@ -249,16 +274,16 @@ fn transform_input(
 #[allow(clippy::too_many_arguments)]
 // Index loops mirror the transforms' maths (`d[i][j][lane]`), across three array levels.
 #[allow(clippy::needless_range_loop)]
-pub(super) fn transform_output(
+pub(super) fn transform_output<R: Elem, O: Elem>(
     m: &[f32],
     bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
+    residual: Option<&[R]>,
     g: &Conv2dGeom,
     tiles: usize,
     tiles_w: usize,
     t0: usize,
     tb: usize,
-    planes: &mut [Vec<&mut [f32]>],
+    planes: &mut [Vec<&mut [O]>],
 ) {
     let o = planes.len();
     planes.par_iter_mut().enumerate().for_each(|(oi, images)| {
@@ -291,14 +316,14 @@ pub(super) fn transform_output(
                 {
                     let at = (y0 + i) * g.wo + x0;
                     let dst = &mut plane[at..][..width];
+                    // (conv + bias) + residual in f32, rounded once: what the unfused ops give.
+                    let res = residual.map(|r| &r[(image * o + oi) * g.ho * g.wo + at..][..width]);
                     for (j, d) in dst.iter_mut().enumerate() {
-                        *d = row[j][l] + b;
-                    }
-                    if let Some(r) = residual {
-                        let r = &r[(image * o + oi) * g.ho * g.wo + at..][..width];
-                        for (d, &rv) in dst.iter_mut().zip(r) {
-                            *d += rv;
-                        }
+                        let y = row[j][l] + b;
+                        *d = O::narrow(match res {
+                            Some(r) => y + r[j].into(),
+                            None => y,
+                        });
                     }
                 }
             }

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::bf16gemm::{PACKED_MR, PACKED_NR, bf16_bits, pack_panels, sgemm_bf16_packed};
 use super::gemm::Mat;
 use super::winograd::{
-    BLOCK_ELEMS, LANES, MIN_BLOCK_TILES, POINTS, TILE, input_lanes, transform_output,
+    BLOCK_ELEMS, Elem, LANES, MIN_BLOCK_TILES, POINTS, TILE, input_lanes, transform_output,
     transform_weights,
 };
 use crate::engine::op::Conv2dGeom;
@@ -21,13 +21,15 @@ use crate::engine::op::Conv2dGeom;
 /// [`super::winograd::conv2d`] with bf16 products, or `None` (nothing computed) where the CPU
 /// lacks the AVX-512 BF16 path. `weight [o, c, 3, 3]` in f32; `g` one that
 /// [`super::winograd::applies`] accepts.
-pub(crate) fn conv2d(
-    x: &[f32],
+/// The input, residual and output may each be f32 or bf16 ([`Elem`]): bf16 activations are
+/// read and written in place of f32 copies of them.
+pub(crate) fn conv2d<X: Elem, R: Elem, O: Elem>(
+    x: &[X],
     weight: &[f32],
     bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
+    residual: Option<&[R]>,
     g: Conv2dGeom,
-) -> Option<Vec<f32>> {
+) -> Option<Vec<O>> {
     let (o, c) = (g.o, g.c);
     // U_ξ [o, c] as A panels, one packed matrix per point.
     let u = transform_weights(weight, o, c);
@@ -41,7 +43,7 @@ pub(crate) fn conv2d(
     }
     drop(u);
     let spatial = g.ho * g.wo;
-    let mut out = vec![0f32; g.n * o * spatial];
+    let mut out = vec![O::narrow(0.0); g.n * o * spatial];
     let (tiles_h, tiles_w) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
     let tiles = tiles_h * tiles_w;
     let total = g.n * tiles;
@@ -52,7 +54,7 @@ pub(crate) fn conv2d(
     let per_point = block.div_ceil(PACKED_NR) * c.div_ceil(2) * PACKED_NR;
     let mut v = vec![0u32; POINTS * per_point];
     let mut m = vec![0f32; o * POINTS * block];
-    let mut planes: Vec<Vec<&mut [f32]>> = (0..o).map(|_| Vec::with_capacity(g.n)).collect();
+    let mut planes: Vec<Vec<&mut [O]>> = (0..o).map(|_| Vec::with_capacity(g.n)).collect();
     for (index, plane) in out.chunks_mut(spatial).enumerate() {
         planes[index % o].push(plane);
     }
@@ -79,8 +81,8 @@ pub(crate) fn conv2d(
 /// panel j of point ξ holds tiles 64j.. as `[channel pair][tile]`, each u32 the bf16 of the
 /// even channel (low half) and the odd one (high half). One task per panel, over all channels.
 #[allow(clippy::too_many_arguments)]
-fn transform_input(
-    x: &[f32],
+fn transform_input<X: Elem>(
+    x: &[X],
     g: &Conv2dGeom,
     tiles: usize,
     tiles_w: usize,
@@ -133,6 +135,7 @@ mod tests {
     use crate::engine::cpu::bf16gemm::bf16_native;
     use crate::engine::cpu::gemm::Products;
     use crate::engine::cpu::gemm_testing::values;
+    use half::bf16;
 
     #[test]
     fn equals_the_general_bf16_winograd_bit_for_bit() {
@@ -140,7 +143,9 @@ mod tests {
             eprintln!("note: no native bf16 path here; the packed Winograd declines");
             let g = geom(1, 16, 16, 32, 32);
             let x = values(16 * 32 * 32, 1);
-            assert!(conv2d(&x, &values(16 * 16 * 9, 2), None, None, g).is_none());
+            let none: Option<Vec<f32>> =
+                conv2d::<f32, f32, f32>(&x, &values(16 * 16 * 9, 2), None, None, g);
+            assert!(none.is_none());
             return;
         }
         // Partial tiles on the edges, an odd channel count (a half pair), a last block of tiles
@@ -157,14 +162,30 @@ mod tests {
             let res = values(n * o * h * w, 6);
             let want =
                 super::super::winograd::conv2d(&x, &wt, Some(&bias), Some(&res), g, Products::Bf16);
-            let got = conv2d(&x, &wt, Some(&bias), Some(&res), g).expect("native bf16");
+            let got: Vec<f32> = conv2d(&x, &wt, Some(&bias), Some(&res), g).expect("native bf16");
             assert_eq!(got.len(), want.len());
             let same = got
                 .iter()
                 .zip(&want)
                 .all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "{g:?}");
+            // bf16 activations in and out: the f32 path on the widened input and residual,
+            // rounded once at the end.
+            let (xb, rb) = (to_bf16(&x), to_bf16(&res));
+            let (xw, rw) = (widen(&xb), widen(&rb));
+            let want: Vec<f32> = conv2d(&xw, &wt, Some(&bias), Some(&rw), g).expect("native bf16");
+            let got: Vec<bf16> = conv2d(&xb, &wt, Some(&bias), Some(&rb), g).expect("native");
+            let same = got.iter().zip(&want).all(|(a, b)| *a == bf16::from_f32(*b));
+            assert!(same, "{g:?}, bf16 activations");
         }
+    }
+
+    fn to_bf16(x: &[f32]) -> Vec<bf16> {
+        x.iter().map(|&v| bf16::from_f32(v)).collect()
+    }
+
+    fn widen(x: &[bf16]) -> Vec<f32> {
+        x.iter().map(|v| v.to_f32()).collect()
     }
 
     fn geom(n: usize, c: usize, o: usize, h: usize, w: usize) -> Conv2dGeom {
