@@ -55,7 +55,7 @@ fn weight_product(
             o,
             p,
             k,
-            Operand::Weight(w),
+            Operand::Bf16(w),
             Operand::View(rhs),
             dst,
             dst_rs,

@@ -1,6 +1,7 @@
 //! Matrix products on the CPU: batched `matmul` and `linear` (half-precision weights streamed
 //! in blocks, never converted as a whole).
 
+use half::bf16;
 use rayon::prelude::*;
 
 use super::bf16gemm::{Operand, sgemm_bf16_weight};
@@ -37,6 +38,47 @@ pub(crate) fn matmul(a: &[f32], b: &[f32], g: &MatmulGeom, products: Products) -
         }
     }
     out
+}
+
+/// [`linear`] of bf16 activations with bf16 products, packed from their bits (no f32 copy of
+/// `x`; the rows are read once, two bytes an element), where the AVX-512 BF16 path runs and
+/// `n_in` is even; `None` elsewhere (the caller widens `x` and calls [`linear`]). The same
+/// products and sums as that path.
+pub(crate) fn linear_bf16_activations(
+    x: &[bf16],
+    weight: CpuSlice<'_>,
+    bias: Option<&[f32]>,
+    g: LinearGeom,
+) -> Option<Vec<f32>> {
+    let (rows, n_in, n_out) = (g.rows, g.n_in, g.n_out);
+    let widened;
+    let rhs = match weight {
+        CpuSlice::BF16(w) => Operand::Bf16(w),
+        CpuSlice::F32(w) => Operand::View(Mat::rows_t(w, n_in)),
+        other => {
+            widened = other.to_f32();
+            Operand::View(Mat::rows_t(&widened, n_in))
+        }
+    };
+    let mut out = vec![0f32; rows * n_out];
+    if let Some(b) = bias {
+        for row in out.chunks_mut(n_out.max(1)) {
+            row.copy_from_slice(b);
+        }
+    }
+    let lhs = Operand::Bf16(x);
+    let done = sgemm_bf16_weight(
+        rows,
+        n_out,
+        n_in,
+        lhs,
+        rhs,
+        &mut out,
+        n_out,
+        bias.is_some(),
+        Par::Auto,
+    );
+    done.then_some(out)
 }
 
 /// `x [rows, n_in] · weight [n_out, n_in]ᵀ + bias`. A half-precision weight (also mmap-backed)
@@ -79,7 +121,7 @@ pub(crate) fn linear(
                     n_out,
                     n_in,
                     Operand::View(lhs),
-                    Operand::Weight(w),
+                    Operand::Bf16(w),
                     &mut out,
                     n_out,
                     acc,
@@ -110,4 +152,40 @@ pub(crate) fn linear(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::cpu::bf16gemm::bf16_native;
+    use crate::engine::cpu::gemm_testing::values;
+
+    #[test]
+    fn bf16_activations_give_the_widened_path_bit_for_bit() {
+        let bf = |v: Vec<f32>| -> Vec<bf16> { v.into_iter().map(bf16::from_f32).collect() };
+        // Rows beyond one MC block, an n_out beyond one NC block, and a 4-wide odd n_in case.
+        for (rows, n_in, n_out) in [(700, 64, 40), (9, 320, 2100), (5, 7, 3)] {
+            let g = LinearGeom { rows, n_in, n_out };
+            let x = bf(values(rows * n_in, 1));
+            let wide: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+            let (w, bias) = (bf(values(n_out * n_in, 2)), values(n_out, 3));
+            for b in [None, Some(&bias[..])] {
+                let got = linear_bf16_activations(&x, CpuSlice::BF16(&w), b, g);
+                if !bf16_native() || n_in % 2 == 1 {
+                    assert!(
+                        got.is_none(),
+                        "declined without native bf16 or with odd n_in"
+                    );
+                    continue;
+                }
+                let got = got.expect("native");
+                let want = linear(&wide, CpuSlice::BF16(&w), b, g, Products::Bf16);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{:?} bias={}", (rows, n_in, n_out), b.is_some());
+            }
+        }
+    }
 }

@@ -144,8 +144,9 @@ fn sgemm_bf16_on(path: Bf16Path, g: Gemm<'_>, dst: &mut [f32], par: Par) {
 pub(crate) enum Operand<'a> {
     /// A strided f32 view, as for [`sgemm_bf16`].
     View(Mat<'a>),
-    /// bf16 values `[rows, k]`: A `[m, k]` as the lhs, Bᵀ `[n, k]` as the rhs.
-    Weight(&'a [bf16]),
+    /// bf16 values `[rows, k]` (a stored weight, or bf16 activations): A `[m, k]` as the lhs,
+    /// Bᵀ `[n, k]` as the rhs.
+    Bf16(&'a [bf16]),
 }
 
 /// [`sgemm_bf16`] with either operand a stored bf16 weight, which the AVX-512 BF16 path packs
@@ -322,7 +323,7 @@ fn panels(o: Operand<'_>, rows: usize, k: usize, lhs: bool) -> avx512::Panels<'_
             let (sr, sq) = if lhs { (v.rs, v.cs) } else { (v.cs, v.rs) };
             avx512::Panels::F32(Src::new(v.data, sr, sq, rows, k))
         }
-        Operand::Weight(w) => {
+        Operand::Bf16(w) => {
             assert!(
                 w.len() >= rows * k,
                 "sgemm_bf16_weight: weight shorter than its view"

@@ -292,7 +292,7 @@ fn stored_bf16_weights_give_the_view_path_bit_for_bit() {
         eprintln!("note: no native bf16 path here; sgemm_bf16_weight declines");
         let w = [bf16::ONE; 4];
         let x = [1.0f32; 4];
-        let (l, r) = (Operand::Weight(&w), Operand::View(Mat::rows(&x, 2)));
+        let (l, r) = (Operand::Bf16(&w), Operand::View(Mat::rows(&x, 2)));
         assert!(!sgemm_bf16_weight(
             2,
             2,
@@ -329,14 +329,14 @@ fn stored_bf16_weights_give_the_view_path_bit_for_bit() {
                 let (mut got, mut want) = (c0.clone(), c0);
                 let (lw, rw, lv, rv) = match weight_is_lhs {
                     true => (
-                        Operand::Weight(&w),
+                        Operand::Bf16(&w),
                         Operand::View(Mat::rows(&x, n)),
                         Mat::rows(&wide, k),
                         Mat::rows(&x, n),
                     ),
                     false => (
                         Operand::View(Mat::rows(&x, k)),
-                        Operand::Weight(&w),
+                        Operand::Bf16(&w),
                         Mat::rows(&x, k),
                         Mat::rows_t(&wide, k),
                     ),
@@ -367,7 +367,7 @@ fn stored_bf16_weights_give_the_view_path_bit_for_bit() {
     let w = [bf16::ONE; 6];
     let x = [1.0f32; 6];
     let mut d = [5.0f32; 4];
-    let (l, r) = (Operand::Weight(&w), Operand::View(Mat::rows(&x, 2)));
+    let (l, r) = (Operand::Bf16(&w), Operand::View(Mat::rows(&x, 2)));
     assert!(!sgemm_bf16_weight(
         2,
         2,
