@@ -89,8 +89,23 @@ impl BackendStorage for CpuStorage {
         g: &BroadcastGeom,
     ) -> Result<CpuStorage> {
         let _p = scope(|| op.kernel_name().into(), 0);
-        let b = f32_of(rhs)?;
         let (dims, ls, rs) = (&g.dims, &g.lhs_strides, &g.rhs_strides);
+        // Two bf16 operands read in order (a residual add): chunk by chunk, no f32 copies.
+        if let (CpuSlice::BF16(a), CpuSlice::BF16(b)) = (self.view(v)?, rhs.0.view(rhs.1)?)
+            && ew::is_row_major(dims, ls)
+            && ew::is_row_major(dims, rs)
+            && a.len() == b.len()
+            && a.len() == dims.iter().product::<usize>()
+        {
+            let out = match op {
+                BinaryOp::Add => ew::zip_bf16(a, b, |x, y| x + y),
+                BinaryOp::Sub => ew::zip_bf16(a, b, |x, y| x - y),
+                BinaryOp::Mul => ew::zip_bf16(a, b, |x, y| x * y),
+                BinaryOp::Div => ew::zip_bf16(a, b, |x, y| x / y),
+            };
+            return Ok(CpuStorage::BF16(out));
+        }
+        let b = f32_of(rhs)?;
         self.map_f32(v, |a| match op {
             BinaryOp::Add => ew::binary_broadcast(a, &b, dims, ls, rs, |x, y| x + y),
             BinaryOp::Sub => ew::binary_broadcast(a, &b, dims, ls, rs, |x, y| x - y),
@@ -115,6 +130,10 @@ impl BackendStorage for CpuStorage {
 
     fn geglu(&self, v: View, half: usize) -> Result<CpuStorage> {
         let _p = scope(|| "geglu".into(), 0);
+        if let (CpuSlice::BF16(x), true) = (self.view(v)?, half > 0) {
+            let out = ew::map_rows_bf16(x, 2 * half, half, |s, d| ew::geglu_rows(d, s, half));
+            return Ok(CpuStorage::BF16(out));
+        }
         self.map_f32(v, |x| ew::geglu(x, half))
     }
 
@@ -192,6 +211,14 @@ impl BackendStorage for CpuStorage {
     ) -> Result<CpuStorage> {
         let _p = scope(|| "layer_norm".into(), 0);
         let (w, b) = (f32_of(weight)?, f32_of(bias)?);
+        if let (CpuSlice::BF16(x), true) = (self.view(v)?, c > 0) {
+            let out = ew::map_rows_bf16(x, c, c, |src, dst| {
+                for (s, d) in src.chunks(c).zip(dst.chunks_mut(c)) {
+                    norm::layer_norm_row(s, d, &w, &b, eps);
+                }
+            });
+            return Ok(CpuStorage::BF16(out));
+        }
         self.map_f32(v, |x| norm::layer_norm(x, c, &w, &b, eps))
     }
 

@@ -28,11 +28,14 @@ fn mean_var(xs: &[f32]) -> (f32, f32) {
 
 /// Layer norm over rows of length `c`: `(x - mean) / sqrt(var + eps) * w + b`.
 pub(crate) fn layer_norm(x: &[f32], c: usize, w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
-    super::elementwise::map_rows(x, c, |src, dst| {
-        let (mean, var) = mean_var(src);
-        let inv = 1.0 / (var + eps).sqrt();
-        fastmath::layer_affine(dst, src, mean, inv, w, b);
-    })
+    super::elementwise::map_rows(x, c, |src, dst| layer_norm_row(src, dst, w, b, eps))
+}
+
+/// [`layer_norm`] of one row `src` into `dst`.
+pub(crate) fn layer_norm_row(src: &[f32], dst: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let (mean, var) = mean_var(src);
+    let inv = 1.0 / (var + eps).sqrt();
+    fastmath::layer_affine(dst, src, mean, inv, w, b);
 }
 
 /// Group norm of `x` as `n × c × spatial`, `groups` dividing `c`, per-channel affine `w`, `b`,
