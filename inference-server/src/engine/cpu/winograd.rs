@@ -387,10 +387,17 @@ pub(crate) fn conv2d(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn geom(n: usize, c: usize, o: usize, h: usize, w: usize) -> Conv2dGeom {
+    /// A 3×3, stride-1, pad-1 convolution of `n` images `c × h × w` to `o` channels.
+    pub(in crate::engine::cpu) fn geom(
+        n: usize,
+        c: usize,
+        o: usize,
+        h: usize,
+        w: usize,
+    ) -> Conv2dGeom {
         Conv2dGeom {
             n,
             c,

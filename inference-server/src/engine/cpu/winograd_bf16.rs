@@ -135,6 +135,7 @@ mod tests {
     use crate::engine::cpu::bf16gemm::bf16_native;
     use crate::engine::cpu::gemm::Products;
     use crate::engine::cpu::gemm_testing::values;
+    use crate::engine::cpu::winograd::tests::geom;
     use half::bf16;
 
     #[test]
@@ -186,21 +187,5 @@ mod tests {
 
     fn widen(x: &[bf16]) -> Vec<f32> {
         x.iter().map(|v| v.to_f32()).collect()
-    }
-
-    fn geom(n: usize, c: usize, o: usize, h: usize, w: usize) -> Conv2dGeom {
-        Conv2dGeom {
-            n,
-            c,
-            h,
-            w,
-            o,
-            kh: 3,
-            kw: 3,
-            stride: 1,
-            pad: 1,
-            ho: h,
-            wo: w,
-        }
     }
 }

@@ -254,19 +254,7 @@ mod tests {
     use crate::engine::cpu::attention::tiled as general;
     use crate::engine::cpu::bf16gemm::cpu_has_avx512bf16;
     use crate::engine::cpu::gemm::Products;
-
-    /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::engine::cpu::gemm_testing::values;
 
     #[test]
     fn the_coarse_exp2_is_within_1e_4_relative() {
