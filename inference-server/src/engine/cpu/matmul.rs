@@ -40,6 +40,17 @@ pub(crate) fn matmul(a: &[f32], b: &[f32], g: &MatmulGeom, products: Products) -
     out
 }
 
+/// `rows` output rows of `n_out`, each the bias (zeros without one): what the product adds to.
+fn bias_rows(rows: usize, n_out: usize, bias: Option<&[f32]>) -> Vec<f32> {
+    let mut out = vec![0f32; rows * n_out];
+    if let Some(b) = bias {
+        for row in out.chunks_mut(n_out.max(1)) {
+            row.copy_from_slice(b);
+        }
+    }
+    out
+}
+
 /// [`linear`] of bf16 activations with bf16 products, packed from their bits (no f32 copy of
 /// `x`; the rows are read once, two bytes an element), where the AVX-512 BF16 path runs and
 /// `n_in` is even; `None` elsewhere (the caller widens `x` and calls [`linear`]). The same
@@ -60,12 +71,7 @@ pub(crate) fn linear_bf16_activations(
             Operand::View(Mat::rows_t(&widened, n_in))
         }
     };
-    let mut out = vec![0f32; rows * n_out];
-    if let Some(b) = bias {
-        for row in out.chunks_mut(n_out.max(1)) {
-            row.copy_from_slice(b);
-        }
-    }
+    let mut out = bias_rows(rows, n_out, bias);
     let lhs = Operand::Bf16(x);
     let done = sgemm_bf16_weight(
         rows,
@@ -93,12 +99,7 @@ pub(crate) fn linear(
     products: Products,
 ) -> Vec<f32> {
     let (rows, n_in, n_out) = (g.rows, g.n_in, g.n_out);
-    let mut out = vec![0f32; rows * n_out];
-    if let Some(b) = bias {
-        for row in out.chunks_mut(n_out.max(1)) {
-            row.copy_from_slice(b);
-        }
-    }
+    let mut out = bias_rows(rows, n_out, bias);
     let acc = bias.is_some();
     let lhs = Mat::rows(x, n_in);
     match weight {

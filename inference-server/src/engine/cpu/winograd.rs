@@ -21,11 +21,11 @@ pub(super) const TILE: usize = 4;
 pub(super) const POINTS: usize = ALPHA * ALPHA;
 /// Transformed inputs (and outputs) held per block of tiles, in f32 elements (1 MiB each, so a
 /// block's transforms and GEMMs stay in cache)...
-pub(super) const BLOCK_ELEMS: usize = 1 << 18;
+const BLOCK_ELEMS: usize = 1 << 18;
 /// ...but at least this many tiles per block, however many channels: the GEMMs' `n`, below
 /// which packing the `[o, c]` matrices costs more than cache misses do. Measured on the VAE
 /// decoder (2 cores): 16 tiles 25.3 s, 128 19.2 s, 256 18.2–19.4 s, 512 18.5 s.
-pub(super) const MIN_BLOCK_TILES: usize = 256;
+const MIN_BLOCK_TILES: usize = 256;
 
 /// Whether `g` is a convolution this path computes, and is large enough to gain: a 3×3 kernel
 /// at stride 1 with padding 1 over at least 32×32 outputs and 16 channels each way. Measured on
@@ -331,6 +331,47 @@ pub(super) fn transform_output<R: Elem, O: Elem>(
     });
 }
 
+/// How a convolution's output is cut into tiles and blocks of tiles.
+pub(super) struct Tiling {
+    /// Tiles per image.
+    pub tiles: usize,
+    /// Tiles per row of an image.
+    pub tiles_w: usize,
+    /// Tiles across the batch: they are numbered across it, so small images still make wide
+    /// GEMMs.
+    pub total: usize,
+    /// Tiles transformed and multiplied together (see [`BLOCK_ELEMS`], [`MIN_BLOCK_TILES`]).
+    pub block: usize,
+}
+
+impl Tiling {
+    /// The tiling of `g`'s output.
+    pub(super) fn of(g: &Conv2dGeom) -> Tiling {
+        let (tiles_h, tiles_w) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
+        let tiles = tiles_h * tiles_w;
+        let total = g.n * tiles;
+        let block = (BLOCK_ELEMS / (POINTS * g.c.max(g.o)))
+            .max(MIN_BLOCK_TILES)
+            .min(total);
+        Tiling {
+            tiles,
+            tiles_w,
+            total,
+            block,
+        }
+    }
+}
+
+/// `out [n, o, ho·wo]` as one plane per output channel and image (`planes[o][image]`), the
+/// layout [`transform_output`] writes.
+pub(super) fn output_planes<'a, O>(out: &'a mut [O], g: &Conv2dGeom) -> Vec<Vec<&'a mut [O]>> {
+    let mut planes: Vec<Vec<&mut [O]>> = (0..g.o).map(|_| Vec::with_capacity(g.n)).collect();
+    for (index, plane) in out.chunks_mut(g.ho * g.wo).enumerate() {
+        planes[index % g.o].push(plane);
+    }
+    planes
+}
+
 /// NCHW convolution of `x [n, c, h, w]` by `weight [o, c, 3, 3]` (f32), optional `bias [o]`
 /// and optional `residual [n, o, h, w]` (added as the output transform writes each tile), for a
 /// geometry [`applies`] accepts; returns `[n, o, h, w]`.
@@ -347,19 +388,15 @@ pub(crate) fn conv2d(
     let spatial = g.ho * g.wo;
     let mut out = vec![0f32; g.n * g.o * spatial];
     let u = transform_weights(weight, g.o, g.c);
-    let (tiles_h, tiles_w) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
-    let tiles = tiles_h * tiles_w;
-    let block = (BLOCK_ELEMS / (POINTS * g.c.max(g.o)))
-        .max(MIN_BLOCK_TILES)
-        .min(g.n * tiles);
+    let Tiling {
+        tiles,
+        tiles_w,
+        total,
+        block,
+    } = Tiling::of(&g);
     let mut v = vec![0f32; g.c * POINTS * block];
     let mut m = vec![0f32; g.o * POINTS * block];
-    // Tiles are numbered across the batch, so small images still make wide GEMMs.
-    let mut planes: Vec<Vec<&mut [f32]>> = (0..g.o).map(|_| Vec::with_capacity(g.n)).collect();
-    for (index, plane) in out.chunks_mut(spatial).enumerate() {
-        planes[index % g.o].push(plane);
-    }
-    let total = g.n * tiles;
+    let mut planes = output_planes(&mut out, &g);
     let mut t0 = 0;
     while t0 < total {
         let tb = block.min(total - t0);

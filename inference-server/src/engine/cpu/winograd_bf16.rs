@@ -13,8 +13,7 @@ use rayon::prelude::*;
 use super::bf16gemm::{PACKED_MR, PACKED_NR, bf16_bits, pack_panels, sgemm_bf16_packed};
 use super::gemm::Mat;
 use super::winograd::{
-    BLOCK_ELEMS, Elem, LANES, MIN_BLOCK_TILES, POINTS, TILE, input_lanes, transform_output,
-    transform_weights,
+    Elem, LANES, POINTS, Tiling, input_lanes, output_planes, transform_output, transform_weights,
 };
 use crate::engine::op::Conv2dGeom;
 
@@ -44,20 +43,17 @@ pub(crate) fn conv2d<X: Elem, R: Elem, O: Elem>(
     drop(u);
     let spatial = g.ho * g.wo;
     let mut out = vec![O::narrow(0.0); g.n * o * spatial];
-    let (tiles_h, tiles_w) = (g.ho.div_ceil(TILE), g.wo.div_ceil(TILE));
-    let tiles = tiles_h * tiles_w;
-    let total = g.n * tiles;
-    let block = (BLOCK_ELEMS / (POINTS * c.max(o)))
-        .max(MIN_BLOCK_TILES)
-        .min(total);
+    let Tiling {
+        tiles,
+        tiles_w,
+        total,
+        block,
+    } = Tiling::of(&g);
     // V_ξ [c, tb] as B panels: per point, ⌈tb / 64⌉ panels of ⌈c / 2⌉ channel pairs × 64 tiles.
     let per_point = block.div_ceil(PACKED_NR) * c.div_ceil(2) * PACKED_NR;
     let mut v = vec![0u32; POINTS * per_point];
     let mut m = vec![0f32; o * POINTS * block];
-    let mut planes: Vec<Vec<&mut [O]>> = (0..o).map(|_| Vec::with_capacity(g.n)).collect();
-    for (index, plane) in out.chunks_mut(spatial).enumerate() {
-        planes[index % o].push(plane);
-    }
+    let mut planes = output_planes(&mut out, &g);
     let mut t0 = 0;
     while t0 < total {
         let tb = block.min(total - t0);
