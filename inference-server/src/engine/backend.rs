@@ -9,7 +9,7 @@ use super::dtype::DType;
 use super::error::Result;
 use super::op::{
     AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom,
-    PadGeom, ReduceOp, StridedGeom, UnaryOp, View,
+    PadGeom, ReduceOp, SinusoidGeom, StridedGeom, UnaryOp, View,
 };
 
 use super::cpu::{CpuSlice, CpuStorage};
@@ -114,4 +114,8 @@ pub(crate) trait BackendStorage: Sized {
 
     /// Gathers `ids` (pre-checked `< g.mid`) along the middle axis of `g`.
     fn index_select(&self, v: View, ids: &[u32], g: AxisGeom) -> Result<Self>;
+
+    /// The f32 sinusoidal embeddings `[timesteps.len(), g.dim]` of host timesteps, made on
+    /// `device` (a GPU computes them there instead of uploading the table every step).
+    fn sinusoids(device: &Self::Device, timesteps: &[f32], g: SinusoidGeom) -> Result<Self>;
 }

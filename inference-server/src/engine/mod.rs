@@ -45,6 +45,7 @@ mod storage;
 mod tensor;
 
 pub use cpu::profile;
+pub use cpu::sinusoid::sinusoidal_embedding;
 
 /// Whether this CPU multiplies bf16 natively (`avx512_bf16`, and not forced off by
 /// `SDSERVE_CPU_BF16=portable`): what `--precision bf16` gains on the CPU. Without it bf16

@@ -228,6 +228,18 @@ pub(crate) struct AttnGeom {
     pub causal: bool,
 }
 
+/// Sinusoidal timestep embeddings (diffusers' `get_timestep_embedding` with `scale = 1`,
+/// `max_period = 10000`): `[timesteps, dim]` in f32.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct SinusoidGeom {
+    /// Columns per timestep; an odd `dim` ends in one zero column.
+    pub dim: usize,
+    /// `[cos | sin]` instead of `[sin | cos]`.
+    pub flip_sin_to_cos: bool,
+    /// `downscale_freq_shift`: frequency `i` is `exp(-ln(10000) · i / (dim/2 - shift))`.
+    pub freq_shift: f64,
+}
+
 /// Zero padding of the last two dims of `planes` planes of `h × w`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PadGeom {

@@ -8,7 +8,7 @@ use super::dtype::DType;
 use super::error::{EngineError, Result};
 use super::op::{
     AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom,
-    PadGeom, ReduceOp, StridedGeom, UnaryOp, View,
+    PadGeom, ReduceOp, SinusoidGeom, StridedGeom, UnaryOp, View,
 };
 
 /// Immutable bytes shared with a tensor without copying, e.g. a window of an
@@ -384,6 +384,18 @@ impl Storage {
         match self {
             Storage::Cpu(s) => Ok(Storage::Cpu(s.index_select(v, ids, g)?)),
             Storage::Cuda(s) => Ok(Storage::Cuda(s.index_select(v, ids, g)?)),
+        }
+    }
+
+    /// See [`BackendStorage::sinusoids`].
+    pub(crate) fn sinusoids(
+        device: &Device,
+        timesteps: &[f32],
+        g: SinusoidGeom,
+    ) -> Result<Storage> {
+        match device {
+            Device::Cpu => Ok(Storage::Cpu(CpuStorage::sinusoids(&(), timesteps, g)?)),
+            Device::Cuda(d) => Ok(Storage::Cuda(CudaStorage::sinusoids(d, timesteps, g)?)),
         }
     }
 }

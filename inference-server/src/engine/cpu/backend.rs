@@ -7,13 +7,13 @@ use super::fastmath::Activation;
 use super::gemm::Products;
 use super::profile::scope;
 use super::storage::{CpuSlice, CpuStorage};
-use super::{attention, conv, elementwise as ew, layout, matmul, norm};
+use super::{attention, conv, elementwise as ew, layout, matmul, norm, sinusoid};
 use crate::engine::backend::{Arg, BackendStorage};
 use crate::engine::dtype::DType;
 use crate::engine::error::Result;
 use crate::engine::op::{
     AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom,
-    PadGeom, ReduceOp, StridedGeom, UnaryOp, View,
+    PadGeom, ReduceOp, SinusoidGeom, StridedGeom, UnaryOp, View,
 };
 
 /// Runs a generic kernel on whichever typed slice `$s` is, producing a storage of the same dtype.
@@ -328,5 +328,9 @@ impl BackendStorage for CpuStorage {
         Ok(same_dtype!(self.view(v)?, |s| layout::index_select(
             s, g.outer, g.mid, g.inner, ids
         )))
+    }
+
+    fn sinusoids(_device: &(), timesteps: &[f32], g: SinusoidGeom) -> Result<CpuStorage> {
+        Ok(CpuStorage::F32(sinusoid::embed(timesteps, g)))
     }
 }

@@ -17,6 +17,7 @@ pub(crate) mod layout;
 mod matmul;
 pub(crate) mod norm;
 pub mod profile;
+pub(crate) mod sinusoid;
 mod storage;
 pub(crate) mod threads;
 mod winograd;

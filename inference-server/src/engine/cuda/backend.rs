@@ -12,7 +12,7 @@ use crate::engine::cpu::{CpuSlice, CpuStorage};
 use crate::engine::error::Result;
 use crate::engine::op::{
     AttnGeom, AxisGeom, BinaryOp, BroadcastGeom, Conv2dGeom, GroupNormGeom, LinearGeom, MatmulGeom,
-    PadGeom, ReduceOp, StridedGeom, UnaryOp, View,
+    PadGeom, ReduceOp, SinusoidGeom, StridedGeom, UnaryOp, View,
 };
 
 use super::device::CudaDevice;
@@ -84,6 +84,7 @@ impl CudaStorage {
                 stride_c: g.lq * g.lk,
                 batch: g.bh,
                 accumulate: false,
+                bias: 0,
             };
             self.gemm(base)?;
             let n = g.bh * g.lq * g.lk;
@@ -222,6 +223,7 @@ impl BackendStorage for CudaStorage {
                         stride_c: m * n,
                         batch: count,
                         accumulate: false,
+                        bias: 0,
                     }
                 };
             // One strided-batched call when each operand's matrices are evenly spaced (the
@@ -247,6 +249,10 @@ impl BackendStorage for CudaStorage {
         let dt = self.dtype();
         self.produce("linear", g.rows * g.n_out, |out| {
             let (w, wv) = weight.0.as_dtype(weight.1, dt)?;
+            // The bias joins the GEMM's epilogue (cuBLASLt on a GPU): no second pass over the
+            // output, and one rounding instead of two. The converted copy lives past the call;
+            // the stream orders any reuse of its memory after the GEMM.
+            let bias = bias.map(|(b, bv)| b.as_dtype(bv, dt)).transpose()?;
             self.gemm(Gemm {
                 dtype: dt,
                 m: g.rows,
@@ -265,23 +271,8 @@ impl BackendStorage for CudaStorage {
                 stride_c: 0,
                 batch: 1,
                 accumulate: false,
-            })?;
-            if let Some((b, bv)) = bias {
-                let (b, bv) = b.as_dtype(bv, dt)?;
-                let dims = [g.rows, g.n_out];
-                ew::binary(
-                    self.dev().rt(),
-                    "add",
-                    dt,
-                    out,
-                    b.ptr(bv),
-                    out,
-                    &dims,
-                    &[g.n_out, 1],
-                    &[0, 1],
-                )?;
-            }
-            Ok(())
+                bias: bias.as_ref().map_or(0, |(b, bv)| b.ptr(*bv)),
+            })
         })
     }
 
@@ -360,6 +351,7 @@ impl BackendStorage for CudaStorage {
                         stride_c: 0,
                         batch: 1,
                         accumulate: false,
+                        bias: 0,
                     })?;
                     p0 += p;
                 }
@@ -553,6 +545,26 @@ impl BackendStorage for CudaStorage {
                 g.inner,
                 ids.len(),
             )
+        })
+    }
+
+    fn sinusoids(device: &CudaDevice, timesteps: &[f32], g: SinusoidGeom) -> Result<CudaStorage> {
+        on("sinusoids", || {
+            // The timesteps are the only upload: a few floats instead of the whole table.
+            let t = CudaStorage::upload_slice(device, CpuSlice::F32(timesteps))?;
+            let out = CudaStorage::alloc(device, timesteps.len() * g.dim, DType::F32)?;
+            let (log_max, denom) = crate::engine::cpu::sinusoid::frequency_constants(g);
+            ew::timestep_embedding(
+                device.rt(),
+                t.base(),
+                out.base(),
+                timesteps.len(),
+                g.dim,
+                log_max,
+                denom,
+                g.flip_sin_to_cos,
+            )?;
+            Ok(out)
         })
     }
 }

@@ -51,6 +51,9 @@ pub(crate) struct Gemm {
     pub batch: usize,
     /// Add to C instead of overwriting it.
     pub accumulate: bool,
+    /// Device pointer of `n` elements of `dtype` added to every row of every C in the GEMM's
+    /// epilogue, before the one rounding to `dtype` (cuBLASLt's bias epilogue); 0: none.
+    pub bias: u64,
 }
 
 /// What a CUDA backend needs from below: memory, copies, kernel launches by name and GEMM.

@@ -18,7 +18,9 @@ use cudarc::driver::{result as drv, sys as drv_sys};
 use super::device::{Gemm, Runtime};
 use super::error::CudaError;
 use super::launch::{LaunchCfg, Launcher};
+use super::lt::{self, Lt};
 use super::nvrtc::{self, KernelCache};
+use super::ops::elementwise as ew;
 use crate::engine::DType;
 
 /// A GPU's context, kernel modules and cuBLAS handle.
@@ -28,6 +30,7 @@ pub(crate) struct DriverRuntime {
     functions: Mutex<HashMap<String, usize>>,
     function_handles: Mutex<Vec<drv_sys::CUfunction>>,
     blas: blas_sys::cublasHandle_t,
+    lt: Lt,
     sm: (i32, i32),
 }
 
@@ -117,12 +120,25 @@ impl DriverRuntime {
             });
         }
         let blas = blas::create_handle().map_err(|e| blas_err("cublasCreate", e))?;
+        // SAFETY: only checks whether the shared library can be opened.
+        if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
+            return Err(CudaError::LibraryMissing {
+                library: "libcublasLt.so (cuBLASLt)".into(),
+                hint: "it ships beside libcublas.so in the CUDA toolkit and the nvidia-cublas pip package; add its folder to LD_LIBRARY_PATH".into(),
+            });
+        }
+        // SAFETY: the context is current. The workspace lives as long as the process: the
+        // runtime is never torn down while the server runs.
+        let workspace = unsafe { drv::malloc_sync(lt::WORKSPACE_BYTES) }
+            .map_err(|e| driver_err("cuMemAlloc(cuBLASLt workspace)", e))?;
+        let lt = Lt::new(workspace)?;
         Ok(DriverRuntime {
             ctx,
             modules,
             functions: Mutex::default(),
             function_handles: Mutex::default(),
             blas,
+            lt,
             sm,
         })
     }
@@ -216,6 +232,43 @@ impl Runtime for DriverRuntime {
 
     fn gemm(&self, g: &Gemm) -> Result<(), CudaError> {
         self.make_current()?;
+        if g.bias == 0 {
+            return self.blas_gemm(g);
+        }
+        if self.lt.gemm_bias(g)? {
+            return Ok(());
+        }
+        // No cuBLASLt kernel for this shape: cuBLAS, then the bias as a broadcast add over the
+        // rows (C must then be whole matrices back to back).
+        if g.ldc != g.n || (g.batch > 1 && g.stride_c != g.m * g.n) {
+            return Err(CudaError::Unsupported(format!(
+                "gemm: no cuBLASLt algorithm for a biased GEMM with ldc {} and n {}",
+                g.ldc, g.n
+            )));
+        }
+        self.blas_gemm(g)?;
+        let dims = [g.batch * g.m, g.n];
+        ew::binary(
+            self,
+            "add",
+            g.dtype,
+            g.c,
+            g.bias,
+            g.c,
+            &dims,
+            &[g.n, 1],
+            &[0, 1],
+        )
+    }
+
+    fn tensor_cores(&self) -> bool {
+        self.sm.0 >= 8
+    }
+}
+
+impl DriverRuntime {
+    /// `g` without its bias on cuBLAS (`GemmStridedBatchedEx`, f32 compute).
+    fn blas_gemm(&self, g: &Gemm) -> Result<(), CudaError> {
         use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
         let ty = match g.dtype {
             DType::F32 => blas_sys::cudaDataType::CUDA_R_32F,
@@ -262,9 +315,5 @@ impl Runtime for DriverRuntime {
             )
         }
         .map_err(|e| blas_err("cublasGemmStridedBatchedEx", e))
-    }
-
-    fn tensor_cores(&self) -> bool {
-        self.sm.0 >= 8
     }
 }

@@ -124,6 +124,11 @@ impl Runtime for EmuRuntime {
     fn gemm(&self, g: &Gemm) -> Result<(), CudaError> {
         let (ar, ac) = if g.trans_a { (g.k, g.m) } else { (g.m, g.k) };
         let (br, bc) = if g.trans_b { (g.n, g.k) } else { (g.k, g.n) };
+        // The bias epilogue as cuBLASLt runs it: added in f32 before C is rounded to its dtype.
+        let bias = (g.bias != 0).then(|| {
+            // SAFETY: a non-zero bias pointer holds `n` elements (the `Gemm` contract).
+            unsafe { read_f32(g.dtype, g.bias, 0, g.n) }
+        });
         for i in 0..g.batch {
             // SAFETY: the storage layer sized every operand for `batch` strided matrices.
             let (a, b, mut c) = unsafe {
@@ -171,6 +176,12 @@ impl Runtime for EmuRuntime {
                 g.accumulate,
                 Par::Auto,
             );
+            if let Some(bias) = &bias {
+                for row in c.chunks_mut(g.ldc) {
+                    let cols = row.len().min(g.n);
+                    row[..cols].iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                }
+            }
             // SAFETY: as above.
             unsafe { write_f32(g.dtype, g.c, i * g.stride_c, &c) };
         }

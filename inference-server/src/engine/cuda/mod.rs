@@ -22,6 +22,7 @@ pub(crate) mod emu;
 pub(crate) mod emu_runtime;
 pub(crate) mod error;
 pub(crate) mod launch;
+pub(crate) mod lt;
 pub(crate) mod nvrtc;
 pub(crate) mod ops;
 pub(crate) mod storage;

@@ -2,11 +2,38 @@
 
 use super::elementwise::promoted;
 use super::{expect_rank, expect_vec};
+use crate::engine::device::Device;
 use crate::engine::error::{EngineError, Result};
-use crate::engine::op::{AttnGeom, Conv2dGeom, GroupNormGeom};
+use crate::engine::op::{AttnGeom, Conv2dGeom, GroupNormGeom, SinusoidGeom};
+use crate::engine::storage::Storage;
 use crate::engine::tensor::Tensor;
 
 impl Tensor {
+    /// Sinusoidal timestep embeddings `[timesteps.len(), dim]` (f32) on `device`: diffusers'
+    /// `get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift = freq_shift)`
+    /// (see [`crate::engine::sinusoidal_embedding`]). A GPU computes them on the device.
+    pub fn sinusoids(
+        timesteps: &[f32],
+        dim: usize,
+        flip_sin_to_cos: bool,
+        freq_shift: f64,
+        device: &Device,
+    ) -> Result<Tensor> {
+        if dim / 2 > 0 && (dim / 2) as f64 - freq_shift == 0.0 {
+            return Err(EngineError::invalid(
+                "sinusoids",
+                "freq_shift must differ from dim / 2 (it divides by their difference)",
+            ));
+        }
+        let g = SinusoidGeom {
+            dim,
+            flip_sin_to_cos,
+            freq_shift,
+        };
+        let storage = Storage::sinusoids(device, timesteps, g)?;
+        Ok(Tensor::from_storage(storage, (timesteps.len(), dim)))
+    }
+
     /// Layer norm over the last dim with affine `weight`, `bias` (both `[C]`), fused.
     pub fn layer_norm(&self, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
         let Some(&c) = self.dims().last() else {

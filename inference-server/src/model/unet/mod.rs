@@ -25,8 +25,9 @@ use crate::model::ModelError;
 use crate::model::weights::{UNetConfig, WeightSet};
 use crate::nn::{Conv2d, GroupNorm};
 
+pub use crate::engine::sinusoidal_embedding;
 use blocks::{BlockParams, DownBlock, MidBlock, UpBlock};
-pub use time::{TimestepEmbedding, sinusoidal_embedding};
+pub use time::TimestepEmbedding;
 pub use transformer::Transformer2D;
 
 /// A loaded UNet, ready to predict noise.

@@ -161,3 +161,32 @@ __device__ void sd_geglu(const T* x, T* out, unsigned long long rows, unsigned i
 SD_GEGLU(float, f32)
 SD_GEGLU(f16, f16)
 SD_GEGLU(bf16, bf16)
+
+// ---- timestep embedding ---------------------------------------------------------------------
+
+// diffusers' get_timestep_embedding (scale 1, max_period 10000) for `count` timesteps t[]:
+// out[r, :] = [sin(t_r f_i) | cos(t_r f_i)] ([cos | sin] when flip), f_i = exp(log_max i / denom),
+// an odd dim's last column 0. Each step is rounded to f32 as the CPU (and PyTorch) round it. The
+// steps run in double and round once: for * and / that is the correctly rounded f32 result
+// (53 >= 2*24 + 2 bits), for exp/sin/cos within an ulp of libm's. --use_fast_math would make
+// them approximations whose error grows with the argument, and t_r f_i reaches ~1000 rad.
+extern "C" __global__ void timestep_embedding_f32(const float* t, float* out, unsigned int count,
+                                                  unsigned int dim, float log_max, float denom, int flip) {
+    const unsigned int half = dim / 2;
+    const unsigned long long n = (unsigned long long)count * dim;
+    const unsigned long long step = (unsigned long long)gridDim.x * blockDim.x;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
+        const unsigned int r = (unsigned int)(i / dim), c = (unsigned int)(i % dim);
+        if (c >= 2 * half) {
+            out[i] = 0.0f;
+            continue;
+        }
+        const bool first = c < half;
+        const unsigned int j = first ? c : c - half;
+        const float num = (float)((double)log_max * (double)j);
+        const float f = (float)exp((double)(float)((double)num / (double)denom));
+        const double a = (double)(float)((double)t[r] * (double)f);
+        out[i] = (first != (flip != 0)) ? (float)sin(a) : (float)cos(a);
+    }
+}
+SD_EXPORT(timestep_embedding_f32)

@@ -177,3 +177,26 @@ pub(crate) fn geglu(
     let half32 = u32_arg("geglu", "half", half)?;
     launch!(l, format!("geglu_{dtype}"), cfg_1d(rows * half); x, out, rows as u64, half32)
 }
+
+/// Sinusoidal timestep embeddings: `t` holds `count` f32 timesteps, `out` gets
+/// `[count, dim]` f32 (see `sinusoid.rs` of the CPU backend for the definition and
+/// `frequency_constants` for `log_max` and `denom`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn timestep_embedding(
+    l: &dyn Launcher,
+    t: u64,
+    out: u64,
+    count: usize,
+    dim: usize,
+    log_max: f32,
+    denom: f32,
+    flip_sin_to_cos: bool,
+) -> Result<(), CudaError> {
+    if count == 0 || dim == 0 {
+        return Ok(());
+    }
+    let count32 = u32_arg("timestep_embedding", "timesteps", count)?;
+    let dim32 = u32_arg("timestep_embedding", "dim", dim)?;
+    let flip = i32::from(flip_sin_to_cos);
+    launch!(l, "timestep_embedding_f32", cfg_1d(count * dim); t, out, count32, dim32, log_max, denom, flip)
+}

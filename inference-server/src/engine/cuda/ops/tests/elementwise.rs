@@ -2,9 +2,11 @@
 
 use super::*;
 use crate::engine::cpu::elementwise as cpu;
+use crate::engine::cpu::sinusoid::{frequency_constants, sinusoidal_embedding};
 use crate::engine::cuda::ops::elementwise::{
-    affine, binary, clamp, contiguous_strides, geglu, unary,
+    affine, binary, clamp, contiguous_strides, geglu, timestep_embedding, unary,
 };
+use crate::engine::op::SinusoidGeom;
 
 /// 1-D grid-stride kernels: a size that leaves a partial last block.
 const N: usize = 1000 * 3 + 17;
@@ -164,6 +166,34 @@ fn geglu_matches_the_cpu() {
             &out.to_f32(),
             &cpu::geglu(&rounded(dtype, &x), half),
             tol(dtype),
+        );
+    }
+}
+
+#[test]
+fn timestep_embeddings_match_the_cpu() {
+    // SD 1.5's 320 columns with flip (diffusers' UNet) at timesteps across the schedule, and an
+    // odd dim with a shift and no flip (the trailing zero column, the other half order).
+    // Tolerance 1e-4: each step is rounded like the CPU's, so the only difference is a last-ulp
+    // disagreement between libm's f32 exp/sin/cos and the double ones rounded to f32; one ulp
+    // of a frequency moves t·f by at most 999 · 6e-8 = 6e-5, and sin/cos by as much.
+    let t = [999.0f32, 500.5, 1.0, 0.0, 47.25];
+    for (dim, flip, shift) in [(320, true, 0.0), (7, false, 1.0)] {
+        let g = SinusoidGeom {
+            dim,
+            flip_sin_to_cos: flip,
+            freq_shift: shift,
+        };
+        let mut tb = Buf::from_f32(DType::F32, &t);
+        let mut out = Buf::zeros(DType::F32, t.len() * dim);
+        let (log_max, denom) = frequency_constants(g);
+        timestep_embedding(&L, tb.ptr(), out.ptr(), t.len(), dim, log_max, denom, flip).unwrap();
+        let want = sinusoidal_embedding(&t, dim, flip, shift);
+        assert_close(
+            &format!("timestep_embedding dim {dim}"),
+            &out.to_f32(),
+            &want,
+            1e-4,
         );
     }
 }
