@@ -1,9 +1,10 @@
 //! Our own f32 GEMM, with the instruction set chosen at run time. The `gemm` crate compiles its
 //! AVX-512 microkernels only with its `nightly` feature, so on stable Rust every f32 product it
 //! computes runs AVX2 code. [`sgemm_own`] has [`sgemm`]'s contract; on CPUs with AVX-512F it runs
-//! its own packing and a register-blocked `vfmadd231ps zmm` microkernel ([`avx512`]), elsewhere
-//! (or when `SDSERVE_CPU_ISA` says so, or when the 48/64-wide kernels would pad n by more than
-//! an eighth) it calls [`sgemm`]. [`super::gemm::gemm_with`] sends every f32 product here.
+//! its own packing and a register-blocked `vfmadd231ps zmm` microkernel ([`avx512`]); with AVX2
+//! + FMA (or when `SDSERVE_CPU_ISA` says so, or when the 48/64-wide kernels would pad n by more
+//! than an eighth) it calls [`sgemm`]; without either (or with `SDSERVE_CPU_ISA=portable`) it
+//! runs our plain-Rust kernel ([`portable`]). [`super::gemm::gemm_with`] sends every f32 product here.
 
 use super::gemm::{Gemm, Mat, Par, sgemm};
 use std::sync::OnceLock;
@@ -16,10 +17,11 @@ const PAR_GEMM_MIN: usize = 48 * 48 * 48;
 pub(crate) enum Isa {
     /// Own packing and an AVX-512F microkernel (needs `avx512f`).
     Avx512,
-    /// The `gemm` crate ([`sgemm`]), which runs its AVX2 + FMA kernels on such a CPU.
+    /// The `gemm` crate ([`sgemm`]), which runs its AVX2 + FMA kernels on such a CPU (and its
+    /// own SIMD kernels on other architectures).
     Avx2,
-    /// The `gemm` crate as well: it picks its kernels by the CPU itself and offers no way to force
-    /// its scalar ones, so this is the crate's own choice (AVX2 + FMA where present, else scalar).
+    /// Our own plain-Rust kernel ([`portable`]), vectorised by the compiler for the baseline
+    /// target only (SSE2 on x86-64): CPUs without AVX2 + FMA, and other architectures.
     Portable,
 }
 
@@ -50,8 +52,12 @@ fn cpu_has_avx2() -> bool {
     false
 }
 
-/// The best path this CPU runs.
+/// The best path this CPU runs. Off x86-64 that is the `gemm` crate, whose NEON kernels beat
+/// the portable ones (the [`Isa::Avx2`] variant; its name is the x86 one).
 fn native_isa() -> Isa {
+    if cfg!(not(target_arch = "x86_64")) {
+        return Isa::Avx2;
+    }
     match (cpu_has_avx512f(), cpu_has_avx2()) {
         (true, _) => Isa::Avx512,
         (false, true) => Isa::Avx2,
@@ -111,9 +117,9 @@ pub(crate) fn sgemm_own(
     sgemm_own_on(isa(), g, dst, par)
 }
 
-/// [`sgemm_own`] on a chosen path (the `gemm` crate if the CPU lacks AVX-512F, or if the
-/// AVX-512 kernels would pad n by more than an eighth), so tests can check every path on one
-/// machine.
+/// [`sgemm_own`] on a chosen path (the `gemm` crate for [`Isa::Avx2`], or for [`Isa::Avx512`]
+/// when the CPU lacks AVX-512F or its kernels would pad n by more than an eighth), so tests can
+/// check every path on one machine.
 fn sgemm_own_on(isa: Isa, g: Gemm<'_>, dst: &mut [f32], par: Par) {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512 && cpu_has_avx512f() {
@@ -127,10 +133,18 @@ fn sgemm_own_on(isa: Isa, g: Gemm<'_>, dst: &mut [f32], par: Par) {
             return;
         }
     }
-    let _ = isa;
+    if isa == Isa::Portable {
+        if g.has_work(dst) {
+            portable::gemm(g, dst, par);
+        }
+        return;
+    }
     let (m, n, k, lhs, rhs, dst_rs, acc) = (g.m, g.n, g.k, g.lhs, g.rhs, g.dst_rs, g.acc);
     sgemm(m, n, k, lhs, rhs, dst, dst_rs, acc, par);
 }
+
+/// The portable path: plain Rust, register-blocked, that the compiler vectorises for any target.
+mod portable;
 
 /// The AVX-512F path: Goto-style blocking (B blocks of KC × NC packed once and shared by all
 /// threads; A read in place when its rows are contiguous, else packed per MC × KC block) around

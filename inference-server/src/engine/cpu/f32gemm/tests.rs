@@ -69,12 +69,13 @@ fn check(
     error_ratio(g, &c0, &got)
 }
 
-/// The paths this CPU can run: the `gemm` crate always, AVX-512 where the CPU has it.
+/// The paths this CPU can run: the `gemm` crate and our portable kernel always, AVX-512 where
+/// the CPU has it.
 fn paths() -> Vec<Isa> {
     if cpu_has_avx512f() {
         return vec![Isa::Avx2, Isa::Portable, Isa::Avx512];
     }
-    eprintln!("note: this CPU lacks avx512f; only the gemm crate paths are checked");
+    eprintln!("note: this CPU lacks avx512f; only the gemm crate and portable paths are checked");
     vec![Isa::Avx2, Isa::Portable]
 }
 

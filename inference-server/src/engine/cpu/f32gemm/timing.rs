@@ -1,4 +1,4 @@
-//! Throughput of the `gemm` crate against the AVX-512 path on Stable Diffusion shapes, and a
+//! Throughput of the portable kernel and the `gemm` crate against the AVX-512 path on Stable Diffusion shapes, and a
 //! sweep of the AVX-512 blockings (both `#[ignore]`d: run them in release builds).
 
 use super::tests::{Run, compute};
@@ -97,7 +97,10 @@ fn throughput() {
         rounds(),
         rayon::current_num_threads()
     );
-    let mut runs = vec![("gemm crate".to_string(), Run::Path(Isa::Avx2))];
+    let mut runs = vec![
+        ("portable".to_string(), Run::Path(Isa::Portable)),
+        ("gemm crate".to_string(), Run::Path(Isa::Avx2)),
+    ];
     if cpu_has_avx512f() {
         runs.push(("own avx512".to_string(), Run::Path(Isa::Avx512)));
         // The AVX-512 kernels even where `sgemm_own` leaves n to the gemm crate.
