@@ -2,9 +2,10 @@
 //! AVX-512 microkernels only with its `nightly` feature, so on stable Rust every f32 product it
 //! computes runs AVX2 code. [`sgemm_own`] has [`sgemm`]'s contract; on CPUs with AVX-512F it runs
 //! its own packing and a register-blocked `vfmadd231ps zmm` microkernel ([`avx512`]); with AVX2
-//! + FMA (or when `SDSERVE_CPU_ISA` says so, or when the 48/64-wide kernels would pad n by more
-//! than an eighth) it calls [`sgemm`]; without either (or with `SDSERVE_CPU_ISA=portable`) it
-//! runs our plain-Rust kernel ([`portable`]). [`super::gemm::gemm_with`] sends every f32 product here.
+//! and FMA (or when `SDSERVE_CPU_ISA` says so, or when the 48/64-wide kernels would pad n by
+//! more than an eighth) it calls [`sgemm`]; without either (or with `SDSERVE_CPU_ISA=portable`)
+//! it runs our plain-Rust kernel ([`portable`]). [`super::gemm::gemm_with`] sends every f32
+//! product here.
 
 use super::gemm::{Gemm, Mat, Par, sgemm};
 use std::sync::OnceLock;
