@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::conv_choice::{ConvChoices, ConvPath, ConvPolicy};
 use super::error::CudaError;
 use super::launch::Launcher;
 use crate::engine::DType;
@@ -72,6 +73,11 @@ pub(crate) trait Runtime: Launcher {
     fn gemm(&self, g: &Gemm) -> Result<(), CudaError>;
     /// Whether f16 attention may use the tensor-core (`mma.sync`, sm_80+) kernel.
     fn tensor_cores(&self) -> bool;
+    /// Waits until all work issued so far has finished (to time it).
+    fn synchronize(&self) -> Result<(), CudaError>;
+    /// The device's model and architecture (`NVIDIA H200 sm_90`): what a measured choice of
+    /// kernels holds for.
+    fn model(&self) -> String;
 }
 
 /// Freed buffers kept for reuse, by exact size: the sampling loop allocates the same shapes
@@ -89,6 +95,7 @@ struct Inner {
     label: String,
     rt: Box<dyn Runtime>,
     pool: Mutex<Pool>,
+    conv: ConvChoices,
 }
 
 /// A CUDA device (or the emulator). Clones share one runtime and one allocator; two handles
@@ -97,13 +104,20 @@ struct Inner {
 pub struct CudaDevice(Arc<Inner>);
 
 impl CudaDevice {
-    /// Wraps a runtime under a display name (`cuda:0`, `cuda-emu`).
-    pub(crate) fn new(label: String, rt: Box<dyn Runtime>) -> CudaDevice {
+    /// Wraps a runtime under a display name (`cuda:0`, `cuda-emu`), choosing convolution
+    /// kernels under `conv` (see `conv_choice.rs`).
+    pub(crate) fn new(label: String, rt: Box<dyn Runtime>, conv: ConvChoices) -> CudaDevice {
         CudaDevice(Arc::new(Inner {
             label,
             rt,
             pool: Mutex::new(Pool::default()),
+            conv,
         }))
+    }
+
+    /// How this device picks a convolution kernel per shape.
+    pub(crate) fn conv_choices(&self) -> &ConvChoices {
+        &self.0.conv
     }
 
     /// The device's name as the user spelled it.
@@ -181,9 +195,18 @@ impl CudaDevice {
     pub(crate) fn emulated() -> CudaDevice {
         static EMU: OnceLock<CudaDevice> = OnceLock::new();
         EMU.get_or_init(|| {
-            CudaDevice::new("cuda-emu".into(), Box::new(super::emu_runtime::EmuRuntime))
+            let policy = ConvPolicy::from_env(ConvPolicy::Always(ConvPath::Im2col));
+            Self::emulated_with(policy)
         })
         .clone()
+    }
+
+    /// A new emulated device (not the shared one) whose convolutions follow `policy`: how the
+    /// tests run each convolution path through the whole backend.
+    #[cfg(feature = "cuda-emu")]
+    pub(crate) fn emulated_with(policy: ConvPolicy) -> CudaDevice {
+        let rt = Box::new(super::emu_runtime::EmuRuntime);
+        CudaDevice::new("cuda-emu".into(), rt, ConvChoices::new(policy, None))
     }
 
     /// The process-wide handle of GPU `ordinal`, created (driver loaded, kernels compiled or
@@ -198,7 +221,10 @@ impl CudaDevice {
             return Ok(d.clone());
         }
         let rt = super::driver::DriverRuntime::new(ordinal)?;
-        let dev = CudaDevice::new(format!("cuda:{ordinal}"), Box::new(rt));
+        let policy = ConvPolicy::from_env(ConvPolicy::Measure);
+        let file = super::nvrtc::conv_choices_file(&rt.model());
+        let conv = ConvChoices::new(policy, file);
+        let dev = CudaDevice::new(format!("cuda:{ordinal}"), Box::new(rt), conv);
         gpus.insert(ordinal, dev.clone());
         Ok(dev)
     }

@@ -32,6 +32,7 @@ pub(crate) struct DriverRuntime {
     blas: blas_sys::cublasHandle_t,
     lt: Lt,
     sm: (i32, i32),
+    name: String,
 }
 
 // SAFETY: the handles are plain driver handles; the driver API is thread safe once the
@@ -95,6 +96,7 @@ impl DriverRuntime {
                     .map_err(|e| driver_err("cuDeviceGetAttribute", e))?;
             (ctx, (major, minor))
         };
+        let name = drv::device::get_name(dev).unwrap_or_else(|_| "NVIDIA GPU".into());
         let arch = format!("sm_{}{}", sm.0, sm.1);
         let cache = KernelCache::new(
             KernelCache::default_dir()
@@ -140,6 +142,7 @@ impl DriverRuntime {
             blas,
             lt,
             sm,
+            name,
         })
     }
 
@@ -263,6 +266,15 @@ impl Runtime for DriverRuntime {
 
     fn tensor_cores(&self) -> bool {
         self.sm.0 >= 8
+    }
+
+    fn synchronize(&self) -> Result<(), CudaError> {
+        self.make_current()?;
+        drv::ctx::synchronize().map_err(|e| driver_err("cuCtxSynchronize", e))
+    }
+
+    fn model(&self) -> String {
+        format!("{} sm_{}{}", self.name, self.sm.0, self.sm.1)
     }
 }
 

@@ -188,6 +188,15 @@ impl Runtime for EmuRuntime {
         Ok(())
     }
 
+    fn synchronize(&self) -> Result<(), CudaError> {
+        // Launches and GEMMs run to completion before they return.
+        Ok(())
+    }
+
+    fn model(&self) -> String {
+        "cuda-emu".into()
+    }
+
     fn tensor_cores(&self) -> bool {
         // The emulator runs the mma.sync path's per-lane twin, so f16 attention takes the
         // same kernel a sm_80+ GPU does.

@@ -14,6 +14,7 @@
 //! same code for both.
 
 pub(crate) mod backend;
+pub(crate) mod conv_choice;
 pub(crate) mod device;
 pub(crate) mod driver;
 #[cfg(feature = "cuda-emu")]

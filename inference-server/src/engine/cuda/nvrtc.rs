@@ -227,3 +227,20 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 #[path = "nvrtc_tests.rs"]
 mod tests;
+
+/// Where a GPU's measured convolution choices live: beside the kernel cache, one file per GPU
+/// model and version of the convolution kernels (a changed kernel is measured again).
+pub(crate) fn conv_choices_file(model: &str) -> Option<PathBuf> {
+    let dir = KernelCache::default_dir()?;
+    let safe: String = model
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let sources: Vec<&str> = kernel_sources()
+        .iter()
+        .filter(|(f, _)| f.starts_with("conv"))
+        .map(|(_, s)| *s)
+        .collect();
+    let version = stable_hash(&sources);
+    Some(dir.join(format!("conv-choices-{safe}-{}.tsv", &version[..16.min(version.len())])))
+}
