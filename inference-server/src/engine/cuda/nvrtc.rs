@@ -26,6 +26,7 @@ pub(crate) fn kernel_sources() -> &'static [(&'static str, &'static str)] {
         ("layout", include_str!("kernels/layout.cu")),
         ("cast", include_str!("kernels/cast.cu")),
         ("conv", include_str!("kernels/conv.cu")),
+        ("conv_igemm", include_str!("kernels/conv_igemm.cu")),
         ("attention", include_str!("kernels/attention.cu")),
         ("attention_mma", include_str!("kernels/attention_mma.cu")),
     ]

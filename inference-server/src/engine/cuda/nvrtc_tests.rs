@@ -78,6 +78,15 @@ fn every_exported_kernel_is_in_the_ptx() {
         ),
         ("conv", &["im2col_f16", "add_channel_bias_f32"][..]),
         (
+            "conv_igemm",
+            &[
+                "conv_igemm_f32",
+                "conv_igemm_f16",
+                "conv_igemm_bf16",
+                "conv_igemm_mma_f16",
+            ][..],
+        ),
+        (
             "attention",
             &["attention_f32", "attention_f16", "attention_bf16"][..],
         ),
@@ -92,11 +101,13 @@ fn every_exported_kernel_is_in_the_ptx() {
             );
         }
     }
-    let mma = compile("attention_mma", "sm_80").unwrap();
-    assert!(
-        mma.contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"),
-        "tensor-core path missing from the PTX"
-    );
+    for family in ["attention_mma", "conv_igemm"] {
+        let mma = compile(family, "sm_80").unwrap();
+        assert!(
+            mma.contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"),
+            "{family}: tensor-core path missing from the PTX"
+        );
+    }
 }
 
 #[test]

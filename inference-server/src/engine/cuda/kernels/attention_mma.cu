@@ -17,7 +17,8 @@
 // B "col" means B[k][n] sits at n * ld + k: for S, B = K^T, i.e. K's own rows; for O, B = V, so
 // the V tile is stored transposed (vt[dim][key]) to make each b register one 32-bit load.
 // The C map of S for keys 16j..16j+7 and 16j+8..+15 is exactly the A map of P for k-step j, so
-// P goes from accumulators to A fragments with no shuffles.
+// P goes from accumulators to A fragments with no shuffles. The mma itself (and its emulated
+// twin) is mma_16816_f16 in prelude.cuh, shared with conv_igemm.cu.
 
 #define AM_LOG2E 1.4426950408889634f
 #define AM_DMAX 160
@@ -27,38 +28,6 @@
 // 20 (mod 32): the 8 groups of a fragment load land on 8 disjoint 4-bank sets, conflict-free.
 #define AM_KSTW (AM_DMAX / 2 + 4)
 #define AM_VSTW (AM_BK / 2 + 4)
-
-// d[0..4] += A * B for one m16n8k16 tile; every lane of the warp must call it together.
-__device__ inline void am_mma_16816(float* d, const unsigned* a, const unsigned* b) {
-#ifdef SDSERVE_EMU
-    // Emulated twin: each lane gathers, with shuffles, exactly the registers the hardware would
-    // read for its four outputs (rows g and g+8, columns 2t and 2t+1), then sums in f32.
-    const unsigned lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    for (int kp = 0; kp < 8; ++kp) {  // k = 2kp, 2kp+1
-        const int src_t = kp & 3, hi = kp >> 2;
-        unsigned a_lo = __shfl_sync(0xffffffffu, a[hi ? 2 : 0], (int)(g * 4 + src_t));  // A[g][2kp..]
-        unsigned a_hi = __shfl_sync(0xffffffffu, a[hi ? 3 : 1], (int)(g * 4 + src_t));  // A[g+8][2kp..]
-        unsigned b0 = __shfl_sync(0xffffffffu, b[hi], (int)((2 * t) * 4 + src_t));     // B[2kp..][2t]
-        unsigned b1 = __shfl_sync(0xffffffffu, b[hi], (int)((2 * t + 1) * 4 + src_t)); // B[2kp..][2t+1]
-        float al0 = unpack_f16x2_lo(a_lo), al1 = unpack_f16x2_hi(a_lo);
-        float ah0 = unpack_f16x2_lo(a_hi), ah1 = unpack_f16x2_hi(a_hi);
-        float b00 = unpack_f16x2_lo(b0), b01 = unpack_f16x2_hi(b0);
-        float b10 = unpack_f16x2_lo(b1), b11 = unpack_f16x2_hi(b1);
-        d[0] += al0 * b00 + al1 * b01;
-        d[1] += al0 * b10 + al1 * b11;
-        d[2] += ah0 * b00 + ah1 * b01;
-        d[3] += ah0 * b10 + ah1 * b11;
-    }
-#elif __CUDA_ARCH__ >= 800
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-    __trap();  // the wrapper picks this kernel only on sm_80+
-#endif
-}
 
 // One f16 pair of row `row` of a [rows, d] matrix at columns c, c+1, zero outside.
 __device__ inline unsigned am_load_pair(const f16* m, unsigned rows, unsigned d, unsigned row, unsigned c) {
@@ -124,7 +93,7 @@ __device__ void am_attention(const f16* q, const f16* k, const f16* v, f16* out,
                 unsigned b[2];
                 b[0] = ks[(nt * 8 + g) * AM_KSTW + kk * 8 + t];
                 b[1] = ks[(nt * 8 + g) * AM_KSTW + kk * 8 + 4 + t];
-                am_mma_16816(s[nt], qa[kk], b);
+                mma_16816_f16(s[nt], qa[kk], b);
             }
         }
         // Scale to base 2, mask, and update the running max/sum of rows g (r = 0) and g+8 (r = 1).
@@ -185,7 +154,7 @@ __device__ void am_attention(const f16* q, const f16* k, const f16* v, f16* out,
                 unsigned b[2];
                 b[0] = vt[(n * 8 + g) * AM_VSTW + j * 8 + t];
                 b[1] = vt[(n * 8 + g) * AM_VSTW + j * 8 + 4 + t];
-                am_mma_16816(acc[n], pa[j], b);
+                mma_16816_f16(acc[n], pa[j], b);
             }
     }
 #pragma unroll

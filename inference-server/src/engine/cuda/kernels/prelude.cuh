@@ -110,6 +110,46 @@ __device__ __forceinline__ unsigned int pack_f16x2(float lo, float hi) {
 __device__ __forceinline__ float unpack_f16x2_lo(unsigned int v) { f16 h; h.x = (unsigned short)(v & 0xffffu); return to_f32(h); }
 __device__ __forceinline__ float unpack_f16x2_hi(unsigned int v) { f16 h; h.x = (unsigned short)(v >> 16); return to_f32(h); }
 
+// d[0..4] += A * B for one mma.sync.m16n8k16 tile (f16 A/B, f32 C/D), sm_80+; every lane of
+// the warp must call it together. Fragment maps (PTX ISA, "Matrix Fragments for
+// mma.m16n8k16"), g = lane / 4, t = lane % 4, a register holding an f16 pair with the lower k
+// (or column) index in its low 16 bits:
+//   a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..], a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..]
+//   b[0] = B[2t..2t+1][g], b[1] = B[2t+8..2t+9][g]
+//   d[0] = C[g][2t], d[1] = C[g][2t+1], d[2] = C[g+8][2t], d[3] = C[g+8][2t+1]
+// Used by attention_mma.cu and conv_igemm.cu; the emulated twin makes their fragment logic run
+// (and be tested) under the emulator.
+__device__ inline void mma_16816_f16(float* d, const unsigned* a, const unsigned* b) {
+#ifdef SDSERVE_EMU
+    // Emulated twin: each lane gathers, with shuffles, exactly the registers the hardware would
+    // read for its four outputs (rows g and g+8, columns 2t and 2t+1), then sums in f32.
+    const unsigned lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    for (int kp = 0; kp < 8; ++kp) {  // k = 2kp, 2kp+1
+        const int src_t = kp & 3, hi = kp >> 2;
+        unsigned a_lo = __shfl_sync(0xffffffffu, a[hi ? 2 : 0], (int)(g * 4 + src_t));  // A[g][2kp..]
+        unsigned a_hi = __shfl_sync(0xffffffffu, a[hi ? 3 : 1], (int)(g * 4 + src_t));  // A[g+8][2kp..]
+        unsigned b0 = __shfl_sync(0xffffffffu, b[hi], (int)((2 * t) * 4 + src_t));     // B[2kp..][2t]
+        unsigned b1 = __shfl_sync(0xffffffffu, b[hi], (int)((2 * t + 1) * 4 + src_t)); // B[2kp..][2t+1]
+        float al0 = unpack_f16x2_lo(a_lo), al1 = unpack_f16x2_hi(a_lo);
+        float ah0 = unpack_f16x2_lo(a_hi), ah1 = unpack_f16x2_hi(a_hi);
+        float b00 = unpack_f16x2_lo(b0), b01 = unpack_f16x2_hi(b0);
+        float b10 = unpack_f16x2_lo(b1), b11 = unpack_f16x2_hi(b1);
+        d[0] += al0 * b00 + al1 * b01;
+        d[1] += al0 * b10 + al1 * b11;
+        d[2] += ah0 * b00 + ah1 * b01;
+        d[3] += ah0 * b10 + ah1 * b11;
+    }
+#elif __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();  // wrappers pick the kernels that call this only on sm_80+
+#endif
+}
+
 // -inf without <math.h> (NVRTC has no INFINITY macro): the bit pattern of -inf.
 #define SD_NEG_INF __uint_as_float(0xff800000u)
 
