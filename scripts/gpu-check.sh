@@ -56,6 +56,10 @@ export LD_LIBRARY_PATH="$libs:${LD_LIBRARY_PATH:-}"
 
 echo "== CUDA backend tests on cuda:0 (ops against the CPU backend, tiny pipeline parity)"
 SDSERVE_TEST_DEVICE=cuda:0 timeout 240 "$BUNDLE/inference-server-tests" engine::cuda:: --test-threads 1 2>&1 | tail -n 25
+# The device tests above measure which convolution path wins per shape; run the convolutions
+# again with our implicit-GEMM kernel forced, so it is checked on the GPU whatever won.
+echo "== the same ops with the implicit-GEMM convolution forced"
+SDSERVE_CUDA_CONV=implicit SDSERVE_TEST_DEVICE=cuda:0 timeout 60 "$BUNDLE/inference-server-tests" engine::cuda::device_tests --test-threads 1 2>&1 | tail -n 8
 
 echo "== SD 1.5 shapes, 512x512, Euler a, 20 steps, batch 1 with CFG"
 model=$(mktemp -d)/sd15

@@ -102,11 +102,6 @@ impl ConvChoices {
         }
     }
 
-    /// The policy this device runs under.
-    pub(crate) fn policy(&self) -> ConvPolicy {
-        self.policy
-    }
-
     /// Runs the convolution `key` names with `run(path)`: on the forced or remembered path, or,
     /// the first time, after timing each path twice (the first run of each pays one-time costs:
     /// library heuristics, cold caches) and keeping the faster. Every run writes the whole
@@ -143,7 +138,13 @@ impl ConvChoices {
         } else {
             ConvPath::Im2col
         };
-        tracing::debug!(shape = key, ?im2col, ?implicit, chosen = p.name(), "conv2d path");
+        tracing::debug!(
+            shape = key,
+            ?im2col,
+            ?implicit,
+            chosen = p.name(),
+            "conv2d path"
+        );
         self.remember(key, p);
         run(p)?;
         Ok(p)
@@ -239,12 +240,21 @@ mod tests {
         assert_eq!(runs, [Im2col, Im2col, Implicit, Implicit, Im2col]);
         // Known now: one run.
         runs.clear();
-        c.run("k1", &NoSync, |p| Ok(runs.push(p))).unwrap();
+        c.run("k1", &NoSync, |p| {
+            runs.push(p);
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(runs, [Im2col]);
         // A new process reads the file and does not measure.
         let again = ConvChoices::new(ConvPolicy::Measure, Some(file));
         runs.clear();
-        again.run("k1", &NoSync, |p| Ok(runs.push(p))).unwrap();
+        again
+            .run("k1", &NoSync, |p| {
+                runs.push(p);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(runs, [Im2col]);
     }
 
@@ -252,7 +262,11 @@ mod tests {
     fn a_forced_path_runs_alone_and_errors_reach_the_caller() {
         let c = ConvChoices::new(ConvPolicy::Always(ConvPath::Implicit), None);
         let mut runs = Vec::new();
-        c.run("k", &NoSync, |p| Ok(runs.push(p))).unwrap();
+        c.run("k", &NoSync, |p| {
+            runs.push(p);
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(runs, [ConvPath::Implicit]);
         let m = ConvChoices::new(ConvPolicy::Measure, None);
         let err = m

@@ -257,3 +257,91 @@ fn operands_on_two_devices_are_an_error_naming_them() {
         format!("add: operands are on different devices (cpu and {})", emu())
     );
 }
+
+#[test]
+fn both_conv2d_paths_and_the_measured_choice_match_the_cpu() {
+    use crate::engine::cuda::CudaDevice;
+    use crate::engine::cuda::conv_choice::{ConvPath, ConvPolicy};
+    // Fresh emulated devices (not the shared one) so each policy holds for its own tensors.
+    // Tolerances: f32 as above; f16 and bf16 round the output once (2^-11, 2^-8 relative) on
+    // both backends from the same rounded inputs, so they differ by at most two such steps.
+    let policies = [
+        ConvPolicy::Always(ConvPath::Im2col),
+        ConvPolicy::Always(ConvPath::Implicit),
+        ConvPolicy::Measure,
+    ];
+    for policy in policies {
+        let dev = Device::Cuda(CudaDevice::emulated_with(policy));
+        for (dtype, tol) in [
+            (DType::F32, 1e-5),
+            (DType::F16, 2e-3),
+            (DType::BF16, 1.6e-2),
+        ] {
+            let on = |t: &Tensor| t.to_dtype(dtype).unwrap();
+            let x = on(&Tensor::from_vec(
+                values(2 * 12 * 9 * 11, 40),
+                &[2, 12, 9, 11][..],
+                &Device::Cpu,
+            )
+            .unwrap());
+            let w = on(
+                &Tensor::from_vec(values(7 * 12 * 9, 41), &[7, 12, 3, 3][..], &Device::Cpu)
+                    .unwrap(),
+            );
+            let b = Tensor::from_vec(values(7, 42), &[7][..], &Device::Cpu).unwrap();
+            let pw = on(
+                &Tensor::from_vec(values(7 * 12, 43), &[7, 12, 1, 1][..], &Device::Cpu).unwrap(),
+            );
+            let put = |t: &Tensor| t.to_device(&dev).unwrap();
+            let (gx, gw, gb, gpw) = (put(&x), put(&w), put(&b), put(&pw));
+            for (stride, pad) in [(1, 1), (2, 1)] {
+                let want = x.conv2d(&w, Some(&b), stride, pad).unwrap();
+                let r =
+                    on(
+                        &Tensor::from_vec(values(want.elem_count(), 44), want.dims(), &Device::Cpu)
+                            .unwrap(),
+                    );
+                let cases = [
+                    (
+                        "conv2d",
+                        want,
+                        gx.conv2d(&gw, Some(&gb), stride, pad).unwrap(),
+                    ),
+                    (
+                        "conv2d_add",
+                        x.conv2d_add(&w, Some(&b), stride, pad, &r).unwrap(),
+                        gx.conv2d_add(&gw, Some(&gb), stride, pad, &put(&r))
+                            .unwrap(),
+                    ),
+                ];
+                for (what, cpu, gpu) in cases {
+                    let what = format!("{what} {dtype} s{stride} {policy:?}");
+                    compare(&what, &cpu, &gpu, tol);
+                }
+            }
+            let r = on(
+                &Tensor::from_vec(values(2 * 7 * 99, 45), &[2, 7, 9, 11][..], &Device::Cpu)
+                    .unwrap(),
+            );
+            compare(
+                &format!("conv2d_add 1x1 {dtype} {policy:?}"),
+                &x.conv2d_add(&pw, None, 1, 0, &r).unwrap(),
+                &gx.conv2d_add(&gpw, None, 1, 0, &put(&r)).unwrap(),
+                tol,
+            );
+        }
+    }
+
+    fn compare(what: &str, cpu: &Tensor, gpu: &Tensor, tol: f32) {
+        assert_eq!(
+            (cpu.dims(), cpu.dtype()),
+            (gpu.dims(), gpu.dtype()),
+            "{what}"
+        );
+        let (a, b) = (cpu.to_vec_f32().unwrap(), gpu.to_vec_f32().unwrap());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            let err = (x - y).abs() / x.abs().max(1.0);
+            assert!(err <= tol, "{what}: element {i}: cpu {x}, cuda-emu {y}");
+        }
+    }
+}

@@ -15,6 +15,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod conv_choice;
+pub(crate) mod convolution;
 pub(crate) mod device;
 pub(crate) mod driver;
 #[cfg(feature = "cuda-emu")]

@@ -243,5 +243,8 @@ pub(crate) fn conv_choices_file(model: &str) -> Option<PathBuf> {
         .map(|(_, s)| *s)
         .collect();
     let version = stable_hash(&sources);
-    Some(dir.join(format!("conv-choices-{safe}-{}.tsv", &version[..16.min(version.len())])))
+    Some(dir.join(format!(
+        "conv-choices-{safe}-{}.tsv",
+        &version[..16.min(version.len())]
+    )))
 }

@@ -95,6 +95,11 @@ impl ConvIgemmGeom {
     }
 }
 
+/// Whether [`implicit_gemm`] takes `g` (its indices fit and the grid is within limits).
+pub(crate) fn fits(g: &Conv2dGeom) -> bool {
+    ConvIgemmGeom::new(g).is_ok() && g.n <= GRID_YZ_MAX && g.o.div_ceil(TILE_M) <= GRID_YZ_MAX
+}
+
 /// `out = conv2d(x, w) + bias[oc] + residual` in one launch, for `x [n, c, h, w]`,
 /// `w [o, c, kh, kw]` (both `dtype`), `out [n, o, ho, wo]` (`dtype`), `bias` an f32 array of
 /// `o` values and `residual` a `dtype` tensor shaped like `out` (it may be `out` itself).

@@ -13,7 +13,6 @@
 pub(crate) mod attention;
 pub(crate) mod conv;
 // Called by the tests only until the backend's conv2d chooses it per shape; drop the allow then.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod conv_igemm;
 pub(crate) mod elementwise;
 pub(crate) mod layout;
