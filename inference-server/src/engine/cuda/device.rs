@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::conv_choice::{ConvChoices, ConvPath, ConvPolicy};
+use super::conv_choice::{ConvChoices, ConvPolicy};
 use super::error::CudaError;
 use super::launch::Launcher;
 use crate::engine::DType;
@@ -195,7 +195,8 @@ impl CudaDevice {
     pub(crate) fn emulated() -> CudaDevice {
         static EMU: OnceLock<CudaDevice> = OnceLock::new();
         EMU.get_or_init(|| {
-            let policy = ConvPolicy::from_env(ConvPolicy::Always(ConvPath::Im2col));
+            let im2col = ConvPolicy::Always(super::conv_choice::ConvPath::Im2col);
+            let policy = ConvPolicy::from_env(im2col);
             Self::emulated_with(policy)
         })
         .clone()

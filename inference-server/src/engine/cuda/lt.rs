@@ -38,6 +38,15 @@ struct Key {
     trans: (bool, bool),
     batch: usize,
     accumulate: bool,
+    /// Alignment in bytes (a power of two, at most 256) of A, B, C and the bias as passed.
+    align: [u32; 4],
+}
+
+/// The largest power of two (at most 256) that divides `ptr`: cuBLASLt's fastest kernels need
+/// 16-byte operands, and a view into a tensor (an offset) may have less, so the plan is asked
+/// for with the alignment the pointers really have.
+fn alignment(ptr: u64) -> u32 {
+    1u32 << ptr.trailing_zeros().min(8)
 }
 
 impl Key {
@@ -50,6 +59,7 @@ impl Key {
             trans: (g.trans_a, g.trans_b),
             batch: g.batch,
             accumulate: g.accumulate,
+            align: [g.a, g.b, g.c, g.bias].map(alignment),
         }
     }
 }
@@ -243,13 +253,14 @@ impl Lt {
             lt_sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS,
             "cublasLtMatmulDescSetAttribute(EPILOGUE)"
         )?;
-        // The heuristic checks the bias pointer's alignment: give it the alignment every pool
-        // buffer has (any non-null placeholder; the real pointer is set per call).
+        // The heuristic may check the bias pointer's alignment: a placeholder with the alignment
+        // of this call's bias (part of the key), replaced by the real pointer per call.
+        let bias_align = Key::of(g).align[3] as usize;
         set!(
             lt::set_matmul_desc_attribute,
             desc,
             D::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-            256usize as *const c_void,
+            bias_align as *const c_void,
             "cublasLtMatmulDescSetAttribute(BIAS_POINTER)"
         )?;
         let pref =
@@ -261,6 +272,23 @@ impl Lt {
             WORKSPACE_BYTES as u64,
             "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)"
         )?;
+        // Our B is cuBLASLt's A (see above); D is C.
+        let [al_a, al_b, al_c, _] = Key::of(g).align;
+        use lt_sys::cublasLtMatmulPreferenceAttributes_t as P;
+        for (attr, bytes) in [
+            (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, al_b),
+            (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, al_a),
+            (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_c),
+            (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, al_c),
+        ] {
+            set!(
+                lt::set_matmul_pref_attribute,
+                pref,
+                attr,
+                bytes,
+                "cublasLtMatmulPreferenceSetAttribute(MIN_ALIGNMENT)"
+            )?;
+        }
         let [a, b, c] = layouts;
         // SAFETY: every descriptor above is live. A shape cuBLASLt cannot run comes back as
         // NOT_SUPPORTED (or no result), which the caller turns into the fallback path.
@@ -294,5 +322,19 @@ impl Drop for Lt {
         }
         // SAFETY: no plan or call uses the handle after this.
         let _ = unsafe { lt::destroy_handle(self.handle) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alignment;
+
+    #[test]
+    fn alignment_is_the_largest_power_of_two_up_to_256() {
+        assert_eq!(alignment(0x7f00_0000_1000), 256);
+        assert_eq!(alignment(0x7f00_0000_1080), 128);
+        assert_eq!(alignment(0x7f00_0000_1002), 2);
+        // An f16 view one element into a buffer.
+        assert_eq!(alignment(0x7f00_0000_1000 + 2 * 3), 2);
     }
 }
