@@ -22,6 +22,7 @@ mod storage;
 pub(crate) mod threads;
 mod winograd;
 mod winograd_bf16;
+mod winograd_f32;
 
 pub(crate) use storage::{CpuSlice, CpuStorage};
 

@@ -376,6 +376,8 @@ pub(super) fn output_planes<'a, O>(out: &'a mut [O], g: &Conv2dGeom) -> Vec<Vec<
 /// and optional `residual [n, o, h, w]` (added as the output transform writes each tile), for a
 /// geometry [`applies`] accepts; returns `[n, o, h, w]`.
 /// `products` applies to the per-point GEMMs (of transformed inputs and weights).
+/// With f32 products on the own AVX-512 GEMM, the input transform writes the GEMM's packed
+/// panels directly ([`super::winograd_f32`], same results bit for bit).
 pub(crate) fn conv2d(
     x: &[f32],
     weight: &[f32],
@@ -385,6 +387,24 @@ pub(crate) fn conv2d(
     products: Products,
 ) -> Vec<f32> {
     debug_assert!(applies(&g), "winograd::conv2d called for {g:?}");
+    if products == Products::F32
+        && let Some(out) = super::winograd_f32::conv2d(x, weight, bias, residual, g)
+    {
+        return out;
+    }
+    unfused(x, weight, bias, residual, g, products)
+}
+
+/// [`conv2d`] through the general GEMM entry: the transformed inputs as matrices, which the
+/// GEMM packs (any instruction set, f32 or bf16 products).
+pub(super) fn unfused(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    g: Conv2dGeom,
+    products: Products,
+) -> Vec<f32> {
     let spatial = g.ho * g.wo;
     let mut out = vec![0f32; g.n * g.o * spatial];
     let u = transform_weights(weight, g.o, g.c);

@@ -230,10 +230,27 @@ pub(super) unsafe fn gemm(cfg: Cfg, g: Gemm<'_>, dst: &mut [f32], par: Par) {
     let par = par == Par::Auto && g.m * g.n * g.k >= PAR_GEMM_MIN && g.dst_rs >= g.n;
     let threads = if par { rayon::current_num_threads() } else { 1 };
     // SAFETY: forwarded from the caller; `dst` is a unique borrow covering the view.
-    unsafe { run(cfg, g, DstPtr(dst.as_mut_ptr()), threads) }
+    unsafe { run(cfg, g, DstPtr(dst.as_mut_ptr()), threads, None) }
 }
 
-/// `g` into `dst`. Each B block is packed once (by panels in parallel) and shared; with
+/// `g` on one thread with B already in the 6 × 64 kernel's panel layout (`b[(j / 64)·k·64 +
+/// p·64 + j % 64]`, whole k per panel; `g.rhs` is not read): for callers that write B's values
+/// straight into panels instead of a matrix the GEMM would copy again.
+///
+/// # Safety
+/// As for [`gemm`] (for lhs and dst), and `b` holds `⌈n / 64⌉·k·64` values.
+pub(super) unsafe fn gemm_packed_b(g: Gemm<'_>, b: &[f32], dst: &mut [f32]) {
+    let cfg = Cfg {
+        micro: K6X64,
+        ..choose(g.n, g.k)
+    };
+    assert!(b.len() >= g.n.div_ceil(64) * g.k * 64, "packed B too short");
+    // SAFETY: forwarded from the caller; B's length is checked above.
+    unsafe { run(cfg, g, DstPtr(dst.as_mut_ptr()), 1, Some(b)) }
+}
+
+/// `g` into `dst`. Each B block is packed once (by panels in parallel) and shared (or, with
+/// `b_packed`, read from the caller's panels, whole k per panel); with
 /// `threads > 1` tasks take MC-row blocks when m ≥ n, else groups of B panels against one A
 /// block. A is read in place when its rows are contiguous along k (only a last partial panel
 /// is packed), else each task packs its A block.
@@ -242,7 +259,7 @@ pub(super) unsafe fn gemm(cfg: Cfg, g: Gemm<'_>, dst: &mut [f32], par: Par) {
 /// As for [`gemm`], and `dst` is valid for the m × n view with row stride `g.dst_rs`, used by
 /// no one else; `threads > 1` only if `g.dst_rs ≥ g.n` (rows do not overlap).
 #[target_feature(enable = "avx512f")]
-unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
+unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize, b_packed: Option<&[f32]>) {
     let (m, n, k, u) = (g.m, g.n, g.k, cfg.micro);
     let (mr, nr) = (u.mr, u.nr);
     let by_rows = threads > 1 && m >= n;
@@ -277,22 +294,30 @@ unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
         false => u,
     };
     let mut ap = vec![0f32; if by_rows { 0 } else { a_len }];
-    let mut bp = vec![0f32; kc_max * nc.min(n).next_multiple_of(nr)];
+    let b_len = kc_max * nc.min(n).next_multiple_of(nr);
+    let mut bp = vec![0f32; if b_packed.is_some() { 0 } else { b_len }];
     for jc in (0..n).step_by(nc) {
         let ncur = nc.min(n - jc);
         let panels = ncur.div_ceil(nr);
         for pc in (0..k).step_by(cfg.kc) {
             let kc = cfg.kc.min(k - pc);
-            let b_panels = &mut bp[..panels * kc * nr];
-            // Panel rows jc + t·nr < n and pc + kc ≤ k, as `pack` needs.
-            let pack_b = |(t, out)| pack(b_src, jc + t * nr, nr, pc, kc, out);
-            match threads > 1 && panels * kc * nr >= PAR_PACK_MIN {
-                true => b_panels
-                    .par_chunks_mut(kc * nr)
-                    .enumerate()
-                    .for_each(pack_b),
-                false => b_panels.chunks_mut(kc * nr).enumerate().for_each(pack_b),
+            if b_packed.is_none() {
+                let b_panels = &mut bp[..panels * kc * nr];
+                // Panel rows jc + t·nr < n and pc + kc ≤ k, as `pack` needs.
+                let pack_b = |(t, out)| pack(b_src, jc + t * nr, nr, pc, kc, out);
+                match threads > 1 && panels * kc * nr >= PAR_PACK_MIN {
+                    true => b_panels
+                        .par_chunks_mut(kc * nr)
+                        .enumerate()
+                        .for_each(pack_b),
+                    false => b_panels.chunks_mut(kc * nr).enumerate().for_each(pack_b),
+                }
             }
+            // Panel t of this block: packed here (kc rows), or the caller's (k rows, from pc).
+            let b_at = |t: usize| match b_packed {
+                Some(b) => &b[((jc / nr + t) * k + pc) * nr..],
+                None => &bp[t * kc * nr..],
+            };
             // Packs the A panels of rows ic.. that are not read in place (rows ic + i < m), each
             // as wide as the kernel that takes it.
             let pack_a = |ic: usize, ap: &mut [f32]| {
@@ -304,7 +329,6 @@ unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
                     }
                 }
             };
-            let bp = &bp;
             // Rows ic.. (up to mc) against B panels `js`, with that A block packed in `ap`.
             let block = |ic: usize, ap: &[f32], js: std::ops::Range<usize>| {
                 let mcur = mc.min(m - ic);
@@ -334,7 +358,7 @@ unsafe fn run(cfg: Cfg, g: Gemm<'_>, dst: DstPtr, threads: usize) {
                     // SAFETY: the tile's rows ic + i.. < m and columns jc + j.. < n lie in
                     // the caller's view; tasks own disjoint rows or columns. In place, rows
                     // ic + i + e.mr − 1 < m and k pc + kc − 1 < k lie inside lhs.data.
-                    unsafe { (e.kernel)(kc, a, &bp[t * kc * nr..], tile) };
+                    unsafe { (e.kernel)(kc, a, b_at(t), tile) };
                 };
                 let a_panels = mcur.div_ceil(mr);
                 match cfg.a_outer {

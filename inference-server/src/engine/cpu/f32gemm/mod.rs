@@ -118,6 +118,57 @@ pub(crate) fn sgemm_own(
     sgemm_own_on(isa(), g, dst, par)
 }
 
+/// Columns per panel of a pre-packed B ([`sgemm_packed_b`]).
+pub(crate) const PACKED_B_NR: usize = 64;
+
+/// Values in a pre-packed `k × n` B: `⌈n / 64⌉` panels of `k` rows of 64 columns, element
+/// `(p, j)` at `(j / 64)·k·64 + p·64 + j % 64`. The layout does not depend on n, so one buffer
+/// serves products of any width up to its length.
+pub(crate) fn packed_b_len(k: usize, n: usize) -> usize {
+    n.div_ceil(PACKED_B_NR) * k * PACKED_B_NR
+}
+
+/// Whether [`sgemm_packed_b`] runs here: the own AVX-512 path is the one [`isa`] picked.
+pub(crate) fn packed_b_available() -> bool {
+    isa() == Isa::Avx512 && cpu_has_avx512f()
+}
+
+/// `dst[m, n] = lhs[m, k] · B` (overwriting; `dst` row-major with row stride `dst_rs`) on this
+/// thread, with B given pre-packed (`b`, the [`packed_b_len`] layout and at least that many
+/// values; columns past n are read but their results dropped). Lets a caller
+/// that computes B (Winograd's input transform) write it once, in the kernel's layout, instead
+/// of into a matrix the GEMM packs again. Returns false, computing nothing, where
+/// [`packed_b_available`] is false.
+///
+/// Panics (an internal bug, never user input) if `lhs`, `b` or `dst` is too short.
+pub(crate) fn sgemm_packed_b(
+    (m, n, k): (usize, usize, usize),
+    lhs: Mat<'_>,
+    b: &[f32],
+    dst: &mut [f32],
+    dst_rs: usize,
+) -> bool {
+    if !packed_b_available() {
+        return false;
+    }
+    // The dense rhs view only satisfies the shared checks (`has_work`); `b` is what is read.
+    let rhs = Mat {
+        data: b,
+        rs: 0,
+        cs: 0,
+    };
+    let g = Gemm::new(m, n, k, lhs, rhs, dst_rs, false);
+    if g.has_work(dst) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has avx512f (packed_b_available); `has_work` checked lhs and dst and
+        // m, n, k > 0; `gemm_packed_b` checks b's length.
+        unsafe {
+            avx512::gemm_packed_b(g, b, dst)
+        };
+    }
+    true
+}
+
 /// [`sgemm_own`] on a chosen path (the `gemm` crate for [`Isa::Avx2`], or for [`Isa::Avx512`]
 /// when the CPU lacks AVX-512F or its kernels would pad n by more than an eighth), so tests can
 /// check every path on one machine.

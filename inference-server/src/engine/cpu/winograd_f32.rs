@@ -1,0 +1,155 @@
+//! Winograd F(4×4, 3×3) with f32 products on the own AVX-512 GEMM, the input transform fused
+//! into the GEMM's packing: each block's 36 transformed-input matrices are written once, straight
+//! into the microkernel's B panels, instead of into matrices the GEMM then copies into panels.
+//! The products, their order and the rounding points are those of the unfused path when that
+//! runs the same AVX-512 kernels, so the results are identical to it bit for bit (test); where
+//! the unfused path would hand a narrow block to the `gemm` crate, they differ by its summation
+//! order only.
+
+use rayon::prelude::*;
+
+use super::f32gemm::{PACKED_B_NR, packed_b_len, sgemm_packed_b};
+use super::gemm::Mat;
+use super::winograd::{
+    LANES, POINTS, Tiling, input_lanes, output_planes, transform_output, transform_weights,
+};
+use crate::engine::op::Conv2dGeom;
+
+/// [`super::winograd::conv2d`] with f32 products where the own AVX-512 GEMM runs
+/// ([`super::f32gemm::packed_b_available`]); `None` (nothing computed) elsewhere.
+pub(crate) fn conv2d(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    g: Conv2dGeom,
+) -> Option<Vec<f32>> {
+    if !super::f32gemm::packed_b_available() {
+        return None;
+    }
+    let (o, c) = (g.o, g.c);
+    let u = transform_weights(weight, o, c);
+    let spatial = g.ho * g.wo;
+    let mut out = vec![0f32; g.n * o * spatial];
+    let Tiling {
+        tiles,
+        tiles_w,
+        total,
+        block,
+    } = Tiling::of(&g);
+    // V_ξ [c, tb] per point as B panels of 64 tiles × all c. The layout does not depend on tb,
+    // so the last, narrower block reuses the buffer (columns past tb are read, not kept).
+    let per_point = packed_b_len(c, block);
+    let mut v = vec![0f32; POINTS * per_point];
+    let mut m = vec![0f32; o * POINTS * block];
+    let mut planes = output_planes(&mut out, &g);
+    let mut t0 = 0;
+    while t0 < total {
+        let tb = block.min(total - t0);
+        transform_input(x, &g, tiles, tiles_w, t0, tb, &mut v, per_point);
+        let m = &mut m[..o * POINTS * tb];
+        let (v, u) = (&v, &u);
+        // One whole GEMM per point and thread, as the unfused path runs them.
+        m.par_chunks_mut(o * tb).enumerate().for_each(|(xi, mx)| {
+            let lhs = Mat::rows(&u[xi * o * c..][..o * c], c);
+            let vx = &v[xi * per_point..][..per_point];
+            let done = sgemm_packed_b((o, tb, c), lhs, vx, mx, tb);
+            assert!(done, "checked available above");
+        });
+        transform_output(m, bias, residual, &g, tiles, tiles_w, t0, tb, &mut planes);
+        t0 += tb;
+    }
+    drop(planes);
+    Some(out)
+}
+
+/// Writes `Bᵀ d B` of tiles `t0..t0 + tb` into `v` as B panels, `per_point` values per point:
+/// panel j of point ξ holds tiles 64j.. as `[channel][tile]`. One task per panel, over all
+/// channels, so each task owns its panel of every point.
+#[allow(clippy::too_many_arguments)]
+fn transform_input(
+    x: &[f32],
+    g: &Conv2dGeom,
+    tiles: usize,
+    tiles_w: usize,
+    t0: usize,
+    tb: usize,
+    v: &mut [f32],
+    per_point: usize,
+) {
+    let panel_len = g.c * PACKED_B_NR;
+    let mut points: Vec<std::slice::ChunksMut<'_, f32>> = v
+        .chunks_mut(per_point)
+        .map(|p| p.chunks_mut(panel_len))
+        .collect();
+    let tasks: Vec<Vec<&mut [f32]>> = (0..tb.div_ceil(PACKED_B_NR))
+        .map(|_| {
+            points
+                .iter_mut()
+                .map(|panels| panels.next().expect("one panel per task"))
+                .collect()
+        })
+        .collect();
+    tasks.into_par_iter().enumerate().for_each(|(j, mut dst)| {
+        let first = j * PACKED_B_NR;
+        let width = PACKED_B_NR.min(tb - first);
+        for ci in 0..g.c {
+            for l0 in (0..width).step_by(LANES) {
+                let n = LANES.min(width - l0);
+                let lanes = input_lanes(x, g, tiles, tiles_w, ci, t0 + first + l0, n);
+                for (point, panel) in dst.iter_mut().enumerate() {
+                    let out = &mut panel[ci * PACKED_B_NR + l0..][..LANES];
+                    out.copy_from_slice(&lanes[point]);
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::cpu::f32gemm::packed_b_available;
+    use crate::engine::cpu::gemm::Products;
+    use crate::engine::cpu::gemm_testing::values;
+    use crate::engine::cpu::winograd::tests::geom;
+
+    #[test]
+    fn equals_the_unfused_f32_winograd_bit_for_bit() {
+        if !packed_b_available() {
+            eprintln!("note: the own AVX-512 GEMM does not run here; the fused path declines");
+            let g = geom(1, 16, 16, 32, 32);
+            let none = conv2d(
+                &values(16 * 32 * 32, 1),
+                &values(16 * 16 * 9, 2),
+                None,
+                None,
+                g,
+            );
+            assert!(none.is_none());
+            return;
+        }
+        // Partial tiles on the edges, a last block of tiles that ends inside a 64-tile panel
+        // (612 tiles: 256 + 256 + 100), odd channel counts, bias and residual.
+        for (n, c, o, h, w) in [
+            (2, 16, 24, 66, 70),
+            (1, 17, 20, 37, 33),
+            (1, 32, 16, 32, 32),
+        ] {
+            let g = geom(n, c, o, h, w);
+            let x = values(n * c * h * w, 3);
+            let wt = values(o * c * 9, 4);
+            let bias = values(o, 5);
+            let res = values(n * o * h * w, 6);
+            let want =
+                super::super::winograd::unfused(&x, &wt, Some(&bias), Some(&res), g, Products::F32);
+            let got = conv2d(&x, &wt, Some(&bias), Some(&res), g).expect("AVX-512 path");
+            assert_eq!(got.len(), want.len());
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{g:?}");
+        }
+    }
+}
