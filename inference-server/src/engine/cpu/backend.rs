@@ -160,10 +160,13 @@ impl BackendStorage for CpuStorage {
         let bias = bias.map(f32_of).transpose()?;
         // bf16 products only for bf16 activations (`--precision bf16`), whatever the weight.
         let products = Products::for_dtype(BackendStorage::dtype(self));
-        if let (Products::Bf16, CpuSlice::BF16(x)) = (products, self.view(v)?)
-            && let Some(out) = matmul::linear_bf16_activations(x, w, bias.as_deref(), g)
-        {
-            return Ok(CpuStorage::from_f32(out, DType::BF16));
+        if let (Products::Bf16, CpuSlice::BF16(x)) = (products, self.view(v)?) {
+            if let Some(out) = matmul::linear_bf16_out(x, w, bias.as_deref(), g) {
+                return Ok(CpuStorage::BF16(out));
+            }
+            if let Some(out) = matmul::linear_bf16_activations(x, w, bias.as_deref(), g) {
+                return Ok(CpuStorage::from_f32(out, DType::BF16));
+            }
         }
         self.map_f32(v, |x| matmul::linear(x, w, bias.as_deref(), g, products))
     }

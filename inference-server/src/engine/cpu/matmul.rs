@@ -62,15 +62,55 @@ pub(crate) fn linear_bf16_activations(
     g: LinearGeom,
 ) -> Option<Vec<f32>> {
     let (rows, n_in, n_out) = (g.rows, g.n_in, g.n_out);
-    let widened;
-    let rhs = match weight {
-        CpuSlice::BF16(w) => Operand::Bf16(w),
-        CpuSlice::F32(w) => Operand::View(Mat::rows_t(w, n_in)),
+    with_weight_operand(weight, n_in, |rhs| {
+        linear_bf16_general(x, rhs, bias, (rows, n_in, n_out))
+    })
+}
+
+/// A linear layer of bf16 activations with bf16 products, the bias and the rounding to bf16
+/// applied as each tile leaves the kernel (`bf16gemm::linear_bf16_out`: no f32 output) where
+/// that path runs, else `None` (the caller takes [`linear_bf16_activations`]). Results may
+/// differ from that path's by one bf16 rounding step (the bias is added after the sum, not
+/// before it).
+pub(crate) fn linear_bf16_out(
+    x: &[bf16],
+    weight: CpuSlice<'_>,
+    bias: Option<&[f32]>,
+    g: LinearGeom,
+) -> Option<Vec<bf16>> {
+    if !matches!(weight, CpuSlice::BF16(_) | CpuSlice::F32(_)) {
+        // A weight of another dtype would be widened per call; that path is for cast models.
+        return None;
+    }
+    with_weight_operand(weight, g.n_in, |w| {
+        super::bf16gemm::linear_bf16_out(x, w, bias, (g.rows, g.n_out, g.n_in))
+    })
+}
+
+/// `f` of the weight `[n_out, n_in]` as the bf16 GEMMs' rhs operand (Bᵀ): a stored bf16 weight
+/// packed from its bits, an f32 one as a view, another dtype widened first.
+fn with_weight_operand<T>(
+    weight: CpuSlice<'_>,
+    n_in: usize,
+    f: impl FnOnce(Operand<'_>) -> Option<T>,
+) -> Option<T> {
+    match weight {
+        CpuSlice::BF16(w) => f(Operand::Bf16(w)),
+        CpuSlice::F32(w) => f(Operand::View(Mat::rows_t(w, n_in))),
         other => {
-            widened = other.to_f32();
-            Operand::View(Mat::rows_t(&widened, n_in))
+            let widened = other.to_f32();
+            f(Operand::View(Mat::rows_t(&widened, n_in)))
         }
-    };
+    }
+}
+
+/// [`linear_bf16_activations`] on a prepared rhs.
+fn linear_bf16_general(
+    x: &[bf16],
+    rhs: Operand<'_>,
+    bias: Option<&[f32]>,
+    (rows, n_in, n_out): (usize, usize, usize),
+) -> Option<Vec<f32>> {
     let mut out = bias_rows(rows, n_out, bias);
     let lhs = Operand::Bf16(x);
     let done = sgemm_bf16_weight(

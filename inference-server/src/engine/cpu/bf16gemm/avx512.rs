@@ -2,6 +2,8 @@ use super::{Gemm, PAR_GEMM_MIN, Par, bf16_bits};
 
 /// Attention on these kernels, transposed so that nothing is packed per key step.
 pub(super) mod attention;
+/// Linear layers with the bias and the bf16 rounding in the kernel's epilogue.
+pub(super) mod linear;
 use crate::engine::cpu::gemm::Src;
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -169,7 +171,10 @@ pub(super) struct Dims {
 }
 
 /// The C tile a microkernel call updates: rows `0..mr` (stride `rs`) × columns `0..nr` from
-/// `c`, read first (added to) when `load`.
+/// `c`, read first (added to) when `load`. With `out16` non-null the tile is instead the
+/// finished output (the call ran over all of k): `bias` (per column, from the tile's first,
+/// when non-null) is added and the values are stored as bf16 at `out16` (same stride); `c` and
+/// `load` are then unused.
 #[derive(Clone, Copy)]
 struct Tile {
     c: *mut f32,
@@ -177,6 +182,8 @@ struct Tile {
     mr: usize,
     nr: usize,
     load: bool,
+    out16: *mut u16,
+    bias: *const f32,
 }
 
 /// A microkernel: `tile (+)=` the sum over `kcp` k-pairs of the packed A panel (`a[p·MR + i]`)
@@ -237,14 +244,25 @@ macro_rules! kernel {
         $( if $i < $t.mr && 16 * $v < $t.nr {
             let k = mask($t.nr - 16 * $v);
             // SAFETY: row $i < mr and the unmasked columns 16v.. < nr lie in the tile the
-            // caller vouches for; masked-off lanes are not accessed.
+            // caller vouches for (in `c`, or in `out16` and `bias`); masked-off lanes are not
+            // accessed.
             unsafe {
-                let p = $t.c.add($i * $t.rs + 16 * $v);
                 let mut y = $acc[$i][$v];
-                if $t.load {
-                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, p));
+                if $t.out16.is_null() {
+                    let p = $t.c.add($i * $t.rs + 16 * $v);
+                    if $t.load {
+                        y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, p));
+                    }
+                    _mm512_mask_storeu_ps(p, k, y);
+                } else {
+                    if !$t.bias.is_null() {
+                        y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, $t.bias.add(16 * $v)));
+                    }
+                    // Round to nearest even, as every other f32 → bf16 conversion here.
+                    let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(y));
+                    let p = $t.out16.add($i * $t.rs + 16 * $v);
+                    _mm512_mask_storeu_epi16(p.cast(), k as __mmask32, _mm512_castsi256_si512(h));
                 }
-                _mm512_mask_storeu_ps(p, k, y);
             }
         } )+
     };
@@ -395,6 +413,8 @@ unsafe fn run(
                             mr: rows,
                             nr: cols,
                             load,
+                            out16: std::ptr::null_mut(),
+                            bias: std::ptr::null(),
                         };
                         let (a, b) = (&ap[ti * kcp * mr..], &bp[t * kcp * nr..]);
                         // SAFETY: the tile's rows ic + i.. < m and columns jc + t·nr.. < n

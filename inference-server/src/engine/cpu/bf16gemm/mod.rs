@@ -208,6 +208,64 @@ pub(crate) fn sgemm_bf16_weight(
     }
 }
 
+/// `x [rows, k] · wᵀ + bias` (w `[n, k]`: a stored bf16 weight, or an f32 one as a view)
+/// rounded to bf16, with the bias and the rounding done as each tile leaves the kernel (no f32
+/// output: see `avx512/linear.rs`). Products as in [`sgemm_bf16_weight`]; the sums run over
+/// all of k before the bias is added, so a result may differ from that path's (bias first,
+/// then k in blocks) by one bf16 rounding step. `None`, computing nothing, where this path
+/// does not run: no native bf16, an odd k, or k above what it keeps in cache.
+///
+/// Panics (an internal bug) if an operand or the bias is shorter than its view.
+pub(crate) fn linear_bf16_out(
+    x: &[bf16],
+    w: Operand<'_>,
+    bias: Option<&[f32]>,
+    (rows, n, k): (usize, usize, usize),
+) -> Option<Vec<bf16>> {
+    if !bf16_native() || k % 2 == 1 || k > avx512::linear::K_MAX {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut out = vec![bf16::ZERO; rows * n];
+        if rows == 0 || n == 0 {
+            return Some(out);
+        }
+        if k == 0 {
+            // No products: the bias alone (rounded), as the general path gives.
+            for row in out.chunks_mut(n) {
+                for (o, b) in row.iter_mut().zip(bias.unwrap_or(&[])) {
+                    *o = bf16::from_f32(*b);
+                }
+            }
+            return Some(out);
+        }
+        let (a, b) = (
+            panels(Operand::Bf16(x), rows, k, true),
+            panels(w, n, k, false),
+        );
+        let parallel = rows * n * k >= PAR_GEMM_MIN;
+        // SAFETY: `bf16_native` checked the features; `panels` asserted both operands' sizes;
+        // m, n, k > 0 and k ≤ K_MAX; `linear` asserts `out` and the bias.
+        unsafe {
+            avx512::linear::linear(
+                (rows, n, k),
+                a,
+                b,
+                bias,
+                bytemuck::cast_slice_mut(&mut out),
+                parallel,
+            )
+        };
+        Some(out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, w, bias, rows, n);
+        None
+    }
+}
+
 /// Rows of the A panels that [`sgemm_bf16_packed`] takes (its kernel's).
 pub(crate) const PACKED_MR: usize = 6;
 /// Columns of its B panels.

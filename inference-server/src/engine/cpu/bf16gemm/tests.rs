@@ -381,3 +381,151 @@ fn stored_bf16_weights_give_the_view_path_bit_for_bit() {
     ));
     assert_eq!(d, [5.0; 4]);
 }
+
+/// `x · wᵀ + bias` by the general bf16 path (bias first, f32 out), then rounded to bf16.
+fn linear_general(
+    x: &[bf16],
+    w: &[bf16],
+    bias: Option<&[f32]>,
+    (m, n, k): (usize, usize, usize),
+) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    if let Some(b) = bias {
+        out.chunks_mut(n).for_each(|r| r.copy_from_slice(b));
+    }
+    let done = sgemm_bf16_weight(
+        m,
+        n,
+        k,
+        Operand::Bf16(x),
+        Operand::Bf16(w),
+        &mut out,
+        n,
+        bias.is_some(),
+        Par::Auto,
+    );
+    assert!(done);
+    out.iter().map(|&v| bf16::from_f32(v).to_f32()).collect()
+}
+
+#[test]
+fn fused_linear_matches_f64_and_the_general_path() {
+    let shapes = [
+        (1, 1, 2),
+        (7, 70, 36),
+        (500, 130, 320),
+        (13, 200, 1280),
+        (64, 64, 64),
+    ];
+    if !bf16_native() {
+        eprintln!("note: no native bf16 path here; linear_bf16_out declines");
+        assert!(
+            linear_bf16_out(
+                &[bf16::ONE; 4],
+                Operand::Bf16(&[bf16::ONE; 4]),
+                None,
+                (2, 2, 2)
+            )
+            .is_none()
+        );
+        return;
+    }
+    // Declines what it does not keep in cache, and odd k.
+    let big = vec![bf16::ONE; 1282];
+    assert!(linear_bf16_out(&big, Operand::Bf16(&big), None, (1, 1, 1282)).is_none());
+    assert!(linear_bf16_out(&big[..3], Operand::Bf16(&big[..3]), None, (1, 1, 3)).is_none());
+    for (s, &(m, n, k)) in shapes.iter().enumerate() {
+        let to_bf16 = |v: Vec<f32>| v.into_iter().map(bf16::from_f32).collect::<Vec<_>>();
+        let x = to_bf16(values(m * k, 10 + s as u64));
+        let w = to_bf16(values(n * k, 20 + s as u64));
+        let bias = values(n, 30 + s as u64);
+        for bias in [None, Some(&bias[..])] {
+            let got = linear_bf16_out(&x, Operand::Bf16(&w), bias, (m, n, k)).expect("native");
+            // The same weight as an f32 view packs to the same pairs: identical results.
+            let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+            let view = Operand::View(Mat::rows_t(&wf, k));
+            assert_eq!(
+                got,
+                linear_bf16_out(&x, view, bias, (m, n, k)).unwrap(),
+                "{m}x{n}x{k} view"
+            );
+            let general = linear_general(&x, &w, bias, (m, n, k));
+            let mut differ = 0;
+            for i in 0..m {
+                for j in 0..n {
+                    let exact: f64 = (0..k)
+                        .map(|p| x[i * k + p].to_f64() * w[j * k + p].to_f64())
+                        .sum::<f64>()
+                        + bias.map_or(0.0, |b| b[j] as f64);
+                    let (g, at) = (got[i * n + j].to_f64(), i * n + j);
+                    // One bf16 rounding (2^-8 relative) plus f32 sums over k (tiny here).
+                    let scale = (0..k)
+                        .map(|p| (x[i * k + p].to_f64() * w[j * k + p].to_f64()).abs())
+                        .sum::<f64>()
+                        + 1.0;
+                    assert!(
+                        (g - exact).abs() <= 4e-3 * exact.abs() + 1e-5 * scale,
+                        "{m}x{n}x{k} [{i},{j}]: {g} vs {exact}"
+                    );
+                    // Against the general path: equal, or one bf16 step apart.
+                    let want_general = general[at] as f64;
+                    if g != want_general {
+                        differ += 1;
+                        assert!(
+                            (g - want_general).abs() <= 8e-3 * want_general.abs().max(1e-3),
+                            "{m}x{n}x{k} [{i},{j}]: {g} vs general {want_general}"
+                        );
+                    }
+                }
+            }
+            assert!(
+                differ * 20 <= m * n,
+                "{m}x{n}x{k}: {differ} of {} differ from the general path",
+                m * n
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "timing: cargo test --release -p inference-server --lib fused_linear_timing -- --ignored --nocapture"]
+fn fused_linear_timing() {
+    if !bf16_native() {
+        return;
+    }
+    let best = |f: &mut dyn FnMut()| {
+        f();
+        (0..3)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    // The UNet's linear layers at batch 2 (rows, n_out, n_in).
+    for (m, n, k) in [
+        (8192, 2560, 320),
+        (8192, 320, 320),
+        (2048, 5120, 640),
+        (512, 10240, 1280),
+        (512, 1280, 1280),
+    ] {
+        let x: Vec<bf16> = values(m * k, 1).into_iter().map(bf16::from_f32).collect();
+        let w: Vec<bf16> = values(n * k, 2).into_iter().map(bf16::from_f32).collect();
+        let bias = values(n, 3);
+        let gf = |s: f64| 2.0 * (m * n * k) as f64 / s / 1e9;
+        let fused = best(&mut || {
+            linear_bf16_out(&x, Operand::Bf16(&w), Some(&bias), (m, n, k)).unwrap();
+        });
+        let general = best(&mut || {
+            let out = linear_general(&x, &w, Some(&bias), (m, n, k));
+            std::hint::black_box(out);
+        });
+        eprintln!(
+            "linear {m}x{n}x{k}: fused {:6.1} GFLOP/s, general (+ bf16 rounding pass) {:6.1}",
+            gf(fused),
+            gf(general)
+        );
+    }
+}

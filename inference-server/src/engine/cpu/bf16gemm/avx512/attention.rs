@@ -123,6 +123,8 @@ impl Head<'_> {
                         mr: (bk - i).min(U.mr),
                         nr: (bq - j * U.nr).min(U.nr),
                         load: false,
+                        out16: std::ptr::null_mut(),
+                        bias: std::ptr::null(),
                     };
                     // SAFETY: the tile's rows i.. < bk ≤ BK and columns ..bq < ld lie in `st`,
                     // owned here; the panels hold dp pairs; the CPU features are the caller's.
@@ -140,6 +142,8 @@ impl Head<'_> {
                         mr: (d - i).min(U.mr),
                         nr: (bq - j * U.nr).min(U.nr),
                         load: true,
+                        out16: std::ptr::null_mut(),
+                        bias: std::ptr::null(),
                     };
                     // SAFETY: rows i.. < d and columns ..bq < ld lie in `ot`, owned here; the
                     // A panel has lkp − k0/2 ≥ bkp pairs left, the B panel bkp.
