@@ -167,6 +167,10 @@ pub(crate) struct LinearGeom {
     pub n_in: usize,
     /// Output features.
     pub n_out: usize,
+    /// Apply diffusers' GEGLU to the product (`a · gelu(gate)` of its two halves): the result
+    /// has `n_out / 2` columns (`n_out` even), with no `[rows, n_out]` intermediate where the
+    /// backend fuses it.
+    pub geglu: bool,
 }
 
 /// Geometry of one NCHW conv2d call, with the same stride and padding on both axes.

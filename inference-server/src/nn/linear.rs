@@ -33,4 +33,10 @@ impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, NnError> {
         Ok(x.linear(&self.weight, self.bias.as_ref())?)
     }
+
+    /// The layer followed by GEGLU (`a · gelu(gate)` of its output's two halves): a transformer
+    /// feed-forward's input projection, which a backend may fuse (see `Tensor::linear_geglu`).
+    pub fn forward_geglu(&self, x: &Tensor) -> Result<Tensor, NnError> {
+        Ok(x.linear_geglu(&self.weight, self.bias.as_ref())?)
+    }
 }

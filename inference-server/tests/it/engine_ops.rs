@@ -597,6 +597,50 @@ fn linear_f32_with_bias_over_leading_dims(device: &Device) {
     assert_eq!(err.to_string(), "linear: bias must have shape [5], got [4]");
 }
 
+test_device!(linear_geglu_is_linear_then_geglu);
+fn linear_geglu_is_linear_then_geglu(device: &Device) {
+    let mut rng = Rng::new(12);
+    // 16 in-features (even: the CPU's fused bf16 path takes it), 2 × 35 out-features (the gate
+    // pairs do not fill a 32-wide panel evenly).
+    let (x, _) = rand_tensor(&mut rng, &[2, 3, 16], device);
+    let (w, _) = rand_tensor(&mut rng, &[70, 16], device);
+    let (b, _) = rand_tensor(&mut rng, &[70], device);
+    let got = x.linear_geglu(&w, Some(&b)).unwrap();
+    assert_eq!(got.dims(), &[2, 3, 35]);
+    let want = x.linear(&w, Some(&b)).unwrap().geglu().unwrap();
+    let want64 = f64s(&want.to_vec_f32().unwrap());
+    // f32: the same product and gate (fused or not), up to summation order.
+    assert_close(
+        "linear_geglu f32",
+        &got.to_vec_f32().unwrap(),
+        &want64,
+        1e-5,
+    );
+    // bf16 activations and weights: fused from the unrounded sums on the CPU, so within a
+    // couple of bf16 steps (2^-8 each) of the unfused result, which rounds a and gate first.
+    let (xb, wb) = (
+        x.to_dtype(DType::BF16).unwrap(),
+        w.to_dtype(DType::BF16).unwrap(),
+    );
+    let got = xb.linear_geglu(&wb, Some(&b)).unwrap();
+    assert_eq!((got.dims(), got.dtype()), (&[2, 3, 35][..], DType::BF16));
+    let want = xb.linear(&wb, Some(&b)).unwrap().geglu().unwrap();
+    let want64 = f64s(&want.to_vec_f32().unwrap());
+    assert_close(
+        "linear_geglu bf16",
+        &got.to_vec_f32().unwrap(),
+        &want64,
+        3e-2,
+    );
+
+    let (odd, _) = rand_tensor(&mut rng, &[9, 16], device);
+    let err = x.linear_geglu(&odd, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "linear_geglu: GEGLU needs an even number of out-features, got 9"
+    );
+}
+
 test_device!(linear_half_weights_match_their_f32_conversion);
 fn linear_half_weights_match_their_f32_conversion(device: &Device) {
     let mut rng = Rng::new(11);

@@ -152,23 +152,35 @@ impl BackendStorage for CpuStorage {
         bias: Option<Arg<'_, Self>>,
         g: LinearGeom,
     ) -> Result<CpuStorage> {
-        let _p = scope(
-            || format!("linear {}->{}", g.n_in, g.n_out),
+        let gate = if g.geglu { " + geglu" } else { "" };
+        let timing = scope(
+            || format!("linear {}->{}{gate}", g.n_in, g.n_out),
             (g.rows * g.n_in * g.n_out) as u64,
         );
         let w = weight.0.view(weight.1)?;
-        let bias = bias.map(f32_of).transpose()?;
+        let bias_f32 = bias.map(f32_of).transpose()?;
+        let bias_f32 = bias_f32.as_deref();
         // bf16 products only for bf16 activations (`--precision bf16`), whatever the weight.
         let products = Products::for_dtype(BackendStorage::dtype(self));
         if let (Products::Bf16, CpuSlice::BF16(x)) = (products, self.view(v)?) {
-            if let Some(out) = matmul::linear_bf16_out(x, w, bias.as_deref(), g) {
+            // Bias, rounding and the GEGLU gate in the kernel's epilogue, where that runs.
+            if let Some(out) = matmul::linear_bf16_out(x, w, bias_f32, g) {
                 return Ok(CpuStorage::BF16(out));
             }
-            if let Some(out) = matmul::linear_bf16_activations(x, w, bias.as_deref(), g) {
+            if !g.geglu
+                && let Some(out) = matmul::linear_bf16_activations(x, w, bias_f32, g)
+            {
                 return Ok(CpuStorage::from_f32(out, DType::BF16));
             }
         }
-        self.map_f32(v, |x| matmul::linear(x, w, bias.as_deref(), g, products))
+        if g.geglu {
+            // The product, then the gate as its own pass (each timed as itself).
+            drop(timing);
+            let full = self.linear(v, weight, bias, LinearGeom { geglu: false, ..g })?;
+            let len = g.rows * g.n_out;
+            return full.geglu(View { start: 0, len }, g.n_out / 2);
+        }
+        self.map_f32(v, |x| matmul::linear(x, w, bias_f32, g, products))
     }
 
     fn conv2d(

@@ -78,12 +78,13 @@ pub(crate) fn linear_bf16_out(
     bias: Option<&[f32]>,
     g: LinearGeom,
 ) -> Option<Vec<bf16>> {
+    // With `g.geglu`, the gate is applied in the same epilogue (`[rows, n_out / 2]` out).
     if !matches!(weight, CpuSlice::BF16(_) | CpuSlice::F32(_)) {
         // A weight of another dtype would be widened per call; that path is for cast models.
         return None;
     }
     with_weight_operand(weight, g.n_in, |w| {
-        super::bf16gemm::linear_bf16_out(x, w, bias, (g.rows, g.n_out, g.n_in))
+        super::bf16gemm::linear_bf16_out(x, w, bias, (g.rows, g.n_out, g.n_in), g.geglu)
     })
 }
 
@@ -206,7 +207,12 @@ mod tests {
         let bf = |v: Vec<f32>| -> Vec<bf16> { v.into_iter().map(bf16::from_f32).collect() };
         // Rows beyond one MC block, an n_out beyond one NC block, and a 4-wide odd n_in case.
         for (rows, n_in, n_out) in [(700, 64, 40), (9, 320, 2100), (5, 7, 3)] {
-            let g = LinearGeom { rows, n_in, n_out };
+            let g = LinearGeom {
+                rows,
+                n_in,
+                n_out,
+                geglu: false,
+            };
             let x = bf(values(rows * n_in, 1));
             let wide: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
             let (w, bias) = (bf(values(n_out * n_in, 2)), values(n_out, 3));

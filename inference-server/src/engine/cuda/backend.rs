@@ -241,6 +241,12 @@ impl BackendStorage for CudaStorage {
         bias: Option<Arg<'_, Self>>,
         g: LinearGeom,
     ) -> Result<CudaStorage> {
+        if g.geglu {
+            // The product (bias in cuBLASLt's epilogue), then our GEGLU kernel.
+            let full = self.linear(v, weight, bias, LinearGeom { geglu: false, ..g })?;
+            let len = g.rows * g.n_out;
+            return full.geglu(View { start: 0, len }, g.n_out / 2);
+        }
         let dt = self.dtype();
         self.produce("linear", g.rows * g.n_out, |out| {
             let (w, wv) = weight.0.as_dtype(weight.1, dt)?;

@@ -59,23 +59,36 @@ impl Tensor {
     /// dtype (an f16 checkpoint with f32 activations); on the CPU it is converted a block of rows
     /// at a time, never as a whole.
     pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        self.linear_with(weight, bias, false)
+    }
+
+    /// `linear` followed by diffusers' GEGLU (`a · gelu(gate)` of the product's two halves, the
+    /// feed-forward input of a transformer block): `[..., out / 2]`, `out` even. The CPU's
+    /// bf16 path applies the gate as each tile leaves the GEMM, with no `[..., out]`
+    /// intermediate.
+    pub fn linear_geglu(&self, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        self.linear_with(weight, bias, true)
+    }
+
+    fn linear_with(&self, weight: &Tensor, bias: Option<&Tensor>, geglu: bool) -> Result<Tensor> {
+        let op = if geglu { "linear_geglu" } else { "linear" };
         let wd = weight.dims();
         if wd.len() != 2 {
             return Err(EngineError::shape(
-                "linear",
+                op,
                 format!("weight must be [out, in], got {}", weight.shape()),
             ));
         }
         let (n_out, n_in) = (wd[0], wd[1]);
         let Some(&x_in) = self.dims().last() else {
             return Err(EngineError::shape(
-                "linear",
+                op,
                 "input must have rank >= 1, got a scalar",
             ));
         };
         if x_in != n_in {
             return Err(EngineError::shape(
-                "linear",
+                op,
                 format!(
                     "input features {x_in} (shape {}) differ from weight in-features {n_in}",
                     self.shape()
@@ -83,12 +96,23 @@ impl Tensor {
             ));
         }
         if let Some(b) = bias {
-            expect_vec("linear", "bias", b, n_out)?;
+            expect_vec(op, "bias", b, n_out)?;
         }
         let rows: usize = self.dims()[..self.rank() - 1].iter().product();
         let others: Vec<&Tensor> = std::iter::once(weight).chain(bias).collect();
-        self.same_device("linear", &others)?;
-        let g = LinearGeom { rows, n_in, n_out };
+        self.same_device(op, &others)?;
+        if geglu && n_out % 2 == 1 {
+            return Err(EngineError::shape(
+                op,
+                format!("GEGLU needs an even number of out-features, got {n_out}"),
+            ));
+        }
+        let g = LinearGeom {
+            rows,
+            n_in,
+            n_out,
+            geglu,
+        };
         let storage = self.storage().linear(
             self.view_in_storage(),
             weight.arg(),
@@ -96,7 +120,7 @@ impl Tensor {
             g,
         )?;
         let mut dims = self.dims().to_vec();
-        *dims.last_mut().expect("rank checked >= 1") = n_out;
+        *dims.last_mut().expect("rank checked >= 1") = if geglu { n_out / 2 } else { n_out };
         Ok(Tensor::from_storage(storage, dims))
     }
 }

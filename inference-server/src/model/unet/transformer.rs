@@ -102,7 +102,7 @@ impl BasicTransformerBlock {
                 .forward(&self.norm2.forward(&x)?, Some(context))?,
         )?;
         // GEGLU as diffusers: `hidden, gate = proj(x).chunk(2)`; `hidden * gelu(gate)`.
-        let h = self.ff_in.forward(&self.norm3.forward(&x)?)?.geglu()?;
+        let h = self.ff_in.forward_geglu(&self.norm3.forward(&x)?)?;
         Ok(x.add(&self.ff_out.forward(&h)?)?)
     }
 }

@@ -210,10 +210,12 @@ pub(crate) fn sgemm_bf16_weight(
 
 /// `x [rows, k] · wᵀ + bias` (w `[n, k]`: a stored bf16 weight, or an f32 one as a view)
 /// rounded to bf16, with the bias and the rounding done as each tile leaves the kernel (no f32
-/// output: see `avx512/linear.rs`). Products as in [`sgemm_bf16_weight`]; the sums run over
-/// all of k before the bias is added, so a result may differ from that path's (bias first,
-/// then k in blocks) by one bf16 rounding step. `None`, computing nothing, where this path
-/// does not run: no native bf16, an odd k, or k above what it keeps in cache.
+/// output: see `avx512/linear.rs`); with `geglu`, diffusers' GEGLU of that (`a · gelu(gate)`
+/// of its two halves, `[rows, n/2]`) in the same epilogue, from the unrounded f32 sums.
+/// Products as in [`sgemm_bf16_weight`]; the sums run over all of k before the bias is added,
+/// so a result may differ from that path's (bias first, then k in blocks) by one bf16 rounding
+/// step. `None`, computing nothing, where this path does not run: no native bf16, k odd, zero
+/// or above what it keeps in cache, or an odd n for GEGLU.
 ///
 /// Panics (an internal bug) if an operand or the bias is shorter than its view.
 pub(crate) fn linear_bf16_out(
@@ -221,24 +223,22 @@ pub(crate) fn linear_bf16_out(
     w: Operand<'_>,
     bias: Option<&[f32]>,
     (rows, n, k): (usize, usize, usize),
+    geglu: bool,
 ) -> Option<Vec<bf16>> {
-    if !bf16_native() || k % 2 == 1 || k > avx512::linear::K_MAX {
+    if !bf16_native() || k % 2 == 1 || k > avx512::linear::K_MAX || (geglu && n % 2 == 1) {
         return None;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let mut out = vec![bf16::ZERO; rows * n];
+        use avx512::linear::Epilogue;
+        let n_out = if geglu { n / 2 } else { n };
+        let mut out = vec![bf16::ZERO; rows * n_out];
         if rows == 0 || n == 0 {
             return Some(out);
         }
         if k == 0 {
-            // No products: the bias alone (rounded), as the general path gives.
-            for row in out.chunks_mut(n) {
-                for (o, b) in row.iter_mut().zip(bias.unwrap_or(&[])) {
-                    *o = bf16::from_f32(*b);
-                }
-            }
-            return Some(out);
+            // No products: leave it to the general path (bias alone, then the gate if any).
+            return None;
         }
         let (a, b) = (
             panels(Operand::Bf16(x), rows, k, true),
@@ -253,6 +253,11 @@ pub(crate) fn linear_bf16_out(
                 a,
                 b,
                 bias,
+                if geglu {
+                    Epilogue::Geglu
+                } else {
+                    Epilogue::Bias
+                },
                 bytemuck::cast_slice_mut(&mut out),
                 parallel,
             )
@@ -261,7 +266,7 @@ pub(crate) fn linear_bf16_out(
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (x, w, bias, rows, n);
+        let _ = (x, w, bias, rows, n, geglu);
         None
     }
 }

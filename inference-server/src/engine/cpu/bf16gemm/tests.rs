@@ -424,7 +424,8 @@ fn fused_linear_matches_f64_and_the_general_path() {
                 &[bf16::ONE; 4],
                 Operand::Bf16(&[bf16::ONE; 4]),
                 None,
-                (2, 2, 2)
+                (2, 2, 2),
+                false
             )
             .is_none()
         );
@@ -432,21 +433,22 @@ fn fused_linear_matches_f64_and_the_general_path() {
     }
     // Declines what it does not keep in cache, and odd k.
     let big = vec![bf16::ONE; 1282];
-    assert!(linear_bf16_out(&big, Operand::Bf16(&big), None, (1, 1, 1282)).is_none());
-    assert!(linear_bf16_out(&big[..3], Operand::Bf16(&big[..3]), None, (1, 1, 3)).is_none());
+    assert!(linear_bf16_out(&big, Operand::Bf16(&big), None, (1, 1, 1282), false).is_none());
+    assert!(linear_bf16_out(&big[..3], Operand::Bf16(&big[..3]), None, (1, 1, 3), false).is_none());
     for (s, &(m, n, k)) in shapes.iter().enumerate() {
         let to_bf16 = |v: Vec<f32>| v.into_iter().map(bf16::from_f32).collect::<Vec<_>>();
         let x = to_bf16(values(m * k, 10 + s as u64));
         let w = to_bf16(values(n * k, 20 + s as u64));
         let bias = values(n, 30 + s as u64);
         for bias in [None, Some(&bias[..])] {
-            let got = linear_bf16_out(&x, Operand::Bf16(&w), bias, (m, n, k)).expect("native");
+            let got =
+                linear_bf16_out(&x, Operand::Bf16(&w), bias, (m, n, k), false).expect("native");
             // The same weight as an f32 view packs to the same pairs: identical results.
             let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
             let view = Operand::View(Mat::rows_t(&wf, k));
             assert_eq!(
                 got,
-                linear_bf16_out(&x, view, bias, (m, n, k)).unwrap(),
+                linear_bf16_out(&x, view, bias, (m, n, k), false).unwrap(),
                 "{m}x{n}x{k} view"
             );
             let general = linear_general(&x, &w, bias, (m, n, k));
@@ -516,7 +518,7 @@ fn fused_linear_timing() {
         let bias = values(n, 3);
         let gf = |s: f64| 2.0 * (m * n * k) as f64 / s / 1e9;
         let fused = best(&mut || {
-            linear_bf16_out(&x, Operand::Bf16(&w), Some(&bias), (m, n, k)).unwrap();
+            linear_bf16_out(&x, Operand::Bf16(&w), Some(&bias), (m, n, k), false).unwrap();
         });
         let general = best(&mut || {
             let out = linear_general(&x, &w, Some(&bias), (m, n, k));
@@ -527,5 +529,56 @@ fn fused_linear_timing() {
             gf(fused),
             gf(general)
         );
+    }
+}
+
+#[test]
+fn fused_geglu_matches_f64_and_the_unfused_path() {
+    if !bf16_native() {
+        let one = [bf16::ONE; 4];
+        assert!(linear_bf16_out(&one, Operand::Bf16(&one), None, (2, 2, 2), true).is_none());
+        return;
+    }
+    // n/2 not a multiple of the 32 outputs per panel, several row blocks, SD's 320 → 2560.
+    for (s, &(m, n, k)) in [(5, 2, 4), (37, 150, 64), (450, 2560, 320)]
+        .iter()
+        .enumerate()
+    {
+        let to_bf16 = |v: Vec<f32>| v.into_iter().map(bf16::from_f32).collect::<Vec<_>>();
+        let x = to_bf16(values(m * k, 40 + s as u64));
+        let w = to_bf16(values(n * k, 50 + s as u64));
+        let bias = values(n, 60 + s as u64);
+        let h = n / 2;
+        let got = linear_bf16_out(&x, Operand::Bf16(&w), Some(&bias), (m, n, k), true).unwrap();
+        assert_eq!(got.len(), m * h);
+        // Unfused: the product rounded to bf16, then the gate on those values, rounded.
+        let full = linear_bf16_out(&x, Operand::Bf16(&w), Some(&bias), (m, n, k), false).unwrap();
+        // The engine's f32 GELU (relative error below 5e-6), far inside the bf16 bounds below.
+        let gelu = |v: f64| crate::engine::cpu::elementwise::gelu(v as f32) as f64;
+        for i in 0..m {
+            for j in 0..h {
+                let dot = |r: usize| {
+                    (0..k)
+                        .map(|p| x[i * k + p].to_f64() * w[r * k + p].to_f64())
+                        .sum::<f64>()
+                        + bias[r] as f64
+                };
+                let exact = dot(j) * gelu(dot(h + j));
+                let g = got[i * h + j].to_f64();
+                // One bf16 rounding of the result; the f32 sums and GELU's erfc (5e-6) are far
+                // below it. Against the unfused path, its two extra roundings of a and gate.
+                assert!(
+                    (g - exact).abs() <= 4e-3 * exact.abs() + 1e-4,
+                    "{m}x{n}x{k} [{i},{j}]: {g} vs {exact}"
+                );
+                let (a, gate) = (full[i * n + j].to_f64(), full[i * n + h + j].to_f64());
+                let unfused = a * gelu(gate);
+                let tol = 1.6e-2 * unfused.abs() + 1e-3 * (a.abs() + gate.abs());
+                assert!(
+                    (g - unfused).abs() <= tol,
+                    "{m}x{n}x{k} [{i},{j}]: {g} vs unfused {unfused}"
+                );
+            }
+        }
     }
 }
