@@ -71,8 +71,8 @@ def path_label(path: str) -> str:
         return "bf16 weights, activations and products (SDSERVE_BENCH_PRECISION=bf16)"
     isa = {"auto": "", "avx512": ", SDSERVE_CPU_ISA=avx512 (own GEMM, AVX-512 row kernels)",
            "avx2": ", SDSERVE_CPU_ISA=avx2 (gemm crate's AVX2 GEMM, AVX2 row kernels)",
-           "portable": ", SDSERVE_CPU_ISA=portable (baseline row kernels; the gemm crate still picks "
-                       "its own kernels)"}[path]
+           "portable": ", SDSERVE_CPU_ISA=portable (own plain-Rust GEMM and row kernels for the "
+                       "baseline target)"}[path]
     return f"f16 weights (mmap), f32 compute{isa}"
 
 

@@ -331,6 +331,30 @@ pub(super) fn transform_output<R: Elem, O: Elem>(
     });
 }
 
+/// For transformed inputs written straight into a GEMM's packed B panels (`per_point` values
+/// per point, panels of `panel_len`): one task per panel of a block of `tb` tiles, `nr` tiles a
+/// panel, each task holding that panel of every point, so tasks write disjoint slices.
+pub(super) fn panel_tasks<T>(
+    v: &mut [T],
+    per_point: usize,
+    panel_len: usize,
+    tb: usize,
+    nr: usize,
+) -> Vec<Vec<&mut [T]>> {
+    let mut points: Vec<std::slice::ChunksMut<'_, T>> = v
+        .chunks_mut(per_point)
+        .map(|p| p.chunks_mut(panel_len))
+        .collect();
+    (0..tb.div_ceil(nr))
+        .map(|_| {
+            points
+                .iter_mut()
+                .map(|panels| panels.next().expect("one panel per task"))
+                .collect()
+        })
+        .collect()
+}
+
 /// How a convolution's output is cut into tiles and blocks of tiles.
 pub(super) struct Tiling {
     /// Tiles per image.

@@ -13,7 +13,8 @@ use rayon::prelude::*;
 use super::bf16gemm::{PACKED_MR, PACKED_NR, bf16_bits, pack_panels, sgemm_bf16_packed};
 use super::gemm::Mat;
 use super::winograd::{
-    Elem, LANES, POINTS, Tiling, input_lanes, output_planes, transform_output, transform_weights,
+    Elem, LANES, POINTS, Tiling, input_lanes, output_planes, panel_tasks, transform_output,
+    transform_weights,
 };
 use crate::engine::op::Conv2dGeom;
 
@@ -90,18 +91,7 @@ fn transform_input<X: Elem>(
     let pairs = g.c.div_ceil(2);
     let panel_len = pairs * PACKED_NR;
     // For panel j, its slice of each point's matrix.
-    let mut points: Vec<std::slice::ChunksMut<'_, u32>> = v
-        .chunks_mut(per_point)
-        .map(|p| p.chunks_mut(panel_len))
-        .collect();
-    let tasks: Vec<Vec<&mut [u32]>> = (0..tb.div_ceil(PACKED_NR))
-        .map(|_| {
-            points
-                .iter_mut()
-                .map(|panels| panels.next().expect("one panel per task"))
-                .collect()
-        })
-        .collect();
+    let tasks = panel_tasks(v, per_point, panel_len, tb, PACKED_NR);
     tasks.into_par_iter().enumerate().for_each(|(j, mut dst)| {
         let first = j * PACKED_NR;
         let width = PACKED_NR.min(tb - first);

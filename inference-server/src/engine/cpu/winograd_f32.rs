@@ -11,7 +11,8 @@ use rayon::prelude::*;
 use super::f32gemm::{PACKED_B_NR, packed_b_len, sgemm_packed_b};
 use super::gemm::Mat;
 use super::winograd::{
-    LANES, POINTS, Tiling, input_lanes, output_planes, transform_output, transform_weights,
+    LANES, POINTS, Tiling, input_lanes, output_planes, panel_tasks, transform_output,
+    transform_weights,
 };
 use crate::engine::op::Conv2dGeom;
 
@@ -78,18 +79,7 @@ fn transform_input(
     per_point: usize,
 ) {
     let panel_len = g.c * PACKED_B_NR;
-    let mut points: Vec<std::slice::ChunksMut<'_, f32>> = v
-        .chunks_mut(per_point)
-        .map(|p| p.chunks_mut(panel_len))
-        .collect();
-    let tasks: Vec<Vec<&mut [f32]>> = (0..tb.div_ceil(PACKED_B_NR))
-        .map(|_| {
-            points
-                .iter_mut()
-                .map(|panels| panels.next().expect("one panel per task"))
-                .collect()
-        })
-        .collect();
+    let tasks = panel_tasks(v, per_point, panel_len, tb, PACKED_B_NR);
     tasks.into_par_iter().enumerate().for_each(|(j, mut dst)| {
         let first = j * PACKED_B_NR;
         let width = PACKED_B_NR.min(tb - first);
