@@ -67,28 +67,70 @@ pub(super) fn transform_weights(weight: &[f32], o: usize, c: usize) -> Vec<f32> 
         .into_par_iter()
         .enumerate()
         .for_each(|(block, mut dst)| {
-            for (r, oi) in (block * ROWS..(block * ROWS + ROWS).min(o)).enumerate() {
-                for ci in 0..c {
-                    let g = &weight[(oi * c + ci) * 9..][..9];
-                    // G g: 6 × 3, transformed column by column; then (G g) Gᵀ row by row.
-                    let mut gg = [[0f32; 3]; ALPHA];
-                    for j in 0..3 {
-                        for (i, v) in kernel_taps(g[j], g[3 + j], g[6 + j])
-                            .into_iter()
-                            .enumerate()
-                        {
-                            gg[i][j] = v;
-                        }
-                    }
-                    for (i, row) in gg.iter().enumerate() {
-                        for (j, v) in kernel_taps(row[0], row[1], row[2]).into_iter().enumerate() {
-                            dst[i * ALPHA + j][r * c + ci] = v;
-                        }
-                    }
-                }
-            }
+            let rows = block * ROWS..(block * ROWS + ROWS).min(o);
+            weight_rows(weight, c, rows, &mut dst);
         });
     u
+}
+
+/// The transformed weights of output channels `rows` into their rows of the 36 matrices
+/// (`dst[point]`, rows from the block's first).
+#[inline(always)]
+fn weight_rows(weight: &[f32], c: usize, rows: std::ops::Range<usize>, dst: &mut [&mut [f32]]) {
+    for (r, oi) in rows.enumerate() {
+        // WL input channels at a time as lanes: the same operations (divisions
+        // included, so the same results bit for bit), vectorised across channels.
+        let full = c - c % WL;
+        for c0 in (0..full).step_by(WL) {
+            let tap = |t: usize| -> [f32; WL] {
+                std::array::from_fn(|l| weight[(oi * c + c0 + l) * 9 + t])
+            };
+            let g: [[f32; WL]; 9] = std::array::from_fn(tap);
+            // G g column by column, then (G g) Gᵀ row by row.
+            let cols: [[[f32; WL]; ALPHA]; 3] =
+                std::array::from_fn(|j| taps_lanes(&g[j], &g[3 + j], &g[6 + j]));
+            for i in 0..ALPHA {
+                let row = taps_lanes(&cols[0][i], &cols[1][i], &cols[2][i]);
+                for (j, v) in row.iter().enumerate() {
+                    dst[i * ALPHA + j][r * c + c0..][..WL].copy_from_slice(v);
+                }
+            }
+        }
+        for ci in full..c {
+            let g = &weight[(oi * c + ci) * 9..][..9];
+            // G g: 6 × 3, transformed column by column; then (G g) Gᵀ row by row.
+            let mut gg = [[0f32; 3]; ALPHA];
+            for j in 0..3 {
+                for (i, v) in kernel_taps(g[j], g[3 + j], g[6 + j])
+                    .into_iter()
+                    .enumerate()
+                {
+                    gg[i][j] = v;
+                }
+            }
+            for (i, row) in gg.iter().enumerate() {
+                for (j, v) in kernel_taps(row[0], row[1], row[2]).into_iter().enumerate() {
+                    dst[i * ALPHA + j][r * c + ci] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Input channels [`transform_weights`] transforms together.
+const WL: usize = 16;
+
+/// [`kernel_taps`] on `WL` lanes at once (the same operations per lane).
+#[inline(always)]
+fn taps_lanes(g0: &[f32; WL], g1: &[f32; WL], g2: &[f32; WL]) -> [[f32; WL]; ALPHA] {
+    let mut out = [[0f32; WL]; ALPHA];
+    for l in 0..WL {
+        let t = kernel_taps(g0[l], g1[l], g2[l]);
+        for (i, v) in t.into_iter().enumerate() {
+            out[i][l] = v;
+        }
+    }
+    out
 }
 
 /// `G · (g0, g1, g2)`.
@@ -569,6 +611,28 @@ pub(super) mod tests {
                 err <= 2e-5 * scale,
                 "{g:?}: max error {err:e} at output scale {scale}"
             );
+        }
+    }
+
+    #[test]
+    fn weight_transform_lanes_equal_the_per_channel_transform_bit_for_bit() {
+        // 37 input channels: two 16-lane groups and a scalar remainder of 5.
+        let (o, c) = (3, 37);
+        let w = values(o * c * 9, 11);
+        let u = transform_weights(&w, o, c);
+        for oi in 0..o {
+            for ci in 0..c {
+                let g = &w[(oi * c + ci) * 9..][..9];
+                let cols: [[f32; ALPHA]; 3] =
+                    std::array::from_fn(|j| kernel_taps(g[j], g[3 + j], g[6 + j]));
+                for i in 0..ALPHA {
+                    let row = kernel_taps(cols[0][i], cols[1][i], cols[2][i]);
+                    for (j, v) in row.iter().enumerate() {
+                        let got = u[((i * ALPHA + j) * o + oi) * c + ci];
+                        assert_eq!(got.to_bits(), v.to_bits(), "o {oi} c {ci} point {i},{j}");
+                    }
+                }
+            }
         }
     }
 
