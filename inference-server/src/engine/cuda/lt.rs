@@ -38,8 +38,8 @@ struct Key {
     trans: (bool, bool),
     batch: usize,
     accumulate: bool,
-    /// Alignment in bytes (a power of two, at most 256) of A, B, C and the bias as passed.
-    align: [u32; 4],
+    /// Alignment in bytes (a power of two, at most 256) of A, B and C as passed.
+    align: [u32; 3],
 }
 
 /// The largest power of two (at most 256) that divides `ptr`: cuBLASLt's fastest kernels need
@@ -59,7 +59,7 @@ impl Key {
             trans: (g.trans_a, g.trans_b),
             batch: g.batch,
             accumulate: g.accumulate,
-            align: [g.a, g.b, g.c, g.bias].map(alignment),
+            align: [g.a, g.b, g.c].map(alignment),
         }
     }
 }
@@ -127,9 +127,10 @@ impl Lt {
     /// falls back to a plain GEMM and a bias pass.
     pub(crate) fn gemm_bias(&self, g: &Gemm) -> Result<bool, CudaError> {
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        let plan = match plans.entry(Key::of(g)) {
+        let key = Key::of(g);
+        let plan = match plans.entry(key) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.plan(g)?),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.plan(g, key)?),
         };
         let Some(algo) = plan.algo else {
             return Ok(false);
@@ -178,7 +179,7 @@ impl Lt {
     /// its own transpose, so `trans_b` becomes cuBLASLt's `TRANSA` unchanged, and the bias (one
     /// value per column of our C) is one value per row of its D, which is what the BIAS
     /// epilogue adds.
-    fn plan(&self, g: &Gemm) -> Result<Plan, CudaError> {
+    fn plan(&self, g: &Gemm, key: Key) -> Result<Plan, CudaError> {
         use lt_sys::cublasLtMatmulDescAttributes_t as D;
         use lt_sys::cublasLtMatrixLayoutAttribute_t as L;
         let op = |t: bool| {
@@ -253,16 +254,6 @@ impl Lt {
             lt_sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS,
             "cublasLtMatmulDescSetAttribute(EPILOGUE)"
         )?;
-        // The heuristic may check the bias pointer's alignment: a placeholder with the alignment
-        // of this call's bias (part of the key), replaced by the real pointer per call.
-        let bias_align = Key::of(g).align[3] as usize;
-        set!(
-            lt::set_matmul_desc_attribute,
-            desc,
-            D::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-            bias_align as *const c_void,
-            "cublasLtMatmulDescSetAttribute(BIAS_POINTER)"
-        )?;
         let pref =
             lt::create_matmul_pref().map_err(|e| lt_err("cublasLtMatmulPreferenceCreate", e))?;
         set!(
@@ -273,7 +264,7 @@ impl Lt {
             "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)"
         )?;
         // Our B is cuBLASLt's A (see above); D is C.
-        let [al_a, al_b, al_c, _] = Key::of(g).align;
+        let [al_a, al_b, al_c] = key.align;
         use lt_sys::cublasLtMatmulPreferenceAttributes_t as P;
         for (attr, bytes) in [
             (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, al_b),
