@@ -127,11 +127,12 @@ pub(crate) fn conv2d(
     conv2d_im2col(x, weight, bias, residual, g, products)
 }
 
-/// [`conv2d`] of bf16 activations with bf16 products, where the bf16 Winograd path takes the
-/// geometry: input and residual read as bf16 and the output written as bf16, with no f32 copy
-/// of either (at the VAE's 512×512 layers each copy is 128 MiB, written, faulted in and
-/// converted back). `None` elsewhere: the caller widens the input and calls [`conv2d`]. The
-/// values are those of that path, rounded once at the end.
+/// [`conv2d`] of bf16 activations with bf16 products on the AVX-512 BF16 path: input and
+/// residual read as bf16 and the output written as bf16, with no f32 copy of either (at the
+/// VAE's 512×512 layers each copy is 128 MiB, written, faulted in and converted back), by the
+/// bf16 Winograd path where it applies and by patches packed straight from the bf16 input
+/// ([`super::conv_bf16`]) elsewhere. `None` where the CPU lacks that path: the caller widens
+/// the input and calls [`conv2d`]. The values are those of that path, rounded once at the end.
 pub(crate) fn conv2d_bf16_activations(
     x: &[bf16],
     weight: CpuSlice<'_>,
@@ -139,8 +140,11 @@ pub(crate) fn conv2d_bf16_activations(
     residual: Option<CpuSlice<'_>>,
     g: Conv2dGeom,
 ) -> Option<Vec<bf16>> {
-    if !(super::winograd_enabled() && super::winograd::applies(&g) && bf16_native()) {
+    if !bf16_native() {
         return None;
+    }
+    if !(super::winograd_enabled() && super::winograd::applies(&g)) {
+        return super::conv_bf16::conv2d(x, weight, bias, residual, g);
     }
     let weight = weight.to_f32();
     match residual {
@@ -321,53 +325,66 @@ fn conv_batched(
     }
 }
 
-/// Fills `cols [c·kh·kw, p]` with the input patches for output positions `p0..p0 + p`, an
-/// output row segment at a time (a plain copy when the stride is 1).
+/// Fills `cols [c·kh·kw, p]` with the input patches for output positions `p0..p0 + p`, one
+/// [`im2col_row`] per row.
 fn im2col(xn: &[f32], g: Conv2dGeom, p0: usize, p: usize, cols: &mut [f32]) {
-    let fill_row = |(row, dst): (usize, &mut [f32])| {
-        let ci = row / (g.kh * g.kw);
-        let ki = (row / g.kw) % g.kh;
-        let kj = row % g.kw;
-        let plane = &xn[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        // Output columns whose input column `ox * stride + kj - pad` lies inside the image.
-        let ox_lo = g.pad.saturating_sub(kj).div_ceil(g.stride).min(g.wo);
-        let ox_hi = (g.w + g.pad)
-            .saturating_sub(kj)
-            .div_ceil(g.stride)
-            .clamp(ox_lo, g.wo);
-        let mut j = 0;
-        while j < p {
-            let pos = p0 + j;
-            let (oy, ox0) = (pos / g.wo, pos % g.wo);
-            let run = (g.wo - ox0).min(p - j);
-            let seg = &mut dst[j..j + run];
-            let iy = (oy * g.stride + ki) as isize - g.pad as isize;
-            if iy < 0 || iy as usize >= g.h {
-                seg.fill(0.0);
-            } else {
-                let src = &plane[iy as usize * g.w..][..g.w];
-                let (lo, hi) = (ox_lo.clamp(ox0, ox0 + run), ox_hi.clamp(ox0, ox0 + run));
-                seg[..lo - ox0].fill(0.0);
-                seg[hi - ox0..].fill(0.0);
-                let inside = &mut seg[lo - ox0..hi - ox0];
-                if !inside.is_empty() {
-                    let ix0 = lo * g.stride + kj - g.pad;
-                    if g.stride == 1 {
-                        inside.copy_from_slice(&src[ix0..ix0 + inside.len()]);
-                    } else {
-                        for (t, d) in inside.iter_mut().enumerate() {
-                            *d = src[ix0 + t * g.stride];
-                        }
-                    }
-                }
-            }
-            j += run;
-        }
-    };
+    let fill_row = |(row, dst): (usize, &mut [f32])| im2col_row(xn, g, row, p0, dst);
     if cols.len() >= PAR_MIN_WORK {
         cols.par_chunks_mut(p).enumerate().for_each(fill_row);
     } else {
         cols.chunks_mut(p).enumerate().for_each(fill_row);
+    }
+}
+
+/// Row `row` (input channel, kernel row, kernel column) of one image's patch matrix, for output
+/// positions `p0..p0 + dst.len()`: the input values that tap multiplies, zero in the padding,
+/// an output row segment at a time (a plain copy when the stride is 1). `xn` is the image
+/// `[c, h, w]`, in any element type (f32, or bf16 bits).
+pub(super) fn im2col_row<T: Copy + Default>(
+    xn: &[T],
+    g: Conv2dGeom,
+    row: usize,
+    p0: usize,
+    dst: &mut [T],
+) {
+    let p = dst.len();
+    let ci = row / (g.kh * g.kw);
+    let ki = (row / g.kw) % g.kh;
+    let kj = row % g.kw;
+    let plane = &xn[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+    // Output columns whose input column `ox * stride + kj - pad` lies inside the image.
+    let ox_lo = g.pad.saturating_sub(kj).div_ceil(g.stride).min(g.wo);
+    let ox_hi = (g.w + g.pad)
+        .saturating_sub(kj)
+        .div_ceil(g.stride)
+        .clamp(ox_lo, g.wo);
+    let mut j = 0;
+    while j < p {
+        let pos = p0 + j;
+        let (oy, ox0) = (pos / g.wo, pos % g.wo);
+        let run = (g.wo - ox0).min(p - j);
+        let seg = &mut dst[j..j + run];
+        let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+        if iy < 0 || iy as usize >= g.h {
+            seg.fill(T::default());
+        } else {
+            let src = &plane[iy as usize * g.w..][..g.w];
+            let (lo, hi) = (ox_lo.clamp(ox0, ox0 + run), ox_hi.clamp(ox0, ox0 + run));
+            seg[..lo - ox0].fill(T::default());
+            seg[hi - ox0..].fill(T::default());
+            let inside = &mut seg[lo - ox0..hi - ox0];
+            if !inside.is_empty() {
+                let ix0 = lo * g.stride + kj - g.pad;
+                if g.stride == 1 {
+                    inside.copy_from_slice(&src[ix0..ix0 + inside.len()]);
+                } else {
+                    for (t, d) in inside.iter_mut().enumerate() {
+                        *d = src[ix0 + t * g.stride];
+                    }
+                }
+            }
+        }
+        j += run;
     }
 }
 

@@ -7,6 +7,7 @@ pub(crate) mod attention;
 mod backend;
 pub(crate) mod bf16gemm;
 pub(crate) mod conv;
+mod conv_bf16;
 pub(crate) mod elementwise;
 pub(crate) mod f32gemm;
 mod fastmath;

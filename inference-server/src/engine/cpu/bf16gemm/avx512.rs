@@ -127,7 +127,28 @@ pub(super) enum Panels<'a> {
     },
 }
 
-impl Panels<'_> {
+impl<'a> Panels<'a> {
+    /// Whether the operand is already packed, so the kernel reads its panels in place.
+    fn in_place(self) -> bool {
+        matches!(self, Panels::Packed { .. })
+    }
+
+    /// The packed panel holding rows `r0..` (a multiple of `w`) from pair `p0` on, read in
+    /// place: a block of it is contiguous, so copying it out (what [`Panels::pack`] does) would
+    /// only add a pass over the operand. Needs an operand that is [`Panels::in_place`].
+    fn panel(self, r0: usize, w: usize, p0: usize) -> &'a [u32] {
+        match self {
+            Panels::Packed { panels, kp, w: pw } => {
+                assert!(
+                    pw == w && r0.is_multiple_of(w),
+                    "bf16 gemm: panels packed {pw} wide"
+                );
+                &panels[((r0 / w) * kp + p0) * w..]
+            }
+            _ => unreachable!("only packed operands are read in place"),
+        }
+    }
+
     /// Packs panel rows `r0..r0 + w` and k-pairs `p0..p0 + kcp` into `out[p * w + r]` as
     /// [`pack`] does, zero past the matrix. Needs `r0` and `2·p0` inside it.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
@@ -375,30 +396,42 @@ unsafe fn run(
         false => mc_max,
     };
     let nc = (NC / nr).max(1) * nr;
-    let a_len = KC.min(kp) * mc.min(m).next_multiple_of(mr);
+    // Already packed operands are read in place and need no block buffer.
+    let (a_in_place, b_in_place) = (a_src.in_place(), b_src.in_place());
+    let a_len = match a_in_place {
+        true => 0,
+        false => KC.min(kp) * mc.min(m).next_multiple_of(mr),
+    };
     let mut ap = vec![0u32; if by_rows { 0 } else { a_len }];
-    let mut bp = vec![0u32; KC.min(kp) * nc.min(n).next_multiple_of(nr)];
+    let b_len = KC.min(kp) * nc.min(n).next_multiple_of(nr);
+    let mut bp = vec![0u32; if b_in_place { 0 } else { b_len }];
     for jc in (0..n).step_by(nc) {
         let ncur = nc.min(n - jc);
         let panels = ncur.div_ceil(nr);
         for pc in (0..kp).step_by(KC) {
             let kcp = KC.min(kp - pc);
-            let b_panels = &mut bp[..panels * kcp * nr];
             // Both packs (closures inherit the target features): rows jc + t·nr < n and
             // ic + i < m, and 2·pc < k, as `pack` needs.
-            let pack_b = |(t, out)| b_src.pack(jc + t * nr, nr, pc, kcp, out);
-            match threads > 1 {
-                true => b_panels
-                    .par_chunks_mut(kcp * nr)
-                    .enumerate()
-                    .for_each(pack_b),
-                false => b_panels.chunks_mut(kcp * nr).enumerate().for_each(pack_b),
+            if !b_in_place {
+                let b_panels = &mut bp[..panels * kcp * nr];
+                let pack_b = |(t, out)| b_src.pack(jc + t * nr, nr, pc, kcp, out);
+                match threads > 1 {
+                    true => b_panels
+                        .par_chunks_mut(kcp * nr)
+                        .enumerate()
+                        .for_each(pack_b),
+                    false => b_panels.chunks_mut(kcp * nr).enumerate().for_each(pack_b),
+                }
             }
             let pack_a = |ic: usize, ap: &mut [u32]| {
+                if a_in_place {
+                    return;
+                }
                 for (t, i) in (0..mc.min(m - ic)).step_by(mr).enumerate() {
                     a_src.pack(ic + i, mr, pc, kcp, &mut ap[t * kcp * mr..]);
                 }
             };
+            let bp = &bp;
             // Rows ic.. (up to mc) against B panels `js`, with that A block packed in `ap`.
             let block = |ic: usize, ap: &[u32], js: std::ops::Range<usize>| {
                 let mcur = mc.min(m - ic);
@@ -416,7 +449,14 @@ unsafe fn run(
                             out16: std::ptr::null_mut(),
                             bias: std::ptr::null(),
                         };
-                        let (a, b) = (&ap[ti * kcp * mr..], &bp[t * kcp * nr..]);
+                        let a = match a_in_place {
+                            true => a_src.panel(ic + i, mr, pc),
+                            false => &ap[ti * kcp * mr..],
+                        };
+                        let b = match b_in_place {
+                            true => b_src.panel(jc + t * nr, nr, pc),
+                            false => &bp[t * kcp * nr..],
+                        };
                         // SAFETY: the tile's rows ic + i.. < m and columns jc + t·nr.. < n
                         // lie in the caller's view; tasks own disjoint rows or columns.
                         unsafe { (u.kernel)(kcp, a, b, tile) };

@@ -147,13 +147,18 @@ pub(crate) enum Operand<'a> {
     /// bf16 values `[rows, k]` (a stored weight, or bf16 activations): A `[m, k]` as the lhs,
     /// Bᵀ `[n, k]` as the rhs.
     Bf16(&'a [bf16]),
+    /// Already in [`sgemm_bf16_packed`]'s layout ([`PACKED_MR`]-row panels as the lhs,
+    /// [`PACKED_NR`]-column panels as the rhs, over all ⌈k / 2⌉ pairs): an operand produced in
+    /// that layout (the patches of a convolution), which the GEMM then only copies by blocks.
+    Packed(&'a [u32]),
 }
 
 /// [`sgemm_bf16`] with either operand a stored bf16 weight, which the AVX-512 BF16 path packs
-/// from its bits (no f32 copy of the weight, half the bytes read). Returns false, computing
-/// nothing, where that path does not run (no native bf16, `SDSERVE_CPU_BF16=portable`, or an
-/// odd k, whose pairs would straddle rows): the caller then converts the weight and calls
-/// [`sgemm_bf16`], which gives the same products.
+/// from its bits (no f32 copy of the weight, half the bytes read), or already packed
+/// ([`Operand::Packed`]). Returns false, computing nothing, where that path does not run (no
+/// native bf16, `SDSERVE_CPU_BF16=portable`, or an odd k with a bf16 operand, whose pairs would
+/// straddle rows): the caller then converts the weight and calls [`sgemm_bf16`], which gives
+/// the same products.
 ///
 /// Panics (an internal bug) if an operand or `dst` is shorter than its view.
 #[allow(clippy::too_many_arguments)]
@@ -168,12 +173,20 @@ pub(crate) fn sgemm_bf16_weight(
     accumulate: bool,
     par: Par,
 ) -> bool {
-    if !bf16_native() || k % 2 == 1 {
+    // A stored bf16 operand is packed a u32 (two values of a row) at a time: k must be even.
+    let bits = |o: Operand<'_>| matches!(o, Operand::Bf16(_));
+    if !bf16_native() || (k % 2 == 1 && (bits(lhs) || bits(rhs))) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
     {
         let (a, b) = (panels(lhs, m, k, true), panels(rhs, n, k, false));
+        // Packed panels fix the kernel's shape.
+        let packed = |o: Operand<'_>| matches!(o, Operand::Packed(_));
+        let u = match packed(lhs) || packed(rhs) {
+            true => avx512::K6X64,
+            false => avx512::micro_for(n),
+        };
         if m == 0 || n == 0 {
             return true;
         }
@@ -198,7 +211,7 @@ pub(crate) fn sgemm_bf16_weight(
         };
         // SAFETY: `bf16_native` checked the features; the asserts keep both operands and `dst`
         // inside their slices; m, n, k > 0.
-        unsafe { avx512::gemm_panels(avx512::micro_for(n), dims, a, b, dst, par) };
+        unsafe { avx512::gemm_panels(u, dims, a, b, dst, par) };
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -393,6 +406,15 @@ fn panels(o: Operand<'_>, rows: usize, k: usize, lhs: bool) -> avx512::Panels<'_
             );
             let bits: &[u16] = bytemuck::cast_slice(w);
             avx512::Panels::Bits { bits, rows, k }
+        }
+        Operand::Packed(panels) => {
+            let w = if lhs { PACKED_MR } else { PACKED_NR };
+            let kp = k.div_ceil(2);
+            assert!(
+                panels.len() >= rows.div_ceil(w) * kp * w,
+                "sgemm_bf16_weight: packed operand shorter than its panels"
+            );
+            avx512::Panels::Packed { panels, kp, w }
         }
     }
 }
