@@ -24,6 +24,7 @@ pub(crate) mod threads;
 mod winograd;
 mod winograd_bf16;
 mod winograd_f32;
+mod winograd_rows;
 
 pub(crate) use storage::{CpuSlice, CpuStorage};
 

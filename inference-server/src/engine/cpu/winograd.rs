@@ -11,6 +11,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{Mat, Par, Products, gemm_with};
+use super::winograd_rows as rows;
 use crate::engine::op::Conv2dGeom;
 
 /// Input tile side (`m + r − 1` for m = 4 outputs and r = 3 taps).
@@ -241,7 +242,7 @@ fn patch<T: Elem>(plane: &[T], g: &Conv2dGeom, ty: usize, tx: usize) -> [[f32; A
 /// `[i][j][lane]`, missing lanes zero.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn patches<T: Elem>(
+pub(super) fn patches<T: Elem>(
     x: &[T],
     g: &Conv2dGeom,
     tiles: usize,
@@ -265,102 +266,6 @@ fn patches<T: Elem>(
     d
 }
 
-/// Input values a row of [`LANES`] side-by-side tiles covers (`4·LANES + 2`), padded so that
-/// [`spread_rows`] may load whole vectors.
-const SPAN: usize = 4 * LANES + 4;
-
-/// Whether the patches of tiles `t..t + n` can be gathered by [`spread_rows`]: the CPU has
-/// avx512f, the group is a whole [`LANES`] of tiles in one tile row, and none of them touches
-/// the padding. If so, the six input rows they cover, widened to f32 (`[row][column]`, from the
-/// column left of the first tile; the last two columns unused).
-#[inline(always)]
-fn interior_rows<T: Elem>(
-    x: &[T],
-    g: &Conv2dGeom,
-    tiles: usize,
-    tiles_w: usize,
-    ci: usize,
-    t: usize,
-    n: usize,
-) -> Option<[[f32; SPAN]; ALPHA]> {
-    let (image, within) = (t / tiles, t % tiles);
-    let (ty, tx) = (within / tiles_w, within % tiles_w);
-    let (y0, x0) = (ty * TILE, tx * TILE);
-    let interior = n == LANES
-        && tx + LANES <= tiles_w
-        && y0 >= 1
-        && x0 >= 1
-        && y0 + 5 <= g.h
-        && x0 + 4 * (LANES - 1) + 5 <= g.w;
-    if !(interior && avx512f()) {
-        return None;
-    }
-    let hw = g.h * g.w;
-    let plane = &x[(image * g.c + ci) * hw..][..hw];
-    let mut rows = [[0f32; SPAN]; ALPHA];
-    for (i, row) in rows.iter_mut().enumerate() {
-        let src = &plane[(y0 - 1 + i) * g.w + x0 - 1..][..SPAN - 2];
-        for (d, &v) in row.iter_mut().zip(src) {
-            *d = v.into();
-        }
-    }
-    Some(rows)
-}
-
-/// Whether this CPU has avx512f (read once).
-fn avx512f() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
-/// The patches of [`LANES`] side-by-side tiles from the input rows they cover:
-/// `d[i][j][l] = rows[i][4l + j]`, each `d[i][j]` one two-source permute of whole-vector loads
-/// (tile l's column j is four columns right of tile l − 1's).
-///
-/// # Safety
-/// The CPU has avx512f.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn spread_rows(rows: &[[f32; SPAN]; ALPHA]) -> [[Lane; ALPHA]; ALPHA] {
-    use std::arch::x86_64::*;
-    // Lane l of permute j reads element 4l + j of the 32 in two vectors (lanes 8.. unused).
-    const fn index(j: i32) -> [i32; 16] {
-        let mut idx = [0i32; 16];
-        let mut l = 0;
-        while l < LANES {
-            idx[l] = 4 * l as i32 + j;
-            l += 1;
-        }
-        idx
-    }
-    const IDX: [[i32; 16]; 4] = [index(0), index(1), index(2), index(3)];
-    let mut d = [[[0f32; LANES]; ALPHA]; ALPHA];
-    for (row, di) in rows.iter().zip(d.iter_mut()) {
-        let r = row.as_ptr();
-        // SAFETY: loads of 16 f32 at offsets 0, 16, 4 and 20 end by 36 ≤ SPAN; stores write
-        // the low 8 lanes of a vector into one 8-lane row of `d`.
-        unsafe {
-            let (a0, a1) = (_mm512_loadu_ps(r), _mm512_loadu_ps(r.add(16)));
-            let (b0, b1) = (_mm512_loadu_ps(r.add(4)), _mm512_loadu_ps(r.add(20)));
-            for (j, dj) in di.iter_mut().enumerate() {
-                let (lo, hi, idx) = match j < 4 {
-                    true => (a0, a1, IDX[j]),
-                    false => (b0, b1, IDX[j - 4]),
-                };
-                let idx = _mm512_loadu_si512(idx.as_ptr().cast());
-                let v = _mm512_permutex2var_ps(lo, idx, hi);
-                _mm256_storeu_ps(dj.as_mut_ptr(), _mm512_castps512_ps256(v));
-            }
-        }
-    }
-    d
-}
-
 /// `Bᵀ d B` of channel `ci`'s 6×6 input patches of the `n ≤ LANES` tiles `t..t + n` (tiles
 /// numbered across the batch, `tiles` per image): `[point][lane]`, missing lanes zero.
 // Index loops mirror the transforms' maths (`d[i][j][lane]`), across three array levels.
@@ -376,10 +281,10 @@ pub(super) fn input_lanes<T: Elem>(
     n: usize,
 ) -> [Lane; POINTS] {
     // d[i][j][lane]: the patches of up to LANES tiles (missing lanes stay zero).
-    let d = match interior_rows(x, g, tiles, tiles_w, ci, t, n) {
+    let d = match rows::interior_rows(x, g, tiles, tiles_w, ci, t, n) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `interior_rows` returns rows only where the CPU has avx512f.
-        Some(rows) => unsafe { spread_rows(&rows) },
+        Some(r) => unsafe { rows::spread_rows(&r) },
         _ => patches(x, g, tiles, tiles_w, ci, t, n),
     };
     // Bᵀ d: columns; then (Bᵀ d) B: rows.
@@ -463,6 +368,20 @@ pub(super) fn transform_output<R: Elem, O: Elem>(
                 }
             }
             let out: [[Lane; TILE]; TILE] = std::array::from_fn(|i| output_taps(&rows[i]));
+            if let Some((image, y0, x0)) = rows::full_rows(g, tiles, tiles_w, t0 + tj0, n) {
+                // SAFETY: `full_rows` answers only where the CPU has avx512f.
+                #[cfg(target_arch = "x86_64")]
+                let lines = unsafe { rows::join_rows(&out) };
+                #[cfg(not(target_arch = "x86_64"))]
+                let lines: [[f32; rows::RUN]; TILE] = unreachable!("{image}");
+                let plane = &mut *images[image];
+                for (i, line) in lines.iter().enumerate() {
+                    let at = (y0 + i) * g.wo + x0;
+                    let res = residual.map(|r| &r[(image * o + oi) * g.ho * g.wo + at..]);
+                    finish(line, b, res, &mut plane[at..][..rows::RUN]);
+                }
+                continue;
+            }
             for l in 0..n {
                 let t = t0 + tj0 + l;
                 let (image, t) = (t / tiles, t % tiles);
@@ -475,20 +394,31 @@ pub(super) fn transform_output<R: Elem, O: Elem>(
                     .take(g.ho.saturating_sub(y0).min(TILE))
                 {
                     let at = (y0 + i) * g.wo + x0;
-                    let dst = &mut plane[at..][..width];
-                    // (conv + bias) + residual in f32, rounded once: what the unfused ops give.
-                    let res = residual.map(|r| &r[(image * o + oi) * g.ho * g.wo + at..][..width]);
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        let y = row[j][l] + b;
-                        *d = O::narrow(match res {
-                            Some(r) => y + r[j].into(),
-                            None => y,
-                        });
-                    }
+                    let res = residual.map(|r| &r[(image * o + oi) * g.ho * g.wo + at..]);
+                    let line: [f32; TILE] = std::array::from_fn(|j| row[j][l]);
+                    finish(&line[..width], b, res, &mut plane[at..][..width]);
                 }
             }
         }
     });
+}
+
+/// `dst[j] = (src[j] + b) + res[j]` in f32, rounded once to the output type: what the unfused
+/// ops (conv with bias, then the residual add) give.
+#[inline(always)]
+fn finish<R: Elem, O: Elem>(src: &[f32], b: f32, res: Option<&[R]>, dst: &mut [O]) {
+    match res {
+        Some(r) => {
+            for ((d, &s), &r) in dst.iter_mut().zip(src).zip(r) {
+                *d = O::narrow(s + b + r.into());
+            }
+        }
+        None => {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = O::narrow(s + b);
+            }
+        }
+    }
 }
 
 /// For transformed inputs written straight into a GEMM's packed B panels (`per_point` values
@@ -699,40 +629,6 @@ pub(super) mod tests {
             }
         }
         out
-    }
-
-    #[test]
-    fn patches_gathered_by_rows_equal_the_tile_by_tile_copies() {
-        // Two images of 3 channels, 11 × 19 tiles: rows of 8 interior tiles and groups that
-        // straddle an edge, a tile row or an image (those take the copies).
-        let g = geom(2, 3, 4, 44, 76);
-        let x: Vec<half::bf16> = values(2 * 3 * 44 * 76, 9)
-            .iter()
-            .map(|&v| half::bf16::from_f32(v))
-            .collect();
-        let (tiles_w, tiles) = (19, 11 * 19);
-        let mut gathered = 0;
-        for ci in 0..3 {
-            for t in 0..2 * tiles - LANES {
-                let want = patches(&x, &g, tiles, tiles_w, ci, t, LANES);
-                let Some(rows) = interior_rows(&x, &g, tiles, tiles_w, ci, t, LANES) else {
-                    continue;
-                };
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: rows come back only where the CPU has avx512f.
-                let got = unsafe { spread_rows(&rows) };
-                #[cfg(not(target_arch = "x86_64"))]
-                let got: [[Lane; ALPHA]; ALPHA] = unreachable!("{rows:?}");
-                assert_eq!(got, want, "channel {ci}, tiles {t}..");
-                gathered += 1;
-            }
-        }
-        if avx512f() {
-            // Per image and channel: 9 interior tile rows × tx 1..=10 (tiles 1..=18 interior).
-            assert_eq!(gathered, 2 * 3 * 9 * 10, "groups gathered by rows");
-        } else {
-            eprintln!("note: no avx512f here; every patch is copied tile by tile");
-        }
     }
 
     #[test]
