@@ -25,6 +25,7 @@ mod winograd;
 mod winograd_bf16;
 mod winograd_f32;
 mod winograd_rows;
+mod winograd_weights;
 
 pub(crate) use storage::{CpuSlice, CpuStorage};
 

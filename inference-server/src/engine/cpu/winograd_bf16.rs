@@ -15,8 +15,7 @@ use super::bf16gemm::bf16_bits;
 use super::bf16gemm::{PACKED_MR, PACKED_NR, pack_panels, sgemm_bf16_packed};
 use super::gemm::Mat;
 use super::winograd::{
-    Elem, LANES, Lane, POINTS, Tiling, input_lanes, output_planes, panel_tasks, transform_output,
-    transform_weights,
+    Elem, LANES, Lane, POINTS, Tiling, input_lanes, packed_blocks, panel_tasks, transform_weights,
 };
 use crate::engine::op::Conv2dGeom;
 
@@ -44,36 +43,17 @@ pub(crate) fn conv2d<X: Elem, R: Elem, O: Elem>(
         packed_u.push(panels);
     }
     drop(u);
-    let spatial = g.ho * g.wo;
-    let mut out = vec![O::narrow(0.0); g.n * o * spatial];
-    let Tiling {
-        tiles,
-        tiles_w,
-        total,
-        block,
-    } = Tiling::of(&g);
     // V_ξ [c, tb] as B panels: per point, ⌈tb / 64⌉ panels of ⌈c / 2⌉ channel pairs × 64 tiles.
-    let per_point = block.div_ceil(PACKED_NR) * c.div_ceil(2) * PACKED_NR;
-    let mut v = vec![0u32; POINTS * per_point];
-    let mut m = vec![0f32; o * POINTS * block];
-    let mut planes = output_planes(&mut out, &g);
-    let mut t0 = 0;
-    while t0 < total {
-        let tb = block.min(total - t0);
-        transform_input(x, &g, tiles, tiles_w, t0, tb, &mut v, per_point);
-        let m = &mut m[..o * POINTS * tb];
-        let v = &v;
-        let packed_u = &packed_u;
-        m.par_chunks_mut(o * tb).enumerate().for_each(|(xi, mx)| {
-            let vx = &v[xi * per_point..][..per_point];
-            let done = sgemm_bf16_packed(o, tb, c, &packed_u[xi], vx, mx, tb);
-            assert!(done, "the bf16 path ran for the weights, so it runs here");
-        });
-        transform_output(m, bias, residual, &g, tiles, tiles_w, t0, tb, &mut planes);
-        t0 += tb;
-    }
-    drop(planes);
-    Some(out)
+    let per_point = Tiling::of(&g).block.div_ceil(PACKED_NR) * c.div_ceil(2) * PACKED_NR;
+    let input = |tiling: &Tiling, t0, tb, v: &mut [u32]| {
+        transform_input(x, &g, tiling, t0, tb, v, per_point)
+    };
+    let packed_u = &packed_u;
+    let gemm = |xi: usize, tb: usize, vx: &[u32], mx: &mut [f32]| {
+        let done = sgemm_bf16_packed(o, tb, c, &packed_u[xi], vx, mx, tb);
+        assert!(done, "the bf16 path ran for the weights, so it runs here");
+    };
+    Some(packed_blocks(&g, bias, residual, per_point, input, gemm))
 }
 
 /// Writes `Bᵀ d B` of tiles `t0..t0 + tb` into `v` as B panels, `per_point` u32 per point:
@@ -83,13 +63,13 @@ pub(crate) fn conv2d<X: Elem, R: Elem, O: Elem>(
 fn transform_input<X: Elem>(
     x: &[X],
     g: &Conv2dGeom,
-    tiles: usize,
-    tiles_w: usize,
+    tiling: &Tiling,
     t0: usize,
     tb: usize,
     v: &mut [u32],
     per_point: usize,
 ) {
+    let (tiles, tiles_w) = (tiling.tiles, tiling.tiles_w);
     let pairs = g.c.div_ceil(2);
     let panel_len = pairs * PACKED_NR;
     // For panel j, its slice of each point's matrix.

@@ -10,10 +10,7 @@ use rayon::prelude::*;
 
 use super::f32gemm::{PACKED_B_NR, packed_b_len, sgemm_packed_b};
 use super::gemm::Mat;
-use super::winograd::{
-    LANES, POINTS, Tiling, input_lanes, output_planes, panel_tasks, transform_output,
-    transform_weights,
-};
+use super::winograd::{LANES, Tiling, input_lanes, packed_blocks, panel_tasks, transform_weights};
 use crate::engine::op::Conv2dGeom;
 
 /// [`super::winograd::conv2d`] with f32 products where the own AVX-512 GEMM runs
@@ -30,38 +27,18 @@ pub(crate) fn conv2d(
     }
     let (o, c) = (g.o, g.c);
     let u = transform_weights(weight, o, c);
-    let spatial = g.ho * g.wo;
-    let mut out = vec![0f32; g.n * o * spatial];
-    let Tiling {
-        tiles,
-        tiles_w,
-        total,
-        block,
-    } = Tiling::of(&g);
-    // V_ξ [c, tb] per point as B panels of 64 tiles × all c. The layout does not depend on tb,
-    // so the last, narrower block reuses the buffer (columns past tb are read, not kept).
-    let per_point = packed_b_len(c, block);
-    let mut v = vec![0f32; POINTS * per_point];
-    let mut m = vec![0f32; o * POINTS * block];
-    let mut planes = output_planes(&mut out, &g);
-    let mut t0 = 0;
-    while t0 < total {
-        let tb = block.min(total - t0);
-        transform_input(x, &g, tiles, tiles_w, t0, tb, &mut v, per_point);
-        let m = &mut m[..o * POINTS * tb];
-        let (v, u) = (&v, &u);
-        // One whole GEMM per point and thread, as the unfused path runs them.
-        m.par_chunks_mut(o * tb).enumerate().for_each(|(xi, mx)| {
-            let lhs = Mat::rows(&u[xi * o * c..][..o * c], c);
-            let vx = &v[xi * per_point..][..per_point];
-            let done = sgemm_packed_b((o, tb, c), lhs, vx, mx, tb);
-            assert!(done, "checked available above");
-        });
-        transform_output(m, bias, residual, &g, tiles, tiles_w, t0, tb, &mut planes);
-        t0 += tb;
-    }
-    drop(planes);
-    Some(out)
+    // V_ξ [c, tb] per point as B panels of 64 tiles × all c.
+    let per_point = packed_b_len(c, Tiling::of(&g).block);
+    let input = |tiling: &Tiling, t0, tb, v: &mut [f32]| {
+        transform_input(x, &g, tiling, t0, tb, v, per_point)
+    };
+    // One whole GEMM per point and thread, as the unfused path runs them.
+    let gemm = |xi: usize, tb: usize, vx: &[f32], mx: &mut [f32]| {
+        let lhs = Mat::rows(&u[xi * o * c..][..o * c], c);
+        let done = sgemm_packed_b((o, tb, c), lhs, vx, mx, tb);
+        assert!(done, "checked available above");
+    };
+    Some(packed_blocks(&g, bias, residual, per_point, input, gemm))
 }
 
 /// Writes `Bᵀ d B` of tiles `t0..t0 + tb` into `v` as B panels, `per_point` values per point:
@@ -71,8 +48,7 @@ pub(crate) fn conv2d(
 fn transform_input(
     x: &[f32],
     g: &Conv2dGeom,
-    tiles: usize,
-    tiles_w: usize,
+    tiling: &Tiling,
     t0: usize,
     tb: usize,
     v: &mut [f32],
@@ -86,6 +62,7 @@ fn transform_input(
         for ci in 0..g.c {
             for l0 in (0..width).step_by(LANES) {
                 let n = LANES.min(width - l0);
+                let (tiles, tiles_w) = (tiling.tiles, tiling.tiles_w);
                 let lanes = input_lanes(x, g, tiles, tiles_w, ci, t0 + first + l0, n);
                 for (point, panel) in dst.iter_mut().enumerate() {
                     let out = &mut panel[ci * PACKED_B_NR + l0..][..LANES];
