@@ -1,5 +1,5 @@
 //! Winograd's input and output transforms for a group of [`LANES`] side-by-side tiles that lie
-//! inside the image, on AVX-512: the group's patches are gathered from whole input rows, and
+//! inside the image, on AVX-512 (where `SDSERVE_CPU_ISA` allows it): the group's patches are gathered from whole input rows, and
 //! its output rows are assembled and stored as whole rows, each by vector permutes.
 //!
 //! Why: the transforms work on `[f32; LANES]` rows, one tile per lane, and the general code
@@ -16,8 +16,8 @@ use crate::engine::op::Conv2dGeom;
 /// [`spread_rows`] may load whole vectors.
 pub(super) const SPAN: usize = 4 * LANES + 4;
 
-/// Whether the patches of tiles `t..t + n` can be gathered by [`spread_rows`]: the CPU has
-/// avx512f, the group is a whole [`LANES`] of tiles in one tile row, and none of them touches
+/// Whether the patches of tiles `t..t + n` can be gathered by [`spread_rows`]: the AVX-512 path
+/// runs ([`avx512f`]), the group is a whole [`LANES`] of tiles in one tile row, and none of them touches
 /// the padding. If so, the six input rows they cover, widened to f32 (`[row][column]`, from the
 /// column left of the first tile; the last two columns unused).
 #[inline(always)]
@@ -54,15 +54,11 @@ pub(super) fn interior_rows<T: Elem>(
     Some(rows)
 }
 
-/// Whether this CPU has avx512f (read once).
+/// Whether the AVX-512 gathers run: the CPU has avx512f and `SDSERVE_CPU_ISA` does not cap the
+/// backend below it (so a forced `avx2` or `portable` run has no AVX-512 code in the
+/// transforms either).
 fn avx512f() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx512f"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    super::f32gemm::isa() == super::f32gemm::Isa::Avx512
 }
 
 /// The patches of [`LANES`] side-by-side tiles from the input rows they cover:
@@ -111,7 +107,7 @@ pub(super) unsafe fn spread_rows(rows: &[[f32; SPAN]; ALPHA]) -> [[Lane; ALPHA];
 /// Output values a group's row holds: four per tile.
 pub(super) const RUN: usize = TILE * LANES;
 
-/// Where the outputs of tiles `t..t + n` can be written by [`join_rows`]: the CPU has avx512f,
+/// Where the outputs of tiles `t..t + n` can be written by [`join_rows`]: the AVX-512 path runs,
 /// the group is a whole [`LANES`] of tiles in one tile row, and all its 4 × 32 outputs lie in
 /// the image. If so, the image and the group's top-left output (row, column).
 #[inline(always)]
@@ -205,14 +201,18 @@ mod tests {
             // Per image and channel: 9 interior tile rows × tx 1..=10 (tiles 1..=18 interior).
             assert_eq!(gathered, 2 * 3 * 9 * 10, "groups gathered by rows");
         } else {
-            eprintln!("note: no avx512f here; every patch is copied tile by tile");
+            eprintln!(
+                "note: no AVX-512 path here (CPU or SDSERVE_CPU_ISA); patches copied tile by tile"
+            );
         }
     }
 
     #[test]
     fn output_rows_joined_by_permutes_equal_the_lane_by_lane_copies() {
         if !avx512f() {
-            eprintln!("note: no avx512f here; outputs are written lane by lane");
+            eprintln!(
+                "note: no AVX-512 path here (CPU or SDSERVE_CPU_ISA); outputs written lane by lane"
+            );
             return;
         }
         let v = values(TILE * TILE * LANES, 5);
