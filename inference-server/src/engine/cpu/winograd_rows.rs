@@ -201,18 +201,14 @@ mod tests {
             // Per image and channel: 9 interior tile rows × tx 1..=10 (tiles 1..=18 interior).
             assert_eq!(gathered, 2 * 3 * 9 * 10, "groups gathered by rows");
         } else {
-            eprintln!(
-                "note: no AVX-512 path here (CPU or SDSERVE_CPU_ISA); patches copied tile by tile"
-            );
+            eprintln!("note: AVX-512 path off (CPU or SDSERVE_CPU_ISA); patches copied per tile");
         }
     }
 
     #[test]
     fn output_rows_joined_by_permutes_equal_the_lane_by_lane_copies() {
         if !avx512f() {
-            eprintln!(
-                "note: no AVX-512 path here (CPU or SDSERVE_CPU_ISA); outputs written lane by lane"
-            );
+            eprintln!("note: AVX-512 path off (CPU or SDSERVE_CPU_ISA); outputs written per lane");
             return;
         }
         let v = values(TILE * TILE * LANES, 5);
