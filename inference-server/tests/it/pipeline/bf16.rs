@@ -2,10 +2,11 @@
 //! multiply in bf16 (f32 accumulation; native on CPUs with `avx512_bf16`, emulated
 //! elsewhere). bf16 keeps 8 significant bits, so each op is exact to about 2^-9 relative; on the
 //! tiny model (random weights, which amplify rounding more than a trained model) the image lands
-//! within [`BF16_MAX_DIFF`] of the f32 result per pixel. Measured 2026-11-30 (Euler a / DPM++ 2M
-//! Karras, 4 steps, 64×64): max 15 / 14 and mean 1.8 / 1.6 on the avx512_bf16 path, 15 / 14 and
-//! 1.6 / 1.6 with `SDSERVE_CPU_BF16=portable`; the bounds leave about a third again. The default
-//! f32 path is untouched (the parity tests hold it).
+//! within [`BF16_MAX_DIFF`] of the f32 result per pixel. Measured 2026-11-30, 23:35 UTC (Euler a
+//! / DPM++ 2M Karras, 4 steps, 64×64): max 14 / 14 and mean 1.64 / 1.51 on the avx512_bf16 path,
+//! 12 / 11 and 1.51 / 1.43 with `SDSERVE_CPU_BF16=portable` (earlier that day, before the fused
+//! linear epilogues and the packed-patch convolutions: 15 / 14, 1.8 / 1.6); the bounds leave
+//! about a third again. The default f32 path is untouched (the parity tests hold it).
 
 use super::*;
 use inference_server::pipeline::Precision;
