@@ -143,8 +143,7 @@ fn patch<T: Elem>(plane: &[T], g: &Conv2dGeom, ty: usize, tx: usize) -> [[f32; A
 pub(super) fn patches<T: Elem>(
     x: &[T],
     g: &Conv2dGeom,
-    tiles: usize,
-    tiles_w: usize,
+    tiling: &Tiling,
     ci: usize,
     t: usize,
     n: usize,
@@ -152,9 +151,9 @@ pub(super) fn patches<T: Elem>(
     let hw = g.h * g.w;
     let mut d = [[[0f32; LANES]; ALPHA]; ALPHA];
     for l in 0..n {
-        let (image, t) = ((t + l) / tiles, (t + l) % tiles);
+        let (image, ty, tx) = tiling.locate(t + l);
         let plane = &x[(image * g.c + ci) * hw..][..hw];
-        let p = patch(plane, g, t / tiles_w, t % tiles_w);
+        let p = patch(plane, g, ty, tx);
         for i in 0..ALPHA {
             for j in 0..ALPHA {
                 d[i][j][l] = p[i][j];
@@ -165,25 +164,24 @@ pub(super) fn patches<T: Elem>(
 }
 
 /// `Bᵀ d B` of channel `ci`'s 6×6 input patches of the `n ≤ LANES` tiles `t..t + n` (tiles
-/// numbered across the batch, `tiles` per image): `[point][lane]`, missing lanes zero.
+/// numbered across the batch, see [`Tiling::locate`]): `[point][lane]`, missing lanes zero.
 // Index loops mirror the transforms' maths (`d[i][j][lane]`), across three array levels.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 pub(super) fn input_lanes<T: Elem>(
     x: &[T],
     g: &Conv2dGeom,
-    tiles: usize,
-    tiles_w: usize,
+    tiling: &Tiling,
     ci: usize,
     t: usize,
     n: usize,
 ) -> [Lane; POINTS] {
     // d[i][j][lane]: the patches of up to LANES tiles (missing lanes stay zero).
-    let d = match rows::interior_rows(x, g, tiles, tiles_w, ci, t, n) {
+    let d = match rows::interior_rows(x, g, tiling, ci, t, n) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `interior_rows` returns rows only where the CPU has avx512f.
         Some(r) => unsafe { rows::spread_rows(&r) },
-        _ => patches(x, g, tiles, tiles_w, ci, t, n),
+        _ => patches(x, g, tiling, ci, t, n),
     };
     // Bᵀ d: columns; then (Bᵀ d) B: rows.
     let mut cols = [[[0f32; LANES]; ALPHA]; ALPHA];
@@ -203,12 +201,11 @@ pub(super) fn input_lanes<T: Elem>(
 }
 
 /// Fills `v [c][36][tb]` with `Bᵀ d B` of the 6×6 input patch of each tile `t0..t0 + tb`,
-/// tiles numbered across the batch (`tiles` per image).
+/// tiles numbered across the batch (see [`Tiling::locate`]).
 fn transform_input(
     x: &[f32],
     g: &Conv2dGeom,
-    tiles: usize,
-    tiles_w: usize,
+    tiling: &Tiling,
     t0: usize,
     tb: usize,
     v: &mut [f32],
@@ -218,7 +215,7 @@ fn transform_input(
         .for_each(|(ci, dst)| {
             for tj0 in (0..tb).step_by(LANES) {
                 let n = LANES.min(tb - tj0);
-                let lanes = input_lanes(x, g, tiles, tiles_w, ci, t0 + tj0, n);
+                let lanes = input_lanes(x, g, tiling, ci, t0 + tj0, n);
                 for (point, value) in lanes.iter().enumerate() {
                     let dst = &mut dst[point * tb + tj0..];
                     // A whole lane row is a fixed-size copy (no call to memmove).
@@ -242,8 +239,7 @@ pub(super) fn transform_output<R: Elem, O: Elem>(
     bias: Option<&[f32]>,
     residual: Option<&[R]>,
     g: &Conv2dGeom,
-    tiles: usize,
-    tiles_w: usize,
+    tiling: &Tiling,
     t0: usize,
     tb: usize,
     planes: &mut [Vec<&mut [O]>],
@@ -266,7 +262,7 @@ pub(super) fn transform_output<R: Elem, O: Elem>(
                 }
             }
             let out: [[Lane; TILE]; TILE] = std::array::from_fn(|i| output_taps(&rows[i]));
-            if let Some((image, y0, x0)) = rows::full_rows(g, tiles, tiles_w, t0 + tj0, n) {
+            if let Some((image, y0, x0)) = rows::full_rows(g, tiling, t0 + tj0, n) {
                 // SAFETY: `full_rows` answers only where the CPU has avx512f.
                 #[cfg(target_arch = "x86_64")]
                 let lines = unsafe { rows::join_rows(&out) };
@@ -281,10 +277,9 @@ pub(super) fn transform_output<R: Elem, O: Elem>(
                 continue;
             }
             for l in 0..n {
-                let t = t0 + tj0 + l;
-                let (image, t) = (t / tiles, t % tiles);
+                let (image, ty, tx) = tiling.locate(t0 + tj0 + l);
                 let plane = &mut *images[image];
-                let (y0, x0) = ((t / tiles_w) * TILE, (t % tiles_w) * TILE);
+                let (y0, x0) = (ty * TILE, tx * TILE);
                 let width = TILE.min(g.wo - x0);
                 for (i, row) in out
                     .iter()
@@ -345,21 +340,21 @@ pub(super) fn panel_tasks<T>(
 
 /// The block loop of a Winograd convolution whose 36 GEMMs read the transformed inputs as
 /// packed B panels (`per_point` elements a point, in the layout `input` writes), shared by the
-/// f32 and the bf16 path: per block of tiles `t0..t0 + tb`, `input(tiling, t0, tb, v)` writes
+/// f32 and the bf16 path: per block of `tiling`'s tiles `t0..t0 + tb`, `input(t0, tb, v)` writes
 /// the block's transformed inputs, `gemm(ξ, tb, v_ξ, m_ξ)` multiplies point ξ into its
 /// `[o, tb]` slice of `m` (one point per task, each GEMM on its thread), and the output
 /// transform writes the tiles, bias and residual added. Returns `[n, o, ho, wo]`.
 pub(super) fn packed_blocks<R: Elem, O: Elem, P: Copy + Default + Send + Sync>(
     g: &Conv2dGeom,
+    tiling: &Tiling,
     bias: Option<&[f32]>,
     residual: Option<&[R]>,
     per_point: usize,
-    input: impl Fn(&Tiling, usize, usize, &mut [P]),
+    input: impl Fn(usize, usize, &mut [P]),
     gemm: impl Fn(usize, usize, &[P], &mut [f32]) + Sync,
 ) -> Vec<O> {
     let o = g.o;
     let mut out = vec![O::narrow(0.0); g.n * o * g.ho * g.wo];
-    let tiling = Tiling::of(g);
     // The panels' layout does not depend on tb, so the last, narrower block reuses the buffer.
     let mut v = vec![P::default(); POINTS * per_point];
     let mut m = vec![0f32; o * POINTS * tiling.block];
@@ -367,14 +362,13 @@ pub(super) fn packed_blocks<R: Elem, O: Elem, P: Copy + Default + Send + Sync>(
     let mut t0 = 0;
     while t0 < tiling.total {
         let tb = tiling.block.min(tiling.total - t0);
-        input(&tiling, t0, tb, &mut v);
+        input(t0, tb, &mut v);
         let m = &mut m[..o * POINTS * tb];
         let v = &v;
         m.par_chunks_mut(o * tb)
             .enumerate()
             .for_each(|(xi, mx)| gemm(xi, tb, &v[xi * per_point..][..per_point], mx));
-        let (tiles, tiles_w) = (tiling.tiles, tiling.tiles_w);
-        transform_output(m, bias, residual, g, tiles, tiles_w, t0, tb, &mut planes);
+        transform_output(m, bias, residual, g, tiling, t0, tb, &mut planes);
         t0 += tb;
     }
     drop(planes);
@@ -409,6 +403,13 @@ impl Tiling {
             total,
             block,
         }
+    }
+
+    /// Tile `t` (numbered across the batch) as (image, tile row, tile column).
+    #[inline(always)]
+    pub(super) fn locate(&self, t: usize) -> (usize, usize, usize) {
+        let within = t % self.tiles;
+        (t / self.tiles, within / self.tiles_w, within % self.tiles_w)
     }
 }
 
@@ -458,12 +459,8 @@ pub(super) fn unfused(
     let spatial = g.ho * g.wo;
     let mut out = vec![0f32; g.n * g.o * spatial];
     let u = transform_weights(weight, g.o, g.c);
-    let Tiling {
-        tiles,
-        tiles_w,
-        total,
-        block,
-    } = Tiling::of(&g);
+    let tiling = Tiling::of(&g);
+    let (total, block) = (tiling.total, tiling.block);
     let mut v = vec![0f32; g.c * POINTS * block];
     let mut m = vec![0f32; g.o * POINTS * block];
     let mut planes = output_planes(&mut out, &g);
@@ -471,7 +468,7 @@ pub(super) fn unfused(
     while t0 < total {
         let tb = block.min(total - t0);
         let (v, m) = (&mut v[..g.c * POINTS * tb], &mut m[..g.o * POINTS * tb]);
-        transform_input(x, &g, tiles, tiles_w, t0, tb, v);
+        transform_input(x, &g, &tiling, t0, tb, v);
         // U_ξ [o, c] · V_ξ [c, tb] → M_ξ [o, tb], one whole GEMM per point and thread: 36
         // products of a few hundred rows and columns each, which split badly across threads
         // one at a time (a serial B pack, then a fork and join per product). V is read in place
@@ -486,7 +483,7 @@ pub(super) fn unfused(
             };
             gemm_with(products, g.o, tb, g.c, lhs, rhs, mx, tb, false, Par::Serial);
         });
-        transform_output(m, bias, residual, &g, tiles, tiles_w, t0, tb, &mut planes);
+        transform_output(m, bias, residual, &g, &tiling, t0, tb, &mut planes);
         t0 += tb;
     }
     drop(planes);

@@ -43,17 +43,19 @@ pub(crate) fn conv2d<X: Elem, R: Elem, O: Elem>(
         packed_u.push(panels);
     }
     drop(u);
-    // V_ξ [c, tb] as B panels: per point, ⌈tb / 64⌉ panels of ⌈c / 2⌉ channel pairs × 64 tiles.
-    let per_point = Tiling::of(&g).block.div_ceil(PACKED_NR) * c.div_ceil(2) * PACKED_NR;
-    let input = |tiling: &Tiling, t0, tb, v: &mut [u32]| {
-        transform_input(x, &g, tiling, t0, tb, v, per_point)
-    };
+    // V_ξ [c, tb] as B panels: per point, ⌈tb / 64⌉ panels of ⌈c / 2⌉ channel pairs × 64
+    // tiles.
+    let tiling = Tiling::of(&g);
+    let per_point = tiling.block.div_ceil(PACKED_NR) * c.div_ceil(2) * PACKED_NR;
+    let input = |t0, tb, v: &mut [u32]| transform_input(x, &g, &tiling, t0, tb, v, per_point);
     let packed_u = &packed_u;
     let gemm = |xi: usize, tb: usize, vx: &[u32], mx: &mut [f32]| {
         let done = sgemm_bf16_packed(o, tb, c, &packed_u[xi], vx, mx, tb);
         assert!(done, "the bf16 path ran for the weights, so it runs here");
     };
-    Some(packed_blocks(&g, bias, residual, per_point, input, gemm))
+    Some(packed_blocks(
+        &g, &tiling, bias, residual, per_point, input, gemm,
+    ))
 }
 
 /// Writes `Bᵀ d B` of tiles `t0..t0 + tb` into `v` as B panels, `per_point` u32 per point:
@@ -69,7 +71,6 @@ fn transform_input<X: Elem>(
     v: &mut [u32],
     per_point: usize,
 ) {
-    let (tiles, tiles_w) = (tiling.tiles, tiling.tiles_w);
     let pairs = g.c.div_ceil(2);
     let panel_len = pairs * PACKED_NR;
     // For panel j, its slice of each point's matrix.
@@ -81,9 +82,9 @@ fn transform_input<X: Elem>(
             for l0 in (0..width).step_by(LANES) {
                 let n = LANES.min(width - l0);
                 let t = t0 + first + l0;
-                let even = input_lanes(x, g, tiles, tiles_w, 2 * pair, t, n);
+                let even = input_lanes(x, g, tiling, 2 * pair, t, n);
                 let odd = match 2 * pair + 1 < g.c {
-                    true => input_lanes(x, g, tiles, tiles_w, 2 * pair + 1, t, n),
+                    true => input_lanes(x, g, tiling, 2 * pair + 1, t, n),
                     false => [[0.0; LANES]; POINTS],
                 };
                 for (point, panel) in dst.iter_mut().enumerate() {

@@ -28,17 +28,18 @@ pub(crate) fn conv2d(
     let (o, c) = (g.o, g.c);
     let u = transform_weights(weight, o, c);
     // V_ξ [c, tb] per point as B panels of 64 tiles × all c.
-    let per_point = packed_b_len(c, Tiling::of(&g).block);
-    let input = |tiling: &Tiling, t0, tb, v: &mut [f32]| {
-        transform_input(x, &g, tiling, t0, tb, v, per_point)
-    };
+    let tiling = Tiling::of(&g);
+    let per_point = packed_b_len(c, tiling.block);
+    let input = |t0, tb, v: &mut [f32]| transform_input(x, &g, &tiling, t0, tb, v, per_point);
     // One whole GEMM per point and thread, as the unfused path runs them.
     let gemm = |xi: usize, tb: usize, vx: &[f32], mx: &mut [f32]| {
         let lhs = Mat::rows(&u[xi * o * c..][..o * c], c);
         let done = sgemm_packed_b((o, tb, c), lhs, vx, mx, tb);
         assert!(done, "checked available above");
     };
-    Some(packed_blocks(&g, bias, residual, per_point, input, gemm))
+    Some(packed_blocks(
+        &g, &tiling, bias, residual, per_point, input, gemm,
+    ))
 }
 
 /// Writes `Bᵀ d B` of tiles `t0..t0 + tb` into `v` as B panels, `per_point` values per point:
@@ -62,8 +63,7 @@ fn transform_input(
         for ci in 0..g.c {
             for l0 in (0..width).step_by(LANES) {
                 let n = LANES.min(width - l0);
-                let (tiles, tiles_w) = (tiling.tiles, tiling.tiles_w);
-                let lanes = input_lanes(x, g, tiles, tiles_w, ci, t0 + first + l0, n);
+                let lanes = input_lanes(x, g, tiling, ci, t0 + first + l0, n);
                 for (point, panel) in dst.iter_mut().enumerate() {
                     let out = &mut panel[ci * PACKED_B_NR + l0..][..LANES];
                     out.copy_from_slice(&lanes[point]);

@@ -1,6 +1,7 @@
 //! Winograd's input and output transforms for a group of [`LANES`] side-by-side tiles that lie
-//! inside the image, on AVX-512 (where `SDSERVE_CPU_ISA` allows it): the group's patches are gathered from whole input rows, and
-//! its output rows are assembled and stored as whole rows, each by vector permutes.
+//! inside the image, on AVX-512 (where `SDSERVE_CPU_ISA` allows it): the group's patches are
+//! gathered from whole input rows, and its output rows are assembled and stored as whole rows,
+//! each by vector permutes.
 //!
 //! Why: the transforms work on `[f32; LANES]` rows, one tile per lane, and the general code
 //! copies each tile's 36 inputs into its lane and each of its 16 outputs out of it one value at
@@ -9,32 +10,30 @@
 //! tile row) keep the general code. The values moved are the same, so the results are too, bit
 //! for bit (tests).
 
-use super::winograd::{ALPHA, Elem, LANES, Lane, TILE};
+use super::winograd::{ALPHA, Elem, LANES, Lane, TILE, Tiling};
 use crate::engine::op::Conv2dGeom;
 
 /// Input values a row of [`LANES`] side-by-side tiles covers (`4·LANES + 2`), padded so that
 /// [`spread_rows`] may load whole vectors.
 pub(super) const SPAN: usize = 4 * LANES + 4;
 
-/// Whether the patches of tiles `t..t + n` can be gathered by [`spread_rows`]: the AVX-512 path
-/// runs ([`avx512f`]), the group is a whole [`LANES`] of tiles in one tile row, and none of them touches
-/// the padding. If so, the six input rows they cover, widened to f32 (`[row][column]`, from the
+/// Whether the patches of tiles `t..t + n` can be gathered by [`spread_rows`]: the AVX-512
+/// path runs ([`avx512f`]), the group is a whole [`LANES`] of tiles in one tile row, and none
+/// of them touches the padding. If so, the six input rows they cover, widened to f32 (`[row][column]`, from the
 /// column left of the first tile; the last two columns unused).
 #[inline(always)]
 pub(super) fn interior_rows<T: Elem>(
     x: &[T],
     g: &Conv2dGeom,
-    tiles: usize,
-    tiles_w: usize,
+    tiling: &Tiling,
     ci: usize,
     t: usize,
     n: usize,
 ) -> Option<[[f32; SPAN]; ALPHA]> {
-    let (image, within) = (t / tiles, t % tiles);
-    let (ty, tx) = (within / tiles_w, within % tiles_w);
+    let (image, ty, tx) = tiling.locate(t);
     let (y0, x0) = (ty * TILE, tx * TILE);
     let interior = n == LANES
-        && tx + LANES <= tiles_w
+        && tx + LANES <= tiling.tiles_w
         && y0 >= 1
         && x0 >= 1
         && y0 + 5 <= g.h
@@ -113,15 +112,13 @@ pub(super) const RUN: usize = TILE * LANES;
 #[inline(always)]
 pub(super) fn full_rows(
     g: &Conv2dGeom,
-    tiles: usize,
-    tiles_w: usize,
+    tiling: &Tiling,
     t: usize,
     n: usize,
 ) -> Option<(usize, usize, usize)> {
-    let (image, within) = (t / tiles, t % tiles);
-    let (ty, tx) = (within / tiles_w, within % tiles_w);
+    let (image, ty, tx) = tiling.locate(t);
     let (y0, x0) = (ty * TILE, tx * TILE);
-    let full = n == LANES && tx + LANES <= tiles_w && y0 + TILE <= g.ho && x0 + RUN <= g.wo;
+    let full = n == LANES && tx + LANES <= tiling.tiles_w && y0 + TILE <= g.ho && x0 + RUN <= g.wo;
     (full && avx512f()).then_some((image, y0, x0))
 }
 
@@ -180,12 +177,13 @@ mod tests {
             .iter()
             .map(|&v| half::bf16::from_f32(v))
             .collect();
-        let (tiles_w, tiles) = (19, 11 * 19);
+        let tiling = Tiling::of(&g);
+        let tiles = tiling.tiles;
         let mut gathered = 0;
         for ci in 0..3 {
             for t in 0..2 * tiles - LANES {
-                let want = patches(&x, &g, tiles, tiles_w, ci, t, LANES);
-                let Some(rows) = interior_rows(&x, &g, tiles, tiles_w, ci, t, LANES) else {
+                let want = patches(&x, &g, &tiling, ci, t, LANES);
+                let Some(rows) = interior_rows(&x, &g, &tiling, ci, t, LANES) else {
                     continue;
                 };
                 #[cfg(target_arch = "x86_64")]
@@ -230,15 +228,13 @@ mod tests {
         }
         // Which groups qualify: 2 images of 44 × 76 outputs, 11 × 19 tiles.
         let g = geom(1, 3, 4, 44, 76);
-        let (tiles_w, tiles) = (19, 11 * 19);
-        assert_eq!(full_rows(&g, tiles, tiles_w, 0, LANES), Some((0, 0, 0)));
-        assert_eq!(full_rows(&g, tiles, tiles_w, 11, LANES), Some((0, 0, 44)));
+        let tiling = Tiling::of(&g);
+        let tiles = tiling.tiles;
+        assert_eq!(full_rows(&g, &tiling, 0, LANES), Some((0, 0, 0)));
+        assert_eq!(full_rows(&g, &tiling, 11, LANES), Some((0, 0, 44)));
         // Straddles the tile row; a partial group; the second image's first row.
-        assert_eq!(full_rows(&g, tiles, tiles_w, 12, LANES), None);
-        assert_eq!(full_rows(&g, tiles, tiles_w, 0, LANES - 1), None);
-        assert_eq!(
-            full_rows(&g, tiles, tiles_w, tiles + 19, LANES),
-            Some((1, 4, 0))
-        );
+        assert_eq!(full_rows(&g, &tiling, 12, LANES), None);
+        assert_eq!(full_rows(&g, &tiling, 0, LANES - 1), None);
+        assert_eq!(full_rows(&g, &tiling, tiles + 19, LANES), Some((1, 4, 0)));
     }
 }

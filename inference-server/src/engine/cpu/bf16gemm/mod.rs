@@ -149,7 +149,7 @@ pub(crate) enum Operand<'a> {
     Bf16(&'a [bf16]),
     /// Already in [`sgemm_bf16_packed`]'s layout ([`PACKED_MR`]-row panels as the lhs,
     /// [`PACKED_NR`]-column panels as the rhs, over all ⌈k / 2⌉ pairs): an operand produced in
-    /// that layout (the patches of a convolution), which the GEMM then only copies by blocks.
+    /// that layout (the patches of a convolution), which the GEMM reads in place.
     Packed(&'a [u32]),
 }
 
@@ -308,52 +308,8 @@ pub(crate) fn sgemm_bf16_packed(
     dst: &mut [f32],
     dst_rs: usize,
 ) -> bool {
-    if !bf16_native() {
-        return false;
-    }
-    if m == 0 || n == 0 || k == 0 {
-        return true;
-    }
-    let kp = k.div_ceil(2);
-    assert!(
-        a.len() >= m.div_ceil(PACKED_MR) * kp * PACKED_MR,
-        "sgemm_bf16_packed: short a"
-    );
-    assert!(
-        b.len() >= n.div_ceil(PACKED_NR) * kp * PACKED_NR,
-        "sgemm_bf16_packed: short b"
-    );
-    assert!(
-        max_index(m, n, dst_rs, 1) < dst.len(),
-        "sgemm_bf16_packed: dst out of bounds"
-    );
-    #[cfg(target_arch = "x86_64")]
-    {
-        let u = avx512::K6X64;
-        let a = avx512::Panels::Packed {
-            panels: a,
-            kp,
-            w: PACKED_MR,
-        };
-        let b = avx512::Panels::Packed {
-            panels: b,
-            kp,
-            w: PACKED_NR,
-        };
-        let dims = avx512::Dims {
-            m,
-            n,
-            k,
-            dst_rs,
-            acc: false,
-        };
-        // SAFETY: `bf16_native` checked the features; the asserts keep both operands and `dst`
-        // inside their slices; m, n, k > 0.
-        unsafe { avx512::gemm_panels(u, dims, a, b, dst, Par::Serial) };
-        true
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    let (a, b) = (Operand::Packed(a), Operand::Packed(b));
+    sgemm_bf16_weight(m, n, k, a, b, dst, dst_rs, false, Par::Serial)
 }
 
 /// Packs `rows × k` of the f32 view `v` (element (r, q) at `v.data[r·v.rs + q·v.cs]`) into
