@@ -19,8 +19,8 @@ pub(super) const SPAN: usize = 4 * LANES + 4;
 
 /// Whether the patches of tiles `t..t + n` can be gathered by [`spread_rows`]: the AVX-512
 /// path runs ([`avx512f`]), the group is a whole [`LANES`] of tiles in one tile row, and none
-/// of them touches the padding. If so, the six input rows they cover, widened to f32 (`[row][column]`, from the
-/// column left of the first tile; the last two columns unused).
+/// of them touches the padding. If so, the six input rows they cover, widened to f32
+/// (`[row][column]`, from the column left of the first tile; the last two columns unused).
 #[inline(always)]
 pub(super) fn interior_rows<T: Elem>(
     x: &[T],
