@@ -55,6 +55,52 @@ mod emu {
             build.file(wrapper(&out, &emu, &kernels, unit));
         }
         build.compile("sdemu");
+        standin(&emu, &out);
+    }
+
+    /// Links the standin (`emu/standin/`: libcuda, cuBLAS and cuBLASLt on the host, running
+    /// kernels through this process's emulator) as `OUT_DIR/sdemu/standin/libsdstandin.so`, with
+    /// `libcuda.so`, `libcublas.so` and `libcublasLt.so` pointing at it, so a process started
+    /// with that folder first on `LD_LIBRARY_PATH` runs the GPU code path (driver.rs, lt.rs)
+    /// without a GPU. The emulator's entry points are exported from every binary so the standin
+    /// finds them with dlsym.
+    fn standin(emu: &Path, out: &Path) {
+        let src = emu.join("standin");
+        let dir = out.join("standin");
+        std::fs::create_dir_all(&dir).expect("create OUT_DIR/sdemu/standin");
+        let mut build = cc::Build::new();
+        build
+            .cpp(true)
+            .std("c++17")
+            .opt_level(3)
+            .pic(true)
+            .cargo_metadata(false)
+            .include(emu);
+        for file in ["driver.cpp", "ptx.cpp", "gemm.cpp", "blas.cpp"] {
+            build.file(src.join(file));
+        }
+        let objects = build.compile_intermediates();
+        let lib = dir.join("libsdstandin.so");
+        let status = build
+            .get_compiler()
+            .to_command()
+            .arg("-shared")
+            .arg("-o")
+            .arg(&lib)
+            .args(&objects)
+            .arg("-ldl")
+            .status()
+            .expect("run the C++ compiler to link the standin");
+        assert!(status.success(), "linking {} failed", lib.display());
+        for name in ["libcuda.so", "libcublas.so", "libcublasLt.so"] {
+            let link = dir.join(name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink("libsdstandin.so", &link).expect("link a standin name");
+        }
+        println!("cargo:rustc-env=SDSERVE_STANDIN_DIR={}", dir.display());
+        for symbol in ["sdemu_launch", "sdemu_kernel_arity", "sdemu_last_error"] {
+            println!("cargo:rustc-link-arg=-Wl,--export-dynamic-symbol={symbol}");
+        }
     }
 
     /// Writes the translation unit for one `.cu` file: emu.h, then the prelude NVRTC would get,

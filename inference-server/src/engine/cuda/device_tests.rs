@@ -345,3 +345,29 @@ fn both_conv2d_paths_and_the_measured_choice_match_the_cpu() {
         }
     }
 }
+
+#[test]
+fn more_memory_than_the_device_has_is_out_of_memory_and_the_device_keeps_working() {
+    // A small input padded to 2^29 × 2^29 elements: 2^60 bytes of output, allocated on the
+    // device. More than any GPU has and more than a host can map (x86-64 addresses 2^47
+    // bytes), so the emulator fails it too instead of overcommitting.
+    let (_, g) = pair(&[1, 1, 1, 1], 98);
+    let pad = (1usize << 29) - 1;
+    match g.pad2d(0, pad, 0, pad) {
+        Err(crate::engine::EngineError::OutOfMemory { bytes, .. }) => {
+            assert_eq!(bytes, 1 << 60, "the failed request's size")
+        }
+        other => panic!(
+            "expected OutOfMemory, got {:?}",
+            other.map(|t| t.dims().to_vec())
+        ),
+    }
+    // The failure took nothing down: the next request on the same device runs.
+    let (c, g) = pair(&[4, 33], 99);
+    close(
+        "silu after OOM",
+        &c.silu().unwrap(),
+        &g.silu().unwrap(),
+        1e-5,
+    );
+}

@@ -55,6 +55,31 @@ fn driver_err(call: &str, e: drv::DriverError) -> CudaError {
     }
 }
 
+/// A module that does not load. PTX newer than the driver is the likely first-contact failure
+/// (NVRTC from a newer CUDA than `nvidia-smi`'s, e.g. a pip wheel), so that one names both
+/// versions and the remedy.
+fn module_err(family: &str, e: drv::DriverError) -> CudaError {
+    if e.0 != drv_sys::CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
+        return driver_err(&format!("cuModuleLoadData({family})"), e);
+    }
+    let mut driver = 0;
+    // SAFETY: writes one int; the driver library is loaded (cuInit succeeded).
+    let _ = unsafe { drv_sys::cuDriverGetVersion(&mut driver) };
+    let nvrtc = nvrtc::nvrtc_version()
+        .map(|(major, minor)| format!("{major}.{minor}"))
+        .unwrap_or_else(|_| "?".into());
+    CudaError::Driver {
+        call: format!("cuModuleLoadData({family})"),
+        message: format!(
+            "CUDA_ERROR_UNSUPPORTED_PTX_VERSION: the kernels were compiled by NVRTC {nvrtc}, newer \
+             than this driver (CUDA {}.{}) can load; put the NVRTC of a CUDA release no newer \
+             than the driver first on LD_LIBRARY_PATH, or update the driver",
+            driver / 1000,
+            driver % 1000 / 10
+        ),
+    }
+}
+
 fn blas_err(call: &str, e: blas::CublasError) -> CudaError {
     CudaError::Driver {
         call: call.into(),
@@ -111,7 +136,7 @@ impl DriverRuntime {
             })?;
             // SAFETY: the context is current; `image` is a NUL-terminated PTX text.
             let module = unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }
-                .map_err(|e| driver_err("cuModuleLoadData", e))?;
+                .map_err(|e| module_err(family, e))?;
             modules.push(module);
         }
         // SAFETY: only checks whether the shared library can be opened.

@@ -35,3 +35,5 @@ pub use device::CudaDevice;
 mod device_tests;
 #[cfg(all(test, feature = "cuda-emu"))]
 mod pipeline_tests;
+#[cfg(all(test, feature = "cuda-emu"))]
+mod standin_tests;

@@ -227,7 +227,7 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 #[path = "nvrtc_tests.rs"]
-mod tests;
+pub(super) mod tests;
 
 /// Where a GPU's measured convolution choices live: beside the kernel cache, one file per GPU
 /// model and version of the convolution kernels (a changed kernel is measured again).

@@ -8,7 +8,7 @@ const TARGET_ARCHS: [&str; 4] = ["sm_80", "sm_86", "sm_89", "sm_90"];
 
 /// True when NVRTC can be loaded. Without it: a failure when `CI` is set (CI installs it, see
 /// `.ci/run`), otherwise a loud skip line.
-fn nvrtc_or_skip(test: &str) -> bool {
+pub(in crate::engine::cuda) fn nvrtc_or_skip(test: &str) -> bool {
     match nvrtc_present() {
         Ok(()) => true,
         Err(e) if std::env::var_os("CI").is_some() => {

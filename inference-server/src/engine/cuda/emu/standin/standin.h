@@ -1,0 +1,31 @@
+// The standin: a host-only stand-in for the NVIDIA driver (libcuda), cuBLAS and cuBLASLt, so
+// that the CUDA backend's *GPU* code path (engine/cuda/driver.rs and lt.rs through cudarc, the
+// PTX that NVRTC really produced, the launch geometry the backend computed) runs in `cargo
+// test` on a machine without a GPU.
+//
+// Everything is written from NVIDIA's API documentation, not from our Rust code, and checks
+// what the real libraries check (or what would fault on a GPU): a call without a current
+// context, a launch over the hardware limits or over a kernel's `.maxntid`, static shared memory
+// over 48 KiB, PTX newer than the driver or for a newer GPU, a copy or GEMM operand outside a
+// live allocation, a double free, a cuBLASLt algorithm used for another shape or on less
+// aligned pointers than it was chosen for, attribute values of the wrong size. Kernels run
+// through the CUDA-on-CPU emulator of the process that loads the library (`sdemu_launch`,
+// found with dlsym), so the standin works only inside a binary built with `cuda-emu`.
+//
+// One shared object holds all three APIs; build.rs links it as libsdstandin.so and points
+// libcuda.so, libcublas.so and libcublasLt.so at it, so each dlopen of those names returns the
+// same object and the allocation table is shared. Failures print one line on stderr (prefix
+// "standin:") besides the status code, so a test log says what went wrong.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace standin {
+
+// Whether [ptr, ptr + bytes) lies inside one live allocation of the standin's cuMemAlloc.
+bool span_ok(std::uint64_t ptr, std::uint64_t bytes);
+
+// One line on stderr: "standin: <msg>".
+void complain(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+}  // namespace standin
