@@ -6,6 +6,8 @@
 //! Usage (`cargo bench -p inference-server --bench pipeline -- ARGS`, or the built binary):
 //! - `write-model <dir>`: write the full-size SD 1.5 folder (about 2 GB) and exit, so
 //!   `bench/pipeline.py` can load the same weights into diffusers.
+//! - `write-tiny-model <dir>`: the tests' tiny SD 1.x folder instead, for a dry run of the
+//!   script's flow (`scripts/gpu-check.sh --standin`), not for timing.
 //! - `[--model <dir>] [--size N] [--steps N]`: run the benchmark (`SDSERVE_PROFILE=1` adds the
 //!   per-op table of the whole generation on stderr) (defaults: a model written to
 //!   a temp dir, 512×512, 20 steps, `--device cpu`). `--size 128 --steps 2` is a quick smoke
@@ -21,13 +23,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use inference_server::engine::{Device, profile};
-use inference_server::model::testmodel::write_full_size_model;
-use inference_server::model::weights::{StoredDType, Variant};
+use inference_server::model::testmodel::{write_full_size_model, write_test_model};
+use inference_server::model::weights::{Layout, StoredDType, Variant};
 use inference_server::pipeline::{Pipeline, Precision, RunOptions, StepEvent, Txt2ImgParams};
 
 /// Command-line options.
 struct Args {
     write_model: Option<PathBuf>,
+    /// `write-tiny-model`: the tests' tiny model instead of the full-size one.
+    tiny: bool,
     model: Option<PathBuf>,
     size: usize,
     steps: usize,
@@ -39,6 +43,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         write_model: None,
+        tiny: false,
         model: None,
         size: 512,
         steps: 20,
@@ -50,6 +55,10 @@ fn parse_args() -> Result<Args, String> {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
             "write-model" => args.write_model = Some(PathBuf::from(value("write-model")?)),
+            "write-tiny-model" => {
+                args.write_model = Some(PathBuf::from(value("write-tiny-model")?));
+                args.tiny = true;
+            }
             "--model" => args.model = Some(PathBuf::from(value("--model")?)),
             "--size" => {
                 args.size = value("--size")?
@@ -79,7 +88,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn run(args: &Args) -> Result<(), String> {
     if let Some(dir) = &args.write_model {
-        write_full_size_model(dir, Variant::Sd1, StoredDType::F16).map_err(|e| e.to_string())?;
+        if args.tiny {
+            write_test_model(dir, Variant::Sd1, Layout::Diffusers, StoredDType::F16)
+        } else {
+            write_full_size_model(dir, Variant::Sd1, StoredDType::F16)
+        }
+        .map_err(|e| e.to_string())?;
         return Ok(());
     }
     let params = Txt2ImgParams {
@@ -111,6 +125,25 @@ fn run(args: &Args) -> Result<(), String> {
         .unwrap_or_else(|| Precision::default_for(&device));
     let pipeline = Pipeline::load_with(&dir, &device, precision).map_err(|e| e.to_string())?;
     let load = started.elapsed().as_secs_f64();
+    let gpu = match &device {
+        Device::Cuda(d) => Some(d.clone()),
+        _ => None,
+    };
+    if let Some(gpu) = &gpu {
+        // As the diffusers reference does: one generation first, so the timed one measures
+        // the steady state (kernels loaded, each convolution shape's choice measured, the
+        // allocator's pool filled), then memory peaks from here.
+        let warm = Txt2ImgParams {
+            steps: 2,
+            ..params.clone()
+        };
+        pipeline
+            .txt2img(&warm, RunOptions::default(), &mut |_: &StepEvent<'_>| {
+                ControlFlow::Continue(())
+            })
+            .map_err(|e| e.to_string())?;
+        gpu.reset_peak_memory();
+    }
     // Step `i` runs from its event to the next one (the last step ends at the VAE decode,
     // so it is left out of the per-step median).
     let mut marks: Vec<Instant> = Vec::new();
@@ -145,13 +178,27 @@ fn run(args: &Args) -> Result<(), String> {
     println!("| prompt encoding (before the first step) | {first:.2} |");
     println!("| sampling step (median, guided batch of 2) | {step:.2} |");
     println!("| \"Euler a\", {} steps, total | {total:.2} |", args.steps);
+    let it_per_s = args.steps as f64 / total;
+    println!("| iterations per second (steps / total) | {it_per_s:.2} |");
     for (key, value) in [
         ("load_seconds", load),
         ("encode_seconds", first),
         ("step_seconds", step),
         ("total_seconds", total),
+        ("it_per_s", it_per_s),
     ] {
         println!("RESULT {key} {value}");
+    }
+    if let Some(gpu) = &gpu {
+        let m = gpu.memory_stats();
+        let mib = |b: usize| b as f64 / f64::from(1 << 20);
+        println!(
+            "| peak device memory, MiB (in use / held from the driver) | {:.0} / {:.0} |",
+            mib(m.peak_in_use),
+            mib(m.peak_held)
+        );
+        println!("RESULT peak_in_use_mib {}", mib(m.peak_in_use));
+        println!("RESULT peak_held_mib {}", mib(m.peak_held));
     }
     println!("RESULT threads {threads}");
     if profile::enabled() {

@@ -86,6 +86,22 @@ pub(crate) trait Runtime: Launcher {
 struct Pool {
     free: HashMap<usize, Vec<u64>>,
     cached_bytes: usize,
+    stats: MemoryStats,
+}
+
+/// What a device's allocator holds, in bytes: the numbers a benchmark compares with PyTorch's
+/// `max_memory_allocated` (buffers in use) and `max_memory_reserved` (taken from the driver,
+/// pooled buffers included). The cuBLASLt workspace and the context are outside both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Bytes in buffers handed out and not yet dropped.
+    pub in_use: usize,
+    /// The most `in_use` has been since the device opened (or the last reset).
+    pub peak_in_use: usize,
+    /// Bytes taken from the driver and not given back (in use + pooled).
+    pub held: usize,
+    /// The most `held` has been since the device opened (or the last reset).
+    pub peak_held: usize,
 }
 
 /// Bytes of freed buffers a device keeps at most before it returns them to the driver.
@@ -149,15 +165,26 @@ impl CudaDevice {
         };
         let ptr = match reused {
             Some(p) => p,
-            None => match self.0.rt.alloc(bytes) {
-                Ok(p) => p,
-                Err(CudaError::OutOfMemory { .. }) => {
-                    self.trim();
-                    self.0.rt.alloc(bytes)?
-                }
-                Err(e) => return Err(e),
-            },
+            None => {
+                let p = match self.0.rt.alloc(bytes) {
+                    Ok(p) => p,
+                    Err(CudaError::OutOfMemory { .. }) => {
+                        self.trim();
+                        self.0.rt.alloc(bytes)?
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
+                pool.stats.held += bytes;
+                pool.stats.peak_held = pool.stats.peak_held.max(pool.stats.held);
+                p
+            }
         };
+        {
+            let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
+            pool.stats.in_use += bytes;
+            pool.stats.peak_in_use = pool.stats.peak_in_use.max(pool.stats.in_use);
+        }
         Ok(DeviceBuffer {
             ptr,
             bytes,
@@ -165,10 +192,23 @@ impl CudaDevice {
         })
     }
 
+    /// The allocator's current and peak bytes (see [`MemoryStats`]).
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.0.pool.lock().unwrap_or_else(|p| p.into_inner()).stats
+    }
+
+    /// Starts the peaks over from the current values, to measure one piece of work.
+    pub fn reset_peak_memory(&self) {
+        let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.stats.peak_in_use = pool.stats.in_use;
+        pool.stats.peak_held = pool.stats.held;
+    }
+
     /// Returns every pooled buffer to the driver.
     fn trim(&self) {
         let drained: Vec<(usize, Vec<u64>)> = {
             let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
+            pool.stats.held -= pool.cached_bytes;
             pool.cached_bytes = 0;
             pool.free.drain().collect()
         };
@@ -181,10 +221,12 @@ impl CudaDevice {
 
     fn release(&self, ptr: u64, bytes: usize) {
         let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
+        pool.stats.in_use -= bytes;
         if pool.cached_bytes + bytes <= POOL_MAX_BYTES {
             pool.cached_bytes += bytes;
             pool.free.entry(bytes).or_default().push(ptr);
         } else {
+            pool.stats.held -= bytes;
             drop(pool);
             self.0.rt.free(ptr, bytes);
         }
@@ -264,5 +306,35 @@ pub(crate) struct DeviceBuffer {
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
         self.dev.release(self.ptr, self.bytes);
+    }
+}
+
+#[cfg(all(test, feature = "cuda-emu"))]
+mod tests {
+    use super::{CudaDevice, MemoryStats};
+    use crate::engine::cuda::conv_choice::{ConvPath, ConvPolicy};
+
+    #[test]
+    fn memory_stats_follow_buffers_the_pool_and_its_trim() {
+        let dev = CudaDevice::emulated_with(ConvPolicy::Always(ConvPath::Im2col));
+        let stats = |in_use, peak_in_use, held, peak_held| MemoryStats {
+            in_use,
+            peak_in_use,
+            held,
+            peak_held,
+        };
+        let a = dev.alloc(1000).unwrap(); // rounded up to 1024
+        let b = dev.alloc(256).unwrap();
+        assert_eq!(dev.memory_stats(), stats(1280, 1280, 1280, 1280));
+        drop(a);
+        // Pooled, not freed: out of use, still held from the driver.
+        assert_eq!(dev.memory_stats(), stats(256, 1280, 1280, 1280));
+        let c = dev.alloc(1024).unwrap(); // the pooled buffer again: nothing new held
+        assert_eq!(dev.memory_stats(), stats(1280, 1280, 1280, 1280));
+        drop((b, c));
+        dev.reset_peak_memory();
+        assert_eq!(dev.memory_stats(), stats(0, 0, 1280, 1280));
+        dev.trim();
+        assert_eq!(dev.memory_stats(), stats(0, 0, 0, 1280));
     }
 }

@@ -29,7 +29,7 @@ pub(crate) mod nvrtc;
 pub(crate) mod ops;
 pub(crate) mod storage;
 
-pub use device::CudaDevice;
+pub use device::{CudaDevice, MemoryStats};
 
 #[cfg(all(test, feature = "cuda-emu"))]
 mod device_tests;
