@@ -33,6 +33,8 @@ pub use device::{CudaDevice, MemoryStats};
 
 #[cfg(all(test, feature = "cuda-emu"))]
 mod device_tests;
+#[cfg(test)]
+mod launch_fit;
 #[cfg(all(test, feature = "cuda-emu"))]
 mod pipeline_tests;
 #[cfg(all(test, feature = "cuda-emu"))]

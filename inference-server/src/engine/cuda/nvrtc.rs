@@ -93,7 +93,7 @@ fn virtual_arch(arch: &str) -> Result<String, CudaError> {
 
 /// The NVRTC options every family is compiled with. `--use_fast_math` is passed verbatim:
 /// cudarc's `use_fast_math` field only emits `--fmad=true`.
-fn nvrtc_options(arch: &str) -> Result<Vec<String>, CudaError> {
+pub(super) fn nvrtc_options(arch: &str) -> Result<Vec<String>, CudaError> {
     Ok(vec![
         format!("--gpu-architecture={}", virtual_arch(arch)?),
         "--use_fast_math".into(),

@@ -90,7 +90,18 @@ fn device_and_pipeline_suites_pass_through_the_driver_on_the_standin() {
     if !should_run("device_and_pipeline_suites_pass_through_the_driver_on_the_standin") {
         return;
     }
-    let out = rerun(&SUITES, &[("SDSERVE_STANDIN_SM", "80")]);
+    let log = std::env::temp_dir().join(format!("sdserve-launches-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let out = rerun(
+        &SUITES,
+        &[
+            ("SDSERVE_STANDIN_SM", "80"),
+            (
+                "SDSERVE_STANDIN_LAUNCH_LOG",
+                log.to_str().expect("a UTF-8 temp path"),
+            ),
+        ],
+    );
     let (passed, failed) = counts(&out);
     assert!(
         out.status.success() && failed == 0,
@@ -99,6 +110,22 @@ fn device_and_pipeline_suites_pass_through_the_driver_on_the_standin() {
     );
     // Every op test and both pipelines: a filter that matched nothing must not pass.
     assert!(passed >= 8, "only {passed} tests ran:\n{}", tail(&out));
+
+    // Every kernel, at every block size the suites launched it with, within the registers a
+    // block may use on sm_80 and sm_90 (what ptxas allocates; see launch_fit.rs).
+    let launches = std::fs::read_to_string(&log).expect("the standin's launch log");
+    let _ = std::fs::remove_file(&log);
+    let (problems, kernels) = super::launch_fit::check_launches(&launches, &["sm_80", "sm_90"])
+        .unwrap_or_else(|e| panic!("ptxas report: {e}"));
+    assert!(
+        problems.is_empty(),
+        "launches that fail on a GPU:\n{}",
+        problems.join("\n")
+    );
+    assert!(
+        kernels >= 20,
+        "only {kernels} kernels were launched:\n{launches}"
+    );
 }
 
 #[test]

@@ -7,6 +7,9 @@
 //   SDSERVE_STANDIN_SM      compute capability as XY (default 80: tensor-core paths on)
 //   SDSERVE_STANDIN_DRIVER  CUDA version the driver supports, e.g. 12.9 (default) or 13.0
 //   SDSERVE_STANDIN_MEMORY_MB  device memory (default 8192), so out-of-memory can be provoked
+//   SDSERVE_STANDIN_LAUNCH_LOG a file that gets one "<kernel> <threads per block>" line per
+//                              distinct launch shape, so a test can check each kernel's
+//                              register use (from ptxas) against the blocks it is launched with
 #include <dlfcn.h>
 
 #include <cstdarg>
@@ -17,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "ptx.h"
@@ -101,6 +105,8 @@ struct State {
   LaunchFn launch = nullptr;
   ArityFn arity = nullptr;
   LastErrorFn last_error = nullptr;
+  std::string launch_log;                            // SDSERVE_STANDIN_LAUNCH_LOG, if set
+  std::set<std::pair<std::string, std::uint64_t>> logged;  // lines written so far
 };
 
 State& state() {
@@ -177,6 +183,7 @@ CUresult cuInit(unsigned flags) {
   if (const char* v = std::getenv("SDSERVE_STANDIN_SM")) s.sm = std::atoi(v);
   if (const char* v = std::getenv("SDSERVE_STANDIN_DRIVER")) std::sscanf(v, "%d.%d", &s.driver_major, &s.driver_minor);
   if (const char* v = std::getenv("SDSERVE_STANDIN_MEMORY_MB")) s.memory = std::strtoull(v, nullptr, 10) << 20;
+  if (const char* v = std::getenv("SDSERVE_STANDIN_LAUNCH_LOG")) s.launch_log = v;
   s.initialized = true;
   return SUCCESS;
 }
@@ -402,6 +409,15 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     standin::complain("kernel %s failed: %s", f->name.c_str(), s.last_error());
     s.sticky = LAUNCH_FAILED;
     return LAUNCH_FAILED;
+  }
+  if (!s.launch_log.empty()) {
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (s.logged.insert({f->name, threads}).second) {
+      if (std::FILE* log = std::fopen(s.launch_log.c_str(), "a")) {
+        std::fprintf(log, "%s %llu\n", f->name.c_str(), static_cast<unsigned long long>(threads));
+        std::fclose(log);
+      }
+    }
   }
   return SUCCESS;
 }
