@@ -184,6 +184,16 @@ fn nn_ops_match_the_cpu() {
         &gt.linear(&glw, Some(&glb)).unwrap(),
         1e-5,
     );
+    // A bias that is a view one element into its buffer: 4-byte aligned, where fresh buffers
+    // are 256 (cuBLASLt chooses its kernel by the bias pointer's alignment).
+    let (lb2, glb2) = pair(&[34], 16);
+    close(
+        "linear, bias view at an offset",
+        &t.linear(&lw, Some(&lb2.narrow(0, 1, 33).unwrap())).unwrap(),
+        &gt.linear(&glw, Some(&glb2.narrow(0, 1, 33).unwrap()))
+            .unwrap(),
+        1e-5,
+    );
     let (nw, gnw) = pair(&[40], 13);
     let (nb, gnb) = pair(&[40], 14);
     close(

@@ -38,8 +38,8 @@ struct Key {
     trans: (bool, bool),
     batch: usize,
     accumulate: bool,
-    /// Alignment in bytes (a power of two, at most 256) of A, B and C as passed.
-    align: [u32; 3],
+    /// Alignment in bytes (a power of two, at most 256) of A, B, C and the bias as passed.
+    align: [u32; 4],
 }
 
 /// The largest power of two (at most 256) that divides `ptr`: cuBLASLt's fastest kernels need
@@ -59,7 +59,7 @@ impl Key {
             trans: (g.trans_a, g.trans_b),
             batch: g.batch,
             accumulate: g.accumulate,
-            align: [g.a, g.b, g.c].map(alignment),
+            align: [g.a, g.b, g.c, g.bias].map(alignment),
         }
     }
 }
@@ -263,8 +263,17 @@ impl Lt {
             WORKSPACE_BYTES as u64,
             "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)"
         )?;
+        // The heuristic reads the bias pointer's value for its alignment (cublasLt.h, on
+        // BIAS_POINTER), so it is set before asking; the key holds that alignment.
+        set!(
+            lt::set_matmul_desc_attribute,
+            desc,
+            D::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+            g.bias as *const c_void,
+            "cublasLtMatmulDescSetAttribute(BIAS_POINTER)"
+        )?;
         // Our B is cuBLASLt's A (see above); D is C.
-        let [al_a, al_b, al_c] = key.align;
+        let [al_a, al_b, al_c, _] = key.align;
         use lt_sys::cublasLtMatmulPreferenceAttributes_t as P;
         for (attr, bytes) in [
             (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, al_b),

@@ -280,8 +280,13 @@ int cublasLtMatmulAlgoGetHeuristic(void* handle, Desc* d, Layout* a, Layout* b, 
   cublasLtMatmulHeuristicResult_t r{};
   r.algo.data[0] = kAlgoMagic;
   r.algo.data[1] = signature(*d, layouts);
-  // The kernel chosen may use vector loads up to 16 bytes wide, as the preference allows.
+  // The kernel chosen may use vector loads up to 16 bytes wide, as the preference allows; for
+  // the bias, as the BIAS_POINTER set now allows (cublasLt.h: routines that do not dereference
+  // it, like this one, "depend on its value to determine expected pointer alignment"; NULL
+  // implies no constraint, so the widest loads).
   for (int i = 0; i < 4; ++i) r.algo.data[2 + i] = pref->min_align[i] < 16 ? pref->min_align[i] : 16;
+  const std::uint32_t bias_align = d->bias ? alignment_of(d->bias) : 256u;
+  r.algo.data[6] = bias_align < 16 ? bias_align : 16;
   r.workspaceSize = 0;
   r.state = OK;
   r.wavesCount = 1.f;
@@ -308,6 +313,11 @@ int cublasLtMatmul(void* handle, Desc* d, const void* alpha, const void* A, Layo
                         "ABCD"[i], ptrs[i], static_cast<unsigned long long>(algo->data[2 + i]));
       return INVALID_VALUE;
     }
+  }
+  if (d->epilogue == 4 && alignment_of(d->bias) < algo->data[6]) {
+    standin::complain("cublasLtMatmul: the bias at %p is less aligned than the %llu bytes its algorithm was chosen for",
+                      d->bias, static_cast<unsigned long long>(algo->data[6]));
+    return INVALID_VALUE;
   }
   if (C == D && !same_layout(*cl, *dl)) {
     standin::complain("cublasLtMatmul: in place (C == D) needs identical C and D layouts");
