@@ -55,7 +55,8 @@ pub(crate) fn nvrtc_present() -> Result<(), CudaError> {
         Err(CudaError::LibraryMissing {
             library: NVRTC_LIB.into(),
             hint: "install NVRTC (CUDA toolkit, or `pip install nvidia-cuda-nvrtc-cu12`) and add the folder holding \
-                   libnvrtc.so.12 (e.g. <site-packages>/nvidia/cuda_nvrtc/lib) to LD_LIBRARY_PATH"
+                   libnvrtc.so.12 (e.g. <site-packages>/nvidia/cuda_nvrtc/lib) to LD_LIBRARY_PATH; for CUDA 13 \
+                   (libnvrtc.so.13), a folder on LD_LIBRARY_PATH with a link named libnvrtc.so to it"
                 .into(),
         })
     }
