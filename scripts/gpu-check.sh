@@ -53,7 +53,7 @@ MODE=gpu
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$(mktemp -d)}
 libs=$(mktemp -d)  # the library names cudarc loads
 run=$(mktemp -d)   # this run's results
-find_all() { find ${LD_LIBRARY_PATH//:/ } "$PWD/.cuda-tools" /usr/local/cuda*/lib64 /usr/lib/x86_64-linux-gnu \
+find_all() { find $(tr ':' ' ' <<<"${LD_LIBRARY_PATH:-}") "$PWD/.cuda-tools" /usr/local/cuda*/lib64 /usr/lib/x86_64-linux-gnu \
     $("$PYTHON" -c 'import site;print(" ".join(site.getsitepackages()))' 2>/dev/null) \
     -name "$1" 2>/dev/null | sort -u || true; }
 nvrtc_version() { "$PYTHON" -c 'import ctypes,sys
@@ -82,7 +82,9 @@ for lib in $(find_all 'libnvrtc.so.1[23]*'); do
 done
 [ -n "$best" ] || { echo "no libnvrtc.so.12/13 no newer than CUDA $driver_cuda found" >&2; exit 2; }
 ln -sf "$best" "$libs/libnvrtc.so"
-for dep in "$(dirname "$best")"/libnvrtc-builtins.so*; do [ -e "$dep" ] && ln -sf "$dep" "$libs/"; done
+for dep in "$(dirname "$best")"/libnvrtc-builtins.so*; do
+    if [ -e "$dep" ]; then ln -sf "$dep" "$libs/"; fi
+done
 echo "libnvrtc.so -> $best (NVRTC $best_v)"
 
 if [ "$MODE" = gpu ]; then
