@@ -122,6 +122,10 @@ else
 fi
 timeout 200 "$BUNDLE/pipeline-bench" --model "$model" --device cuda:0 --size $size --steps $steps | tee "$run/ours.txt" \
     || echo "(our benchmark FAILED or timed out: see above)"
+# The default keeps the VAE in f32 (SD 1.x's VAE overflows in f16); bf16 runs it on tensor
+# cores too: the second row says what the VAE's precision costs.
+timeout 120 "$BUNDLE/pipeline-bench" --model "$model" --device cuda:0 --size $size --steps $steps --precision bf16 \
+    | tee "$run/ours-bf16.txt" || echo "(our bf16 benchmark FAILED or timed out: see above)"
 
 # The reference: diffusers fp16 with SDPA on the same GPU, the same weights, the same settings.
 if ! "$PYTHON" -c 'import diffusers' 2>/dev/null && ls "$BUNDLE"/wheels/*.whl >/dev/null 2>&1; then
@@ -154,7 +158,7 @@ if device == "cuda":
 PY
 
 echo "== the table (${size}x${size}, $steps steps, Euler a, batch 1 with CFG; $MODE)"
-"$PYTHON" - "$run/ours.txt" "$run/ref.txt" "$ref_name" <<'PY'
+"$PYTHON" - "$run/ours.txt" "$run/ours-bf16.txt" "$run/ref.txt" "$ref_name" <<'PY'
 import sys
 def results(path):
     out = {}
@@ -166,12 +170,14 @@ def results(path):
     except OSError:
         pass
     return out
-ours, ref = results(sys.argv[1]), results(sys.argv[2])
+ours, ours_bf16, ref = results(sys.argv[1]), results(sys.argv[2]), results(sys.argv[3])
 def cell(r, k, fmt):
     return fmt.format(r[k]) if k in r else "n/a"
 print("| | it/s (steps / generation) | generation, s | peak memory, MiB (in use / held) | it/s vs diffusers |")
 print("|---|---|---|---|---|")
-for name, r in (("sdserve (our kernels, f16)", ours), (sys.argv[3], ref)):
+rows = (("sdserve, f16 (VAE f32): the default", ours), ("sdserve, bf16 (VAE bf16 too)", ours_bf16),
+        (sys.argv[4], ref))
+for name, r in rows:
     ratio = f"{r['it_per_s'] / ref['it_per_s']:.2f}×" if "it_per_s" in r and "it_per_s" in ref else "n/a"
     mem = f"{cell(r, 'peak_in_use_mib', '{:.0f}')} / {cell(r, 'peak_held_mib', '{:.0f}')}"
     print(f"| {name} | {cell(r, 'it_per_s', '{:.2f}')} | {cell(r, 'total_seconds', '{:.2f}')} | {mem} | {ratio} |")
