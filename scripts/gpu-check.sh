@@ -18,8 +18,9 @@
 # no newer than the driver (PTX from a newer NVRTC does not load), cuBLAS of the driver's major
 # version; (2) reruns the CUDA backend's test suite with SDSERVE_TEST_DEVICE=cuda:0: every op
 # through the Tensor API against the CPU backend, and the tiny txt2img/img2img parity; (3) runs
-# the SD 1.5-shaped 512×512 Euler a benchmark on the GPU beside diffusers fp16 (SDPA) on the
-# same GPU, and prints one table.
+# the SD 1.5-shaped 512×512 Euler a benchmark on the GPU (the default precision and bf16)
+# beside diffusers fp16 (SDPA) on the same GPU, and prints one table; (4) where the machine has
+# compute-sanitizer, runs memcheck and racecheck over the device tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=gpu-bundle
@@ -182,3 +183,17 @@ for name, r in rows:
     mem = f"{cell(r, 'peak_in_use_mib', '{:.0f}')} / {cell(r, 'peak_held_mib', '{:.0f}')}"
     print(f"| {name} | {cell(r, 'it_per_s', '{:.2f}')} | {cell(r, 'total_seconds', '{:.2f}')} | {mem} | {ratio} |")
 PY
+
+# Last, after the table: NVIDIA's own checkers over the device tests, where the machine has
+# them: memcheck (out-of-bounds and misaligned accesses) and racecheck (shared-memory hazards a
+# missing __syncthreads leaves; the emulator sees those only under some thread orders).
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1 || true)
+if [ "$MODE" = gpu ] && [ -n "$sanitizer" ]; then
+    for tool in memcheck racecheck; do
+        echo "== compute-sanitizer --tool $tool over the device tests"
+        SDSERVE_TEST_DEVICE=cuda:0 timeout 120 "$sanitizer" --tool "$tool" --print-limit 20 \
+            "$BUNDLE/inference-server-tests" engine::cuda::device_tests --test-threads 1 2>&1 \
+            | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^=========  *(Invalid|Race|Error)|test result" | head -n 30 \
+            || echo "(compute-sanitizer $tool printed no summary: it failed or timed out)"
+    done
+fi
