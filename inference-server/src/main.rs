@@ -207,6 +207,7 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let precision = args
         .precision
         .unwrap_or_else(|| Precision::default_for(&device));
+    eprintln!("device: {}, precision {precision}", device.describe());
     let model = match args.model {
         Some(path) => path,
         None => builtin_model_path()?,
@@ -346,6 +347,7 @@ fn serve(
         .with_writer(std::io::stderr)
         .init();
     let device = Device::parse(device).with_context(|| format!("--device {device}"))?;
+    tracing::info!(device = %device.describe(), "device opened");
     let models = if models.is_empty() {
         let path = builtin_model_path()?;
         tracing::info!(path = %path.display(), "no --model: serving the built-in {BUILTIN_MODEL_NAME}");

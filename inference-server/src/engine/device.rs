@@ -54,6 +54,15 @@ impl Device {
             None => Err(EngineError::UnknownDevice(spec.to_string())),
         }
     }
+
+    /// The device for people: its name plus, for a GPU, the model and architecture the driver
+    /// reports (`cuda:0 (NVIDIA H200 sm_90)`); the CPU and the emulator are just their names.
+    pub fn describe(&self) -> String {
+        match self {
+            Device::Cuda(d) if !d.is_emulated() => format!("{} ({})", d.label(), d.model()),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl fmt::Display for Device {

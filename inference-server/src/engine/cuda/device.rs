@@ -141,6 +141,11 @@ impl CudaDevice {
         &self.0.label
     }
 
+    /// The GPU's model and architecture as its runtime reports them (`NVIDIA H200 sm_90`).
+    pub fn model(&self) -> String {
+        self.0.rt.model()
+    }
+
     /// Whether this is the CUDA-on-CPU emulator rather than a GPU.
     pub fn is_emulated(&self) -> bool {
         self.0.label == "cuda-emu"
