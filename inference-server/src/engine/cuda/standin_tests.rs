@@ -143,6 +143,22 @@ fn without_tensor_cores_the_plain_kernels_pass_through_the_driver() {
 }
 
 #[test]
+fn without_cublaslt_kernels_biased_gemms_fall_back_to_cublas_and_a_bias_add() {
+    if !should_run("without_cublaslt_kernels_biased_gemms_fall_back_to_cublas_and_a_bias_add") {
+        return;
+    }
+    // The standin's cuBLASLt then finds no algorithm for any problem (as the real one may for
+    // some shapes): every linear layer takes driver.rs's fallback path.
+    let out = rerun(&SUITES[..1], &[("SDSERVE_STANDIN_LT_ALGOS", "0")]);
+    let (passed, failed) = counts(&out);
+    assert!(
+        out.status.success() && failed == 0 && passed >= 6,
+        "without cuBLASLt kernels:\n{}",
+        tail(&out)
+    );
+}
+
+#[test]
 fn a_driver_older_than_nvrtc_is_a_start_up_error_naming_both_versions() {
     if !should_run("a_driver_older_than_nvrtc_is_a_start_up_error_naming_both_versions") {
         return;
