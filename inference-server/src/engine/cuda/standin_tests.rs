@@ -128,34 +128,34 @@ fn device_and_pipeline_suites_pass_through_the_driver_on_the_standin() {
     );
 }
 
-#[test]
-fn without_tensor_cores_the_plain_kernels_pass_through_the_driver() {
-    if !should_run("without_tensor_cores_the_plain_kernels_pass_through_the_driver") {
-        return;
-    }
-    let out = rerun(&SUITES[..1], &[("SDSERVE_STANDIN_SM", "75")]);
+/// Runs the device suite on the standin set up by `env` and checks every test in it passed.
+fn device_suite_passes(env: &[(&str, &str)], setting: &str) {
+    let out = rerun(&SUITES[..1], env);
     let (passed, failed) = counts(&out);
     assert!(
         out.status.success() && failed == 0 && passed >= 6,
-        "on the standin (sm_75):\n{}",
+        "{setting}:\n{}",
         tail(&out)
     );
 }
 
 #[test]
-fn without_cublaslt_kernels_biased_gemms_fall_back_to_cublas_and_a_bias_add() {
-    if !should_run("without_cublaslt_kernels_biased_gemms_fall_back_to_cublas_and_a_bias_add") {
-        return;
+fn without_tensor_cores_the_plain_kernels_pass_through_the_driver() {
+    if should_run("without_tensor_cores_the_plain_kernels_pass_through_the_driver") {
+        device_suite_passes(&[("SDSERVE_STANDIN_SM", "75")], "on the standin (sm_75)");
     }
+}
+
+#[test]
+fn without_cublaslt_kernels_biased_gemms_fall_back_to_cublas_and_a_bias_add() {
     // The standin's cuBLASLt then finds no algorithm for any problem (as the real one may for
     // some shapes): every linear layer takes driver.rs's fallback path.
-    let out = rerun(&SUITES[..1], &[("SDSERVE_STANDIN_LT_ALGOS", "0")]);
-    let (passed, failed) = counts(&out);
-    assert!(
-        out.status.success() && failed == 0 && passed >= 6,
-        "without cuBLASLt kernels:\n{}",
-        tail(&out)
-    );
+    if should_run("without_cublaslt_kernels_biased_gemms_fall_back_to_cublas_and_a_bias_add") {
+        device_suite_passes(
+            &[("SDSERVE_STANDIN_LT_ALGOS", "0")],
+            "without cuBLASLt kernels",
+        );
+    }
 }
 
 #[test]
