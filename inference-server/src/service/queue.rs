@@ -46,18 +46,39 @@ pub enum FailureCode {
 }
 
 /// Whether `e` (or an error it wraps) is the engine running out of device memory.
+///
+/// The pipeline's, model's and layers' errors wrap the engine's `#[error(transparent)]`, whose
+/// `source()` skips the wrapped error itself (it forwards to the inner error's source), so the
+/// wrappers are stepped into by hand; anything else by its source chain.
 fn out_of_memory(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if matches!(
-            err.downcast_ref(),
-            Some(crate::engine::EngineError::OutOfMemory { .. })
-        ) {
-            return true;
-        }
-        cur = err.source();
+    use crate::engine::EngineError;
+    use crate::model::ModelError;
+    use crate::nn::NnError;
+    use crate::sampling::samplers::{ModelFailure, SamplerError};
+    if let Some(engine) = e.downcast_ref::<EngineError>() {
+        return matches!(engine, EngineError::OutOfMemory { .. });
     }
-    false
+    let wrapped: Option<&(dyn std::error::Error + 'static)> =
+        if let Some(p) = e.downcast_ref::<PipelineError>() {
+            match p {
+                PipelineError::Model(m) => Some(m),
+                PipelineError::Sampler(SamplerError::Model(ModelFailure(inner))) => {
+                    Some(inner.as_ref())
+                }
+                _ => None,
+            }
+        } else if let Some(m) = e.downcast_ref::<ModelError>() {
+            match m {
+                ModelError::Engine(inner) => Some(inner),
+                ModelError::Nn(inner) => Some(inner),
+                _ => None,
+            }
+        } else if let Some(NnError::Engine(inner)) = e.downcast_ref::<NnError>() {
+            Some(inner)
+        } else {
+            None
+        };
+    wrapped.or_else(|| e.source()).is_some_and(out_of_memory)
 }
 
 /// One event of a generation, in order: `Queued` (again each time the queue moves), `Started`,
@@ -410,6 +431,29 @@ fn to_u32(n: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_out_of_memory_is_found_through_every_wrapper() {
+        use crate::engine::EngineError;
+        use crate::model::ModelError;
+        use crate::nn::NnError;
+        let oom = || EngineError::OutOfMemory {
+            op: "conv2d",
+            bytes: 1 << 30,
+        };
+        // The ways a generation's error can carry the engine's: straight from an op, through a
+        // layer (NnError), and through the sampler's boxed model failure.
+        let direct = PipelineError::from(oom());
+        let layer = PipelineError::Model(ModelError::Nn(NnError::Engine(oom())));
+        let sampled = PipelineError::from(crate::sampling::samplers::SamplerError::model(
+            ModelError::Nn(NnError::Engine(oom())),
+        ));
+        for e in [direct, layer, sampled] {
+            assert!(out_of_memory(&e), "not recognised as out of memory: {e:?}");
+        }
+        let other = PipelineError::from(EngineError::UnknownDevice("tpu".into()));
+        assert!(!out_of_memory(&other));
+    }
 
     #[test]
     fn a_panicking_generation_fails_its_request_and_the_next_one_runs() {
