@@ -11,6 +11,7 @@ mod clip;
 mod engine_nn;
 mod engine_ops;
 mod engine_pad;
+mod gpu_service;
 mod init_image;
 mod nn_blocks;
 mod pipeline;
