@@ -50,6 +50,9 @@ fi
 
 MODE=gpu
 [ "${1:-}" = "--standin" ] && MODE=standin
+# Under the device tool, $OUT comes back whole: keep the full log there too (the tool's
+# output_tail holds only the end).
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then exec > >(tee "$OUT/gpu-check.log") 2>&1; fi
 [ -x "$BUNDLE/inference-server-tests" ] || { echo "no $BUNDLE/: run scripts/gpu-check.sh --build on the build machine" >&2; exit 2; }
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$(mktemp -d)}
 libs=$(mktemp -d)  # the library names cudarc loads
@@ -191,7 +194,7 @@ sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sani
 if [ "$MODE" = gpu ] && [ -n "$sanitizer" ]; then
     for tool in memcheck racecheck; do
         echo "== compute-sanitizer --tool $tool over the device tests"
-        SDSERVE_TEST_DEVICE=cuda:0 timeout 120 "$sanitizer" --tool "$tool" --print-limit 20 \
+        SDSERVE_TEST_DEVICE=cuda:0 timeout 90 "$sanitizer" --tool "$tool" --print-limit 20 \
             "$BUNDLE/inference-server-tests" engine::cuda::device_tests --test-threads 1 2>&1 \
             | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^=========  *(Invalid|Race|Error)|test result" | head -n 30 \
             || echo "(compute-sanitizer $tool printed no summary: it failed or timed out)"
