@@ -169,9 +169,15 @@ fn run(args: &Args) -> Result<(), String> {
         generation.images.first().map_or(0, |i| i.width),
         generation.images.first().map_or(0, |i| i.height),
     );
+    // The model written by `write-model` has SD 1.5's shapes; `--model` may name another.
+    let model = match &args.model {
+        Some(dir) => format!("model {}", dir.display()),
+        None => "SD 1.5 shapes".to_string(),
+    };
     println!(
-        "| sdserve, SD 1.5 shapes, f16 weights, --precision {precision:?}, {threads} threads, \
-         {w}×{h} | seconds |"
+        "| sdserve, {model}, f16 weights, --precision {precision:?}, {threads} threads, \
+         {w}×{h}, {} | seconds |",
+        device.describe()
     );
     println!("|---|---|");
     println!("| load | {load:.2} |");
