@@ -30,3 +30,13 @@ pub enum ModelError {
         rule: String,
     },
 }
+
+impl ModelError {
+    /// The engine's error behind this one when an op failed, directly or inside a layer.
+    pub fn engine(&self) -> Option<&EngineError> {
+        match self {
+            ModelError::Engine(e) | ModelError::Nn(NnError::Engine(e)) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -53,6 +53,24 @@ impl From<crate::engine::EngineError> for PipelineError {
     }
 }
 
+impl PipelineError {
+    /// Whether the device ran out of memory for this generation (gRPC `RESOURCE_EXHAUSTED`: the
+    /// request may fit later or elsewhere). The wrappers hold the engine's error
+    /// `#[error(transparent)]`, whose `source()` skips it, so it is looked up by variant.
+    pub fn is_out_of_device_memory(&self) -> bool {
+        use crate::engine::EngineError;
+        let engine = match self {
+            PipelineError::Model(m) => m.engine(),
+            PipelineError::Sampler(SamplerError::Model(ModelFailure(inner))) => inner
+                .downcast_ref::<ModelError>()
+                .and_then(ModelError::engine)
+                .or_else(|| inner.downcast_ref::<EngineError>()),
+            _ => None,
+        };
+        matches!(engine, Some(EngineError::OutOfMemory { .. }))
+    }
+}
+
 fn invalid(field: &'static str, rule: impl Into<String>) -> PipelineError {
     PipelineError::Invalid {
         field,

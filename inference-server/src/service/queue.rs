@@ -45,42 +45,6 @@ pub enum FailureCode {
     ResourceExhausted,
 }
 
-/// Whether `e` (or an error it wraps) is the engine running out of device memory.
-///
-/// The pipeline's, model's and layers' errors wrap the engine's `#[error(transparent)]`, whose
-/// `source()` skips the wrapped error itself (it forwards to the inner error's source), so the
-/// wrappers are stepped into by hand; anything else by its source chain.
-fn out_of_memory(e: &(dyn std::error::Error + 'static)) -> bool {
-    use crate::engine::EngineError;
-    use crate::model::ModelError;
-    use crate::nn::NnError;
-    use crate::sampling::samplers::{ModelFailure, SamplerError};
-    if let Some(engine) = e.downcast_ref::<EngineError>() {
-        return matches!(engine, EngineError::OutOfMemory { .. });
-    }
-    let wrapped: Option<&(dyn std::error::Error + 'static)> =
-        if let Some(p) = e.downcast_ref::<PipelineError>() {
-            match p {
-                PipelineError::Model(m) => Some(m),
-                PipelineError::Sampler(SamplerError::Model(ModelFailure(inner))) => {
-                    Some(inner.as_ref())
-                }
-                _ => None,
-            }
-        } else if let Some(m) = e.downcast_ref::<ModelError>() {
-            match m {
-                ModelError::Engine(inner) => Some(inner),
-                ModelError::Nn(inner) => Some(inner),
-                _ => None,
-            }
-        } else if let Some(NnError::Engine(inner)) = e.downcast_ref::<NnError>() {
-            Some(inner)
-        } else {
-            None
-        };
-    wrapped.or_else(|| e.source()).is_some_and(out_of_memory)
-}
-
 /// One event of a generation, in order: `Queued` (again each time the queue moves), `Started`,
 /// `Progress`…, `Image`…, then `Completed` or `Failed`.
 #[derive(Debug, Clone, PartialEq)]
@@ -368,7 +332,7 @@ fn run(pending: Pending) {
         Err(e) => {
             let code = match e {
                 PipelineError::Invalid { .. } => FailureCode::InvalidArgument,
-                _ if out_of_memory(&e) => FailureCode::ResourceExhausted,
+                _ if e.is_out_of_device_memory() => FailureCode::ResourceExhausted,
                 _ => FailureCode::Internal,
             };
             tracing::warn!(request_id = %job.request_id, error = %e, "generation failed");
@@ -449,10 +413,13 @@ mod tests {
             ModelError::Nn(NnError::Engine(oom())),
         ));
         for e in [direct, layer, sampled] {
-            assert!(out_of_memory(&e), "not recognised as out of memory: {e:?}");
+            assert!(
+                e.is_out_of_device_memory(),
+                "not recognised as out of memory: {e:?}"
+            );
         }
         let other = PipelineError::from(EngineError::UnknownDevice("tpu".into()));
-        assert!(!out_of_memory(&other));
+        assert!(!other.is_out_of_device_memory());
     }
 
     #[test]

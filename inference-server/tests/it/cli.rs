@@ -104,15 +104,11 @@ fn generate_without_a_model_uses_the_built_in_one() {
 fn generate_on_cuda_0_runs_the_driver_path_and_names_the_gpu() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("gpu.png");
-    let search = match std::env::var("LD_LIBRARY_PATH") {
-        Ok(rest) if !rest.is_empty() => format!("{}:{rest}", env!("SDSERVE_STANDIN_DIR")),
-        _ => env!("SDSERVE_STANDIN_DIR").to_string(),
-    };
     let made = Command::new(env!("CARGO_BIN_EXE_inference-server"))
         .args(["generate", "--device", "cuda:0", "--prompt", "a red circle"])
         .args(["--seed", "1", "--steps", "2", "--out"])
         .arg(&out)
-        .env("LD_LIBRARY_PATH", search)
+        .env("LD_LIBRARY_PATH", crate::support::standin_search_path())
         .env("SDSERVE_STANDIN_SM", "80")
         .env("XDG_CACHE_HOME", dir.path().join("kernels"))
         .env("SDSERVE_CACHE_DIR", dir.path().join("cache"))

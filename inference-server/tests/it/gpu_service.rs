@@ -57,16 +57,12 @@ async fn on_a_gpu_out_of_memory_fails_one_request_and_the_server_keeps_serving()
 -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let search = match std::env::var("LD_LIBRARY_PATH") {
-        Ok(rest) if !rest.is_empty() => format!("{}:{rest}", env!("SDSERVE_STANDIN_DIR")),
-        _ => env!("SDSERVE_STANDIN_DIR").to_string(),
-    };
     let log = dir.path().join("serve.log");
     let mut server = Serve(
         Command::new(env!("CARGO_BIN_EXE_inference-server"))
             .args(["serve", "--device", "cuda:0", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
-            .env("LD_LIBRARY_PATH", search)
+            .env("LD_LIBRARY_PATH", crate::support::standin_search_path())
             .env("SDSERVE_STANDIN_SM", "80")
             // Enough for the built-in model and a 64×64 image, not for a 128×128 one.
             .env("SDSERVE_STANDIN_MEMORY_MB", "64")

@@ -86,7 +86,19 @@ pub(crate) trait Runtime: Launcher {
 struct Pool {
     free: HashMap<usize, Vec<u64>>,
     cached_bytes: usize,
-    stats: MemoryStats,
+    /// Bytes handed out and not yet dropped (held from the driver = this + `cached_bytes`).
+    in_use: usize,
+    peak_in_use: usize,
+    peak_held: usize,
+}
+
+impl Pool {
+    /// Counts `bytes` handed out (after they were taken from the pool or the driver).
+    fn hand_out(&mut self, bytes: usize) {
+        self.in_use += bytes;
+        self.peak_in_use = self.peak_in_use.max(self.in_use);
+        self.peak_held = self.peak_held.max(self.in_use + self.cached_bytes);
+    }
 }
 
 /// What a device's allocator holds, in bytes: the numbers a benchmark compares with PyTorch's
@@ -165,6 +177,7 @@ impl CudaDevice {
             let hit = pool.free.get_mut(&bytes).and_then(Vec::pop);
             if hit.is_some() {
                 pool.cached_bytes -= bytes;
+                pool.hand_out(bytes);
             }
             hit
         };
@@ -180,16 +193,10 @@ impl CudaDevice {
                     Err(e) => return Err(e),
                 };
                 let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
-                pool.stats.held += bytes;
-                pool.stats.peak_held = pool.stats.peak_held.max(pool.stats.held);
+                pool.hand_out(bytes);
                 p
             }
         };
-        {
-            let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
-            pool.stats.in_use += bytes;
-            pool.stats.peak_in_use = pool.stats.peak_in_use.max(pool.stats.in_use);
-        }
         Ok(DeviceBuffer {
             ptr,
             bytes,
@@ -199,21 +206,26 @@ impl CudaDevice {
 
     /// The allocator's current and peak bytes (see [`MemoryStats`]).
     pub fn memory_stats(&self) -> MemoryStats {
-        self.0.pool.lock().unwrap_or_else(|p| p.into_inner()).stats
+        let pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
+        MemoryStats {
+            in_use: pool.in_use,
+            peak_in_use: pool.peak_in_use,
+            held: pool.in_use + pool.cached_bytes,
+            peak_held: pool.peak_held,
+        }
     }
 
     /// Starts the peaks over from the current values, to measure one piece of work.
     pub fn reset_peak_memory(&self) {
         let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.stats.peak_in_use = pool.stats.in_use;
-        pool.stats.peak_held = pool.stats.held;
+        pool.peak_in_use = pool.in_use;
+        pool.peak_held = pool.in_use + pool.cached_bytes;
     }
 
     /// Returns every pooled buffer to the driver.
     fn trim(&self) {
         let drained: Vec<(usize, Vec<u64>)> = {
             let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
-            pool.stats.held -= pool.cached_bytes;
             pool.cached_bytes = 0;
             pool.free.drain().collect()
         };
@@ -226,12 +238,11 @@ impl CudaDevice {
 
     fn release(&self, ptr: u64, bytes: usize) {
         let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.stats.in_use -= bytes;
+        pool.in_use -= bytes;
         if pool.cached_bytes + bytes <= POOL_MAX_BYTES {
             pool.cached_bytes += bytes;
             pool.free.entry(bytes).or_default().push(ptr);
         } else {
-            pool.stats.held -= bytes;
             drop(pool);
             self.0.rt.free(ptr, bytes);
         }

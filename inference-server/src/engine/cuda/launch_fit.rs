@@ -27,10 +27,15 @@ pub(super) struct Usage {
 /// Registers one block may use on sm_80 and sm_90.
 const REGISTERS_PER_BLOCK: u32 = 65_536;
 
+/// Registers a block of `threads` threads of a kernel using `registers` per thread takes.
+fn block_registers(registers: u32, threads: u32) -> u32 {
+    let per_warp = (registers * 32).div_ceil(256) * 256;
+    threads.div_ceil(32) * per_warp
+}
+
 /// Whether a block of `threads` threads of a kernel using `registers` per thread fits.
 pub(super) fn registers_fit(registers: u32, threads: u32) -> bool {
-    let per_warp = (registers * 32).div_ceil(256) * 256;
-    threads.div_ceil(32) * per_warp <= REGISTERS_PER_BLOCK
+    block_registers(registers, threads) <= REGISTERS_PER_BLOCK
 }
 
 /// Reads ptxas's `-v` report: "Compiling entry function 'NAME'", then its "N bytes spill
@@ -122,7 +127,7 @@ pub(super) fn check_launches(log: &str, archs: &[&str]) -> Result<(Vec<String>, 
         let mut tightest = (0u32, "", 0u32, 0u32);
         for (&kernel, &threads) in &launches {
             if let Some(u) = usage.get(kernel) {
-                let need = threads.div_ceil(32) * (u.registers * 32).div_ceil(256) * 256;
+                let need = block_registers(u.registers, threads);
                 tightest = tightest.max((need, kernel, u.registers, threads));
             }
             match usage.get(kernel) {

@@ -1,10 +1,21 @@
-//! What the test modules share: the engine helpers ([`engine`], re-exported) and
-//! [`test_device!`], which runs a test once per available device.
+//! What the test modules share: the engine helpers ([`engine`], re-exported),
+//! [`test_device!`], which runs a test once per available device, and [`standin_search_path`].
 #![allow(dead_code)]
 
 mod engine;
 
 pub use engine::*;
+
+/// `LD_LIBRARY_PATH` for a child process that should find the standin's libcuda, cuBLAS and
+/// cuBLASLt (`engine/cuda/emu/standin/`) first, as it would the NVIDIA ones, and everything
+/// else (NVRTC) where this process finds it.
+pub fn standin_search_path() -> String {
+    let standin = env!("SDSERVE_STANDIN_DIR");
+    match std::env::var("LD_LIBRARY_PATH") {
+        Ok(rest) if !rest.is_empty() => format!("{standin}:{rest}"),
+        _ => standin.to_string(),
+    }
+}
 
 /// `test_device!(name)` turns `fn name(device: &Device)` into one `#[test]` per available
 /// device, as candle's `test_device!`: it expands to a module `name` holding a test per device

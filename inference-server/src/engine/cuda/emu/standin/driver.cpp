@@ -291,15 +291,6 @@ CUresult cuMemFree_v2(CUdeviceptr ptr) {
   return SUCCESS;
 }
 
-CUresult cuMemGetInfo_v2(std::size_t* free, std::size_t* total) {
-  if (CUresult r = need_context("cuMemGetInfo")) return r;
-  State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
-  *free = s.memory - s.used;
-  *total = s.memory;
-  return SUCCESS;
-}
-
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, std::size_t bytes) {
   if (CUresult r = need_context("cuMemcpyHtoD")) return r;
   if (!standin::span_ok(dst, bytes)) {
