@@ -76,7 +76,7 @@ mod emu {
             .pic(true)
             .cargo_metadata(false)
             .include(emu);
-        for file in ["driver.cpp", "ptx.cpp", "gemm.cpp", "blas.cpp"] {
+        for file in ["driver.cpp", "graph.cpp", "ptx.cpp", "gemm.cpp", "blas.cpp"] {
             build.file(src.join(file));
         }
         let objects = build.compile_intermediates();

@@ -25,6 +25,7 @@ use crate::pipeline::conditioning::Conditioner;
 use crate::pipeline::images::{approx_cheap, tensor_to_images};
 use crate::pipeline::params::{PipelineError, Request, RgbImage, Txt2ImgParams};
 use crate::pipeline::precision::Precision;
+use crate::pipeline::step_graph::StepGraph;
 use crate::sampling::rng::{Generator, GeneratorKind, batch_noise, resolve_seed};
 use crate::sampling::samplers::k_samplers::EpsModel;
 use crate::sampling::samplers::schedule::DiscreteSchedule;
@@ -222,6 +223,7 @@ impl Pipeline {
                 h,
                 w,
                 iteration,
+                unet_step: StepGraph::default(),
             };
             let mut runner =
                 |model: EpsModel<'_>, rng: &mut dyn StepNoise, progress: Progress<'_>| {
@@ -358,10 +360,9 @@ impl Pipeline {
         } else {
             xt
         };
-        let out = self
-            .unet
-            .forward(&input, &[t as f32], run.ctx)?
-            .to_vec_f32()?;
+        let out = run
+            .unet_step
+            .predict(&self.unet, &self.device, &input, t as f32, run.ctx)?;
         if !run.guided {
             return Ok(out);
         }
@@ -432,6 +433,8 @@ pub(crate) struct Run<'a> {
     pub(crate) h: usize,
     pub(crate) w: usize,
     pub(crate) iteration: usize,
+    /// The run's UNet step, recorded as a CUDA graph on a GPU.
+    pub(crate) unet_step: StepGraph,
 }
 
 /// The denoised estimate a preview shows, from the model-scaled input `x` (VP form, alpha =

@@ -17,6 +17,7 @@ use crate::pipeline::generate::{
 };
 use crate::pipeline::images::{image_to_tensor, resize_to};
 use crate::pipeline::params::{Img2ImgParams, PipelineError};
+use crate::pipeline::step_graph::StepGraph;
 use crate::sampling::rng::{image_noise, slerp};
 use crate::sampling::samplers::k_samplers::EpsModel;
 use crate::sampling::samplers::{
@@ -133,6 +134,7 @@ impl Pipeline {
                 h,
                 w,
                 iteration,
+                unet_step: StepGraph::default(),
             };
             let start = Start::Image {
                 init: &init,

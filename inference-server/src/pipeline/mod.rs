@@ -29,6 +29,7 @@ pub mod png;
 pub mod precision;
 pub mod prompt;
 mod resize;
+pub(crate) mod step_graph;
 
 pub use generate::{Events, Generation, Pipeline, RunOptions, StepEvent};
 pub use params::{Img2ImgParams, PipelineError, Request, RgbImage, Txt2ImgParams};

@@ -464,15 +464,23 @@ impl BackendStorage for CudaStorage {
 
     fn index_select(&self, v: View, ids: &[u32], g: AxisGeom) -> Result<CudaStorage> {
         self.produce("index_select", g.outer * ids.len() * g.inner, |out| {
-            let dev_ids = CudaStorage::alloc(self.dev(), ids.len().max(1) * 2, DType::F16)?;
-            self.dev()
-                .rt()
-                .htod(dev_ids.base(), bytemuck::cast_slice(ids))?;
+            // Uploaded once per distinct array; a full cache falls back to a buffer of its own.
+            let mut own = None;
+            let ids_ptr = match self.dev().cached_ids(ids)? {
+                Some(p) => p,
+                None => {
+                    let buf = CudaStorage::alloc(self.dev(), ids.len().max(1) * 2, DType::F16)?;
+                    self.dev()
+                        .rt()
+                        .htod(buf.base(), bytemuck::cast_slice(ids))?;
+                    own.insert(buf).base()
+                }
+            };
             layout::index_select(
                 self.dev().rt(),
                 self.dtype(),
                 self.ptr(v),
-                dev_ids.base(),
+                ids_ptr,
                 out,
                 g.outer,
                 g.mid,

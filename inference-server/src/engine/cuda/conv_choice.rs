@@ -217,6 +217,19 @@ mod tests {
         fn model(&self) -> String {
             "test".into()
         }
+        fn dtod(&self, _: u64, _: u64, _: usize) -> Result<(), CudaError> {
+            unreachable!("not used")
+        }
+        fn begin_capture(&self) -> Result<(), CudaError> {
+            unreachable!("not used")
+        }
+        fn end_capture(&self) -> Result<u64, CudaError> {
+            unreachable!("not used")
+        }
+        fn launch_graph(&self, _: u64) -> Result<(), CudaError> {
+            unreachable!("not used")
+        }
+        fn destroy_graph(&self, _: u64) {}
     }
 
     #[test]

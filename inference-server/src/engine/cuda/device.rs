@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::conv_choice::{ConvChoices, ConvPolicy};
 use super::error::CudaError;
 use super::launch::Launcher;
+use super::pool::Pool;
 use crate::engine::DType;
 
 /// One strided-batched GEMM in row-major terms: for each `i < batch`,
@@ -78,27 +79,19 @@ pub(crate) trait Runtime: Launcher {
     /// The device's model and architecture (`NVIDIA H200 sm_90`): what a measured choice of
     /// kernels holds for.
     fn model(&self) -> String;
-}
-
-/// Freed buffers kept for reuse, by exact size: the sampling loop allocates the same shapes
-/// every step, so after the first step no allocation reaches the driver.
-#[derive(Default)]
-struct Pool {
-    free: HashMap<usize, Vec<u64>>,
-    cached_bytes: usize,
-    /// Bytes handed out and not yet dropped (held from the driver = this + `cached_bytes`).
-    in_use: usize,
-    peak_in_use: usize,
-    peak_held: usize,
-}
-
-impl Pool {
-    /// Counts `bytes` handed out (after they were taken from the pool or the driver).
-    fn hand_out(&mut self, bytes: usize) {
-        self.in_use += bytes;
-        self.peak_in_use = self.peak_in_use.max(self.in_use);
-        self.peak_held = self.peak_held.max(self.in_use + self.cached_bytes);
-    }
+    /// Copies `bytes` from device address `src` to `dst`, in order with the launches.
+    fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<(), CudaError>;
+    /// Starts recording this thread's launches, GEMMs and device copies into a CUDA graph
+    /// instead of running them; other threads wait until [`Runtime::end_capture`]. Copies
+    /// to or from the host, synchronisation and frees are not allowed until then.
+    fn begin_capture(&self) -> Result<(), CudaError>;
+    /// Ends the recording and returns the graph, ready to launch (an executable-graph handle).
+    /// Called after every successful [`Runtime::begin_capture`], also when the work failed.
+    fn end_capture(&self) -> Result<u64, CudaError>;
+    /// Runs a graph from [`Runtime::end_capture`], in order with other work.
+    fn launch_graph(&self, exec: u64) -> Result<(), CudaError>;
+    /// Frees a graph from [`Runtime::end_capture`].
+    fn destroy_graph(&self, exec: u64);
 }
 
 /// What a device's allocator holds, in bytes: the numbers a benchmark compares with PyTorch's
@@ -116,14 +109,16 @@ pub struct MemoryStats {
     pub peak_held: usize,
 }
 
-/// Bytes of freed buffers a device keeps at most before it returns them to the driver.
-const POOL_MAX_BYTES: usize = 8 << 30;
+/// Index arrays a device keeps uploaded at most (see [`CudaDevice::cached_ids`]).
+const ID_CACHE_MAX: usize = 1024;
 
 struct Inner {
     label: String,
     rt: Box<dyn Runtime>,
     pool: Mutex<Pool>,
     conv: ConvChoices,
+    /// Index arrays already in device memory, by value.
+    ids: Mutex<HashMap<Vec<u32>, u64>>,
 }
 
 /// A CUDA device (or the emulator). Clones share one runtime and one allocator; two handles
@@ -140,6 +135,7 @@ impl CudaDevice {
             rt,
             pool: Mutex::new(Pool::default()),
             conv,
+            ids: Mutex::default(),
         }))
     }
 
@@ -172,15 +168,7 @@ impl CudaDevice {
     /// empties the pool and retries once before giving up with [`CudaError::OutOfMemory`].
     pub(crate) fn alloc(&self, bytes: usize) -> Result<DeviceBuffer, CudaError> {
         let bytes = bytes.max(1).next_multiple_of(256);
-        let reused = {
-            let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
-            let hit = pool.free.get_mut(&bytes).and_then(Vec::pop);
-            if hit.is_some() {
-                pool.cached_bytes -= bytes;
-                pool.hand_out(bytes);
-            }
-            hit
-        };
+        let reused = self.pool().take(bytes);
         let ptr = match reused {
             Some(p) => p,
             None => {
@@ -192,8 +180,7 @@ impl CudaDevice {
                     }
                     Err(e) => return Err(e),
                 };
-                let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
-                pool.hand_out(bytes);
+                self.pool().add_fresh(p, bytes);
                 p
             }
         };
@@ -204,31 +191,53 @@ impl CudaDevice {
         })
     }
 
+    /// The device address of `ids` uploaded once and kept for the device's lifetime, or `None`
+    /// when [`ID_CACHE_MAX`] arrays are kept already. A UNet at a size that is not a power-of-two
+    /// multiple resizes with the same few index arrays every step: uploading them once saves the
+    /// copies, and lets the step be recorded as a graph (an upload cannot be recorded).
+    pub(crate) fn cached_ids(&self, ids: &[u32]) -> Result<Option<u64>, CudaError> {
+        let mut cache = self.0.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&ptr) = cache.get(ids) {
+            return Ok(Some(ptr));
+        }
+        if cache.len() >= ID_CACHE_MAX {
+            return Ok(None);
+        }
+        let bytes = (ids.len() * 4).max(4);
+        let ptr = self.0.rt.alloc(bytes)?;
+        if let Err(e) = self.0.rt.htod(ptr, bytemuck::cast_slice(ids)) {
+            self.0.rt.free(ptr, bytes);
+            return Err(e);
+        }
+        cache.insert(ids.to_vec(), ptr);
+        Ok(Some(ptr))
+    }
+
     /// The allocator's current and peak bytes (see [`MemoryStats`]).
     pub fn memory_stats(&self) -> MemoryStats {
-        let pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let pool = self.pool();
+        let (peak_in_use, peak_held) = pool.peaks();
         MemoryStats {
-            in_use: pool.in_use,
-            peak_in_use: pool.peak_in_use,
-            held: pool.in_use + pool.cached_bytes,
-            peak_held: pool.peak_held,
+            in_use: pool.in_use(),
+            peak_in_use,
+            held: pool.held(),
+            peak_held,
         }
+    }
+
+    /// The allocator's state.
+    pub(crate) fn pool(&self) -> MutexGuard<'_, Pool> {
+        self.0.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts the peaks over from the current values, to measure one piece of work.
     pub fn reset_peak_memory(&self) {
-        let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.peak_in_use = pool.in_use;
-        pool.peak_held = pool.in_use + pool.cached_bytes;
+        self.pool().reset_peaks();
     }
 
     /// Returns every pooled buffer to the driver.
     fn trim(&self) {
-        let drained: Vec<(usize, Vec<u64>)> = {
-            let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
-            pool.cached_bytes = 0;
-            pool.free.drain().collect()
-        };
+        let drained = self.pool().drain();
         for (bytes, ptrs) in drained {
             for p in ptrs {
                 self.0.rt.free(p, bytes);
@@ -237,13 +246,8 @@ impl CudaDevice {
     }
 
     fn release(&self, ptr: u64, bytes: usize) {
-        let mut pool = self.0.pool.lock().unwrap_or_else(|p| p.into_inner());
-        pool.in_use -= bytes;
-        if pool.cached_bytes + bytes <= POOL_MAX_BYTES {
-            pool.cached_bytes += bytes;
-            pool.free.entry(bytes).or_default().push(ptr);
-        } else {
-            drop(pool);
+        let to_driver = self.pool().give_back(ptr, bytes);
+        if to_driver {
             self.0.rt.free(ptr, bytes);
         }
     }

@@ -13,7 +13,7 @@ pub(super) fn emu() -> Device {
 }
 
 /// Deterministic values in [-1, 1): the kernel tests' generator.
-fn values(n: usize, seed: u64) -> Vec<f32> {
+pub(super) fn values(n: usize, seed: u64) -> Vec<f32> {
     super::ops::tests::random(n, seed, 1.0)
 }
 
@@ -380,4 +380,32 @@ fn more_memory_than_the_device_has_is_out_of_memory_and_the_device_keeps_working
         &g.silu().unwrap(),
         1e-5,
     );
+}
+
+/// A recording whose work copies to the host cannot be a graph: the driver invalidates the
+/// capture, `record` fails (or, where nothing records, declines), the capture's buffers go back,
+/// and the device keeps computing.
+#[test]
+fn a_recording_that_reads_back_to_the_host_fails_and_the_device_keeps_working() {
+    let dev = emu();
+    let x = Tensor::from_vec(values(64, 3), (8, 8), &dev).unwrap();
+    let recorded = dev.record(&[&x], |x| {
+        let host = x[0].add(&x[0])?.to_vec_f32()?;
+        Tensor::from_vec(host, (8, 8), x[0].device())
+    });
+    let records = matches!(&dev, Device::Cuda(d) if !d.is_emulated())
+        && crate::engine::graphs_enabled()
+        && std::env::var("SDSERVE_STANDIN_GRAPHS").as_deref() != Ok("0");
+    match recorded {
+        Ok(Some(_)) => panic!("a recording that copies to the host must not become a graph"),
+        Ok(None) => assert!(!records, "{dev:?} records graphs, yet record declined"),
+        Err(e) => eprintln!("record failed as it should: {e}"),
+    }
+    let want: Vec<f32> = values(64, 3).iter().map(|v| v * 3.0).collect();
+    let got = x.add(&x).unwrap().add(&x).unwrap().to_vec_f32().unwrap();
+    assert_eq!(got, want);
+    if let Device::Cuda(d) = &dev {
+        // Nothing of the failed capture is still counted as in use (x, 256-byte rounded, is).
+        assert_eq!(d.memory_stats().in_use % 256, 0);
+    }
 }

@@ -5,12 +5,16 @@
 //!
 //! Kernels: every family in `kernels/` is compiled by NVRTC for this GPU's own architecture at
 //! device creation (or read from the on-disk cache, see `nvrtc.rs`) and loaded as a module.
-//! Work is issued on the legacy default stream, which orders each launch after the copies and
-//! launches before it, so the copies back to the host see finished results.
+//! Work (launches, GEMMs, copies) is issued on one stream of the runtime's own, in order, so
+//! each launch runs after the copies and launches before it and a copy back to the host waits
+//! for them. It is not the legacy default stream because only a created stream can be captured
+//! into a CUDA graph (see [`Runtime::begin_capture`]). While one thread captures, the others
+//! wait at the runtime's entry (`make_current`): their work must not land in its graph.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::thread::ThreadId;
 
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{result as drv, sys as drv_sys};
@@ -31,6 +35,10 @@ pub(crate) struct DriverRuntime {
     function_handles: Mutex<Vec<drv_sys::CUfunction>>,
     blas: blas_sys::cublasHandle_t,
     lt: Lt,
+    stream: drv_sys::CUstream,
+    /// The thread capturing a graph on `stream`, if any; others wait on `capture_done`.
+    capturer: Mutex<Option<ThreadId>>,
+    capture_done: Condvar,
     sm: (i32, i32),
     name: String,
 }
@@ -146,7 +154,13 @@ impl DriverRuntime {
                 hint: "install the CUDA toolkit's cuBLAS or the nvidia-cublas pip package and add it to LD_LIBRARY_PATH".into(),
             });
         }
+        // Non-blocking: the legacy stream (which nothing here uses) never waits on it.
+        let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking)
+            .map_err(|e| driver_err("cuStreamCreate", e))?;
         let blas = blas::create_handle().map_err(|e| blas_err("cublasCreate", e))?;
+        // SAFETY: both handles are live; the stream outlives the handle (neither is destroyed).
+        unsafe { blas::set_stream(blas, stream as _) }
+            .map_err(|e| blas_err("cublasSetStream", e))?;
         // SAFETY: only checks whether the shared library can be opened.
         if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
             return Err(CudaError::LibraryMissing {
@@ -158,7 +172,7 @@ impl DriverRuntime {
         // runtime is never torn down while the server runs.
         let workspace = unsafe { drv::malloc_sync(lt::WORKSPACE_BYTES) }
             .map_err(|e| driver_err("cuMemAlloc(cuBLASLt workspace)", e))?;
-        let lt = Lt::new(workspace)?;
+        let lt = Lt::new(workspace, stream)?;
         Ok(DriverRuntime {
             ctx,
             modules,
@@ -166,12 +180,26 @@ impl DriverRuntime {
             function_handles: Mutex::default(),
             blas,
             lt,
+            stream,
+            capturer: Mutex::new(None),
+            capture_done: Condvar::new(),
             sm,
             name,
         })
     }
 
+    /// Every entry point's first step: waits while another thread captures a graph (its work
+    /// would be recorded into that graph), then makes the context current on this thread.
     fn make_current(&self) -> Result<(), CudaError> {
+        let me = std::thread::current().id();
+        let mut capturer = self.capturer.lock().unwrap_or_else(|p| p.into_inner());
+        while capturer.is_some_and(|t| t != me) {
+            capturer = self
+                .capture_done
+                .wait(capturer)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        drop(capturer);
         // SAFETY: the context is retained for the runtime's lifetime.
         unsafe { drv::ctx::set_current(self.ctx) }.map_err(|e| driver_err("cuCtxSetCurrent", e))
     }
@@ -219,7 +247,7 @@ impl Launcher for DriverRuntime {
                 (gx, gy, gz),
                 (bx, by, bz),
                 cfg.shared_mem_bytes,
-                std::ptr::null_mut(),
+                self.stream,
                 params,
             )
         }
@@ -248,14 +276,75 @@ impl Runtime for DriverRuntime {
 
     fn htod(&self, dst: u64, src: &[u8]) -> Result<(), CudaError> {
         self.make_current()?;
-        // SAFETY: `dst` is an allocation of at least `src.len()` bytes.
-        unsafe { drv::memcpy_htod_sync(dst, src) }.map_err(|e| driver_err("cuMemcpyHtoD", e))
+        // SAFETY: `dst` is an allocation of at least `src.len()` bytes. From pageable memory
+        // the call returns once `src` has been staged, so it may be dropped after it.
+        unsafe { drv::memcpy_htod_async(dst, src, self.stream) }
+            .map_err(|e| driver_err("cuMemcpyHtoDAsync", e))
     }
 
     fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<(), CudaError> {
         self.make_current()?;
-        // SAFETY: `src` is an allocation of at least `dst.len()` bytes.
-        unsafe { drv::memcpy_dtoh_sync(dst, src) }.map_err(|e| driver_err("cuMemcpyDtoH", e))
+        // SAFETY: `src` is an allocation of at least `dst.len()` bytes; the stream is synchronised
+        // before `dst` is handed back.
+        unsafe { drv::memcpy_dtoh_async(dst, src, self.stream) }
+            .map_err(|e| driver_err("cuMemcpyDtoHAsync", e))?;
+        self.sync_stream()
+    }
+
+    fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<(), CudaError> {
+        self.make_current()?;
+        // SAFETY: both are allocations of at least `bytes` bytes (the caller's contract).
+        unsafe { drv::memcpy_dtod_async(dst, src, bytes, self.stream) }
+            .map_err(|e| driver_err("cuMemcpyDtoDAsync", e))
+    }
+
+    fn begin_capture(&self) -> Result<(), CudaError> {
+        self.make_current()?;
+        *self.capturer.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::thread::current().id());
+        // Relaxed: a pool miss may still call cuMemAlloc during the capture (legal in this mode;
+        // the buffer then simply exists before the graph runs).
+        let mode = drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
+        // SAFETY: the stream is live and not capturing (one capture at a time, this thread's).
+        let r = unsafe { drv_sys::cuStreamBeginCapture_v2(self.stream, mode) }.result();
+        r.map_err(|e| {
+            self.release_capture();
+            driver_err("cuStreamBeginCapture", e)
+        })
+    }
+
+    fn end_capture(&self) -> Result<u64, CudaError> {
+        let mut graph = std::ptr::null_mut();
+        // SAFETY: this thread began the capture on the stream.
+        let ended = unsafe { drv_sys::cuStreamEndCapture(self.stream, &mut graph) }.result();
+        self.release_capture();
+        ended.map_err(|e| driver_err("cuStreamEndCapture", e))?;
+        let mut exec = std::ptr::null_mut();
+        // SAFETY: `graph` is the graph just captured; the executable copies what it needs, so
+        // the graph is destroyed right after.
+        let made = unsafe {
+            let made = drv_sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0).result();
+            let _ = drv_sys::cuGraphDestroy(graph);
+            made
+        };
+        made.map_err(|e| driver_err("cuGraphInstantiate", e))?;
+        Ok(exec as u64)
+    }
+
+    fn launch_graph(&self, exec: u64) -> Result<(), CudaError> {
+        self.make_current()?;
+        // SAFETY: `exec` came from `end_capture` and is not destroyed yet (the caller's contract).
+        unsafe { drv_sys::cuGraphLaunch(exec as drv_sys::CUgraphExec, self.stream) }
+            .result()
+            .map_err(|e| driver_err("cuGraphLaunch", e))
+    }
+
+    fn destroy_graph(&self, exec: u64) {
+        if self.make_current().is_ok() {
+            // SAFETY: as in `launch_graph`; it is not used after this. Launches already issued
+            // complete (the driver defers the release).
+            let _ = unsafe { drv_sys::cuGraphExecDestroy(exec as drv_sys::CUgraphExec) };
+        }
     }
 
     fn gemm(&self, g: &Gemm) -> Result<(), CudaError> {
@@ -295,7 +384,7 @@ impl Runtime for DriverRuntime {
 
     fn synchronize(&self) -> Result<(), CudaError> {
         self.make_current()?;
-        drv::ctx::synchronize().map_err(|e| driver_err("cuCtxSynchronize", e))
+        self.sync_stream()
     }
 
     fn model(&self) -> String {
@@ -304,6 +393,19 @@ impl Runtime for DriverRuntime {
 }
 
 impl DriverRuntime {
+    /// Waits for the stream's work (the context is current).
+    fn sync_stream(&self) -> Result<(), CudaError> {
+        // SAFETY: the stream is live for the runtime's lifetime.
+        unsafe { drv::stream::synchronize(self.stream) }
+            .map_err(|e| driver_err("cuStreamSynchronize", e))
+    }
+
+    /// Ends this thread's hold on the stream, letting waiting threads in.
+    fn release_capture(&self) {
+        *self.capturer.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.capture_done.notify_all();
+    }
+
     /// `g` without its bias on cuBLAS (`GemmStridedBatchedEx`, f32 compute).
     fn blas_gemm(&self, g: &Gemm) -> Result<(), CudaError> {
         use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};

@@ -197,6 +197,34 @@ impl Runtime for EmuRuntime {
         "cuda-emu".into()
     }
 
+    fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<(), CudaError> {
+        // SAFETY: both are live allocations of at least `bytes` (the caller's contract).
+        unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, bytes) };
+        Ok(())
+    }
+
+    // Kernels run when launched here, so there is nothing to record: the emulated device runs
+    // every step as it comes (graphs are exercised through the standin driver instead).
+    fn begin_capture(&self) -> Result<(), CudaError> {
+        Err(CudaError::Unsupported(
+            "the CUDA emulator does not record graphs".into(),
+        ))
+    }
+
+    fn end_capture(&self) -> Result<u64, CudaError> {
+        Err(CudaError::Unsupported(
+            "the CUDA emulator does not record graphs".into(),
+        ))
+    }
+
+    fn launch_graph(&self, _exec: u64) -> Result<(), CudaError> {
+        Err(CudaError::Unsupported(
+            "the CUDA emulator does not record graphs".into(),
+        ))
+    }
+
+    fn destroy_graph(&self, _exec: u64) {}
+
     fn tensor_cores(&self) -> bool {
         // The emulator runs the mma.sync path's per-lane twin, so f16 attention takes the
         // same kernel a sm_80+ GPU does.

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublaslt::{result as lt, sys as lt_sys};
+use cudarc::driver::sys as drv_sys;
 
 use super::device::Gemm;
 use super::error::CudaError;
@@ -75,6 +76,8 @@ struct Plan {
 pub(crate) struct Lt {
     handle: lt_sys::cublasLtHandle_t,
     workspace: u64,
+    /// The runtime's stream: every matmul is issued on it, in order with the kernels.
+    stream: drv_sys::CUstream,
     plans: Mutex<HashMap<Key, Plan>>,
 }
 
@@ -113,11 +116,12 @@ macro_rules! set {
 impl Lt {
     /// Creates the handle; `workspace` is a device buffer of [`WORKSPACE_BYTES`] that lives as
     /// long as this value (the driver allocates it).
-    pub(crate) fn new(workspace: u64) -> Result<Lt, CudaError> {
+    pub(crate) fn new(workspace: u64, stream: drv_sys::CUstream) -> Result<Lt, CudaError> {
         let handle = lt::create_handle().map_err(|e| lt_err("cublasLtCreate", e))?;
         Ok(Lt {
             handle,
             workspace,
+            stream,
             plans: Mutex::default(),
         })
     }
@@ -165,7 +169,7 @@ impl Lt {
                 &algo,
                 self.workspace as *mut c_void,
                 WORKSPACE_BYTES,
-                std::ptr::null_mut(),
+                self.stream as _,
             )
         }
         .map_err(|e| lt_err("cublasLtMatmul", e))?;

@@ -23,10 +23,12 @@ pub(crate) mod emu;
 #[cfg(feature = "cuda-emu")]
 pub(crate) mod emu_runtime;
 pub(crate) mod error;
+pub(crate) mod graph;
 pub(crate) mod launch;
 pub(crate) mod lt;
 pub(crate) mod nvrtc;
 pub(crate) mod ops;
+pub(crate) mod pool;
 pub(crate) mod storage;
 
 pub use device::{CudaDevice, MemoryStats};

@@ -177,3 +177,24 @@ fn a_driver_older_than_nvrtc_is_a_start_up_error_naming_both_versions() {
         "the error does not name the versions:\n{text}"
     );
 }
+
+#[test]
+fn a_driver_that_cannot_capture_graphs_leaves_every_step_to_run_as_it_comes() {
+    if !should_run("a_driver_that_cannot_capture_graphs_leaves_every_step_to_run_as_it_comes") {
+        return;
+    }
+    // Both tests read SDSERVE_STANDIN_GRAPHS and then expect nothing to be recorded.
+    let out = rerun(
+        &[
+            "engine::cuda::pipeline_tests::the_recorded_unet_step",
+            "engine::cuda::device_tests::a_recording_that",
+        ],
+        &[("SDSERVE_STANDIN_GRAPHS", "0")],
+    );
+    let (passed, failed) = counts(&out);
+    assert!(
+        out.status.success() && failed == 0 && passed == 2,
+        "with graph capture refused:\n{}",
+        tail(&out)
+    );
+}

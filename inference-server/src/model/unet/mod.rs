@@ -246,15 +246,9 @@ impl UNet {
         self.context_dim
     }
 
-    /// Predicts the noise of `latents` `[B, in_channels, h, w]` at `timesteps` (one value for
-    /// the whole batch, or one per batch element) given text embeddings `context`
-    /// `[B, S, cross_attention_dim]`; returns `[B, out_channels, h, w]`.
-    pub fn forward(
-        &self,
-        latents: &Tensor,
-        timesteps: &[f32],
-        context: &Tensor,
-    ) -> Result<Tensor, ModelError> {
+    /// Checks `latents` `[B, in_channels, H, W]` and `context` `[B, S, cross_attention_dim]`;
+    /// returns B.
+    fn check_inputs(&self, latents: &Tensor, context: &Tensor) -> Result<usize, ModelError> {
         let [b, c, h, w] = *latents.dims() else {
             return Err(config_error(
                 "latents",
@@ -284,33 +278,72 @@ impl UNet {
                 ));
             }
         }
+        Ok(b)
+    }
+
+    /// Predicts the noise of `latents` `[B, in_channels, h, w]` at `timesteps` (one value for
+    /// the whole batch, or one per batch element) given text embeddings `context`
+    /// `[B, S, cross_attention_dim]`; returns `[B, out_channels, h, w]`.
+    pub fn forward(
+        &self,
+        latents: &Tensor,
+        timesteps: &[f32],
+        context: &Tensor,
+    ) -> Result<Tensor, ModelError> {
+        let b = self.check_inputs(latents, context)?;
+        let temb = self.time_embedding(timesteps, b)?;
+        self.forward_embedded(latents, &temb, context)
+    }
+
+    /// The embedding of `timesteps` (1 value, or one per item) for a batch of `batch`, in the
+    /// activation dtype: the first part of [`UNet::forward`], and the only one that reads host
+    /// values. A sampler that records the rest as a CUDA graph computes it per step.
+    pub fn time_embedding(&self, timesteps: &[f32], batch: usize) -> Result<Tensor, ModelError> {
         let per_batch: Vec<f32> = match timesteps.len() {
-            1 => vec![timesteps[0]; b],
-            len if len == b => timesteps.to_vec(),
+            1 => vec![timesteps[0]; batch],
+            len if len == batch => timesteps.to_vec(),
             len => {
                 return Err(config_error(
                     "timesteps",
-                    format!("{len} values for a batch of {b} (give 1 or {b})"),
+                    format!("{len} values for a batch of {batch} (give 1 or {batch})"),
                 ));
             }
         };
         if let Some(t) = per_batch.iter().find(|t| !t.is_finite()) {
             return Err(config_error("timesteps", format!("{t} is not finite")));
         }
-        // Everything inside runs in the activation dtype; the samplers get f32 back.
-        let temb = self
+        Ok(self
             .time
             .forward(&per_batch, &self.device)?
-            .to_dtype(self.act)?;
+            .to_dtype(self.act)?)
+    }
+
+    /// [`UNet::forward`] after the time embedding (`temb` from [`UNet::time_embedding`]):
+    /// device work only, so it can be recorded once and replayed every step.
+    pub fn forward_embedded(
+        &self,
+        latents: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+    ) -> Result<Tensor, ModelError> {
+        let b = self.check_inputs(latents, context)?;
+        if temb.rank() != 2 || temb.dims()[0] != b {
+            return Err(config_error(
+                "temb",
+                format!("must be [{b}, D] time embeddings, got {}", temb.shape()),
+            ));
+        }
+        let temb = &temb.to_dtype(self.act)?;
+        // Everything inside runs in the activation dtype; the samplers get f32 back.
         let context = &context.to_dtype(self.act)?;
         let mut x = self.conv_in.forward(&latents.to_dtype(self.act)?)?;
         let mut skips = vec![x.clone()];
         for block in &self.down {
-            x = block.forward(&x, &temb, context, &mut skips)?;
+            x = block.forward(&x, temb, context, &mut skips)?;
         }
-        x = self.mid.forward(&x, &temb, context)?;
+        x = self.mid.forward(&x, temb, context)?;
         for block in &self.up {
-            x = block.forward(&x, &temb, context, &mut skips)?;
+            x = block.forward(&x, temb, context, &mut skips)?;
         }
         let x = self.norm_out.forward_silu(&x)?;
         Ok(self.conv_out.forward(&x)?.to_dtype(DType::F32)?)

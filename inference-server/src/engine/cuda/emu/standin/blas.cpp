@@ -20,6 +20,7 @@ constexpr std::uint64_t kAlgoMagic = 0x5d5e57a1d1a160ull;
 
 struct Handle {
   std::uint32_t magic = 0xb1a5;
+  void* stream = nullptr;  // cublasSetStream; cuBLASLt takes its stream per call
 };
 
 }  // namespace
@@ -143,6 +144,14 @@ int check_problem(const Desc& d, const Layout& a, const Layout& b, const Layout&
   return OK;
 }
 
+// A cuBLAS status for what standin::issue returned: its own status from work that ran, or the
+// driver's refusal of the call (a bad stream, a capture that cannot take it).
+int driver_status(int st) {
+  if (st == 400) return INVALID_VALUE;           // CUDA_ERROR_INVALID_HANDLE: no such stream
+  if (st >= 900 && st <= 908) return NOT_SUPPORTED;  // the capture refused it
+  return st;
+}
+
 std::uint32_t alignment_of(const void* p) {
   const auto v = reinterpret_cast<std::uint64_t>(p);
   return v == 0 ? 256u : static_cast<std::uint32_t>(v & (~v + 1));
@@ -160,6 +169,12 @@ int cublasCreate_v2(void** handle) {
 
 int cublasDestroy_v2(void* handle) {
   delete static_cast<Handle*>(handle);
+  return OK;
+}
+
+int cublasSetStream_v2(void* handle, void* stream) {
+  if (handle == nullptr) return NOT_INITIALIZED;
+  static_cast<Handle*>(handle)->stream = stream;
   return OK;
 }
 
@@ -183,13 +198,18 @@ int cublasGemmStridedBatchedEx(void* handle, int transa, int transb, int m, int 
   Operand b{B, b_type, static_cast<std::uint64_t>(tb ? n : k), static_cast<std::uint64_t>(tb ? k : n), ldb, batch,
             stride_b};
   Operand c{C, c_type, static_cast<std::uint64_t>(m), static_cast<std::uint64_t>(n), ldc, batch, stride_c};
-  const char* call = "cublasGemmStridedBatchedEx";
-  if (!standin::operand_in_memory(a, call, "A") || !standin::operand_in_memory(b, call, "B") ||
-      !standin::operand_in_memory(c, call, "C"))
-    return INVALID_VALUE;
-  standin::reference_gemm(ta, tb, m, n, k, *static_cast<const float*>(alpha), a, b, *static_cast<const float*>(beta),
-                          c, c, nullptr, 0);
-  return OK;
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  // Host scalars are read when the call is issued; the operands are checked again when the work
+  // runs, since a captured GEMM runs at every graph launch.
+  const int st = standin::issue(static_cast<Handle*>(handle)->stream, "cublasGemmStridedBatchedEx", [=]() -> int {
+    const char* call = "cublasGemmStridedBatchedEx";
+    if (!standin::operand_in_memory(a, call, "A") || !standin::operand_in_memory(b, call, "B") ||
+        !standin::operand_in_memory(c, call, "C"))
+      return INVALID_VALUE;
+    standin::reference_gemm(ta, tb, m, n, k, al, a, b, be, c, c, nullptr, 0);
+    return OK;
+  });
+  return driver_status(st);
 }
 
 int cublasLtCreate(void** handle) { return cublasCreate_v2(handle); }
@@ -303,7 +323,6 @@ int cublasLtMatmul(void* handle, Desc* d, const void* alpha, const void* A, Layo
                    const void* beta, const void* C, Layout* cl, void* D, Layout* dl, const cublasLtMatmulAlgo_t* algo,
                    void* workspace, std::size_t workspace_bytes, void* stream) {
   if (!handle || !d || !alpha || !beta || !al || !bl || !cl || !dl) return INVALID_VALUE;
-  if (stream != nullptr) return NOT_SUPPORTED;
   if (int st = check_problem(*d, *al, *bl, *cl, *dl)) return st;
   const Layout* const layouts[4] = {al, bl, cl, dl};
   if (algo == nullptr || algo->data[0] != kAlgoMagic || algo->data[1] != signature(*d, layouts)) {
@@ -329,25 +348,32 @@ int cublasLtMatmul(void* handle, Desc* d, const void* alpha, const void* A, Layo
   }
   const bool bias = d->epilogue == 4;
   const int bias_type = d->bias_type == -1 ? static_cast<int>(dl->type) : d->bias_type;
-  const char* call = "cublasLtMatmul";
+  const void* bias_ptr = d->bias;
+  const std::uint64_t rows = dl->rows, cols = dl->cols, k = d->transa ? al->rows : al->cols;
+  const bool ta = d->transa != 0, tb = d->transb != 0;
+  const float alpha_v = *static_cast<const float*>(alpha), beta_v = *static_cast<const float*>(beta);
   Operand a = operand(A, *al), b = operand(B, *bl), c = operand(C, *cl), out = operand(D, *dl);
-  if (!standin::operand_in_memory(a, call, "A") || !standin::operand_in_memory(b, call, "B") ||
-      !standin::operand_in_memory(c, call, "C") || !standin::operand_in_memory(out, call, "D"))
-    return INVALID_VALUE;
-  if (bias && (d->bias == nullptr || !standin::elem_size(bias_type) ||
-               !standin::span_ok(reinterpret_cast<std::uint64_t>(d->bias), dl->rows * standin::elem_size(bias_type)))) {
-    standin::complain("cublasLtMatmul: the BIAS epilogue needs a bias of %llu elements in device memory",
-                      static_cast<unsigned long long>(dl->rows));
-    return INVALID_VALUE;
-  }
-  if (workspace_bytes > 0 && !standin::span_ok(reinterpret_cast<std::uint64_t>(workspace), workspace_bytes)) {
-    standin::complain("cublasLtMatmul: the workspace of %zu bytes is outside every allocation", workspace_bytes);
-    return INVALID_VALUE;
-  }
-  const std::uint64_t k = d->transa ? al->rows : al->cols;
-  standin::reference_gemm(d->transa != 0, d->transb != 0, dl->rows, dl->cols, k, *static_cast<const float*>(alpha), a,
-                          b, *static_cast<const float*>(beta), c, out, bias ? d->bias : nullptr, bias_type);
-  return OK;
+  // Descriptors and host scalars are read when the call is issued; memory is checked when the
+  // work runs, which for a captured call is every graph launch.
+  const int st = standin::issue(stream, "cublasLtMatmul", [=]() -> int {
+    const char* call = "cublasLtMatmul";
+    if (!standin::operand_in_memory(a, call, "A") || !standin::operand_in_memory(b, call, "B") ||
+        !standin::operand_in_memory(c, call, "C") || !standin::operand_in_memory(out, call, "D"))
+      return INVALID_VALUE;
+    if (bias && (bias_ptr == nullptr || !standin::elem_size(bias_type) ||
+                 !standin::span_ok(reinterpret_cast<std::uint64_t>(bias_ptr), rows * standin::elem_size(bias_type)))) {
+      standin::complain("cublasLtMatmul: the BIAS epilogue needs a bias of %llu elements in device memory",
+                        static_cast<unsigned long long>(rows));
+      return INVALID_VALUE;
+    }
+    if (workspace_bytes > 0 && !standin::span_ok(reinterpret_cast<std::uint64_t>(workspace), workspace_bytes)) {
+      standin::complain("cublasLtMatmul: the workspace of %zu bytes is outside every allocation", workspace_bytes);
+      return INVALID_VALUE;
+    }
+    standin::reference_gemm(ta, tb, rows, cols, k, alpha_v, a, b, beta_v, c, out, bias ? bias_ptr : nullptr, bias_type);
+    return OK;
+  });
+  return driver_status(st);
 }
 
 }  // extern "C"

@@ -7,6 +7,7 @@
 //   SDSERVE_STANDIN_SM      compute capability as XY (default 80: tensor-core paths on)
 //   SDSERVE_STANDIN_DRIVER  CUDA version the driver supports, e.g. 12.9 (default) or 13.0
 //   SDSERVE_STANDIN_MEMORY_MB  device memory (default 8192), so out-of-memory can be provoked
+//   SDSERVE_STANDIN_GRAPHS=0   a driver that cannot capture streams into graphs (graph.cpp)
 //   SDSERVE_STANDIN_LAUNCH_LOG a file that gets one "<kernel> <threads per block>" line per
 //                              distinct launch shape, so a test can check each kernel's
 //                              register use (from ptxas) against the blocks it is launched with
@@ -22,6 +23,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "ptx.h"
 #include "sdemu.h"
@@ -65,6 +67,8 @@ enum : CUresult {
   LAUNCH_OUT_OF_RESOURCES = 701,
   LAUNCH_FAILED = 719,
   NOT_SUPPORTED = 801,
+  STREAM_CAPTURE_UNSUPPORTED = 900,
+  STREAM_CAPTURE_INVALIDATED = 901,
 };
 
 const char* error_name(CUresult r) {
@@ -85,6 +89,9 @@ const char* error_name(CUresult r) {
     case LAUNCH_OUT_OF_RESOURCES: return "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";
     case LAUNCH_FAILED: return "CUDA_ERROR_LAUNCH_FAILED";
     case NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
+    case 401: return "CUDA_ERROR_ILLEGAL_STATE";
+    case STREAM_CAPTURE_UNSUPPORTED: return "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED";
+    case STREAM_CAPTURE_INVALIDATED: return "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED";
     default: return nullptr;
   }
 }
@@ -157,6 +164,28 @@ bool span_ok(std::uint64_t ptr, std::uint64_t bytes) {
 }
 
 }  // namespace standin
+
+namespace {
+
+CUresult copy_in(CUdeviceptr dst, const void* src, std::size_t bytes, const char* call) {
+  if (!standin::span_ok(dst, bytes)) {
+    standin::complain("%s of %zu bytes to 0x%llx: outside every allocation", call, bytes, dst);
+    return INVALID_VALUE;
+  }
+  std::memcpy(reinterpret_cast<void*>(dst), src, bytes);
+  return SUCCESS;
+}
+
+CUresult copy_out(void* dst, CUdeviceptr src, std::size_t bytes, const char* call) {
+  if (!standin::span_ok(src, bytes)) {
+    standin::complain("%s of %zu bytes from 0x%llx: outside every allocation", call, bytes, src);
+    return INVALID_VALUE;
+  }
+  std::memcpy(dst, reinterpret_cast<const void*>(src), bytes);
+  return SUCCESS;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -256,11 +285,18 @@ CUresult cuCtxSetCurrent(CUcontext ctx) {
   return SUCCESS;
 }
 
-CUresult cuCtxSynchronize() { return need_context("cuCtxSynchronize"); }
+CUresult cuCtxSynchronize() {
+  if (CUresult r = need_context("cuCtxSynchronize")) return r;
+  return standin::refuse_while_capturing("cuCtxSynchronize");
+}
 
 CUresult cuMemAlloc_v2(CUdeviceptr* dptr, std::size_t bytes) {
   if (CUresult r = need_context("cuMemAlloc")) return r;
   if (dptr == nullptr || bytes == 0) return INVALID_VALUE;
+  if (!standin::alloc_allowed_now()) {
+    standin::complain("cuMemAlloc while a stream captures in the global mode: the capture is invalidated");
+    return STREAM_CAPTURE_UNSUPPORTED;
+  }
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   if (s.used + bytes > s.memory) return OUT_OF_MEMORY;
@@ -278,6 +314,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr* dptr, std::size_t bytes) {
 
 CUresult cuMemFree_v2(CUdeviceptr ptr) {
   if (CUresult r = need_context("cuMemFree")) return r;
+  if (CUresult r = standin::refuse_while_capturing("cuMemFree")) return r;
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   auto it = s.allocations.find(ptr);
@@ -293,22 +330,44 @@ CUresult cuMemFree_v2(CUdeviceptr ptr) {
 
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, std::size_t bytes) {
   if (CUresult r = need_context("cuMemcpyHtoD")) return r;
-  if (!standin::span_ok(dst, bytes)) {
-    standin::complain("cuMemcpyHtoD of %zu bytes to 0x%llx: outside every allocation", bytes, dst);
-    return INVALID_VALUE;
-  }
-  std::memcpy(reinterpret_cast<void*>(dst), src, bytes);
-  return SUCCESS;
+  if (CUresult r = standin::refuse_while_capturing("cuMemcpyHtoD")) return r;
+  return copy_in(dst, src, bytes, "cuMemcpyHtoD");
 }
 
 CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, std::size_t bytes) {
   if (CUresult r = need_context("cuMemcpyDtoH")) return r;
-  if (!standin::span_ok(src, bytes)) {
-    standin::complain("cuMemcpyDtoH of %zu bytes from 0x%llx: outside every allocation", bytes, src);
-    return INVALID_VALUE;
-  }
-  std::memcpy(dst, reinterpret_cast<const void*>(src), bytes);
-  return SUCCESS;
+  if (CUresult r = standin::refuse_while_capturing("cuMemcpyDtoH")) return r;
+  return copy_out(dst, src, bytes, "cuMemcpyDtoH");
+}
+
+// Host memory is pageable (the backend pins none), so these are not capturable; outside a
+// capture they finish before returning, which the stream order allows.
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, std::size_t bytes, CUstream stream) {
+  if (CUresult r = need_context("cuMemcpyHtoDAsync")) return r;
+  if (CUresult r = standin::capture_refuses(stream, "cuMemcpyHtoDAsync")) return r;
+  if (stream == nullptr)
+    if (CUresult r = standin::refuse_while_capturing("cuMemcpyHtoDAsync")) return r;
+  return copy_in(dst, src, bytes, "cuMemcpyHtoDAsync");
+}
+
+CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, std::size_t bytes, CUstream stream) {
+  if (CUresult r = need_context("cuMemcpyDtoHAsync")) return r;
+  if (CUresult r = standin::capture_refuses(stream, "cuMemcpyDtoHAsync")) return r;
+  if (stream == nullptr)
+    if (CUresult r = standin::refuse_while_capturing("cuMemcpyDtoHAsync")) return r;
+  return copy_out(dst, src, bytes, "cuMemcpyDtoHAsync");
+}
+
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, std::size_t bytes, CUstream stream) {
+  if (CUresult r = need_context("cuMemcpyDtoDAsync")) return r;
+  return standin::issue(stream, "cuMemcpyDtoDAsync", [dst, src, bytes]() -> CUresult {
+    if (!standin::span_ok(dst, bytes) || !standin::span_ok(src, bytes)) {
+      standin::complain("cuMemcpyDtoDAsync of %zu bytes from 0x%llx to 0x%llx: outside every allocation", bytes, src, dst);
+      return INVALID_VALUE;
+    }
+    std::memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), bytes);
+    return SUCCESS;
+  });
 }
 
 CUresult cuModuleLoadData(CUmodule* module, const void* image) {
@@ -363,6 +422,12 @@ CUresult cuModuleGetFunction(CUfunction* function, CUmodule module, const char* 
                       it->second.params, arity);
     return INVALID_IMAGE;
   }
+  for (std::uint32_t bytes : it->second.param_bytes) {
+    if (bytes == 0) {
+      standin::complain("kernel %s has a parameter of a type the standin cannot size", name);
+      return INVALID_IMAGE;
+    }
+  }
   // Handles live as long as the process, like a module that is never unloaded.
   *function = new CUfunc_st{name, it->second};
   return SUCCESS;
@@ -372,10 +437,6 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
                         unsigned bz, unsigned shared_bytes, CUstream stream, void** params, void** extra) {
   if (CUresult r = need_context("cuLaunchKernel")) return r;
   if (f == nullptr) return INVALID_HANDLE;
-  if (stream != nullptr) {
-    standin::complain("cuLaunchKernel(%s): streams are not modelled; the backend uses the default stream", f->name.c_str());
-    return NOT_SUPPORTED;
-  }
   if (extra != nullptr || (params == nullptr && f->entry.params > 0)) return INVALID_VALUE;
   const std::uint64_t threads = std::uint64_t(bx) * by * bz;
   if (!gx || !gy || !gz || !threads || threads > 1024 || bx > 1024 || by > 1024 || bz > 64 ||
@@ -394,23 +455,34 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
                       f->name.c_str(), static_cast<unsigned long long>(f->entry.static_shared + shared_bytes));
     return INVALID_VALUE;
   }
-  sdemu_cfg cfg{{gx, gy, gz}, {bx, by, bz}, shared_bytes};
-  State& s = state();
-  if (s.launch(f->name.c_str(), &cfg, params) != SDEMU_OK) {
-    standin::complain("kernel %s failed: %s", f->name.c_str(), s.last_error());
-    s.sticky = LAUNCH_FAILED;
-    return LAUNCH_FAILED;
+  // The driver copies the arguments when the launch is issued (and a capture keeps that copy).
+  std::vector<std::vector<char>> args;
+  for (std::size_t i = 0; i < f->entry.param_bytes.size(); ++i) {
+    const auto* p = static_cast<const char*>(params[i]);
+    args.emplace_back(p, p + f->entry.param_bytes[i]);
   }
-  if (!s.launch_log.empty()) {
-    std::lock_guard<std::mutex> lock(s.mu);
-    if (s.logged.insert({f->name, threads}).second) {
-      if (std::FILE* log = std::fopen(s.launch_log.c_str(), "a")) {
-        std::fprintf(log, "%s %llu\n", f->name.c_str(), static_cast<unsigned long long>(threads));
-        std::fclose(log);
+  sdemu_cfg cfg{{gx, gy, gz}, {bx, by, bz}, shared_bytes};
+  return standin::issue(stream, "cuLaunchKernel", [f, cfg, args = std::move(args), threads]() mutable -> CUresult {
+    State& s = state();
+    if (s.sticky != SUCCESS) return s.sticky;
+    std::vector<void*> ptrs;
+    for (auto& a : args) ptrs.push_back(a.data());
+    if (s.launch(f->name.c_str(), &cfg, ptrs.data()) != SDEMU_OK) {
+      standin::complain("kernel %s failed: %s", f->name.c_str(), s.last_error());
+      s.sticky = LAUNCH_FAILED;
+      return LAUNCH_FAILED;
+    }
+    if (!s.launch_log.empty()) {
+      std::lock_guard<std::mutex> lock(s.mu);
+      if (s.logged.insert({f->name, threads}).second) {
+        if (std::FILE* log = std::fopen(s.launch_log.c_str(), "a")) {
+          std::fprintf(log, "%s %llu\n", f->name.c_str(), static_cast<unsigned long long>(threads));
+          std::fclose(log);
+        }
       }
     }
-  }
-  return SUCCESS;
+    return SUCCESS;
+  });
 }
 
 }  // extern "C"

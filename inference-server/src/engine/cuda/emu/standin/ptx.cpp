@@ -3,6 +3,7 @@
 // stripped first; braces are counted to find each entry's body.
 #include "ptx.h"
 
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -67,6 +68,29 @@ std::uint32_t thread_bound(const std::string& line) {
   return 0;
 }
 
+// Bytes of a kernel parameter declared on `line` (`.param [.align N] .u64 [.ptr …] name` or
+// `.param .align 8 .b8 name[24]`), 0 when the type is not recognised.
+std::uint32_t param_size(const std::string& line) {
+  std::istringstream in(line.substr(line.find(".param") + 6));
+  std::string tok;
+  std::uint32_t elem = 0;
+  while (in >> tok) {
+    if (tok == ".align") {
+      in >> tok;
+      continue;
+    }
+    if (tok.size() > 2 && tok[0] == '.' && std::strchr("busf", tok[1]) && std::isdigit(static_cast<unsigned char>(tok[2]))) {
+      elem = static_cast<std::uint32_t>(std::atoi(tok.c_str() + 2)) / 8;
+      continue;
+    }
+    if (tok[0] == '.') continue;  // .ptr, .global, …
+    break;                        // the name
+  }
+  auto bracket = tok.find('[');
+  std::uint32_t count = bracket == std::string::npos ? 1 : static_cast<std::uint32_t>(std::atoi(tok.c_str() + bracket + 1));
+  return elem * count;
+}
+
 }  // namespace
 
 Module parse_ptx(const char* text) {
@@ -108,7 +132,10 @@ Module parse_ptx(const char* text) {
     if (current.empty()) continue;
     Entry& e = m.entries[current];
     if (in_signature) {
-      if (line.find(".param") != std::string::npos) ++e.params;
+      if (line.find(".param") != std::string::npos) {
+        ++e.params;
+        e.param_bytes.push_back(param_size(line));
+      }
       if (std::uint32_t b = thread_bound(line)) e.max_threads = b;
       if (line.find('{') == std::string::npos) continue;
       in_signature = false;

@@ -5,12 +5,14 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace standin {
 
 // One `.entry` of a module.
 struct Entry {
   int params = 0;                   // number of `.param` in the signature
+  std::vector<std::uint32_t> param_bytes;  // size of each, in order (what a launch copies)
   std::uint64_t static_shared = 0;  // bytes of `.shared` it declares or references
   std::uint32_t max_threads = 0;    // product of `.maxntid`/`.reqntid`; 0 when not given
 };

@@ -19,11 +19,33 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 namespace standin {
 
 // Whether [ptr, ptr + bytes) lies inside one live allocation of the standin's cuMemAlloc.
 bool span_ok(std::uint64_t ptr, std::uint64_t bytes);
+
+// Work issued to a stream: a kernel launch, a GEMM, a device-to-device copy, with every argument
+// held by value. Returns a CUresult (cuBLAS calls map their failures to one).
+using Work = std::function<int()>;
+
+// Issues `work` to `stream` (nullptr: the legacy stream): recorded when the stream is capturing,
+// else run now. Returns the CUresult of the call.
+int issue(void* stream, const char* call, Work work);
+
+// For a synchronous call (`call`): while any stream captures, complains, invalidates those
+// captures and returns CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED; else 0.
+int refuse_while_capturing(const char* call);
+
+// For a call that cannot be captured on `stream` (a copy with pageable host memory, a
+// synchronisation): when `stream` captures, invalidates it and returns
+// CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED; an unknown stream is CUDA_ERROR_INVALID_HANDLE; else 0.
+int capture_refuses(void* stream, const char* call);
+
+// Whether cuMemAlloc may run now: not while a stream captures in the global or thread-local
+// mode (the call then invalidates that capture).
+bool alloc_allowed_now();
 
 // One line on stderr: "standin: <msg>".
 void complain(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
