@@ -18,7 +18,8 @@
 # no newer than the driver (PTX from a newer NVRTC does not load), cuBLAS of the driver's major
 # version; (2) reruns the CUDA backend's test suite with SDSERVE_TEST_DEVICE=cuda:0: every op
 # through the Tensor API against the CPU backend, and the tiny txt2img/img2img parity; (3) runs
-# the SD 1.5-shaped 512×512 Euler a benchmark on the GPU (the default precision and bf16)
+# the SD 1.5-shaped 512×512 Euler a benchmark on the GPU (the default precision, bf16, and the
+# default without the UNet step recorded as a CUDA graph)
 # beside diffusers fp16 (SDPA) on the same GPU, and prints one table; (4) where the machine has
 # compute-sanitizer, runs memcheck and racecheck over the device tests.
 set -euo pipefail
@@ -130,6 +131,10 @@ timeout 200 "$BUNDLE/pipeline-bench" --model "$model" --device cuda:0 --size $si
 # cores too: the second row says what the VAE's precision costs.
 timeout 120 "$BUNDLE/pipeline-bench" --model "$model" --device cuda:0 --size $size --steps $steps --precision bf16 \
     | tee "$run/ours-bf16.txt" || echo "(our bf16 benchmark FAILED or timed out: see above)"
+# The default records each run's UNet step as a CUDA graph (one launch instead of ~1,400 per
+# step); the third row runs every step launch by launch, to show what the graph saves.
+SDSERVE_CUDA_GRAPHS=0 timeout 120 "$BUNDLE/pipeline-bench" --model "$model" --device cuda:0 --size $size --steps $steps \
+    | tee "$run/ours-nograph.txt" || echo "(our benchmark without graphs FAILED or timed out: see above)"
 
 # The reference: diffusers fp16 with SDPA on the same GPU, the same weights, the same settings.
 if ! "$PYTHON" -c 'import diffusers' 2>/dev/null && ls "$BUNDLE"/wheels/*.whl >/dev/null 2>&1; then
@@ -162,7 +167,7 @@ if device == "cuda":
 PY
 
 echo "== the table (${size}x${size}, $steps steps, Euler a, batch 1 with CFG; $MODE)"
-"$PYTHON" - "$run/ours.txt" "$run/ours-bf16.txt" "$run/ref.txt" "$ref_name" <<'PY'
+"$PYTHON" - "$run/ours.txt" "$run/ours-bf16.txt" "$run/ours-nograph.txt" "$run/ref.txt" "$ref_name" <<'PY'
 import sys
 def results(path):
     out = {}
@@ -174,13 +179,13 @@ def results(path):
     except OSError:
         pass
     return out
-ours, ours_bf16, ref = results(sys.argv[1]), results(sys.argv[2]), results(sys.argv[3])
+ours, ours_bf16, ours_nograph, ref = (results(p) for p in sys.argv[1:5])
 def cell(r, k, fmt):
     return fmt.format(r[k]) if k in r else "n/a"
 print("| | it/s (steps / generation) | generation, s | peak memory, MiB (in use / held) | it/s vs diffusers |")
 print("|---|---|---|---|---|")
 rows = (("sdserve, f16 (VAE f32): the default", ours), ("sdserve, bf16 (VAE bf16 too)", ours_bf16),
-        (sys.argv[4], ref))
+        ("sdserve, f16, no CUDA graph", ours_nograph), (sys.argv[5], ref))
 for name, r in rows:
     ratio = f"{r['it_per_s'] / ref['it_per_s']:.2f}×" if "it_per_s" in r and "it_per_s" in ref else "n/a"
     mem = f"{cell(r, 'peak_in_use_mib', '{:.0f}')} / {cell(r, 'peak_held_mib', '{:.0f}')}"

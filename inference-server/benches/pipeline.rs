@@ -174,9 +174,15 @@ fn run(args: &Args) -> Result<(), String> {
         Some(dir) => format!("model {}", dir.display()),
         None => "SD 1.5 shapes".to_string(),
     };
+    // On a GPU the UNet step is recorded as a CUDA graph unless SDSERVE_CUDA_GRAPHS=0.
+    let graphs = match (&gpu, inference_server::engine::graphs_enabled()) {
+        (None, _) => "",
+        (Some(_), true) => ", UNet step as a CUDA graph",
+        (Some(_), false) => ", no CUDA graph (SDSERVE_CUDA_GRAPHS=0)",
+    };
     println!(
         "| sdserve, {model}, f16 weights, --precision {precision:?}, {threads} threads, \
-         {w}×{h}, {} | seconds |",
+         {w}×{h}, {}{graphs} | seconds |",
         device.describe()
     );
     println!("|---|---|");

@@ -349,7 +349,10 @@ impl Pipeline {
                 previews: previews.as_deref(),
             })
         };
-        Ok(runner(&mut model, rng, &mut progress)?)
+        let latent = runner(&mut model, rng, &mut progress);
+        // The recorded step's buffers go back to the pool before the VAE needs memory.
+        run.unet_step.finish();
+        Ok(latent?)
     }
 
     /// The guided prediction for a model-scaled batch `x` at timestep `t`.

@@ -37,6 +37,11 @@ impl StepGraph {
         matches!(*self.0.borrow(), State::Recorded(_))
     }
 
+    /// Drops the recording (its buffers return to the pool); a later step starts over.
+    pub(crate) fn finish(&self) {
+        *self.0.borrow_mut() = State::First;
+    }
+
     /// The UNet's prediction for `input` at `timestep` given `ctx`, through the recording when
     /// there is one. Returns the f32 values of `[B, C, h, w]`.
     pub(crate) fn predict(
