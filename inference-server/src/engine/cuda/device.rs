@@ -196,18 +196,30 @@ impl CudaDevice {
     /// multiple resizes with the same few index arrays every step: uploading them once saves the
     /// copies, and lets the step be recorded as a graph (an upload cannot be recorded).
     pub(crate) fn cached_ids(&self, ids: &[u32]) -> Result<Option<u64>, CudaError> {
-        let mut cache = self.0.ids.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(&ptr) = cache.get(ids) {
-            return Ok(Some(ptr));
+        let cache = || self.0.ids.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let cache = cache();
+            if let Some(&ptr) = cache.get(ids) {
+                return Ok(Some(ptr));
+            }
+            if cache.len() >= ID_CACHE_MAX {
+                return Ok(None);
+            }
         }
-        if cache.len() >= ID_CACHE_MAX {
-            return Ok(None);
-        }
+        // Not under the lock: the runtime may make this thread wait for another's capture,
+        // which may itself be here.
         let bytes = (ids.len() * 4).max(4);
         let ptr = self.0.rt.alloc(bytes)?;
         if let Err(e) = self.0.rt.htod(ptr, bytemuck::cast_slice(ids)) {
             self.0.rt.free(ptr, bytes);
             return Err(e);
+        }
+        let mut cache = cache();
+        if let Some(&first) = cache.get(ids) {
+            // Another thread uploaded the same array meanwhile.
+            drop(cache);
+            self.0.rt.free(ptr, bytes);
+            return Ok(Some(first));
         }
         cache.insert(ids.to_vec(), ptr);
         Ok(Some(ptr))

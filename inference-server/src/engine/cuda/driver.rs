@@ -9,18 +9,18 @@
 //! each launch runs after the copies and launches before it and a copy back to the host waits
 //! for them. It is not the legacy default stream because only a created stream can be captured
 //! into a CUDA graph (see [`Runtime::begin_capture`]). While one thread captures, the others
-//! wait at the runtime's entry (`make_current`): their work must not land in its graph.
+//! wait at the runtime's entry (`gate.rs`): their work must not land in its graph.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
-use std::sync::{Condvar, Mutex};
-use std::thread::ThreadId;
+use std::sync::Mutex;
 
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{result as drv, sys as drv_sys};
 
 use super::device::{Gemm, Runtime};
 use super::error::CudaError;
+use super::gate::{Gate, Pass};
 use super::launch::{LaunchCfg, Launcher};
 use super::lt::{self, Lt};
 use super::nvrtc::{self, KernelCache};
@@ -36,9 +36,8 @@ pub(crate) struct DriverRuntime {
     blas: blas_sys::cublasHandle_t,
     lt: Lt,
     stream: drv_sys::CUstream,
-    /// The thread capturing a graph on `stream`, if any; others wait on `capture_done`.
-    capturer: Mutex<Option<ThreadId>>,
-    capture_done: Condvar,
+    /// Who may issue work on `stream` (one thread while it captures).
+    gate: Gate,
     sm: (i32, i32),
     name: String,
 }
@@ -181,25 +180,22 @@ impl DriverRuntime {
             blas,
             lt,
             stream,
-            capturer: Mutex::new(None),
-            capture_done: Condvar::new(),
+            gate: Gate::default(),
             sm,
             name,
         })
     }
 
-    /// Every entry point's first step: waits while another thread captures a graph (its work
-    /// would be recorded into that graph), then makes the context current on this thread.
+    /// Every entry point's first step, held for the call: waits while another thread captures
+    /// a graph (its work would be recorded into that graph), then makes the context current on
+    /// this thread.
+    fn enter(&self) -> Result<Pass<'_>, CudaError> {
+        let pass = self.gate.enter();
+        self.make_current()?;
+        Ok(pass)
+    }
+
     fn make_current(&self) -> Result<(), CudaError> {
-        let me = std::thread::current().id();
-        let mut capturer = self.capturer.lock().unwrap_or_else(|p| p.into_inner());
-        while capturer.is_some_and(|t| t != me) {
-            capturer = self
-                .capture_done
-                .wait(capturer)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        drop(capturer);
         // SAFETY: the context is retained for the runtime's lifetime.
         unsafe { drv::ctx::set_current(self.ctx) }.map_err(|e| driver_err("cuCtxSetCurrent", e))
     }
@@ -235,7 +231,7 @@ impl Launcher for DriverRuntime {
         cfg: LaunchCfg,
         params: &mut [*mut c_void],
     ) -> Result<(), CudaError> {
-        self.make_current()?;
+        let _pass = self.enter()?;
         let f = self.function(kernel)?;
         let [gx, gy, gz] = cfg.grid;
         let [bx, by, bz] = cfg.block;
@@ -257,7 +253,7 @@ impl Launcher for DriverRuntime {
 
 impl Runtime for DriverRuntime {
     fn alloc(&self, bytes: usize) -> Result<u64, CudaError> {
-        self.make_current()?;
+        let _pass = self.enter()?;
         // SAFETY: the context is current.
         unsafe { drv::malloc_sync(bytes) }.map_err(|e| match driver_err("cuMemAlloc", e) {
             CudaError::OutOfMemory { .. } => CudaError::OutOfMemory {
@@ -268,14 +264,14 @@ impl Runtime for DriverRuntime {
     }
 
     fn free(&self, ptr: u64, _bytes: usize) {
-        if self.make_current().is_ok() {
+        if let Ok(_pass) = self.enter() {
             // SAFETY: `ptr` came from cuMemAlloc and is not used after this.
             let _ = unsafe { drv::free_sync(ptr) };
         }
     }
 
     fn htod(&self, dst: u64, src: &[u8]) -> Result<(), CudaError> {
-        self.make_current()?;
+        let _pass = self.enter()?;
         // SAFETY: `dst` is an allocation of at least `src.len()` bytes. From pageable memory
         // the call returns once `src` has been staged, so it may be dropped after it.
         unsafe { drv::memcpy_htod_async(dst, src, self.stream) }
@@ -283,7 +279,7 @@ impl Runtime for DriverRuntime {
     }
 
     fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<(), CudaError> {
-        self.make_current()?;
+        let _pass = self.enter()?;
         // SAFETY: `src` is an allocation of at least `dst.len()` bytes; the stream is synchronised
         // before `dst` is handed back.
         unsafe { drv::memcpy_dtoh_async(dst, src, self.stream) }
@@ -292,23 +288,25 @@ impl Runtime for DriverRuntime {
     }
 
     fn dtod(&self, dst: u64, src: u64, bytes: usize) -> Result<(), CudaError> {
-        self.make_current()?;
+        let _pass = self.enter()?;
         // SAFETY: both are allocations of at least `bytes` bytes (the caller's contract).
         unsafe { drv::memcpy_dtod_async(dst, src, bytes, self.stream) }
             .map_err(|e| driver_err("cuMemcpyDtoDAsync", e))
     }
 
     fn begin_capture(&self) -> Result<(), CudaError> {
-        self.make_current()?;
-        *self.capturer.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(std::thread::current().id());
+        self.gate.begin_capture();
+        if let Err(e) = self.make_current() {
+            self.gate.end_capture();
+            return Err(e);
+        }
         // Relaxed: a pool miss may still call cuMemAlloc during the capture (legal in this mode;
         // the buffer then simply exists before the graph runs).
         let mode = drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED;
         // SAFETY: the stream is live and not capturing (one capture at a time, this thread's).
         let r = unsafe { drv_sys::cuStreamBeginCapture_v2(self.stream, mode) }.result();
         r.map_err(|e| {
-            self.release_capture();
+            self.gate.end_capture();
             driver_err("cuStreamBeginCapture", e)
         })
     }
@@ -317,7 +315,7 @@ impl Runtime for DriverRuntime {
         let mut graph = std::ptr::null_mut();
         // SAFETY: this thread began the capture on the stream.
         let ended = unsafe { drv_sys::cuStreamEndCapture(self.stream, &mut graph) }.result();
-        self.release_capture();
+        self.gate.end_capture();
         ended.map_err(|e| driver_err("cuStreamEndCapture", e))?;
         let mut exec = std::ptr::null_mut();
         // SAFETY: `graph` is the graph just captured; the executable copies what it needs, so
@@ -332,7 +330,7 @@ impl Runtime for DriverRuntime {
     }
 
     fn launch_graph(&self, exec: u64) -> Result<(), CudaError> {
-        self.make_current()?;
+        let _pass = self.enter()?;
         // SAFETY: `exec` came from `end_capture` and is not destroyed yet (the caller's contract).
         unsafe { drv_sys::cuGraphLaunch(exec as drv_sys::CUgraphExec, self.stream) }
             .result()
@@ -340,7 +338,7 @@ impl Runtime for DriverRuntime {
     }
 
     fn destroy_graph(&self, exec: u64) {
-        if self.make_current().is_ok() {
+        if let Ok(_pass) = self.enter() {
             // SAFETY: as in `launch_graph`; it is not used after this. Launches already issued
             // complete (the driver defers the release).
             let _ = unsafe { drv_sys::cuGraphExecDestroy(exec as drv_sys::CUgraphExec) };
@@ -348,7 +346,7 @@ impl Runtime for DriverRuntime {
     }
 
     fn gemm(&self, g: &Gemm) -> Result<(), CudaError> {
-        self.make_current()?;
+        let _pass = self.enter()?;
         if g.bias == 0 {
             return self.blas_gemm(g);
         }
@@ -383,7 +381,7 @@ impl Runtime for DriverRuntime {
     }
 
     fn synchronize(&self) -> Result<(), CudaError> {
-        self.make_current()?;
+        let _pass = self.enter()?;
         self.sync_stream()
     }
 
@@ -398,12 +396,6 @@ impl DriverRuntime {
         // SAFETY: the stream is live for the runtime's lifetime.
         unsafe { drv::stream::synchronize(self.stream) }
             .map_err(|e| driver_err("cuStreamSynchronize", e))
-    }
-
-    /// Ends this thread's hold on the stream, letting waiting threads in.
-    fn release_capture(&self) {
-        *self.capturer.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.capture_done.notify_all();
     }
 
     /// `g` without its bias on cuBLAS (`GemmStridedBatchedEx`, f32 compute).

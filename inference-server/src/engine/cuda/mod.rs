@@ -23,6 +23,7 @@ pub(crate) mod emu;
 #[cfg(feature = "cuda-emu")]
 pub(crate) mod emu_runtime;
 pub(crate) mod error;
+pub(crate) mod gate;
 pub(crate) mod graph;
 pub(crate) mod launch;
 pub(crate) mod lt;
