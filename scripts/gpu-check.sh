@@ -20,7 +20,8 @@
 # through the Tensor API against the CPU backend, and the tiny txt2img/img2img parity; (3) runs
 # the SD 1.5-shaped 512×512 Euler a benchmark on the GPU (the default precision, bf16, and the
 # default without the UNet step recorded as a CUDA graph)
-# beside diffusers fp16 (SDPA) on the same GPU, and prints one table; (4) where the machine has
+# beside diffusers fp16 (SDPA) on the same GPU, and prints one table; (4) prints the GPU time
+# per kernel family and per kernel of a profiled run; (5) where the machine has
 # compute-sanitizer, runs memcheck and racecheck over the device tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -191,6 +192,13 @@ for name, r in rows:
     mem = f"{cell(r, 'peak_in_use_mib', '{:.0f}')} / {cell(r, 'peak_held_mib', '{:.0f}')}"
     print(f"| {name} | {cell(r, 'it_per_s', '{:.2f}')} | {cell(r, 'total_seconds', '{:.2f}')} | {mem} | {ratio} |")
 PY
+
+# Where the GPU's time goes: every kernel and GEMM bracketed by events (SDSERVE_PROFILE=1; the
+# steps then run without a graph, so this run's wall time is not a benchmark).
+echo "== GPU time per kernel (SDSERVE_PROFILE=1, $size×$size, 5 steps)"
+SDSERVE_PROFILE=1 timeout 120 "$BUNDLE/pipeline-bench" --model "$model" --device cuda:0 --size $size --steps 5 \
+    2>"$run/profile.err" | sed -n '/^GPU time by kernel family/,$p' \
+    || { tail -n 5 "$run/profile.err"; echo "(the profiled run FAILED or timed out)"; }
 
 # Last, after the table: NVIDIA's own checkers over the device tests, where the machine has
 # them: memcheck (out-of-bounds and misaligned accesses) and racecheck (shared-memory hazards a

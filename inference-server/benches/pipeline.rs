@@ -9,7 +9,8 @@
 //! - `write-tiny-model <dir>`: the tests' tiny SD 1.x folder instead, for a dry run of the
 //!   script's flow (`scripts/gpu-check.sh --standin`), not for timing.
 //! - `[--model <dir>] [--size N] [--steps N]`: run the benchmark (`SDSERVE_PROFILE=1` adds the
-//!   per-op table of the whole generation on stderr) (defaults: a model written to
+//!   per-op table of the whole generation on stderr; on a GPU, the GPU time per kernel family
+//!   and per kernel on stdout, steps run without a CUDA graph) (defaults: a model written to
 //!   a temp dir, 512×512, 20 steps, `--device cpu`). `--size 128 --steps 2` is a quick smoke
 //!   test; `--device cuda:0` runs it on a GPU (`scripts/gpu-check.sh`); `--precision bf16`
 //!   computes in bf16 (`f32`, `f16`, `bf16`; default: the device's, f32 on the CPU).
@@ -131,8 +132,8 @@ fn run(args: &Args) -> Result<(), String> {
     };
     if let Some(gpu) = &gpu {
         // As the diffusers reference does: one generation first, so the timed one measures
-        // the steady state (kernels loaded, each convolution shape's choice measured, the
-        // allocator's pool filled), then memory peaks from here.
+        // the steady state (kernels loaded, each convolution shape's choice measured), then
+        // memory peaks from here.
         let warm = Txt2ImgParams {
             steps: 2,
             ..params.clone()
@@ -142,7 +143,14 @@ fn run(args: &Args) -> Result<(), String> {
                 ControlFlow::Continue(())
             })
             .map_err(|e| e.to_string())?;
+        // The first generation measured each convolution shape on both paths; what that left
+        // pooled is not the steady state's need (diffusers' warm-up leaves nothing similar).
+        gpu.empty_cache();
         gpu.reset_peak_memory();
+        // Under SDSERVE_PROFILE=1: the warm-up's kernel times are dropped.
+        if let Some(times) = gpu.kernel_times() {
+            times.map_err(|e| e.to_string())?;
+        }
     }
     // Step `i` runs from its event to the next one (the last step ends at the VAE decode,
     // so it is left out of the per-step median).
@@ -213,12 +221,63 @@ fn run(args: &Args) -> Result<(), String> {
         println!("RESULT peak_held_mib {}", mib(m.peak_held));
     }
     println!("RESULT threads {threads}");
+    if let Some(times) = gpu.as_ref().and_then(|g| g.kernel_times()) {
+        print_kernel_times(&times.map_err(|e| e.to_string())?, args.steps);
+    }
     if profile::enabled() {
         // SDSERVE_PROFILE=1: where the whole generation went, per op (divide by the steps for
         // one step's share; the prompt encoding and VAE decode ops are in it too).
         eprintln!("{}", profile::report());
     }
     Ok(())
+}
+
+/// The GPU's time per kernel over the timed generation (SDSERVE_PROFILE=1 on a GPU): by
+/// family (the kernel name without its dtype; GEMMs together), then the 25 largest entries.
+fn print_kernel_times(times: &[inference_server::engine::KernelTime], steps: usize) {
+    let total: f64 = times.iter().map(|t| t.ms).sum();
+    let family = |name: &str| -> String {
+        if name.starts_with("gemm ") {
+            return "gemm (cuBLAS, cuBLASLt)".into();
+        }
+        let cut = ["_f32", "_f16", "_bf16"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s));
+        cut.unwrap_or(name).to_string()
+    };
+    let mut families: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
+    for t in times {
+        let f = families.entry(family(&t.name)).or_default();
+        f.0 += t.calls;
+        f.1 += t.ms;
+    }
+    let mut families: Vec<_> = families.into_iter().collect();
+    families.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    println!();
+    println!(
+        "GPU time by kernel family over the generation ({total:.1} ms; {steps} steps, prompt, VAE):"
+    );
+    println!("| kernel family | launches | ms | share |");
+    println!("|---|---|---|---|");
+    for (name, (calls, ms)) in &families {
+        println!(
+            "| {name} | {calls} | {ms:.2} | {:.1}% |",
+            100.0 * ms / total.max(1e-9)
+        );
+    }
+    println!();
+    println!("| kernel or GEMM shape (largest 25) | launches | ms | share |");
+    println!("|---|---|---|---|");
+    for t in times.iter().take(25) {
+        println!(
+            "| {} | {} | {:.2} | {:.1}% |",
+            t.name,
+            t.calls,
+            t.ms,
+            100.0 * t.ms / total.max(1e-9)
+        );
+    }
+    println!("RESULT gpu_kernel_ms {total}");
 }
 
 fn main() {

@@ -37,7 +37,8 @@ impl std::fmt::Debug for Recorded {
 impl Device {
     /// Records `f` applied to copies of `inputs` as a CUDA graph and launches it once, so the
     /// returned [`Recorded`]'s output is `f(inputs)`. `Ok(None)` when this device does not
-    /// record (the CPU, the emulator, `SDSERVE_CUDA_GRAPHS=0`): the caller runs `f` itself.
+    /// record (the CPU, the emulator, `SDSERVE_CUDA_GRAPHS=0`, `SDSERVE_PROFILE=1`): the caller
+    /// runs `f` itself.
     /// `f` must issue device work only: no copies to or from the host and no reads of tensor
     /// values, which would fail the recording.
     pub fn record<E: From<EngineError>>(
@@ -48,7 +49,8 @@ impl Device {
         let Device::Cuda(dev) = self else {
             return Ok(None);
         };
-        if dev.is_emulated() || !graphs_enabled() {
+        // A profiled run (SDSERVE_PROFILE=1) times each kernel: a graph would hide them.
+        if dev.is_emulated() || !graphs_enabled() || super::profile::enabled() {
             return Ok(None);
         }
         let inputs = inputs

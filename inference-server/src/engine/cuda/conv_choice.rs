@@ -230,6 +230,9 @@ mod tests {
             unreachable!("not used")
         }
         fn destroy_graph(&self, _: u64) {}
+        fn kernel_times(&self) -> Option<Result<Vec<crate::engine::cuda::KernelTime>, CudaError>> {
+            None
+        }
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub(crate) trait Runtime: Launcher {
     fn launch_graph(&self, exec: u64) -> Result<(), CudaError>;
     /// Frees a graph from [`Runtime::end_capture`].
     fn destroy_graph(&self, exec: u64);
+    /// Under profiling (`SDSERVE_PROFILE=1` on a GPU): the GPU time per kernel of the work since
+    /// the last call, once it has finished. `None` when this runtime does not profile.
+    fn kernel_times(&self) -> Option<Result<Vec<super::profile::KernelTime>, CudaError>>;
 }
 
 /// What a device's allocator holds, in bytes: the numbers a benchmark compares with PyTorch's
@@ -225,6 +228,16 @@ impl CudaDevice {
         Ok(Some(ptr))
     }
 
+    /// Under `SDSERVE_PROFILE=1` on a GPU: the GPU time per kernel (and per GEMM shape) of the
+    /// work issued since the last call, largest first, once it has finished; `None` when this
+    /// device does not profile (the CPU-side profile covers the emulator).
+    pub fn kernel_times(
+        &self,
+    ) -> Option<Result<Vec<super::KernelTime>, crate::engine::EngineError>> {
+        let times = self.0.rt.kernel_times()?;
+        Some(times.map_err(|e| super::storage::engine_err("kernel times", e)))
+    }
+
     /// The allocator's current and peak bytes (see [`MemoryStats`]).
     pub fn memory_stats(&self) -> MemoryStats {
         let pool = self.pool();
@@ -245,6 +258,13 @@ impl CudaDevice {
     /// Starts the peaks over from the current values, to measure one piece of work.
     pub fn reset_peak_memory(&self) {
         self.pool().reset_peaks();
+    }
+
+    /// Returns the pooled buffers no tensor or graph holds to the driver (PyTorch's
+    /// `empty_cache`): a benchmark's steady state then holds only what its work needs, not what
+    /// a first run's measurements (both convolution paths) left in the pool.
+    pub fn empty_cache(&self) {
+        self.trim();
     }
 
     /// Returns every pooled buffer to the driver.

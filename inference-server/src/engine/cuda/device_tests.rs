@@ -409,3 +409,41 @@ fn a_recording_that_reads_back_to_the_host_fails_and_the_device_keeps_working() 
         assert_eq!(d.memory_stats().in_use % 256, 0);
     }
 }
+
+/// Under `SDSERVE_PROFILE=1` a GPU times every kernel and library GEMM on the GPU, by name
+/// (`standin_tests.rs` runs this with it set), and records no graphs; otherwise, and on the
+/// emulator, there are no kernel times.
+#[test]
+fn under_profile_a_gpu_times_each_kernel_and_gemm_and_records_no_graph() {
+    let dev = emu();
+    let Device::Cuda(d) = &dev else {
+        panic!("the device under test is a CUDA device")
+    };
+    let x = Tensor::from_vec(values(6 * 40, 7), (6, 40), &dev).unwrap();
+    let w = Tensor::from_vec(values(24 * 40, 8), (24, 40), &dev).unwrap();
+    let profiled = !d.is_emulated() && crate::engine::profile::enabled();
+    if let Some(times) = d.kernel_times() {
+        times.unwrap(); // what came before this test
+    }
+    let y = x.add(&x).unwrap().linear(&w, None).unwrap();
+    let _ = y.to_vec_f32().unwrap();
+    let Some(times) = d.kernel_times() else {
+        assert!(!profiled, "{dev:?} is profiled, yet it has no kernel times");
+        return;
+    };
+    assert!(
+        profiled,
+        "{dev:?} has kernel times without SDSERVE_PROFILE=1"
+    );
+    let times = times.unwrap();
+    let find = |prefix: &str| times.iter().find(|t| t.name.starts_with(prefix));
+    let add = find("add_").unwrap_or_else(|| panic!("no add kernel in {times:?}"));
+    let gemm = find("gemm f32 6×24×40").unwrap_or_else(|| panic!("no GEMM in {times:?}"));
+    assert!(add.calls >= 1 && gemm.calls == 1, "{times:?}");
+    assert!(
+        times.iter().all(|t| t.ms >= 0.0 && t.ms.is_finite()),
+        "{times:?}"
+    );
+    let recorded = dev.record(&[&x], |x| x[0].add(&x[0])).unwrap();
+    assert!(recorded.is_none(), "a profiled GPU recorded a graph");
+}

@@ -25,6 +25,7 @@ use super::launch::{LaunchCfg, Launcher};
 use super::lt::{self, Lt};
 use super::nvrtc::{self, KernelCache};
 use super::ops::elementwise as ew;
+use super::profile::{KernelTime, Profiler};
 use crate::engine::DType;
 
 /// A GPU's context, kernel modules and cuBLAS handle.
@@ -38,6 +39,8 @@ pub(crate) struct DriverRuntime {
     stream: drv_sys::CUstream,
     /// Who may issue work on `stream` (one thread while it captures).
     gate: Gate,
+    /// GPU time per kernel, under `SDSERVE_PROFILE=1`.
+    profiler: Option<Profiler>,
     sm: (i32, i32),
     name: String,
 }
@@ -181,6 +184,7 @@ impl DriverRuntime {
             lt,
             stream,
             gate: Gate::default(),
+            profiler: Profiler::from_env(),
             sm,
             name,
         })
@@ -235,19 +239,22 @@ impl Launcher for DriverRuntime {
         let f = self.function(kernel)?;
         let [gx, gy, gz] = cfg.grid;
         let [bx, by, bz] = cfg.block;
-        // SAFETY: `f` is a loaded kernel; the ops wrappers pack `params` to its signature and
-        // size every buffer for the launch (see `Launcher`).
-        unsafe {
-            drv::launch_kernel(
-                f,
-                (gx, gy, gz),
-                (bx, by, bz),
-                cfg.shared_mem_bytes,
-                self.stream,
-                params,
-            )
-        }
-        .map_err(|e| driver_err(&format!("cuLaunchKernel({kernel})"), e))
+        let issue = || {
+            // SAFETY: `f` is a loaded kernel; the ops wrappers pack `params` to its signature
+            // and size every buffer for the launch (see `Launcher`).
+            unsafe {
+                drv::launch_kernel(
+                    f,
+                    (gx, gy, gz),
+                    (bx, by, bz),
+                    cfg.shared_mem_bytes,
+                    self.stream,
+                    params,
+                )
+            }
+            .map_err(|e| driver_err(&format!("cuLaunchKernel({kernel})"), e))
+        };
+        self.timed(|| kernel.to_string(), issue)
     }
 }
 
@@ -347,10 +354,18 @@ impl Runtime for DriverRuntime {
 
     fn gemm(&self, g: &Gemm) -> Result<(), CudaError> {
         let _pass = self.enter()?;
+        let name = || {
+            let batch = if g.batch > 1 {
+                format!(" ×{}", g.batch)
+            } else {
+                String::new()
+            };
+            format!("gemm {} {}×{}×{}{batch}", g.dtype, g.m, g.n, g.k)
+        };
         if g.bias == 0 {
-            return self.blas_gemm(g);
+            return self.timed(name, || self.blas_gemm(g));
         }
-        if self.lt.gemm_bias(g)? {
+        if self.timed(name, || self.lt.gemm_bias(g))? {
             return Ok(());
         }
         // No cuBLASLt kernel for this shape: cuBLAS, then the bias as a broadcast add over the
@@ -361,7 +376,7 @@ impl Runtime for DriverRuntime {
                 g.ldc, g.n
             )));
         }
-        self.blas_gemm(g)?;
+        self.timed(name, || self.blas_gemm(g))?;
         let dims = [g.batch * g.m, g.n];
         ew::binary(
             self,
@@ -388,9 +403,26 @@ impl Runtime for DriverRuntime {
     fn model(&self) -> String {
         format!("{} sm_{}{}", self.name, self.sm.0, self.sm.1)
     }
+
+    fn kernel_times(&self) -> Option<Result<Vec<KernelTime>, CudaError>> {
+        let profiler = self.profiler.as_ref()?;
+        Some(self.enter().and_then(|_pass| profiler.take()))
+    }
 }
 
 impl DriverRuntime {
+    /// Issues `work`, between profiling events when profiling.
+    fn timed<T>(
+        &self,
+        name: impl FnOnce() -> String,
+        work: impl FnOnce() -> Result<T, CudaError>,
+    ) -> Result<T, CudaError> {
+        match &self.profiler {
+            Some(p) => p.time(self.stream, name, work),
+            None => work(),
+        }
+    }
+
     /// Waits for the stream's work (the context is current).
     fn sync_stream(&self) -> Result<(), CudaError> {
         // SAFETY: the stream is live for the runtime's lifetime.

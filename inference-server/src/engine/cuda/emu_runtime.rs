@@ -225,6 +225,10 @@ impl Runtime for EmuRuntime {
 
     fn destroy_graph(&self, _exec: u64) {}
 
+    fn kernel_times(&self) -> Option<Result<Vec<super::profile::KernelTime>, CudaError>> {
+        None
+    }
+
     fn tensor_cores(&self) -> bool {
         // The emulator runs the mma.sync path's per-lane twin, so f16 attention takes the
         // same kernel a sm_80+ GPU does.

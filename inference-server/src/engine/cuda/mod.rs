@@ -30,9 +30,11 @@ pub(crate) mod lt;
 pub(crate) mod nvrtc;
 pub(crate) mod ops;
 pub(crate) mod pool;
+pub(crate) mod profile;
 pub(crate) mod storage;
 
 pub use device::{CudaDevice, MemoryStats};
+pub use profile::KernelTime;
 
 #[cfg(all(test, feature = "cuda-emu"))]
 mod device_tests;

@@ -198,3 +198,19 @@ fn a_driver_that_cannot_capture_graphs_leaves_every_step_to_run_as_it_comes() {
         tail(&out)
     );
 }
+
+#[test]
+fn under_profile_the_driver_times_kernels_with_events() {
+    if should_run("under_profile_the_driver_times_kernels_with_events") {
+        let out = rerun(
+            &["engine::cuda::device_tests::under_profile"],
+            &[("SDSERVE_PROFILE", "1")],
+        );
+        let (passed, failed) = counts(&out);
+        assert!(
+            out.status.success() && failed == 0 && passed == 1,
+            "under SDSERVE_PROFILE=1:\n{}",
+            tail(&out)
+        );
+    }
+}

@@ -3,7 +3,7 @@
 // Capture"). The standin runs work when it is issued, so a stream is a queue only while it
 // captures: launches, GEMMs and device-to-device copies issued to a capturing stream are recorded
 // (arguments copied by value, as the driver does) instead of run, and cuGraphLaunch runs the
-// recorded work in order.
+// recorded work in order. Events (for the profiler) take the host's clock when recorded.
 //
 // What the driver refuses during a capture, the standin refuses too, and it invalidates the
 // capture so that cuStreamEndCapture fails as it would on a GPU: capturing the legacy stream,
@@ -11,6 +11,7 @@
 // the global capture mode. It is stricter in one place, on purpose: any synchronous call (copy,
 // cuCtxSynchronize, cuMemFree) while a stream captures is refused, because in this backend it
 // means work escaped the graph.
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -242,6 +243,48 @@ CUresult cuGraphDestroy(CUgraph graph) {
   std::lock_guard<std::mutex> lock(streams().mu);
   if (!streams().graphs.erase(graph)) return INVALID_HANDLE;
   delete graph;
+  return SUCCESS;
+}
+
+}  // extern "C"
+
+// Events: work runs when issued, so an event recorded on an idle stream completes at once and
+// its time is the host's clock then.
+struct CUevent_st {
+  std::chrono::steady_clock::time_point at;
+  bool recorded = false;
+};
+
+extern "C" {
+
+CUresult cuEventCreate(CUevent_st** event, unsigned flags) {
+  if (event == nullptr || flags > 0xf) return INVALID_VALUE;
+  *event = new CUevent_st;
+  return SUCCESS;
+}
+
+CUresult cuEventDestroy_v2(CUevent_st* event) {
+  if (event == nullptr) return INVALID_HANDLE;
+  delete event;
+  return SUCCESS;
+}
+
+CUresult cuEventRecord(CUevent_st* event, CUstream stream) {
+  if (event == nullptr) return INVALID_HANDLE;
+  // An event node in a graph is not modelled.
+  if (int r = standin::capture_refuses(stream, "cuEventRecord")) return r;
+  event->at = std::chrono::steady_clock::now();
+  event->recorded = true;
+  return SUCCESS;
+}
+
+CUresult cuEventSynchronize(CUevent_st* event) { return event == nullptr ? INVALID_HANDLE : SUCCESS; }
+
+CUresult cuEventElapsedTime(float* ms, CUevent_st* start, CUevent_st* end) {
+  if (ms == nullptr) return INVALID_VALUE;
+  if (start == nullptr || end == nullptr) return INVALID_HANDLE;
+  if (!start->recorded || !end->recorded) return 600;  // CUDA_ERROR_NOT_READY
+  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
   return SUCCESS;
 }
 

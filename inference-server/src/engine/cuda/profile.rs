@@ -1,0 +1,131 @@
+//! GPU time per kernel, to see where a step's time goes on a GPU (`SDSERVE_PROFILE=1`, as for
+//! the CPU backend's per-op profile). Each launch and GEMM is bracketed by two events on the
+//! stream, so the time measured is the GPU's own, not the host's issue time; the events cost
+//! the host a little, so a profiled run's wall time is not a benchmark. A profiled device does
+//! not record CUDA graphs (a graph's kernels cannot be told apart).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use cudarc::driver::sys as drv_sys;
+
+use super::error::CudaError;
+
+/// The GPU time of one kernel (or GEMM shape) over the profiled work.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The kernel's name (`group_norm_f16`), or `gemm <dtype> m×n×k` for a library GEMM.
+    pub name: String,
+    /// Launches.
+    pub calls: u64,
+    /// Milliseconds of GPU time, summed over the launches.
+    pub ms: f64,
+}
+
+struct Mark {
+    name: String,
+    start: drv_sys::CUevent,
+    end: drv_sys::CUevent,
+}
+
+/// The events of the work issued since the last [`Profiler::take`].
+pub(crate) struct Profiler {
+    marks: Mutex<Vec<Mark>>,
+}
+
+// SAFETY: events are plain driver handles, usable from any thread with the context current
+// (every caller has it current); the list is behind a mutex.
+unsafe impl Send for Profiler {}
+// SAFETY: as above.
+unsafe impl Sync for Profiler {}
+
+fn check(call: &str, r: drv_sys::CUresult) -> Result<(), CudaError> {
+    r.result().map_err(|e| CudaError::Driver {
+        call: call.into(),
+        message: format!("{:?}", e.0),
+    })
+}
+
+impl Profiler {
+    /// A profiler when `SDSERVE_PROFILE=1` (or `on`).
+    pub(crate) fn from_env() -> Option<Profiler> {
+        matches!(
+            std::env::var("SDSERVE_PROFILE").as_deref(),
+            Ok("1") | Ok("on")
+        )
+        .then(|| Profiler {
+            marks: Mutex::default(),
+        })
+    }
+
+    /// Issues `work` on `stream` between two events, counted under `name`. The context is
+    /// current.
+    pub(crate) fn time<T>(
+        &self,
+        stream: drv_sys::CUstream,
+        name: impl FnOnce() -> String,
+        work: impl FnOnce() -> Result<T, CudaError>,
+    ) -> Result<T, CudaError> {
+        let mut start = std::ptr::null_mut();
+        let mut end = std::ptr::null_mut();
+        // SAFETY: the events are created here, recorded on the live stream, and destroyed in
+        // `take` after the stream has finished with them.
+        unsafe {
+            check("cuEventCreate", drv_sys::cuEventCreate(&mut start, 0))?;
+            check("cuEventCreate", drv_sys::cuEventCreate(&mut end, 0))?;
+            check("cuEventRecord", drv_sys::cuEventRecord(start, stream))?;
+        }
+        let out = work();
+        // SAFETY: as above.
+        unsafe { check("cuEventRecord", drv_sys::cuEventRecord(end, stream))? };
+        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        marks.push(Mark {
+            name: name(),
+            start,
+            end,
+        });
+        out
+    }
+
+    /// Waits for the work timed so far and returns its GPU time by name, largest first; the
+    /// next work is timed afresh.
+    pub(crate) fn take(&self) -> Result<Vec<KernelTime>, CudaError> {
+        let marks = std::mem::take(&mut *self.marks.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut by_name: HashMap<String, (u64, f64)> = HashMap::new();
+        let mut first_err = None;
+        for m in marks {
+            let mut ms = 0f32;
+            // SAFETY: both events were recorded in `time`; they are not used after this.
+            let r = unsafe {
+                let r = drv_sys::cuEventSynchronize(m.end)
+                    .result()
+                    .and_then(|()| drv_sys::cuEventElapsedTime(&mut ms, m.start, m.end).result());
+                drv_sys::cuEventDestroy_v2(m.start);
+                drv_sys::cuEventDestroy_v2(m.end);
+                r
+            };
+            match r {
+                Ok(()) => {
+                    let e = by_name.entry(m.name).or_default();
+                    e.0 += 1;
+                    e.1 += f64::from(ms);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(CudaError::Driver {
+                        call: "cuEventElapsedTime".into(),
+                        message: format!("{:?}", e.0),
+                    });
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let mut times: Vec<KernelTime> = by_name
+            .into_iter()
+            .map(|(name, (calls, ms))| KernelTime { name, calls, ms })
+            .collect();
+        times.sort_by(|a, b| b.ms.total_cmp(&a.ms).then_with(|| a.name.cmp(&b.name)));
+        Ok(times)
+    }
+}
