@@ -222,7 +222,11 @@ fn run(args: &Args) -> Result<(), String> {
     }
     println!("RESULT threads {threads}");
     if let Some(times) = gpu.as_ref().and_then(|g| g.kernel_times()) {
-        print_kernel_times(&times.map_err(|e| e.to_string())?, args.steps);
+        // The generation: prompt encoding, the steps and the VAE decode.
+        let times = times.map_err(|e| e.to_string())?;
+        print!("\n{}", inference_server::engine::kernel_report(&times));
+        let total: f64 = times.iter().map(|t| t.ms).sum();
+        println!("RESULT gpu_kernel_ms {total}");
     }
     if profile::enabled() {
         // SDSERVE_PROFILE=1: where the whole generation went, per op (divide by the steps for
@@ -230,54 +234,6 @@ fn run(args: &Args) -> Result<(), String> {
         eprintln!("{}", profile::report());
     }
     Ok(())
-}
-
-/// The GPU's time per kernel over the timed generation (SDSERVE_PROFILE=1 on a GPU): by
-/// family (the kernel name without its dtype; GEMMs together), then the 25 largest entries.
-fn print_kernel_times(times: &[inference_server::engine::KernelTime], steps: usize) {
-    let total: f64 = times.iter().map(|t| t.ms).sum();
-    let family = |name: &str| -> String {
-        if name.starts_with("gemm ") {
-            return "gemm (cuBLAS, cuBLASLt)".into();
-        }
-        let cut = ["_f32", "_f16", "_bf16"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s));
-        cut.unwrap_or(name).to_string()
-    };
-    let mut families: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
-    for t in times {
-        let f = families.entry(family(&t.name)).or_default();
-        f.0 += t.calls;
-        f.1 += t.ms;
-    }
-    let mut families: Vec<_> = families.into_iter().collect();
-    families.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
-    println!();
-    println!(
-        "GPU time by kernel family over the generation ({total:.1} ms; {steps} steps, prompt, VAE):"
-    );
-    println!("| kernel family | launches | ms | share |");
-    println!("|---|---|---|---|");
-    for (name, (calls, ms)) in &families {
-        println!(
-            "| {name} | {calls} | {ms:.2} | {:.1}% |",
-            100.0 * ms / total.max(1e-9)
-        );
-    }
-    println!();
-    println!("| kernel or GEMM shape (largest 25) | launches | ms | share |");
-    println!("|---|---|---|---|");
-    for t in times.iter().take(25) {
-        println!(
-            "| {} | {} | {:.2} | {:.1}% |",
-            t.name,
-            t.calls,
-            t.ms,
-            100.0 * t.ms / total.max(1e-9)
-        );
-    }
-    println!("RESULT gpu_kernel_ms {total}");
 }
 
 fn main() {

@@ -219,8 +219,14 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     };
     let generation = pipeline.generate(&request, RunOptions::default(), &mut report)?;
     if inference_server::engine::profile::enabled() {
-        // SDSERVE_PROFILE=1: where the generation's CPU time went, op by op.
+        // SDSERVE_PROFILE=1: where the generation's CPU time went, op by op, and on a GPU the
+        // GPU's time per kernel.
         eprintln!("{}", inference_server::engine::profile::report());
+        if let Device::Cuda(d) = &device
+            && let Some(times) = d.kernel_times()
+        {
+            eprintln!("{}", inference_server::engine::kernel_report(&times?));
+        }
     }
     let pngs = generation_pngs(&generation)?;
     let many = pngs.len() > 1;

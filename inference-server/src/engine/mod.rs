@@ -60,7 +60,7 @@ pub fn cpu_bf16_native() -> bool {
 pub fn cpu_gemm_isa() -> &'static str {
     cpu::f32gemm::isa().name()
 }
-pub use cuda::{CudaDevice, KernelTime, MemoryStats};
+pub use cuda::{CudaDevice, KernelTime, MemoryStats, kernel_report};
 pub use device::Device;
 pub use dtype::DType;
 pub use error::{EngineError, Result};

@@ -34,7 +34,7 @@ pub(crate) mod profile;
 pub(crate) mod storage;
 
 pub use device::{CudaDevice, MemoryStats};
-pub use profile::KernelTime;
+pub use profile::{KernelTime, kernel_report};
 
 #[cfg(all(test, feature = "cuda-emu"))]
 mod device_tests;

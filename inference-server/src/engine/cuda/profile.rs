@@ -129,3 +129,88 @@ impl Profiler {
         Ok(times)
     }
 }
+
+/// `times` as Markdown: GPU time by kernel family (the kernel name without its dtype; the
+/// library GEMMs together), then the 25 largest kernels and GEMM shapes, each with its share.
+pub fn kernel_report(times: &[KernelTime]) -> String {
+    use std::fmt::Write;
+    let total: f64 = times.iter().map(|t| t.ms).sum();
+    let share = |ms: f64| 100.0 * ms / total.max(1e-9);
+    let family = |name: &str| -> String {
+        if name.starts_with("gemm ") {
+            return "gemm (cuBLAS, cuBLASLt)".into();
+        }
+        let cut = ["_f32", "_f16", "_bf16"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s));
+        cut.unwrap_or(name).to_string()
+    };
+    let mut families: HashMap<String, (u64, f64)> = HashMap::new();
+    for t in times {
+        let f = families.entry(family(&t.name)).or_default();
+        f.0 += t.calls;
+        f.1 += t.ms;
+    }
+    let mut families: Vec<(String, (u64, f64))> = families.into_iter().collect();
+    families.sort_by(|a, b| b.1.1.total_cmp(&a.1.1).then_with(|| a.0.cmp(&b.0)));
+    let mut out = format!("GPU time by kernel family ({total:.2} ms in all):\n");
+    out.push_str("| kernel family | launches | ms | share |\n|---|---|---|---|\n");
+    for (name, (calls, ms)) in &families {
+        let _ = writeln!(out, "| {name} | {calls} | {ms:.2} | {:.1}% |", share(*ms));
+    }
+    out.push_str("\n| kernel or GEMM shape (largest 25) | launches | ms | share |\n");
+    out.push_str("|---|---|---|---|\n");
+    for t in times.iter().take(25) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} | {:.1}% |",
+            t.name,
+            t.calls,
+            t.ms,
+            share(t.ms)
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KernelTime, kernel_report};
+
+    #[test]
+    fn the_report_sums_families_and_ranks_kernels() {
+        let t = |name: &str, calls, ms| KernelTime {
+            name: name.into(),
+            calls,
+            ms,
+        };
+        let times = [
+            t("gemm f16 4096×320×320", 10, 4.0),
+            t("group_norm_f16", 20, 3.0),
+            t("gemm f16 1024×640×640", 5, 2.0),
+            t("group_norm_f32", 2, 1.0),
+        ];
+        let report = kernel_report(&times);
+        assert!(
+            report.starts_with("GPU time by kernel family (10.00 ms in all):"),
+            "{report}"
+        );
+        assert!(
+            report.contains("| gemm (cuBLAS, cuBLASLt) | 15 | 6.00 | 60.0% |"),
+            "{report}"
+        );
+        assert!(
+            report.contains("| group_norm | 22 | 4.00 | 40.0% |"),
+            "{report}"
+        );
+        assert!(
+            report.contains("| group_norm_f32 | 2 | 1.00 | 10.0% |"),
+            "{report}"
+        );
+        let gemm = report.find("| gemm (cuBLAS").unwrap();
+        assert!(
+            gemm < report.find("| group_norm |").unwrap(),
+            "largest family first"
+        );
+    }
+}
