@@ -2,6 +2,7 @@
 
 use crate::engine::{Device, Tensor};
 
+use super::load::get_f32;
 use super::{NnError, WeightSource};
 
 /// A square-kernel convolution with bias; the weight may stay in its stored dtype.
@@ -32,7 +33,7 @@ impl Conv2d {
                 &[out_ch, in_ch, kernel, kernel],
                 device,
             )?,
-            bias: weights.get(&format!("{prefix}.bias"), &[out_ch], device)?,
+            bias: get_f32(weights, &format!("{prefix}.bias"), &[out_ch], device)?,
             stride,
             padding,
         })

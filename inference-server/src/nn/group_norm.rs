@@ -2,6 +2,7 @@
 
 use crate::engine::{Device, Tensor};
 
+use super::load::get_f32;
 use super::{NnError, WeightSource};
 
 /// `GroupNorm(groups, channels)` with learned per-channel scale and shift, as `torch.nn.GroupNorm`.
@@ -31,8 +32,8 @@ impl GroupNorm {
             });
         }
         Ok(GroupNorm {
-            weight: weights.get(&format!("{prefix}.weight"), &[channels], device)?,
-            bias: weights.get(&format!("{prefix}.bias"), &[channels], device)?,
+            weight: get_f32(weights, &format!("{prefix}.weight"), &[channels], device)?,
+            bias: get_f32(weights, &format!("{prefix}.bias"), &[channels], device)?,
             groups,
             eps,
         })

@@ -2,6 +2,7 @@
 
 use crate::engine::{Device, Tensor};
 
+use super::load::get_f32;
 use super::{NnError, WeightSource};
 
 /// `LayerNorm(dim)` with learned scale and shift, as `torch.nn.LayerNorm`.
@@ -22,8 +23,8 @@ impl LayerNorm {
         device: &Device,
     ) -> Result<LayerNorm, NnError> {
         Ok(LayerNorm {
-            weight: weights.get(&format!("{prefix}.weight"), &[dim], device)?,
-            bias: weights.get(&format!("{prefix}.bias"), &[dim], device)?,
+            weight: get_f32(weights, &format!("{prefix}.weight"), &[dim], device)?,
+            bias: get_f32(weights, &format!("{prefix}.bias"), &[dim], device)?,
             eps,
         })
     }
