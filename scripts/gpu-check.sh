@@ -132,7 +132,7 @@ timeout 200 "$BUNDLE/pipeline-bench" --model "$model" --device cuda:0 --size $si
 # cores too: the second row says what the VAE's precision costs.
 timeout 120 "$BUNDLE/pipeline-bench" --model "$model" --device cuda:0 --size $size --steps $steps --precision bf16 \
     | tee "$run/ours-bf16.txt" || echo "(our bf16 benchmark FAILED or timed out: see above)"
-# The default records each run's UNet step as a CUDA graph (one launch instead of ~1,400 per
+# The default records each run's UNet step as a CUDA graph (one launch instead of ~1,070 per
 # step); the third row runs every step launch by launch, to show what the graph saves.
 SDSERVE_CUDA_GRAPHS=0 timeout 120 "$BUNDLE/pipeline-bench" --model "$model" --device cuda:0 --size $size --steps $steps \
     | tee "$run/ours-nograph.txt" || echo "(our benchmark without graphs FAILED or timed out: see above)"

@@ -1,5 +1,5 @@
 //! CUDA graphs: a piece of work captured once on a device's stream and launched again as one
-//! call. A guided UNet step is about 1,000 kernel launches and 380 GEMMs (docs/cuda-roofline.md);
+//! call. A guided UNet step is about 690 kernel launches and 380 GEMMs (docs/cuda-roofline.md);
 //! issuing them costs the host about as long as the GPU needs to run them, so the sampling loop
 //! records the step once and then replays it, which costs the host one launch.
 //!
