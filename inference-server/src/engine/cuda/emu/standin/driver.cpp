@@ -47,29 +47,9 @@ struct CUfunc_st {
 using CUfunction = CUfunc_st*;
 using CUstream = void*;
 
-namespace {
+using namespace standin::result;
 
-// CUresult values (cuda.h).
-enum : CUresult {
-  SUCCESS = 0,
-  INVALID_VALUE = 1,
-  OUT_OF_MEMORY = 2,
-  NOT_INITIALIZED = 3,
-  NO_DEVICE = 100,
-  INVALID_DEVICE = 101,
-  INVALID_IMAGE = 200,
-  INVALID_CONTEXT = 201,
-  NO_BINARY_FOR_GPU = 209,
-  INVALID_PTX = 218,
-  UNSUPPORTED_PTX_VERSION = 222,
-  INVALID_HANDLE = 400,
-  NOT_FOUND = 500,
-  LAUNCH_OUT_OF_RESOURCES = 701,
-  LAUNCH_FAILED = 719,
-  NOT_SUPPORTED = 801,
-  STREAM_CAPTURE_UNSUPPORTED = 900,
-  STREAM_CAPTURE_INVALIDATED = 901,
-};
+namespace {
 
 const char* error_name(CUresult r) {
   switch (r) {
@@ -89,7 +69,8 @@ const char* error_name(CUresult r) {
     case LAUNCH_OUT_OF_RESOURCES: return "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";
     case LAUNCH_FAILED: return "CUDA_ERROR_LAUNCH_FAILED";
     case NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
-    case 401: return "CUDA_ERROR_ILLEGAL_STATE";
+    case ILLEGAL_STATE: return "CUDA_ERROR_ILLEGAL_STATE";
+    case NOT_READY: return "CUDA_ERROR_NOT_READY";
     case STREAM_CAPTURE_UNSUPPORTED: return "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED";
     case STREAM_CAPTURE_INVALIDATED: return "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED";
     default: return nullptr;

@@ -26,16 +26,9 @@
 using CUresult = int;
 using CUdeviceptr = unsigned long long;
 
-namespace {
+using namespace standin::result;
 
-enum : CUresult {
-  SUCCESS = 0,
-  INVALID_VALUE = 1,
-  INVALID_HANDLE = 400,
-  ILLEGAL_STATE = 401,
-  CAPTURE_UNSUPPORTED = 900,
-  CAPTURE_INVALIDATED = 901,
-};
+namespace {
 
 // CUstreamCaptureMode.
 enum : int { MODE_GLOBAL = 0, MODE_THREAD_LOCAL = 1, MODE_RELAXED = 2 };
@@ -110,7 +103,7 @@ int refuse_while_capturing(const char* call) {
   for (CUstream s : streams().live) {
     if (!s->capturing) continue;
     if (s->invalid.empty()) s->invalid = call;
-    refused = CAPTURE_UNSUPPORTED;
+    refused = STREAM_CAPTURE_UNSUPPORTED;
   }
   if (refused) complain("%s while a stream is capturing: the capture is invalidated", call);
   return refused;
@@ -137,7 +130,7 @@ int capture_refuses(void* stream, const char* call) {
   if (s == nullptr || !s->capturing) return SUCCESS;
   if (s->invalid.empty()) s->invalid = call;
   complain("%s on a capturing stream: not capturable, the capture is invalidated", call);
-  return CAPTURE_UNSUPPORTED;
+  return STREAM_CAPTURE_UNSUPPORTED;
 }
 
 }  // namespace standin
@@ -168,11 +161,11 @@ CUresult cuStreamBeginCapture_v2(CUstream stream, int mode) {
   if (mode != MODE_GLOBAL && mode != MODE_THREAD_LOCAL && mode != MODE_RELAXED) return INVALID_VALUE;
   if (stream == nullptr) {
     standin::complain("cuStreamBeginCapture on the legacy default stream, which cannot be captured");
-    return CAPTURE_UNSUPPORTED;
+    return STREAM_CAPTURE_UNSUPPORTED;
   }
   if (!known(stream)) return INVALID_HANDLE;
   // SDSERVE_STANDIN_GRAPHS=0: a driver that cannot capture, so the caller's fallback runs.
-  if (const char* v = std::getenv("SDSERVE_STANDIN_GRAPHS"); v && std::strcmp(v, "0") == 0) return 801;
+  if (const char* v = std::getenv("SDSERVE_STANDIN_GRAPHS"); v && std::strcmp(v, "0") == 0) return NOT_SUPPORTED;
   std::lock_guard<std::mutex> lock(streams().mu);
   if (stream->capturing) return ILLEGAL_STATE;
   stream->capturing = true;
@@ -193,7 +186,7 @@ CUresult cuStreamEndCapture(CUstream stream, CUgraph* graph) {
   nodes.swap(stream->nodes);
   if (!stream->invalid.empty()) {
     standin::complain("cuStreamEndCapture: the capture was invalidated by %s", stream->invalid.c_str());
-    return CAPTURE_INVALIDATED;
+    return STREAM_CAPTURE_INVALIDATED;
   }
   *graph = new CUgraph_st{std::move(nodes)};
   streams().graphs.insert(*graph);
@@ -283,7 +276,7 @@ CUresult cuEventSynchronize(CUevent_st* event) { return event == nullptr ? INVAL
 CUresult cuEventElapsedTime(float* ms, CUevent_st* start, CUevent_st* end) {
   if (ms == nullptr) return INVALID_VALUE;
   if (start == nullptr || end == nullptr) return INVALID_HANDLE;
-  if (!start->recorded || !end->recorded) return 600;  // CUDA_ERROR_NOT_READY
+  if (!start->recorded || !end->recorded) return NOT_READY;
   *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
   return SUCCESS;
 }
