@@ -173,7 +173,17 @@ impl DriverRuntime {
         // SAFETY: the context is current. The workspace lives as long as the process: the
         // runtime is never torn down while the server runs.
         let workspace = unsafe { drv::malloc_sync(lt::WORKSPACE_BYTES) }
-            .map_err(|e| driver_err("cuMemAlloc(cuBLASLt workspace)", e))?;
+            .map_err(|e| driver_err("cuMemAlloc(GEMM workspace)", e))?;
+        // cuBLAS gets the same workspace (one stream: its GEMMs and cuBLASLt's never overlap).
+        // Its own default pool would be allocated on first use, which a graph capture must not
+        // be; a workspace of the caller's is what NVIDIA's graph-capture notes ask for. After
+        // cublasSetStream, which resets it.
+        // SAFETY: the handle is live; the workspace is a device buffer of WORKSPACE_BYTES.
+        unsafe {
+            blas_sys::cublasSetWorkspace_v2(blas, workspace as *mut c_void, lt::WORKSPACE_BYTES)
+        }
+        .result()
+        .map_err(|e| blas_err("cublasSetWorkspace", e))?;
         let lt = Lt::new(workspace, stream)?;
         Ok(DriverRuntime {
             ctx,

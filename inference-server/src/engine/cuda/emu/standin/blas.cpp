@@ -178,6 +178,16 @@ int cublasSetStream_v2(void* handle, void* stream) {
   return OK;
 }
 
+int cublasSetWorkspace_v2(void* handle, void* workspace, std::size_t bytes) {
+  if (handle == nullptr) return NOT_INITIALIZED;
+  if (bytes > 0 && (reinterpret_cast<std::uint64_t>(workspace) % 256 != 0 ||
+                    !standin::span_ok(reinterpret_cast<std::uint64_t>(workspace), bytes))) {
+    standin::complain("cublasSetWorkspace: %zu bytes at %p: not a 256-byte aligned device buffer", bytes, workspace);
+    return INVALID_VALUE;
+  }
+  return OK;
+}
+
 int cublasGemmStridedBatchedEx(void* handle, int transa, int transb, int m, int n, int k, const void* alpha,
                                const void* A, int a_type, int lda, long long stride_a, const void* B, int b_type,
                                int ldb, long long stride_b, const void* beta, void* C, int c_type, int ldc,
