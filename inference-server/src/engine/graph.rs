@@ -8,6 +8,7 @@ use super::cuda::graph::CudaGraph;
 use super::cuda::storage::{CudaStorage, engine_err};
 use super::device::Device;
 use super::error::{EngineError, Result};
+use super::op::View;
 use super::storage::Storage;
 use super::tensor::Tensor;
 
@@ -97,7 +98,13 @@ impl Recorded {
             });
         }
         for (dst, src) in self.inputs.iter().zip(values) {
-            copy_into(dst, src)?;
+            let Storage::Cuda(d) = dst.storage() else {
+                return Err(EngineError::Invalid {
+                    op: "replay",
+                    msg: "a recorded input is not in device memory".into(),
+                });
+            };
+            copy_into(d, dst.view_in_storage(), src, "replay")?;
         }
         self.graph
             .launch()
@@ -125,32 +132,22 @@ fn cuda_storage<'a>(dev: &CudaDevice, t: &'a Tensor, op: &'static str) -> Result
 /// A new tensor on `dev` holding `t`'s values: a recorded input of the graph's own, which no
 /// one else holds and which a replay may therefore overwrite.
 fn fresh_copy(dev: &CudaDevice, t: &Tensor) -> Result<Tensor> {
-    let src = cuda_storage(dev, t, "record")?;
     let out =
         CudaStorage::alloc(dev, t.elem_count(), t.dtype()).map_err(|e| engine_err("record", e))?;
-    let bytes = t.elem_count() * t.dtype().size_in_bytes();
-    dev.rt()
-        .dtod(out.base(), src.ptr(t.view_in_storage()), bytes)
-        .map_err(|e| engine_err("record", e))?;
+    let all = View {
+        start: 0,
+        len: t.elem_count(),
+    };
+    copy_into(&out, all, t, "record")?;
     Ok(Tensor::from_storage(Storage::Cuda(out), t.shape().clone()))
 }
 
-/// Writes `src`'s values into the recorded input `dst` (same shape and dtype).
-fn copy_into(dst: &Tensor, src: &Tensor) -> Result<()> {
-    let Storage::Cuda(d) = dst.storage() else {
-        return Err(EngineError::Invalid {
-            op: "replay",
-            msg: "a recorded input is not in device memory".into(),
-        });
-    };
-    let s = cuda_storage(d.dev(), src, "replay")?;
+/// Writes `src`'s values into `dst` at `at` (as many elements, same dtype), in stream order.
+fn copy_into(dst: &CudaStorage, at: View, src: &Tensor, op: &'static str) -> Result<()> {
+    let s = cuda_storage(dst.dev(), src, op)?;
     let bytes = src.elem_count() * src.dtype().size_in_bytes();
-    d.dev()
+    dst.dev()
         .rt()
-        .dtod(
-            d.ptr(dst.view_in_storage()),
-            s.ptr(src.view_in_storage()),
-            bytes,
-        )
-        .map_err(|e| engine_err("replay", e))
+        .dtod(dst.ptr(at), s.ptr(src.view_in_storage()), bytes)
+        .map_err(|e| engine_err(op, e))
 }

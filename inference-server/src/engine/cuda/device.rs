@@ -240,14 +240,7 @@ impl CudaDevice {
 
     /// The allocator's current and peak bytes (see [`MemoryStats`]).
     pub fn memory_stats(&self) -> MemoryStats {
-        let pool = self.pool();
-        let (peak_in_use, peak_held) = pool.peaks();
-        MemoryStats {
-            in_use: pool.in_use(),
-            peak_in_use,
-            held: pool.held(),
-            peak_held,
-        }
+        self.pool().stats()
     }
 
     /// The allocator's state.

@@ -51,7 +51,8 @@ unsafe impl Send for DriverRuntime {}
 // SAFETY: as above; the only mutable state is behind mutexes.
 unsafe impl Sync for DriverRuntime {}
 
-fn driver_err(call: &str, e: drv::DriverError) -> CudaError {
+/// A driver error as a [`CudaError`] naming `call` (out of memory kept recognisable).
+pub(crate) fn driver_err(call: &str, e: drv::DriverError) -> CudaError {
     if e.0 == drv_sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
         return CudaError::OutOfMemory { bytes: 0 };
     }

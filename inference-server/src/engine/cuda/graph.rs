@@ -44,8 +44,12 @@ impl CudaDevice {
         f: impl FnOnce() -> Result<T, E>,
         cuda_err: impl Fn(CudaError) -> E,
     ) -> Result<(CudaGraph, T), E> {
-        let busy = CudaError::Unsupported("another graph is being captured on this device".into());
-        let id = self.pool().begin_capture().ok_or_else(|| cuda_err(busy))?;
+        let busy =
+            || CudaError::Unsupported("another graph is being captured on this device".into());
+        let id = self
+            .pool()
+            .begin_capture()
+            .ok_or_else(|| cuda_err(busy()))?;
         if let Err(e) = self.rt().begin_capture() {
             self.pool().release_graph(id);
             return Err(cuda_err(e));

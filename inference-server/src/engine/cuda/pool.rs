@@ -13,6 +13,8 @@
 use std::collections::HashMap;
 use std::thread::ThreadId;
 
+use super::device::MemoryStats;
+
 /// Names one graph's buffers in the pool.
 pub(crate) type GraphId = u64;
 
@@ -149,25 +151,20 @@ impl Pool {
         }
     }
 
-    /// Bytes in buffers handed out and not dropped.
-    pub(crate) fn in_use(&self) -> usize {
-        self.in_use
-    }
-
-    /// Bytes held from the driver (in use + pooled).
-    pub(crate) fn held(&self) -> usize {
-        self.in_use + self.cached_bytes
-    }
-
-    /// The peaks of [`Pool::in_use`] and [`Pool::held`].
-    pub(crate) fn peaks(&self) -> (usize, usize) {
-        (self.peak_in_use, self.peak_held)
+    /// The current and peak bytes in use and held from the driver (in use + pooled).
+    pub(crate) fn stats(&self) -> MemoryStats {
+        MemoryStats {
+            in_use: self.in_use,
+            peak_in_use: self.peak_in_use,
+            held: self.in_use + self.cached_bytes,
+            peak_held: self.peak_held,
+        }
     }
 
     /// Starts the peaks over from the current values.
     pub(crate) fn reset_peaks(&mut self) {
         self.peak_in_use = self.in_use;
-        self.peak_held = self.held();
+        self.peak_held = self.in_use + self.cached_bytes;
     }
 }
 
@@ -195,7 +192,7 @@ mod tests {
         assert!(!pool.give_back(0x1000, 256));
         pool.end_capture();
         // 0x2000 is still held (the graph's output); 0x1000 is reserved for the graph.
-        assert_eq!((pool.in_use(), pool.held()), (256, 512));
+        assert_eq!((pool.stats().in_use, pool.stats().held), (256, 512));
         assert_eq!(
             pool.take(256),
             None,
@@ -207,6 +204,6 @@ mod tests {
         let mut back = [pool.take(256), pool.take(256)];
         back.sort();
         assert_eq!(back, [Some(0x1000), Some(0x2000)]);
-        assert_eq!((pool.in_use(), pool.held()), (512, 512));
+        assert_eq!((pool.stats().in_use, pool.stats().held), (512, 512));
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use cudarc::driver::sys as drv_sys;
 
+use super::driver::driver_err;
 use super::error::CudaError;
 
 /// The GPU time of one kernel (or GEMM shape) over the profiled work.
@@ -40,20 +41,13 @@ unsafe impl Send for Profiler {}
 unsafe impl Sync for Profiler {}
 
 fn check(call: &str, r: drv_sys::CUresult) -> Result<(), CudaError> {
-    r.result().map_err(|e| CudaError::Driver {
-        call: call.into(),
-        message: format!("{:?}", e.0),
-    })
+    r.result().map_err(|e| driver_err(call, e))
 }
 
 impl Profiler {
-    /// A profiler when `SDSERVE_PROFILE=1` (or `on`).
+    /// A profiler when profiling is on (`SDSERVE_PROFILE=1`, the CPU profile's switch).
     pub(crate) fn from_env() -> Option<Profiler> {
-        matches!(
-            std::env::var("SDSERVE_PROFILE").as_deref(),
-            Ok("1") | Ok("on")
-        )
-        .then(|| Profiler {
+        crate::engine::profile::enabled().then(|| Profiler {
             marks: Mutex::default(),
         })
     }
@@ -111,10 +105,7 @@ impl Profiler {
                     e.1 += f64::from(ms);
                 }
                 Err(e) => {
-                    first_err.get_or_insert(CudaError::Driver {
-                        call: "cuEventElapsedTime".into(),
-                        message: format!("{:?}", e.0),
-                    });
+                    first_err.get_or_insert_with(|| driver_err("cuEventElapsedTime", e));
                 }
             }
         }
